@@ -1,0 +1,237 @@
+//! Opening the database: pragmas, schema, migrations, and the key file check.
+//!
+//! The schema lives in `schema.sql`, embedded in the binary and applied when
+//! `PRAGMA user_version` is 0. Each later change is one more entry in [`MIGRATIONS`],
+//! applied in order inside one transaction; a shipped step is never edited.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::crypto::{self, SecretKey};
+use crate::error::{Error, Result};
+
+pub const SCHEMA: &str = include_str!("../schema.sql");
+
+/// Migration steps after the base schema: `MIGRATIONS[i]` takes user_version i+1 to i+2.
+pub const MIGRATIONS: &[&str] = &[];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A database path and its key file path.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub db: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Location {
+    pub fn new(db: impl Into<PathBuf>, key: Option<PathBuf>) -> Location {
+        let db = db.into();
+        let key = key.unwrap_or_else(|| crypto::default_key_path(&db));
+        Location { db, key }
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // journal_mode returns a row; a read-only file keeps its mode.
+    let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA trusted_schema=OFF;",
+    )?;
+    Ok(())
+}
+
+fn user_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Bring the schema up to [`SCHEMA_VERSION`].
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let v = user_version(conn)?;
+    if v == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if v > SCHEMA_VERSION {
+        return Err(Error::Invalid(format!(
+            "the database has schema version {v}, newer than this build understands ({SCHEMA_VERSION}); upgrade authd"
+        )));
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let v = user_version(&tx)?;
+    if v == 0 {
+        // A database someone else made is not ours to take over.
+        let tables: i64 = tx.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type='table'",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables > 0 {
+            return Err(Error::Invalid(
+                "the file is an SQLite database, but not an authd one".into(),
+            ));
+        }
+        tx.execute_batch(SCHEMA)?;
+    }
+    for step in MIGRATIONS.iter().skip((v.max(1) - 1) as usize) {
+        tx.execute_batch(step)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<()> {
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key='key_check'", [], |r| r.get(0))
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    match stored {
+        Some(s) if crypto::ct_eq(s.as_bytes(), key.check_value().as_bytes()) => Ok(()),
+        Some(_) => Err(Error::Key(format!(
+            "the key file {} does not belong to this database",
+            key_path.display()
+        ))),
+        None => {
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('key_check', ?1)",
+                [key.check_value()],
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// Create a new database and its key file. Refuses to overwrite either.
+pub fn create(loc: &Location) -> Result<(Connection, SecretKey)> {
+    if loc.db.exists() {
+        return Err(Error::Conflict(format!(
+            "{} already exists; refusing to overwrite it",
+            loc.db.display()
+        )));
+    }
+    if loc.key.exists() {
+        return Err(Error::Conflict(format!(
+            "the key file {} already exists; refusing to overwrite it",
+            loc.key.display()
+        )));
+    }
+    let mut conn = Connection::open_with_flags(
+        &loc.db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| Error::Io(format!("cannot create {}: {e}", loc.db.display())))?;
+    configure(&conn)?;
+    migrate(&mut conn)?;
+    let key = SecretKey::create_file(&loc.key)?;
+    check_key(&conn, &key, &loc.key)?;
+    Ok((conn, key))
+}
+
+/// Open an existing database (never creates one), configure it and migrate it.
+pub fn open(path: &Path) -> Result<Connection> {
+    if !path.exists() {
+        return Err(Error::NotFound(format!(
+            "no database at {} (create one with `authctl init`, or pass --db)",
+            path.display()
+        )));
+    }
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .or_else(|_| Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY))
+    .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
+    configure(&conn).map_err(|e| describe(path, e))?;
+    migrate(&mut conn).map_err(|e| describe(path, e))?;
+    Ok(conn)
+}
+
+fn describe(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Invalid(m) if m.starts_with("the file") => {
+            Error::Invalid(format!("{}: {m}", path.display()))
+        }
+        e => e,
+    }
+}
+
+/// Load the key file and check it belongs to this database.
+pub fn load_key(conn: &Connection, key_path: &Path) -> Result<SecretKey> {
+    let key = SecretKey::load_file(key_path)?;
+    check_key(conn, &key, key_path)?;
+    Ok(key)
+}
+
+/// Open the database, creating it (and its key file) when missing. For the daemon.
+pub fn open_or_create(loc: &Location) -> Result<(Connection, SecretKey)> {
+    if loc.db.exists() {
+        let conn = open(&loc.db)?;
+        let key = load_key(&conn, &loc.key)?;
+        Ok((conn, key))
+    } else {
+        create(loc)
+    }
+}
+
+/// An in-memory database for tests.
+pub fn open_memory() -> Result<Connection> {
+    let mut conn = Connection::open_in_memory()?;
+    conn.execute_batch("PRAGMA foreign_keys=ON;")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Begin an immediate (write-locking) transaction: concurrent writers queue on the
+/// busy timeout instead of failing on lock upgrade. Rolls back on drop.
+pub fn write_tx(conn: &mut Connection) -> Result<rusqlite::Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_open_and_refuse_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::new(dir.path().join("a.db"), None);
+        let (conn, key) = create(&loc).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        drop(conn);
+        assert!(matches!(create(&loc), Err(Error::Conflict(_))));
+        let conn = open(&loc.db).unwrap();
+        assert_eq!(load_key(&conn, &loc.key).unwrap().check_value(), key.check_value());
+
+        // Another database's key is refused.
+        let other = Location::new(dir.path().join("b.db"), None);
+        create(&other).unwrap();
+        assert!(matches!(load_key(&conn, &other.key), Err(Error::Key(_))));
+
+        // A text file is not a database.
+        let txt = dir.path().join("notes.txt");
+        std::fs::write(&txt, "hello, this is not sqlite at all, not even close........").unwrap();
+        assert!(matches!(open(&txt), Err(Error::Invalid(_))));
+
+        // Someone else's SQLite database is not taken over.
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x)")
+            .unwrap();
+        assert!(matches!(open(&foreign), Err(Error::Invalid(_))));
+
+        assert!(matches!(open(&dir.path().join("missing.db")), Err(Error::NotFound(_))));
+    }
+}

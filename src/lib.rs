@@ -1,0 +1,23 @@
+//! authcore: everything `authd` and `authctl` share.
+//!
+//! This library knows nothing of HTTP or terminals. It owns the schema, the store
+//! functions that issue SQL, and the pure logic (passwords, TOTP, recovery codes,
+//! lockout, policy) that decides who gets in. Logic takes `now` (Unix seconds) as a
+//! parameter; only the binaries read the clock.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod audit;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod lockout;
+pub mod names;
+pub mod password;
+pub mod policy;
+pub mod recovery;
+pub mod store;
+pub mod totp;
+pub mod util;
+
+pub use error::{Error, Result};

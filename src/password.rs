@@ -1,0 +1,457 @@
+//! Passwords: how they are stored (argon2id PHC strings) and which ones are acceptable
+//! (the password policy).
+//!
+//! Why it looks like this:
+//! - argon2id with OWASP's baseline (m=19456 KiB, t=2, p=1) by default; the parameters
+//!   are recorded in each PHC string, so old hashes keep verifying after the parameters
+//!   change, and [`needs_rehash`] tells the caller to upgrade them after a good login.
+//! - Verification never panics on a corrupt stored hash: it simply fails.
+//! - Unknown users must cost the same time as known ones, otherwise response time is an
+//!   oracle for which accounts exist: [`dummy_verify`] burns one argon2 computation.
+//! - The policy reports every rule as met or unmet (not just the first failure) so that a
+//!   UI can show a checklist; lengths are counted as a person sees them (characters) for
+//!   the minimum and as storage sees them (bytes) for the maximum.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Argon2, Params, Version};
+
+/// Length of the random salt in bytes.
+const SALT_LEN: usize = 16;
+
+/// argon2id cost parameters: memory in KiB, iterations, lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Argon2Params {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl Default for Argon2Params {
+    /// OWASP Password Storage Cheat Sheet: m=19456 KiB (19 MiB), t=2, p=1.
+    fn default() -> Self {
+        Argon2Params {
+            m_kib: 19456,
+            t: 2,
+            p: 1,
+        }
+    }
+}
+
+fn hasher(params: Argon2Params) -> Result<Argon2<'static>, String> {
+    let params = Params::new(params.m_kib, params.t, params.p, None)
+        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+    Ok(Argon2::new(
+        argon2::Algorithm::Argon2id,
+        Version::V0x13,
+        params,
+    ))
+}
+
+/// argon2id PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`) with a random
+/// 16-byte salt from the OS CSPRNG. `Err` on invalid parameters (e.g. `m_kib < 8 * p`,
+/// `t == 0`) or if the OS random source fails.
+pub fn hash_password(password: &str, params: Argon2Params) -> Result<String, String> {
+    let argon2 = hasher(params)?;
+    let mut salt = [0u8; SALT_LEN];
+    getrandom::getrandom(&mut salt).map_err(|e| format!("OS random source failed: {e}"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
+    argon2
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| format!("argon2: {e}"))
+}
+
+/// Verify `password` against a PHC string. A bad or unparseable PHC string, or one of
+/// another algorithm family, is simply `false` (never panics). argon2 (i, d or id) hashes
+/// verify with the parameters recorded in the string; constant-time comparison of the
+/// output is argon2's job.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(hash) => Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// `true` when the PHC string is not argon2id v19 with exactly `params` and the default
+/// 32-byte output (so the caller rehashes after a successful login). An unparseable
+/// string also answers `true`.
+pub fn needs_rehash(phc: &str, params: Argon2Params) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return true;
+    };
+    if hash.algorithm != argon2::ARGON2ID_IDENT || hash.version != Some(Version::V0x13.into()) {
+        return true;
+    }
+    if hash.hash.map(|h| h.len()) != Some(Params::DEFAULT_OUTPUT_LEN) {
+        return true;
+    }
+    match Params::try_from(&hash) {
+        Ok(stored) => {
+            stored.m_cost() != params.m_kib
+                || stored.t_cost() != params.t
+                || stored.p_cost() != params.p
+        }
+        Err(_) => true,
+    }
+}
+
+/// The password behind the dummy hash. Its value does not matter: [`dummy_verify`]
+/// returns `false` whatever the outcome.
+const DUMMY_PASSWORD: &str = "authd dummy password for unknown users";
+
+/// Spend the same time as a real verification for users that do not exist: verify
+/// `password` against a fixed dummy hash made once (per process) with `params`. Always
+/// returns `false`.
+///
+/// The first call also pays for creating the dummy hash; call it once at start-up to warm
+/// it. If later called with different `params` than the dummy hash was made with, it
+/// hashes `password` with `params` instead, which costs the same as one verification.
+pub fn dummy_verify(password: &str, params: Argon2Params) -> bool {
+    static DUMMY: OnceLock<(Argon2Params, Option<String>)> = OnceLock::new();
+    let (made_with, phc) =
+        DUMMY.get_or_init(|| (params, hash_password(DUMMY_PASSWORD, params).ok()));
+    match phc {
+        Some(phc) if *made_with == params => {
+            let _ = verify_password(password, phc);
+        }
+        _ => {
+            let _ = hash_password(password, params);
+        }
+    }
+    false
+}
+
+/// What a new password must satisfy. Lengths: `min_length` in characters (Unicode scalar
+/// values), `max_length` in bytes (UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub require_lower: bool,
+    pub require_upper: bool,
+    pub require_digit: bool,
+    pub require_special: bool,
+}
+
+impl Default for PasswordPolicy {
+    /// At least 8 characters, at most 1024 bytes, one of each character class.
+    fn default() -> Self {
+        PasswordPolicy {
+            min_length: 8,
+            max_length: 1024,
+            require_lower: true,
+            require_upper: true,
+            require_digit: true,
+            require_special: true,
+        }
+    }
+}
+
+/// One rule of the policy, as shown to a user.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rule {
+    pub id: &'static str,
+    pub description: String,
+}
+
+/// One rule and whether a given password meets it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleResult {
+    pub id: &'static str,
+    pub description: String,
+    pub met: bool,
+}
+
+/// Printable, not a letter or digit: punctuation, symbols, spaces. Control characters
+/// never count.
+fn is_special(c: char) -> bool {
+    !c.is_alphanumeric() && !c.is_control()
+}
+
+impl PasswordPolicy {
+    /// The rules in display order: "lowercase", "uppercase", "digit", "special" (each only
+    /// when required), then "min_length", "max_length" and "no_control" (always present).
+    pub fn rules(&self) -> Vec<Rule> {
+        let mut rules = Vec::with_capacity(7);
+        let mut push = |id: &'static str, description: String| rules.push(Rule { id, description });
+        if self.require_lower {
+            push("lowercase", "One lower-case character".to_string());
+        }
+        if self.require_upper {
+            push("uppercase", "One upper-case character".to_string());
+        }
+        if self.require_digit {
+            push("digit", "One number".to_string());
+        }
+        if self.require_special {
+            push("special", "One special character".to_string());
+        }
+        let plural = if self.min_length == 1 { "" } else { "s" };
+        push(
+            "min_length",
+            format!("{} character{plural} minimum", self.min_length),
+        );
+        let plural = if self.max_length == 1 { "" } else { "s" };
+        push(
+            "max_length",
+            format!("At most {} byte{plural}", self.max_length),
+        );
+        push("no_control", "No control characters".to_string());
+        rules
+    }
+
+    /// Each rule of [`rules`](Self::rules) with met/unmet, in the same order.
+    ///
+    /// - lowercase / uppercase: any `char::is_lowercase` / `char::is_uppercase` (Unicode).
+    /// - digit: any `char::is_numeric` (Unicode).
+    /// - special: any character that is neither alphanumeric nor a control character
+    ///   (punctuation, symbols and spaces, including a plain space, count).
+    /// - min_length: at least `min_length` characters (Unicode scalar values).
+    /// - max_length: at most `max_length` bytes of UTF-8.
+    /// - no_control: no control character at all (NUL, tab, newline, DEL, C1 controls…).
+    pub fn check(&self, password: &str) -> Vec<RuleResult> {
+        self.rules()
+            .into_iter()
+            .map(|rule| {
+                let met = match rule.id {
+                    "lowercase" => password.chars().any(char::is_lowercase),
+                    "uppercase" => password.chars().any(char::is_uppercase),
+                    "digit" => password.chars().any(char::is_numeric),
+                    "special" => password.chars().any(is_special),
+                    "min_length" => password.chars().count() >= self.min_length,
+                    "max_length" => password.len() <= self.max_length,
+                    "no_control" => !password.chars().any(char::is_control),
+                    _ => false,
+                };
+                RuleResult {
+                    id: rule.id,
+                    description: rule.description,
+                    met,
+                }
+            })
+            .collect()
+    }
+
+    /// `true` when every rule is met.
+    pub fn is_ok(results: &[RuleResult]) -> bool {
+        results.iter().all(|r| r.met)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: Argon2Params = Argon2Params {
+        m_kib: 1024,
+        t: 1,
+        p: 1,
+    };
+
+    #[test]
+    fn default_params_are_owasp() {
+        assert_eq!(
+            Argon2Params::default(),
+            Argon2Params {
+                m_kib: 19456,
+                t: 2,
+                p: 1
+            }
+        );
+    }
+
+    #[test]
+    fn hash_and_verify_round_trip() {
+        let phc = hash_password("correct horse", FAST).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
+        assert!(verify_password("correct horse", &phc));
+        assert!(!verify_password("correct horsf", &phc));
+        assert!(!verify_password("", &phc));
+        // Fresh salt every time.
+        assert_ne!(phc, hash_password("correct horse", FAST).unwrap());
+    }
+
+    #[test]
+    fn hash_and_verify_with_defaults() {
+        let phc = hash_password("Passw0rd!", Argon2Params::default()).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(verify_password("Passw0rd!", &phc));
+        assert!(!verify_password("passw0rd!", &phc));
+        assert!(!needs_rehash(&phc, Argon2Params::default()));
+    }
+
+    #[test]
+    fn invalid_params_are_errors() {
+        for bad in [
+            Argon2Params {
+                m_kib: 4,
+                t: 1,
+                p: 1,
+            },
+            Argon2Params {
+                m_kib: 1024,
+                t: 0,
+                p: 1,
+            },
+            Argon2Params {
+                m_kib: 1024,
+                t: 1,
+                p: 0,
+            },
+        ] {
+            assert!(hash_password("x", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_phc_is_false() {
+        for phc in [
+            "",
+            "garbage",
+            "$argon2id$",
+            "$argon2id$v=19$m=1024,t=1,p=1$c2FsdA$",
+            "$argon2id$v=19$m=1024,t=1,p=1$!!!$!!!",
+            "$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$argon2id$v=19$m=0,t=0,p=0$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA",
+        ] {
+            assert!(!verify_password("x", phc), "{phc:?}");
+            assert!(needs_rehash(phc, FAST), "{phc:?}");
+        }
+    }
+
+    #[test]
+    fn needs_rehash_table() {
+        let phc = hash_password("pw", FAST).unwrap();
+        assert!(!needs_rehash(&phc, FAST));
+        for other in [
+            Argon2Params {
+                m_kib: 2048,
+                ..FAST
+            },
+            Argon2Params { t: 2, ..FAST },
+            Argon2Params { p: 2, ..FAST },
+            Argon2Params::default(),
+        ] {
+            assert!(needs_rehash(&phc, other), "{other:?}");
+        }
+        // Same params, but argon2i instead of argon2id.
+        let argon2i = Argon2::new(
+            argon2::Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        );
+        let salt = SaltString::encode_b64(&[7u8; 16]).unwrap();
+        let phc_i = argon2i.hash_password(b"pw", &salt).unwrap().to_string();
+        assert!(phc_i.starts_with("$argon2i$"));
+        assert!(verify_password("pw", &phc_i));
+        assert!(needs_rehash(&phc_i, FAST));
+    }
+
+    #[test]
+    fn dummy_verify_is_false() {
+        assert!(!dummy_verify("anything", FAST));
+        assert!(!dummy_verify(DUMMY_PASSWORD, FAST));
+        // Different params after the dummy was made: still false.
+        assert!(!dummy_verify(DUMMY_PASSWORD, Argon2Params { t: 2, ..FAST }));
+    }
+
+    fn unmet(policy: &PasswordPolicy, password: &str) -> Vec<&'static str> {
+        policy
+            .check(password)
+            .into_iter()
+            .filter(|r| !r.met)
+            .map(|r| r.id)
+            .collect()
+    }
+
+    #[test]
+    fn policy_table() {
+        let policy = PasswordPolicy::default();
+        let long = format!("Aa1!{}", "x".repeat(1021)); // 1025 bytes
+        let exactly_max = format!("Aa1!{}", "x".repeat(1020)); // 1024 bytes
+        let table: Vec<(&str, Vec<&str>)> = vec![
+            ("password", vec!["uppercase", "digit", "special"]),
+            ("Passw0rd!", vec![]),
+            ("Pässwörd1!", vec![]),
+            ("Pa0rd!x", vec!["min_length"]),
+            ("Pass word1", vec![]), // a space is special
+            ("PASSWORD1!", vec!["lowercase"]),
+            ("Passw0rd!\0", vec!["no_control"]),
+            ("Passw0rd!\n", vec!["no_control"]),
+            ("Passw0rd\t1", vec!["special", "no_control"]),
+            (
+                "",
+                vec!["lowercase", "uppercase", "digit", "special", "min_length"],
+            ),
+            (&long, vec!["max_length"]),
+            (&exactly_max, vec![]),
+            // 8 characters but 16 bytes: the minimum counts characters.
+            ("Ää1!ßßßß", vec![]),
+        ];
+        for (password, want) in table {
+            assert_eq!(unmet(&policy, password), want, "{password:?}");
+            assert_eq!(
+                PasswordPolicy::is_ok(&policy.check(password)),
+                want.is_empty(),
+                "{password:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn disabled_requirements_are_not_checked() {
+        let policy = PasswordPolicy {
+            min_length: 4,
+            max_length: 16,
+            require_lower: false,
+            require_upper: false,
+            require_digit: false,
+            require_special: false,
+        };
+        assert!(PasswordPolicy::is_ok(&policy.check("abcd")));
+        assert_eq!(unmet(&policy, "abc"), vec!["min_length"]);
+        assert_eq!(unmet(&policy, "abc\u{7}"), vec!["no_control"]);
+        let ids: Vec<_> = policy.rules().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec!["min_length", "max_length", "no_control"]);
+    }
+
+    #[test]
+    fn rules_order_and_descriptions() {
+        let rules: Vec<(&str, String)> = PasswordPolicy::default()
+            .rules()
+            .into_iter()
+            .map(|r| (r.id, r.description))
+            .collect();
+        let want = [
+            ("lowercase", "One lower-case character"),
+            ("uppercase", "One upper-case character"),
+            ("digit", "One number"),
+            ("special", "One special character"),
+            ("min_length", "8 characters minimum"),
+            ("max_length", "At most 1024 bytes"),
+            ("no_control", "No control characters"),
+        ];
+        let want: Vec<(&str, String)> = want.iter().map(|(i, d)| (*i, d.to_string())).collect();
+        assert_eq!(rules, want);
+        let custom = PasswordPolicy {
+            min_length: 12,
+            max_length: 64,
+            ..PasswordPolicy::default()
+        };
+        let descriptions: Vec<String> = custom.rules().into_iter().map(|r| r.description).collect();
+        assert!(descriptions.contains(&"12 characters minimum".to_string()));
+        assert!(descriptions.contains(&"At most 64 bytes".to_string()));
+    }
+
+    #[test]
+    fn check_follows_rules_order() {
+        let policy = PasswordPolicy::default();
+        let rule_ids: Vec<_> = policy.rules().into_iter().map(|r| r.id).collect();
+        let check_ids: Vec<_> = policy.check("x").into_iter().map(|r| r.id).collect();
+        assert_eq!(rule_ids, check_ids);
+    }
+}

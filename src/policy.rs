@@ -1,0 +1,305 @@
+//! The policy store: every tunable rule, its default, its validation, and where it lives.
+//!
+//! Settings are rows of the `policy` table (`key`, `value` as text). A missing row means
+//! the default from [`KEYS`]. Values are validated on the way in (`authctl policy set`)
+//! and parsed once per decision with [`Policy::load`], so a request always sees one
+//! consistent set.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::password::{Argon2Params, PasswordPolicy};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Int { min: i64, max: i64 },
+    Bool,
+    Choice(&'static [&'static str]),
+    Text { max: usize },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDef {
+    pub key: &'static str,
+    pub default: &'static str,
+    pub kind: Kind,
+    pub description: &'static str,
+}
+
+const fn int(min: i64, max: i64) -> Kind {
+    Kind::Int { min, max }
+}
+
+/// Every policy key, its default and what it means.
+pub const KEYS: &[KeyDef] = &[
+    KeyDef { key: "lockout.max_failures", default: "9", kind: int(0, 1000), description: "consecutive failures (any factor) that lock an account; 0 never locks" },
+    KeyDef { key: "password.min_length", default: "8", kind: int(1, 1024), description: "minimum password length in characters" },
+    KeyDef { key: "password.max_length", default: "1024", kind: int(8, 4096), description: "maximum password length in bytes" },
+    KeyDef { key: "password.require_lower", default: "true", kind: Kind::Bool, description: "require a lower-case character" },
+    KeyDef { key: "password.require_upper", default: "true", kind: Kind::Bool, description: "require an upper-case character" },
+    KeyDef { key: "password.require_digit", default: "true", kind: Kind::Bool, description: "require a number" },
+    KeyDef { key: "password.require_special", default: "true", kind: Kind::Bool, description: "require a special character" },
+    KeyDef { key: "password.max_age_days", default: "0", kind: int(0, 36500), description: "days before a password expires; 0 never expires" },
+    KeyDef { key: "argon2.m_kib", default: "19456", kind: int(8, 4_194_304), description: "argon2id memory cost in KiB (hashes upgrade at next login)" },
+    KeyDef { key: "argon2.t", default: "2", kind: int(1, 100), description: "argon2id iterations" },
+    KeyDef { key: "argon2.p", default: "1", kind: int(1, 64), description: "argon2id parallelism" },
+    KeyDef { key: "mfa.required", default: "groups", kind: Kind::Choice(&["none", "groups", "all"]), description: "who must use a second factor: members of require-2fa groups, everyone, or no one" },
+    KeyDef { key: "mfa.admins_required", default: "true", kind: Kind::Bool, description: "org-admin and admin accounts must use a second factor" },
+    KeyDef { key: "totp.skew", default: "1", kind: int(0, 10), description: "TOTP steps accepted either side of now" },
+    KeyDef { key: "totp.issuer", default: "authd", kind: Kind::Text { max: 64 }, description: "issuer name shown in authenticator apps" },
+    KeyDef { key: "recovery.count", default: "10", kind: int(1, 100), description: "recovery codes issued at enrolment" },
+    KeyDef { key: "remember_device.days", default: "30", kind: int(0, 3650), description: "days a remembered device skips the second factor; 0 disables" },
+    KeyDef { key: "terms.mode", default: "every_login", kind: Kind::Choice(&["every_login", "once_per_version"]), description: "when users accept the current terms (if any are set)" },
+    KeyDef { key: "session.idle_minutes", default: "30", kind: int(1, 525_600), description: "a session ends after this long unused" },
+    KeyDef { key: "session.absolute_hours", default: "12", kind: int(1, 8760), description: "a session ends this long after login, used or not" },
+    KeyDef { key: "flow.ttl_seconds", default: "300", kind: int(30, 3600), description: "lifetime of a login flow token" },
+    KeyDef { key: "email_otp.ttl_minutes", default: "10", kind: int(1, 60), description: "lifetime of an emailed code" },
+    KeyDef { key: "email_otp.max_tries", default: "5", kind: int(1, 20), description: "wrong tries allowed per emailed code" },
+    KeyDef { key: "email_otp.resend_seconds", default: "30", kind: int(0, 3600), description: "minimum wait between two emailed codes" },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaRequired {
+    None,
+    Groups,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TermsMode {
+    EveryLogin,
+    OncePerVersion,
+}
+
+/// Every setting, parsed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub lockout_max_failures: i64,
+    pub password: PasswordPolicy,
+    pub password_max_age_days: i64,
+    pub argon2: Argon2Params,
+    pub mfa_required: MfaRequired,
+    pub mfa_admins_required: bool,
+    pub totp_skew: i64,
+    pub totp_issuer: String,
+    pub recovery_count: usize,
+    pub remember_device_days: i64,
+    pub terms_mode: TermsMode,
+    pub session_idle_minutes: i64,
+    pub session_absolute_hours: i64,
+    pub flow_ttl_seconds: i64,
+    pub email_otp_ttl_minutes: i64,
+    pub email_otp_max_tries: i64,
+    pub email_otp_resend_seconds: i64,
+}
+
+fn def(key: &str) -> Result<&'static KeyDef> {
+    KEYS.iter().find(|k| k.key == key).ok_or_else(|| {
+        Error::Invalid(format!(
+            "unknown policy key '{key}'; `authctl policy show` lists them"
+        ))
+    })
+}
+
+/// Check and canonicalise a value for `key`.
+pub fn validate(key: &str, value: &str) -> Result<String> {
+    let d = def(key)?;
+    let v = value.trim();
+    match d.kind {
+        Kind::Int { min, max } => match v.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n.to_string()),
+            _ => Err(Error::Invalid(format!(
+                "{key} takes a whole number from {min} to {max}, not '{v}'"
+            ))),
+        },
+        Kind::Bool => match v.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok("true".into()),
+            "false" | "no" | "off" | "0" => Ok("false".into()),
+            _ => Err(Error::Invalid(format!("{key} takes true or false, not '{v}'"))),
+        },
+        Kind::Choice(choices) => {
+            if choices.contains(&v) {
+                Ok(v.to_string())
+            } else {
+                Err(Error::Invalid(format!(
+                    "{key} takes one of {}, not '{v}'",
+                    choices.join(", ")
+                )))
+            }
+        }
+        Kind::Text { max } => {
+            if v.is_empty() || v.chars().count() > max || v.contains(':') || v.chars().any(char::is_control) {
+                Err(Error::Invalid(format!(
+                    "{key} takes 1 to {max} characters without ':' or control characters"
+                )))
+            } else {
+                Ok(v.to_string())
+            }
+        }
+    }
+}
+
+/// The stored value of `key`, or its default.
+pub fn get(conn: &Connection, key: &str) -> Result<String> {
+    let d = def(key)?;
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM policy WHERE key=?1", [key], |r| r.get(0))
+        .optional()?;
+    Ok(v.unwrap_or_else(|| d.default.to_string()))
+}
+
+/// Validate and store one setting; returns the canonical value.
+pub fn set(conn: &Connection, key: &str, value: &str, now: i64) -> Result<String> {
+    let v = validate(key, value)?;
+    conn.execute(
+        "INSERT INTO policy(key, value, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+        params![key, v, now],
+    )?;
+    Ok(v)
+}
+
+/// One row of `policy show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub key: &'static str,
+    pub value: String,
+    pub default: &'static str,
+    pub is_default: bool,
+    pub description: &'static str,
+}
+
+/// Every key with its current value.
+pub fn entries(conn: &Connection) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare("SELECT key, value FROM policy")?;
+    let stored: std::collections::HashMap<String, String> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(KEYS
+        .iter()
+        .map(|d| {
+            let value = stored.get(d.key).cloned().unwrap_or_else(|| d.default.to_string());
+            Entry {
+                key: d.key,
+                is_default: value == d.default,
+                value,
+                default: d.default,
+                description: d.description,
+            }
+        })
+        .collect())
+}
+
+impl Policy {
+    /// The policy in force.
+    pub fn load(conn: &Connection) -> Result<Policy> {
+        let e = entries(conn)?;
+        let get = |k: &str| -> &str {
+            e.iter()
+                .find(|x| x.key == k)
+                .map(|x| x.value.as_str())
+                .unwrap_or("")
+        };
+        Policy::from_lookup(&get)
+    }
+
+    /// The defaults (what a new database has).
+    pub fn defaults() -> Policy {
+        let get = |k: &str| -> &str { KEYS.iter().find(|d| d.key == k).map(|d| d.default).unwrap_or("") };
+        // The defaults are valid by construction (tested below).
+        Policy::from_lookup(&get).unwrap_or_else(|e| panic!("built-in policy defaults are invalid: {e}"))
+    }
+
+    fn from_lookup<'a>(get: &dyn Fn(&str) -> &'a str) -> Result<Policy> {
+        let int = |k: &str| -> Result<i64> {
+            get(k).parse::<i64>().map_err(|_| {
+                Error::Invalid(format!("stored policy {k}='{}' is not a number", get(k)))
+            })
+        };
+        let flag = |k: &str| get(k) == "true";
+        let u32_ = |k: &str| -> Result<u32> {
+            u32::try_from(int(k)?).map_err(|_| Error::Invalid(format!("stored policy {k} out of range")))
+        };
+        Ok(Policy {
+            lockout_max_failures: int("lockout.max_failures")?,
+            password: PasswordPolicy {
+                min_length: int("password.min_length")?.max(1) as usize,
+                max_length: int("password.max_length")?.max(8) as usize,
+                require_lower: flag("password.require_lower"),
+                require_upper: flag("password.require_upper"),
+                require_digit: flag("password.require_digit"),
+                require_special: flag("password.require_special"),
+            },
+            password_max_age_days: int("password.max_age_days")?,
+            argon2: Argon2Params {
+                m_kib: u32_("argon2.m_kib")?,
+                t: u32_("argon2.t")?,
+                p: u32_("argon2.p")?,
+            },
+            mfa_required: match get("mfa.required") {
+                "none" => MfaRequired::None,
+                "all" => MfaRequired::All,
+                _ => MfaRequired::Groups,
+            },
+            mfa_admins_required: flag("mfa.admins_required"),
+            totp_skew: int("totp.skew")?,
+            totp_issuer: get("totp.issuer").to_string(),
+            recovery_count: int("recovery.count")?.max(1) as usize,
+            remember_device_days: int("remember_device.days")?,
+            terms_mode: match get("terms.mode") {
+                "once_per_version" => TermsMode::OncePerVersion,
+                _ => TermsMode::EveryLogin,
+            },
+            session_idle_minutes: int("session.idle_minutes")?,
+            session_absolute_hours: int("session.absolute_hours")?,
+            flow_ttl_seconds: int("flow.ttl_seconds")?,
+            email_otp_ttl_minutes: int("email_otp.ttl_minutes")?,
+            email_otp_max_tries: int("email_otp.max_tries")?,
+            email_otp_resend_seconds: int("email_otp.resend_seconds")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_seed() {
+        for d in KEYS {
+            assert_eq!(validate(d.key, d.default).unwrap(), d.default, "{}", d.key);
+        }
+        let p = Policy::defaults();
+        assert_eq!(p.lockout_max_failures, 9);
+        assert_eq!(p.password.min_length, 8);
+        assert_eq!(p.remember_device_days, 30);
+        assert_eq!(p.argon2, Argon2Params::default());
+    }
+
+    #[test]
+    fn set_get_and_validate() {
+        let conn = crate::db::open_memory().unwrap();
+        assert_eq!(Policy::load(&conn).unwrap(), Policy::defaults());
+        assert_eq!(set(&conn, "lockout.max_failures", " 5 ", 1).unwrap(), "5");
+        assert_eq!(set(&conn, "mfa.required", "all", 1).unwrap(), "all");
+        assert_eq!(set(&conn, "password.require_upper", "no", 1).unwrap(), "false");
+        let p = Policy::load(&conn).unwrap();
+        assert_eq!(p.lockout_max_failures, 5);
+        assert_eq!(p.mfa_required, MfaRequired::All);
+        assert!(!p.password.require_upper);
+        for (k, v) in [
+            ("lockout.max_failures", "-1"),
+            ("lockout.max_failures", "nine"),
+            ("mfa.required", "sometimes"),
+            ("password.require_upper", "maybe"),
+            ("no.such.key", "1"),
+            ("totp.issuer", "a:b"),
+        ] {
+            assert!(matches!(set(&conn, k, v, 1), Err(Error::Invalid(_))), "{k}={v}");
+        }
+        assert_eq!(get(&conn, "lockout.max_failures").unwrap(), "5");
+    }
+}

@@ -1,0 +1,27 @@
+//! Store functions: plain functions over a connection or transaction. Only this layer
+//! (and `audit`, `policy`, `db`) issues SQL. Callers wrap writes in `db::write_tx` so a
+//! change and its audit row commit together.
+
+pub mod factors;
+pub mod orgs;
+pub mod sessions;
+pub mod users;
+
+/// Map "no rows" to None.
+pub(crate) fn opt<T>(r: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Map a UNIQUE violation to a clear conflict.
+pub(crate) fn conflict_on_unique(e: rusqlite::Error, msg: impl FnOnce() -> String) -> crate::Error {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        if f.code == rusqlite::ErrorCode::ConstraintViolation {
+            return crate::Error::Conflict(msg());
+        }
+    }
+    e.into()
+}

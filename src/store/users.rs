@@ -1,0 +1,392 @@
+//! Users: identity, role, status, password, lockout counters, group memberships.
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use super::{conflict_on_unique, opt, orgs};
+use crate::error::{Error, Result};
+use crate::lockout;
+use crate::names;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Role {
+    #[serde(rename = "user")]
+    User,
+    #[serde(rename = "org-admin")]
+    OrgAdmin,
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::OrgAdmin => "org-admin",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Role> {
+        match s {
+            "user" => Ok(Role::User),
+            "org-admin" => Ok(Role::OrgAdmin),
+            "admin" => Ok(Role::Admin),
+            _ => Err(Error::Invalid(format!(
+                "unknown role '{s}'; use user, org-admin or admin"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub org_id: i64,
+    pub org: String,
+    pub role: Role,
+    /// active, locked or disabled (disabled wins).
+    pub status: &'static str,
+    pub disabled: bool,
+    pub locked_at: Option<i64>,
+    pub failed_attempts: i64,
+    pub has_password: bool,
+    pub password_changed_at: Option<i64>,
+    pub must_change_password: bool,
+    /// The enrolled second factor: totp, email, or none.
+    pub mfa_method: Option<String>,
+    pub groups: Vec<String>,
+    /// True when a group the user belongs to requires a second factor.
+    pub group_requires_2fa: bool,
+    pub created_at: i64,
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+}
+
+const USER_SELECT: &str = "SELECT u.id, u.username, u.email, u.org_id, o.name, u.role, u.disabled,
+    u.locked_at, u.failed_attempts, u.password_hash, u.password_changed_at,
+    u.must_change_password, u.mfa_method, u.created_at,
+    (SELECT group_concat(name, char(31)) FROM (SELECT g.name FROM memberships m
+        JOIN groups g ON g.id=m.group_id WHERE m.user_id=u.id ORDER BY g.name_key)),
+    EXISTS (SELECT 1 FROM memberships m JOIN groups g ON g.id=m.group_id
+        WHERE m.user_id=u.id AND g.require_2fa=1)
+    FROM users u JOIN orgs o ON o.id=u.org_id";
+
+fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
+    let disabled: bool = r.get(6)?;
+    let locked_at: Option<i64> = r.get(7)?;
+    let role: String = r.get(5)?;
+    let hash: Option<String> = r.get(9)?;
+    let groups: Option<String> = r.get(14)?;
+    Ok(User {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        email: r.get(2)?,
+        org_id: r.get(3)?,
+        org: r.get(4)?,
+        role: Role::parse(&role).unwrap_or(Role::User),
+        status: if disabled {
+            "disabled"
+        } else if locked_at.is_some() {
+            "locked"
+        } else {
+            "active"
+        },
+        disabled,
+        locked_at,
+        failed_attempts: r.get(8)?,
+        has_password: hash.is_some(),
+        password_hash: hash,
+        password_changed_at: r.get(10)?,
+        must_change_password: r.get(11)?,
+        mfa_method: r.get(12)?,
+        created_at: r.get(13)?,
+        groups: groups
+            .map(|g| g.split('\u{1f}').map(str::to_string).collect())
+            .unwrap_or_default(),
+        group_requires_2fa: r.get(15)?,
+    })
+}
+
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub email: &'a str,
+    pub org: Option<&'a str>,
+    pub groups: &'a [String],
+    pub role: Role,
+    /// An argon2id PHC string, already hashed (hashing is slow; callers do it outside
+    /// the write transaction).
+    pub password_hash: Option<String>,
+    pub must_change_password: bool,
+}
+
+/// Create a user. Org and groups must exist (the default org is created on demand).
+pub fn create(conn: &Connection, u: &NewUser, now: i64) -> Result<User> {
+    let n = names::normalize("username", u.username)?;
+    let email = names::email(u.email)?;
+    let org = orgs::org_or_default(conn, u.org, now)?;
+    let group_ids = u
+        .groups
+        .iter()
+        .map(|g| orgs::get_group(conn, g).map(|g| g.id))
+        .collect::<Result<Vec<_>>>()?;
+    conn.execute(
+        "INSERT INTO users(username, username_key, email, org_id, role, password_hash,
+            password_changed_at, must_change_password, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        params![
+            n.display,
+            n.key,
+            email,
+            org.id,
+            u.role.as_str(),
+            u.password_hash,
+            u.password_hash.as_ref().map(|_| now),
+            u.must_change_password,
+            now
+        ],
+    )
+    .map_err(|e| conflict_on_unique(e, || format!("user '{}' already exists", n.display)))?;
+    let id = conn.last_insert_rowid();
+    for g in group_ids {
+        conn.execute(
+            "INSERT OR IGNORE INTO memberships(user_id, group_id) VALUES (?1, ?2)",
+            params![id, g],
+        )?;
+    }
+    by_id(conn, id)
+}
+
+pub fn find(conn: &Connection, name: &str) -> Result<Option<User>> {
+    let key = names::key_of(name);
+    Ok(opt(conn.query_row(&format!("{USER_SELECT} WHERE u.username_key=?1"), [key], user_row))?)
+}
+
+pub fn get(conn: &Connection, name: &str) -> Result<User> {
+    find(conn, name)?.ok_or_else(|| Error::not_found("user", name))
+}
+
+pub fn by_id(conn: &Connection, id: i64) -> Result<User> {
+    opt(conn.query_row(&format!("{USER_SELECT} WHERE u.id=?1"), [id], user_row))?
+        .ok_or_else(|| Error::NotFound(format!("user #{id} does not exist")))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub org_id: Option<i64>,
+    pub locked: bool,
+    pub group_id: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<User>> {
+    let mut sql = format!("{USER_SELECT} WHERE 1=1");
+    if f.org_id.is_some() {
+        sql.push_str(" AND u.org_id=?1");
+    }
+    if f.locked {
+        sql.push_str(" AND u.locked_at IS NOT NULL");
+    }
+    if f.group_id.is_some() {
+        sql.push_str(" AND u.id IN (SELECT user_id FROM memberships WHERE group_id=?2)");
+    }
+    sql.push_str(" ORDER BY u.org_id, u.username_key LIMIT ?3");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map(params![f.org_id, f.group_id, f.limit.unwrap_or(-1)], user_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+fn touch(conn: &Connection, id: i64, now: i64) -> Result<()> {
+    conn.execute("UPDATE users SET updated_at=?1 WHERE id=?2", params![now, id])?;
+    Ok(())
+}
+
+pub fn set_email(conn: &Connection, id: i64, email: &str, now: i64) -> Result<()> {
+    let e = names::email(email)?;
+    conn.execute("UPDATE users SET email=?1 WHERE id=?2", params![e, id])?;
+    touch(conn, id, now)
+}
+
+pub fn set_role(conn: &Connection, id: i64, role: Role, now: i64) -> Result<()> {
+    conn.execute("UPDATE users SET role=?1 WHERE id=?2", params![role.as_str(), id])?;
+    touch(conn, id, now)
+}
+
+pub fn set_org(conn: &Connection, id: i64, org: &str, now: i64) -> Result<()> {
+    let o = orgs::get_org(conn, org)?;
+    conn.execute("UPDATE users SET org_id=?1 WHERE id=?2", params![o.id, id])?;
+    touch(conn, id, now)
+}
+
+pub fn add_to_group(conn: &Connection, id: i64, group: &str) -> Result<()> {
+    let g = orgs::get_group(conn, group)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO memberships(user_id, group_id) VALUES (?1, ?2)",
+        params![id, g.id],
+    )?;
+    Ok(())
+}
+
+pub fn remove_from_group(conn: &Connection, id: i64, group: &str) -> Result<()> {
+    let g = orgs::get_group(conn, group)?;
+    conn.execute(
+        "DELETE FROM memberships WHERE user_id=?1 AND group_id=?2",
+        params![id, g.id],
+    )?;
+    Ok(())
+}
+
+/// Disable or enable. Disabling ends the user's sessions, flows and remembered devices.
+pub fn set_disabled(conn: &Connection, id: i64, disabled: bool, now: i64) -> Result<()> {
+    conn.execute("UPDATE users SET disabled=?1 WHERE id=?2", params![disabled, id])?;
+    if disabled {
+        super::sessions::end_all_for_user(conn, id, now)?;
+        super::factors::revoke_devices(conn, id, now)?;
+    }
+    touch(conn, id, now)
+}
+
+pub fn delete(conn: &Connection, id: i64) -> Result<()> {
+    conn.execute("DELETE FROM users WHERE id=?1", [id])?;
+    Ok(())
+}
+
+/// Store a new password hash. `must_change` forces a change at the next login. Ends
+/// the user's sessions, pending flows and remembered devices.
+pub fn set_password(conn: &Connection, id: i64, hash: &str, must_change: bool, now: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE users SET password_hash=?1, password_changed_at=?2, must_change_password=?3,
+            updated_at=?2 WHERE id=?4",
+        params![hash, now, must_change, id],
+    )?;
+    super::sessions::end_all_for_user(conn, id, now)?;
+    super::factors::revoke_devices(conn, id, now)?;
+    Ok(())
+}
+
+/// Replace the hash only (a rehash with new parameters after a successful login).
+pub fn upgrade_password_hash(conn: &Connection, id: i64, hash: &str) -> Result<()> {
+    conn.execute("UPDATE users SET password_hash=?1 WHERE id=?2", params![hash, id])?;
+    Ok(())
+}
+
+/// Force a password change at the next login.
+pub fn expire_password(conn: &Connection, id: i64, now: i64) -> Result<()> {
+    conn.execute("UPDATE users SET must_change_password=1 WHERE id=?1", [id])?;
+    touch(conn, id, now)
+}
+
+/// Clear the lock and the failure count. Returns whether the account was locked.
+/// Unlocking a locked account ends its sessions (someone was guessing).
+pub fn unlock(conn: &Connection, id: i64, now: i64) -> Result<bool> {
+    let was_locked: bool = conn.query_row(
+        "SELECT locked_at IS NOT NULL FROM users WHERE id=?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    conn.execute(
+        "UPDATE users SET locked_at=NULL, failed_attempts=0, updated_at=?1 WHERE id=?2",
+        params![now, id],
+    )?;
+    if was_locked {
+        super::sessions::end_all_for_user(conn, id, now)?;
+    }
+    Ok(was_locked)
+}
+
+/// Count one failed attempt (any factor) and lock at the limit. Call inside the write
+/// transaction that checked the attempt. Returns whether this failure locked the account.
+/// Locking ends the account's pending login flows.
+pub fn record_failure(conn: &Connection, id: i64, max_failures: i64, now: i64) -> Result<bool> {
+    let (count, locked): (i64, bool) = conn.query_row(
+        "SELECT failed_attempts, locked_at IS NOT NULL FROM users WHERE id=?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if locked {
+        return Ok(false);
+    }
+    let o = lockout::register_failure(count, max_failures);
+    conn.execute(
+        "UPDATE users SET failed_attempts=?1, locked_at=CASE WHEN ?2 THEN ?3 ELSE locked_at END
+         WHERE id=?4",
+        params![o.failed_attempts, o.lock_now, now, id],
+    )?;
+    if o.lock_now {
+        super::sessions::end_flows_for_user(conn, id)?;
+    }
+    Ok(o.lock_now)
+}
+
+/// A fully successful attempt resets the failure count.
+pub fn record_success(conn: &Connection, id: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE users SET failed_attempts=0 WHERE id=?1 AND failed_attempts<>0",
+        [id],
+    )?;
+    Ok(())
+}
+
+pub fn set_mfa_method(conn: &Connection, id: i64, method: Option<&str>, now: i64) -> Result<()> {
+    conn.execute("UPDATE users SET mfa_method=?1 WHERE id=?2", params![method, id])?;
+    touch(conn, id, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_user<'a>(name: &'a str, groups: &'a [String]) -> NewUser<'a> {
+        NewUser {
+            username: name,
+            email: "a@example.org",
+            org: None,
+            groups,
+            role: Role::User,
+            password_hash: Some("$argon2id$fake".into()),
+            must_change_password: false,
+        }
+    }
+
+    #[test]
+    fn create_find_and_conflict() {
+        let conn = crate::db::open_memory().unwrap();
+        orgs::add_group(&conn, "pupil-data", true, 1).unwrap();
+        let groups = vec!["pupil-data".to_string()];
+        let u = create(&conn, &new_user("Alice", &groups), 1).unwrap();
+        assert_eq!(u.username, "Alice");
+        assert_eq!(u.org, "default");
+        assert_eq!(u.groups, groups);
+        assert!(u.group_requires_2fa);
+        assert_eq!(u.status, "active");
+        assert_eq!(get(&conn, "ＡＬＩＣＥ").unwrap().id, u.id);
+        assert!(matches!(create(&conn, &new_user(" alice", &[]), 1), Err(Error::Conflict(_))));
+        assert!(matches!(create(&conn, &new_user("bob", &["nope".into()]), 1), Err(Error::NotFound(_))));
+        assert!(find(&conn, "bob").unwrap().is_none(), "nothing half-created");
+    }
+
+    #[test]
+    fn lockout_counts_and_unlock() {
+        let conn = crate::db::open_memory().unwrap();
+        let u = create(&conn, &new_user("carol", &[]), 1).unwrap();
+        for i in 1..=8 {
+            assert!(!record_failure(&conn, u.id, 9, 10).unwrap(), "{i}");
+        }
+        record_success(&conn, u.id).unwrap();
+        assert_eq!(by_id(&conn, u.id).unwrap().failed_attempts, 0);
+        for _ in 1..=8 {
+            record_failure(&conn, u.id, 9, 10).unwrap();
+        }
+        assert!(record_failure(&conn, u.id, 9, 11).unwrap());
+        let locked = by_id(&conn, u.id).unwrap();
+        assert_eq!(locked.status, "locked");
+        assert_eq!(locked.locked_at, Some(11));
+        assert!(!record_failure(&conn, u.id, 9, 12).unwrap(), "already locked");
+        assert!(unlock(&conn, u.id, 13).unwrap());
+        let u2 = by_id(&conn, u.id).unwrap();
+        assert_eq!((u2.status, u2.failed_attempts), ("active", 0));
+    }
+}
