@@ -1,1 +1,86 @@
-fn main() {}
+//! authctl: the admin CLI of authd. Works directly on the SQLite file.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod admin;
+mod args;
+mod audit_cmd;
+mod ctx;
+mod factors;
+mod generate;
+mod import;
+mod output;
+mod prompt;
+mod users;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+fn main() {
+    // The database, its key file and SQLite's side files hold secrets.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let cli = Cli::parse();
+    let global = cli.global.clone();
+    let label = audit_label(&cli.command);
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // A refused admin action is a decision too: audit it (best effort).
+            if let Some((event, target)) = &label {
+                ctx::record_failure(&global, event, target, &e);
+            }
+            output::report_error(&e, global.json)
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The audit event and target of a state-changing command (None for read-only ones).
+fn audit_label(c: &Command) -> Option<(&'static str, String)> {
+    use args::{DeviceCmd, GroupCmd, OrgCmd, PolicyCmd, UserCmd};
+    Some(match c {
+        Command::User(UserCmd::Add(a)) => ("admin.user.add", a.name.clone()),
+        Command::User(UserCmd::Set(a)) => ("admin.user.set", a.name.clone()),
+        Command::User(UserCmd::Disable(a)) => ("admin.user.disable", a.name.clone()),
+        Command::User(UserCmd::Enable(a)) => ("admin.user.enable", a.name.clone()),
+        Command::User(UserCmd::Delete(a)) => ("admin.user.delete", a.name.clone()),
+        Command::Passwd(a) => ("admin.passwd", a.name.clone()),
+        Command::Enroll(a) => ("admin.enroll", a.name.clone()),
+        Command::Reset2fa(a) => ("admin.reset_2fa", a.name.clone()),
+        Command::Unlock(a) => ("admin.unlock", a.name.clone()),
+        Command::Device(DeviceCmd::Revoke { user, .. }) => {
+            ("admin.device.revoke", user.clone().unwrap_or_default())
+        }
+        Command::Org(OrgCmd::Add { name, .. }) => ("admin.org.add", name.clone()),
+        Command::Org(OrgCmd::Delete { name }) => ("admin.org.delete", name.clone()),
+        Command::Group(GroupCmd::Add { name, .. }) => ("admin.group.add", name.clone()),
+        Command::Group(GroupCmd::Set { name, .. }) => ("admin.group.set", name.clone()),
+        Command::Group(GroupCmd::Delete { name }) => ("admin.group.delete", name.clone()),
+        Command::Policy(PolicyCmd::Set { .. }) => ("admin.policy.set", String::new()),
+        Command::Import(_) => ("admin.import", String::new()),
+        _ => return None,
+    })
+}
+
+/// Run one command; Ok carries the exit code (0, or 1 for a "no" answer like a TOTP
+/// code that does not match).
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let g = cli.global;
+    match cli.command {
+        Command::Init(a) => admin::init(&g, a),
+        Command::User(c) => users::run(&g, c),
+        Command::Passwd(a) => users::passwd(&g, a),
+        Command::Enroll(a) => factors::enroll(&g, a),
+        Command::Totp(c) => factors::totp(&g, c),
+        Command::Reset2fa(a) => factors::reset_2fa(&g, a),
+        Command::Unlock(a) => factors::unlock(&g, a),
+        Command::Device(c) => factors::device(&g, c),
+        Command::Audit(a) => audit_cmd::run(&g, a),
+        Command::Org(c) => admin::org(&g, c),
+        Command::Group(c) => admin::group(&g, c),
+        Command::Policy(c) => admin::policy(&g, c),
+        Command::Import(a) => import::run(&g, a),
+        Command::Generate(c) => generate::run(c),
+    }
+}

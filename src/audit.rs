@@ -160,7 +160,9 @@ pub fn query(conn: &Connection, f: &Filter) -> Result<Vec<Row>> {
     if let Some(u) = &f.user {
         let key = names::key_of(u);
         let id: Option<i64> = conn
-            .query_row("SELECT id FROM users WHERE username_key=?1", [&key], |r| r.get(0))
+            .query_row("SELECT id FROM users WHERE username_key=?1", [&key], |r| {
+                r.get(0)
+            })
             .ok();
         match id {
             Some(id) => {
@@ -183,8 +185,14 @@ pub fn query(conn: &Connection, f: &Filter) -> Result<Vec<Row>> {
         args.push(Box::new(o));
     }
     if let Some(e) = &f.event {
-        if let Some(prefix) = e.strip_suffix('*').or(e.ends_with('.').then_some(e.as_str())) {
-            sql.push_str(&format!(" AND substr(a.event, 1, length(?{n})) = ?{n}", n = args.len() + 1));
+        if let Some(prefix) = e
+            .strip_suffix('*')
+            .or(e.ends_with('.').then_some(e.as_str()))
+        {
+            sql.push_str(&format!(
+                " AND substr(a.event, 1, length(?{n})) = ?{n}",
+                n = args.len() + 1
+            ));
             args.push(Box::new(prefix.to_string()));
         } else {
             sql.push_str(&format!(" AND a.event=?{}", args.len() + 1));
@@ -253,25 +261,88 @@ mod tests {
     #[test]
     fn record_and_filter() {
         let conn = crate::db::open_memory().unwrap();
-        record(&conn, &Entry::new("login.password", Outcome::Failure).username("Bob").reason("unknown_user").client("10.0.0.1", "ua"), 100).unwrap();
-        record(&conn, &Entry::new("login.password", Outcome::Success).username("alice"), 200).unwrap();
-        record(&conn, &Entry::new("admin.unlock", Outcome::Success).username("bob\u{0}x").actor("root"), 300).unwrap();
+        record(
+            &conn,
+            &Entry::new("login.password", Outcome::Failure)
+                .username("Bob")
+                .reason("unknown_user")
+                .client("10.0.0.1", "ua"),
+            100,
+        )
+        .unwrap();
+        record(
+            &conn,
+            &Entry::new("login.password", Outcome::Success).username("alice"),
+            200,
+        )
+        .unwrap();
+        record(
+            &conn,
+            &Entry::new("admin.unlock", Outcome::Success)
+                .username("bob\u{0}x")
+                .actor("root"),
+            300,
+        )
+        .unwrap();
         let all = query(&conn, &Filter::default()).unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all[0].event, "admin.unlock", "newest first");
         assert!(!all[0].username.contains('\u{0}'));
-        let bob = query(&conn, &Filter { user: Some("BOB".into()), ..Default::default() }).unwrap();
+        let bob = query(
+            &conn,
+            &Filter {
+                user: Some("BOB".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(bob.len(), 1);
         assert_eq!(bob[0].reason, "unknown_user");
-        let logins = query(&conn, &Filter { event: Some("login.".into()), ..Default::default() }).unwrap();
+        let logins = query(
+            &conn,
+            &Filter {
+                event: Some("login.".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(logins.len(), 2);
-        let fails = query(&conn, &Filter { outcome: Some(Outcome::Failure), ..Default::default() }).unwrap();
+        let fails = query(
+            &conn,
+            &Filter {
+                outcome: Some(Outcome::Failure),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(fails.len(), 1);
-        let window = query(&conn, &Filter { since: Some(150), until: Some(250), ..Default::default() }).unwrap();
+        let window = query(
+            &conn,
+            &Filter {
+                since: Some(150),
+                until: Some(250),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(window.len(), 1);
-        let ip = query(&conn, &Filter { ip: Some("10.0.0.1".into()), ..Default::default() }).unwrap();
+        let ip = query(
+            &conn,
+            &Filter {
+                ip: Some("10.0.0.1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(ip.len(), 1);
-        let after = query(&conn, &Filter { after_id: Some(1), ..Default::default() }).unwrap();
+        let after = query(
+            &conn,
+            &Filter {
+                after_id: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(last_id(&conn).unwrap(), 3);
     }

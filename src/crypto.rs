@@ -117,7 +117,10 @@ impl SecretKey {
                         path.display()
                     ))
                 } else {
-                    Error::Key(format!("cannot create the key file {}: {e}", path.display()))
+                    Error::Key(format!(
+                        "cannot create the key file {}: {e}",
+                        path.display()
+                    ))
                 }
             })?;
         let text = Zeroizing::new(format!(
@@ -126,7 +129,9 @@ impl SecretKey {
         ));
         f.write_all(text.as_bytes())
             .and_then(|_| f.sync_all())
-            .map_err(|e| Error::Key(format!("cannot write the key file {}: {e}", path.display())))?;
+            .map_err(|e| {
+                Error::Key(format!("cannot write the key file {}: {e}", path.display()))
+            })?;
         Ok(key)
     }
 
@@ -253,13 +258,20 @@ mod tests {
         assert_eq!(&k.decrypt(&blob, "totp:1").unwrap()[..], b"secret");
         assert!(k.decrypt(&blob, "totp:2").is_err(), "bound to its owner");
         let other = SecretKey::from_bytes([8; 32]);
-        assert!(other.decrypt(&blob, "totp:1").is_err(), "needs the same key");
+        assert!(
+            other.decrypt(&blob, "totp:1").is_err(),
+            "needs the same key"
+        );
         let mut tampered = blob.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         assert!(k.decrypt(&tampered, "totp:1").is_err());
         assert!(k.decrypt(&[1, 2, 3], "totp:1").is_err());
-        assert_ne!(k.encrypt(b"secret", "totp:1"), blob, "fresh nonce each time");
+        assert_ne!(
+            k.encrypt(b"secret", "totp:1"),
+            blob,
+            "fresh nonce each time"
+        );
     }
 
     #[test]
@@ -272,7 +284,10 @@ mod tests {
         assert_eq!(mode, 0o600);
         let l = SecretKey::load_file(&p).unwrap();
         assert_eq!(k.check_value(), l.check_value());
-        assert!(matches!(SecretKey::create_file(&p), Err(Error::Conflict(_))));
+        assert!(matches!(
+            SecretKey::create_file(&p),
+            Err(Error::Conflict(_))
+        ));
         std::fs::write(&p, "nonsense").unwrap();
         assert!(matches!(SecretKey::load_file(&p), Err(Error::Key(_))));
     }
@@ -283,7 +298,10 @@ mod tests {
         let h = k.keyed_hash("recovery", b"abcd");
         assert_eq!(h, k.keyed_hash("recovery", b"abcd"));
         assert_ne!(h, k.keyed_hash("email", b"abcd"));
-        assert_ne!(h, SecretKey::from_bytes([2; 32]).keyed_hash("recovery", b"abcd"));
+        assert_ne!(
+            h,
+            SecretKey::from_bytes([2; 32]).keyed_hash("recovery", b"abcd")
+        );
     }
 
     #[test]

@@ -88,7 +88,9 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 
 fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<()> {
     let stored: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key='key_check'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key='key_check'", [], |r| {
+            r.get(0)
+        })
         .map(Some)
         .or_else(|e| match e {
             rusqlite::Error::QueryReturnedNoRows => Ok(None),
@@ -212,7 +214,10 @@ mod tests {
         drop(conn);
         assert!(matches!(create(&loc), Err(Error::Conflict(_))));
         let conn = open(&loc.db).unwrap();
-        assert_eq!(load_key(&conn, &loc.key).unwrap().check_value(), key.check_value());
+        assert_eq!(
+            load_key(&conn, &loc.key).unwrap().check_value(),
+            key.check_value()
+        );
 
         // Another database's key is refused.
         let other = Location::new(dir.path().join("b.db"), None);
@@ -221,7 +226,11 @@ mod tests {
 
         // A text file is not a database.
         let txt = dir.path().join("notes.txt");
-        std::fs::write(&txt, "hello, this is not sqlite at all, not even close........").unwrap();
+        std::fs::write(
+            &txt,
+            "hello, this is not sqlite at all, not even close........",
+        )
+        .unwrap();
         assert!(matches!(open(&txt), Err(Error::Invalid(_))));
 
         // Someone else's SQLite database is not taken over.
@@ -232,6 +241,9 @@ mod tests {
             .unwrap();
         assert!(matches!(open(&foreign), Err(Error::Invalid(_))));
 
-        assert!(matches!(open(&dir.path().join("missing.db")), Err(Error::NotFound(_))));
+        assert!(matches!(
+            open(&dir.path().join("missing.db")),
+            Err(Error::NotFound(_))
+        ));
     }
 }

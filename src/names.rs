@@ -63,14 +63,21 @@ pub fn normalize(what: &str, raw: &str) -> Result<Name> {
 /// Returns it trimmed.
 pub fn email(raw: &str) -> Result<String> {
     let e = raw.trim();
-    let bad = |why: &str| Err(Error::Invalid(format!("'{}' is not a valid email address: {why}", e.escape_debug())));
+    let bad = |why: &str| {
+        Err(Error::Invalid(format!(
+            "'{}' is not a valid email address: {why}",
+            e.escape_debug()
+        )))
+    };
     if e.is_empty() {
         return bad("it is empty");
     }
     if e.len() > MAX_EMAIL_BYTES {
         return bad("it is too long");
     }
-    if e.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"' | '\\')) {
+    if e.chars().any(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"' | '\\')
+    }) {
         return bad("it contains spaces or characters not allowed in an address");
     }
     let Some((local, domain)) = e.rsplit_once('@') else {
@@ -79,7 +86,11 @@ pub fn email(raw: &str) -> Result<String> {
     if local.is_empty() || local.contains('@') {
         return bad("the part before '@' is empty or holds another '@'");
     }
-    if !domain.contains('.') || domain.split('.').any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
+    if !domain.contains('.')
+        || domain
+            .split('.')
+            .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
+    {
         return bad("the domain is not a valid host name");
     }
     Ok(e.to_string())
@@ -106,8 +117,21 @@ mod tests {
 
     #[test]
     fn bad_usernames_refused() {
-        for bad in ["", "   ", "a b", "a\u{0}b", "a/b", "a\u{202e}b", "x\ny", &"a".repeat(65), "<script>"] {
-            assert!(matches!(normalize("username", bad), Err(Error::Invalid(_))), "{bad:?}");
+        for bad in [
+            "",
+            "   ",
+            "a b",
+            "a\u{0}b",
+            "a/b",
+            "a\u{202e}b",
+            "x\ny",
+            &"a".repeat(65),
+            "<script>",
+        ] {
+            assert!(
+                matches!(normalize("username", bad), Err(Error::Invalid(_))),
+                "{bad:?}"
+            );
         }
         assert!(normalize("username", &"a".repeat(64)).is_ok());
         assert!(normalize("username", "j.doe-1_x@site+tag").is_ok());
@@ -118,7 +142,19 @@ mod tests {
         for good in ["a@b.co", "first.last+tag@example.org", " x@y.z "] {
             assert!(email(good).is_ok(), "{good}");
         }
-        for bad in ["", "a", "a@", "@b.co", "a@b", "a@@b.co", "a b@c.de", "a@b..co", "a@-b.co", "a@b.co\nx@y.z", "<a@b.co>"] {
+        for bad in [
+            "",
+            "a",
+            "a@",
+            "@b.co",
+            "a@b",
+            "a@@b.co",
+            "a b@c.de",
+            "a@b..co",
+            "a@-b.co",
+            "a@b.co\nx@y.z",
+            "<a@b.co>",
+        ] {
             assert!(email(bad).is_err(), "{bad:?}");
         }
     }

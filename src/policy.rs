@@ -33,30 +33,151 @@ const fn int(min: i64, max: i64) -> Kind {
 
 /// Every policy key, its default and what it means.
 pub const KEYS: &[KeyDef] = &[
-    KeyDef { key: "lockout.max_failures", default: "9", kind: int(0, 1000), description: "consecutive failures (any factor) that lock an account; 0 never locks" },
-    KeyDef { key: "password.min_length", default: "8", kind: int(1, 1024), description: "minimum password length in characters" },
-    KeyDef { key: "password.max_length", default: "1024", kind: int(8, 4096), description: "maximum password length in bytes" },
-    KeyDef { key: "password.require_lower", default: "true", kind: Kind::Bool, description: "require a lower-case character" },
-    KeyDef { key: "password.require_upper", default: "true", kind: Kind::Bool, description: "require an upper-case character" },
-    KeyDef { key: "password.require_digit", default: "true", kind: Kind::Bool, description: "require a number" },
-    KeyDef { key: "password.require_special", default: "true", kind: Kind::Bool, description: "require a special character" },
-    KeyDef { key: "password.max_age_days", default: "0", kind: int(0, 36500), description: "days before a password expires; 0 never expires" },
-    KeyDef { key: "argon2.m_kib", default: "19456", kind: int(8, 4_194_304), description: "argon2id memory cost in KiB (hashes upgrade at next login)" },
-    KeyDef { key: "argon2.t", default: "2", kind: int(1, 100), description: "argon2id iterations" },
-    KeyDef { key: "argon2.p", default: "1", kind: int(1, 64), description: "argon2id parallelism" },
-    KeyDef { key: "mfa.required", default: "groups", kind: Kind::Choice(&["none", "groups", "all"]), description: "who must use a second factor: members of require-2fa groups, everyone, or no one" },
-    KeyDef { key: "mfa.admins_required", default: "true", kind: Kind::Bool, description: "org-admin and admin accounts must use a second factor" },
-    KeyDef { key: "totp.skew", default: "1", kind: int(0, 10), description: "TOTP steps accepted either side of now" },
-    KeyDef { key: "totp.issuer", default: "authd", kind: Kind::Text { max: 64 }, description: "issuer name shown in authenticator apps" },
-    KeyDef { key: "recovery.count", default: "10", kind: int(1, 100), description: "recovery codes issued at enrolment" },
-    KeyDef { key: "remember_device.days", default: "30", kind: int(0, 3650), description: "days a remembered device skips the second factor; 0 disables" },
-    KeyDef { key: "terms.mode", default: "every_login", kind: Kind::Choice(&["every_login", "once_per_version"]), description: "when users accept the current terms (if any are set)" },
-    KeyDef { key: "session.idle_minutes", default: "30", kind: int(1, 525_600), description: "a session ends after this long unused" },
-    KeyDef { key: "session.absolute_hours", default: "12", kind: int(1, 8760), description: "a session ends this long after login, used or not" },
-    KeyDef { key: "flow.ttl_seconds", default: "300", kind: int(30, 3600), description: "lifetime of a login flow token" },
-    KeyDef { key: "email_otp.ttl_minutes", default: "10", kind: int(1, 60), description: "lifetime of an emailed code" },
-    KeyDef { key: "email_otp.max_tries", default: "5", kind: int(1, 20), description: "wrong tries allowed per emailed code" },
-    KeyDef { key: "email_otp.resend_seconds", default: "30", kind: int(0, 3600), description: "minimum wait between two emailed codes" },
+    KeyDef {
+        key: "lockout.max_failures",
+        default: "9",
+        kind: int(0, 1000),
+        description: "consecutive failures (any factor) that lock an account; 0 never locks",
+    },
+    KeyDef {
+        key: "password.min_length",
+        default: "8",
+        kind: int(1, 1024),
+        description: "minimum password length in characters",
+    },
+    KeyDef {
+        key: "password.max_length",
+        default: "1024",
+        kind: int(8, 4096),
+        description: "maximum password length in bytes",
+    },
+    KeyDef {
+        key: "password.require_lower",
+        default: "true",
+        kind: Kind::Bool,
+        description: "require a lower-case character",
+    },
+    KeyDef {
+        key: "password.require_upper",
+        default: "true",
+        kind: Kind::Bool,
+        description: "require an upper-case character",
+    },
+    KeyDef {
+        key: "password.require_digit",
+        default: "true",
+        kind: Kind::Bool,
+        description: "require a number",
+    },
+    KeyDef {
+        key: "password.require_special",
+        default: "true",
+        kind: Kind::Bool,
+        description: "require a special character",
+    },
+    KeyDef {
+        key: "password.max_age_days",
+        default: "0",
+        kind: int(0, 36500),
+        description: "days before a password expires; 0 never expires",
+    },
+    KeyDef {
+        key: "argon2.m_kib",
+        default: "19456",
+        kind: int(8, 4_194_304),
+        description: "argon2id memory cost in KiB (hashes upgrade at next login)",
+    },
+    KeyDef {
+        key: "argon2.t",
+        default: "2",
+        kind: int(1, 100),
+        description: "argon2id iterations",
+    },
+    KeyDef {
+        key: "argon2.p",
+        default: "1",
+        kind: int(1, 64),
+        description: "argon2id parallelism",
+    },
+    KeyDef {
+        key: "mfa.required",
+        default: "groups",
+        kind: Kind::Choice(&["none", "groups", "all"]),
+        description:
+            "who must use a second factor: members of require-2fa groups, everyone, or no one",
+    },
+    KeyDef {
+        key: "mfa.admins_required",
+        default: "true",
+        kind: Kind::Bool,
+        description: "org-admin and admin accounts must use a second factor",
+    },
+    KeyDef {
+        key: "totp.skew",
+        default: "1",
+        kind: int(0, 10),
+        description: "TOTP steps accepted either side of now",
+    },
+    KeyDef {
+        key: "totp.issuer",
+        default: "authd",
+        kind: Kind::Text { max: 64 },
+        description: "issuer name shown in authenticator apps",
+    },
+    KeyDef {
+        key: "recovery.count",
+        default: "10",
+        kind: int(1, 100),
+        description: "recovery codes issued at enrolment",
+    },
+    KeyDef {
+        key: "remember_device.days",
+        default: "30",
+        kind: int(0, 3650),
+        description: "days a remembered device skips the second factor; 0 disables",
+    },
+    KeyDef {
+        key: "terms.mode",
+        default: "every_login",
+        kind: Kind::Choice(&["every_login", "once_per_version"]),
+        description: "when users accept the current terms (if any are set)",
+    },
+    KeyDef {
+        key: "session.idle_minutes",
+        default: "30",
+        kind: int(1, 525_600),
+        description: "a session ends after this long unused",
+    },
+    KeyDef {
+        key: "session.absolute_hours",
+        default: "12",
+        kind: int(1, 8760),
+        description: "a session ends this long after login, used or not",
+    },
+    KeyDef {
+        key: "flow.ttl_seconds",
+        default: "300",
+        kind: int(30, 3600),
+        description: "lifetime of a login flow token",
+    },
+    KeyDef {
+        key: "email_otp.ttl_minutes",
+        default: "10",
+        kind: int(1, 60),
+        description: "lifetime of an emailed code",
+    },
+    KeyDef {
+        key: "email_otp.max_tries",
+        default: "5",
+        kind: int(1, 20),
+        description: "wrong tries allowed per emailed code",
+    },
+    KeyDef {
+        key: "email_otp.resend_seconds",
+        default: "30",
+        kind: int(0, 3600),
+        description: "minimum wait between two emailed codes",
+    },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -118,7 +239,9 @@ pub fn validate(key: &str, value: &str) -> Result<String> {
         Kind::Bool => match v.to_ascii_lowercase().as_str() {
             "true" | "yes" | "on" | "1" => Ok("true".into()),
             "false" | "no" | "off" | "0" => Ok("false".into()),
-            _ => Err(Error::Invalid(format!("{key} takes true or false, not '{v}'"))),
+            _ => Err(Error::Invalid(format!(
+                "{key} takes true or false, not '{v}'"
+            ))),
         },
         Kind::Choice(choices) => {
             if choices.contains(&v) {
@@ -131,7 +254,11 @@ pub fn validate(key: &str, value: &str) -> Result<String> {
             }
         }
         Kind::Text { max } => {
-            if v.is_empty() || v.chars().count() > max || v.contains(':') || v.chars().any(char::is_control) {
+            if v.is_empty()
+                || v.chars().count() > max
+                || v.contains(':')
+                || v.chars().any(char::is_control)
+            {
                 Err(Error::Invalid(format!(
                     "{key} takes 1 to {max} characters without ':' or control characters"
                 )))
@@ -181,7 +308,10 @@ pub fn entries(conn: &Connection) -> Result<Vec<Entry>> {
     Ok(KEYS
         .iter()
         .map(|d| {
-            let value = stored.get(d.key).cloned().unwrap_or_else(|| d.default.to_string());
+            let value = stored
+                .get(d.key)
+                .cloned()
+                .unwrap_or_else(|| d.default.to_string());
             Entry {
                 key: d.key,
                 is_default: value == d.default,
@@ -208,9 +338,15 @@ impl Policy {
 
     /// The defaults (what a new database has).
     pub fn defaults() -> Policy {
-        let get = |k: &str| -> &str { KEYS.iter().find(|d| d.key == k).map(|d| d.default).unwrap_or("") };
+        let get = |k: &str| -> &str {
+            KEYS.iter()
+                .find(|d| d.key == k)
+                .map(|d| d.default)
+                .unwrap_or("")
+        };
         // The defaults are valid by construction (tested below).
-        Policy::from_lookup(&get).unwrap_or_else(|e| panic!("built-in policy defaults are invalid: {e}"))
+        Policy::from_lookup(&get)
+            .unwrap_or_else(|e| panic!("built-in policy defaults are invalid: {e}"))
     }
 
     fn from_lookup<'a>(get: &dyn Fn(&str) -> &'a str) -> Result<Policy> {
@@ -221,7 +357,8 @@ impl Policy {
         };
         let flag = |k: &str| get(k) == "true";
         let u32_ = |k: &str| -> Result<u32> {
-            u32::try_from(int(k)?).map_err(|_| Error::Invalid(format!("stored policy {k} out of range")))
+            u32::try_from(int(k)?)
+                .map_err(|_| Error::Invalid(format!("stored policy {k} out of range")))
         };
         Ok(Policy {
             lockout_max_failures: int("lockout.max_failures")?,
@@ -285,7 +422,10 @@ mod tests {
         assert_eq!(Policy::load(&conn).unwrap(), Policy::defaults());
         assert_eq!(set(&conn, "lockout.max_failures", " 5 ", 1).unwrap(), "5");
         assert_eq!(set(&conn, "mfa.required", "all", 1).unwrap(), "all");
-        assert_eq!(set(&conn, "password.require_upper", "no", 1).unwrap(), "false");
+        assert_eq!(
+            set(&conn, "password.require_upper", "no", 1).unwrap(),
+            "false"
+        );
         let p = Policy::load(&conn).unwrap();
         assert_eq!(p.lockout_max_failures, 5);
         assert_eq!(p.mfa_required, MfaRequired::All);
@@ -298,7 +438,10 @@ mod tests {
             ("no.such.key", "1"),
             ("totp.issuer", "a:b"),
         ] {
-            assert!(matches!(set(&conn, k, v, 1), Err(Error::Invalid(_))), "{k}={v}");
+            assert!(
+                matches!(set(&conn, k, v, 1), Err(Error::Invalid(_))),
+                "{k}={v}"
+            );
         }
         assert_eq!(get(&conn, "lockout.max_failures").unwrap(), "5");
     }

@@ -54,7 +54,13 @@ mod tests {
             assert_eq!(normalize(&c.to_uppercase()), Some(n.clone()));
             assert_eq!(normalize(&format!(" {} ", c.replace('-', " "))), Some(n));
         }
-        for bad in ["", "12345", "abcde-fghiu", "abcde-fghij-k", "ａｂｃｄｅ-ｆｇｈｊｋ"] {
+        for bad in [
+            "",
+            "12345",
+            "abcde-fghiu",
+            "abcde-fghij-k",
+            "ａｂｃｄｅ-ｆｇｈｊｋ",
+        ] {
             assert_eq!(normalize(bad), None, "{bad}");
         }
     }
@@ -63,7 +69,10 @@ mod tests {
     fn hash_is_keyed() {
         let k = crypto::SecretKey::from_bytes([3; 32]);
         assert_eq!(hash(&k, "ABCDE-FGHJK"), hash(&k, "abcdefghjk"));
-        assert_ne!(hash(&k, "abcdefghjk"), hash(&crypto::SecretKey::from_bytes([4; 32]), "abcdefghjk"));
+        assert_ne!(
+            hash(&k, "abcdefghjk"),
+            hash(&crypto::SecretKey::from_bytes([4; 32]), "abcdefghjk")
+        );
         assert_eq!(hash(&k, "nope"), None);
     }
 }

@@ -42,7 +42,11 @@ pub fn set_totp(
     Ok(())
 }
 
-pub fn get_totp(conn: &Connection, key: &SecretKey, user_id: i64) -> Result<Option<TotpCredential>> {
+pub fn get_totp(
+    conn: &Connection,
+    key: &SecretKey,
+    user_id: i64,
+) -> Result<Option<TotpCredential>> {
     let row: Option<(Vec<u8>, Option<i64>, Option<i64>)> = opt(conn.query_row(
         "SELECT secret_enc, confirmed_at, last_step FROM totp_credentials WHERE user_id=?1",
         [user_id],
@@ -167,7 +171,13 @@ pub struct Device {
 }
 
 /// Remember a device for `days`; returns the token (given to the client once).
-pub fn remember_device(conn: &Connection, user_id: i64, user_agent: &str, days: i64, now: i64) -> Result<String> {
+pub fn remember_device(
+    conn: &Connection,
+    user_id: i64,
+    user_agent: &str,
+    days: i64,
+    now: i64,
+) -> Result<String> {
     let token = crypto::random_token();
     conn.execute(
         "INSERT INTO devices(user_id, token_hash, user_agent, created_at, expires_at)
@@ -244,8 +254,10 @@ pub struct ResetSummary {
 /// Remove the TOTP secret, recovery codes and remembered devices, clear the enrolled
 /// method, and end sessions and flows: the user enrols again at the next login.
 pub fn reset_2fa(conn: &Connection, user_id: i64, now: i64) -> Result<ResetSummary> {
-    let totp_removed = conn.execute("DELETE FROM totp_credentials WHERE user_id=?1", [user_id])? > 0;
-    let recovery_codes_removed = conn.execute("DELETE FROM recovery_codes WHERE user_id=?1", [user_id])?;
+    let totp_removed =
+        conn.execute("DELETE FROM totp_credentials WHERE user_id=?1", [user_id])? > 0;
+    let recovery_codes_removed =
+        conn.execute("DELETE FROM recovery_codes WHERE user_id=?1", [user_id])?;
     let devices_revoked = revoke_devices(conn, user_id, now)?;
     conn.execute(
         "UPDATE users SET mfa_method=NULL, updated_at=?1 WHERE id=?2",
@@ -292,9 +304,14 @@ mod tests {
         let now = 1_700_000_000;
         let code = totp::code_at_step(&secret, totp::step_of(now), totp::Algorithm::Sha1, 6);
         assert!(check_totp(&conn, &key, id, &code, now, 1).unwrap().is_ok());
-        assert_eq!(check_totp(&conn, &key, id, &code, now, 1).unwrap(), Err(totp::TotpError::Replayed));
+        assert_eq!(
+            check_totp(&conn, &key, id, &code, now, 1).unwrap(),
+            Err(totp::TotpError::Replayed)
+        );
         // The stored secret is not the secret in clear.
-        let blob: Vec<u8> = conn.query_row("SELECT secret_enc FROM totp_credentials", [], |r| r.get(0)).unwrap();
+        let blob: Vec<u8> = conn
+            .query_row("SELECT secret_enc FROM totp_credentials", [], |r| r.get(0))
+            .unwrap();
         assert!(!blob.windows(secret.len()).any(|w| w == secret.as_slice()));
     }
 
@@ -302,13 +319,28 @@ mod tests {
     fn recovery_codes_once_each_and_reset() {
         let (conn, key, id) = setup();
         let codes = rotate_recovery_codes(&conn, &key, id, 10, 1).unwrap();
-        assert_eq!(use_recovery_code(&conn, &key, id, &codes[0], 2).unwrap(), Some(9));
-        assert_eq!(use_recovery_code(&conn, &key, id, &codes[0], 2).unwrap(), None);
-        assert_eq!(use_recovery_code(&conn, &key, id, "garbage", 2).unwrap(), None);
+        assert_eq!(
+            use_recovery_code(&conn, &key, id, &codes[0], 2).unwrap(),
+            Some(9)
+        );
+        assert_eq!(
+            use_recovery_code(&conn, &key, id, &codes[0], 2).unwrap(),
+            None
+        );
+        assert_eq!(
+            use_recovery_code(&conn, &key, id, "garbage", 2).unwrap(),
+            None
+        );
         let token = remember_device(&conn, id, "ua", 30, 100).unwrap();
         assert!(check_device(&conn, id, &token, 100 + 30 * 86_400 - 1).unwrap());
-        assert!(!check_device(&conn, id, &token, 100 + 30 * 86_400).unwrap(), "expired");
-        assert!(!check_device(&conn, id + 1, &token, 101).unwrap(), "another user");
+        assert!(
+            !check_device(&conn, id, &token, 100 + 30 * 86_400).unwrap(),
+            "expired"
+        );
+        assert!(
+            !check_device(&conn, id + 1, &token, 101).unwrap(),
+            "another user"
+        );
         set_totp(&conn, &key, id, &totp::generate_secret(), Some(1), 1).unwrap();
         let s = reset_2fa(&conn, id, 200).unwrap();
         assert!(s.totp_removed);

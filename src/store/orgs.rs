@@ -35,20 +35,28 @@ pub fn add_org(conn: &Connection, name: &str, mfa_method: Option<&str>, now: i64
     let n = names::normalize("organisation name", name)?;
     if let Some(m) = mfa_method {
         if !matches!(m, "totp" | "email") {
-            return Err(Error::Invalid(format!("unknown method '{m}'; use totp or email")));
+            return Err(Error::Invalid(format!(
+                "unknown method '{m}'; use totp or email"
+            )));
         }
     }
     conn.execute(
         "INSERT INTO orgs(name, name_key, mfa_method, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![n.display, n.key, mfa_method, now],
     )
-    .map_err(|e| conflict_on_unique(e, || format!("organisation '{}' already exists", n.display)))?;
+    .map_err(|e| {
+        conflict_on_unique(e, || format!("organisation '{}' already exists", n.display))
+    })?;
     get_org(conn, &n.display)
 }
 
 pub fn find_org(conn: &Connection, name: &str) -> Result<Option<Org>> {
     let key = names::key_of(name);
-    Ok(opt(conn.query_row(&format!("{ORG_SELECT} WHERE o.name_key=?1"), [key], org_row))?)
+    Ok(opt(conn.query_row(
+        &format!("{ORG_SELECT} WHERE o.name_key=?1"),
+        [key],
+        org_row,
+    ))?)
 }
 
 pub fn get_org(conn: &Connection, name: &str) -> Result<Org> {
@@ -73,7 +81,9 @@ pub fn org_or_default(conn: &Connection, name: Option<&str>, now: i64) -> Result
 
 pub fn list_orgs(conn: &Connection) -> Result<Vec<Org>> {
     let mut stmt = conn.prepare(&format!("{ORG_SELECT} ORDER BY o.name_key"))?;
-    let rows = stmt.query_map([], org_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([], org_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -124,19 +134,28 @@ pub fn add_group(conn: &Connection, name: &str, require_2fa: bool, now: i64) -> 
 
 pub fn get_group(conn: &Connection, name: &str) -> Result<Group> {
     let key = names::key_of(name);
-    opt(conn.query_row(&format!("{GROUP_SELECT} WHERE g.name_key=?1"), [key], group_row))?
-        .ok_or_else(|| Error::not_found("group", name))
+    opt(conn.query_row(
+        &format!("{GROUP_SELECT} WHERE g.name_key=?1"),
+        [key],
+        group_row,
+    ))?
+    .ok_or_else(|| Error::not_found("group", name))
 }
 
 pub fn set_group_require_2fa(conn: &Connection, name: &str, require_2fa: bool) -> Result<Group> {
     let g = get_group(conn, name)?;
-    conn.execute("UPDATE groups SET require_2fa=?1 WHERE id=?2", params![require_2fa, g.id])?;
+    conn.execute(
+        "UPDATE groups SET require_2fa=?1 WHERE id=?2",
+        params![require_2fa, g.id],
+    )?;
     get_group(conn, name)
 }
 
 pub fn list_groups(conn: &Connection) -> Result<Vec<Group>> {
     let mut stmt = conn.prepare(&format!("{GROUP_SELECT} ORDER BY g.name_key"))?;
-    let rows = stmt.query_map([], group_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([], group_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 

@@ -44,7 +44,14 @@ pub fn list(conn: &Connection, user_id: Option<i64>, now: i64) -> Result<Vec<Ses
 }
 
 /// Create a session; returns (id, token). The token is given to the client once.
-pub fn create(conn: &Connection, user_id: i64, ip: &str, user_agent: &str, absolute_secs: i64, now: i64) -> Result<(i64, String)> {
+pub fn create(
+    conn: &Connection,
+    user_id: i64,
+    ip: &str,
+    user_agent: &str,
+    absolute_secs: i64,
+    now: i64,
+) -> Result<(i64, String)> {
     let token = crypto::random_token();
     conn.execute(
         "INSERT INTO sessions(user_id, token_hash, ip, user_agent, created_at, last_seen_at, expires_at)

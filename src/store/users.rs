@@ -160,7 +160,11 @@ pub fn create(conn: &Connection, u: &NewUser, now: i64) -> Result<User> {
 
 pub fn find(conn: &Connection, name: &str) -> Result<Option<User>> {
     let key = names::key_of(name);
-    Ok(opt(conn.query_row(&format!("{USER_SELECT} WHERE u.username_key=?1"), [key], user_row))?)
+    Ok(opt(conn.query_row(
+        &format!("{USER_SELECT} WHERE u.username_key=?1"),
+        [key],
+        user_row,
+    ))?)
 }
 
 pub fn get(conn: &Connection, name: &str) -> Result<User> {
@@ -194,13 +198,19 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<User>> {
     sql.push_str(" ORDER BY u.org_id, u.username_key LIMIT ?3");
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
-        .query_map(params![f.org_id, f.group_id, f.limit.unwrap_or(-1)], user_row)?
+        .query_map(
+            params![f.org_id, f.group_id, f.limit.unwrap_or(-1)],
+            user_row,
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 fn touch(conn: &Connection, id: i64, now: i64) -> Result<()> {
-    conn.execute("UPDATE users SET updated_at=?1 WHERE id=?2", params![now, id])?;
+    conn.execute(
+        "UPDATE users SET updated_at=?1 WHERE id=?2",
+        params![now, id],
+    )?;
     Ok(())
 }
 
@@ -211,7 +221,10 @@ pub fn set_email(conn: &Connection, id: i64, email: &str, now: i64) -> Result<()
 }
 
 pub fn set_role(conn: &Connection, id: i64, role: Role, now: i64) -> Result<()> {
-    conn.execute("UPDATE users SET role=?1 WHERE id=?2", params![role.as_str(), id])?;
+    conn.execute(
+        "UPDATE users SET role=?1 WHERE id=?2",
+        params![role.as_str(), id],
+    )?;
     touch(conn, id, now)
 }
 
@@ -241,7 +254,10 @@ pub fn remove_from_group(conn: &Connection, id: i64, group: &str) -> Result<()> 
 
 /// Disable or enable. Disabling ends the user's sessions, flows and remembered devices.
 pub fn set_disabled(conn: &Connection, id: i64, disabled: bool, now: i64) -> Result<()> {
-    conn.execute("UPDATE users SET disabled=?1 WHERE id=?2", params![disabled, id])?;
+    conn.execute(
+        "UPDATE users SET disabled=?1 WHERE id=?2",
+        params![disabled, id],
+    )?;
     if disabled {
         super::sessions::end_all_for_user(conn, id, now)?;
         super::factors::revoke_devices(conn, id, now)?;
@@ -256,7 +272,13 @@ pub fn delete(conn: &Connection, id: i64) -> Result<()> {
 
 /// Store a new password hash. `must_change` forces a change at the next login. Ends
 /// the user's sessions, pending flows and remembered devices.
-pub fn set_password(conn: &Connection, id: i64, hash: &str, must_change: bool, now: i64) -> Result<()> {
+pub fn set_password(
+    conn: &Connection,
+    id: i64,
+    hash: &str,
+    must_change: bool,
+    now: i64,
+) -> Result<()> {
     conn.execute(
         "UPDATE users SET password_hash=?1, password_changed_at=?2, must_change_password=?3,
             updated_at=?2 WHERE id=?4",
@@ -269,7 +291,10 @@ pub fn set_password(conn: &Connection, id: i64, hash: &str, must_change: bool, n
 
 /// Replace the hash only (a rehash with new parameters after a successful login).
 pub fn upgrade_password_hash(conn: &Connection, id: i64, hash: &str) -> Result<()> {
-    conn.execute("UPDATE users SET password_hash=?1 WHERE id=?2", params![hash, id])?;
+    conn.execute(
+        "UPDATE users SET password_hash=?1 WHERE id=?2",
+        params![hash, id],
+    )?;
     Ok(())
 }
 
@@ -331,7 +356,10 @@ pub fn record_success(conn: &Connection, id: i64) -> Result<()> {
 }
 
 pub fn set_mfa_method(conn: &Connection, id: i64, method: Option<&str>, now: i64) -> Result<()> {
-    conn.execute("UPDATE users SET mfa_method=?1 WHERE id=?2", params![method, id])?;
+    conn.execute(
+        "UPDATE users SET mfa_method=?1 WHERE id=?2",
+        params![method, id],
+    )?;
     touch(conn, id, now)
 }
 
@@ -363,9 +391,18 @@ mod tests {
         assert!(u.group_requires_2fa);
         assert_eq!(u.status, "active");
         assert_eq!(get(&conn, "ＡＬＩＣＥ").unwrap().id, u.id);
-        assert!(matches!(create(&conn, &new_user(" alice", &[]), 1), Err(Error::Conflict(_))));
-        assert!(matches!(create(&conn, &new_user("bob", &["nope".into()]), 1), Err(Error::NotFound(_))));
-        assert!(find(&conn, "bob").unwrap().is_none(), "nothing half-created");
+        assert!(matches!(
+            create(&conn, &new_user(" alice", &[]), 1),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            create(&conn, &new_user("bob", &["nope".into()]), 1),
+            Err(Error::NotFound(_))
+        ));
+        assert!(
+            find(&conn, "bob").unwrap().is_none(),
+            "nothing half-created"
+        );
     }
 
     #[test]
@@ -384,7 +421,10 @@ mod tests {
         let locked = by_id(&conn, u.id).unwrap();
         assert_eq!(locked.status, "locked");
         assert_eq!(locked.locked_at, Some(11));
-        assert!(!record_failure(&conn, u.id, 9, 12).unwrap(), "already locked");
+        assert!(
+            !record_failure(&conn, u.id, 9, 12).unwrap(),
+            "already locked"
+        );
         assert!(unlock(&conn, u.id, 13).unwrap());
         let u2 = by_id(&conn, u.id).unwrap();
         assert_eq!((u2.status, u2.failed_attempts), ("active", 0));

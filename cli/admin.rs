@@ -1,0 +1,243 @@
+//! `init`, `org …`, `group …`, `policy …`.
+
+use anyhow::Result;
+use authcore::db::{self, Location};
+use authcore::store::orgs;
+use authcore::util::now;
+use serde_json::json;
+
+use crate::args::{Global, GroupCmd, InitArgs, MethodArg, OrgCmd, PolicyCmd};
+use crate::ctx::{os_user, record, Ctx};
+use crate::output::{self, emit, Refused};
+
+pub fn init(g: &Global, _a: InitArgs) -> Result<i32> {
+    let loc = Location::new(&g.db, g.key_file.clone());
+    // The database and key file hold secrets: nobody else may read them. Files are made
+    // 0600 by an explicit mode, and the umask covers SQLite's -wal and -shm files too.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let (conn, _key) = db::create(&loc)?;
+    let t = now();
+    authcore::audit::record(
+        &conn,
+        &authcore::audit::Entry::new("admin.init", authcore::audit::Outcome::Success)
+            .actor(&os_user())
+            .detail(json!({"via": "authctl"})),
+        t,
+    )?;
+    let v = json!({
+        "db": loc.db.display().to_string(),
+        "key_file": loc.key.display().to_string(),
+        "schema_version": db::SCHEMA_VERSION,
+    });
+    emit(g.json, &v, || {
+        format!(
+            "created {} (schema version {}) and its key file {} (mode 0600)\nkeep the key file safe and backed up: without it, enrolled authenticators cannot be read\nnext: authctl user add NAME --email ADDRESS",
+            loc.db.display(),
+            db::SCHEMA_VERSION,
+            loc.key.display()
+        )
+    });
+    Ok(0)
+}
+
+fn method_str(m: MethodArg) -> &'static str {
+    match m {
+        MethodArg::Totp => "totp",
+        MethodArg::Email => "email",
+    }
+}
+
+pub fn org(g: &Global, c: OrgCmd) -> Result<i32> {
+    let mut ctx = Ctx::open(g)?;
+    let t = now();
+    match c {
+        OrgCmd::Add { name, mfa_method } => {
+            let entry = ctx.entry("admin.org.add");
+            let tx = ctx.tx()?;
+            let o = orgs::add_org(&tx, &name, mfa_method.map(method_str), t)?;
+            record(
+                &tx,
+                entry
+                    .org(Some(o.id))
+                    .detail(json!({"via": "authctl", "org": o.name})),
+                t,
+            )?;
+            tx.commit()?;
+            emit(ctx.json, &o, || format!("created organisation {}", o.name));
+        }
+        OrgCmd::List => {
+            let list = orgs::list_orgs(&ctx.conn)?;
+            emit(ctx.json, &list, || {
+                let mut tb = output::table(&["organisation", "users", "default 2FA", "created"]);
+                for o in &list {
+                    tb.add_row(vec![
+                        o.name.clone(),
+                        o.users.to_string(),
+                        o.mfa_method.clone().unwrap_or_else(|| "-".into()),
+                        output::time(Some(o.created_at)),
+                    ]);
+                }
+                tb.to_string()
+            });
+        }
+        OrgCmd::Delete { name } => {
+            let entry = ctx.entry("admin.org.delete");
+            let tx = ctx.tx()?;
+            let o = orgs::delete_org(&tx, &name)?;
+            record(
+                &tx,
+                entry.detail(json!({"via": "authctl", "org": o.name})),
+                t,
+            )?;
+            tx.commit()?;
+            emit(ctx.json, &json!({"deleted": o.name}), || {
+                format!("deleted organisation {}", o.name)
+            });
+        }
+    }
+    Ok(0)
+}
+
+pub fn group(g: &Global, c: GroupCmd) -> Result<i32> {
+    let mut ctx = Ctx::open(g)?;
+    let t = now();
+    match c {
+        GroupCmd::Add { name, require_2fa } => {
+            let entry = ctx.entry("admin.group.add");
+            let tx = ctx.tx()?;
+            let gr = orgs::add_group(&tx, &name, require_2fa, t)?;
+            record(
+                &tx,
+                entry.detail(
+                    json!({"via": "authctl", "group": gr.name, "require_2fa": require_2fa}),
+                ),
+                t,
+            )?;
+            tx.commit()?;
+            emit(ctx.json, &gr, || {
+                format!(
+                    "created group {}{}",
+                    gr.name,
+                    if require_2fa { " (requires 2FA)" } else { "" }
+                )
+            });
+        }
+        GroupCmd::Set { name, require_2fa } => {
+            let entry = ctx.entry("admin.group.set");
+            let tx = ctx.tx()?;
+            let gr = orgs::set_group_require_2fa(&tx, &name, require_2fa)?;
+            record(
+                &tx,
+                entry.detail(
+                    json!({"via": "authctl", "group": gr.name, "require_2fa": require_2fa}),
+                ),
+                t,
+            )?;
+            tx.commit()?;
+            emit(ctx.json, &gr, || {
+                format!("group {}: require 2FA = {}", gr.name, gr.require_2fa)
+            });
+        }
+        GroupCmd::List => {
+            let list = orgs::list_groups(&ctx.conn)?;
+            emit(ctx.json, &list, || {
+                let mut tb = output::table(&["group", "requires 2FA", "members", "created"]);
+                for gr in &list {
+                    tb.add_row(vec![
+                        gr.name.clone(),
+                        if gr.require_2fa {
+                            "yes".into()
+                        } else {
+                            "no".into()
+                        },
+                        gr.members.to_string(),
+                        output::time(Some(gr.created_at)),
+                    ]);
+                }
+                tb.to_string()
+            });
+        }
+        GroupCmd::Delete { name } => {
+            let entry = ctx.entry("admin.group.delete");
+            let tx = ctx.tx()?;
+            let gr = orgs::delete_group(&tx, &name)?;
+            record(
+                &tx,
+                entry.detail(json!({"via": "authctl", "group": gr.name, "members": gr.members})),
+                t,
+            )?;
+            tx.commit()?;
+            emit(ctx.json, &json!({"deleted": gr.name}), || {
+                format!("deleted group {}", gr.name)
+            });
+        }
+    }
+    Ok(0)
+}
+
+pub fn policy(g: &Global, c: PolicyCmd) -> Result<i32> {
+    let mut ctx = Ctx::open(g)?;
+    match c {
+        PolicyCmd::Show => {
+            let list = authcore::policy::entries(&ctx.conn)?;
+            emit(ctx.json, &list, || {
+                let mut tb = output::table(&["key", "value", "default", "meaning"]);
+                for e in &list {
+                    tb.add_row(vec![
+                        e.key.to_string(),
+                        if e.is_default {
+                            e.value.clone()
+                        } else {
+                            format!("{} *", e.value)
+                        },
+                        e.default.to_string(),
+                        e.description.to_string(),
+                    ]);
+                }
+                tb.to_string()
+            });
+        }
+        PolicyCmd::Set { settings } => {
+            // Parse and validate everything before writing anything: all or nothing.
+            let mut pairs = Vec::new();
+            for s in &settings {
+                let Some((k, v)) = s.split_once('=') else {
+                    return Err(Refused::new(
+                        "invalid_input",
+                        2,
+                        format!("'{s}' is not KEY=VALUE"),
+                    ));
+                };
+                let k = k.trim();
+                pairs.push((k.to_string(), authcore::policy::validate(k, v)?));
+            }
+            let t = now();
+            let entry = ctx.entry("admin.policy.set");
+            let tx = ctx.tx()?;
+            let mut changed = Vec::new();
+            for (k, v) in &pairs {
+                let before = authcore::policy::get(&tx, k)?;
+                let value = authcore::policy::set(&tx, k, v, t)?;
+                changed.push(json!({"key": k, "value": value, "previous": before}));
+            }
+            record(
+                &tx,
+                entry.detail(json!({"via": "authctl", "changes": changed})),
+                t,
+            )?;
+            tx.commit()?;
+            let out: Vec<_> = pairs
+                .iter()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect();
+            emit(ctx.json, &out, || {
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k} = {v}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,404 @@
+//! The command-line contract (API.md): every command, flag and help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Administer authd: users, organisations, groups, second factors, policy and the audit log.
+///
+/// authctl works directly on the daemon's SQLite file (default ./authd.db) and its key
+/// file (DB.key). Start with `authctl init`, then `authctl user add NAME --email E`.
+///
+/// Exit codes: 0 success, 1 failure, 2 usage error or invalid input, 3 not found,
+/// 4 already exists or conflict, 5 rejected by policy (e.g. a weak password).
+#[derive(Debug, Parser)]
+#[command(
+    name = "authctl",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// The database file.
+    #[arg(
+        long,
+        global = true,
+        env = "AUTHCTL_DB",
+        default_value = "authd.db",
+        value_name = "PATH"
+    )]
+    pub db: PathBuf,
+    /// The secret-encryption key file [default: DB.key].
+    #[arg(long, global = true, env = "AUTHCTL_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Answer yes to confirmations (needed for destructive commands without a terminal).
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database and its secret-encryption key file (refuses to overwrite).
+    Init(InitArgs),
+    /// Add, list, show, change, disable, enable and delete users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Set a user's password (asked twice on a terminal) or force a change at next login.
+    Passwd(PasswdArgs),
+    /// Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes.
+    Enroll(EnrollArgs),
+    /// Diagnose authenticator codes.
+    #[command(subcommand)]
+    Totp(TotpCmd),
+    /// Remove TOTP secret, recovery codes and remembered devices; the user enrols again.
+    #[command(name = "reset-2fa")]
+    Reset2fa(NameArg),
+    /// Clear a user's lockout and failure count.
+    Unlock(NameArg),
+    /// List and revoke remembered devices.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Query the audit log.
+    Audit(AuditArgs),
+    /// Organisations (tenants).
+    #[command(subcommand)]
+    Org(OrgCmd),
+    /// Groups and whether they require two-factor authentication.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…).
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Create many users from a JSON-lines or CSV file.
+    Import(ImportArgs),
+    /// Generate shell completions and man pages.
+    #[command(subcommand)]
+    Generate(GenerateCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {}
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// The username (case-insensitive).
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    User,
+    OrgAdmin,
+    Admin,
+}
+
+impl RoleArg {
+    pub fn role(self) -> authcore::store::users::Role {
+        use authcore::store::users::Role;
+        match self {
+            RoleArg::User => Role::User,
+            RoleArg::OrgAdmin => Role::OrgAdmin,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PasswordSource {
+    /// Read the password from the first line of standard input (for scripts).
+    #[arg(long, conflicts_with = "generate_password")]
+    pub password_stdin: bool,
+    /// Generate a strong random password and print it once.
+    #[arg(long)]
+    pub generate_password: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user.
+    ///
+    /// Without --password-stdin or --generate-password, the password is asked twice on a
+    /// terminal; without a terminal the user is created with no password (set one later
+    /// with `authctl passwd`).
+    Add(UserAddArgs),
+    /// List users.
+    List(UserListArgs),
+    /// Show one user.
+    Show(NameArg),
+    /// Change a user's email, organisation, role or groups.
+    Set(UserSetArgs),
+    /// Disable a user: no login; sessions and remembered devices end.
+    Disable(NameArg),
+    /// Enable a disabled user.
+    Enable(NameArg),
+    /// Delete a user and everything attached (asks for confirmation; --yes to skip).
+    Delete(NameArg),
+}
+
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// The username: letters, digits and . _ - @ + (case-insensitive, unique).
+    pub name: String,
+    /// The user's email address (for emailed codes and notices).
+    #[arg(long)]
+    pub email: String,
+    /// The organisation [default: "default", created on first use].
+    #[arg(long)]
+    pub org: Option<String>,
+    /// A group to join (repeatable). Groups must exist (`authctl group add`).
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// The role.
+    #[arg(long, value_enum, default_value = "user")]
+    pub role: RoleArg,
+    #[command(flatten)]
+    pub password: PasswordSource,
+    /// Force a password change at the first login.
+    #[arg(long)]
+    pub must_change_password: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UserListArgs {
+    /// Only users of this organisation.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Only locked users.
+    #[arg(long)]
+    pub locked: bool,
+    /// Only members of this group.
+    #[arg(long)]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UserSetArgs {
+    pub name: String,
+    /// New email address.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Move to another organisation.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// New role.
+    #[arg(long, value_enum)]
+    pub role: Option<RoleArg>,
+    /// Join a group (repeatable).
+    #[arg(long = "add-group", value_name = "GROUP")]
+    pub add_groups: Vec<String>,
+    /// Leave a group (repeatable).
+    #[arg(long = "remove-group", value_name = "GROUP")]
+    pub remove_groups: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub password: PasswordSource,
+    /// Force a password change at the next login (alone: without setting a new password).
+    #[arg(long)]
+    pub expire: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum MethodArg {
+    Totp,
+    Email,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    pub name: String,
+    /// The second factor: an authenticator app (TOTP) or codes sent by email.
+    #[arg(long, value_enum, default_value = "totp")]
+    pub method: MethodArg,
+    /// Also write the QR code as a PNG image to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+    /// Do not print the QR code in the terminal.
+    #[arg(long)]
+    pub no_qr: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TotpCmd {
+    /// Check whether CODE matches the user's authenticator now, and at which step offset
+    /// (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise.
+    Test(TotpTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TotpTestArgs {
+    pub name: String,
+    /// The 6-digit code shown by the app.
+    pub code: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// List live remembered devices.
+    List {
+        /// Only this user's devices.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke one device by id, or all of a user's devices.
+    Revoke {
+        /// The device id (from `device list`).
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<i64>,
+        /// Revoke every device of this user.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum AuditFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutcomeArg {
+    Success,
+    Failure,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Rows about this user (by account, or the username as typed).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Rows of this organisation.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// An event (login.password) or a prefix ending in '.' or '*' (login.).
+    #[arg(long)]
+    pub event: Option<String>,
+    #[arg(long, value_enum)]
+    pub outcome: Option<OutcomeArg>,
+    /// Rows from this client IP address.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// From this time: RFC 3339, a date (2026-11-23) or a duration back from now (1h, 7d).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Up to this time (same forms as --since).
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// At most N rows, the newest (0: no limit).
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+    /// Output format (--json implies json: one JSON object per line).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: AuditFormat,
+    /// Keep running and print new rows as they are written.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCmd {
+    /// Create an organisation.
+    Add {
+        name: String,
+        /// The second factor its users get by default.
+        #[arg(long, value_enum)]
+        mfa_method: Option<MethodArg>,
+    },
+    /// List organisations.
+    List,
+    /// Delete an empty organisation.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// Create a group.
+    Add {
+        name: String,
+        /// Members must use a second factor before they get a session.
+        #[arg(long)]
+        require_2fa: bool,
+    },
+    /// Change whether a group requires a second factor.
+    Set {
+        name: String,
+        #[arg(long, action = clap::ArgAction::Set, value_name = "true|false")]
+        require_2fa: bool,
+    },
+    /// List groups.
+    List,
+    /// Delete a group (members leave it).
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Show every setting, its value and default.
+    Show,
+    /// Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9.
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ImportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file: JSON lines ({"username","email","org","groups","role","password",
+    /// "must_change_password"}) or CSV with a header (username,email,org,groups,role,password;
+    /// groups separated by ';').
+    pub file: PathBuf,
+    /// The file format [default: from the extension, .csv or else jsonl].
+    #[arg(long, value_enum)]
+    pub format: Option<ImportFormat>,
+    /// Check every line and report, but create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCmd {
+    /// Shell completions (to standard output, or a file in --out-dir).
+    Completions {
+        #[arg(value_enum)]
+        shell: ShellArg,
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Man pages for authctl and each subcommand.
+    Man {
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out_dir: PathBuf,
+    },
+}
