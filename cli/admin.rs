@@ -202,7 +202,7 @@ pub fn policy(g: &Global, c: PolicyCmd) -> Result<i32> {
             let mut pairs = Vec::new();
             for s in &settings {
                 let Some((k, v)) = s.split_once('=') else {
-                    return Err(Refused::new(
+                    return Err(Refused::err(
                         "invalid_input",
                         2,
                         format!("'{s}' is not KEY=VALUE"),

@@ -16,7 +16,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 pub fn run(g: &Global, a: AuditArgs) -> Result<i32> {
     let ctx = Ctx::open(g)?;
     let t = now();
-    let bad_time = |e: String| Refused::new("invalid_input", 2, e);
+    let bad_time = |e: String| Refused::err("invalid_input", 2, e);
     let since = a
         .since
         .as_deref()
@@ -28,9 +28,9 @@ pub fn run(g: &Global, a: AuditArgs) -> Result<i32> {
         .as_deref()
         .map(|s| parse_time(s, t))
         .transpose()
-        .map_err(|e| Refused::new("invalid_input", 2, e))?;
+        .map_err(|e| Refused::err("invalid_input", 2, e))?;
     if a.limit < 0 {
-        return Err(Refused::new(
+        return Err(Refused::err(
             "invalid_input",
             2,
             "--limit must be 0 (no limit) or more",

@@ -82,7 +82,7 @@ pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
         let bytes = qr_png(code)?;
         std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
     } else if a.png.is_some() {
-        return Err(Refused::new(
+        return Err(Refused::err(
             "invalid_input",
             2,
             "--png needs --method totp",
@@ -159,7 +159,7 @@ pub fn totp(g: &Global, c: TotpCmd) -> Result<i32> {
     })?;
     let code = a.code.trim();
     if code.len() != totp::DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Refused::new(
+        return Err(Refused::err(
             "invalid_input",
             2,
             format!("'{}' is not a 6-digit code", a.code.escape_debug()),
@@ -337,7 +337,7 @@ pub fn device(g: &Global, c: DeviceCmd) -> Result<i32> {
                     (n, u.username)
                 }
                 (None, None) => {
-                    return Err(Refused::new(
+                    return Err(Refused::err(
                         "invalid_input",
                         2,
                         "give a device id or --user",

@@ -93,7 +93,7 @@ pub struct Refused {
 }
 
 impl Refused {
-    pub fn new(code: &'static str, exit: i32, message: impl Into<String>) -> anyhow::Error {
+    pub fn err(code: &'static str, exit: i32, message: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(Refused {
             code,
             exit,

@@ -19,7 +19,7 @@ pub fn confirm(question: &str, yes: bool) -> Result<()> {
         return Ok(());
     }
     if !stdin_is_tty() {
-        return Err(Refused::new(
+        return Err(Refused::err(
             "confirmation_required",
             1,
             format!("{question} Refusing without a terminal to confirm; pass --yes"),
@@ -32,7 +32,7 @@ pub fn confirm(question: &str, yes: bool) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Refused::new(
+        Err(Refused::err(
             "cancelled",
             1,
             "cancelled; nothing was changed",
@@ -78,7 +78,7 @@ pub fn read_stdin_line() -> Result<Zeroizing<String>> {
     std::io::stdin().lock().read_line(&mut line)?;
     let trimmed = line.trim_end_matches(['\n', '\r']).to_string();
     if trimmed.is_empty() {
-        return Err(Refused::new(
+        return Err(Refused::err(
             "invalid_input",
             2,
             "no password on standard input",
@@ -120,7 +120,7 @@ pub fn new_password(src: &PasswordSource, policy: &PasswordPolicy) -> Result<Opt
             .interact()?,
     );
     if !authcore::crypto::ct_eq(first.as_bytes(), second.as_bytes()) {
-        return Err(Refused::new(
+        return Err(Refused::err(
             "password_mismatch",
             5,
             "passwords do not match: type the same new password in both prompts",

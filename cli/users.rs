@@ -200,7 +200,7 @@ fn set(ctx: &mut Ctx, a: UserSetArgs) -> Result<i32> {
         && a.add_groups.is_empty()
         && a.remove_groups.is_empty()
     {
-        return Err(Refused::new(
+        return Err(Refused::err(
             "invalid_input",
             2,
             "nothing to change: give --email, --org, --role, --add-group or --remove-group",
@@ -311,7 +311,7 @@ pub fn passwd(g: &Global, a: PasswdArgs) -> Result<i32> {
         match prompt::new_password(&a.password, &policy.password)? {
             Some(p) => Some(p),
             None => {
-                return Err(Refused::new(
+                return Err(Refused::err(
                     "password_required",
                     2,
                     "no password given: without a terminal, use --password-stdin or --generate-password (or --expire alone)",
