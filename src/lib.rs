@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod lockout;
+pub mod login;
 pub mod names;
 pub mod password;
 pub mod policy;

@@ -1,0 +1,313 @@
+//! The shared state of the daemon and the request/response types handlers use.
+//!
+//! Blocking work never runs on the reactor: [`App::db`] runs a closure on the blocking
+//! pool with a pooled SQLite connection, and [`App::db_hashing`] does the same while
+//! holding one of a fixed number of hashing permits, so a flood of password logins
+//! queues instead of allocating argon2's memory without bound.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use authcore::crypto::SecretKey;
+use authcore::login::Client;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Response, StatusCode};
+use rusqlite::Connection;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+
+pub type Resp = Response<Full<Bytes>>;
+
+/// Idle connections kept for reuse.
+const POOL_IDLE: usize = 16;
+
+/// A tiny pool of SQLite connections to one file.
+pub struct Pool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Pool {
+    pub fn new(path: PathBuf) -> Pool {
+        Pool { path, idle: Mutex::new(Vec::new()) }
+    }
+
+    fn take(&self) -> authcore::Result<Connection> {
+        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(c);
+        }
+        authcore::db::open(&self.path)
+    }
+
+    fn give(&self, c: Connection) {
+        if let Ok(mut v) = self.idle.lock() {
+            if v.len() < POOL_IDLE && c.is_autocommit() {
+                v.push(c);
+            }
+        }
+    }
+}
+
+pub struct Inner {
+    pub config: Config,
+    pub key: SecretKey,
+    pub pool: Pool,
+    pub hash_permits: Semaphore,
+    pub db_permits: Semaphore,
+    pub metrics: Metrics,
+    pub limiter: RateLimiter,
+}
+
+/// Cheap to clone; one per connection task.
+#[derive(Clone)]
+pub struct App(pub Arc<Inner>);
+
+impl std::ops::Deref for App {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl App {
+    pub fn new(config: Config, key: SecretKey) -> App {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let hashers = config.hash_concurrency.unwrap_or(cores).max(1);
+        App(Arc::new(Inner {
+            pool: Pool::new(config.db.clone()),
+            hash_permits: Semaphore::new(hashers),
+            db_permits: Semaphore::new(config.db_concurrency.max(1)),
+            metrics: Metrics::new(),
+            limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
+            config,
+            key,
+        }))
+    }
+
+    /// Run `f` with a database connection on the blocking pool.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
+    {
+        let _permit = self.db_permits.acquire().await.map_err(|_| ApiError::unavailable())?;
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = app.pool.take()?;
+            let r = f(&mut conn, &app.key);
+            app.pool.give(conn);
+            r
+        })
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(ApiError::from)
+    }
+
+    /// Like [`App::db`], holding a hashing permit for the duration (password work).
+    pub async fn db_hashing<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
+    {
+        let _permit = self.hash_permits.acquire().await.map_err(|_| ApiError::unavailable())?;
+        self.db(f).await
+    }
+}
+
+/// One parsed request.
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub client: Client,
+    pub body: Bytes,
+}
+
+impl Req {
+    /// The body as JSON of type T; every way it can be wrong is a clear 400.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.body.is_empty() {
+            return Err(ApiError::bad_request("the request needs a JSON body"));
+        }
+        if let Some(ct) = self.headers.get(CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+            if !ct.starts_with("application/json") {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as application/json",
+                ));
+            }
+        }
+        let text = std::str::from_utf8(&self.body)
+            .map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
+        // Duplicate keys are ambiguous: refuse them rather than pick one silently.
+        if has_duplicate_keys(text) {
+            return Err(ApiError::bad_request("the JSON body has a duplicate key"));
+        }
+        serde_json::from_str(text).map_err(|e| {
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            ApiError::bad_request(&format!("invalid JSON body: {msg}"))
+        })
+    }
+
+    /// The Bearer token of the Authorization header.
+    pub fn bearer(&self) -> Option<&str> {
+        let v = self.headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    }
+
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Whether any JSON object in `text` repeats a key (a cheap pre-pass; the real parse
+/// follows). Malformed text returns false and fails in the real parse.
+fn has_duplicate_keys(text: &str) -> bool {
+    // serde_json keeps the last duplicate; count keys with a streaming visitor instead.
+    struct Checker;
+    impl<'de> serde::de::Visitor<'de> for Checker {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<bool, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut dup = false;
+            while let Some(k) = m.next_key::<String>()? {
+                if !seen.insert(k) {
+                    dup = true;
+                }
+                dup |= m.next_value::<Dup>()?.0;
+            }
+            Ok(dup)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<bool, A::Error> {
+            let mut dup = false;
+            while let Some(d) = s.next_element::<Dup>()? {
+                dup |= d.0;
+            }
+            Ok(dup)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> { Ok(false) }
+        fn visit_i64<E>(self, _: i64) -> Result<bool, E> { Ok(false) }
+        fn visit_u64<E>(self, _: u64) -> Result<bool, E> { Ok(false) }
+        fn visit_f64<E>(self, _: f64) -> Result<bool, E> { Ok(false) }
+        fn visit_str<E>(self, _: &str) -> Result<bool, E> { Ok(false) }
+        fn visit_unit<E>(self) -> Result<bool, E> { Ok(false) }
+    }
+    struct Dup(bool);
+    impl<'de> serde::Deserialize<'de> for Dup {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dup, D::Error> {
+            d.deserialize_any(Checker).map(Dup)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::Deserialize::deserialize(&mut de).map(|d: Dup| d.0).unwrap_or(false)
+}
+
+/// An error answer: status + `{"error": code, "message": text}` (+ extra fields).
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+        ApiError { status, code, message: message.to_string(), extra: None }
+    }
+    pub fn bad_request(message: &str) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+    pub fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    }
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid session is required")
+    }
+    pub fn unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service cannot decide right now; try again",
+        )
+    }
+    pub fn internal() -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
+    pub fn into_resp(self) -> Resp {
+        let mut body = serde_json::json!({"error": self.code, "message": self.message});
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.extra, body.as_object_mut()) {
+            for (k, v) in extra {
+                obj.insert(k, v);
+            }
+        }
+        json_resp(self.status, &body)
+    }
+}
+
+impl From<authcore::Error> for ApiError {
+    fn from(e: authcore::Error) -> ApiError {
+        use authcore::Error as E;
+        let status = match &e {
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Conflict(_) => StatusCode::CONFLICT,
+            E::Policy { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Invalid(_) => StatusCode::BAD_REQUEST,
+            E::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            E::Forbidden(_) => StatusCode::FORBIDDEN,
+            E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Key(_) | E::Db(_) | E::Io(_) => {
+                tracing::error!(error = %e, "request failed");
+                return ApiError::unavailable();
+            }
+        };
+        let extra = match &e {
+            E::Policy { rules, .. } => Some(serde_json::json!({"rules": rules})),
+            _ => None,
+        };
+        ApiError { status, code: e.code(), message: e.to_string(), extra }
+    }
+}
+
+/// A JSON answer. Nothing the daemon says may be cached: answers carry tokens.
+pub fn json_resp<T: Serialize + ?Sized>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A plain-text answer (health, metrics).
+pub fn text_resp(status: StatusCode, content_type: &'static str, body: String) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// An empty answer (204 No Content).
+pub fn empty_resp(status: StatusCode) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
