@@ -36,7 +36,10 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(path: PathBuf) -> Pool {
-        Pool { path, idle: Mutex::new(Vec::new()) }
+        Pool {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     fn take(&self) -> authcore::Result<Connection> {
@@ -78,7 +81,9 @@ impl std::ops::Deref for App {
 
 impl App {
     pub fn new(config: Config, key: SecretKey) -> App {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let hashers = config.hash_concurrency.unwrap_or(cores).max(1);
         App(Arc::new(Inner {
             pool: Pool::new(config.db.clone()),
@@ -97,7 +102,11 @@ impl App {
         T: Send + 'static,
         F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
     {
-        let _permit = self.db_permits.acquire().await.map_err(|_| ApiError::unavailable())?;
+        let _permit = self
+            .db_permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::unavailable())?;
         let app = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = app.pool.take()?;
@@ -116,7 +125,11 @@ impl App {
         T: Send + 'static,
         F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
     {
-        let _permit = self.hash_permits.acquire().await.map_err(|_| ApiError::unavailable())?;
+        let _permit = self
+            .hash_permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::unavailable())?;
         self.db(f).await
     }
 }
@@ -162,13 +175,23 @@ impl Req {
 
     /// The Bearer token of the Authorization header.
     pub fn bearer(&self) -> Option<&str> {
-        let v = self.headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+        let v = self
+            .headers
+            .get(hyper::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?;
         let (scheme, token) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty())
     }
 
     pub fn query(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -200,12 +223,24 @@ fn has_duplicate_keys(text: &str) -> bool {
             }
             Ok(dup)
         }
-        fn visit_bool<E>(self, _: bool) -> Result<bool, E> { Ok(false) }
-        fn visit_i64<E>(self, _: i64) -> Result<bool, E> { Ok(false) }
-        fn visit_u64<E>(self, _: u64) -> Result<bool, E> { Ok(false) }
-        fn visit_f64<E>(self, _: f64) -> Result<bool, E> { Ok(false) }
-        fn visit_str<E>(self, _: &str) -> Result<bool, E> { Ok(false) }
-        fn visit_unit<E>(self) -> Result<bool, E> { Ok(false) }
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
     }
     struct Dup(bool);
     impl<'de> serde::Deserialize<'de> for Dup {
@@ -214,7 +249,9 @@ fn has_duplicate_keys(text: &str) -> bool {
         }
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    serde::Deserialize::deserialize(&mut de).map(|d: Dup| d.0).unwrap_or(false)
+    serde::Deserialize::deserialize(&mut de)
+        .map(|d: Dup| d.0)
+        .unwrap_or(false)
 }
 
 /// An error answer: status + `{"error": code, "message": text}` (+ extra fields).
@@ -228,7 +265,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: &str) -> ApiError {
-        ApiError { status, code, message: message.to_string(), extra: None }
+        ApiError {
+            status,
+            code,
+            message: message.to_string(),
+            extra: None,
+        }
     }
     pub fn bad_request(message: &str) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
@@ -237,7 +279,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
     }
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid session is required")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid session is required",
+        )
     }
     pub fn unavailable() -> ApiError {
         ApiError::new(
@@ -247,12 +293,18 @@ impl ApiError {
         )
     }
     pub fn internal() -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     pub fn into_resp(self) -> Resp {
         let mut body = serde_json::json!({"error": self.code, "message": self.message});
-        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.extra, body.as_object_mut()) {
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.extra, body.as_object_mut())
+        {
             for (k, v) in extra {
                 obj.insert(k, v);
             }
@@ -269,7 +321,7 @@ impl From<authcore::Error> for ApiError {
             E::Conflict(_) => StatusCode::CONFLICT,
             E::Policy { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             E::Invalid(_) => StatusCode::BAD_REQUEST,
-            E::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            E::InvalidCredentials | E::InvalidFlow => StatusCode::UNAUTHORIZED,
             E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Key(_) | E::Db(_) | E::Io(_) => {
@@ -281,7 +333,12 @@ impl From<authcore::Error> for ApiError {
             E::Policy { rules, .. } => Some(serde_json::json!({"rules": rules})),
             _ => None,
         };
-        ApiError { status, code: e.code(), message: e.to_string(), extra }
+        ApiError {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+            extra,
+        }
     }
 }
 
@@ -290,8 +347,10 @@ pub fn json_resp<T: Serialize + ?Sized>(status: StatusCode, v: &T) -> Resp {
     let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -299,8 +358,10 @@ pub fn json_resp<T: Serialize + ?Sized>(status: StatusCode, v: &T) -> Resp {
 pub fn text_resp(status: StatusCode, content_type: &'static str, body: String) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -308,6 +369,7 @@ pub fn text_resp(status: StatusCode, content_type: &'static str, body: String) -
 pub fn empty_resp(status: StatusCode) -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

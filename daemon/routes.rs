@@ -1,19 +1,109 @@
-//! The one routing function (being written).
+//! The one routing function: `match (method, path)`.
 
 use hyper::{Method, StatusCode};
 
-use crate::app::{json_resp, ApiError, App, Req, Resp};
+use crate::app::{ApiError, App, Req, Resp};
+use crate::handlers as h;
 
-/// A low-cardinality label for metrics.
-pub fn label(_method: &Method, _path: &str) -> &'static str {
-    "other"
+/// A low-cardinality label for metrics and logs.
+pub fn label(method: &Method, path: &str) -> &'static str {
+    match (method.as_str(), path) {
+        (_, "/healthz") => "healthz",
+        (_, "/metrics") => "metrics",
+        (_, "/v1/login") => "login",
+        (_, "/v1/login/terms") => "login_terms",
+        (_, "/v1/login/password") => "login_password",
+        (_, "/v1/login/enroll") => "login_enroll",
+        (_, "/v1/login/enroll/confirm") => "login_enroll_confirm",
+        (_, "/v1/login/totp") => "login_totp",
+        (_, "/v1/login/recovery") => "login_recovery",
+        (_, "/v1/login/email") => "login_email",
+        (_, "/v1/login/email/resend") => "login_email_resend",
+        (_, "/v1/session") => "session",
+        (_, "/v1/logout") => "logout",
+        (_, p) if p.starts_with("/v1/password/") => "password",
+        (_, p) if p.starts_with("/v1/me/") => "me",
+        (_, p) if p.starts_with("/v1/admin/") => "admin",
+        _ => "other",
+    }
 }
 
-/// Whether the per-IP login rate limit applies to this request.
+/// Whether the per-IP login rate limit applies: every request that tries a credential.
 pub fn is_rate_limited(method: &Method, path: &str) -> bool {
-    method == Method::POST && path.starts_with("/v1/login")
+    method == Method::POST
+        && (path.starts_with("/v1/login")
+            || path.starts_with("/v1/password/forgot")
+            || path == "/v1/password/change")
 }
 
-pub async fn route(_app: &App, _req: Req) -> Result<Resp, ApiError> {
-    Ok(json_resp(StatusCode::OK, &serde_json::json!({})))
+fn method_not_allowed(allow: &'static str) -> Result<Resp, ApiError> {
+    let mut e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("this resource answers {allow} only"),
+    );
+    e.extra = Some(serde_json::json!({"allow": allow}));
+    Err(e)
+}
+
+pub async fn route(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let path = req.path.clone();
+    let m = req.method.clone();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (m, segs.as_slice()) {
+        (Method::GET | Method::HEAD, ["healthz"]) => h::healthz(app).await,
+        (_, ["healthz"]) => method_not_allowed("GET"),
+        (Method::GET, ["metrics"]) => Ok(h::metrics(app)),
+        (_, ["metrics"]) => method_not_allowed("GET"),
+
+        (Method::POST, ["v1", "login"]) => h::login(app, req).await,
+        (Method::POST, ["v1", "login", "terms"]) => h::login_terms(app, req).await,
+        (Method::POST, ["v1", "login", "password"]) => h::login_password(app, req).await,
+        (Method::POST, ["v1", "login", "enroll"]) => h::login_enroll(app, req).await,
+        (Method::POST, ["v1", "login", "enroll", "confirm"]) => {
+            h::login_enroll_confirm(app, req).await
+        }
+        (Method::POST, ["v1", "login", "totp"]) => h::login_totp(app, req).await,
+        (Method::POST, ["v1", "login", "recovery"]) => h::login_recovery(app, req).await,
+        (_, ["v1", "login", ..]) => method_not_allowed("POST"),
+
+        (Method::GET, ["v1", "session"]) => h::session(app, req).await,
+        (_, ["v1", "session"]) => method_not_allowed("GET"),
+        (Method::POST, ["v1", "logout"]) => h::logout(app, req).await,
+        (_, ["v1", "logout"]) => method_not_allowed("POST"),
+
+        (Method::GET, ["v1", "password", "policy"]) => h::password_policy(app).await,
+        (_, ["v1", "password", "policy"]) => method_not_allowed("GET"),
+        (Method::POST, ["v1", "password", "check"]) => h::password_check(app, req).await,
+        (Method::POST, ["v1", "password", "change"]) => h::password_change(app, req).await,
+        (_, ["v1", "password", "check" | "change"]) => method_not_allowed("POST"),
+
+        (Method::GET, ["v1", "admin", "users"]) => h::admin_users(app, req).await,
+        (Method::GET, ["v1", "admin", "users", name]) => {
+            let name = decode(name)?;
+            h::admin_user(app, req, name).await
+        }
+        (Method::POST, ["v1", "admin", "users", name, "unlock"]) => {
+            let name = decode(name)?;
+            h::admin_unlock(app, req, name).await
+        }
+        (Method::POST, ["v1", "admin", "users", name, "reset-2fa"]) => {
+            let name = decode(name)?;
+            h::admin_reset_2fa(app, req, name).await
+        }
+        (Method::GET, ["v1", "admin", "audit"]) => h::admin_audit(app, req).await,
+        (_, ["v1", "admin", "users"] | ["v1", "admin", "users", _] | ["v1", "admin", "audit"]) => {
+            method_not_allowed("GET")
+        }
+        (_, ["v1", "admin", "users", _, "unlock" | "reset-2fa"]) => method_not_allowed("POST"),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// A percent-decoded path segment (a username); invalid UTF-8 is bad input.
+fn decode(seg: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(seg)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::bad_request("the path is not valid UTF-8"))
 }

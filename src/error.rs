@@ -27,6 +27,9 @@ pub enum Error {
     /// Credentials did not check out. The message is always the generic one.
     #[error("{}", GENERIC_FAILURE)]
     InvalidCredentials,
+    /// The login flow token is unknown, expired, spent, or for another step.
+    #[error("The login flow is unknown or has expired. Start again.")]
+    InvalidFlow,
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -53,6 +56,7 @@ impl Error {
             Error::Policy { .. } => "policy_rejected",
             Error::Invalid(_) => "invalid_input",
             Error::InvalidCredentials => "invalid_credentials",
+            Error::InvalidFlow => "invalid_flow",
             Error::Forbidden(_) => "forbidden",
             Error::Unavailable(_) => "unavailable",
             Error::Key(_) => "key_error",

@@ -1,4 +1,49 @@
-//! The login state machine (placeholder while it is written).
+//! The login state machine: who gets a session, after which steps.
+//!
+//! ```text
+//!  POST /v1/login (username, password[, device token])
+//!     │ wrong / unknown / locked / disabled ──▶ generic failure (counted unless locked)
+//!     ▼
+//!  terms ──(current version not accepted)──▶ terms_required ─accept─┐
+//!     ▼◀──────────────────────────────────────────────────────────────┘
+//!  expired? ──▶ password_expired ─new password twice─▶ password_changed (log in again)
+//!     ▼
+//!  enrolled? ─no, but 2FA required─▶ enrollment_required ─enroll, confirm─▶ enrolled
+//!     │                                                              (log in again)
+//!     ├─ yes, remembered device ──────────────────────────────┐
+//!     ├─ yes ──▶ second_factor_required ─TOTP / recovery / email code─┤
+//!     └─ no, not required ────────────────────────────────────┤
+//!                                                             ▼
+//!                                                    authenticated (session)
+//! ```
+//!
+//! Each arrow past the password is carried by a flow token: random, stored hashed,
+//! short-lived, bound to one user and one step. A step's token works for that step only,
+//! and is spent (or moved on) by the transaction that decides it, so steps cannot be
+//! skipped or replayed. Only the last step creates a session.
+//!
+//! Every decision — the attempt, the failure count or lock, the audit row — commits in
+//! one immediate transaction, so concurrent attempts are serialised: they can never
+//! overshoot the lockout limit, and a TOTP code is accepted at most once. Password hashing
+//! is slow, so it runs before that transaction; the transaction re-reads the account.
+//!
+//! A password success does not reset the failure count; only a full login does, so
+//! knowing the password never buys more guesses at the second factor.
+
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::audit::{self, Entry, Outcome};
+use crate::crypto::{self, SecretKey};
+use crate::db;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::password::{self, PasswordPolicy, Rule};
+use crate::policy::{MfaRequired, Policy, TermsMode};
+use crate::store::users::{self, Role, User};
+use crate::store::{factors, sessions, terms};
+use crate::totp;
 
 /// Who is asking: recorded in audit rows and sessions.
 #[derive(Debug, Clone, Default)]
@@ -6,3 +51,1045 @@ pub struct Client {
     pub ip: String,
     pub user_agent: String,
 }
+
+/// Flow steps.
+pub mod step {
+    pub const TERMS: &str = "terms";
+    pub const PASSWORD_CHANGE: &str = "password_change";
+    pub const ENROLL: &str = "enroll";
+    pub const ENROLL_CONFIRM: &str = "enroll_confirm";
+    pub const SECOND_FACTOR: &str = "second_factor";
+}
+
+/// What a flow carries between steps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct FlowState {
+    /// The terms were accepted during this login.
+    #[serde(default)]
+    terms_ok: bool,
+}
+
+/// The public view of a user in answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub org: String,
+    pub role: Role,
+    pub groups: Vec<String>,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> UserView {
+        UserView {
+            id: u.id,
+            username: u.username.clone(),
+            email: u.email.clone(),
+            org: u.org.clone(),
+            role: u.role,
+            groups: u.groups.clone(),
+        }
+    }
+}
+
+/// Where a login stands after a step.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    Authenticated {
+        session: String,
+        expires_at: String,
+        user: UserView,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        device_token: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
+    },
+    SecondFactorRequired {
+        flow: String,
+        methods: Vec<&'static str>,
+    },
+    EnrollmentRequired {
+        flow: String,
+        methods: Vec<&'static str>,
+    },
+    TermsRequired {
+        flow: String,
+        terms: terms::Terms,
+    },
+    PasswordExpired {
+        flow: String,
+        policy: Vec<Rule>,
+    },
+    PasswordChanged,
+    Enrolled {
+        recovery_codes: Vec<String>,
+    },
+}
+
+/// The start of an enrolment: what the user puts into their authenticator app.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrollment {
+    pub flow: String,
+    pub secret: String,
+    pub otpauth_uri: String,
+}
+
+/// A decided step. `result` is what the client is told (already audited and committed);
+/// `reason` is the internal reason, for metrics.
+#[derive(Debug)]
+pub struct Decision<T> {
+    pub result: Result<T>,
+    pub reason: &'static str,
+    pub locked_now: bool,
+}
+
+impl<T> Decision<T> {
+    fn ok(v: T) -> Self {
+        Decision {
+            result: Ok(v),
+            reason: "ok",
+            locked_now: false,
+        }
+    }
+    fn refused(e: Error, reason: &'static str) -> Self {
+        Decision {
+            result: Err(e),
+            reason,
+            locked_now: false,
+        }
+    }
+    pub fn outcome(&self) -> &'static str {
+        if self.result.is_ok() {
+            "success"
+        } else {
+            "failure"
+        }
+    }
+}
+
+fn entry(event: &str, outcome: Outcome, client: &Client) -> Entry {
+    Entry::new(event, outcome).client(&client.ip, &client.user_agent)
+}
+
+/// Whether this user must give a second factor before a session.
+pub fn mfa_required(user: &User, policy: &Policy) -> bool {
+    policy.mfa_required == MfaRequired::All
+        || (policy.mfa_required == MfaRequired::Groups && user.group_requires_2fa)
+        || (policy.mfa_admins_required && user.role != Role::User)
+}
+
+/// The second-factor methods this user has (empty: not enrolled).
+fn methods(conn: &Connection, key: &SecretKey, user: &User) -> Result<Vec<&'static str>> {
+    let mut m = Vec::new();
+    match user.mfa_method.as_deref() {
+        Some("totp") => {
+            if factors::get_totp(conn, key, user.id)?.is_some_and(|c| c.confirmed_at.is_some()) {
+                m.push("totp");
+            }
+        }
+        Some("email") => m.push("email_otp"),
+        _ => {}
+    }
+    if !m.is_empty() && factors::remaining_recovery_codes(conn, user.id)? > 0 {
+        m.push("recovery_code");
+    }
+    Ok(m)
+}
+
+fn password_expired(user: &User, policy: &Policy, now: i64) -> bool {
+    user.must_change_password
+        || (policy.password_max_age_days > 0
+            && user
+                .password_changed_at
+                .is_some_and(|t| t.saturating_add(policy.password_max_age_days * 86_400) <= now))
+}
+
+/// Issue the session that ends a login: reset the failure count, create the session.
+fn authenticate(
+    tx: &Connection,
+    user: &User,
+    policy: &Policy,
+    client: &Client,
+    device_token: Option<String>,
+    warning: Option<String>,
+    now: i64,
+) -> Result<Status> {
+    users::record_success(tx, user.id)?;
+    let (_, token) = sessions::create(
+        tx,
+        user.id,
+        &client.ip,
+        &client.user_agent,
+        policy.session_absolute_hours * 3600,
+        now,
+    )?;
+    Ok(Status::Authenticated {
+        session: token,
+        expires_at: crate::util::rfc3339(now + policy.session_absolute_hours * 3600),
+        user: UserView::from(user),
+        device_token,
+        warning,
+    })
+}
+
+/// After the password (and each later step that continues the login): the next thing
+/// the user must do, or the session.
+fn advance(
+    tx: &Connection,
+    key: &SecretKey,
+    user: &User,
+    policy: &Policy,
+    state: &FlowState,
+    device_ok: bool,
+    client: &Client,
+    now: i64,
+) -> Result<Status> {
+    let data = serde_json::to_string(state).unwrap_or_else(|_| "{}".into());
+    let ttl = policy.flow_ttl_seconds;
+    if !state.terms_ok {
+        if let Some(t) = terms::current(tx)? {
+            let needed = match policy.terms_mode {
+                TermsMode::EveryLogin => true,
+                TermsMode::OncePerVersion => !terms::has_accepted(tx, user.id, &t.version)?,
+            };
+            if needed {
+                let flow = sessions::create_flow(tx, user.id, step::TERMS, &data, ttl, now)?;
+                return Ok(Status::TermsRequired { flow, terms: t });
+            }
+        }
+    }
+    if password_expired(user, policy, now) {
+        let flow = sessions::create_flow(tx, user.id, step::PASSWORD_CHANGE, &data, ttl, now)?;
+        return Ok(Status::PasswordExpired {
+            flow,
+            policy: policy.password.rules(),
+        });
+    }
+    let methods = methods(tx, key, user)?;
+    if methods.is_empty() {
+        if mfa_required(user, policy) {
+            let flow = sessions::create_flow(tx, user.id, step::ENROLL, &data, ttl, now)?;
+            return Ok(Status::EnrollmentRequired {
+                flow,
+                methods: vec!["totp"],
+            });
+        }
+        return authenticate(tx, user, policy, client, None, None, now);
+    }
+    if device_ok {
+        return authenticate(tx, user, policy, client, None, None, now);
+    }
+    let flow = sessions::create_flow(tx, user.id, step::SECOND_FACTOR, &data, ttl, now)?;
+    Ok(Status::SecondFactorRequired { flow, methods })
+}
+
+/// Step 1: username and password (and optionally a remembered-device token).
+/// Slow: runs argon2. Unknown users are verified against a dummy hash so every refusal
+/// costs the same.
+pub fn password_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    username: &str,
+    password: &str,
+    device_token: Option<&str>,
+    now: i64,
+) -> Result<Decision<Status>> {
+    let policy = Policy::load(conn)?;
+    let typed: String = username.chars().take(256).collect();
+    let found = match names::normalize("username", username) {
+        Ok(n) => users::find(conn, &n.key)?,
+        Err(_) => None,
+    };
+    let Some(before) = found.filter(|u| u.password_hash.is_some()) else {
+        password::dummy_verify(password, policy.argon2);
+        let tx = db::write_tx(conn)?;
+        let known = users::find(&tx, &typed)?;
+        let reason = if known.is_some() {
+            "no_password"
+        } else {
+            "unknown_user"
+        };
+        let mut e = entry("login.password", Outcome::Failure, client)
+            .username(&typed)
+            .reason(reason);
+        if let Some(u) = &known {
+            e = e.user(u.id, u.org_id);
+        }
+        audit::record(&tx, &e, now)?;
+        tx.commit()?;
+        return Ok(Decision::refused(Error::InvalidCredentials, reason));
+    };
+    let hash = before.password_hash.clone().unwrap_or_default();
+    let ok = password::verify_password(password, &hash);
+    let upgraded = if ok && password::needs_rehash(&hash, policy.argon2) {
+        password::hash_password(password, policy.argon2).ok()
+    } else {
+        None
+    };
+
+    let tx = db::write_tx(conn)?;
+    let user = users::by_id(&tx, before.id)?;
+    let base = entry("login.password", Outcome::Failure, client)
+        .username(&typed)
+        .user(user.id, user.org_id);
+    let refuse = |tx: rusqlite::Transaction,
+                  reason: &'static str,
+                  locked_now: bool|
+     -> Result<Decision<Status>> {
+        audit::record(&tx, &base.clone().reason(reason), now)?;
+        if locked_now {
+            audit::record(
+                &tx,
+                &entry("account.locked", Outcome::Success, client)
+                    .username(&user.username)
+                    .user(user.id, user.org_id)
+                    .reason("too_many_failures")
+                    .detail(json!({"failed_attempts": policy.lockout_max_failures})),
+                now,
+            )?;
+        }
+        tx.commit()?;
+        Ok(Decision {
+            result: Err(Error::InvalidCredentials),
+            reason,
+            locked_now,
+        })
+    };
+    if user.disabled {
+        return refuse(tx, "disabled", false);
+    }
+    if user.locked_at.is_some() {
+        return refuse(tx, "locked", false);
+    }
+    if !ok {
+        let locked_now = users::record_failure(&tx, user.id, policy.lockout_max_failures, now)?;
+        return refuse(tx, "wrong_password", locked_now);
+    }
+    if user.password_hash.as_deref() != Some(hash.as_str()) {
+        // The password changed while we were hashing: decide nothing on stale data.
+        return refuse(tx, "password_changed_concurrently", false);
+    }
+    if let Some(h) = &upgraded {
+        users::upgrade_password_hash(&tx, user.id, h)?;
+    }
+    let device_ok = match device_token {
+        Some(t) if !t.is_empty() && t.len() <= 128 && policy.remember_device_days > 0 => {
+            factors::check_device(&tx, user.id, t, now)?
+        }
+        _ => false,
+    };
+    let status = advance(
+        &tx,
+        key,
+        &user,
+        &policy,
+        &FlowState::default(),
+        device_ok,
+        client,
+        now,
+    )?;
+    let next = status_name(&status);
+    audit::record(
+        &tx,
+        &entry("login.password", Outcome::Success, client)
+            .username(&typed)
+            .user(user.id, user.org_id)
+            .detail(json!({"next": next, "remembered_device": device_ok, "rehashed": upgraded.is_some()})),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Decision::ok(status))
+}
+
+fn status_name(s: &Status) -> &'static str {
+    match s {
+        Status::Authenticated { .. } => "authenticated",
+        Status::SecondFactorRequired { .. } => "second_factor_required",
+        Status::EnrollmentRequired { .. } => "enrollment_required",
+        Status::TermsRequired { .. } => "terms_required",
+        Status::PasswordExpired { .. } => "password_expired",
+        Status::PasswordChanged => "password_changed",
+        Status::Enrolled { .. } => "enrolled",
+    }
+}
+
+/// Load the flow for `step` and its user inside `tx`; refuse (audited) when the token is
+/// unknown, expired, for another step, or its user can no longer log in.
+fn load_flow(
+    tx: &Connection,
+    token: &str,
+    want: &str,
+    event: &str,
+    client: &Client,
+    now: i64,
+) -> Result<std::result::Result<(sessions::Flow, User, FlowState), &'static str>> {
+    let flow = if token.is_empty() || token.len() > 128 {
+        None
+    } else {
+        sessions::find_flow(tx, token, want, now)?
+    };
+    let Some(flow) = flow else {
+        audit::record(
+            tx,
+            &entry(event, Outcome::Failure, client).reason("invalid_flow"),
+            now,
+        )?;
+        return Ok(Err("invalid_flow"));
+    };
+    let user = users::by_id(tx, flow.user_id)?;
+    if user.disabled || user.locked_at.is_some() {
+        sessions::consume_flow(tx, flow.id)?;
+        let reason = if user.disabled { "disabled" } else { "locked" };
+        audit::record(
+            tx,
+            &entry(event, Outcome::Failure, client)
+                .username(&user.username)
+                .user(user.id, user.org_id)
+                .reason(reason),
+            now,
+        )?;
+        return Ok(Err(reason));
+    }
+    let state = serde_json::from_str(&flow.data).unwrap_or_default();
+    Ok(Ok((flow, user, state)))
+}
+
+fn flow_refusal<T>(reason: &'static str) -> Decision<T> {
+    if reason == "invalid_flow" {
+        Decision::refused(Error::InvalidFlow, reason)
+    } else {
+        Decision::refused(Error::InvalidCredentials, reason)
+    }
+}
+
+/// Step: accept the current terms.
+pub fn terms_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    flow_token: &str,
+    accept: bool,
+    now: i64,
+) -> Result<Decision<Status>> {
+    let policy = Policy::load(conn)?;
+    let tx = db::write_tx(conn)?;
+    let (flow, user, mut state) =
+        match load_flow(&tx, flow_token, step::TERMS, "login.terms", client, now)? {
+            Ok(f) => f,
+            Err(reason) => {
+                tx.commit()?;
+                return Ok(flow_refusal(reason));
+            }
+        };
+    let base = entry("login.terms", Outcome::Failure, client)
+        .username(&user.username)
+        .user(user.id, user.org_id);
+    let Some(current) = terms::current(&tx)? else {
+        sessions::consume_flow(&tx, flow.id)?;
+        audit::record(&tx, &base.reason("no_terms"), now)?;
+        tx.commit()?;
+        return Ok(Decision::refused(Error::InvalidFlow, "no_terms"));
+    };
+    if !accept {
+        audit::record(
+            &tx,
+            &base
+                .reason("declined")
+                .detail(json!({"version": current.version})),
+            now,
+        )?;
+        tx.commit()?;
+        return Ok(Decision::refused(
+            Error::Invalid("the terms and conditions must be accepted to continue".into()),
+            "declined",
+        ));
+    }
+    sessions::consume_flow(&tx, flow.id)?;
+    terms::accept(&tx, user.id, &current.version, now)?;
+    state.terms_ok = true;
+    let status = advance(&tx, key, &user, &policy, &state, false, client, now)?;
+    audit::record(
+        &tx,
+        &entry("login.terms", Outcome::Success, client)
+            .username(&user.username)
+            .user(user.id, user.org_id)
+            .detail(json!({"version": current.version, "next": status_name(&status)})),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Decision::ok(status))
+}
+
+/// Check a new password typed twice against the policy and the current hash. Slow when
+/// `current_hash` is given (argon2).
+pub fn check_new_password(
+    policy: &PasswordPolicy,
+    new: &str,
+    confirm: &str,
+    current_hash: Option<&str>,
+) -> Result<()> {
+    if !crypto::ct_eq(new.as_bytes(), confirm.as_bytes()) {
+        return Err(Error::Invalid(
+            "passwords do not match: confirm the new password by typing it again exactly".into(),
+        ));
+    }
+    let checks = policy.check(new);
+    if !PasswordPolicy::is_ok(&checks) {
+        let unmet: Vec<_> = checks
+            .iter()
+            .filter(|r| !r.met)
+            .map(|r| r.description.clone())
+            .collect();
+        return Err(Error::Policy {
+            message: format!(
+                "the new password does not meet the policy: {}",
+                unmet.join(", ")
+            ),
+            rules: checks,
+        });
+    }
+    if let Some(h) = current_hash {
+        if password::verify_password(new, h) {
+            return Err(Error::Policy {
+                message: "the new password must differ from the current one".into(),
+                rules: checks,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Step: set a new password when the old one has expired. The user then logs in again.
+/// Slow (argon2). A mismatch or a weak password leaves the flow usable for another try.
+pub fn expired_password_step(
+    conn: &mut Connection,
+    _key: &SecretKey,
+    client: &Client,
+    flow_token: &str,
+    new_password: &str,
+    confirm_password: &str,
+    now: i64,
+) -> Result<Decision<Status>> {
+    let policy = Policy::load(conn)?;
+    // Look before hashing, without spending the flow.
+    let peek = if flow_token.is_empty() || flow_token.len() > 128 {
+        None
+    } else {
+        sessions::find_flow(conn, flow_token, step::PASSWORD_CHANGE, now)?
+    };
+    let checked = match &peek {
+        Some(f) => {
+            let u = users::by_id(conn, f.user_id)?;
+            check_new_password(
+                &policy.password,
+                new_password,
+                confirm_password,
+                u.password_hash.as_deref(),
+            )
+            .and_then(|_| {
+                password::hash_password(new_password, policy.argon2).map_err(Error::Invalid)
+            })
+        }
+        None => Err(Error::InvalidFlow),
+    };
+    let tx = db::write_tx(conn)?;
+    let (flow, user, _) = match load_flow(
+        &tx,
+        flow_token,
+        step::PASSWORD_CHANGE,
+        "login.password_change",
+        client,
+        now,
+    )? {
+        Ok(f) => f,
+        Err(reason) => {
+            tx.commit()?;
+            return Ok(flow_refusal(reason));
+        }
+    };
+    let hash = match checked {
+        Ok(h) => h,
+        Err(e) => {
+            let reason = match &e {
+                Error::Invalid(_) => "mismatch",
+                _ => "policy",
+            };
+            audit::record(
+                &tx,
+                &entry("login.password_change", Outcome::Failure, client)
+                    .username(&user.username)
+                    .user(user.id, user.org_id)
+                    .reason(reason),
+                now,
+            )?;
+            tx.commit()?;
+            return Ok(Decision::refused(e, reason));
+        }
+    };
+    sessions::consume_flow(&tx, flow.id)?;
+    users::set_password(&tx, user.id, &hash, false, now)?;
+    audit::record(
+        &tx,
+        &entry("login.password_change", Outcome::Success, client)
+            .username(&user.username)
+            .user(user.id, user.org_id),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Decision::ok(Status::PasswordChanged))
+}
+
+/// Step: start TOTP enrolment. The flow moves on to confirmation (same token).
+pub fn enroll_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    flow_token: &str,
+    now: i64,
+) -> Result<Decision<Enrollment>> {
+    let policy = Policy::load(conn)?;
+    let tx = db::write_tx(conn)?;
+    let (flow, user, _) =
+        match load_flow(&tx, flow_token, step::ENROLL, "login.enroll", client, now)? {
+            Ok(f) => f,
+            Err(reason) => {
+                tx.commit()?;
+                return Ok(flow_refusal(reason));
+            }
+        };
+    let secret = totp::generate_secret();
+    let uri =
+        totp::otpauth_uri(&policy.totp_issuer, &user.username, &secret).map_err(Error::Invalid)?;
+    factors::set_totp(&tx, key, user.id, &secret, None, now)?;
+    sessions::set_flow_step(&tx, flow.id, step::ENROLL_CONFIRM)?;
+    audit::record(
+        &tx,
+        &entry("login.enroll", Outcome::Success, client)
+            .username(&user.username)
+            .user(user.id, user.org_id),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Decision::ok(Enrollment {
+        flow: flow_token.to_string(),
+        secret: totp::secret_base32(&secret),
+        otpauth_uri: uri,
+    }))
+}
+
+/// A code field that is not a well-formed 6-digit code is bad input (400, not counted).
+fn well_formed_code(code: &str) -> Result<()> {
+    let c: String = code.trim().chars().filter(|c| *c != ' ').collect();
+    if c.len() == totp::DIGITS && c.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(Error::Invalid("the code must be 6 digits (0-9)".into()))
+    }
+}
+
+/// Count a failed factor in `tx` and audit it; returns the refusal.
+#[allow(clippy::too_many_arguments)]
+fn factor_failure<T>(
+    tx: rusqlite::Transaction,
+    user: &User,
+    policy: &Policy,
+    event: &str,
+    reason: &'static str,
+    client: &Client,
+    now: i64,
+) -> Result<Decision<T>> {
+    let locked_now = users::record_failure(&tx, user.id, policy.lockout_max_failures, now)?;
+    audit::record(
+        &tx,
+        &entry(event, Outcome::Failure, client)
+            .username(&user.username)
+            .user(user.id, user.org_id)
+            .reason(reason),
+        now,
+    )?;
+    if locked_now {
+        audit::record(
+            &tx,
+            &entry("account.locked", Outcome::Success, client)
+                .username(&user.username)
+                .user(user.id, user.org_id)
+                .reason("too_many_failures"),
+            now,
+        )?;
+    }
+    tx.commit()?;
+    Ok(Decision {
+        result: Err(Error::InvalidCredentials),
+        reason,
+        locked_now,
+    })
+}
+
+/// Step: confirm enrolment with the first code. The user then logs in again; the
+/// confirming code's time step is spent, so it cannot also serve that login.
+pub fn enroll_confirm_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    flow_token: &str,
+    code: &str,
+    now: i64,
+) -> Result<Decision<Status>> {
+    well_formed_code(code)?;
+    let policy = Policy::load(conn)?;
+    let tx = db::write_tx(conn)?;
+    let (flow, user, _) = match load_flow(
+        &tx,
+        flow_token,
+        step::ENROLL_CONFIRM,
+        "login.enroll_confirm",
+        client,
+        now,
+    )? {
+        Ok(f) => f,
+        Err(reason) => {
+            tx.commit()?;
+            return Ok(flow_refusal(reason));
+        }
+    };
+    match factors::check_totp(&tx, key, user.id, code, now, policy.totp_skew)? {
+        Ok(_) => {}
+        Err(e) => {
+            let reason = if e == totp::TotpError::Replayed {
+                "replayed_code"
+            } else {
+                "bad_code"
+            };
+            return factor_failure(
+                tx,
+                &user,
+                &policy,
+                "login.enroll_confirm",
+                reason,
+                client,
+                now,
+            );
+        }
+    }
+    sessions::consume_flow(&tx, flow.id)?;
+    factors::confirm_totp(&tx, user.id, now)?;
+    users::set_mfa_method(&tx, user.id, Some("totp"), now)?;
+    let codes = factors::rotate_recovery_codes(&tx, key, user.id, policy.recovery_count, now)?;
+    audit::record(
+        &tx,
+        &entry("login.enroll_confirm", Outcome::Success, client)
+            .username(&user.username)
+            .user(user.id, user.org_id),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Decision::ok(Status::Enrolled {
+        recovery_codes: codes,
+    }))
+}
+
+/// Step: the TOTP code. On success the session (and, if asked, a remembered device).
+pub fn totp_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    flow_token: &str,
+    code: &str,
+    remember_device: bool,
+    now: i64,
+) -> Result<Decision<Status>> {
+    well_formed_code(code)?;
+    let policy = Policy::load(conn)?;
+    let tx = db::write_tx(conn)?;
+    let (flow, user, _) = match load_flow(
+        &tx,
+        flow_token,
+        step::SECOND_FACTOR,
+        "login.totp",
+        client,
+        now,
+    )? {
+        Ok(f) => f,
+        Err(reason) => {
+            tx.commit()?;
+            return Ok(flow_refusal(reason));
+        }
+    };
+    if user.mfa_method.as_deref() != Some("totp") {
+        return factor_failure(
+            tx,
+            &user,
+            &policy,
+            "login.totp",
+            "method_not_enrolled",
+            client,
+            now,
+        );
+    }
+    match factors::check_totp(&tx, key, user.id, code, now, policy.totp_skew)? {
+        Ok(m) => finish_second_factor(
+            tx,
+            flow,
+            &user,
+            &policy,
+            "login.totp",
+            json!({"offset": m.offset}),
+            remember_device,
+            None,
+            client,
+            now,
+        ),
+        Err(e) => {
+            let reason = if e == totp::TotpError::Replayed {
+                "replayed_code"
+            } else {
+                "bad_code"
+            };
+            factor_failure(tx, &user, &policy, "login.totp", reason, client, now)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_second_factor(
+    tx: rusqlite::Transaction,
+    flow: sessions::Flow,
+    user: &User,
+    policy: &Policy,
+    event: &str,
+    detail: serde_json::Value,
+    remember_device: bool,
+    warning: Option<String>,
+    client: &Client,
+    now: i64,
+) -> Result<Decision<Status>> {
+    sessions::consume_flow(&tx, flow.id)?;
+    let device = if remember_device && policy.remember_device_days > 0 {
+        Some(factors::remember_device(
+            &tx,
+            user.id,
+            &client.user_agent,
+            policy.remember_device_days,
+            now,
+        )?)
+    } else {
+        None
+    };
+    let status = authenticate(&tx, user, policy, client, device.clone(), warning, now)?;
+    let mut detail = detail;
+    detail["remembered_device"] = json!(device.is_some());
+    audit::record(
+        &tx,
+        &entry(event, Outcome::Success, client)
+            .username(&user.username)
+            .user(user.id, user.org_id)
+            .detail(detail),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Decision::ok(status))
+}
+
+/// Step: a recovery code instead of the usual second factor. Each works once.
+pub fn recovery_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    flow_token: &str,
+    code: &str,
+    now: i64,
+) -> Result<Decision<Status>> {
+    if crate::recovery::normalize(code).is_none() {
+        return Err(Error::Invalid(
+            "a recovery code has 10 letters and digits, like abcde-12345".into(),
+        ));
+    }
+    let policy = Policy::load(conn)?;
+    let tx = db::write_tx(conn)?;
+    let (flow, user, _) = match load_flow(
+        &tx,
+        flow_token,
+        step::SECOND_FACTOR,
+        "login.recovery",
+        client,
+        now,
+    )? {
+        Ok(f) => f,
+        Err(reason) => {
+            tx.commit()?;
+            return Ok(flow_refusal(reason));
+        }
+    };
+    match factors::use_recovery_code(&tx, key, user.id, code, now)? {
+        Some(remaining) => {
+            let warning = (remaining == 0).then(|| {
+                "that was your last recovery code: enrol again or ask an administrator for new codes".to_string()
+            });
+            if remaining == 0 {
+                audit::record(
+                    &tx,
+                    &entry("recovery.exhausted", Outcome::Success, client)
+                        .username(&user.username)
+                        .user(user.id, user.org_id)
+                        .reason("last_recovery_code_used"),
+                    now,
+                )?;
+            }
+            finish_second_factor(
+                tx,
+                flow,
+                &user,
+                &policy,
+                "login.recovery",
+                json!({"remaining": remaining}),
+                false,
+                warning,
+                client,
+                now,
+            )
+        }
+        None => factor_failure(
+            tx,
+            &user,
+            &policy,
+            "login.recovery",
+            "bad_recovery_code",
+            client,
+            now,
+        ),
+    }
+}
+
+/// What `GET /v1/session` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub user: UserView,
+    pub expires_at: String,
+    #[serde(skip)]
+    pub user_id: i64,
+    #[serde(skip)]
+    pub role: Role,
+    #[serde(skip)]
+    pub org_id: i64,
+}
+
+/// Check a session token: live, not idle, and its user still allowed in.
+pub fn check_session(conn: &Connection, token: &str, now: i64) -> Result<Option<SessionInfo>> {
+    if token.is_empty() || token.len() > 128 {
+        return Ok(None);
+    }
+    let policy = Policy::load(conn)?;
+    let Some(s) = sessions::find_live(conn, token, policy.session_idle_minutes * 60, now)? else {
+        return Ok(None);
+    };
+    let user = users::by_id(conn, s.user_id)?;
+    if user.disabled || user.locked_at.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(SessionInfo {
+        user: UserView::from(&user),
+        expires_at: crate::util::rfc3339(s.expires_at),
+        user_id: user.id,
+        role: user.role,
+        org_id: user.org_id,
+    }))
+}
+
+/// End the session with this token (audited). False when it was not live.
+pub fn logout(conn: &mut Connection, client: &Client, token: &str, now: i64) -> Result<bool> {
+    let tx = db::write_tx(conn)?;
+    let Some(info) = check_session(&tx, token, now)? else {
+        return Ok(false);
+    };
+    sessions::revoke_token(&tx, token, now)?;
+    audit::record(
+        &tx,
+        &entry("session.logout", Outcome::Success, client)
+            .username(&info.user.username)
+            .user(info.user_id, info.org_id),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// A signed-in user changes their password (current one required; a wrong one counts
+/// toward the lockout). Ends every session, so the user logs in again. Slow (argon2).
+pub fn change_password(
+    conn: &mut Connection,
+    client: &Client,
+    user_id: i64,
+    current: &str,
+    new_password: &str,
+    confirm_password: &str,
+    now: i64,
+) -> Result<Decision<Status>> {
+    let policy = Policy::load(conn)?;
+    let before = users::by_id(conn, user_id)?;
+    let hash = before.password_hash.clone().unwrap_or_default();
+    let current_ok = password::verify_password(current, &hash);
+    let checked = if current_ok {
+        check_new_password(
+            &policy.password,
+            new_password,
+            confirm_password,
+            Some(&hash),
+        )
+        .and_then(|_| password::hash_password(new_password, policy.argon2).map_err(Error::Invalid))
+    } else {
+        Err(Error::InvalidCredentials)
+    };
+    let tx = db::write_tx(conn)?;
+    let user = users::by_id(&tx, user_id)?;
+    let base = entry("password.change", Outcome::Failure, client)
+        .username(&user.username)
+        .user(user.id, user.org_id);
+    if user.password_hash.as_deref() != Some(hash.as_str()) {
+        audit::record(&tx, &base.reason("password_changed_concurrently"), now)?;
+        tx.commit()?;
+        return Ok(Decision::refused(
+            Error::InvalidCredentials,
+            "password_changed_concurrently",
+        ));
+    }
+    match checked {
+        Err(Error::InvalidCredentials) => factor_failure(
+            tx,
+            &user,
+            &policy,
+            "password.change",
+            "wrong_password",
+            client,
+            now,
+        ),
+        Err(e) => {
+            let reason = if matches!(e, Error::Invalid(_)) {
+                "mismatch"
+            } else {
+                "policy"
+            };
+            audit::record(&tx, &base.reason(reason), now)?;
+            tx.commit()?;
+            Ok(Decision::refused(e, reason))
+        }
+        Ok(h) => {
+            users::set_password(&tx, user.id, &h, false, now)?;
+            audit::record(
+                &tx,
+                &entry("password.change", Outcome::Success, client)
+                    .username(&user.username)
+                    .user(user.id, user.org_id),
+                now,
+            )?;
+            tx.commit()?;
+            Ok(Decision::ok(Status::PasswordChanged))
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "login_tests.rs"]
+mod tests;

@@ -5,6 +5,7 @@
 pub mod factors;
 pub mod orgs;
 pub mod sessions;
+pub mod terms;
 pub mod users;
 
 /// Map "no rows" to None.

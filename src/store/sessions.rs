@@ -91,3 +91,121 @@ pub fn end_flows_for_user(conn: &Connection, user_id: i64) -> Result<()> {
     conn.execute("DELETE FROM login_flows WHERE user_id=?1", [user_id])?;
     Ok(())
 }
+
+/// A live session found by its token.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub id: i64,
+    pub user_id: i64,
+    pub expires_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// Find a session by token that is neither revoked nor past its absolute expiry nor idle
+/// for `idle_secs`. Refreshes `last_seen_at` at most once a minute (fewer writes on the
+/// hot path; idle expiry is therefore precise to a minute).
+pub fn find_live(conn: &Connection, token: &str, idle_secs: i64, now: i64) -> Result<Option<Live>> {
+    let row = super::opt(conn.query_row(
+        "SELECT id, user_id, expires_at, last_seen_at FROM sessions
+         WHERE token_hash=?1 AND revoked_at IS NULL",
+        [crypto::hash_token(token)],
+        |r| {
+            Ok(Live {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                expires_at: r.get(2)?,
+                last_seen_at: r.get(3)?,
+            })
+        },
+    ))?;
+    let Some(s) = row else { return Ok(None) };
+    if s.expires_at <= now || s.last_seen_at.saturating_add(idle_secs) <= now {
+        return Ok(None);
+    }
+    if now - s.last_seen_at >= 60 {
+        conn.execute(
+            "UPDATE sessions SET last_seen_at=?1 WHERE id=?2",
+            params![now, s.id],
+        )?;
+    }
+    Ok(Some(s))
+}
+
+/// Revoke the session with this token; false if it was not live.
+pub fn revoke_token(conn: &Connection, token: &str, now: i64) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE sessions SET revoked_at=?1 WHERE token_hash=?2 AND revoked_at IS NULL",
+        params![now, crypto::hash_token(token)],
+    )? == 1)
+}
+
+/// A pending login flow.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub id: i64,
+    pub user_id: i64,
+    pub step: String,
+    pub data: String,
+}
+
+/// Start a flow for one user and one step; returns the token (the client's only copy).
+pub fn create_flow(
+    conn: &Connection,
+    user_id: i64,
+    step: &str,
+    data: &str,
+    ttl: i64,
+    now: i64,
+) -> Result<String> {
+    let token = crypto::random_token();
+    conn.execute(
+        "INSERT INTO login_flows(token_hash, user_id, step, created_at, expires_at, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            crypto::hash_token(&token),
+            user_id,
+            step,
+            now,
+            now.saturating_add(ttl),
+            data
+        ],
+    )?;
+    // Expired flows are garbage: sweep a few on every insert.
+    conn.execute(
+        "DELETE FROM login_flows WHERE id IN (SELECT id FROM login_flows WHERE expires_at <= ?1 LIMIT 16)",
+        [now],
+    )?;
+    Ok(token)
+}
+
+/// The live flow with this token, if it is for `step`.
+pub fn find_flow(conn: &Connection, token: &str, step: &str, now: i64) -> Result<Option<Flow>> {
+    Ok(super::opt(conn.query_row(
+        "SELECT id, user_id, step, data FROM login_flows
+         WHERE token_hash=?1 AND step=?2 AND expires_at > ?3 AND consumed_at IS NULL",
+        params![crypto::hash_token(token), step, now],
+        |r| {
+            Ok(Flow {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                step: r.get(2)?,
+                data: r.get(3)?,
+            })
+        },
+    ))?)
+}
+
+/// Move a flow to its next step in place (same token).
+pub fn set_flow_step(conn: &Connection, id: i64, step: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE login_flows SET step=?1 WHERE id=?2",
+        params![step, id],
+    )?;
+    Ok(())
+}
+
+/// Spend a flow: it can never be used again.
+pub fn consume_flow(conn: &Connection, id: i64) -> Result<()> {
+    conn.execute("DELETE FROM login_flows WHERE id=?1", [id])?;
+    Ok(())
+}

@@ -1,0 +1,493 @@
+//! Request handlers: parse the body, run the core decision off the reactor, answer.
+
+use authcore::audit::{self, Entry, Outcome};
+use authcore::login::{self, Decision, SessionInfo, Status};
+use authcore::policy::Policy;
+use authcore::store::factors;
+use authcore::store::users::{self, Role, User};
+use authcore::util::now;
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::{empty_resp, json_resp, text_resp, ApiError, App, Req, Resp};
+
+pub async fn healthz(app: &App) -> Result<Resp, ApiError> {
+    let ok = app
+        .db(|conn, _| Ok(conn.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))?))
+        .await;
+    Ok(match ok {
+        Ok(_) => text_resp(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+        Err(_) => text_resp(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "database unavailable\n".into(),
+        ),
+    })
+}
+
+pub fn metrics(app: &App) -> Resp {
+    text_resp(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        app.metrics.render(),
+    )
+}
+
+/// Turn a decided login step into an answer, counting it in the metrics.
+fn decided<T: serde::Serialize>(app: &App, d: Decision<T>) -> Result<Resp, ApiError> {
+    app.metrics.login(d.outcome(), d.reason);
+    if d.locked_now {
+        app.metrics.lockout();
+    }
+    let v = d.result?;
+    Ok(json_resp(StatusCode::OK, &v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+    #[serde(default)]
+    device_token: Option<String>,
+}
+
+pub async fn login(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: LoginBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db_hashing(move |conn, key| {
+            login::password_step(
+                conn,
+                key,
+                &client,
+                &b.username,
+                &b.password,
+                b.device_token.as_deref(),
+                now(),
+            )
+        })
+        .await?;
+    decided(app, d)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TermsBody {
+    flow: String,
+    accept: bool,
+}
+
+pub async fn login_terms(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: TermsBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db(move |conn, key| login::terms_step(conn, key, &client, &b.flow, b.accept, now()))
+        .await?;
+    decided(app, d)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPasswordBody {
+    flow: String,
+    new_password: String,
+    confirm_password: String,
+}
+
+pub async fn login_password(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: NewPasswordBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db_hashing(move |conn, key| {
+            login::expired_password_step(
+                conn,
+                key,
+                &client,
+                &b.flow,
+                &b.new_password,
+                &b.confirm_password,
+                now(),
+            )
+        })
+        .await?;
+    decided(app, d)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowBody {
+    flow: String,
+}
+
+/// The QR code of an otpauth URI as an SVG document.
+fn qr_svg(uri: &str) -> Result<String, ApiError> {
+    let code = qrcode::QrCode::new(uri.as_bytes()).map_err(|_| ApiError::internal())?;
+    Ok(code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(240, 240)
+        .quiet_zone(true)
+        .build())
+}
+
+pub async fn login_enroll(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: FlowBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db(move |conn, key| login::enroll_step(conn, key, &client, &b.flow, now()))
+        .await?;
+    app.metrics.login(d.outcome(), d.reason);
+    let e = d.result?;
+    let svg = qr_svg(&e.otpauth_uri)?;
+    Ok(json_resp(
+        StatusCode::OK,
+        &json!({"flow": e.flow, "secret": e.secret, "otpauth_uri": e.otpauth_uri, "qr_svg": svg}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeBody {
+    flow: String,
+    code: String,
+    #[serde(default)]
+    remember_device: bool,
+}
+
+pub async fn login_enroll_confirm(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: CodeBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db(move |conn, key| {
+            login::enroll_confirm_step(conn, key, &client, &b.flow, &b.code, now())
+        })
+        .await?;
+    decided(app, d)
+}
+
+pub async fn login_totp(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: CodeBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db(move |conn, key| {
+            login::totp_step(
+                conn,
+                key,
+                &client,
+                &b.flow,
+                &b.code,
+                b.remember_device,
+                now(),
+            )
+        })
+        .await?;
+    decided(app, d)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoveryBody {
+    flow: String,
+    code: String,
+}
+
+pub async fn login_recovery(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: RecoveryBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db(move |conn, key| login::recovery_step(conn, key, &client, &b.flow, &b.code, now()))
+        .await?;
+    decided(app, d)
+}
+
+/// The session of the Bearer token, or 401.
+async fn session_of(app: &App, req: &Req) -> Result<SessionInfo, ApiError> {
+    let token = req.bearer().ok_or_else(ApiError::unauthorized)?.to_string();
+    app.db(move |conn, _| login::check_session(conn, &token, now()))
+        .await?
+        .ok_or_else(ApiError::unauthorized)
+}
+
+pub async fn session(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    Ok(json_resp(StatusCode::OK, &s))
+}
+
+pub async fn logout(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let token = req.bearer().ok_or_else(ApiError::unauthorized)?.to_string();
+    let client = req.client.clone();
+    if app
+        .db(move |conn, _| login::logout(conn, &client, &token, now()))
+        .await?
+    {
+        Ok(empty_resp(StatusCode::NO_CONTENT))
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+pub async fn password_policy(app: &App) -> Result<Resp, ApiError> {
+    let p = app.db(|conn, _| Policy::load(conn)).await?;
+    Ok(json_resp(
+        StatusCode::OK,
+        &json!({"rules": p.password.rules()}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckBody {
+    password: String,
+}
+
+pub async fn password_check(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: CheckBody = req.json()?;
+    let p = app.db(|conn, _| Policy::load(conn)).await?;
+    let rules = p.password.check(&b.password);
+    let ok = authcore::password::PasswordPolicy::is_ok(&rules);
+    Ok(json_resp(
+        StatusCode::OK,
+        &json!({"ok": ok, "rules": rules}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeBody {
+    current_password: String,
+    new_password: String,
+    confirm_password: String,
+}
+
+pub async fn password_change(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let b: ChangeBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db_hashing(move |conn, _| {
+            login::change_password(
+                conn,
+                &client,
+                s.user_id,
+                &b.current_password,
+                &b.new_password,
+                &b.confirm_password,
+                now(),
+            )
+        })
+        .await?;
+    decided(app, d)
+}
+
+// ---- Admin API -------------------------------------------------------------------
+
+/// The admin behind the Bearer token: an org-admin or admin session, else 401/403.
+async fn admin_of(app: &App, req: &Req) -> Result<SessionInfo, ApiError> {
+    let s = session_of(app, req).await?;
+    if s.role == Role::User {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs an org-admin or admin account",
+        ));
+    }
+    Ok(s)
+}
+
+/// The public admin view of a user.
+fn user_json(u: &User) -> serde_json::Value {
+    json!({
+        "id": u.id, "username": u.username, "email": u.email, "org": u.org, "role": u.role,
+        "status": u.status, "locked_at": u.locked_at.map(authcore::util::rfc3339),
+        "failed_attempts": u.failed_attempts, "mfa_method": u.mfa_method, "groups": u.groups,
+        "must_change_password": u.must_change_password,
+        "password_changed_at": u.password_changed_at.map(authcore::util::rfc3339),
+    })
+}
+
+fn admin_entry(
+    event: &str,
+    outcome: Outcome,
+    admin: &SessionInfo,
+    req_client: &authcore::login::Client,
+) -> Entry {
+    Entry::new(event, outcome)
+        .client(&req_client.ip, &req_client.user_agent)
+        .actor(&admin.user.username)
+        .detail(json!({"via": "api", "admin_id": admin.user_id}))
+}
+
+/// Find `name` as `admin` may see it: another org's user is exactly as missing as a
+/// user that does not exist (and the attempt is audited).
+fn visible_user(
+    conn: &rusqlite::Connection,
+    admin: &SessionInfo,
+    client: &authcore::login::Client,
+    event: &str,
+    name: &str,
+    t: i64,
+) -> authcore::Result<Option<User>> {
+    let u = users::find(conn, name)?;
+    match u {
+        Some(u) if admin.role == Role::Admin || u.org_id == admin.org_id => Ok(Some(u)),
+        other => {
+            let reason = if other.is_some() {
+                "other_org"
+            } else {
+                "unknown_user"
+            };
+            audit::record(
+                conn,
+                &admin_entry(event, Outcome::Failure, admin, client)
+                    .username(name)
+                    .org(Some(admin.org_id))
+                    .reason(reason),
+                t,
+            )?;
+            Ok(None)
+        }
+    }
+}
+
+pub async fn admin_users(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let admin = admin_of(app, &req).await?;
+    let locked = matches!(req.query("locked"), Some("true" | "1" | "yes"));
+    let list = app
+        .db(move |conn, _| {
+            let org_id = (admin.role != Role::Admin).then_some(admin.org_id);
+            users::list(
+                conn,
+                &users::ListFilter {
+                    org_id,
+                    locked,
+                    group_id: None,
+                    limit: Some(10_000),
+                },
+            )
+        })
+        .await?;
+    let v: Vec<_> = list.iter().map(user_json).collect();
+    Ok(json_resp(StatusCode::OK, &json!({"users": v})))
+}
+
+pub async fn admin_user(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
+    let admin = admin_of(app, &req).await?;
+    let client = req.client.clone();
+    let u = app
+        .db(move |conn, _| {
+            let t = now();
+            let tx = authcore::db::write_tx(conn)?;
+            let u = visible_user(&tx, &admin, &client, "admin.user.show", &name, t)?;
+            tx.commit()?;
+            Ok(u)
+        })
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(json_resp(StatusCode::OK, &user_json(&u)))
+}
+
+pub async fn admin_unlock(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
+    let admin = admin_of(app, &req).await?;
+    let client = req.client.clone();
+    let r = app
+        .db(move |conn, _| {
+            let t = now();
+            let tx = authcore::db::write_tx(conn)?;
+            let Some(u) = visible_user(&tx, &admin, &client, "admin.unlock", &name, t)? else {
+                tx.commit()?;
+                return Ok(None);
+            };
+            let was_locked = users::unlock(&tx, u.id, t)?;
+            audit::record(
+                &tx,
+                &admin_entry("admin.unlock", Outcome::Success, &admin, &client)
+                    .username(&u.username)
+                    .user(u.id, u.org_id)
+                    .detail(
+                        json!({"via": "api", "admin_id": admin.user_id, "was_locked": was_locked}),
+                    ),
+                t,
+            )?;
+            tx.commit()?;
+            Ok(Some((u.username, was_locked)))
+        })
+        .await?;
+    let (username, was_locked) = r.ok_or_else(ApiError::not_found)?;
+    Ok(json_resp(
+        StatusCode::OK,
+        &json!({"username": username, "was_locked": was_locked}),
+    ))
+}
+
+pub async fn admin_reset_2fa(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
+    let admin = admin_of(app, &req).await?;
+    let client = req.client.clone();
+    let r = app
+        .db(move |conn, _| {
+            let t = now();
+            let tx = authcore::db::write_tx(conn)?;
+            let Some(u) = visible_user(&tx, &admin, &client, "admin.reset_2fa", &name, t)? else {
+                tx.commit()?;
+                return Ok(None);
+            };
+            let s = factors::reset_2fa(&tx, u.id, t)?;
+            audit::record(
+                &tx,
+                &admin_entry("admin.reset_2fa", Outcome::Success, &admin, &client)
+                    .username(&u.username)
+                    .user(u.id, u.org_id)
+                    .detail(json!({"via": "api", "admin_id": admin.user_id, "removed": s})),
+                t,
+            )?;
+            tx.commit()?;
+            Ok(Some((u.username, s)))
+        })
+        .await?;
+    let (username, s) = r.ok_or_else(ApiError::not_found)?;
+    let mut v = serde_json::to_value(&s).unwrap_or_default();
+    v["username"] = json!(username);
+    Ok(json_resp(StatusCode::OK, &v))
+}
+
+pub async fn admin_audit(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let admin = admin_of(app, &req).await?;
+    let t = now();
+    let since = req
+        .query("since")
+        .map(|s| authcore::util::parse_time(s, t))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(&e))?;
+    let until = req
+        .query("until")
+        .map(|s| authcore::util::parse_time(s, t))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(&e))?;
+    let outcome = match req.query("outcome") {
+        None => None,
+        Some("success") => Some(Outcome::Success),
+        Some("failure") => Some(Outcome::Failure),
+        Some(_) => return Err(ApiError::bad_request("outcome is success or failure")),
+    };
+    let limit = match req.query("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::bad_request("limit is a number from 1 to 1000"))?,
+    };
+    let filter = audit::Filter {
+        user: req.query("user").map(str::to_string),
+        org_id: (admin.role != Role::Admin).then_some(admin.org_id),
+        event: req.query("event").map(str::to_string),
+        outcome,
+        ip: None,
+        since,
+        until,
+        after_id: None,
+        limit: Some(limit),
+    };
+    let rows = app.db(move |conn, _| audit::query(conn, &filter)).await?;
+    Ok(json_resp(StatusCode::OK, &json!({"rows": rows})))
+}

@@ -1,0 +1,534 @@
+//! In-process tests of the login state machine with an injected clock and a real
+//! SQLite file (several connections, as the daemon has).
+
+use super::*;
+use crate::db::{self, Location};
+use crate::password::Argon2Params;
+use crate::store::users::NewUser;
+
+const T0: i64 = 1_800_000_000;
+const PW: &str = "Correct-Horse-9";
+
+struct Fx {
+    _dir: tempfile::TempDir,
+    loc: Location,
+    key: SecretKey,
+    client: Client,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::new(dir.path().join("t.db"), None);
+        let (conn, key) = db::create(&loc).unwrap();
+        crate::policy::set(&conn, "argon2.m_kib", "1024", 0).unwrap();
+        crate::policy::set(&conn, "argon2.t", "1", 0).unwrap();
+        Fx {
+            _dir: dir,
+            loc,
+            key,
+            client: Client {
+                ip: "127.0.0.1".into(),
+                user_agent: "test".into(),
+            },
+        }
+    }
+    fn conn(&self) -> Connection {
+        db::open(&self.loc.db).unwrap()
+    }
+    fn user(&self, name: &str, groups: &[String], role: Role) -> User {
+        let conn = self.conn();
+        let hash = password::hash_password(
+            PW,
+            Argon2Params {
+                m_kib: 1024,
+                t: 1,
+                p: 1,
+            },
+        )
+        .unwrap();
+        users::create(
+            &conn,
+            &NewUser {
+                username: name,
+                email: "u@example.org",
+                org: None,
+                groups,
+                role,
+                password_hash: Some(hash),
+                must_change_password: false,
+            },
+            T0,
+        )
+        .unwrap()
+    }
+    fn login(&self, name: &str, pw: &str, now: i64) -> Decision<Status> {
+        password_step(
+            &mut self.conn(),
+            &self.key,
+            &self.client,
+            name,
+            pw,
+            None,
+            now,
+        )
+        .unwrap()
+    }
+    fn audit_reasons(&self, event: &str) -> Vec<String> {
+        let conn = self.conn();
+        crate::audit::query(
+            &conn,
+            &crate::audit::Filter {
+                event: Some(event.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|r| {
+            if r.outcome == "success" {
+                "ok".to_string()
+            } else {
+                r.reason
+            }
+        })
+        .collect()
+    }
+}
+
+fn flow_of(s: &Status) -> String {
+    match s {
+        Status::SecondFactorRequired { flow, .. }
+        | Status::EnrollmentRequired { flow, .. }
+        | Status::TermsRequired { flow, .. }
+        | Status::PasswordExpired { flow, .. } => flow.clone(),
+        other => panic!("no flow in {other:?}"),
+    }
+}
+
+fn code(secret_b32: &str, now: i64) -> String {
+    let s = totp::parse_base32(secret_b32).unwrap();
+    totp::code_at_step(&s, totp::step_of(now), totp::Algorithm::Sha1, 6)
+}
+
+#[test]
+fn authenticator_journey_from_first_login_to_session() {
+    let fx = Fx::new();
+    crate::store::orgs::add_group(&fx.conn(), "pupil-data", true, T0).unwrap();
+    fx.user("alice", &["pupil-data".into()], Role::User);
+
+    // First login: enrolment required.
+    let s = fx.login("alice", PW, T0).result.unwrap();
+    assert!(matches!(s, Status::EnrollmentRequired { .. }), "{s:?}");
+    let flow = flow_of(&s);
+    // The enrolment flow cannot be used for a second factor.
+    let skip = totp_step(
+        &mut fx.conn(),
+        &fx.key,
+        &fx.client,
+        &flow,
+        "123456",
+        false,
+        T0,
+    )
+    .unwrap();
+    assert!(matches!(skip.result, Err(Error::InvalidFlow)));
+
+    let e = enroll_step(&mut fx.conn(), &fx.key, &fx.client, &flow, T0)
+        .unwrap()
+        .result
+        .unwrap();
+    // Enrolment start cannot be replayed.
+    assert!(enroll_step(&mut fx.conn(), &fx.key, &fx.client, &flow, T0)
+        .unwrap()
+        .result
+        .is_err());
+    let wrong =
+        enroll_confirm_step(&mut fx.conn(), &fx.key, &fx.client, &flow, "000000", T0).unwrap();
+    assert!(matches!(wrong.result, Err(Error::InvalidCredentials)));
+    let c = code(&e.secret, T0);
+    let done = enroll_confirm_step(&mut fx.conn(), &fx.key, &fx.client, &flow, &c, T0)
+        .unwrap()
+        .result
+        .unwrap();
+    let Status::Enrolled { recovery_codes } = done else {
+        panic!()
+    };
+    assert_eq!(recovery_codes.len(), 10);
+
+    // Log in again: the confirming code is spent, a fresh one works.
+    let s = fx.login("alice", PW, T0 + 5).result.unwrap();
+    let Status::SecondFactorRequired { flow, methods } = &s else {
+        panic!("{s:?}")
+    };
+    assert_eq!(methods, &vec!["totp", "recovery_code"]);
+    let replay = totp_step(&mut fx.conn(), &fx.key, &fx.client, flow, &c, false, T0 + 5).unwrap();
+    assert!(
+        replay.result.is_err(),
+        "the enrolment code is not a login code"
+    );
+    assert_eq!(replay.reason, "replayed_code");
+    let c2 = code(&e.secret, T0 + 30);
+    let ok = totp_step(
+        &mut fx.conn(),
+        &fx.key,
+        &fx.client,
+        flow,
+        &c2,
+        true,
+        T0 + 30,
+    )
+    .unwrap()
+    .result
+    .unwrap();
+    let Status::Authenticated {
+        session,
+        device_token,
+        ..
+    } = ok
+    else {
+        panic!()
+    };
+    assert!(device_token.is_some());
+    let info = check_session(&fx.conn(), &session, T0 + 31)
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.user.username, "alice");
+    // The flow is spent.
+    let again = totp_step(
+        &mut fx.conn(),
+        &fx.key,
+        &fx.client,
+        flow,
+        &c2,
+        false,
+        T0 + 30,
+    )
+    .unwrap();
+    assert!(matches!(again.result, Err(Error::InvalidFlow)));
+    // Logout ends the session.
+    assert!(logout(&mut fx.conn(), &fx.client, &session, T0 + 40).unwrap());
+    assert!(check_session(&fx.conn(), &session, T0 + 41)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn generic_failures_and_lockout() {
+    let fx = Fx::new();
+    fx.user("bob", &[], Role::User);
+    // Unknown user and wrong password: the same error.
+    let unknown = fx.login("nobody", PW, T0);
+    let wrong = fx.login("bob", "Wrong-pass-1", T0);
+    assert_eq!(
+        unknown.result.unwrap_err().to_string(),
+        wrong.result.unwrap_err().to_string()
+    );
+    assert_eq!(
+        (unknown.reason, wrong.reason),
+        ("unknown_user", "wrong_password")
+    );
+    // 7 more failures (8 in all), then success resets.
+    for _ in 0..7 {
+        fx.login("BOB", "Wrong-pass-1", T0);
+    }
+    assert!(fx.login("bob", PW, T0).result.is_ok());
+    assert_eq!(users::get(&fx.conn(), "bob").unwrap().failed_attempts, 0);
+    // 9 failures lock; the right password then gets the generic answer.
+    for i in 1..=9 {
+        let d = fx.login("bob", "Wrong-pass-1", T0 + i);
+        assert_eq!(d.locked_now, i == 9);
+    }
+    let d = fx.login("bob", PW, T0 + 20);
+    assert!(matches!(d.result, Err(Error::InvalidCredentials)));
+    assert_eq!(d.reason, "locked");
+    users::unlock(
+        &fx.conn(),
+        users::get(&fx.conn(), "bob").unwrap().id,
+        T0 + 30,
+    )
+    .unwrap();
+    assert!(fx.login("bob", PW, T0 + 31).result.is_ok());
+    assert!(fx.audit_reasons("account.locked").len() == 1);
+}
+
+#[test]
+fn concurrent_wrong_passwords_never_pass_the_limit() {
+    let fx = Fx::new();
+    let u = fx.user("carol", &[], Role::User);
+    let fx = std::sync::Arc::new(fx);
+    let handles: Vec<_> = (0..40)
+        .map(|i| {
+            let fx = fx.clone();
+            std::thread::spawn(move || {
+                // One thread has the right password: it must still be refused once locked,
+                // or succeed only before the lock.
+                let pw = if i == 39 { PW } else { "Wrong-pass-1" };
+                fx.login("carol", pw, T0).reason
+            })
+        })
+        .collect();
+    let reasons: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let counted = reasons.iter().filter(|r| **r == "wrong_password").count();
+    assert!(counted <= 9, "{counted} failures counted");
+    let after = users::by_id(&fx.conn(), u.id).unwrap();
+    assert_eq!(after.status, "locked");
+    assert_eq!(after.failed_attempts, 9);
+}
+
+#[test]
+fn concurrent_submissions_of_one_code_succeed_once() {
+    let fx = Fx::new();
+    let u = fx.user("dave", &[], Role::User);
+    let secret = totp::generate_secret();
+    factors::set_totp(&fx.conn(), &fx.key, u.id, &secret, Some(T0), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some("totp"), T0).unwrap();
+    let c = totp::code_at_step(&secret, totp::step_of(T0), totp::Algorithm::Sha1, 6);
+    // Many flows (one per login), one code.
+    let flows: Vec<String> = (0..20)
+        .map(|_| flow_of(&fx.login("dave", PW, T0).result.unwrap()))
+        .collect();
+    let fx = std::sync::Arc::new(fx);
+    let handles: Vec<_> = flows
+        .into_iter()
+        .map(|f| {
+            let fx = fx.clone();
+            let c = c.clone();
+            std::thread::spawn(move || {
+                totp_step(&mut fx.conn(), &fx.key, &fx.client, &f, &c, false, T0)
+                    .unwrap()
+                    .result
+                    .is_ok()
+            })
+        })
+        .collect();
+    let ok = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|b| *b)
+        .count();
+    assert_eq!(ok, 1);
+}
+
+#[test]
+fn terms_every_login_and_once_per_version() {
+    let fx = Fx::new();
+    fx.user("erin", &[], Role::User);
+    terms::set(&fx.conn(), "v1", "Use responsibly.", T0).unwrap();
+    for _ in 0..2 {
+        let s = fx.login("erin", PW, T0).result.unwrap();
+        let Status::TermsRequired { flow, terms } = &s else {
+            panic!("{s:?}")
+        };
+        assert_eq!(terms.version, "v1");
+        let declined = terms_step(&mut fx.conn(), &fx.key, &fx.client, flow, false, T0).unwrap();
+        assert!(declined.result.is_err());
+        let s = terms_step(&mut fx.conn(), &fx.key, &fx.client, flow, true, T0)
+            .unwrap()
+            .result
+            .unwrap();
+        assert!(matches!(s, Status::Authenticated { .. }), "{s:?}");
+    }
+    crate::policy::set(&fx.conn(), "terms.mode", "once_per_version", T0).unwrap();
+    assert!(matches!(
+        fx.login("erin", PW, T0).result.unwrap(),
+        Status::Authenticated { .. }
+    ));
+    terms::set(&fx.conn(), "v2", "New terms.", T0).unwrap();
+    assert!(matches!(
+        fx.login("erin", PW, T0).result.unwrap(),
+        Status::TermsRequired { .. }
+    ));
+}
+
+#[test]
+fn expired_password_must_change_then_log_in_again() {
+    let fx = Fx::new();
+    fx.user("fay", &[], Role::User);
+    crate::policy::set(&fx.conn(), "password.max_age_days", "90", T0).unwrap();
+    assert!(matches!(
+        fx.login("fay", PW, T0 + 89 * 86_400).result.unwrap(),
+        Status::Authenticated { .. }
+    ));
+    let later = T0 + 90 * 86_400;
+    let s = fx.login("fay", PW, later).result.unwrap();
+    let Status::PasswordExpired { flow, policy } = &s else {
+        panic!("{s:?}")
+    };
+    assert!(policy.iter().any(|r| r.id == "uppercase"));
+    let step = |new: &str, confirm: &str| {
+        expired_password_step(
+            &mut fx.conn(),
+            &fx.key,
+            &fx.client,
+            flow,
+            new,
+            confirm,
+            later,
+        )
+        .unwrap()
+    };
+    assert!(
+        matches!(
+            step("New-Passw0rd!", "New-Passw0rd?").result,
+            Err(Error::Invalid(_))
+        ),
+        "mismatch"
+    );
+    match step("weak", "weak").result {
+        Err(Error::Policy { rules, .. }) => {
+            assert!(rules.iter().any(|r| !r.met && r.id == "digit"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(step(PW, PW).result, Err(Error::Policy { .. })),
+        "must differ"
+    );
+    assert!(matches!(
+        step("New-Passw0rd!", "New-Passw0rd!").result.unwrap(),
+        Status::PasswordChanged
+    ));
+    assert!(
+        matches!(
+            step("Other-Passw0rd!", "Other-Passw0rd!").result,
+            Err(Error::InvalidFlow)
+        ),
+        "spent"
+    );
+    assert!(fx.login("fay", PW, later).result.is_err());
+    assert!(matches!(
+        fx.login("fay", "New-Passw0rd!", later).result.unwrap(),
+        Status::Authenticated { .. }
+    ));
+}
+
+#[test]
+fn admins_need_a_second_factor_and_recovery_codes_work_once() {
+    let fx = Fx::new();
+    let u = fx.user("gina", &[], Role::OrgAdmin);
+    assert!(matches!(
+        fx.login("gina", PW, T0).result.unwrap(),
+        Status::EnrollmentRequired { .. }
+    ));
+    factors::set_totp(
+        &fx.conn(),
+        &fx.key,
+        u.id,
+        &totp::generate_secret(),
+        Some(T0),
+        T0,
+    )
+    .unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some("totp"), T0).unwrap();
+    let codes = factors::rotate_recovery_codes(&fx.conn(), &fx.key, u.id, 2, T0).unwrap();
+    let flow = flow_of(&fx.login("gina", PW, T0).result.unwrap());
+    let ok = recovery_step(&mut fx.conn(), &fx.key, &fx.client, &flow, &codes[0], T0).unwrap();
+    assert!(ok.result.is_ok());
+    let flow = flow_of(&fx.login("gina", PW, T0).result.unwrap());
+    let again = recovery_step(&mut fx.conn(), &fx.key, &fx.client, &flow, &codes[0], T0).unwrap();
+    assert_eq!(again.reason, "bad_recovery_code");
+    let last = recovery_step(&mut fx.conn(), &fx.key, &fx.client, &flow, &codes[1], T0)
+        .unwrap()
+        .result
+        .unwrap();
+    let Status::Authenticated { warning, .. } = last else {
+        panic!()
+    };
+    assert!(warning.unwrap().contains("last recovery code"));
+}
+
+#[test]
+fn remembered_device_skips_only_the_second_factor() {
+    let fx = Fx::new();
+    let u = fx.user("hal", &[], Role::User);
+    let secret = totp::generate_secret();
+    factors::set_totp(&fx.conn(), &fx.key, u.id, &secret, Some(T0), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some("totp"), T0).unwrap();
+    let token = factors::remember_device(&fx.conn(), u.id, "ua", 30, T0).unwrap();
+    let with = |pw: &str, now: i64| {
+        password_step(
+            &mut fx.conn(),
+            &fx.key,
+            &fx.client,
+            "hal",
+            pw,
+            Some(&token),
+            now,
+        )
+        .unwrap()
+        .result
+    };
+    assert!(matches!(
+        with(PW, T0 + 10).unwrap(),
+        Status::Authenticated { .. }
+    ));
+    assert!(with("Wrong-pass-1", T0 + 10).is_err(), "never the password");
+    let expiry = T0 + 30 * 86_400;
+    assert!(matches!(
+        with(PW, expiry - 1).unwrap(),
+        Status::Authenticated { .. }
+    ));
+    assert!(matches!(
+        with(PW, expiry + 1).unwrap(),
+        Status::SecondFactorRequired { .. }
+    ));
+}
+
+#[test]
+fn a_lock_ends_pending_flows() {
+    let fx = Fx::new();
+    let u = fx.user("ivy", &[], Role::User);
+    factors::set_totp(
+        &fx.conn(),
+        &fx.key,
+        u.id,
+        &totp::generate_secret(),
+        Some(T0),
+        T0,
+    )
+    .unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some("totp"), T0).unwrap();
+    let pending = flow_of(&fx.login("ivy", PW, T0).result.unwrap());
+    let flow = flow_of(&fx.login("ivy", PW, T0).result.unwrap());
+    let mut locked = false;
+    for _ in 0..9 {
+        let d = totp_step(
+            &mut fx.conn(),
+            &fx.key,
+            &fx.client,
+            &flow,
+            "000000",
+            false,
+            T0,
+        )
+        .unwrap();
+        locked |= d.locked_now;
+    }
+    assert!(locked);
+    let d = totp_step(
+        &mut fx.conn(),
+        &fx.key,
+        &fx.client,
+        &pending,
+        "000000",
+        false,
+        T0,
+    )
+    .unwrap();
+    assert!(matches!(d.result, Err(Error::InvalidFlow)));
+    // Malformed codes are bad input, not counted.
+    assert!(matches!(
+        totp_step(
+            &mut fx.conn(),
+            &fx.key,
+            &fx.client,
+            &pending,
+            "１２３４５６",
+            false,
+            T0
+        ),
+        Err(Error::Invalid(_))
+    ));
+}
