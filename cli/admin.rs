@@ -6,7 +6,7 @@ use authcore::store::orgs;
 use authcore::util::now;
 use serde_json::json;
 
-use crate::args::{Global, GroupCmd, InitArgs, MethodArg, OrgCmd, PolicyCmd};
+use crate::args::{Global, GroupCmd, InitArgs, MethodArg, OrgCmd, PolicyCmd, SessionCmd, TermsCmd};
 use crate::ctx::{os_user, record, Ctx};
 use crate::output::{self, emit, Refused};
 
@@ -236,6 +236,162 @@ pub fn policy(g: &Global, c: PolicyCmd) -> Result<i32> {
                     .map(|(k, v)| format!("{k} = {v}"))
                     .collect::<Vec<_>>()
                     .join("\n")
+            });
+        }
+    }
+    Ok(0)
+}
+
+pub fn session(g: &Global, c: SessionCmd) -> Result<i32> {
+    use authcore::store::{sessions, users};
+    let mut ctx = Ctx::open(g)?;
+    let t = now();
+    match c {
+        SessionCmd::List { user } => {
+            let uid = user
+                .as_deref()
+                .map(|n| users::get(&ctx.conn, n))
+                .transpose()?
+                .map(|u| u.id);
+            let list = sessions::list(&ctx.conn, uid, t)?;
+            emit(ctx.json, &list, || {
+                if list.is_empty() {
+                    return "no live sessions".into();
+                }
+                let mut tb = output::table(&[
+                    "id",
+                    "user",
+                    "ip",
+                    "user agent",
+                    "created",
+                    "last seen",
+                    "expires",
+                ]);
+                for s in &list {
+                    tb.add_row(vec![
+                        s.id.to_string(),
+                        s.username.clone(),
+                        s.ip.clone(),
+                        s.user_agent.clone(),
+                        output::time(Some(s.created_at)),
+                        output::time(Some(s.last_seen_at)),
+                        output::time(Some(s.expires_at)),
+                    ]);
+                }
+                tb.to_string()
+            });
+        }
+        SessionCmd::Revoke { id, user } => {
+            let entry = ctx.entry("admin.session.revoke");
+            let tx = ctx.tx()?;
+            let (n, who) = match (id, user) {
+                (Some(id), _) => {
+                    let Some(s) = sessions::list(&tx, None, t)?
+                        .into_iter()
+                        .find(|s| s.id == id)
+                    else {
+                        return Err(authcore::Error::NotFound(format!(
+                            "no live session with id {id}"
+                        ))
+                        .into());
+                    };
+                    sessions::revoke(&tx, id, t)?;
+                    let u = users::by_id(&tx, s.user_id)?;
+                    record(
+                        &tx,
+                        entry
+                            .username(&u.username)
+                            .user(u.id, u.org_id)
+                            .detail(json!({"via": "authctl", "session": id})),
+                        t,
+                    )?;
+                    (1, u.username)
+                }
+                (None, Some(name)) => {
+                    let u = users::get(&tx, &name)?;
+                    let n = sessions::end_all_for_user(&tx, u.id, t)?;
+                    record(
+                        &tx,
+                        entry
+                            .username(&u.username)
+                            .user(u.id, u.org_id)
+                            .detail(json!({"via": "authctl", "sessions": n})),
+                        t,
+                    )?;
+                    (n, u.username)
+                }
+                (None, None) => {
+                    return Err(Refused::err(
+                        "invalid_input",
+                        2,
+                        "give a session id or --user",
+                    ))
+                }
+            };
+            tx.commit()?;
+            emit(ctx.json, &json!({"username": who, "revoked": n}), || {
+                format!("ended {n} session(s) of {who}")
+            });
+        }
+    }
+    Ok(0)
+}
+
+pub fn terms(g: &Global, c: TermsCmd) -> Result<i32> {
+    use authcore::store::terms;
+    let mut ctx = Ctx::open(g)?;
+    match c {
+        TermsCmd::Set { version, file } => {
+            let bytes = if file.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+                b
+            } else {
+                std::fs::read(&file).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        authcore::Error::NotFound(format!("{} does not exist", file.display()))
+                    }
+                    _ => authcore::Error::Io(format!("cannot read {}: {e}", file.display())),
+                })?
+            };
+            let text = String::from_utf8(bytes).map_err(|_| {
+                authcore::Error::Invalid(format!("{} is not UTF-8 text", file.display()))
+            })?;
+            let t = now();
+            let entry = ctx.entry("admin.terms.set");
+            let tx = ctx.tx()?;
+            let published = terms::set(&tx, &version, &text, t)?;
+            let mode = authcore::policy::get(&tx, "terms.mode")?;
+            record(
+                &tx,
+                entry.detail(
+                    json!({"via": "authctl", "version": published.version, "bytes": text.len()}),
+                ),
+                t,
+            )?;
+            tx.commit()?;
+            emit(
+                ctx.json,
+                &json!({"version": published.version, "bytes": text.len(), "mode": mode}),
+                || {
+                    format!(
+                        "published terms version {} ({} bytes); users accept it {}",
+                        published.version,
+                        text.len(),
+                        if mode == "every_login" {
+                            "at every login (terms.mode=every_login)"
+                        } else {
+                            "once (terms.mode=once_per_version)"
+                        }
+                    )
+                },
+            );
+        }
+        TermsCmd::Show => {
+            let cur = terms::current(&ctx.conn)?;
+            emit(ctx.json, &cur, || match &cur {
+                Some(t) => format!("version {}\n\n{}", t.version, t.text),
+                None => "no terms are set: users are not asked to accept any".into(),
             });
         }
     }

@@ -80,6 +80,12 @@ pub enum Command {
     /// Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…).
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// List and revoke login sessions.
+    #[command(subcommand)]
+    Session(SessionCmd),
+    /// Publish the terms and conditions users must accept.
+    #[command(subcommand)]
+    Terms(TermsCmd),
     /// Create many users from a JSON-lines or CSV file.
     Import(ImportArgs),
     /// Generate shell completions and man pages.
@@ -263,6 +269,40 @@ pub enum DeviceCmd {
         #[arg(long)]
         user: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// List live sessions.
+    List {
+        /// Only this user's sessions.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// End one session by id, or every session of a user.
+    Revoke {
+        /// The session id (from `session list`).
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<i64>,
+        /// End every session of this user.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TermsCmd {
+    /// Publish a new version; users accept it at their next login (see the terms.mode policy).
+    Set {
+        /// The version name, e.g. 2026-11 (unique; a published version never changes).
+        #[arg(long)]
+        version: String,
+        /// A UTF-8 text file with the terms ('-' for standard input).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show the current version.
+    Show,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -38,7 +38,7 @@ fn main() {
 
 /// The audit event and target of a state-changing command (None for read-only ones).
 fn audit_label(c: &Command) -> Option<(&'static str, String)> {
-    use args::{DeviceCmd, GroupCmd, OrgCmd, PolicyCmd, UserCmd};
+    use args::{DeviceCmd, GroupCmd, OrgCmd, PolicyCmd, SessionCmd, TermsCmd, UserCmd};
     Some(match c {
         Command::User(UserCmd::Add(a)) => ("admin.user.add", a.name.clone()),
         Command::User(UserCmd::Set(a)) => ("admin.user.set", a.name.clone()),
@@ -59,6 +59,10 @@ fn audit_label(c: &Command) -> Option<(&'static str, String)> {
         Command::Group(GroupCmd::Delete { name }) => ("admin.group.delete", name.clone()),
         Command::Policy(PolicyCmd::Set { .. }) => ("admin.policy.set", String::new()),
         Command::Import(_) => ("admin.import", String::new()),
+        Command::Session(SessionCmd::Revoke { user, .. }) => {
+            ("admin.session.revoke", user.clone().unwrap_or_default())
+        }
+        Command::Terms(TermsCmd::Set { .. }) => ("admin.terms.set", String::new()),
         _ => return None,
     })
 }
@@ -80,6 +84,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Org(c) => admin::org(&g, c),
         Command::Group(c) => admin::group(&g, c),
         Command::Policy(c) => admin::policy(&g, c),
+        Command::Session(c) => admin::session(&g, c),
+        Command::Terms(c) => admin::terms(&g, c),
         Command::Import(a) => import::run(&g, a),
         Command::Generate(c) => generate::run(c),
     }

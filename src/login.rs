@@ -184,10 +184,10 @@ pub fn mfa_required(user: &User, policy: &Policy) -> bool {
 fn methods(conn: &Connection, key: &SecretKey, user: &User) -> Result<Vec<&'static str>> {
     let mut m = Vec::new();
     match user.mfa_method.as_deref() {
-        Some("totp") => {
-            if factors::get_totp(conn, key, user.id)?.is_some_and(|c| c.confirmed_at.is_some()) {
-                m.push("totp");
-            }
+        Some("totp")
+            if factors::get_totp(conn, key, user.id)?.is_some_and(|c| c.confirmed_at.is_some()) =>
+        {
+            m.push("totp")
         }
         Some("email") => m.push("email_otp"),
         _ => {}
@@ -236,6 +236,7 @@ fn authenticate(
 
 /// After the password (and each later step that continues the login): the next thing
 /// the user must do, or the session.
+#[allow(clippy::too_many_arguments)]
 fn advance(
     tx: &Connection,
     key: &SecretKey,
