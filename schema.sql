@@ -152,6 +152,24 @@ CREATE TABLE policy (
     updated_at INTEGER NOT NULL
 ) STRICT;
 
+-- Notices to mail (account locked, two-factor reset, password changed). Written in the
+-- same transaction as the event, drained by the daemon's mailer with retries. Never holds
+-- a code or token: one-time codes are mailed from memory only.
+CREATE TABLE outbox (
+    id           INTEGER PRIMARY KEY,
+    user_id      INTEGER,
+    recipient    TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_try_at  INTEGER NOT NULL,
+    sent_at      INTEGER,
+    last_error   TEXT NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX outbox_pending ON outbox(next_try_at) WHERE sent_at IS NULL;
+
 -- The audit log outlives the users it names: no foreign keys.
 CREATE TABLE audit (
     id           INTEGER PRIMARY KEY,

@@ -323,6 +323,7 @@ impl From<authcore::Error> for ApiError {
             E::Invalid(_) => StatusCode::BAD_REQUEST,
             E::InvalidCredentials | E::InvalidFlow => StatusCode::UNAUTHORIZED,
             E::Forbidden(_) => StatusCode::FORBIDDEN,
+            E::TooSoon { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Key(_) | E::Db(_) | E::Io(_) => {
                 tracing::error!(error = %e, "request failed");
@@ -331,6 +332,7 @@ impl From<authcore::Error> for ApiError {
         };
         let extra = match &e {
             E::Policy { rules, .. } => Some(serde_json::json!({"rules": rules})),
+            E::TooSoon { retry_after, .. } => Some(serde_json::json!({"retry_after": retry_after})),
             _ => None,
         };
         ApiError {

@@ -30,6 +30,9 @@ pub enum Error {
     /// The login flow token is unknown, expired, spent, or for another step.
     #[error("The login flow is unknown or has expired. Start again.")]
     InvalidFlow,
+    /// Asked again too soon (e.g. a code resend); retry after the given seconds.
+    #[error("{message}")]
+    TooSoon { message: String, retry_after: i64 },
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -57,6 +60,7 @@ impl Error {
             Error::Invalid(_) => "invalid_input",
             Error::InvalidCredentials => "invalid_credentials",
             Error::InvalidFlow => "invalid_flow",
+            Error::TooSoon { .. } => "too_soon",
             Error::Forbidden(_) => "forbidden",
             Error::Unavailable(_) => "unavailable",
             Error::Key(_) => "key_error",

@@ -42,7 +42,7 @@ use crate::names;
 use crate::password::{self, PasswordPolicy, Rule};
 use crate::policy::{MfaRequired, Policy, TermsMode};
 use crate::store::users::{self, Role, User};
-use crate::store::{factors, sessions, terms};
+use crate::store::{email, factors, sessions, terms};
 use crate::totp;
 
 /// Who is asking: recorded in audit rows and sessions.
@@ -123,6 +123,9 @@ pub enum Status {
         policy: Vec<Rule>,
     },
     PasswordChanged,
+    CodeSent {
+        expires_at: String,
+    },
     Enrolled {
         recovery_codes: Vec<String>,
     },
@@ -143,6 +146,23 @@ pub struct Decision<T> {
     pub result: Result<T>,
     pub reason: &'static str,
     pub locked_now: bool,
+    /// A one-time code to mail now (held in memory only, never stored in clear).
+    pub mail: Option<Mail>,
+}
+
+/// A message with a one-time code, for the caller's mailer.
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub body: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Mail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mail")
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> Decision<T> {
@@ -151,6 +171,7 @@ impl<T> Decision<T> {
             result: Ok(v),
             reason: "ok",
             locked_now: false,
+            mail: None,
         }
     }
     fn refused(e: Error, reason: &'static str) -> Self {
@@ -158,6 +179,7 @@ impl<T> Decision<T> {
             result: Err(e),
             reason,
             locked_now: false,
+            mail: None,
         }
     }
     pub fn outcome(&self) -> &'static str {
@@ -190,7 +212,14 @@ fn methods(conn: &Connection, key: &SecretKey, user: &User) -> Result<Vec<&'stat
             m.push("totp")
         }
         Some("email") => m.push("email_otp"),
-        _ => {}
+        Some(_) => {}
+        None => {
+            // An organisation may make emailed codes its users' default factor.
+            let org = crate::store::orgs::org_by_id(conn, user.org_id)?;
+            if org.mfa_method.as_deref() == Some("email") {
+                m.push("email_otp");
+            }
+        }
     }
     if !m.is_empty() && factors::remaining_recovery_codes(conn, user.id)? > 0 {
         m.push("recovery_code");
@@ -245,6 +274,7 @@ fn advance(
     state: &FlowState,
     device_ok: bool,
     client: &Client,
+    mail: &mut Option<Mail>,
     now: i64,
 ) -> Result<Status> {
     let data = serde_json::to_string(state).unwrap_or_else(|_| "{}".into());
@@ -283,7 +313,35 @@ fn advance(
         return authenticate(tx, user, policy, client, None, None, now);
     }
     let flow = sessions::create_flow(tx, user.id, step::SECOND_FACTOR, &data, ttl, now)?;
+    if methods.first() == Some(&"email_otp") {
+        if let Some(f) = sessions::find_flow(tx, &flow, step::SECOND_FACTOR, now)? {
+            *mail = issue_email_code(tx, key, user, policy, f.id, now)?.ok();
+        }
+    }
     Ok(Status::SecondFactorRequired { flow, methods })
+}
+
+/// Issue an emailed code for a flow: the message to send, or Err(seconds to wait).
+fn issue_email_code(
+    tx: &Connection,
+    key: &SecretKey,
+    user: &User,
+    policy: &Policy,
+    flow_id: i64,
+    now: i64,
+) -> Result<std::result::Result<Mail, i64>> {
+    let ttl = policy.email_otp_ttl_minutes * 60;
+    Ok(email::issue(tx, key, flow_id, user.id, ttl, policy.email_otp_resend_seconds, now)?.map(|issued| Mail {
+        to: user.email.clone(),
+        subject: "Your sign-in code".into(),
+        body: zeroize::Zeroizing::new(format!(
+            "Hello {},\n\nYour one-time sign-in code is: {}\n\nIt expires in {} minutes ({}) and works once.\nIf you did not try to sign in, change your password and tell your administrator.\n",
+            user.username,
+            issued.code.as_str(),
+            policy.email_otp_ttl_minutes,
+            crate::util::rfc3339(issued.expires_at),
+        )),
+    }))
 }
 
 /// Step 1: username and password (and optionally a remembered-device token).
@@ -357,6 +415,7 @@ pub fn password_step(
             result: Err(Error::InvalidCredentials),
             reason,
             locked_now,
+            mail: None,
         })
     };
     if user.disabled {
@@ -382,6 +441,7 @@ pub fn password_step(
         }
         _ => false,
     };
+    let mut mail = None;
     let status = advance(
         &tx,
         key,
@@ -390,6 +450,7 @@ pub fn password_step(
         &FlowState::default(),
         device_ok,
         client,
+        &mut mail,
         now,
     )?;
     let next = status_name(&status);
@@ -398,11 +459,14 @@ pub fn password_step(
         &entry("login.password", Outcome::Success, client)
             .username(&typed)
             .user(user.id, user.org_id)
-            .detail(json!({"next": next, "remembered_device": device_ok, "rehashed": upgraded.is_some()})),
+            .detail(json!({"next": next, "remembered_device": device_ok, "rehashed": upgraded.is_some(), "code_mailed": mail.is_some()})),
         now,
     )?;
     tx.commit()?;
-    Ok(Decision::ok(status))
+    Ok(Decision {
+        mail,
+        ..Decision::ok(status)
+    })
 }
 
 fn status_name(s: &Status) -> &'static str {
@@ -413,6 +477,7 @@ fn status_name(s: &Status) -> &'static str {
         Status::TermsRequired { .. } => "terms_required",
         Status::PasswordExpired { .. } => "password_expired",
         Status::PasswordChanged => "password_changed",
+        Status::CodeSent { .. } => "code_sent",
         Status::Enrolled { .. } => "enrolled",
     }
 }
@@ -511,7 +576,10 @@ pub fn terms_step(
     sessions::consume_flow(&tx, flow.id)?;
     terms::accept(&tx, user.id, &current.version, now)?;
     state.terms_ok = true;
-    let status = advance(&tx, key, &user, &policy, &state, false, client, now)?;
+    let mut mail = None;
+    let status = advance(
+        &tx, key, &user, &policy, &state, false, client, &mut mail, now,
+    )?;
     audit::record(
         &tx,
         &entry("login.terms", Outcome::Success, client)
@@ -521,7 +589,10 @@ pub fn terms_step(
         now,
     )?;
     tx.commit()?;
-    Ok(Decision::ok(status))
+    Ok(Decision {
+        mail,
+        ..Decision::ok(status)
+    })
 }
 
 /// Check a new password typed twice against the policy and the current hash. Slow when
@@ -726,6 +797,7 @@ fn factor_failure<T>(
         result: Err(Error::InvalidCredentials),
         reason,
         locked_now,
+        mail: None,
     })
 }
 
@@ -961,6 +1033,158 @@ pub fn recovery_step(
             client,
             now,
         ),
+    }
+}
+
+/// Step: the emailed code. On success the session (and, if asked, a remembered device).
+pub fn email_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    flow_token: &str,
+    code: &str,
+    remember_device: bool,
+    now: i64,
+) -> Result<Decision<Status>> {
+    well_formed_code(code)?;
+    let policy = Policy::load(conn)?;
+    let tx = db::write_tx(conn)?;
+    let (flow, user, _) = match load_flow(
+        &tx,
+        flow_token,
+        step::SECOND_FACTOR,
+        "login.email",
+        client,
+        now,
+    )? {
+        Ok(f) => f,
+        Err(reason) => {
+            tx.commit()?;
+            return Ok(flow_refusal(reason));
+        }
+    };
+    if !methods(&tx, key, &user)?.contains(&"email_otp") {
+        return factor_failure(
+            tx,
+            &user,
+            &policy,
+            "login.email",
+            "method_not_enrolled",
+            client,
+            now,
+        );
+    }
+    let code = code.trim().replace(' ', "");
+    match email::check(
+        &tx,
+        key,
+        flow.id,
+        user.id,
+        &code,
+        policy.email_otp_max_tries,
+        now,
+    )? {
+        email::Check::Ok => finish_second_factor(
+            tx,
+            flow,
+            &user,
+            &policy,
+            "login.email",
+            json!({}),
+            remember_device,
+            None,
+            client,
+            now,
+        ),
+        email::Check::Wrong { .. } => {
+            factor_failure(tx, &user, &policy, "login.email", "bad_code", client, now)
+        }
+        email::Check::TooManyTries => factor_failure(
+            tx,
+            &user,
+            &policy,
+            "login.email",
+            "too_many_tries",
+            client,
+            now,
+        ),
+        email::Check::Expired => factor_failure(
+            tx,
+            &user,
+            &policy,
+            "login.email",
+            "expired_code",
+            client,
+            now,
+        ),
+        email::Check::NoCode => {
+            factor_failure(tx, &user, &policy, "login.email", "no_code", client, now)
+        }
+    }
+}
+
+/// Step: mail a new code for this flow (the previous one stops working). Rate-limited.
+pub fn email_resend_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    flow_token: &str,
+    now: i64,
+) -> Result<Decision<Status>> {
+    let policy = Policy::load(conn)?;
+    let tx = db::write_tx(conn)?;
+    let (flow, user, _) = match load_flow(
+        &tx,
+        flow_token,
+        step::SECOND_FACTOR,
+        "login.email_resend",
+        client,
+        now,
+    )? {
+        Ok(f) => f,
+        Err(reason) => {
+            tx.commit()?;
+            return Ok(flow_refusal(reason));
+        }
+    };
+    let base = entry("login.email_resend", Outcome::Failure, client)
+        .username(&user.username)
+        .user(user.id, user.org_id);
+    if !methods(&tx, key, &user)?.contains(&"email_otp") {
+        audit::record(&tx, &base.reason("method_not_enrolled"), now)?;
+        tx.commit()?;
+        return Ok(Decision::refused(
+            Error::Invalid("this account does not use emailed codes".into()),
+            "method_not_enrolled",
+        ));
+    }
+    match issue_email_code(&tx, key, &user, &policy, flow.id, now)? {
+        Ok(mail) => {
+            audit::record(
+                &tx,
+                &entry("login.email_resend", Outcome::Success, client)
+                    .username(&user.username)
+                    .user(user.id, user.org_id),
+                now,
+            )?;
+            tx.commit()?;
+            let expires_at = crate::util::rfc3339(now + policy.email_otp_ttl_minutes * 60);
+            Ok(Decision {
+                mail: Some(mail),
+                ..Decision::ok(Status::CodeSent { expires_at })
+            })
+        }
+        Err(wait) => {
+            audit::record(&tx, &base.reason("resend_too_soon"), now)?;
+            tx.commit()?;
+            Ok(Decision::refused(
+                Error::TooSoon {
+                    message: format!("a code was sent moments ago; ask again in {wait} s"),
+                    retry_after: wait,
+                },
+                "resend_too_soon",
+            ))
+        }
     }
 }
 

@@ -264,6 +264,7 @@ pub fn reset_2fa(conn: &Connection, user_id: i64, now: i64) -> Result<ResetSumma
         params![now, user_id],
     )?;
     let sessions_ended = super::sessions::end_all_for_user(conn, user_id, now)?;
+    super::email::notify(conn, user_id, super::email::notice::RESET_2FA, now)?;
     Ok(ResetSummary {
         totp_removed,
         recovery_codes_removed,

@@ -286,6 +286,7 @@ pub fn set_password(
     )?;
     super::sessions::end_all_for_user(conn, id, now)?;
     super::factors::revoke_devices(conn, id, now)?;
+    super::email::notify(conn, id, super::email::notice::PASSWORD_CHANGED, now)?;
     Ok(())
 }
 
@@ -342,6 +343,7 @@ pub fn record_failure(conn: &Connection, id: i64, max_failures: i64, now: i64) -
     )?;
     if o.lock_now {
         super::sessions::end_flows_for_user(conn, id)?;
+        super::email::notify(conn, id, super::email::notice::LOCKED, now)?;
     }
     Ok(o.lock_now)
 }

@@ -1,0 +1,337 @@
+//! Emailed one-time codes at rest, and the outbox of notices.
+//!
+//! A code is 6 digits from the CSPRNG, stored as a keyed hash bound to its login flow and
+//! user (a code from another flow or user never matches), valid for a few minutes, used
+//! once, with a limited number of wrong tries. Issuing a new code for a flow supersedes the
+//! previous one. Resends are rate-limited per flow.
+
+use rusqlite::{params, Connection};
+use zeroize::Zeroizing;
+
+use super::opt;
+use crate::crypto::{self, SecretKey};
+use crate::error::Result;
+
+fn code_hash(key: &SecretKey, flow_id: i64, user_id: i64, code: &str) -> String {
+    key.keyed_hash(
+        "email otp",
+        format!("{flow_id}:{user_id}:{code}").as_bytes(),
+    )
+}
+
+/// A freshly issued code (to mail; never stored in clear).
+pub struct Issued {
+    pub code: Zeroizing<String>,
+    pub expires_at: i64,
+}
+
+/// Issue a code for a flow. Err(seconds) when the previous one is too recent to resend.
+pub fn issue(
+    conn: &Connection,
+    key: &SecretKey,
+    flow_id: i64,
+    user_id: i64,
+    ttl_secs: i64,
+    resend_secs: i64,
+    now: i64,
+) -> Result<std::result::Result<Issued, i64>> {
+    let last: Option<i64> = opt(conn.query_row(
+        "SELECT max(created_at) FROM email_otp_challenges WHERE flow_id=?1 HAVING count(*) > 0",
+        [flow_id],
+        |r| r.get(0),
+    ))?;
+    if let Some(last) = last {
+        let wait = last + resend_secs - now;
+        if wait > 0 {
+            return Ok(Err(wait));
+        }
+    }
+    conn.execute(
+        "UPDATE email_otp_challenges SET superseded=1 WHERE flow_id=?1 AND superseded=0",
+        [flow_id],
+    )?;
+    let code = Zeroizing::new(format!("{:06}", crypto::random_below(1_000_000)));
+    let expires_at = now + ttl_secs;
+    conn.execute(
+        "INSERT INTO email_otp_challenges(flow_id, user_id, code_hash, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            flow_id,
+            user_id,
+            code_hash(key, flow_id, user_id, &code),
+            now,
+            expires_at
+        ],
+    )?;
+    Ok(Ok(Issued { code, expires_at }))
+}
+
+/// The result of checking a typed code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Ok,
+    Wrong { tries_left: i64 },
+    TooManyTries,
+    Expired,
+    NoCode,
+}
+
+/// Check (and on success consume) the flow's current code. Call in a write transaction.
+pub fn check(
+    conn: &Connection,
+    key: &SecretKey,
+    flow_id: i64,
+    user_id: i64,
+    code: &str,
+    max_tries: i64,
+    now: i64,
+) -> Result<Check> {
+    let row: Option<(i64, String, i64, i64)> = opt(conn.query_row(
+        "SELECT id, code_hash, expires_at, attempts FROM email_otp_challenges
+         WHERE flow_id=?1 AND user_id=?2 AND superseded=0 AND consumed_at IS NULL
+         ORDER BY id DESC LIMIT 1",
+        params![flow_id, user_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    ))?;
+    let Some((id, stored, expires_at, attempts)) = row else {
+        return Ok(Check::NoCode);
+    };
+    if expires_at <= now {
+        return Ok(Check::Expired);
+    }
+    if attempts >= max_tries {
+        return Ok(Check::TooManyTries);
+    }
+    let typed = code_hash(key, flow_id, user_id, code.trim());
+    if crypto::ct_eq(typed.as_bytes(), stored.as_bytes()) {
+        let n = conn.execute(
+            "UPDATE email_otp_challenges SET consumed_at=?1 WHERE id=?2 AND consumed_at IS NULL",
+            params![now, id],
+        )?;
+        return Ok(if n == 1 { Check::Ok } else { Check::NoCode });
+    }
+    conn.execute(
+        "UPDATE email_otp_challenges SET attempts=attempts+1 WHERE id=?1",
+        [id],
+    )?;
+    Ok(Check::Wrong {
+        tries_left: (max_tries - attempts - 1).max(0),
+    })
+}
+
+/// A notice waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub id: i64,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub attempts: i64,
+}
+
+/// Kinds of notices users receive.
+pub mod notice {
+    pub const LOCKED: &str = "account_locked";
+    pub const RESET_2FA: &str = "two_factor_reset";
+    pub const PASSWORD_CHANGED: &str = "password_changed";
+}
+
+/// Queue a notice to a user (same transaction as the event it tells about).
+pub fn notify(conn: &Connection, user_id: i64, kind: &str, now: i64) -> Result<()> {
+    let row: Option<(String, String)> = opt(conn.query_row(
+        "SELECT username, email FROM users WHERE id=?1",
+        [user_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    ))?;
+    let Some((username, email)) = row else {
+        return Ok(());
+    };
+    let when = crate::util::rfc3339(now);
+    let (subject, body) = match kind {
+        notice::LOCKED => (
+            "Your account has been locked",
+            format!("Hello {username},\n\nYour account was locked at {when} after too many failed sign-in attempts.\nAn administrator can unlock it. If these attempts were not yours, tell your administrator.\n"),
+        ),
+        notice::RESET_2FA => (
+            "Your two-factor authentication was reset",
+            format!("Hello {username},\n\nYour two-factor authentication was reset at {when}. At your next sign-in you will set it up again.\nIf you did not ask for this, tell your administrator at once.\n"),
+        ),
+        _ => (
+            "Your password was changed",
+            format!("Hello {username},\n\nThe password of your account was changed at {when}.\nIf you did not do this, tell your administrator at once.\n"),
+        ),
+    };
+    conn.execute(
+        "INSERT INTO outbox(user_id, recipient, kind, subject, body, created_at, next_try_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        params![user_id, email, kind, subject, body, now],
+    )?;
+    Ok(())
+}
+
+/// Notices due for a (re)try.
+pub fn due_notices(conn: &Connection, now: i64, limit: i64) -> Result<Vec<Notice>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, recipient, subject, body, attempts FROM outbox
+         WHERE sent_at IS NULL AND next_try_at <= ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![now, limit], |r| {
+            Ok(Notice {
+                id: r.get(0)?,
+                recipient: r.get(1)?,
+                subject: r.get(2)?,
+                body: r.get(3)?,
+                attempts: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Mark a notice sent.
+pub fn notice_sent(conn: &Connection, id: i64, now: i64) -> Result<()> {
+    conn.execute("UPDATE outbox SET sent_at=?1 WHERE id=?2", params![now, id])?;
+    Ok(())
+}
+
+/// Record a failed try and when to try again (exponential back-off, at most an hour);
+/// after `max_attempts` the notice is given up (kept, with its error, for admins).
+pub fn notice_failed(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    max_attempts: i64,
+    now: i64,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE outbox SET attempts=attempts+1, last_error=?1,
+            next_try_at = CASE WHEN attempts+1 >= ?2 THEN 9223372036854775807
+                               ELSE ?3 + min(3600, 15 * (1 << min(attempts, 8))) END
+         WHERE id=?4",
+        params![
+            error.chars().take(500).collect::<String>(),
+            max_attempts,
+            now,
+            id
+        ],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::users;
+
+    #[test]
+    fn codes_are_single_use_bound_limited_and_superseded() {
+        let conn = crate::db::open_memory().unwrap();
+        let key = SecretKey::from_bytes([5; 32]);
+        let u = users::create(
+            &conn,
+            &users::NewUser {
+                username: "e",
+                email: "e@example.org",
+                org: None,
+                groups: &[],
+                role: users::Role::User,
+                password_hash: None,
+                must_change_password: false,
+            },
+            0,
+        )
+        .unwrap();
+        let f1 = crate::store::sessions::create_flow(&conn, u.id, "second_factor", "{}", 300, 0)
+            .unwrap();
+        let f2 = crate::store::sessions::create_flow(&conn, u.id, "second_factor", "{}", 300, 0)
+            .unwrap();
+        let id = |t: &str| {
+            crate::store::sessions::find_flow(&conn, t, "second_factor", 1)
+                .unwrap()
+                .unwrap()
+                .id
+        };
+        let (a, b) = (id(&f1), id(&f2));
+        let c1 = issue(&conn, &key, a, u.id, 600, 30, 100)
+            .unwrap()
+            .ok()
+            .unwrap();
+        assert_eq!(c1.code.len(), 6);
+        assert_eq!(
+            issue(&conn, &key, a, u.id, 600, 30, 110).unwrap().err(),
+            Some(20),
+            "resend too soon"
+        );
+        // Another flow's code does not match this flow.
+        let c2 = issue(&conn, &key, b, u.id, 600, 30, 100)
+            .unwrap()
+            .ok()
+            .unwrap();
+        if c2.code != c1.code {
+            assert!(matches!(
+                check(&conn, &key, a, u.id, &c2.code, 5, 101).unwrap(),
+                Check::Wrong { .. }
+            ));
+        }
+        assert_eq!(
+            check(&conn, &key, a, u.id, &c1.code, 5, 101).unwrap(),
+            Check::Ok
+        );
+        assert_eq!(
+            check(&conn, &key, a, u.id, &c1.code, 5, 101).unwrap(),
+            Check::NoCode,
+            "single use"
+        );
+        // Resend supersedes.
+        let old = issue(&conn, &key, b, u.id, 600, 30, 200)
+            .unwrap()
+            .ok()
+            .unwrap();
+        let new = issue(&conn, &key, b, u.id, 600, 30, 230)
+            .unwrap()
+            .ok()
+            .unwrap();
+        if old.code != new.code {
+            assert!(matches!(
+                check(&conn, &key, b, u.id, &old.code, 5, 231).unwrap(),
+                Check::Wrong { .. }
+            ));
+        }
+        // Expiry.
+        assert_eq!(
+            check(&conn, &key, b, u.id, &new.code, 5, 230 + 600).unwrap(),
+            Check::Expired
+        );
+        // Tries.
+        let c = issue(&conn, &key, b, u.id, 600, 30, 1000)
+            .unwrap()
+            .ok()
+            .unwrap();
+        let wrong = if c.code.as_str() == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        for left in (0..5).rev() {
+            assert_eq!(
+                check(&conn, &key, b, u.id, wrong, 5, 1001).unwrap(),
+                Check::Wrong { tries_left: left }
+            );
+        }
+        assert_eq!(
+            check(&conn, &key, b, u.id, &c.code, 5, 1001).unwrap(),
+            Check::TooManyTries,
+            "the sixth try"
+        );
+        // Nothing stored in clear.
+        let hashes: Vec<String> = conn
+            .prepare("SELECT code_hash FROM email_otp_challenges")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(hashes.iter().all(|h| h.len() == 64 && h != c.code.as_str()));
+    }
+}
