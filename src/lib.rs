@@ -11,6 +11,7 @@ pub mod audit;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod forgot;
 pub mod lockout;
 pub mod login;
 pub mod names;

@@ -166,7 +166,7 @@ impl std::fmt::Debug for Mail {
 }
 
 impl<T> Decision<T> {
-    fn ok(v: T) -> Self {
+    pub(crate) fn ok(v: T) -> Self {
         Decision {
             result: Ok(v),
             reason: "ok",
@@ -174,7 +174,7 @@ impl<T> Decision<T> {
             mail: None,
         }
     }
-    fn refused(e: Error, reason: &'static str) -> Self {
+    pub(crate) fn refused(e: Error, reason: &'static str) -> Self {
         Decision {
             result: Err(e),
             reason,

@@ -261,12 +261,7 @@ fn concurrent_wrong_passwords_never_pass_the_limit() {
     let handles: Vec<_> = (0..40)
         .map(|i| {
             let fx = fx.clone();
-            std::thread::spawn(move || {
-                // One thread has the right password: it must still be refused once locked,
-                // or succeed only before the lock.
-                let pw = if i == 39 { PW } else { "Wrong-pass-1" };
-                fx.login("carol", pw, T0).reason
-            })
+            std::thread::spawn(move || fx.login("carol", &format!("Wrong-pass-{i}"), T0).reason)
         })
         .collect();
     let reasons: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
@@ -275,6 +270,11 @@ fn concurrent_wrong_passwords_never_pass_the_limit() {
     let after = users::by_id(&fx.conn(), u.id).unwrap();
     assert_eq!(after.status, "locked");
     assert_eq!(after.failed_attempts, 9);
+    assert_eq!(
+        fx.login("carol", PW, T0).reason,
+        "locked",
+        "the right password is refused too"
+    );
 }
 
 #[test]
@@ -531,4 +531,283 @@ fn a_lock_ends_pending_flows() {
         ),
         Err(Error::Invalid(_))
     ));
+}
+
+fn code_in(mail: &Mail) -> String {
+    mail.body
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn emailed_code_journey_with_remembered_device() {
+    let fx = Fx::new();
+    let u = fx.user("jo", &[], Role::User);
+    users::set_mfa_method(&fx.conn(), u.id, Some("email"), T0).unwrap();
+    let d = fx.login("jo", PW, T0);
+    let mail = d.mail.expect("a code to mail");
+    assert_eq!(mail.to, "u@example.org");
+    let Status::SecondFactorRequired { flow, methods } = d.result.unwrap() else {
+        panic!()
+    };
+    assert_eq!(methods, vec!["email_otp"]);
+    let code = code_in(&mail);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let w = email_step(
+        &mut fx.conn(),
+        &fx.key,
+        &fx.client,
+        &flow,
+        wrong,
+        false,
+        T0 + 5,
+    )
+    .unwrap();
+    assert_eq!(w.reason, "bad_code");
+    let ok = email_step(
+        &mut fx.conn(),
+        &fx.key,
+        &fx.client,
+        &flow,
+        &code,
+        true,
+        T0 + 6,
+    )
+    .unwrap()
+    .result
+    .unwrap();
+    let Status::Authenticated {
+        device_token: Some(device),
+        ..
+    } = ok
+    else {
+        panic!("{ok:?}")
+    };
+    let with_device = |now: i64| {
+        password_step(
+            &mut fx.conn(),
+            &fx.key,
+            &fx.client,
+            "jo",
+            PW,
+            Some(&device),
+            now,
+        )
+        .unwrap()
+    };
+    let d = with_device(T0 + 100);
+    assert!(matches!(d.result.unwrap(), Status::Authenticated { .. }));
+    assert!(
+        d.mail.is_none(),
+        "no code mailed when the device is remembered"
+    );
+    // 30 days and one second after it was remembered: the code is needed again.
+    let d = with_device(T0 + 6 + 30 * 86_400 + 1);
+    assert!(matches!(
+        d.result.unwrap(),
+        Status::SecondFactorRequired { .. }
+    ));
+    assert!(d.mail.is_some());
+    // After a two-factor reset the device no longer counts (and email is no longer
+    // enrolled: without a policy requiring 2FA the user logs in with a password).
+    factors::reset_2fa(&fx.conn(), u.id, T0 + 200).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some("email"), T0 + 200).unwrap();
+    let d = with_device(T0 + 300);
+    assert!(matches!(
+        d.result.unwrap(),
+        Status::SecondFactorRequired { .. }
+    ));
+}
+
+#[test]
+fn emailed_code_resend_expiry_and_tries() {
+    let fx = Fx::new();
+    let u = fx.user("kim", &[], Role::User);
+    users::set_mfa_method(&fx.conn(), u.id, Some("email"), T0).unwrap();
+    crate::policy::set(&fx.conn(), "flow.ttl_seconds", "3600", T0).unwrap();
+    let d = fx.login("kim", PW, T0);
+    let first = code_in(d.mail.as_ref().unwrap());
+    let flow = flow_of(&d.result.unwrap());
+    let soon = email_resend_step(&mut fx.conn(), &fx.key, &fx.client, &flow, T0 + 5).unwrap();
+    assert!(matches!(
+        soon.result,
+        Err(Error::TooSoon {
+            retry_after: 25,
+            ..
+        })
+    ));
+    let again = email_resend_step(&mut fx.conn(), &fx.key, &fx.client, &flow, T0 + 31).unwrap();
+    let second = code_in(again.mail.as_ref().unwrap());
+    if first != second {
+        let old = email_step(
+            &mut fx.conn(),
+            &fx.key,
+            &fx.client,
+            &flow,
+            &first,
+            false,
+            T0 + 32,
+        )
+        .unwrap();
+        assert_eq!(
+            old.reason, "bad_code",
+            "a resend invalidates the previous code"
+        );
+    }
+    // Expired after 10 minutes.
+    let late = email_step(
+        &mut fx.conn(),
+        &fx.key,
+        &fx.client,
+        &flow,
+        &second,
+        false,
+        T0 + 31 + 600,
+    )
+    .unwrap();
+    assert_eq!(late.reason, "expired_code");
+    // A code from another flow is refused.
+    let d2 = fx.login("kim", PW, T0 + 700);
+    let other = code_in(d2.mail.as_ref().unwrap());
+    let flow2 = flow_of(&d2.result.unwrap());
+    let d3 = fx.login("kim", PW, T0 + 700);
+    let flow3 = flow_of(&d3.result.unwrap());
+    let cross = email_step(
+        &mut fx.conn(),
+        &fx.key,
+        &fx.client,
+        &flow3,
+        &other,
+        false,
+        T0 + 701,
+    )
+    .unwrap();
+    assert!(cross.result.is_err());
+    // Five wrong tries, then even the right code is refused.
+    let wrong = if other == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        email_step(
+            &mut fx.conn(),
+            &fx.key,
+            &fx.client,
+            &flow2,
+            wrong,
+            false,
+            T0 + 702,
+        )
+        .unwrap();
+    }
+    let sixth = email_step(
+        &mut fx.conn(),
+        &fx.key,
+        &fx.client,
+        &flow2,
+        &other,
+        false,
+        T0 + 703,
+    )
+    .unwrap();
+    assert_eq!(sixth.reason, "too_many_tries");
+}
+
+#[test]
+fn forgotten_password_through_security_questions() {
+    use crate::forgot::{self, QuestionAnswer};
+    let fx = Fx::new();
+    let u = fx.user("lee", &[], Role::User);
+    let secret = totp::generate_secret();
+    factors::set_totp(&fx.conn(), &fx.key, u.id, &secret, Some(T0), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some("totp"), T0).unwrap();
+    let policy = Policy::load(&fx.conn()).unwrap();
+    let qa = vec![
+        QuestionAnswer {
+            question: "First pet?".into(),
+            answer: "Fluffy the Cat".into(),
+        },
+        QuestionAnswer {
+            question: "Home town?".into(),
+            answer: "Leeds".into(),
+        },
+    ];
+    let prepared = forgot::prepare_questions(&qa, &policy).unwrap();
+    forgot::store_questions(&mut fx.conn(), &fx.client, u.id, &prepared, T0).unwrap();
+    assert!(
+        forgot::prepare_questions(&qa[..1], &policy).is_err(),
+        "at least two"
+    );
+
+    let real = forgot::forgot(&mut fx.conn(), &fx.key, &fx.client, "lee", T0)
+        .unwrap()
+        .result
+        .unwrap();
+    assert_eq!(real.questions, vec!["First pet?", "Home town?"]);
+    let fake = forgot::forgot(&mut fx.conn(), &fx.key, &fx.client, "nobody", T0)
+        .unwrap()
+        .result
+        .unwrap();
+    assert_eq!(fake.flow.len(), real.flow.len());
+    assert_eq!(
+        fake.questions,
+        forgot::forgot(&mut fx.conn(), &fx.key, &fx.client, "nobody", T0)
+            .unwrap()
+            .result
+            .unwrap()
+            .questions
+    );
+    let reset = |flow: &str, answers: &[&str], pw: &str| {
+        let answers: Vec<String> = answers.iter().map(|s| s.to_string()).collect();
+        forgot::reset(
+            &mut fx.conn(),
+            &fx.key,
+            &fx.client,
+            flow,
+            &answers,
+            pw,
+            pw,
+            T0,
+        )
+    };
+    let wrong = reset(&real.flow, &["fluffy the cat", "York"], "Brand-New-Pass1").unwrap();
+    assert_eq!(wrong.reason, "wrong_answers");
+    assert_eq!(users::by_id(&fx.conn(), u.id).unwrap().failed_attempts, 1);
+    let decoy = reset(&fake.flow, &["a", "b"], "Brand-New-Pass1").unwrap();
+    assert_eq!(
+        decoy.result.unwrap_err().to_string(),
+        wrong.result.unwrap_err().to_string(),
+        "a decoy flow fails exactly like wrong answers"
+    );
+    assert!(matches!(
+        reset(&real.flow, &["x", "y"], "weak"),
+        Err(Error::Policy { .. })
+    ));
+    let ok = reset(
+        &real.flow,
+        &["  FLUFFY the   cat", "leeds"],
+        "Brand-New-Pass1",
+    )
+    .unwrap();
+    assert!(matches!(ok.result.unwrap(), Status::PasswordChanged));
+    // The new password works, and the second factor is still asked.
+    assert!(fx.login("lee", PW, T0 + 1).result.is_err());
+    let s = fx.login("lee", "Brand-New-Pass1", T0 + 1).result.unwrap();
+    assert!(matches!(s, Status::SecondFactorRequired { .. }), "{s:?}");
+    // Wrong answers lock at the limit.
+    let f = forgot::forgot(&mut fx.conn(), &fx.key, &fx.client, "lee", T0 + 2)
+        .unwrap()
+        .result
+        .unwrap();
+    let mut locked = false;
+    for _ in 0..9 {
+        locked |= reset(&f.flow, &["no", "no"], "Other-New-Pass1")
+            .map(|d| d.locked_now)
+            .unwrap_or(false);
+    }
+    assert!(locked);
+    assert_eq!(users::by_id(&fx.conn(), u.id).unwrap().status, "locked");
 }

@@ -52,6 +52,11 @@ pub fn issue(
     )?;
     let code = Zeroizing::new(format!("{:06}", crypto::random_below(1_000_000)));
     let expires_at = now + ttl_secs;
+    // The flow lives at least as long as its code.
+    conn.execute(
+        "UPDATE login_flows SET expires_at=max(expires_at, ?1) WHERE id=?2",
+        params![expires_at, flow_id],
+    )?;
     conn.execute(
         "INSERT INTO email_otp_challenges(flow_id, user_id, code_hash, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
