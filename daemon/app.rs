@@ -66,6 +66,8 @@ pub struct Inner {
     pub db_permits: Semaphore,
     pub metrics: Metrics,
     pub limiter: RateLimiter,
+    /// Where one-time codes and notices are mailed; None when mail is not configured.
+    pub mailer: Option<crate::mail::Mailer>,
 }
 
 /// Cheap to clone; one per connection task.
@@ -91,9 +93,18 @@ impl App {
             db_permits: Semaphore::new(config.db_concurrency.max(1)),
             metrics: Metrics::new(),
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
+            mailer: None,
             config,
             key,
         }))
+    }
+
+    /// Set the mailer (at start-up, before the app is shared).
+    pub fn with_mailer(mut self, mailer: Option<crate::mail::Mailer>) -> App {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.mailer = mailer;
+        }
+        self
     }
 
     /// Run `f` with a database connection on the blocking pool.

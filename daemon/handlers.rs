@@ -1,7 +1,7 @@
 //! Request handlers: parse the body, run the core decision off the reactor, answer.
 
 use authcore::audit::{self, Entry, Outcome};
-use authcore::login::{self, Decision, SessionInfo, Status};
+use authcore::login::{self, Decision, SessionInfo};
 use authcore::policy::Policy;
 use authcore::store::factors;
 use authcore::store::users::{self, Role, User};
@@ -34,13 +34,33 @@ pub fn metrics(app: &App) -> Resp {
     )
 }
 
-/// Turn a decided login step into an answer, counting it in the metrics.
-fn decided<T: serde::Serialize>(app: &App, d: Decision<T>) -> Result<Resp, ApiError> {
+/// Turn a decided login step into an answer, counting it in the metrics, and mail the
+/// one-time code it issued. A code that cannot be mailed fails the answer closed (503),
+/// with the flow so the client can resend or use a recovery code.
+async fn decided<T: serde::Serialize>(app: &App, mut d: Decision<T>) -> Result<Resp, ApiError> {
     app.metrics.login(d.outcome(), d.reason);
     if d.locked_now {
         app.metrics.lockout();
     }
-    let v = d.result?;
+    let mail = d.mail.take();
+    let v = serde_json::to_value(d.result?).map_err(|_| ApiError::internal())?;
+    if let Some(m) = mail {
+        let sent = match app.mailer.as_ref() {
+            Some(mailer) => mailer.send(&m.to, &m.subject, &m.body).await,
+            None => Err("mail is not configured on this server (--smtp-url or --mail-dir)".into()),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "a one-time code could not be mailed");
+            app.metrics.login("failure", "mail_unavailable");
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "mail_unavailable",
+                "The one-time code could not be sent. Try again shortly, or use a recovery code.",
+            );
+            err.extra = Some(json!({"flow": v.get("flow"), "methods": v.get("methods")}));
+            return Err(err);
+        }
+    }
     Ok(json_resp(StatusCode::OK, &v))
 }
 
@@ -69,7 +89,7 @@ pub async fn login(app: &App, req: Req) -> Result<Resp, ApiError> {
             )
         })
         .await?;
-    decided(app, d)
+    decided(app, d).await
 }
 
 #[derive(Deserialize)]
@@ -85,7 +105,7 @@ pub async fn login_terms(app: &App, req: Req) -> Result<Resp, ApiError> {
     let d = app
         .db(move |conn, key| login::terms_step(conn, key, &client, &b.flow, b.accept, now()))
         .await?;
-    decided(app, d)
+    decided(app, d).await
 }
 
 #[derive(Deserialize)]
@@ -112,7 +132,7 @@ pub async fn login_password(app: &App, req: Req) -> Result<Resp, ApiError> {
             )
         })
         .await?;
-    decided(app, d)
+    decided(app, d).await
 }
 
 #[derive(Deserialize)]
@@ -163,7 +183,7 @@ pub async fn login_enroll_confirm(app: &App, req: Req) -> Result<Resp, ApiError>
             login::enroll_confirm_step(conn, key, &client, &b.flow, &b.code, now())
         })
         .await?;
-    decided(app, d)
+    decided(app, d).await
 }
 
 pub async fn login_totp(app: &App, req: Req) -> Result<Resp, ApiError> {
@@ -182,7 +202,7 @@ pub async fn login_totp(app: &App, req: Req) -> Result<Resp, ApiError> {
             )
         })
         .await?;
-    decided(app, d)
+    decided(app, d).await
 }
 
 #[derive(Deserialize)]
@@ -192,13 +212,41 @@ struct RecoveryBody {
     code: String,
 }
 
+pub async fn login_email(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: CodeBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db(move |conn, key| {
+            login::email_step(
+                conn,
+                key,
+                &client,
+                &b.flow,
+                &b.code,
+                b.remember_device,
+                now(),
+            )
+        })
+        .await?;
+    decided(app, d).await
+}
+
+pub async fn login_email_resend(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: FlowBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db(move |conn, key| login::email_resend_step(conn, key, &client, &b.flow, now()))
+        .await?;
+    decided(app, d).await
+}
+
 pub async fn login_recovery(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: RecoveryBody = req.json()?;
     let client = req.client.clone();
     let d = app
         .db(move |conn, key| login::recovery_step(conn, key, &client, &b.flow, &b.code, now()))
         .await?;
-    decided(app, d)
+    decided(app, d).await
 }
 
 /// The session of the Bearer token, or 401.
@@ -277,7 +325,81 @@ pub async fn password_change(app: &App, req: Req) -> Result<Resp, ApiError> {
             )
         })
         .await?;
-    decided(app, d)
+    decided(app, d).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuestionsBody {
+    questions: Vec<authcore::forgot::QuestionAnswer>,
+}
+
+pub async fn set_security_questions(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let b: QuestionsBody = req.json()?;
+    let client = req.client.clone();
+    let questions = app
+        .db_hashing(move |conn, _| {
+            let policy = Policy::load(conn)?;
+            let prepared = authcore::forgot::prepare_questions(&b.questions, &policy)?;
+            authcore::forgot::store_questions(conn, &client, s.user_id, &prepared, now())?;
+            authcore::forgot::questions(conn, s.user_id)
+        })
+        .await?;
+    Ok(json_resp(StatusCode::OK, &json!({"questions": questions})))
+}
+
+pub async fn get_security_questions(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let questions = app
+        .db(move |conn, _| authcore::forgot::questions(conn, s.user_id))
+        .await?;
+    Ok(json_resp(StatusCode::OK, &json!({"questions": questions})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForgotBody {
+    username: String,
+}
+
+pub async fn password_forgot(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: ForgotBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db(move |conn, key| authcore::forgot::forgot(conn, key, &client, &b.username, now()))
+        .await?;
+    // Unknown names and names without questions are answered alike: always 200.
+    let v = d.result?;
+    Ok(json_resp(StatusCode::OK, &v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForgotResetBody {
+    flow: String,
+    answers: Vec<String>,
+    new_password: String,
+    confirm_password: String,
+}
+
+pub async fn password_forgot_reset(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: ForgotResetBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .db_hashing(move |conn, _| {
+            authcore::forgot::reset(
+                conn,
+                &client,
+                &b.flow,
+                &b.answers,
+                &b.new_password,
+                &b.confirm_password,
+                now(),
+            )
+        })
+        .await?;
+    decided(app, d).await
 }
 
 // ---- Admin API -------------------------------------------------------------------

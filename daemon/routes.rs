@@ -65,6 +65,8 @@ pub async fn route(app: &App, req: Req) -> Result<Resp, ApiError> {
         }
         (Method::POST, ["v1", "login", "totp"]) => h::login_totp(app, req).await,
         (Method::POST, ["v1", "login", "recovery"]) => h::login_recovery(app, req).await,
+        (Method::POST, ["v1", "login", "email"]) => h::login_email(app, req).await,
+        (Method::POST, ["v1", "login", "email", "resend"]) => h::login_email_resend(app, req).await,
         (_, ["v1", "login", ..]) => method_not_allowed("POST"),
 
         (Method::GET, ["v1", "session"]) => h::session(app, req).await,
@@ -76,7 +78,22 @@ pub async fn route(app: &App, req: Req) -> Result<Resp, ApiError> {
         (_, ["v1", "password", "policy"]) => method_not_allowed("GET"),
         (Method::POST, ["v1", "password", "check"]) => h::password_check(app, req).await,
         (Method::POST, ["v1", "password", "change"]) => h::password_change(app, req).await,
-        (_, ["v1", "password", "check" | "change"]) => method_not_allowed("POST"),
+        (Method::POST, ["v1", "password", "forgot"]) => h::password_forgot(app, req).await,
+        (Method::POST, ["v1", "password", "forgot", "reset"]) => {
+            h::password_forgot_reset(app, req).await
+        }
+        (
+            _,
+            ["v1", "password", "check" | "change" | "forgot"]
+            | ["v1", "password", "forgot", "reset"],
+        ) => method_not_allowed("POST"),
+        (Method::PUT, ["v1", "me", "security-questions"]) => {
+            h::set_security_questions(app, req).await
+        }
+        (Method::GET, ["v1", "me", "security-questions"]) => {
+            h::get_security_questions(app, req).await
+        }
+        (_, ["v1", "me", "security-questions"]) => method_not_allowed("GET, PUT"),
 
         (Method::GET, ["v1", "admin", "users"]) => h::admin_users(app, req).await,
         (Method::GET, ["v1", "admin", "users", name]) => {

@@ -254,7 +254,6 @@ pub fn forgot(
 /// them for another try until the account locks.
 pub fn reset(
     conn: &mut Connection,
-    _key: &SecretKey,
     client: &Client,
     flow_token: &str,
     answers: &[String],

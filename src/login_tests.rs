@@ -762,16 +762,7 @@ fn forgotten_password_through_security_questions() {
     );
     let reset = |flow: &str, answers: &[&str], pw: &str| {
         let answers: Vec<String> = answers.iter().map(|s| s.to_string()).collect();
-        forgot::reset(
-            &mut fx.conn(),
-            &fx.key,
-            &fx.client,
-            flow,
-            &answers,
-            pw,
-            pw,
-            T0,
-        )
+        forgot::reset(&mut fx.conn(), &fx.client, flow, &answers, pw, pw, T0)
     };
     let wrong = reset(&real.flow, &["fluffy the cat", "York"], "Brand-New-Pass1").unwrap();
     assert_eq!(wrong.reason, "wrong_answers");
