@@ -293,6 +293,7 @@ pub enum SessionCmd {
 #[derive(Debug, Subcommand)]
 pub enum TermsCmd {
     /// Publish a new version; users accept it at their next login (see the terms.mode policy).
+    #[command(disable_version_flag = true)]
     Set {
         /// The version name, e.g. 2026-11 (unique; a published version never changes).
         #[arg(long)]

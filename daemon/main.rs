@@ -1,39 +1,232 @@
-//! authd: the login daemon. (Placeholder until the daemon lands: opens or creates the
-//! database and its key file, then exits.)
+//! authd: the login daemon. Reads its settings, opens (or creates) the database, binds
+//! the listener, prints `listening on ADDR`, and serves until SIGTERM or ctrl-c.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod app;
+mod config;
+mod handlers;
+mod mail;
+mod metrics;
+mod ratelimit;
+mod routes;
+mod server;
+
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::app::App;
+use crate::config::{Config, IpNet, Layer, LogFormat};
+
+const LONG_ABOUT: &str = "\
+authd is the login and second-factor daemon: it answers the HTTP login API (password, \
+terms, password expiry, authenticator-app enrolment, TOTP and recovery codes, sessions, \
+admin API, /healthz, /metrics) over the one SQLite database that authctl administers.
+
+With no arguments it serves ./authd.db on 127.0.0.1:8080, creating the database and its \
+key file (./authd.db.key, mode 0600) when they are missing. It prints `listening on \
+IP:PORT` on stdout once it accepts connections (--listen 127.0.0.1:0 picks a free port), \
+and on SIGTERM or ctrl-c stops accepting, lets requests in flight finish, and exits 0.
+
+Settings, highest precedence first: command-line flags, AUTHD_* environment variables, the \
+TOML file of --config, then the defaults. The file's keys are the long flag names with \
+underscores, durations in whole seconds with a _secs suffix, for example:
+    listen = \"0.0.0.0:8080\"
+    rate_limit_per_minute = 30
+    trusted_proxies = [\"10.0.0.0/8\"]
+    request_timeout_secs = 30
+An unknown key is an error.
+
+Environment variables: AUTHD_CONFIG, AUTHD_DB, AUTHD_KEY_FILE, AUTHD_LISTEN, \
+AUTHD_BODY_LIMIT, AUTHD_HEADER_READ_TIMEOUT, AUTHD_REQUEST_TIMEOUT, AUTHD_SHUTDOWN_TIMEOUT, \
+AUTHD_RATE_LIMIT_PER_MINUTE, AUTHD_RATE_LIMIT_BURST, AUTHD_TRUSTED_PROXIES (comma-separated), \
+AUTHD_HASH_CONCURRENCY, AUTHD_DB_CONCURRENCY, AUTHD_LOG_FORMAT, AUTHD_LOG_LEVEL, \
+AUTHD_SMTP_URL, AUTHD_MAIL_FROM, AUTHD_MAIL_DIR.";
+
 /// The authd login and second-factor daemon.
-///
-/// Serves the login API over HTTP on one SQLite file. With no arguments it uses
-/// ./authd.db (created with its key file when missing) on 127.0.0.1:8080.
 #[derive(Debug, Parser)]
-#[command(name = "authd", version, max_term_width = 100)]
+#[command(name = "authd", version, long_about = LONG_ABOUT, max_term_width = 100)]
 struct Args {
-    /// The database file (created when missing).
+    /// A TOML file of settings (flags and environment variables override it).
     #[arg(
         long,
-        env = "AUTHD_DB",
-        default_value = "authd.db",
-        value_name = "PATH"
+        env = "AUTHD_CONFIG",
+        value_name = "FILE",
+        hide_env_values = true
     )]
-    db: PathBuf,
+    config: Option<PathBuf>,
+    /// The database file, created when missing [default: authd.db].
+    #[arg(long, env = "AUTHD_DB", value_name = "PATH", hide_env_values = true)]
+    db: Option<PathBuf>,
     /// The secret-encryption key file [default: DB.key].
-    #[arg(long, env = "AUTHD_KEY_FILE", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "AUTHD_KEY_FILE",
+        value_name = "PATH",
+        hide_env_values = true
+    )]
     key_file: Option<PathBuf>,
-    /// The address to listen on (port 0 picks a free port).
+    /// The address to listen on; port 0 picks a free port [default: 127.0.0.1:8080].
     #[arg(
         long,
         env = "AUTHD_LISTEN",
-        default_value = "127.0.0.1:8080",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        hide_env_values = true
     )]
-    listen: String,
+    listen: Option<String>,
+    /// The largest request body accepted, in bytes [default: 65536].
+    #[arg(
+        long,
+        env = "AUTHD_BODY_LIMIT",
+        value_name = "BYTES",
+        hide_env_values = true
+    )]
+    body_limit: Option<usize>,
+    /// Seconds a client has to send a request's headers [default: 10].
+    #[arg(
+        long,
+        env = "AUTHD_HEADER_READ_TIMEOUT",
+        value_name = "SECS",
+        hide_env_values = true
+    )]
+    header_read_timeout: Option<u64>,
+    /// Seconds a request may take, body included [default: 30].
+    #[arg(
+        long,
+        env = "AUTHD_REQUEST_TIMEOUT",
+        value_name = "SECS",
+        hide_env_values = true
+    )]
+    request_timeout: Option<u64>,
+    /// Seconds a shutdown waits for requests in flight [default: 30].
+    #[arg(
+        long,
+        env = "AUTHD_SHUTDOWN_TIMEOUT",
+        value_name = "SECS",
+        hide_env_values = true
+    )]
+    shutdown_timeout: Option<u64>,
+    /// Login attempts per minute per client address; 0 switches the limit off [default: 60].
+    #[arg(
+        long,
+        env = "AUTHD_RATE_LIMIT_PER_MINUTE",
+        value_name = "N",
+        hide_env_values = true
+    )]
+    rate_limit_per_minute: Option<u32>,
+    /// Login attempts a client may make at once before the per-minute rate applies
+    /// [default: 20].
+    #[arg(
+        long,
+        env = "AUTHD_RATE_LIMIT_BURST",
+        value_name = "N",
+        hide_env_values = true
+    )]
+    rate_limit_burst: Option<u32>,
+    /// A proxy (address or CIDR network) whose X-Forwarded-For is believed; repeatable
+    /// (the environment variable takes a comma-separated list).
+    #[arg(
+        long = "trusted-proxy",
+        env = "AUTHD_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    trusted_proxies: Vec<IpNet>,
+    /// Password hashes computed at once (each takes ~19 MiB) [default: one per core].
+    #[arg(
+        long,
+        env = "AUTHD_HASH_CONCURRENCY",
+        value_name = "N",
+        hide_env_values = true
+    )]
+    hash_concurrency: Option<usize>,
+    /// Database operations running at once [default: 32].
+    #[arg(
+        long,
+        env = "AUTHD_DB_CONCURRENCY",
+        value_name = "N",
+        hide_env_values = true
+    )]
+    db_concurrency: Option<usize>,
+    /// How log lines on stderr are written [default: text].
+    #[arg(
+        long,
+        env = "AUTHD_LOG_FORMAT",
+        value_name = "FORMAT",
+        hide_env_values = true
+    )]
+    log_format: Option<LogFormat>,
+    /// The log level or filter (error, warn, info, debug, trace, or e.g.
+    /// "info,authd=debug") [default: info].
+    #[arg(
+        long,
+        env = "AUTHD_LOG_LEVEL",
+        value_name = "LEVEL",
+        hide_env_values = true
+    )]
+    log_level: Option<String>,
+    /// Deliver mail (email codes, lockout notices) through this SMTP server.
+    #[arg(
+        long,
+        env = "AUTHD_SMTP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    smtp_url: Option<String>,
+    /// The From address of the mail authd sends.
+    #[arg(
+        long,
+        env = "AUTHD_MAIL_FROM",
+        value_name = "ADDR",
+        hide_env_values = true
+    )]
+    mail_from: Option<String>,
+    /// Write mail as files into this directory instead of sending it (for testing).
+    #[arg(
+        long,
+        env = "AUTHD_MAIL_DIR",
+        value_name = "DIR",
+        hide_env_values = true
+    )]
+    mail_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+impl Args {
+    /// The command-line layer of the settings (clap has already put flags over the
+    /// environment).
+    fn layer(&self) -> Layer {
+        Layer {
+            db: self.db.clone(),
+            key_file: self.key_file.clone(),
+            listen: self.listen.clone(),
+            header_read_timeout_secs: self.header_read_timeout,
+            request_timeout_secs: self.request_timeout,
+            shutdown_timeout_secs: self.shutdown_timeout,
+            body_limit: self.body_limit,
+            rate_limit_per_minute: self.rate_limit_per_minute,
+            rate_limit_burst: self.rate_limit_burst,
+            trusted_proxies: (!self.trusted_proxies.is_empty())
+                .then(|| self.trusted_proxies.clone()),
+            hash_concurrency: self.hash_concurrency,
+            db_concurrency: self.db_concurrency,
+            log_format: self.log_format,
+            log_level: self.log_level.clone(),
+            smtp_url: self.smtp_url.clone(),
+            mail_from: self.mail_from.clone(),
+            mail_dir: self.mail_dir.clone(),
+        }
+    }
+
+    fn config(&self) -> Result<Config, String> {
+        let file = self.config.as_deref().map(Layer::from_file).transpose()?;
+        Config::resolve(self.layer(), file)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,7 +245,7 @@ enum Gen {
     },
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Cmd::Generate(Gen::Man { out_dir })) = &args.command {
         let page = clap_mangen::Man::new(Args::command());
@@ -63,20 +256,213 @@ fn main() {
             .and_then(|_| std::fs::write(out_dir.join("authd.1"), buf));
         if let Err(e) = r {
             eprintln!("error: cannot write the man page: {e}");
-            std::process::exit(1);
+            return ExitCode::FAILURE;
         }
-        return;
+        return ExitCode::SUCCESS;
     }
-    let loc = authcore::db::Location::new(&args.db, args.key_file.clone());
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    match authcore::db::open_or_create(&loc) {
-        Ok(_) => println!(
-            "opened {} (the HTTP service is not built yet)",
-            loc.db.display()
-        ),
+    let config = match args.config() {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
-            std::process::exit(1);
+            return ExitCode::from(2);
         }
+    };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    init_tracing(&config);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    // The filter was validated with the rest of the config.
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config::DEFAULT_LOG_LEVEL));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+}
+
+/// Open the database, bind, warm up, announce, serve until a signal, drain.
+async fn serve(config: Config) -> Result<(), String> {
+    let loc = authcore::db::Location::new(&config.db, config.key_file.clone());
+    let opened = tokio::task::spawn_blocking(move || {
+        let (conn, key) = authcore::db::open_or_create(&loc)?;
+        let policy = authcore::policy::Policy::load(&conn)?;
+        Ok::<_, authcore::Error>((key, policy, loc))
+    })
+    .await
+    .map_err(|e| format!("cannot open the database: {e}"))?;
+    let (key, policy, loc) = opened.map_err(|e| {
+        let msg = e.to_string();
+        let db = config.db.display().to_string();
+        if msg.contains(&db) {
+            msg
+        } else {
+            format!("{db}: {msg}")
+        }
+    })?;
+
+    let mailer = mail::Mailer::from_config(
+        config.smtp_url.as_deref(),
+        config.mail_dir.as_deref(),
+        config.mail_from.as_deref(),
+    )?;
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+
+    // The first unknown-user login would otherwise also pay for making the dummy hash.
+    let params = policy.argon2;
+    let _ =
+        tokio::task::spawn_blocking(move || authcore::password::dummy_verify("warm-up", params))
+            .await;
+
+    tracing::info!(
+        db = %loc.db.display(),
+        key_file = %loc.key.display(),
+        %addr,
+        rate_limit_per_minute = config.rate_limit_per_minute,
+        trusted_proxies = config.trusted_proxies.len(),
+        mail = mailer.as_ref().map_or("off", |m| m.describe.as_str()),
+        "authd started"
+    );
+    let app = App::new(config, key).with_mailer(mailer);
+    mail::spawn_outbox(app.clone());
+    {
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop the daemon.
+        let _ = writeln!(out, "listening on {addr}").and_then(|_| out.flush());
+    }
+    server::run(listener, app, shutdown_signal())
+        .await
+        .map_err(|e| format!("the server failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or ctrl-c (SIGINT).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only ctrl-c stops authd");
+            None
+        }
+    };
+    let sigterm = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = sigterm => tracing::info!("SIGTERM received"),
+        r = tokio::signal::ctrl_c() => match r {
+            Ok(()) => tracing::info!("interrupt received"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch ctrl-c");
+                std::future::pending::<()>().await;
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        // The only test in this binary that parses the command line, so the environment
+        // it sets cannot disturb another test.
+        std::env::set_var("AUTHD_RATE_LIMIT_BURST", "7");
+        std::env::set_var("AUTHD_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.0.1");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("authd.toml");
+        std::fs::write(
+            &file,
+            "rate_limit_burst = 9\nrate_limit_per_minute = 11\nlisten = \"127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+
+        let parse = |argv: &[&str]| Args::try_parse_from(argv).unwrap().config().unwrap();
+        let c = parse(&["authd", "--config", file]);
+        assert_eq!(c.rate_limit_burst, 7, "the environment beats the file");
+        assert_eq!(c.rate_limit_per_minute, 11, "the file beats the default");
+        assert_eq!(c.listen, "127.0.0.1:9");
+        assert_eq!(c.trusted_proxies.len(), 2);
+        let c = parse(&[
+            "authd",
+            "--config",
+            file,
+            "--rate-limit-burst",
+            "3",
+            "--listen",
+            "[::1]:0",
+        ]);
+        assert_eq!(c.rate_limit_burst, 3, "the flag beats the environment");
+        assert_eq!(c.listen, "[::1]:0");
+        let c = parse(&[
+            "authd",
+            "--trusted-proxy",
+            "::1",
+            "--trusted-proxy",
+            "fd00::/8",
+        ]);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[0].contains("::1".parse().unwrap()));
+        std::env::remove_var("AUTHD_RATE_LIMIT_BURST");
+        std::env::remove_var("AUTHD_TRUSTED_PROXIES");
+
+        // Bad values are usage errors that name the flag.
+        let e = Args::try_parse_from(["authd", "--trusted-proxy", "10.0.0.0/40"]).unwrap_err();
+        assert!(e.to_string().contains("--trusted-proxy"), "{e}");
+        let e = Args::try_parse_from(["authd", "--log-format", "xml"]).unwrap_err();
+        assert!(e.to_string().contains("--log-format"), "{e}");
+        let e = Args::try_parse_from(["authd", "--rate-limit-per-minute=-1"]).unwrap_err();
+        assert!(e.to_string().contains("rate-limit-per-minute"), "{e}");
+        // A bad file is named.
+        std::fs::write(dir.path().join("bad.toml"), "lisen = \"x\"\n").unwrap();
+        let bad = dir.path().join("bad.toml");
+        let e = Args::try_parse_from(["authd", "--config", bad.to_str().unwrap()])
+            .unwrap()
+            .config()
+            .unwrap_err();
+        assert!(e.contains("bad.toml") && e.contains("lisen"), "{e}");
     }
 }

@@ -154,13 +154,35 @@ pub fn open(path: &Path) -> Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .or_else(|_| Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY))
-    .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
+    .map_err(|e| {
+        describe(
+            path,
+            Error::Io(format!("cannot open {}: {e}", path.display())),
+        )
+    })?;
     configure(&conn).map_err(|e| describe(path, e))?;
     migrate(&mut conn).map_err(|e| describe(path, e))?;
     Ok(conn)
 }
 
+/// Whether the file or its directory cannot be written (read-only file system or modes):
+/// SQLite in WAL mode needs both.
+fn read_only(path: &Path) -> bool {
+    use nix::unistd::{access, AccessFlags};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    access(path, AccessFlags::W_OK).is_err() || access(dir, AccessFlags::W_OK).is_err()
+}
+
 fn describe(path: &Path, e: Error) -> Error {
+    if matches!(e, Error::Io(_) | Error::Db(_) | Error::Unavailable(_)) && read_only(path) {
+        return Error::Unavailable(format!(
+            "the database {} is read-only (the file or its directory cannot be written); nothing was changed",
+            path.display()
+        ));
+    }
     match e {
         Error::Invalid(m) if m.starts_with("the file") => {
             Error::Invalid(format!("{}: {m}", path.display()))

@@ -1,0 +1,826 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[authctl] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'authctl'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'authctl'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand init 'Create the database and its secret-encryption key file (refuses to overwrite)'
+            cand user 'Add, list, show, change, disable, enable and delete users'
+            cand passwd 'Set a user''s password (asked twice on a terminal) or force a change at next login'
+            cand enroll 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
+            cand totp 'Diagnose authenticator codes'
+            cand reset-2fa 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
+            cand unlock 'Clear a user''s lockout and failure count'
+            cand device 'List and revoke remembered devices'
+            cand audit 'Query the audit log'
+            cand org 'Organisations (tenants)'
+            cand group 'Groups and whether they require two-factor authentication'
+            cand policy 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
+            cand session 'List and revoke login sessions'
+            cand terms 'Publish the terms and conditions users must accept'
+            cand import 'Create many users from a JSON-lines or CSV file'
+            cand generate 'Generate shell completions and man pages'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;init'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;user'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand add 'Create a user'
+            cand list 'List users'
+            cand show 'Show one user'
+            cand set 'Change a user''s email, organisation, role or groups'
+            cand disable 'Disable a user: no login; sessions and remembered devices end'
+            cand enable 'Enable a disabled user'
+            cand delete 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;user;add'= {
+            cand --email 'The user''s email address (for emailed codes and notices)'
+            cand --org 'The organisation [default: "default", created on first use]'
+            cand --group 'A group to join (repeatable). Groups must exist (`authctl group add`)'
+            cand --role 'The role'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --password-stdin 'Read the password from the first line of standard input (for scripts)'
+            cand --generate-password 'Generate a strong random password and print it once'
+            cand --must-change-password 'Force a password change at the first login'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;user;list'= {
+            cand --org 'Only users of this organisation'
+            cand --group 'Only members of this group'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --locked 'Only locked users'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;user;show'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;user;set'= {
+            cand --email 'New email address'
+            cand --org 'Move to another organisation'
+            cand --role 'New role'
+            cand --add-group 'Join a group (repeatable)'
+            cand --remove-group 'Leave a group (repeatable)'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;user;disable'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;user;enable'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;user;delete'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;user;help'= {
+            cand add 'Create a user'
+            cand list 'List users'
+            cand show 'Show one user'
+            cand set 'Change a user''s email, organisation, role or groups'
+            cand disable 'Disable a user: no login; sessions and remembered devices end'
+            cand enable 'Enable a disabled user'
+            cand delete 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;user;help;add'= {
+        }
+        &'authctl;user;help;list'= {
+        }
+        &'authctl;user;help;show'= {
+        }
+        &'authctl;user;help;set'= {
+        }
+        &'authctl;user;help;disable'= {
+        }
+        &'authctl;user;help;enable'= {
+        }
+        &'authctl;user;help;delete'= {
+        }
+        &'authctl;user;help;help'= {
+        }
+        &'authctl;passwd'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --password-stdin 'Read the password from the first line of standard input (for scripts)'
+            cand --generate-password 'Generate a strong random password and print it once'
+            cand --expire 'Force a password change at the next login (alone: without setting a new password)'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;enroll'= {
+            cand --method 'The second factor: an authenticator app (TOTP) or codes sent by email'
+            cand --png 'Also write the QR code as a PNG image to FILE'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --no-qr 'Do not print the QR code in the terminal'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;totp'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand test 'Check whether CODE matches the user''s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;totp;test'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;totp;help'= {
+            cand test 'Check whether CODE matches the user''s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;totp;help;test'= {
+        }
+        &'authctl;totp;help;help'= {
+        }
+        &'authctl;reset-2fa'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;unlock'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;device'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand list 'List live remembered devices'
+            cand revoke 'Revoke one device by id, or all of a user''s devices'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;device;list'= {
+            cand --user 'Only this user''s devices'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;device;revoke'= {
+            cand --user 'Revoke every device of this user'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;device;help'= {
+            cand list 'List live remembered devices'
+            cand revoke 'Revoke one device by id, or all of a user''s devices'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;device;help;list'= {
+        }
+        &'authctl;device;help;revoke'= {
+        }
+        &'authctl;device;help;help'= {
+        }
+        &'authctl;audit'= {
+            cand --user 'Rows about this user (by account, or the username as typed)'
+            cand --org 'Rows of this organisation'
+            cand --event 'An event (login.password) or a prefix ending in ''.'' or ''*'' (login.)'
+            cand --outcome 'outcome'
+            cand --ip 'Rows from this client IP address'
+            cand --since 'From this time: RFC 3339, a date (2026-11-23) or a duration back from now (1h, 7d)'
+            cand --until 'Up to this time (same forms as --since)'
+            cand --limit 'At most N rows, the newest (0: no limit)'
+            cand --format 'Output format (--json implies json: one JSON object per line)'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand -f 'Keep running and print new rows as they are written'
+            cand --follow 'Keep running and print new rows as they are written'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;org'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand add 'Create an organisation'
+            cand list 'List organisations'
+            cand delete 'Delete an empty organisation'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;org;add'= {
+            cand --mfa-method 'The second factor its users get by default'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;org;list'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;org;delete'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;org;help'= {
+            cand add 'Create an organisation'
+            cand list 'List organisations'
+            cand delete 'Delete an empty organisation'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;org;help;add'= {
+        }
+        &'authctl;org;help;list'= {
+        }
+        &'authctl;org;help;delete'= {
+        }
+        &'authctl;org;help;help'= {
+        }
+        &'authctl;group'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand add 'Create a group'
+            cand set 'Change whether a group requires a second factor'
+            cand list 'List groups'
+            cand delete 'Delete a group (members leave it)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;group;add'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --require-2fa 'Members must use a second factor before they get a session'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;group;set'= {
+            cand --require-2fa 'require-2fa'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;group;list'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;group;delete'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;group;help'= {
+            cand add 'Create a group'
+            cand set 'Change whether a group requires a second factor'
+            cand list 'List groups'
+            cand delete 'Delete a group (members leave it)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;group;help;add'= {
+        }
+        &'authctl;group;help;set'= {
+        }
+        &'authctl;group;help;list'= {
+        }
+        &'authctl;group;help;delete'= {
+        }
+        &'authctl;group;help;help'= {
+        }
+        &'authctl;policy'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand show 'Show every setting, its value and default'
+            cand set 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;policy;show'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;policy;set'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;policy;help'= {
+            cand show 'Show every setting, its value and default'
+            cand set 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;policy;help;show'= {
+        }
+        &'authctl;policy;help;set'= {
+        }
+        &'authctl;policy;help;help'= {
+        }
+        &'authctl;session'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand list 'List live sessions'
+            cand revoke 'End one session by id, or every session of a user'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;session;list'= {
+            cand --user 'Only this user''s sessions'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;session;revoke'= {
+            cand --user 'End every session of this user'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;session;help'= {
+            cand list 'List live sessions'
+            cand revoke 'End one session by id, or every session of a user'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;session;help;list'= {
+        }
+        &'authctl;session;help;revoke'= {
+        }
+        &'authctl;session;help;help'= {
+        }
+        &'authctl;terms'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand set 'Publish a new version; users accept it at their next login (see the terms.mode policy)'
+            cand show 'Show the current version'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;terms;set'= {
+            cand --version 'The version name, e.g. 2026-11 (unique; a published version never changes)'
+            cand --file 'A UTF-8 text file with the terms (''-'' for standard input)'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'authctl;terms;show'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;terms;help'= {
+            cand set 'Publish a new version; users accept it at their next login (see the terms.mode policy)'
+            cand show 'Show the current version'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;terms;help;set'= {
+        }
+        &'authctl;terms;help;show'= {
+        }
+        &'authctl;terms;help;help'= {
+        }
+        &'authctl;import'= {
+            cand --format 'The file format [default: from the extension, .csv or else jsonl]'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --dry-run 'Check every line and report, but create nothing'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;generate'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand completions 'Shell completions (to standard output, or a file in --out-dir)'
+            cand man 'Man pages for authctl and each subcommand'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;generate;completions'= {
+            cand --out-dir 'out-dir'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;generate;man'= {
+            cand --out-dir 'out-dir'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;generate;help'= {
+            cand completions 'Shell completions (to standard output, or a file in --out-dir)'
+            cand man 'Man pages for authctl and each subcommand'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;generate;help;completions'= {
+        }
+        &'authctl;generate;help;man'= {
+        }
+        &'authctl;generate;help;help'= {
+        }
+        &'authctl;help'= {
+            cand init 'Create the database and its secret-encryption key file (refuses to overwrite)'
+            cand user 'Add, list, show, change, disable, enable and delete users'
+            cand passwd 'Set a user''s password (asked twice on a terminal) or force a change at next login'
+            cand enroll 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
+            cand totp 'Diagnose authenticator codes'
+            cand reset-2fa 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
+            cand unlock 'Clear a user''s lockout and failure count'
+            cand device 'List and revoke remembered devices'
+            cand audit 'Query the audit log'
+            cand org 'Organisations (tenants)'
+            cand group 'Groups and whether they require two-factor authentication'
+            cand policy 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
+            cand session 'List and revoke login sessions'
+            cand terms 'Publish the terms and conditions users must accept'
+            cand import 'Create many users from a JSON-lines or CSV file'
+            cand generate 'Generate shell completions and man pages'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;help;init'= {
+        }
+        &'authctl;help;user'= {
+            cand add 'Create a user'
+            cand list 'List users'
+            cand show 'Show one user'
+            cand set 'Change a user''s email, organisation, role or groups'
+            cand disable 'Disable a user: no login; sessions and remembered devices end'
+            cand enable 'Enable a disabled user'
+            cand delete 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+        }
+        &'authctl;help;user;add'= {
+        }
+        &'authctl;help;user;list'= {
+        }
+        &'authctl;help;user;show'= {
+        }
+        &'authctl;help;user;set'= {
+        }
+        &'authctl;help;user;disable'= {
+        }
+        &'authctl;help;user;enable'= {
+        }
+        &'authctl;help;user;delete'= {
+        }
+        &'authctl;help;passwd'= {
+        }
+        &'authctl;help;enroll'= {
+        }
+        &'authctl;help;totp'= {
+            cand test 'Check whether CODE matches the user''s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
+        }
+        &'authctl;help;totp;test'= {
+        }
+        &'authctl;help;reset-2fa'= {
+        }
+        &'authctl;help;unlock'= {
+        }
+        &'authctl;help;device'= {
+            cand list 'List live remembered devices'
+            cand revoke 'Revoke one device by id, or all of a user''s devices'
+        }
+        &'authctl;help;device;list'= {
+        }
+        &'authctl;help;device;revoke'= {
+        }
+        &'authctl;help;audit'= {
+        }
+        &'authctl;help;org'= {
+            cand add 'Create an organisation'
+            cand list 'List organisations'
+            cand delete 'Delete an empty organisation'
+        }
+        &'authctl;help;org;add'= {
+        }
+        &'authctl;help;org;list'= {
+        }
+        &'authctl;help;org;delete'= {
+        }
+        &'authctl;help;group'= {
+            cand add 'Create a group'
+            cand set 'Change whether a group requires a second factor'
+            cand list 'List groups'
+            cand delete 'Delete a group (members leave it)'
+        }
+        &'authctl;help;group;add'= {
+        }
+        &'authctl;help;group;set'= {
+        }
+        &'authctl;help;group;list'= {
+        }
+        &'authctl;help;group;delete'= {
+        }
+        &'authctl;help;policy'= {
+            cand show 'Show every setting, its value and default'
+            cand set 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+        }
+        &'authctl;help;policy;show'= {
+        }
+        &'authctl;help;policy;set'= {
+        }
+        &'authctl;help;session'= {
+            cand list 'List live sessions'
+            cand revoke 'End one session by id, or every session of a user'
+        }
+        &'authctl;help;session;list'= {
+        }
+        &'authctl;help;session;revoke'= {
+        }
+        &'authctl;help;terms'= {
+            cand set 'Publish a new version; users accept it at their next login (see the terms.mode policy)'
+            cand show 'Show the current version'
+        }
+        &'authctl;help;terms;set'= {
+        }
+        &'authctl;help;terms;show'= {
+        }
+        &'authctl;help;import'= {
+        }
+        &'authctl;help;generate'= {
+            cand completions 'Shell completions (to standard output, or a file in --out-dir)'
+            cand man 'Man pages for authctl and each subcommand'
+        }
+        &'authctl;help;generate;completions'= {
+        }
+        &'authctl;help;generate;man'= {
+        }
+        &'authctl;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

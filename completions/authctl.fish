@@ -1,0 +1,459 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_authctl_global_optspecs
+    string join \n db= key-file= json y/yes h/help V/version
+end
+
+function __fish_authctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_authctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_authctl_using_subcommand
+    set -l cmd (__fish_authctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c authctl -n "__fish_authctl_needs_command" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_needs_command" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_needs_command" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_needs_command" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c authctl -n "__fish_authctl_needs_command" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "init" -d 'Create the database and its secret-encryption key file (refuses to overwrite)'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "user" -d 'Add, list, show, change, disable, enable and delete users'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "passwd" -d 'Set a user\'s password (asked twice on a terminal) or force a change at next login'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "enroll" -d 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "totp" -d 'Diagnose authenticator codes'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "reset-2fa" -d 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "unlock" -d 'Clear a user\'s lockout and failure count'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "device" -d 'List and revoke remembered devices'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "audit" -d 'Query the audit log'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "org" -d 'Organisations (tenants)'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "group" -d 'Groups and whether they require two-factor authentication'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "policy" -d 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "session" -d 'List and revoke login sessions'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "terms" -d 'Publish the terms and conditions users must accept'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "import" -d 'Create many users from a JSON-lines or CSV file'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "generate" -d 'Generate shell completions and man pages'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand init" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand init" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand init" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand init" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand init" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand init" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "add" -d 'Create a user'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "list" -d 'List users'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "show" -d 'Show one user'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "set" -d 'Change a user\'s email, organisation, role or groups'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "disable" -d 'Disable a user: no login; sessions and remembered devices end'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "enable" -d 'Enable a disabled user'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "delete" -d 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l email -d 'The user\'s email address (for emailed codes and notices)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l org -d 'The organisation [default: "default", created on first use]' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l group -d 'A group to join (repeatable). Groups must exist (`authctl group add`)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l role -d 'The role' -r -f -a "user\t''
+org-admin\t''
+admin\t''"
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l password-stdin -d 'Read the password from the first line of standard input (for scripts)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l generate-password -d 'Generate a strong random password and print it once'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l must-change-password -d 'Force a password change at the first login'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from list" -l org -d 'Only users of this organisation' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from list" -l group -d 'Only members of this group' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from list" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from list" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from list" -l locked -d 'Only locked users'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from list" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from list" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from show" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from show" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from show" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from show" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -l email -d 'New email address' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -l org -d 'Move to another organisation' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -l role -d 'New role' -r -f -a "user\t''
+org-admin\t''
+admin\t''"
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -l add-group -d 'Join a group (repeatable)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -l remove-group -d 'Leave a group (repeatable)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from set" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from disable" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from disable" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from disable" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from disable" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from disable" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from disable" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from enable" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from enable" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from enable" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from enable" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from enable" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from delete" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from delete" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from delete" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "add" -d 'Create a user'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "list" -d 'List users'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one user'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "set" -d 'Change a user\'s email, organisation, role or groups'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "disable" -d 'Disable a user: no login; sessions and remembered devices end'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "enable" -d 'Enable a disabled user'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand passwd" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand passwd" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand passwd" -l password-stdin -d 'Read the password from the first line of standard input (for scripts)'
+complete -c authctl -n "__fish_authctl_using_subcommand passwd" -l generate-password -d 'Generate a strong random password and print it once'
+complete -c authctl -n "__fish_authctl_using_subcommand passwd" -l expire -d 'Force a password change at the next login (alone: without setting a new password)'
+complete -c authctl -n "__fish_authctl_using_subcommand passwd" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand passwd" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand passwd" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand passwd" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l method -d 'The second factor: an authenticator app (TOTP) or codes sent by email' -r -f -a "totp\t''
+email\t''"
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l png -d 'Also write the QR code as a PNG image to FILE' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l no-qr -d 'Do not print the QR code in the terminal'
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and not __fish_seen_subcommand_from test help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and not __fish_seen_subcommand_from test help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and not __fish_seen_subcommand_from test help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and not __fish_seen_subcommand_from test help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and not __fish_seen_subcommand_from test help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and not __fish_seen_subcommand_from test help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and not __fish_seen_subcommand_from test help" -f -a "test" -d 'Check whether CODE matches the user\'s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and not __fish_seen_subcommand_from test help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and __fish_seen_subcommand_from test" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and __fish_seen_subcommand_from test" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and __fish_seen_subcommand_from test" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and __fish_seen_subcommand_from test" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and __fish_seen_subcommand_from test" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and __fish_seen_subcommand_from help" -f -a "test" -d 'Check whether CODE matches the user\'s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
+complete -c authctl -n "__fish_authctl_using_subcommand totp; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand reset-2fa" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand reset-2fa" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand reset-2fa" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand reset-2fa" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand reset-2fa" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand reset-2fa" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand unlock" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand unlock" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand unlock" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand unlock" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand unlock" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand unlock" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and not __fish_seen_subcommand_from list revoke help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand device; and not __fish_seen_subcommand_from list revoke help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand device; and not __fish_seen_subcommand_from list revoke help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and not __fish_seen_subcommand_from list revoke help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and not __fish_seen_subcommand_from list revoke help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and not __fish_seen_subcommand_from list revoke help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and not __fish_seen_subcommand_from list revoke help" -f -a "list" -d 'List live remembered devices'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and not __fish_seen_subcommand_from list revoke help" -f -a "revoke" -d 'Revoke one device by id, or all of a user\'s devices'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and not __fish_seen_subcommand_from list revoke help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s devices' -r
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from list" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from list" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from list" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from list" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from revoke" -l user -d 'Revoke every device of this user' -r
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from revoke" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from revoke" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from revoke" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from revoke" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from revoke" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from help" -f -a "list" -d 'List live remembered devices'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke one device by id, or all of a user\'s devices'
+complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l user -d 'Rows about this user (by account, or the username as typed)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l org -d 'Rows of this organisation' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l event -d 'An event (login.password) or a prefix ending in \'.\' or \'*\' (login.)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l outcome -r -f -a "success\t''
+failure\t''"
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l ip -d 'Rows from this client IP address' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l since -d 'From this time: RFC 3339, a date (2026-11-23) or a duration back from now (1h, 7d)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l until -d 'Up to this time (same forms as --since)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l limit -d 'At most N rows, the newest (0: no limit)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l format -d 'Output format (--json implies json: one JSON object per line)' -r -f -a "table\t''
+json\t''
+csv\t''"
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -s f -l follow -d 'Keep running and print new rows as they are written'
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -f -a "add" -d 'Create an organisation'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -f -a "list" -d 'List organisations'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -f -a "delete" -d 'Delete an empty organisation'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from add" -l mfa-method -d 'The second factor its users get by default' -r -f -a "totp\t''
+email\t''"
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from add" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from add" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from add" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from add" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from list" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from list" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from list" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from list" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from delete" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from delete" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from delete" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from help" -f -a "add" -d 'Create an organisation'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from help" -f -a "list" -d 'List organisations'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete an empty organisation'
+complete -c authctl -n "__fish_authctl_using_subcommand org; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "add" -d 'Create a group'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "set" -d 'Change whether a group requires a second factor'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "list" -d 'List groups'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "delete" -d 'Delete a group (members leave it)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l require-2fa -d 'Members must use a second factor before they get a session'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -l require-2fa -r -f -a "true\t''
+false\t''"
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from list" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from list" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from list" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from list" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from delete" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from delete" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from delete" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "add" -d 'Create a group'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "set" -d 'Change whether a group requires a second factor'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "list" -d 'List groups'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a group (members leave it)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -f -a "show" -d 'Show every setting, its value and default'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -f -a "set" -d 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from show" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from show" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from show" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from show" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from set" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from set" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from set" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from set" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from set" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show every setting, its value and default'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "set" -d 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -f -a "list" -d 'List live sessions'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -f -a "revoke" -d 'End one session by id, or every session of a user'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s sessions' -r
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from list" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from list" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from list" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from list" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from revoke" -l user -d 'End every session of this user' -r
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from revoke" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from revoke" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from revoke" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from revoke" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from revoke" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "list" -d 'List live sessions'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'End one session by id, or every session of a user'
+complete -c authctl -n "__fish_authctl_using_subcommand session; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -f -a "set" -d 'Publish a new version; users accept it at their next login (see the terms.mode policy)'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -f -a "show" -d 'Show the current version'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l version -d 'The version name, e.g. 2026-11 (unique; a published version never changes)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l file -d 'A UTF-8 text file with the terms (\'-\' for standard input)' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from show" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from show" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from show" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from show" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from help" -f -a "set" -d 'Publish a new version; users accept it at their next login (see the terms.mode policy)'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show the current version'
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand import" -l format -d 'The file format [default: from the extension, .csv or else jsonl]' -r -f -a "jsonl\t''
+csv\t''"
+complete -c authctl -n "__fish_authctl_using_subcommand import" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand import" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand import" -l dry-run -d 'Check every line and report, but create nothing'
+complete -c authctl -n "__fish_authctl_using_subcommand import" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand import" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand import" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand import" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -f -a "completions" -d 'Shell completions (to standard output, or a file in --out-dir)'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -f -a "man" -d 'Man pages for authctl and each subcommand'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and not __fish_seen_subcommand_from completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from completions" -l out-dir -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from completions" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from completions" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from completions" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from completions" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from completions" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from completions" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from man" -l out-dir -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from man" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from man" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from man" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from man" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from man" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from man" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "completions" -d 'Shell completions (to standard output, or a file in --out-dir)'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "man" -d 'Man pages for authctl and each subcommand'
+complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "init" -d 'Create the database and its secret-encryption key file (refuses to overwrite)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "user" -d 'Add, list, show, change, disable, enable and delete users'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "passwd" -d 'Set a user\'s password (asked twice on a terminal) or force a change at next login'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "enroll" -d 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "totp" -d 'Diagnose authenticator codes'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "reset-2fa" -d 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "unlock" -d 'Clear a user\'s lockout and failure count'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "device" -d 'List and revoke remembered devices'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "audit" -d 'Query the audit log'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "org" -d 'Organisations (tenants)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "group" -d 'Groups and whether they require two-factor authentication'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "policy" -d 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "session" -d 'List and revoke login sessions'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "terms" -d 'Publish the terms and conditions users must accept'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "import" -d 'Create many users from a JSON-lines or CSV file'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "generate" -d 'Generate shell completions and man pages'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "add" -d 'Create a user'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "list" -d 'List users'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "show" -d 'Show one user'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "set" -d 'Change a user\'s email, organisation, role or groups'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "disable" -d 'Disable a user: no login; sessions and remembered devices end'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "enable" -d 'Enable a disabled user'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "delete" -d 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from totp" -f -a "test" -d 'Check whether CODE matches the user\'s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "list" -d 'List live remembered devices'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "revoke" -d 'Revoke one device by id, or all of a user\'s devices'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from org" -f -a "add" -d 'Create an organisation'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from org" -f -a "list" -d 'List organisations'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from org" -f -a "delete" -d 'Delete an empty organisation'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "add" -d 'Create a group'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "set" -d 'Change whether a group requires a second factor'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "list" -d 'List groups'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "delete" -d 'Delete a group (members leave it)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "show" -d 'Show every setting, its value and default'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "set" -d 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "list" -d 'List live sessions'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "revoke" -d 'End one session by id, or every session of a user'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from terms" -f -a "set" -d 'Publish a new version; users accept it at their next login (see the terms.mode policy)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from terms" -f -a "show" -d 'Show the current version'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "completions" -d 'Shell completions (to standard output, or a file in --out-dir)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from generate" -f -a "man" -d 'Man pages for authctl and each subcommand'

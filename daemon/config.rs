@@ -1,0 +1,524 @@
+//! The daemon's settings and where they come from.
+//!
+//! Every setting can be given, highest precedence first, as a command-line flag, as an
+//! `AUTHD_…` environment variable (clap merges those two into one [`Layer`]), in the TOML
+//! file named by `--config` (another [`Layer`]), or left to its default. [`Config::resolve`]
+//! is the one pure function that merges the layers and checks every value, so the rules
+//! are tested without touching the process environment.
+//!
+//! Keys of the TOML file are the long flag names with underscores; durations are whole
+//! seconds and their keys end in `_secs` (`request_timeout_secs = 30`). An unknown key is
+//! an error that names it, so a typo never silently falls back to a default. Relative paths
+//! are relative to the working directory, wherever they were given.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+pub const DEFAULT_DB: &str = "authd.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 60;
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = 20;
+pub const DEFAULT_DB_CONCURRENCY: usize = 32;
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Longest accepted timeout: a day. (Larger values only risk overflowing deadlines.)
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// Largest accepted body limit: 16 MiB; the API's bodies are a few hundred bytes.
+const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The resolved settings of the daemon.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub db: PathBuf,
+    pub key_file: Option<PathBuf>,
+    pub listen: String,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    /// How long a graceful shutdown waits for requests in flight.
+    pub shutdown_timeout: Duration,
+    pub body_limit: usize,
+    /// Login attempts per minute per client address; 0 switches rate limiting off.
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Concurrent password hashes; `None` means one per core.
+    pub hash_concurrency: Option<usize>,
+    pub db_concurrency: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    /// Mail delivery (one-time codes, notices): an SMTP URL or a directory of .eml files.
+    pub smtp_url: Option<String>,
+    pub mail_from: Option<String>,
+    pub mail_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            db: PathBuf::from(DEFAULT_DB),
+            key_file: None,
+            listen: DEFAULT_LISTEN.to_string(),
+            header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
+            request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
+            shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            body_limit: DEFAULT_BODY_LIMIT,
+            rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
+            rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
+            trusted_proxies: Vec::new(),
+            hash_concurrency: None,
+            db_concurrency: DEFAULT_DB_CONCURRENCY,
+            log_format: LogFormat::Text,
+            log_level: DEFAULT_LOG_LEVEL.to_string(),
+            smtp_url: None,
+            mail_from: None,
+            mail_dir: None,
+        }
+    }
+}
+
+/// One source of settings: the command line (flags and environment, merged by clap) or the
+/// config file. `None` means "not given here".
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub db: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    #[serde(alias = "header_read_timeout")]
+    pub header_read_timeout_secs: Option<u64>,
+    #[serde(alias = "request_timeout")]
+    pub request_timeout_secs: Option<u64>,
+    #[serde(alias = "shutdown_timeout")]
+    pub shutdown_timeout_secs: Option<u64>,
+    pub body_limit: Option<usize>,
+    pub rate_limit_per_minute: Option<u32>,
+    pub rate_limit_burst: Option<u32>,
+    #[serde(alias = "trusted_proxy")]
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    pub hash_concurrency: Option<usize>,
+    pub db_concurrency: Option<usize>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    pub smtp_url: Option<String>,
+    pub mail_from: Option<String>,
+    pub mail_dir: Option<PathBuf>,
+}
+
+impl Layer {
+    /// Parse the text of a TOML config file. `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Layer, String> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.message();
+            match e.span().map(|s| line_of(text, s.start)) {
+                Some(line) => format!("{origin}, line {line}: {msg}"),
+                None => format!("{origin}: {msg}"),
+            }
+        })
+    }
+
+    /// Read and parse a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Layer, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+        Layer::from_toml(&text, &format!("the config file {}", path.display()))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl Config {
+    /// Merge the command line (flags over environment) over the config file over the
+    /// defaults, and check every value.
+    pub fn resolve(cli: Layer, file: Option<Layer>) -> Result<Config, String> {
+        let file = file.unwrap_or_default();
+        let d = Config::default();
+        let secs = |name: &str, v: Option<u64>, default: Duration| -> Result<Duration, String> {
+            match v {
+                None => Ok(default),
+                Some(s) if (1..=MAX_TIMEOUT_SECS).contains(&s) => Ok(Duration::from_secs(s)),
+                Some(s) => Err(format!(
+                    "{name} must be between 1 and {MAX_TIMEOUT_SECS} seconds, not {s}"
+                )),
+            }
+        };
+        let at_least_one = |name: &str, v: Option<usize>| -> Result<Option<usize>, String> {
+            match v {
+                Some(0) => Err(format!("{name} must be at least 1")),
+                v => Ok(v),
+            }
+        };
+
+        let listen = cli.listen.or(file.listen).unwrap_or(d.listen);
+        if listen.trim().is_empty() {
+            return Err("listen must be an address such as 127.0.0.1:8080".into());
+        }
+        let body_limit = cli.body_limit.or(file.body_limit).unwrap_or(d.body_limit);
+        if !(1..=MAX_BODY_LIMIT).contains(&body_limit) {
+            return Err(format!(
+                "body_limit must be between 1 and {MAX_BODY_LIMIT} bytes, not {body_limit}"
+            ));
+        }
+        let rate_limit_per_minute = cli
+            .rate_limit_per_minute
+            .or(file.rate_limit_per_minute)
+            .unwrap_or(d.rate_limit_per_minute);
+        let rate_limit_burst = cli
+            .rate_limit_burst
+            .or(file.rate_limit_burst)
+            .unwrap_or(d.rate_limit_burst);
+        if rate_limit_per_minute > 0 && rate_limit_burst == 0 {
+            return Err(
+                "rate_limit_burst must be at least 1 (switch rate limiting off with rate_limit_per_minute = 0)"
+                    .into(),
+            );
+        }
+        let log_level = cli.log_level.or(file.log_level).unwrap_or(d.log_level);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return Err(format!(
+                "invalid log_level {log_level:?} (use error, warn, info, debug or trace): {e}"
+            ));
+        }
+        let db = cli.db.or(file.db).unwrap_or(d.db);
+        if db.as_os_str().is_empty() {
+            return Err("db must be a file path".into());
+        }
+
+        Ok(Config {
+            db,
+            key_file: cli.key_file.or(file.key_file),
+            listen,
+            header_read_timeout: secs(
+                "header_read_timeout",
+                cli.header_read_timeout_secs
+                    .or(file.header_read_timeout_secs),
+                d.header_read_timeout,
+            )?,
+            request_timeout: secs(
+                "request_timeout",
+                cli.request_timeout_secs.or(file.request_timeout_secs),
+                d.request_timeout,
+            )?,
+            shutdown_timeout: secs(
+                "shutdown_timeout",
+                cli.shutdown_timeout_secs.or(file.shutdown_timeout_secs),
+                d.shutdown_timeout,
+            )?,
+            body_limit,
+            rate_limit_per_minute,
+            rate_limit_burst,
+            trusted_proxies: cli
+                .trusted_proxies
+                .or(file.trusted_proxies)
+                .unwrap_or_default(),
+            hash_concurrency: at_least_one(
+                "hash_concurrency",
+                cli.hash_concurrency.or(file.hash_concurrency),
+            )?,
+            db_concurrency: at_least_one(
+                "db_concurrency",
+                cli.db_concurrency.or(file.db_concurrency),
+            )?
+            .unwrap_or(d.db_concurrency),
+            log_format: cli.log_format.or(file.log_format).unwrap_or(d.log_format),
+            log_level,
+            smtp_url: cli.smtp_url.or(file.smtp_url),
+            mail_from: cli.mail_from.or(file.mail_from),
+            mail_dir: cli.mail_dir.or(file.mail_dir),
+        })
+    }
+}
+
+/// An address or a network in CIDR notation (`10.0.0.0/8`, `::1`, `fd00::/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is inside the network. IPv4-mapped IPv6 addresses count as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = mask32(self.prefix);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = mask128(self.prefix);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask32(prefix: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0)
+}
+
+fn mask128(prefix: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0)
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<IpNet, String> {
+        let s = s.trim();
+        let bad = |why: &str| format!("{s:?} is not an IP address or CIDR network: {why}");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad("bad address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(bad(&format!("the prefix length must be 0 to {max}"))),
+            },
+        };
+        // An IPv4-mapped IPv6 network (::ffff:a.b.c.d/96+) is the IPv4 one.
+        match addr.to_canonical() {
+            IpAddr::V4(v4) if addr.is_ipv6() && prefix >= 96 => Ok(IpNet {
+                addr: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            }),
+            _ => Ok(IpNet { addr, prefix }),
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml(text: &str) -> Result<Layer, String> {
+        Layer::from_toml(text, "the config file t.toml")
+    }
+
+    #[test]
+    fn defaults_with_nothing_given() {
+        let c = Config::resolve(Layer::default(), None).unwrap();
+        assert_eq!(c.db, PathBuf::from("authd.db"));
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.body_limit, 65_536);
+        assert_eq!((c.rate_limit_per_minute, c.rate_limit_burst), (60, 20));
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.hash_concurrency, None);
+        assert_eq!(c.db_concurrency, 32);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_level, "info");
+        assert!(c.key_file.is_none() && c.smtp_url.is_none() && c.mail_dir.is_none());
+    }
+
+    #[test]
+    fn command_line_beats_file_beats_default() {
+        let file = toml(
+            r#"
+            listen = "0.0.0.0:9000"
+            db = "/var/lib/authd/file.db"
+            rate_limit_per_minute = 30
+            request_timeout_secs = 5
+            header_read_timeout = 3
+            trusted_proxies = ["10.0.0.0/8", "::1"]
+            log_format = "json"
+            smtp_url = "smtp://mail.example:25"
+            "#,
+        )
+        .unwrap();
+        let cli = Layer {
+            listen: Some("127.0.0.1:0".into()),
+            rate_limit_per_minute: Some(0),
+            ..Layer::default()
+        };
+        let c = Config::resolve(cli, Some(file)).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0", "the command line wins");
+        assert_eq!(
+            c.rate_limit_per_minute, 0,
+            "0 from the command line still wins"
+        );
+        assert_eq!(
+            c.db,
+            PathBuf::from("/var/lib/authd/file.db"),
+            "the file beats the default"
+        );
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.smtp_url.as_deref(), Some("smtp://mail.example:25"));
+        assert_eq!(c.rate_limit_burst, 20, "the default where nobody says");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = toml("listen = \"127.0.0.1:1\"\nrate_limit = 5\n").unwrap_err();
+        assert!(e.contains("rate_limit"), "{e}");
+        assert!(e.contains("unknown field"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        assert!(e.contains("t.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_clear() {
+        let e = toml("rate_limit_per_minute = \"many\"").unwrap_err();
+        assert!(e.contains("invalid type"), "{e}");
+        let e = toml("body_limit = -1").unwrap_err();
+        assert!(e.contains("body_limit") || e.contains("line 1"), "{e}");
+        let e = toml("trusted_proxies = [\"10.0.0.0/33\"]").unwrap_err();
+        assert!(e.contains("10.0.0.0/33") && e.contains("prefix"), "{e}");
+        let e = toml("log_format = \"xml\"").unwrap_err();
+        assert!(e.contains("xml"), "{e}");
+        let e = toml("listen = ").unwrap_err();
+        assert!(e.contains("line 1"), "{e}");
+
+        let bad = |layer: Layer| Config::resolve(layer, None).unwrap_err();
+        let e = bad(Layer {
+            request_timeout_secs: Some(0),
+            ..Layer::default()
+        });
+        assert!(
+            e.contains("request_timeout") && e.contains("between 1"),
+            "{e}"
+        );
+        let e = bad(Layer {
+            header_read_timeout_secs: Some(u64::MAX),
+            ..Layer::default()
+        });
+        assert!(e.contains("header_read_timeout"), "{e}");
+        let e = bad(Layer {
+            body_limit: Some(0),
+            ..Layer::default()
+        });
+        assert!(e.contains("body_limit"), "{e}");
+        let e = bad(Layer {
+            rate_limit_burst: Some(0),
+            ..Layer::default()
+        });
+        assert!(e.contains("rate_limit_burst"), "{e}");
+        let e = bad(Layer {
+            hash_concurrency: Some(0),
+            ..Layer::default()
+        });
+        assert!(e.contains("hash_concurrency"), "{e}");
+        let e = bad(Layer {
+            log_level: Some("loud[".into()),
+            ..Layer::default()
+        });
+        assert!(e.contains("log_level"), "{e}");
+        let e = bad(Layer {
+            listen: Some(" ".into()),
+            ..Layer::default()
+        });
+        assert!(e.contains("listen"), "{e}");
+        // Switching the limiter off makes a zero burst harmless.
+        let ok = Layer {
+            rate_limit_per_minute: Some(0),
+            rate_limit_burst: Some(0),
+            ..Layer::default()
+        };
+        assert!(Config::resolve(ok, None).is_ok());
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let e = Layer::from_file(Path::new("/nonexistent/authd.toml")).unwrap_err();
+        assert!(
+            e.contains("cannot read the config file /nonexistent/authd.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn networks() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("10.0.0.0/8", "10.200.3.4", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("10.1.2.3", "10.1.2.3", true),
+            ("10.1.2.3", "10.1.2.4", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("0.0.0.0/0", "::1", false),
+            ("192.168.1.77/24", "192.168.1.1", true),
+            ("::1", "::1", true),
+            ("fd00::/8", "fd12:3456::1", true),
+            ("fd00::/8", "fe80::1", false),
+            ("::/0", "2001:db8::1", true),
+            ("127.0.0.1", "::ffff:127.0.0.1", true),
+            ("::ffff:10.0.0.0/104", "10.9.9.9", true),
+            ("::ffff:10.0.0.0/104", "11.9.9.9", false),
+        ];
+        for (net, ip, want) in cases {
+            let n: IpNet = net.parse().unwrap();
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(n.contains(ip), *want, "{net} contains {ip}");
+        }
+        // An IPv4-mapped network is the IPv4 one.
+        assert_eq!(
+            "::ffff:10.0.0.1".parse::<IpNet>().unwrap().to_string(),
+            "10.0.0.1/32"
+        );
+        for bad in [
+            "",
+            "10.0.0",
+            "10.0.0.0/",
+            "10.0.0.0/x",
+            "10.0.0.0/33",
+            "::/129",
+            "host",
+        ] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            " 10.0.0.0/8 ".parse::<IpNet>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+    }
+}

@@ -1,0 +1,856 @@
+//! The HTTP/1.1 listener: connections, limits, client addresses, shutdown.
+//!
+//! [`run`] accepts connections until `shutdown` resolves, serving each with hyper's
+//! HTTP/1 connection (keep-alive, header-read timeout). Every request goes through
+//! [`handle`], which applies what no handler should have to think about:
+//!
+//! - the body limit (413 `payload_too_large`, up front when `Content-Length` says so);
+//! - the per-client login rate limit (429 `rate_limited` with `Retry-After`);
+//! - the request timeout (408 while the body is still arriving, 503 `timeout` after);
+//! - the client address: the peer, or, only when the peer is a trusted proxy, the
+//!   right-most address of `X-Forwarded-For` that is not itself a trusted proxy;
+//! - a handler panic becomes a 500, not a dropped connection;
+//! - security headers on every answer, one metrics sample and one log line per request.
+//!
+//! Log lines carry the method, route label, status, duration and client address — never
+//! bodies, query strings, paths with user data, or headers such as `Authorization`.
+//!
+//! On shutdown the listener closes, idle connections close, and requests in flight get up
+//! to `shutdown_timeout` to finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderMap, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY,
+    EXPECT, REFERRER_POLICY, RETRY_AFTER, USER_AGENT, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use authcore::login::Client;
+
+use crate::app::{ApiError, App, Req, Resp};
+use crate::config::IpNet;
+use crate::metrics::Metrics;
+use crate::routes;
+
+/// Longest User-Agent kept (characters).
+const USER_AGENT_MAX: usize = 256;
+/// An oversized body up to this size is read and discarded before the 413, so the client
+/// sees the answer instead of a connection reset; larger ones close the connection.
+const DRAIN_MAX: u64 = 4 * 1024 * 1024;
+/// The longest time spent discarding an oversized body.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Serve `listener` until `shutdown` resolves, then drain: stop accepting, let requests in
+/// flight finish (up to the configured shutdown timeout), and return.
+pub async fn run(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_connection(app.clone(), stream, peer, stop_rx.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    drop(stop_rx);
+    tracing::info!(
+        connections = stop_tx.receiver_count(),
+        "shutting down: not accepting; finishing requests in flight"
+    );
+    stop_tx.send_replace(());
+    let grace = app.config.shutdown_timeout;
+    if tokio::time::timeout(grace, stop_tx.closed()).await.is_err() {
+        tracing::warn!(
+            connections = stop_tx.receiver_count(),
+            "shutdown timeout: abandoning connections still open"
+        );
+    }
+    Ok(())
+}
+
+/// One connection: HTTP/1.1 with keep-alive, until it ends or shutdown drains it.
+async fn serve_connection(
+    app: App,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    let svc_app = app.clone();
+    let service = service_fn(move |req| {
+        let app = svc_app.clone();
+        async move { Ok::<_, Infallible>(handle(app, peer, req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.header_read_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, peer = %peer, "connection closed with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Decrements the in-flight gauge however the request ends (even if it is dropped).
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn start(m: &'a Metrics) -> InFlight<'a> {
+        m.in_flight_inc();
+        InFlight(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight_dec();
+    }
+}
+
+/// One request, start to answer, with its metrics and log line.
+async fn handle(app: App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+    let started = Instant::now();
+    let _in_flight = InFlight::start(&app.metrics);
+    let method = req.method().clone();
+    let route = routes::label(&method, req.uri().path());
+    let ip = client_ip(peer.ip(), req.headers(), &app.config.trusted_proxies);
+
+    let mut resp = respond(&app, ip, req).await;
+    secure_headers(resp.headers_mut());
+
+    let elapsed = started.elapsed();
+    let status = resp.status().as_u16();
+    app.metrics.request(route, status, elapsed.as_secs_f64());
+    tracing::info!(
+        method = %method,
+        route,
+        status,
+        ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+        client = %ip,
+        "request"
+    );
+    resp
+}
+
+async fn respond(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
+    let deadline = tokio::time::Instant::now() + app.config.request_timeout;
+    let (parts, body) = req.into_parts();
+    let limit = app.config.body_limit;
+
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        // A client waiting for `100 Continue` has not sent the body: do not ask for it.
+        let drained = !parts.headers.contains_key(EXPECT)
+            && declared.is_some_and(|n| n <= DRAIN_MAX)
+            && drain(body, deadline).await;
+        return close_unless(drained, too_large(limit));
+    }
+
+    let body = match read_body(body, limit, deadline).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge { drained }) => return close_unless(drained, too_large(limit)),
+        Err(BodyError::Timeout) => {
+            let e = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body did not arrive in time",
+            );
+            return close_unless(false, e.into_resp());
+        }
+        Err(BodyError::Broken) => {
+            let e = ApiError::bad_request("the request body could not be read");
+            return close_unless(false, e.into_resp());
+        }
+    };
+
+    if routes::is_rate_limited(&parts.method, parts.uri.path()) {
+        if let Err(wait) = app.limiter.check(ip, Instant::now()) {
+            return rate_limited(wait);
+        }
+    }
+
+    let req = Req {
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(parse_query).unwrap_or_default(),
+        client: Client {
+            ip: ip.to_string(),
+            user_agent: user_agent(&parts.headers),
+        },
+        method: parts.method,
+        headers: parts.headers,
+        body,
+    };
+    // Its own task, so a panic in a handler is a 500 instead of a dropped connection;
+    // aborted when the answer is no longer wanted (timeout, client gone).
+    let task_app = app.clone();
+    let mut task = AbortOnDrop(tokio::spawn(
+        async move { routes::route(&task_app, req).await },
+    ));
+    match tokio::time::timeout_at(deadline, &mut task.0).await {
+        Ok(Ok(Ok(resp))) => resp,
+        Ok(Ok(Err(e))) => e.into_resp(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "request handler failed");
+            ApiError::internal().into_resp()
+        }
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long to answer; try again",
+        )
+        .into_resp(),
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+enum BodyError {
+    /// Over the limit; `drained` when the rest was read so the connection can be reused.
+    TooLarge {
+        drained: bool,
+    },
+    Timeout,
+    Broken,
+}
+
+/// Read the whole body, refusing more than `limit` bytes.
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, BodyError> {
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(_))) => return Err(BodyError::Broken),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                let seen = (buf.len() + data.len()) as u64;
+                let drained = seen <= DRAIN_MAX && drain_rest(body, seen, deadline).await;
+                return Err(BodyError::TooLarge { drained });
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+/// Read and discard a body (bounded by [`DRAIN_MAX`] and [`DRAIN_TIME`]); true when it
+/// ended within those bounds.
+async fn drain(body: Incoming, deadline: tokio::time::Instant) -> bool {
+    drain_rest(body, 0, deadline).await
+}
+
+async fn drain_rest(mut body: Incoming, mut seen: u64, deadline: tokio::time::Instant) -> bool {
+    let deadline = deadline.min(tokio::time::Instant::now() + DRAIN_TIME);
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    seen += d.len() as u64;
+                    if seen > DRAIN_MAX {
+                        return false;
+                    }
+                }
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+        }
+    }
+}
+
+fn too_large(limit: usize) -> Resp {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("the request body is larger than the limit of {limit} bytes"),
+    )
+    .into_resp()
+}
+
+fn rate_limited(wait: Duration) -> Resp {
+    let secs = retry_after_secs(wait);
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        &format!("too many login attempts from this address; retry in {secs} s"),
+    );
+    e.extra = Some(serde_json::json!({ "retry_after": secs }));
+    let mut resp = e.into_resp();
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+/// Whole seconds to wait, rounded up, at least 1.
+fn retry_after_secs(wait: Duration) -> u64 {
+    let s = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    s.max(1)
+}
+
+/// Ask hyper to close the connection after this answer unless the request was read whole.
+fn close_unless(read_whole: bool, mut resp: Resp) -> Resp {
+    if !read_whole {
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Headers every answer carries. Handlers may set their own Cache-Control, CSP, etc.
+fn secure_headers(h: &mut HeaderMap) {
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.entry(X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("DENY"));
+    h.entry(REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
+    h.entry(CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
+}
+
+/// The client's address: the peer, unless the peer is a trusted proxy; then the right-most
+/// `X-Forwarded-For` entry that is not a trusted proxy (entries further left were written
+/// by the client and prove nothing). If every entry is trusted, the left-most; if an entry
+/// is not an address, the last good one to its right.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let values: Vec<&HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
+    let mut client = peer;
+    for value in values.iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return client;
+        };
+        for entry in text.rsplit(',') {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let Some(ip) = parse_forwarded_ip(entry) else {
+                return client;
+            };
+            client = ip;
+            if !is_trusted(ip) {
+                return ip;
+            }
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).
+fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
+    let ip = s
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| s.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
+    Some(ip.to_canonical())
+}
+
+/// The User-Agent, lossily decoded, without control characters, at most 256 characters.
+fn user_agent(headers: &HeaderMap) -> String {
+    headers
+        .get(USER_AGENT)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(USER_AGENT_MAX)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `a=1&b=x%20y` → pairs, percent- and `+`-decoded (lossy UTF-8).
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::config::Config;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_resolution() {
+        let trusted = nets(&["10.0.0.0/8", "::1"]);
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        // (peer, X-Forwarded-For headers, expected client)
+        let cases: &[(&str, &[&str], &str)] = &[
+            // An untrusted peer is the client, whatever it claims.
+            ("203.0.113.9", &["198.51.100.1"], "203.0.113.9"),
+            ("203.0.113.9", &[], "203.0.113.9"),
+            // A trusted proxy without the header: the proxy.
+            ("10.0.0.2", &[], "10.0.0.2"),
+            // The right-most untrusted entry; what the client wrote further left is ignored.
+            ("10.0.0.2", &["198.51.100.1"], "198.51.100.1"),
+            ("10.0.0.2", &["1.1.1.1, 198.51.100.1"], "198.51.100.1"),
+            (
+                "10.0.0.2",
+                &["1.1.1.1, 198.51.100.1, 10.0.0.3"],
+                "198.51.100.1",
+            ),
+            (
+                "::1",
+                &["1.1.1.1", "198.51.100.1, 10.9.9.9"],
+                "198.51.100.1",
+            ),
+            ("::ffff:10.0.0.2", &["198.51.100.1"], "198.51.100.1"),
+            // Every entry trusted: the left-most.
+            ("10.0.0.2", &["10.0.0.5, 10.0.0.4"], "10.0.0.5"),
+            // Garbage stops the walk at the last good hop.
+            ("10.0.0.2", &["198.51.100.1, garbage, 10.0.0.3"], "10.0.0.3"),
+            ("10.0.0.2", &["garbage"], "10.0.0.2"),
+            ("10.0.0.2", &["unknown, 198.51.100.1"], "198.51.100.1"),
+            // Ports and brackets, empty entries.
+            ("10.0.0.2", &["198.51.100.1:4711"], "198.51.100.1"),
+            ("10.0.0.2", &["[2001:db8::1]:4711"], "2001:db8::1"),
+            ("10.0.0.2", &["[2001:db8::1]"], "2001:db8::1"),
+            ("10.0.0.2", &["198.51.100.1, , "], "198.51.100.1"),
+        ];
+        for (peer, headers, want) in cases {
+            let got = client_ip(ip(peer), &xff(headers), &trusted);
+            assert_eq!(got, ip(want), "peer {peer}, X-Forwarded-For {headers:?}");
+        }
+        // Nothing trusted: the header is never read.
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &xff(&["1.2.3.4"]), &[]),
+            ip("10.0.0.2")
+        );
+        // A non-UTF-8 header value does not panic.
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn user_agent_is_bounded_and_clean() {
+        let mut h = HeaderMap::new();
+        assert_eq!(user_agent(&h), "");
+        h.insert(
+            USER_AGENT,
+            HeaderValue::from_str(&"é".repeat(1000)).unwrap(),
+        );
+        assert_eq!(user_agent(&h).chars().count(), 256);
+        h.insert(
+            USER_AGENT,
+            HeaderValue::from_bytes(b"curl/8\t\xffx").unwrap(),
+        );
+        assert_eq!(user_agent(&h), "curl/8\u{fffd}x");
+    }
+
+    #[test]
+    fn query_and_retry_after() {
+        assert_eq!(
+            parse_query("user=a%20b&locked=true&x=1+2&flag&=v"),
+            vec![
+                ("user".into(), "a b".into()),
+                ("locked".into(), "true".into()),
+                ("x".into(), "1 2".into()),
+                ("flag".into(), String::new()),
+                (String::new(), "v".into()),
+            ]
+        );
+        assert_eq!(
+            parse_query("bad=%zz%ff"),
+            vec![("bad".into(), "%zz\u{fffd}".into())]
+        );
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    // ---- in-process server tests -------------------------------------------------------
+
+    struct Server {
+        addr: SocketAddr,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        done: tokio::task::JoinHandle<std::io::Result<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Server {
+        async fn start(tune: impl FnOnce(&mut Config)) -> Server {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("t.db");
+            let (_conn, key) =
+                authcore::db::create(&authcore::db::Location::new(&db, None)).unwrap();
+            let mut config = Config {
+                db,
+                ..Config::default()
+            };
+            tune(&mut config);
+            let app = App::new(config, key);
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let done = tokio::spawn(run(listener, app, async {
+                let _ = rx.await;
+            }));
+            Server {
+                addr,
+                stop: Some(tx),
+                done,
+                _dir: dir,
+            }
+        }
+
+        async fn shutdown(mut self) {
+            if let Some(tx) = self.stop.take() {
+                let _ = tx.send(());
+            }
+            let r = tokio::time::timeout(Duration::from_secs(20), &mut self.done).await;
+            r.expect("the server stops").unwrap().unwrap();
+        }
+    }
+
+    struct Answer {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+        fn json(&self) -> serde_json::Value {
+            serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+        }
+    }
+
+    fn parse_answer(raw: &[u8]) -> Answer {
+        let text = String::from_utf8_lossy(raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no head: {text:?}"));
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        Answer {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    /// Send one request (with `Connection: close`) and read the whole answer.
+    async fn exchange(addr: SocketAddr, request: Vec<u8>) -> Answer {
+        assert!(addr.ip().is_loopback());
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        // Write concurrently with reading: the server may answer before the body is sent.
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(&request).await;
+            wr
+        });
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut raw))
+            .await
+            .expect("an answer in time")
+            .expect("read the answer");
+        drop(writer.await);
+        parse_answer(&raw)
+    }
+
+    fn request(method: &str, path: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn assert_secure_headers(a: &Answer) {
+        assert_eq!(
+            a.header("x-content-type-options"),
+            Some("nosniff"),
+            "{:?}",
+            a.headers
+        );
+        assert_eq!(
+            a.header("cache-control"),
+            Some("no-store"),
+            "{:?}",
+            a.headers
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_bodies_get_413_json() {
+        let server = Server::start(|_| {}).await;
+        let big = vec![b'x'; 1024 * 1024];
+
+        // Declared by Content-Length.
+        let a = exchange(server.addr, request("POST", "/v1/login", "", &big)).await;
+        assert_eq!(a.status, 413, "{}", a.body);
+        assert_eq!(a.json()["error"], "payload_too_large");
+        assert!(a.json()["message"].as_str().unwrap().contains("65536"));
+        assert_eq!(a.header("content-type"), Some("application/json"));
+        assert_secure_headers(&a);
+
+        // Chunked: found out while reading.
+        let mut chunked = b"POST /v1/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+            Transfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+        for chunk in big.chunks(16 * 1024) {
+            chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            chunked.extend_from_slice(chunk);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let a = exchange(server.addr, chunked).await;
+        assert_eq!(a.status, 413, "{}", a.body);
+        assert_eq!(a.json()["error"], "payload_too_large");
+
+        // Exactly at the limit is fine (whatever the router then says of it).
+        let a = exchange(
+            server.addr,
+            request("POST", "/v1/login", "", &[b' '; 65536]),
+        )
+        .await;
+        assert_ne!(a.status, 413);
+        assert_secure_headers(&a);
+        server.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn silent_connections_are_closed_after_the_header_timeout() {
+        let server = Server::start(|c| c.header_read_timeout = Duration::from_secs(1)).await;
+        for sent in [&b""[..], b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"] {
+            let started = Instant::now();
+            let mut s = TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(sent).await.unwrap();
+            let mut buf = Vec::new();
+            let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+            let waited = started.elapsed();
+            assert!(r.is_ok(), "the connection is closed (sent {sent:?})");
+            assert!(
+                waited >= Duration::from_millis(900),
+                "not before the timeout: {waited:?}"
+            );
+            assert!(waited < Duration::from_secs(5), "{waited:?}");
+        }
+        server.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn login_attempts_are_rate_limited_per_client() {
+        let server = Server::start(|c| {
+            c.rate_limit_per_minute = 1;
+            c.rate_limit_burst = 3;
+        })
+        .await;
+        let body = br#"{"username":"nobody","password":"wrong password"}"#;
+        for i in 0..3 {
+            let a = exchange(server.addr, request("POST", "/v1/login", "", body)).await;
+            assert_ne!(a.status, 429, "attempt {i}: {}", a.body);
+        }
+        let a = exchange(server.addr, request("POST", "/v1/login", "", body)).await;
+        assert_eq!(a.status, 429, "{}", a.body);
+        assert_eq!(a.json()["error"], "rate_limited");
+        let retry: u64 = a.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_secure_headers(&a);
+        // Other requests are not limited.
+        let a = exchange(server.addr, request("GET", "/healthz", "", b"")).await;
+        assert_ne!(a.status, 429);
+        server.shutdown().await;
+
+        // Switched off: no limit.
+        let server = Server::start(|c| {
+            c.rate_limit_per_minute = 0;
+            c.rate_limit_burst = 1;
+        })
+        .await;
+        for _ in 0..5 {
+            let a = exchange(server.addr, request("POST", "/v1/login", "", body)).await;
+            assert_ne!(a.status, 429);
+        }
+        server.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn graceful_shutdown_finishes_requests_in_flight() {
+        let mut server = Server::start(|_| {}).await;
+        // A request whose body is still arriving is in flight.
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\n\r\nab")
+            .await
+            .unwrap();
+        // An idle keep-alive connection is closed by the shutdown.
+        let mut idle = TcpStream::connect(server.addr).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 12];
+        idle.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let _ = server.stop.take().unwrap().send(());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !server.done.is_finished(),
+            "waits for the request in flight"
+        );
+        // No new connections once shutting down.
+        let refused = TcpStream::connect(server.addr).await;
+        if let Ok(mut c) = refused {
+            let mut buf = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
+            assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
+        }
+
+        s.write_all(b"cd").await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+            .await
+            .expect("the connection closes after the answer")
+            .unwrap();
+        let a = parse_answer(&raw);
+        assert!(a.status < 500, "{} {}", a.status, a.body);
+        assert_eq!(a.header("connection"), Some("close"));
+
+        let mut rest = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
+        assert!(r.is_ok(), "the idle connection was closed");
+        server.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_gives_up_after_its_timeout() {
+        let server = Server::start(|c| c.shutdown_timeout = Duration::from_secs(1)).await;
+        // A body that never completes.
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(b"POST /v1/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n{")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        server.shutdown().await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        drop(s);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_gets_an_answer_not_a_panic() {
+        let server = Server::start(|_| {}).await;
+        for raw in [
+            &b"NOT HTTP AT ALL\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
+            b"GET /%ff%00?%zz=%ff HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: \xff\xfe\r\nConnection: close\r\n\r\n",
+        ] {
+            let mut s = TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(raw).await.unwrap();
+            let mut buf = Vec::new();
+            let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+            assert!(r.is_ok(), "answered and closed: {raw:?}");
+        }
+        // The server still answers.
+        let a = exchange(server.addr, request("GET", "/healthz", "", b"")).await;
+        assert!(a.status < 500);
+        server.shutdown().await;
+    }
+}

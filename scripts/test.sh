@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need (idempotent, non-interactive), then
+# runs the format check, clippy with warnings as errors, and every test.
+# `.ci/run` calls this same script.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Run a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    else
+        sudo "$@"
+    fi
+}
+
+apt_updated=0
+# apt_install CMD PACKAGE...: install PACKAGE... unless CMD is already on PATH.
+apt_install() {
+    local cmd=$1
+    shift
+    if command -v "$cmd" >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "test.sh: installing $* (for $cmd)" >&2
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+install_test_dependencies() {
+    # Interop tests: a real TOTP client and a real QR decoder.
+    apt_install oathtool oathtool
+    apt_install zbarimg zbar-tools
+
+    # --- Later issues add their tools here, in the same style, e.g.: ---
+    # Python SMTP sink for email OTP tests (pip, only when missing):
+    #   python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q aiosmtpd
+    # Reverse-proxy tests:   apt_install nginx nginx
+    # Browser tests:         apt_install chromium chromium
+}
+
+install_test_dependencies
+
+if [ "${1:-}" = "--install-only" ]; then
+    exit 0
+fi
+
+echo "test.sh: cargo fmt --check" >&2
+cargo fmt --all --check
+
+echo "test.sh: cargo clippy --all-targets -- -D warnings" >&2
+cargo clippy --all-targets -- -D warnings
+
+echo "test.sh: cargo test --all-targets" >&2
+cargo test --all-targets
+
+# Doc tests are not part of --all-targets.
+cargo test --doc
+
+echo "test.sh: all checks passed" >&2

@@ -1,0 +1,405 @@
+//! Helpers shared by the black-box suites: a temporary database, a runner for the real
+//! binaries (with a timeout, so a prompt that waits for a terminal fails the test instead
+//! of hanging it), and small assertions.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any one command may run before the test calls it hung.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A password every default policy rule accepts.
+pub const STRONG: &str = "Corr3ct-Horse!battery";
+
+pub const AUTHCTL: &str = env!("CARGO_BIN_EXE_authctl");
+pub const AUTHD: &str = env!("CARGO_BIN_EXE_authd");
+
+/// The root of the repository (where Cargo.toml, completions/ and man/ live).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What a finished command left behind.
+pub struct Out {
+    /// What the command was (for failure messages).
+    pub what: String,
+    /// The exit code; `None` when killed by a signal (or by the timeout).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+}
+
+impl fmt::Debug for Out {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "\n$ {}\nexit: {:?}{}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
+            self.what,
+            self.code,
+            if self.timed_out { " (TIMED OUT)" } else { "" },
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+impl Out {
+    /// Assert the exit code; on failure print everything the command said.
+    #[track_caller]
+    pub fn code(&self, want: i32) -> &Self {
+        assert!(
+            !self.timed_out,
+            "command hung (killed after the timeout): {self:?}"
+        );
+        assert_eq!(self.code, Some(want), "unexpected exit code: {self:?}");
+        self
+    }
+
+    /// Assert success.
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        self.code(0)
+    }
+
+    /// Assert a failure with a clear message: the exit code, something on stderr, and no
+    /// panic or backtrace.
+    #[track_caller]
+    pub fn fails(&self, want: i32) -> &Self {
+        self.code(want);
+        assert!(
+            !self.stderr.trim().is_empty(),
+            "no error message on stderr: {self:?}"
+        );
+        self.no_panic();
+        self
+    }
+
+    #[track_caller]
+    pub fn no_panic(&self) -> &Self {
+        for bad in ["panicked at", "RUST_BACKTRACE", "stack backtrace"] {
+            assert!(!self.stderr.contains(bad), "the binary panicked: {self:?}");
+        }
+        self
+    }
+
+    /// Assert stderr contains `needle` (case-insensitive).
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.to_lowercase().contains(&needle.to_lowercase()),
+            "stderr lacks {needle:?}: {self:?}"
+        );
+        self
+    }
+
+    /// Assert stdout contains `needle`.
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}: {self:?}"
+        );
+        self
+    }
+
+    /// stdout parsed as one JSON document.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:?}"))
+    }
+
+    /// stdout parsed as JSON lines (empty lines ignored).
+    #[track_caller]
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("line {l:?} is not JSON ({e}): {self:?}"))
+            })
+            .collect()
+    }
+
+    /// With `--json`, an error is also `{"error": code, "message": text}` on stdout.
+    #[track_caller]
+    pub fn json_error(&self, want_code: &str) -> Value {
+        let v = self.json();
+        assert_eq!(v["error"], want_code, "error code: {self:?}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.trim().is_empty()),
+            "error message missing: {self:?}"
+        );
+        v
+    }
+}
+
+/// Run `cmd`, feeding `stdin` (or /dev/null when `None`), killing it after `timeout`.
+pub fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Out {
+    let what = describe(&cmd);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let mut out_pipe = child.stdout.take().expect("stdout piped");
+    let mut err_pipe = child.stderr.take().expect("stderr piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err_pipe.read_to_end(&mut buf);
+        buf
+    });
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin piped");
+        // The command may exit without reading everything: a broken pipe is fine.
+        let _ = pipe.write_all(input);
+        drop(pipe);
+    }
+    let start = Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait().expect("wait for child") {
+            Some(status) => break status,
+            None if start.elapsed() > timeout => {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().expect("wait for killed child");
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let stdout = out_reader.join().expect("stdout reader");
+    let stderr = err_reader.join().expect("stderr reader");
+    Out {
+        what,
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        timed_out,
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&shell_quote(a));
+    }
+    s
+}
+
+fn shell_quote(a: &OsStr) -> String {
+    let a = a.to_string_lossy();
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=@:+,".contains(c))
+    {
+        a.into_owned()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+/// A command for `authctl` with a clean environment: no AUTHCTL_* variables, no colour.
+pub fn authctl_cmd() -> Command {
+    let mut cmd = Command::new(AUTHCTL);
+    cmd.env_remove("AUTHCTL_DB")
+        .env_remove("AUTHCTL_KEY_FILE")
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "200");
+    cmd
+}
+
+/// A temporary directory holding `authd.db` (and its key file `authd.db.key`).
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+}
+
+impl Env {
+    /// A temporary directory with no database yet.
+    pub fn empty() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("authctl-test-")
+            .tempdir()
+            .expect("temp dir");
+        let db = dir.path().join("authd.db");
+        Env { dir, db }
+    }
+
+    /// A fresh database with the default policy (OWASP argon2 parameters: slow hashing).
+    pub fn init_default() -> Env {
+        let env = Env::empty();
+        env.ctl(&["init"]).ok();
+        env
+    }
+
+    /// A fresh database with cheap argon2 parameters (the tests hash a lot).
+    pub fn init() -> Env {
+        let env = Env::init_default();
+        env.ctl(&["policy", "set", "argon2.m_kib=1024", "argon2.t=1"])
+            .ok();
+        env
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.path("authd.db.key")
+    }
+
+    /// `authctl --db DB ARGS…` (not yet run).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = authctl_cmd();
+        cmd.arg("--db").arg(&self.db).args(args);
+        cmd
+    }
+
+    /// Run `authctl --db DB ARGS…` with stdin from /dev/null.
+    pub fn ctl(&self, args: &[&str]) -> Out {
+        run(self.cmd(args), None, TIMEOUT)
+    }
+
+    /// Run `authctl --db DB ARGS…` with `input` on stdin.
+    pub fn ctl_stdin(&self, args: &[&str], input: &str) -> Out {
+        run(self.cmd(args), Some(input.as_bytes()), TIMEOUT)
+    }
+
+    /// Run `authctl --db DB --json ARGS…`, assert success and parse stdout.
+    #[track_caller]
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        self.ctl(&a).ok().json()
+    }
+
+    /// Like [`json`](Self::json) with `input` on stdin.
+    #[track_caller]
+    pub fn json_stdin(&self, args: &[&str], input: &str) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        self.ctl_stdin(&a, input).ok().json()
+    }
+
+    /// Run with `--json` and return the whole result (for error cases).
+    pub fn ctl_json(&self, args: &[&str]) -> Out {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        self.ctl(&a)
+    }
+
+    /// `user add NAME --email NAME@example.org --password-stdin` with `password`, plus
+    /// `extra` arguments. Returns the user object.
+    #[track_caller]
+    pub fn add_user(&self, name: &str, password: &str, extra: &[&str]) -> Value {
+        let email = format!("{}@example.org", name.to_lowercase());
+        let mut a = vec!["user", "add", name, "--email", &email, "--password-stdin"];
+        a.extend_from_slice(extra);
+        self.json_stdin(&a, &format!("{password}\n"))
+    }
+
+    /// `enroll NAME --json`: the secret, URI and recovery codes.
+    #[track_caller]
+    pub fn enroll(&self, name: &str) -> Value {
+        self.json(&["enroll", name, "--no-qr"])
+    }
+
+    /// Every audit row, oldest first, as JSON objects.
+    #[track_caller]
+    pub fn audit(&self, filters: &[&str]) -> Vec<Value> {
+        let mut a = vec!["--json", "audit", "--limit", "0"];
+        a.extend_from_slice(filters);
+        self.ctl(&a).ok().json_lines()
+    }
+}
+
+/// The name of the OS user running the tests (the actor of admin audit rows).
+pub fn os_user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("run id -un");
+    String::from_utf8(out.stdout)
+        .expect("utf-8 user name")
+        .trim()
+        .to_string()
+}
+
+/// Whether the tests run as root (file modes do not stop root).
+pub fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().expect("run id -u");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// Is `prog` on PATH?
+pub fn have(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| is_executable(&d.join(prog))))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Fail (not skip) when a tool the tests need is missing: scripts/test.sh installs it.
+#[track_caller]
+pub fn require(prog: &str, package: &str) {
+    assert!(
+        have(prog),
+        "`{prog}` is not installed: run scripts/test.sh (it installs the Debian package {package})"
+    );
+}
+
+/// The current Unix time (through the crate's one clock reader).
+pub fn now() -> i64 {
+    authcore::util::now()
+}
+
+/// Key names of a JSON object, sorted.
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+/// Assert `v` is an object holding at least `want` keys.
+#[track_caller]
+pub fn assert_has_keys(v: &Value, want: &[&str]) {
+    let have = keys(v);
+    let missing: Vec<&&str> = want
+        .iter()
+        .filter(|k| !have.iter().any(|h| h == *k))
+        .collect();
+    assert!(missing.is_empty(), "missing keys {missing:?} in {v:#}");
+}
+
+/// Read a file's bytes, or an empty vector when it does not exist.
+pub fn read_or_empty(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_default()
+}
