@@ -113,7 +113,13 @@ pub async fn route(app: &App, req: Req) -> Result<Resp, ApiError> {
             method_not_allowed("GET")
         }
         (_, ["v1", "admin", "users", _, "unlock" | "reset-2fa"]) => method_not_allowed("POST"),
-        _ => Err(ApiError::not_found()),
+        (Method::GET | Method::HEAD, ["v1", "auth", "verify"]) => {
+            crate::portal::verify(app, req).await
+        }
+        (_, ["v1", "auth", "verify"]) => method_not_allowed("GET"),
+        (_, ["v1", ..]) => Err(ApiError::not_found()),
+        // Everything else is the browser portal (pages, forms, assets).
+        _ => crate::portal::route(app, req).await,
     }
 }
 
