@@ -1206,8 +1206,11 @@ pub fn check_session(conn: &Connection, token: &str, now: i64) -> Result<Option<
     if token.is_empty() || token.len() > 128 {
         return Ok(None);
     }
-    let policy = Policy::load(conn)?;
-    let Some(s) = sessions::find_live(conn, token, policy.session_idle_minutes * 60, now)? else {
+    // The hot path of every proxied page view: read only the one setting it needs.
+    let idle_minutes: i64 = crate::policy::get(conn, "session.idle_minutes")?
+        .parse()
+        .unwrap_or(30);
+    let Some(s) = sessions::find_live(conn, token, idle_minutes * 60, now)? else {
         return Ok(None);
     };
     let user = users::by_id(conn, s.user_id)?;
