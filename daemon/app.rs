@@ -386,3 +386,80 @@ pub fn empty_resp(status: StatusCode) -> Resp {
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        username: String,
+        password: String,
+        #[serde(default)]
+        device_token: Option<String>,
+    }
+
+    fn req(body: Vec<u8>) -> Req {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Req {
+            method: Method::POST,
+            path: "/v1/login".into(),
+            query: vec![],
+            headers,
+            client: Client::default(),
+            body: Bytes::from(body),
+        }
+    }
+
+    #[test]
+    fn bad_bodies_are_clear_400s() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"{",
+            b"[]",
+            b"null",
+            b"{\"username\":1,\"password\":\"x\"}",
+            b"{\"username\":[\"a\"],\"password\":\"x\"}",
+            b"{\"username\":\"a\"}",
+            b"{\"username\":\"a\",\"password\":\"x\",\"extra\":1}",
+            b"{\"username\":\"a\",\"username\":\"b\",\"password\":\"x\"}",
+            b"{\"username\":\"\xff\xfe\",\"password\":\"x\"}",
+            b"{\"username\":\"a\",\"password\":\"x\"} trailing",
+        ];
+        for c in cases {
+            let e = req(c.to_vec()).json::<Body>().unwrap_err();
+            assert_eq!(
+                e.status,
+                StatusCode::BAD_REQUEST,
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+            assert!(!e.message.is_empty());
+        }
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(
+            req(deep.into_bytes()).json::<Body>().unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        let ok = req(b"{\"username\":\"a\",\"password\":\"x\"}".to_vec()).json::<Body>();
+        assert!(ok.is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_body_parses_or_is_refused_without_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = req(body).json::<Body>();
+        }
+
+        #[test]
+        fn json_shaped_bodies_never_panic(s in "\\{(\"[a-z_]{0,10}\":(\"\\PC{0,10}\"|[0-9]{1,3}|null|\\[\\]|\\{\\}),?){0,5}\\}") {
+            let _ = req(s.into_bytes()).json::<Body>();
+        }
+    }
+}

@@ -23,3 +23,6 @@ pub mod totp;
 pub mod util;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod fuzz_tests;
