@@ -152,6 +152,8 @@ pub struct Req {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub client: Client,
+    /// The address of the TCP peer (a proxy, when there is one).
+    pub peer: std::net::IpAddr,
     pub body: Bytes,
 }
 
@@ -411,6 +413,7 @@ mod tests {
             query: vec![],
             headers,
             client: Client::default(),
+            peer: std::net::Ipv4Addr::LOCALHOST.into(),
             body: Bytes::from(body),
         }
     }

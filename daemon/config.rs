@@ -71,6 +71,16 @@ pub struct Config {
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
     pub mail_dir: Option<PathBuf>,
+    /// The portal's own external URL (links, forward-auth login redirects); its path, if
+    /// any, prefixes every portal link (the proxy strips it before authd sees it).
+    pub public_url: Option<PublicUrl>,
+    /// Origins (`https://app.example.org`) the portal may redirect to after a login,
+    /// besides relative same-origin paths and the origin of `public_url`.
+    pub allowed_redirect_origins: Vec<String>,
+    /// Cookies without `Secure` and the `__Host-` prefix (plain-HTTP loopback only).
+    pub insecure_cookies: bool,
+    /// Forward-auth: the group a request to a host/path prefix needs.
+    pub forward_auth_rules: Vec<ForwardAuthRule>,
 }
 
 impl Default for Config {
@@ -93,6 +103,10 @@ impl Default for Config {
             smtp_url: None,
             mail_from: None,
             mail_dir: None,
+            public_url: None,
+            allowed_redirect_origins: Vec::new(),
+            insecure_cookies: false,
+            forward_auth_rules: Vec::new(),
         }
     }
 }
@@ -123,6 +137,12 @@ pub struct Layer {
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
     pub mail_dir: Option<PathBuf>,
+    pub public_url: Option<String>,
+    #[serde(alias = "allowed_redirect_origin")]
+    pub allowed_redirect_origins: Option<Vec<String>>,
+    pub insecure_cookies: Option<bool>,
+    #[serde(alias = "forward_auth_rule")]
+    pub forward_auth_rules: Option<Vec<String>>,
 }
 
 impl Layer {
@@ -210,6 +230,35 @@ impl Config {
         if db.as_os_str().is_empty() {
             return Err("db must be a file path".into());
         }
+        let public_url = cli
+            .public_url
+            .or(file.public_url)
+            .map(|u| PublicUrl::parse(&u))
+            .transpose()?;
+        let allowed_redirect_origins = cli
+            .allowed_redirect_origins
+            .or(file.allowed_redirect_origins)
+            .unwrap_or_default()
+            .iter()
+            .map(|o| parse_origin(o).map_err(|e| format!("allowed_redirect_origin: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let insecure_cookies = cli
+            .insecure_cookies
+            .or(file.insecure_cookies)
+            .unwrap_or(false);
+        if insecure_cookies && !is_loopback_listen(&listen) {
+            return Err(format!(
+                "insecure_cookies is allowed only when listening on a loopback address \
+                 (127.0.0.1, ::1, localhost), not {listen}: elsewhere cookies must be Secure"
+            ));
+        }
+        let forward_auth_rules = cli
+            .forward_auth_rules
+            .or(file.forward_auth_rules)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.parse::<ForwardAuthRule>())
+            .collect::<Result<Vec<_>, _>>()?;
 
         Ok(Config {
             db,
@@ -252,6 +301,166 @@ impl Config {
             smtp_url: cli.smtp_url.or(file.smtp_url),
             mail_from: cli.mail_from.or(file.mail_from),
             mail_dir: cli.mail_dir.or(file.mail_dir),
+            public_url,
+            allowed_redirect_origins,
+            insecure_cookies,
+            forward_auth_rules,
+        })
+    }
+}
+
+/// Whether a listen address (`127.0.0.1:8080`, `[::1]:0`, `localhost:80`) is loopback.
+fn is_loopback_listen(listen: &str) -> bool {
+    let host = match listen.trim().rsplit_once(':') {
+        Some((h, _)) => h,
+        None => listen.trim(),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// The origin of an absolute http(s) URL, normalised: `scheme://host[:port]` in lower
+/// case, the default port left out. Anything with a user name, password, query or
+/// fragment is refused: an origin is a place, not a link.
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    let u = parse_http_url(s)?;
+    if !(u.path() == "/" || u.path().is_empty()) || u.query().is_some() {
+        return Err(format!(
+            "{s:?} is not an origin: give only scheme://host[:port], without a path"
+        ));
+    }
+    Ok(u.origin().ascii_serialization())
+}
+
+/// An absolute http(s) URL without user info or fragment.
+fn parse_http_url(s: &str) -> Result<url::Url, String> {
+    let s = s.trim();
+    let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not an absolute URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("{s:?} must start with http:// or https://"));
+    }
+    if !u.username().is_empty() || u.password().is_some() || s.contains('@') {
+        return Err(format!("{s:?} must not contain a user name or password"));
+    }
+    if u.fragment().is_some() || u.host_str().is_none_or(|h| h.is_empty()) {
+        return Err(format!("{s:?} must have a host and no #fragment"));
+    }
+    Ok(u)
+}
+
+/// The portal's external URL: its origin and the path prefix of its pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// `https://auth.example.org` (normalised, no trailing slash).
+    pub origin: String,
+    /// `""` or a prefix such as `/auth` (no trailing slash).
+    pub base: String,
+}
+
+impl PublicUrl {
+    pub fn parse(s: &str) -> Result<PublicUrl, String> {
+        let u = parse_http_url(s).map_err(|e| format!("public_url: {e}"))?;
+        if u.query().is_some() {
+            return Err(format!("public_url: {s:?} must not have a ?query"));
+        }
+        let base = u.path().trim_end_matches('/').to_string();
+        if base.contains("//") || base.contains('\\') || base.contains('%') {
+            return Err(format!("public_url: {s:?} has an unusual path"));
+        }
+        Ok(PublicUrl {
+            origin: u.origin().ascii_serialization(),
+            base,
+        })
+    }
+}
+
+/// Forward-auth: requests to `host` (any host when `None`) whose path is `path` or below
+/// it need membership of `group`. Written `HOST/PATH=GROUP` (`*` for any host):
+/// `app.example.org/admin=staff`, `*/reports=pupil-data`, `wiki.example.org=staff`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuthRule {
+    /// Lower-case `host` or `host:port`; `None` for every host.
+    pub host: Option<String>,
+    /// `/` or a prefix without a trailing slash (`/admin`).
+    pub path: String,
+    pub group: String,
+}
+
+impl ForwardAuthRule {
+    /// Whether the rule covers a request to `host` (lower case, port as sent) and `path`.
+    /// Paths match whole segments: `/admin` covers `/admin` and `/admin/x`, not `/admins`.
+    pub fn covers(&self, host: &str, path: &str) -> bool {
+        let host_ok = match &self.host {
+            None => true,
+            Some(h) => {
+                h.eq_ignore_ascii_case(host)
+                    || (!h.contains(':')
+                        && host
+                            .rsplit_once(':')
+                            .is_some_and(|(name, _)| h.eq_ignore_ascii_case(name)))
+            }
+        };
+        let path_ok = self.path == "/"
+            || path == self.path
+            || path
+                .strip_prefix(self.path.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+        host_ok && path_ok
+    }
+
+    /// How specific the rule is: a named host beats `*`, a longer path beats a shorter.
+    pub fn specificity(&self) -> (bool, usize) {
+        (self.host.is_some(), self.path.len())
+    }
+}
+
+impl FromStr for ForwardAuthRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ForwardAuthRule, String> {
+        let bad = |why: &str| format!("forward_auth_rule {s:?}: {why} (write HOST/PATH=GROUP)");
+        let (target, group) = s.trim().rsplit_once('=').ok_or_else(|| bad("no =GROUP"))?;
+        let group = group.trim();
+        if authcore::names::normalize("group", group).is_err() {
+            return Err(bad("the group is not a valid group name"));
+        }
+        let target = target.trim();
+        let (host, path) = match target.find('/') {
+            Some(i) => (&target[..i], &target[i..]),
+            None => (target, "/"),
+        };
+        if host.is_empty() {
+            return Err(bad("the host is empty (use * for any host)"));
+        }
+        let host = if host == "*" {
+            None
+        } else {
+            let ok = host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !ok {
+                return Err(bad(
+                    "the host may hold letters, digits, '.', '-' and a :port",
+                ));
+            }
+            Some(host.to_ascii_lowercase())
+        };
+        if path.contains("//")
+            || path.contains('\\')
+            || path.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad("the path is unusual"));
+        }
+        let path = match path.trim_end_matches('/') {
+            "" => "/".to_string(),
+            p => p.to_string(),
+        };
+        Ok(ForwardAuthRule {
+            host,
+            path,
+            group: group.to_string(),
         })
     }
 }
@@ -466,6 +675,111 @@ mod tests {
             ..Layer::default()
         };
         assert!(Config::resolve(ok, None).is_ok());
+    }
+
+    #[test]
+    fn portal_settings() {
+        let file = toml(
+            r#"
+            public_url = "https://App.Example.org/auth/"
+            allowed_redirect_origins = ["https://wiki.example.org", "http://127.0.0.1:8081/"]
+            forward_auth_rule = ["app.example.org/admin=staff", "*/finance=finance"]
+            "#,
+        )
+        .unwrap();
+        let c = Config::resolve(Layer::default(), Some(file)).unwrap();
+        let p = c.public_url.unwrap();
+        assert_eq!(p.origin, "https://app.example.org");
+        assert_eq!(p.base, "/auth");
+        assert_eq!(
+            c.allowed_redirect_origins,
+            vec!["https://wiki.example.org", "http://127.0.0.1:8081"]
+        );
+        assert_eq!(c.forward_auth_rules.len(), 2);
+        assert_eq!(c.forward_auth_rules[1].host, None);
+        assert_eq!(c.forward_auth_rules[1].path, "/finance");
+        assert!(!c.insecure_cookies);
+        let c = Config::resolve(Layer::default(), None).unwrap();
+        assert!(c.public_url.is_none() && c.allowed_redirect_origins.is_empty());
+
+        // The command line replaces the file's list.
+        let cli = Layer {
+            allowed_redirect_origins: Some(vec!["https://x.example".into()]),
+            ..Layer::default()
+        };
+        let file = toml("allowed_redirect_origins = [\"https://y.example\"]").unwrap();
+        let c = Config::resolve(cli, Some(file)).unwrap();
+        assert_eq!(c.allowed_redirect_origins, vec!["https://x.example"]);
+
+        let bad = |layer: Layer| Config::resolve(layer, None).unwrap_err();
+        for origin in [
+            "evil.example",
+            "javascript:alert(1)",
+            "https://user@good.example",
+            "https://good.example/path",
+            "ftp://good.example",
+        ] {
+            let e = bad(Layer {
+                allowed_redirect_origins: Some(vec![origin.into()]),
+                ..Layer::default()
+            });
+            assert!(e.contains("allowed_redirect_origin"), "{origin}: {e}");
+        }
+        for url in [
+            "auth.example.org",
+            "https://a@b.example/",
+            "https://b.example/?x=1",
+        ] {
+            let e = bad(Layer {
+                public_url: Some(url.into()),
+                ..Layer::default()
+            });
+            assert!(e.contains("public_url"), "{url}: {e}");
+        }
+        let e = bad(Layer {
+            forward_auth_rules: Some(vec!["app.example.org/admin".into()]),
+            ..Layer::default()
+        });
+        assert!(
+            e.contains("forward_auth_rule") && e.contains("HOST/PATH=GROUP"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn insecure_cookies_only_on_loopback() {
+        for listen in ["127.0.0.1:8080", "[::1]:0", "localhost:9000", "127.1.2.3:1"] {
+            let c = Config::resolve(
+                Layer {
+                    listen: Some(listen.into()),
+                    insecure_cookies: Some(true),
+                    ..Layer::default()
+                },
+                None,
+            )
+            .unwrap();
+            assert!(c.insecure_cookies, "{listen}");
+        }
+        for listen in [
+            "0.0.0.0:8080",
+            "[::]:80",
+            "192.168.1.5:80",
+            "auth.example.org:80",
+        ] {
+            let e = Config::resolve(
+                Layer {
+                    listen: Some(listen.into()),
+                    insecure_cookies: Some(true),
+                    ..Layer::default()
+                },
+                None,
+            )
+            .unwrap_err();
+            assert!(
+                e.contains("insecure_cookies") && e.contains("loopback"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -34,24 +34,38 @@ pub fn metrics(app: &App) -> Resp {
     )
 }
 
-/// Turn a decided login step into an answer, counting it in the metrics, and mail the
-/// one-time code it issued. A code that cannot be mailed fails the answer closed (503),
-/// with the flow so the client can resend or use a recovery code.
-async fn decided<T: serde::Serialize>(app: &App, mut d: Decision<T>) -> Result<Resp, ApiError> {
+/// Count a decided login step in the metrics (its outcome, and a lockout it caused).
+pub(crate) fn count<T>(app: &App, d: &Decision<T>) {
     app.metrics.login(d.outcome(), d.reason);
     if d.locked_now {
         app.metrics.lockout();
     }
+}
+
+/// Mail the one-time code a decision issued. Err when it could not be delivered (logged
+/// and counted); the caller fails the answer closed.
+pub(crate) async fn send_code(app: &App, m: &login::Mail) -> Result<(), ()> {
+    let sent = match app.mailer.as_ref() {
+        Some(mailer) => mailer.send(&m.to, &m.subject, &m.body).await,
+        None => Err("mail is not configured on this server (--smtp-url or --mail-dir)".into()),
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "a one-time code could not be mailed");
+        app.metrics.login("failure", "mail_unavailable");
+        return Err(());
+    }
+    Ok(())
+}
+
+/// Turn a decided login step into an answer, counting it in the metrics, and mail the
+/// one-time code it issued. A code that cannot be mailed fails the answer closed (503),
+/// with the flow so the client can resend or use a recovery code.
+async fn decided<T: serde::Serialize>(app: &App, mut d: Decision<T>) -> Result<Resp, ApiError> {
+    count(app, &d);
     let mail = d.mail.take();
     let v = serde_json::to_value(d.result?).map_err(|_| ApiError::internal())?;
     if let Some(m) = mail {
-        let sent = match app.mailer.as_ref() {
-            Some(mailer) => mailer.send(&m.to, &m.subject, &m.body).await,
-            None => Err("mail is not configured on this server (--smtp-url or --mail-dir)".into()),
-        };
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "a one-time code could not be mailed");
-            app.metrics.login("failure", "mail_unavailable");
+        if send_code(app, &m).await.is_err() {
             let mut err = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "mail_unavailable",
@@ -433,11 +447,12 @@ fn admin_entry(
     outcome: Outcome,
     admin: &SessionInfo,
     req_client: &authcore::login::Client,
+    via: &str,
 ) -> Entry {
     Entry::new(event, outcome)
         .client(&req_client.ip, &req_client.user_agent)
         .actor(&admin.user.username)
-        .detail(json!({"via": "api", "admin_id": admin.user_id}))
+        .detail(json!({"via": via, "admin_id": admin.user_id}))
 }
 
 /// Find `name` as `admin` may see it: another org's user is exactly as missing as a
@@ -448,6 +463,7 @@ fn visible_user(
     client: &authcore::login::Client,
     event: &str,
     name: &str,
+    via: &str,
     t: i64,
 ) -> authcore::Result<Option<User>> {
     let u = users::find(conn, name)?;
@@ -461,7 +477,7 @@ fn visible_user(
             };
             audit::record(
                 conn,
-                &admin_entry(event, Outcome::Failure, admin, client)
+                &admin_entry(event, Outcome::Failure, admin, client, via)
                     .username(name)
                     .org(Some(admin.org_id))
                     .reason(reason),
@@ -472,68 +488,125 @@ fn visible_user(
     }
 }
 
+/// The users `admin` may manage (their org's; every user for an admin).
+pub(crate) fn visible_users(
+    conn: &rusqlite::Connection,
+    admin: &SessionInfo,
+    locked: bool,
+) -> authcore::Result<Vec<User>> {
+    let org_id = (admin.role != Role::Admin).then_some(admin.org_id);
+    users::list(
+        conn,
+        &users::ListFilter {
+            org_id,
+            locked,
+            group_id: None,
+            limit: Some(10_000),
+        },
+    )
+}
+
 pub async fn admin_users(app: &App, req: Req) -> Result<Resp, ApiError> {
     let admin = admin_of(app, &req).await?;
     let locked = matches!(req.query("locked"), Some("true" | "1" | "yes"));
     let list = app
-        .db(move |conn, _| {
-            let org_id = (admin.role != Role::Admin).then_some(admin.org_id);
-            users::list(
-                conn,
-                &users::ListFilter {
-                    org_id,
-                    locked,
-                    group_id: None,
-                    limit: Some(10_000),
-                },
-            )
-        })
+        .db(move |conn, _| visible_users(conn, &admin, locked))
         .await?;
     let v: Vec<_> = list.iter().map(user_json).collect();
     Ok(json_resp(StatusCode::OK, &json!({"users": v})))
+}
+
+/// One user as `admin` may see them (audited as `admin.user.show` when refused).
+/// `via` names the door in audit rows: "api" or "portal".
+pub(crate) fn show_user(
+    conn: &mut rusqlite::Connection,
+    admin: &SessionInfo,
+    client: &authcore::login::Client,
+    name: &str,
+    via: &str,
+) -> authcore::Result<Option<User>> {
+    let t = now();
+    let tx = authcore::db::write_tx(conn)?;
+    let u = visible_user(&tx, admin, client, "admin.user.show", name, via, t)?;
+    tx.commit()?;
+    Ok(u)
 }
 
 pub async fn admin_user(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
     let admin = admin_of(app, &req).await?;
     let client = req.client.clone();
     let u = app
-        .db(move |conn, _| {
-            let t = now();
-            let tx = authcore::db::write_tx(conn)?;
-            let u = visible_user(&tx, &admin, &client, "admin.user.show", &name, t)?;
-            tx.commit()?;
-            Ok(u)
-        })
+        .db(move |conn, _| show_user(conn, &admin, &client, &name, "api"))
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(json_resp(StatusCode::OK, &user_json(&u)))
+}
+
+/// Org admins manage their org's plain users; admin and org-admin accounts are managed
+/// by admins, so an org admin cannot take over a peer's or a superior's account. A refusal
+/// is audited (reason `insufficient_role`).
+fn may_manage(
+    conn: &rusqlite::Connection,
+    admin: &SessionInfo,
+    client: &authcore::login::Client,
+    event: &str,
+    target: &User,
+    via: &str,
+    t: i64,
+) -> authcore::Result<Result<(), authcore::Error>> {
+    if admin.role == Role::Admin || target.role == Role::User {
+        return Ok(Ok(()));
+    }
+    audit::record(
+        conn,
+        &admin_entry(event, Outcome::Failure, admin, client, via)
+            .username(&target.username)
+            .user(target.id, target.org_id)
+            .reason("insufficient_role"),
+        t,
+    )?;
+    Ok(Err(authcore::Error::Forbidden(
+        "org admins manage plain users only; an admin manages admin and org-admin accounts".into(),
+    )))
+}
+
+/// Unlock `name` on behalf of `admin` (audited `admin.unlock`, the admin as actor):
+/// the user's name and whether they were locked, or None when not visible.
+pub(crate) fn unlock_user(
+    conn: &mut rusqlite::Connection,
+    admin: &SessionInfo,
+    client: &authcore::login::Client,
+    name: &str,
+    via: &str,
+) -> authcore::Result<Option<(String, bool)>> {
+    let t = now();
+    let tx = authcore::db::write_tx(conn)?;
+    let Some(u) = visible_user(&tx, admin, client, "admin.unlock", name, via, t)? else {
+        tx.commit()?;
+        return Ok(None);
+    };
+    if let Err(e) = may_manage(&tx, admin, client, "admin.unlock", &u, via, t)? {
+        tx.commit()?;
+        return Err(e);
+    }
+    let was_locked = users::unlock(&tx, u.id, t)?;
+    audit::record(
+        &tx,
+        &admin_entry("admin.unlock", Outcome::Success, admin, client, via)
+            .username(&u.username)
+            .user(u.id, u.org_id)
+            .detail(json!({"via": via, "admin_id": admin.user_id, "was_locked": was_locked})),
+        t,
+    )?;
+    tx.commit()?;
+    Ok(Some((u.username, was_locked)))
 }
 
 pub async fn admin_unlock(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
     let admin = admin_of(app, &req).await?;
     let client = req.client.clone();
     let r = app
-        .db(move |conn, _| {
-            let t = now();
-            let tx = authcore::db::write_tx(conn)?;
-            let Some(u) = visible_user(&tx, &admin, &client, "admin.unlock", &name, t)? else {
-                tx.commit()?;
-                return Ok(None);
-            };
-            let was_locked = users::unlock(&tx, u.id, t)?;
-            audit::record(
-                &tx,
-                &admin_entry("admin.unlock", Outcome::Success, &admin, &client)
-                    .username(&u.username)
-                    .user(u.id, u.org_id)
-                    .detail(
-                        json!({"via": "api", "admin_id": admin.user_id, "was_locked": was_locked}),
-                    ),
-                t,
-            )?;
-            tx.commit()?;
-            Ok(Some((u.username, was_locked)))
-        })
+        .db(move |conn, _| unlock_user(conn, &admin, &client, &name, "api"))
         .await?;
     let (username, was_locked) = r.ok_or_else(ApiError::not_found)?;
     Ok(json_resp(
@@ -542,29 +615,43 @@ pub async fn admin_unlock(app: &App, req: Req, name: String) -> Result<Resp, Api
     ))
 }
 
+/// Reset `name`'s second factor on behalf of `admin` (audited `admin.reset_2fa`, the
+/// admin as actor): the user's name and what was removed, or None when not visible.
+pub(crate) fn reset_user_2fa(
+    conn: &mut rusqlite::Connection,
+    admin: &SessionInfo,
+    client: &authcore::login::Client,
+    name: &str,
+    via: &str,
+) -> authcore::Result<Option<(String, factors::ResetSummary)>> {
+    let t = now();
+    let tx = authcore::db::write_tx(conn)?;
+    let Some(u) = visible_user(&tx, admin, client, "admin.reset_2fa", name, via, t)? else {
+        tx.commit()?;
+        return Ok(None);
+    };
+    if let Err(e) = may_manage(&tx, admin, client, "admin.reset_2fa", &u, via, t)? {
+        tx.commit()?;
+        return Err(e);
+    }
+    let s = factors::reset_2fa(&tx, u.id, t)?;
+    audit::record(
+        &tx,
+        &admin_entry("admin.reset_2fa", Outcome::Success, admin, client, via)
+            .username(&u.username)
+            .user(u.id, u.org_id)
+            .detail(json!({"via": via, "admin_id": admin.user_id, "removed": s})),
+        t,
+    )?;
+    tx.commit()?;
+    Ok(Some((u.username, s)))
+}
+
 pub async fn admin_reset_2fa(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
     let admin = admin_of(app, &req).await?;
     let client = req.client.clone();
     let r = app
-        .db(move |conn, _| {
-            let t = now();
-            let tx = authcore::db::write_tx(conn)?;
-            let Some(u) = visible_user(&tx, &admin, &client, "admin.reset_2fa", &name, t)? else {
-                tx.commit()?;
-                return Ok(None);
-            };
-            let s = factors::reset_2fa(&tx, u.id, t)?;
-            audit::record(
-                &tx,
-                &admin_entry("admin.reset_2fa", Outcome::Success, &admin, &client)
-                    .username(&u.username)
-                    .user(u.id, u.org_id)
-                    .detail(json!({"via": "api", "admin_id": admin.user_id, "removed": s})),
-                t,
-            )?;
-            tx.commit()?;
-            Ok(Some((u.username, s)))
-        })
+        .db(move |conn, _| reset_user_2fa(conn, &admin, &client, &name, "api"))
         .await?;
     let (username, s) = r.ok_or_else(ApiError::not_found)?;
     let mut v = serde_json::to_value(&s).unwrap_or_default();

@@ -45,7 +45,16 @@ Environment variables: AUTHD_CONFIG, AUTHD_DB, AUTHD_KEY_FILE, AUTHD_LISTEN, \
 AUTHD_BODY_LIMIT, AUTHD_HEADER_READ_TIMEOUT, AUTHD_REQUEST_TIMEOUT, AUTHD_SHUTDOWN_TIMEOUT, \
 AUTHD_RATE_LIMIT_PER_MINUTE, AUTHD_RATE_LIMIT_BURST, AUTHD_TRUSTED_PROXIES (comma-separated), \
 AUTHD_HASH_CONCURRENCY, AUTHD_DB_CONCURRENCY, AUTHD_LOG_FORMAT, AUTHD_LOG_LEVEL, \
-AUTHD_SMTP_URL, AUTHD_MAIL_FROM, AUTHD_MAIL_DIR.";
+AUTHD_SMTP_URL, AUTHD_MAIL_FROM, AUTHD_MAIL_DIR, AUTHD_PUBLIC_URL, \
+AUTHD_ALLOWED_REDIRECT_ORIGINS, AUTHD_INSECURE_COOKIES, AUTHD_FORWARD_AUTH_RULES.
+
+Browser portal: every path outside /v1/, /healthz and /metrics is a page (GET /login, \
+/, /admin, …). Forward-auth for reverse proxies: GET /v1/auth/verify answers 200 with \
+X-Auth-User, X-Auth-Email and X-Auth-Groups for a signed-in browser (session cookie or \
+Bearer token), 401 with X-Auth-Login-Url otherwise (302 to it with ?redirect=1), 403 when a \
+--forward-auth-rule's group is missing. The original URL is read from X-Original-URL or \
+X-Forwarded-Proto/Host/Uri only when the peer is a --trusted-proxy. See examples/ for \
+nginx, Caddy and Traefik.";
 
 /// The authd login and second-factor daemon.
 #[derive(Debug, Parser)]
@@ -194,6 +203,42 @@ struct Args {
         hide_env_values = true
     )]
     mail_dir: Option<PathBuf>,
+    /// The portal's own external URL, e.g. https://app.example.org/auth: the login URL
+    /// forward-auth sends browsers to, and (its path) the prefix of every portal link when
+    /// a proxy serves the portal below a path [default: same-origin relative links].
+    #[arg(
+        long,
+        env = "AUTHD_PUBLIC_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    public_url: Option<String>,
+    /// An origin (https://app.example.org) the portal may send a browser back to after a
+    /// login; repeatable (the environment variable takes a comma-separated list). Relative
+    /// same-origin paths and the public URL's origin are always allowed; nothing else is.
+    #[arg(
+        long = "allowed-redirect-origin",
+        env = "AUTHD_ALLOWED_REDIRECT_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    allowed_redirect_origins: Vec<String>,
+    /// Portal cookies without Secure and without the __Host- prefix, for plain-HTTP
+    /// development; refused unless --listen is a loopback address.
+    #[arg(long, env = "AUTHD_INSECURE_COOKIES", hide_env_values = true)]
+    insecure_cookies: bool,
+    /// Forward-auth: requests to HOST (or * for any) at PATH or below need GROUP, e.g.
+    /// app.example.org/admin=staff; repeatable, the most specific rule applies (the
+    /// environment variable takes a comma-separated list).
+    #[arg(
+        long = "forward-auth-rule",
+        env = "AUTHD_FORWARD_AUTH_RULES",
+        value_name = "HOST/PATH=GROUP",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    forward_auth_rules: Vec<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -221,6 +266,12 @@ impl Args {
             smtp_url: self.smtp_url.clone(),
             mail_from: self.mail_from.clone(),
             mail_dir: self.mail_dir.clone(),
+            public_url: self.public_url.clone(),
+            allowed_redirect_origins: (!self.allowed_redirect_origins.is_empty())
+                .then(|| self.allowed_redirect_origins.clone()),
+            insecure_cookies: self.insecure_cookies.then_some(true),
+            forward_auth_rules: (!self.forward_auth_rules.is_empty())
+                .then(|| self.forward_auth_rules.clone()),
         }
     }
 
@@ -449,6 +500,38 @@ mod tests {
         assert!(c.trusted_proxies[0].contains("::1".parse().unwrap()));
         std::env::remove_var("AUTHD_RATE_LIMIT_BURST");
         std::env::remove_var("AUTHD_TRUSTED_PROXIES");
+
+        // The portal's flags, and their environment variables.
+        let c = parse(&[
+            "authd",
+            "--public-url",
+            "https://app.example.org/auth",
+            "--allowed-redirect-origin",
+            "https://a.example",
+            "--allowed-redirect-origin",
+            "https://b.example",
+            "--insecure-cookies",
+            "--forward-auth-rule",
+            "app.example.org/admin=staff",
+        ]);
+        assert_eq!(c.public_url.unwrap().base, "/auth");
+        assert_eq!(c.allowed_redirect_origins.len(), 2);
+        assert!(c.insecure_cookies);
+        assert_eq!(c.forward_auth_rules[0].group, "staff");
+        std::env::set_var("AUTHD_FORWARD_AUTH_RULES", "*/a=g1,*/b=g2");
+        std::env::set_var("AUTHD_INSECURE_COOKIES", "true");
+        let c = parse(&["authd"]);
+        assert_eq!(c.forward_auth_rules.len(), 2);
+        assert!(c.insecure_cookies);
+        std::env::set_var("AUTHD_INSECURE_COOKIES", "false");
+        assert!(!parse(&["authd"]).insecure_cookies);
+        std::env::remove_var("AUTHD_FORWARD_AUTH_RULES");
+        std::env::remove_var("AUTHD_INSECURE_COOKIES");
+        let e = Args::try_parse_from(["authd", "--insecure-cookies", "--listen", "0.0.0.0:80"])
+            .unwrap()
+            .config()
+            .unwrap_err();
+        assert!(e.contains("loopback"), "{e}");
 
         // Bad values are usage errors that name the flag.
         let e = Args::try_parse_from(["authd", "--trusted-proxy", "10.0.0.0/40"]).unwrap_err();

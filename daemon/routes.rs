@@ -67,7 +67,13 @@ pub async fn route(app: &App, req: Req) -> Result<Resp, ApiError> {
         (Method::POST, ["v1", "login", "recovery"]) => h::login_recovery(app, req).await,
         (Method::POST, ["v1", "login", "email"]) => h::login_email(app, req).await,
         (Method::POST, ["v1", "login", "email", "resend"]) => h::login_email_resend(app, req).await,
-        (_, ["v1", "login", ..]) => method_not_allowed("POST"),
+        (
+            _,
+            ["v1", "login"]
+            | ["v1", "login", "terms" | "password" | "enroll" | "totp" | "recovery" | "email"]
+            | ["v1", "login", "enroll", "confirm"]
+            | ["v1", "login", "email", "resend"],
+        ) => method_not_allowed("POST"),
 
         (Method::GET, ["v1", "session"]) => h::session(app, req).await,
         (_, ["v1", "session"]) => method_not_allowed("GET"),

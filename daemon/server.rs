@@ -156,7 +156,7 @@ async fn handle(app: App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     let route = routes::label(&method, req.uri().path());
     let ip = client_ip(peer.ip(), req.headers(), &app.config.trusted_proxies);
 
-    let mut resp = respond(&app, ip, req).await;
+    let mut resp = respond(&app, peer.ip().to_canonical(), ip, req).await;
     secure_headers(resp.headers_mut());
 
     let elapsed = started.elapsed();
@@ -173,7 +173,7 @@ async fn handle(app: App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     resp
 }
 
-async fn respond(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
+async fn respond(app: &App, peer: IpAddr, ip: IpAddr, req: Request<Incoming>) -> Resp {
     let deadline = tokio::time::Instant::now() + app.config.request_timeout;
     let (parts, body) = req.into_parts();
     let limit = app.config.body_limit;
@@ -223,6 +223,7 @@ async fn respond(app: &App, ip: IpAddr, req: Request<Incoming>) -> Resp {
         },
         method: parts.method,
         headers: parts.headers,
+        peer,
         body,
     };
     // Its own task, so a panic in a handler is a 500 instead of a dropped connection;

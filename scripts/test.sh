@@ -36,11 +36,29 @@ install_test_dependencies() {
     apt_install oathtool oathtool
     apt_install zbarimg zbar-tools
 
+    # Email OTP tests (tests/it/email.rs): a real SMTP server, Python's aiosmtpd (pip,
+    # only when missing; Debian's package where pip may not install system-wide).
+    apt_install python3 python3
+    python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q aiosmtpd \
+        || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-aiosmtpd
+
+    # Portal and forward-auth tests (tests/it/portal.rs, tests/it/forward_auth.rs): a real
+    # nginx (auth_request) and Caddy (forward_auth), and Debian's Chromium driven by
+    # playwright-core, installed from package-lock.json in tests/browser only when missing
+    # (it never downloads a browser: the tests use /usr/bin/chromium).
+    apt_install nginx nginx
+    apt_install caddy caddy
+    apt_install chromium chromium
+    apt_install node nodejs
+    apt_install npm npm
+    if [ ! -d tests/browser/node_modules/playwright-core ]; then
+        echo "test.sh: npm ci in tests/browser (playwright-core)" >&2
+        (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    fi
+
     # --- Later issues add their tools here, in the same style, e.g.: ---
     # Python SMTP sink for email OTP tests (pip, only when missing):
     #   python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q aiosmtpd
-    # Reverse-proxy tests:   apt_install nginx nginx
-    # Browser tests:         apt_install chromium chromium
 }
 
 install_test_dependencies

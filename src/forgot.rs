@@ -162,7 +162,9 @@ pub fn decoy_questions(key: &SecretKey, username: &str) -> Vec<String> {
     let bytes = data_encoding::HEXLOWER
         .decode(h.as_bytes())
         .unwrap_or_default();
-    let count = MIN_QUESTIONS + (bytes.first().copied().unwrap_or(0) as usize % 2);
+    // Any count a real user may have, so the number of questions proves nothing.
+    let count = MIN_QUESTIONS
+        + (bytes.first().copied().unwrap_or(0) as usize % (MAX_QUESTIONS - MIN_QUESTIONS + 1));
     let mut picked: Vec<String> = Vec::new();
     for b in bytes.iter().skip(1) {
         let q = DECOYS[*b as usize % DECOYS.len()];
@@ -392,7 +394,15 @@ mod tests {
         let k = SecretKey::from_bytes([1; 32]);
         let a = decoy_questions(&k, "nobody");
         assert_eq!(a, decoy_questions(&k, "NOBODY "));
-        assert!((MIN_QUESTIONS..=3).contains(&a.len()));
+        assert!((MIN_QUESTIONS..=MAX_QUESTIONS).contains(&a.len()));
+        let counts: std::collections::HashSet<_> = (0..200)
+            .map(|i| decoy_questions(&k, &format!("n{i}")).len())
+            .collect();
+        assert_eq!(
+            counts.len(),
+            MAX_QUESTIONS - MIN_QUESTIONS + 1,
+            "every count a user may set"
+        );
         let distinct: std::collections::HashSet<_> = a.iter().collect();
         assert_eq!(distinct.len(), a.len());
         // Different names get different sets (overwhelmingly).

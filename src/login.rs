@@ -67,6 +67,10 @@ struct FlowState {
     /// The terms were accepted during this login.
     #[serde(default)]
     terms_ok: bool,
+    /// A remembered device was presented and checked at the password step: later steps
+    /// of this login (terms) still skip the second factor.
+    #[serde(default)]
+    device_ok: bool,
 }
 
 /// The public view of a user in answers.
@@ -272,7 +276,6 @@ fn advance(
     user: &User,
     policy: &Policy,
     state: &FlowState,
-    device_ok: bool,
     client: &Client,
     mail: &mut Option<Mail>,
     now: i64,
@@ -309,7 +312,7 @@ fn advance(
         }
         return authenticate(tx, user, policy, client, None, None, now);
     }
-    if device_ok {
+    if state.device_ok {
         return authenticate(tx, user, policy, client, None, None, now);
     }
     let flow = sessions::create_flow(tx, user.id, step::SECOND_FACTOR, &data, ttl, now)?;
@@ -447,8 +450,10 @@ pub fn password_step(
         key,
         &user,
         &policy,
-        &FlowState::default(),
-        device_ok,
+        &FlowState {
+            terms_ok: false,
+            device_ok,
+        },
         client,
         &mut mail,
         now,
@@ -577,9 +582,7 @@ pub fn terms_step(
     terms::accept(&tx, user.id, &current.version, now)?;
     state.terms_ok = true;
     let mut mail = None;
-    let status = advance(
-        &tx, key, &user, &policy, &state, false, client, &mut mail, now,
-    )?;
+    let status = advance(&tx, key, &user, &policy, &state, client, &mut mail, now)?;
     audit::record(
         &tx,
         &entry("login.terms", Outcome::Success, client)

@@ -14,3 +14,19 @@ mod cli;
 mod generated;
 #[path = "it/interop.rs"]
 mod interop;
+
+// The daemon suites (issues 3 and 4): the real authd over HTTP, a real SMTP server.
+#[path = "it/daemon_common.rs"]
+mod daemon_common;
+
+#[path = "it/daemon.rs"]
+mod daemon;
+#[path = "it/email.rs"]
+mod email;
+
+// The browser portal and forward-auth (issue 7): pages over raw HTTP, headless Chromium
+// journeys, and a real nginx with auth_request in front of authd.
+#[path = "it/forward_auth.rs"]
+mod forward_auth;
+#[path = "it/portal.rs"]
+mod portal;

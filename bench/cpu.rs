@@ -1,0 +1,84 @@
+//! How busy the machine was with work that is not the benchmark's: the machine's busy
+//! time (/proc/stat, steal included) minus this process's and its live children's CPU
+//! time. Other processes on the same two cores make every figure smaller; this says by
+//! how much they could have.
+
+use std::time::Instant;
+
+/// Clock ticks per second of /proc (USER_HZ; 100 on Linux everywhere in practice).
+const HZ: f64 = 100.0;
+
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is inside user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    total.saturating_sub(idle)
+}
+
+/// utime + stime (+ cutime + cstime for this process: reaped children) in ticks.
+fn process_ticks(pid: &str, with_children: bool) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may contain spaces: fields start after the last ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // rest[0] is field 3 (state); utime is field 14 → index 11.
+    let get = |i: usize| f.get(i).copied().unwrap_or(0);
+    get(11) + get(12) + if with_children { get(13) + get(14) } else { 0 }
+}
+
+fn ours(children: &[u32]) -> u64 {
+    process_ticks("self", true)
+        + children
+            .iter()
+            .map(|p| process_ticks(&p.to_string(), false))
+            .sum::<u64>()
+}
+
+pub struct Meter {
+    busy: u64,
+    ours: u64,
+    at: Instant,
+}
+
+impl Meter {
+    pub fn start(children: &[u32]) -> Meter {
+        Meter {
+            busy: machine_busy_ticks(),
+            ours: ours(children),
+            at: Instant::now(),
+        }
+    }
+
+    /// The share of the machine's capacity (0–1) used by others since `start`.
+    pub fn foreign(&self, children: &[u32], cores: usize) -> f64 {
+        let busy = machine_busy_ticks().saturating_sub(self.busy) as f64;
+        let own = ours(children).saturating_sub(self.ours) as f64;
+        let capacity = self.at.elapsed().as_secs_f64() * HZ * cores as f64;
+        if capacity <= 0.0 {
+            return 0.0;
+        }
+        ((busy - own) / capacity).clamp(0.0, 1.0)
+    }
+}
+
+/// The 1-minute load average.
+pub fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}

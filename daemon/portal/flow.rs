@@ -1,0 +1,1111 @@
+//! The login pages: every status of the login state machine as a page, and forgotten
+//! passwords. Each form posts one step; its answer is the next page (or, at the end, a
+//! `303` to where the login should go, with the session cookie).
+
+use std::fmt::Write as _;
+
+use authcore::crypto::SecretKey;
+use authcore::login::{self, Decision, Mail, Status};
+use authcore::policy::Policy;
+use authcore::store::{factors, sessions, terms, users};
+use authcore::util::now;
+use authcore::Error;
+use hyper::StatusCode;
+use rusqlite::Connection;
+
+use super::html::{self, esc, hidden, Notice};
+use super::security::CookieName;
+use super::{Ctx, Form};
+use crate::app::{ApiError, Resp};
+use crate::handlers;
+
+/// Longest username carried between pages (for the sign-in box after a change).
+const MAX_CARRIED_NAME: usize = 64;
+
+/// What travels with a login from page to page besides the flow: where to go at the end
+/// (already checked) and the name typed, to fill in the box when the user signs in again.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Carry {
+    pub next: Option<String>,
+    pub username: String,
+}
+
+impl Carry {
+    pub fn from_form(ctx: &Ctx, form: &Form) -> Carry {
+        Carry {
+            next: ctx.next_from(form.get("next")),
+            username: form
+                .text("username")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_CARRIED_NAME)
+                .collect(),
+        }
+    }
+
+    fn hidden(&self) -> String {
+        let mut s = String::new();
+        if let Some(n) = &self.next {
+            s.push_str(&hidden("next", n));
+        }
+        if !self.username.is_empty() {
+            s.push_str(&hidden("username", &self.username));
+        }
+        s
+    }
+
+    /// The sign-in page, keeping where to go.
+    fn login_url(&self, ctx: &Ctx) -> String {
+        match &self.next {
+            Some(n) => format!("{}?next={}", ctx.url("/login"), html::qs(n)),
+            None => ctx.url("/login"),
+        }
+    }
+}
+
+/// Server trouble, as opposed to an answer for the person.
+fn is_server_error(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Db(_) | Error::Key(_) | Error::Io(_) | Error::Unavailable(_)
+    )
+}
+
+/// Run one decided step off the reactor; count it. Answers for the person (refusals,
+/// bad input) stay `authcore::Error`s; server trouble is an `ApiError`.
+async fn step<T, F>(
+    ctx: &Ctx<'_>,
+    hashing: bool,
+    f: F,
+) -> Result<(authcore::Result<T>, Option<Mail>), ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<Decision<T>> + Send + 'static,
+{
+    let wrapped = move |c: &mut Connection, k: &SecretKey| Ok(f(c, k));
+    let r = if hashing {
+        ctx.app.db_hashing(wrapped).await?
+    } else {
+        ctx.app.db(wrapped).await?
+    };
+    match r {
+        Ok(mut d) => {
+            handlers::count(ctx.app, &d);
+            let mail = d.mail.take();
+            Ok((d.result, mail))
+        }
+        Err(e) if is_server_error(&e) => Err(ApiError::from(e)),
+        Err(e) => Ok((Err(e), None)),
+    }
+}
+
+async fn policy(ctx: &Ctx<'_>) -> Result<Policy, ApiError> {
+    ctx.app.db(|conn, _| Policy::load(conn)).await
+}
+
+// ---- Sign in ---------------------------------------------------------------------------
+
+/// `GET /login[?next=URL]`: the sign-in form (or straight on when already signed in).
+pub async fn login_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
+    let carry = Carry {
+        next: ctx.next_from(ctx.query("next")),
+        username: String::new(),
+    };
+    if ctx.session().await?.is_some() {
+        let to = carry.next.clone().unwrap_or_else(|| ctx.url("/"));
+        return Ok(ctx.redirect(&to));
+    }
+    let notice = match ctx.query("m") {
+        Some("signed_out") => vec![Notice::Info("You are signed out.".into())],
+        _ => vec![],
+    };
+    render_login(ctx, StatusCode::OK, &notice, &carry).await
+}
+
+async fn render_login(
+    ctx: &mut Ctx<'_>,
+    status: StatusCode,
+    notices: &[Notice],
+    carry: &Carry,
+) -> Result<Resp, ApiError> {
+    let terms = ctx.app.db(|conn, _| terms::current(conn)).await?;
+    let csrf = ctx.csrf(None);
+    let terms_box = match &terms {
+        Some(t) => format!(
+            r#"<div class="field check"><input type="checkbox" id="accept_terms" name="accept_terms" value="1">
+<label for="accept_terms">I accept the <a href="{}" target="_blank" rel="noopener">terms and conditions of use</a> (version {})</label></div>"#,
+            esc(&ctx.url("/terms")),
+            esc(&t.version)
+        ),
+        None => String::new(),
+    };
+    let next = carry
+        .next
+        .as_deref()
+        .map(|n| hidden("next", n))
+        .unwrap_or_default();
+    let autofocus_user = if carry.username.is_empty() {
+        " autofocus"
+    } else {
+        ""
+    };
+    let autofocus_pw = if carry.username.is_empty() {
+        ""
+    } else {
+        " autofocus"
+    };
+    let content = format!(
+        r#"<form method="post" action="{action}" class="card" id="login-form">
+{csrf}{next}
+<div class="field"><label for="username">Username</label>
+<input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required value="{user}"{autofocus_user}></div>
+<div class="field"><label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" required{autofocus_pw}></div>
+{terms_box}
+<button type="submit">Sign in</button>
+</form>
+<p class="aside"><a href="{forgot}">Forgot your password?</a></p>"#,
+        action = esc(&ctx.url("/login")),
+        csrf = hidden("csrf", &csrf),
+        user = esc(&carry.username),
+        forgot = esc(&ctx.url("/forgot")),
+    );
+    Ok(ctx.page(status, "Sign in", notices, None, &content))
+}
+
+/// `POST /login`: username and password (and the terms tick-box).
+pub async fn login_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    if !ctx.csrf_ok(form, None) {
+        return Ok(ctx.forbidden());
+    }
+    let carry = Carry::from_form(ctx, form);
+    let username = form.text("username").to_string();
+    let password = form.text("password").to_string();
+    if username.trim().is_empty() || password.is_empty() {
+        let n = [Notice::Error(
+            "Enter your username and your password.".into(),
+        )];
+        return render_login(ctx, StatusCode::BAD_REQUEST, &n, &carry).await;
+    }
+    let client = ctx.req.client.clone();
+    let device = ctx.cookie(CookieName::Device).map(str::to_string);
+    let (result, mail) = step(ctx, true, move |conn, key| {
+        login::password_step(
+            conn,
+            key,
+            &client,
+            &username,
+            &password,
+            device.as_deref(),
+            now(),
+        )
+    })
+    .await?;
+    let status = match result {
+        Ok(s) => s,
+        Err(e) => return refused(ctx, e, &carry).await,
+    };
+    // The tick-box on the sign-in form accepts the terms the page linked to.
+    if let Status::TermsRequired { flow, .. } = &status {
+        if form.ticked("accept_terms") {
+            let flow = flow.clone();
+            let client = ctx.req.client.clone();
+            let (result, mail) = step(ctx, false, move |conn, key| {
+                login::terms_step(conn, key, &client, &flow, true, now())
+            })
+            .await?;
+            return match result {
+                Ok(s) => after(ctx, s, mail, &carry).await,
+                Err(e) => refused(ctx, e, &carry).await,
+            };
+        }
+    }
+    after(ctx, status, mail, &carry).await
+}
+
+/// A refusal before or between steps: back to the sign-in form with the one message.
+async fn refused(ctx: &mut Ctx<'_>, e: Error, carry: &Carry) -> Result<Resp, ApiError> {
+    let (status, msg) = match &e {
+        Error::InvalidFlow => (
+            StatusCode::UNAUTHORIZED,
+            "Your sign-in took too long or was already used. Sign in again.".to_string(),
+        ),
+        Error::InvalidCredentials => (StatusCode::UNAUTHORIZED, e.to_string()),
+        other => (StatusCode::BAD_REQUEST, other.to_string()),
+    };
+    render_login(ctx, status, &[Notice::Error(msg)], carry).await
+}
+
+/// Where a login stands after a step, as the next page.
+async fn after(
+    ctx: &mut Ctx<'_>,
+    status: Status,
+    mail: Option<Mail>,
+    carry: &Carry,
+) -> Result<Resp, ApiError> {
+    match status {
+        Status::Authenticated {
+            session,
+            device_token,
+            warning,
+            ..
+        } => signed_in(ctx, &session, device_token.as_deref(), warning, carry).await,
+        Status::SecondFactorRequired { flow, methods } => {
+            let mut sf = SecondFactor {
+                flow,
+                methods: methods.iter().map(|m| m.to_string()).collect(),
+                sent_to: None,
+            };
+            if sf.primary() == "email_otp" {
+                let mut notices = Vec::new();
+                let mut code = StatusCode::OK;
+                match mail {
+                    Some(m) => {
+                        sf.sent_to = Some(html::mask_email(&m.to));
+                        if handlers::send_code(ctx.app, &m).await.is_err() {
+                            code = StatusCode::SERVICE_UNAVAILABLE;
+                            notices.push(Notice::Error(MAIL_DOWN.into()));
+                        }
+                    }
+                    // A code for this login went out moments ago.
+                    None => notices.push(Notice::Info(
+                        "A code was emailed moments ago: use the latest one.".into(),
+                    )),
+                }
+                second_factor_page(ctx, code, &sf, &notices, carry).await
+            } else {
+                second_factor_page(ctx, StatusCode::OK, &sf, &[], carry).await
+            }
+        }
+        Status::EnrollmentRequired { flow, .. } => {
+            let client = ctx.req.client.clone();
+            let f = flow.clone();
+            let (result, _) = step(ctx, false, move |conn, key| {
+                login::enroll_step(conn, key, &client, &f, now())
+            })
+            .await?;
+            match result {
+                Ok(e) => enroll_page(
+                    ctx,
+                    StatusCode::OK,
+                    &e.flow,
+                    &e.secret,
+                    &e.otpauth_uri,
+                    &[],
+                    carry,
+                ),
+                Err(e) => refused(ctx, e, carry).await,
+            }
+        }
+        Status::TermsRequired { flow, terms } => {
+            terms_step_page(ctx, StatusCode::OK, &flow, &terms, &[], carry)
+        }
+        Status::PasswordExpired { flow, policy } => {
+            let rules: Vec<_> = policy
+                .into_iter()
+                .map(|r| (r.id.to_string(), r.description, None))
+                .collect();
+            expired_page(ctx, StatusCode::OK, &flow, &rules, &[], false, carry).await
+        }
+        Status::PasswordChanged => {
+            let n = [Notice::Info(
+                "Your password was changed. Sign in with your new password.".into(),
+            )];
+            render_login(ctx, StatusCode::OK, &n, carry).await
+        }
+        Status::Enrolled { recovery_codes } => Ok(recovery_codes_page(ctx, &recovery_codes, carry)),
+        Status::CodeSent { .. } => Err(ApiError::internal()),
+    }
+}
+
+const MAIL_DOWN: &str =
+    "The code could not be emailed right now. Try \"Send a new code\" in a moment, or use a recovery code.";
+
+/// The end of a login: the session cookie (and the device cookie), then on to `next`.
+async fn signed_in(
+    ctx: &mut Ctx<'_>,
+    session: &str,
+    device_token: Option<&str>,
+    warning: Option<String>,
+    carry: &Carry,
+) -> Result<Resp, ApiError> {
+    ctx.set_cookie(CookieName::Session, session, None);
+    if let Some(d) = device_token {
+        let days = policy(ctx).await?.remember_device_days;
+        ctx.set_cookie(CookieName::Device, d, Some(days.saturating_mul(86_400)));
+    }
+    let to = carry.next.clone().unwrap_or_else(|| ctx.url("/"));
+    match warning {
+        None => Ok(ctx.redirect(&to)),
+        Some(w) => {
+            let content = format!(
+                r#"<p><a class="button" href="{}" autofocus>Continue</a></p>"#,
+                esc(&to)
+            );
+            let n = [Notice::Error(capitalise(&w))];
+            Ok(ctx.page(StatusCode::OK, "Signed in", &n, None, &content))
+        }
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+// ---- Terms -----------------------------------------------------------------------------
+
+/// `GET /terms`: the current terms and conditions, to read before ticking the box.
+pub async fn terms_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
+    let t = ctx.app.db(|conn, _| terms::current(conn)).await?;
+    let content = match t {
+        Some(t) => format!(
+            r#"<p>Version {}</p><div class="terms" id="terms-text" tabindex="0" role="region" aria-label="Terms and conditions">{}</div>"#,
+            esc(&t.version),
+            esc(&t.text)
+        ),
+        None => "<p>There are no terms and conditions to accept.</p>".to_string(),
+    };
+    Ok(ctx.page(StatusCode::OK, "Terms and conditions", &[], None, &content))
+}
+
+fn terms_step_page(
+    ctx: &mut Ctx<'_>,
+    status: StatusCode,
+    flow: &str,
+    t: &terms::Terms,
+    notices: &[Notice],
+    carry: &Carry,
+) -> Result<Resp, ApiError> {
+    let content = format!(
+        r#"<p>Read and accept the terms and conditions of use (version {version}) to continue.</p>
+<div class="terms" id="terms-text" tabindex="0" role="region" aria-label="Terms and conditions">{text}</div>
+<form method="post" action="{action}" class="card">
+{csrf}{flow}{carry}
+<div class="field check"><input type="checkbox" id="accept" name="accept" value="1" required autofocus>
+<label for="accept">I accept the terms and conditions</label></div>
+<button type="submit">Continue</button>
+</form>"#,
+        version = esc(&t.version),
+        text = esc(&t.text),
+        action = esc(&ctx.url("/login/terms")),
+        csrf = hidden("csrf", &ctx.csrf(Some(flow))),
+        flow = hidden("flow", flow),
+        carry = carry.hidden(),
+    );
+    Ok(ctx.page(status, "Terms and conditions", notices, None, &content))
+}
+
+/// `POST /login/terms`.
+pub async fn terms_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let flow = form.text("flow").to_string();
+    if !ctx.csrf_ok(form, Some(&flow)) {
+        return Ok(ctx.forbidden());
+    }
+    let carry = Carry::from_form(ctx, form);
+    let accept = form.ticked("accept");
+    let client = ctx.req.client.clone();
+    let f = flow.clone();
+    let (result, mail) = step(ctx, false, move |conn, key| {
+        login::terms_step(conn, key, &client, &f, accept, now())
+    })
+    .await?;
+    match result {
+        Ok(s) => after(ctx, s, mail, &carry).await,
+        Err(Error::Invalid(m)) => {
+            let current = ctx.app.db(|conn, _| terms::current(conn)).await?;
+            match current {
+                Some(t) => terms_step_page(
+                    ctx,
+                    StatusCode::BAD_REQUEST,
+                    &flow,
+                    &t,
+                    &[Notice::Error(capitalise(&m))],
+                    &carry,
+                ),
+                None => refused(ctx, Error::InvalidFlow, &carry).await,
+            }
+        }
+        Err(e) => refused(ctx, e, &carry).await,
+    }
+}
+
+// ---- Expired password ------------------------------------------------------------------
+
+async fn expired_page(
+    ctx: &mut Ctx<'_>,
+    status: StatusCode,
+    flow: &str,
+    rules: &[(String, String, Option<bool>)],
+    notices: &[Notice],
+    mismatch: bool,
+    carry: &Carry,
+) -> Result<Resp, ApiError> {
+    let p = policy(ctx).await?;
+    let fields = html::new_password_fields(
+        &html::checklist(rules, p.password.min_length, p.password.max_length),
+        mismatch,
+    );
+    let content = format!(
+        r#"<p>Your password has expired. Choose a new password; then sign in again with it.</p>
+<form method="post" action="{action}" class="card" id="password-form">
+{csrf}{flow}{carry}
+{fields}
+<button type="submit">Change password</button>
+</form>"#,
+        action = esc(&ctx.url("/login/password")),
+        csrf = hidden("csrf", &ctx.csrf(Some(flow))),
+        flow = hidden("flow", flow),
+        carry = carry.hidden(),
+    );
+    Ok(ctx.page(status, "Create a new password", notices, None, &content))
+}
+
+/// The page's answer to a refused new password: the message under the second box for a
+/// mismatch, the checklist with each rule's result for a weak one.
+fn new_password_problem(e: &Error, policy: &Policy) -> Option<(html::Rules, Notice, bool)> {
+    let unchecked = || {
+        policy
+            .password
+            .rules()
+            .into_iter()
+            .map(|r| (r.id.to_string(), r.description, None))
+            .collect::<Vec<_>>()
+    };
+    match e {
+        Error::Invalid(m) if m.contains("do not match") => Some((
+            unchecked(),
+            Notice::Error("The passwords do not match.".into()),
+            true,
+        )),
+        Error::Invalid(m) => Some((unchecked(), Notice::Error(capitalise(m)), false)),
+        Error::Policy { message, rules } => {
+            let msg = if rules.iter().all(|r| r.met) {
+                capitalise(message)
+            } else {
+                "The new password does not meet every rule: see the list.".to_string()
+            };
+            Some((html::rules_checked(rules), Notice::Error(msg), false))
+        }
+        _ => None,
+    }
+}
+
+/// `POST /login/password`: the new password, twice.
+pub async fn expired_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let flow = form.text("flow").to_string();
+    if !ctx.csrf_ok(form, Some(&flow)) {
+        return Ok(ctx.forbidden());
+    }
+    let carry = Carry::from_form(ctx, form);
+    let new = form.text("new_password").to_string();
+    let confirm = form.text("confirm_password").to_string();
+    let client = ctx.req.client.clone();
+    let f = flow.clone();
+    let (result, mail) = step(ctx, true, move |conn, key| {
+        login::expired_password_step(conn, key, &client, &f, &new, &confirm, now())
+    })
+    .await?;
+    match result {
+        Ok(s) => after(ctx, s, mail, &carry).await,
+        Err(e) => {
+            let p = policy(ctx).await?;
+            match new_password_problem(&e, &p) {
+                Some((rules, notice, mismatch)) => {
+                    expired_page(
+                        ctx,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &flow,
+                        &rules,
+                        &[notice],
+                        mismatch,
+                        &carry,
+                    )
+                    .await
+                }
+                None => refused(ctx, e, &carry).await,
+            }
+        }
+    }
+}
+
+// ---- Enrolment -------------------------------------------------------------------------
+
+/// The QR code of an otpauth URI as inline SVG markup.
+fn qr_svg(uri: &str) -> Result<String, ApiError> {
+    let code = qrcode::QrCode::new(uri.as_bytes()).map_err(|_| ApiError::internal())?;
+    let svg = code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(220, 220)
+        .quiet_zone(true)
+        .build();
+    let start = svg.find("<svg").ok_or_else(ApiError::internal)?;
+    Ok(svg[start..].replacen(
+        "<svg ",
+        r#"<svg class="qr" id="qr-code" role="img" aria-label="QR code to scan with your authenticator app" focusable="false" "#,
+        1,
+    ))
+}
+
+fn enroll_page(
+    ctx: &mut Ctx<'_>,
+    status: StatusCode,
+    flow: &str,
+    secret: &str,
+    uri: &str,
+    notices: &[Notice],
+    carry: &Carry,
+) -> Result<Resp, ApiError> {
+    let svg = qr_svg(uri)?;
+    let content = format!(
+        r#"<p>Your account needs two-factor authentication. Link an authenticator app to it once; from then on, you sign in with your password and a code from the app.</p>
+<ol class="steps">
+<li>Install an authenticator app on your phone or tablet (Google Authenticator, Microsoft Authenticator or any other; a personal device is fine). If the app asks you to sign in, you may skip that.</li>
+<li>In the app, add an account (choose "other account" if asked) and scan this QR code.</li>
+<li>Enter the 6-digit code the app then shows for this account.</li>
+</ol>
+<figure class="qr-box">{svg}
+<figcaption>Cannot scan it? Type this key into the app instead (time-based, 6 digits):<br><code class="secret" id="totp-secret">{secret}</code></figcaption>
+</figure>
+<form method="post" action="{action}" class="card" id="enroll-form">
+{csrf}{flow}{carry}
+{code}
+<button type="submit">Confirm</button>
+</form>"#,
+        secret = esc(secret),
+        action = esc(&ctx.url("/login/enroll/confirm")),
+        csrf = hidden("csrf", &ctx.csrf(Some(flow))),
+        flow = hidden("flow", flow),
+        carry = carry.hidden(),
+        code = html::code_field(
+            "Verification code from the app",
+            "6 digits; if it is about to change, wait for the next one."
+        ),
+    );
+    Ok(ctx.page(
+        status,
+        "Set up two-factor authentication",
+        notices,
+        None,
+        &content,
+    ))
+}
+
+/// The secret and URI of the enrolment a confirm flow belongs to (to show the QR again
+/// after a wrong code).
+async fn pending_enrollment(
+    ctx: &Ctx<'_>,
+    flow: &str,
+) -> Result<Option<(String, String)>, ApiError> {
+    let flow = flow.to_string();
+    ctx.app
+        .db(move |conn, key| {
+            if !super::security::is_token(&flow) {
+                return Ok(None);
+            }
+            let t = now();
+            let Some(f) = sessions::find_flow(conn, &flow, login::step::ENROLL_CONFIRM, t)? else {
+                return Ok(None);
+            };
+            let Some(cred) = factors::get_totp(conn, key, f.user_id)? else {
+                return Ok(None);
+            };
+            let user = users::by_id(conn, f.user_id)?;
+            let p = Policy::load(conn)?;
+            let uri = authcore::totp::otpauth_uri(&p.totp_issuer, &user.username, &cred.secret)
+                .map_err(Error::Invalid)?;
+            Ok(Some((authcore::totp::secret_base32(&cred.secret), uri)))
+        })
+        .await
+}
+
+/// `POST /login/enroll/confirm`: the first code from the app.
+pub async fn enroll_confirm_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let flow = form.text("flow").to_string();
+    if !ctx.csrf_ok(form, Some(&flow)) {
+        return Ok(ctx.forbidden());
+    }
+    let carry = Carry::from_form(ctx, form);
+    let code = form.text("code").to_string();
+    let client = ctx.req.client.clone();
+    let f = flow.clone();
+    let (result, mail) = step(ctx, false, move |conn, key| {
+        login::enroll_confirm_step(conn, key, &client, &f, &code, now())
+    })
+    .await?;
+    match result {
+        Ok(s) => after(ctx, s, mail, &carry).await,
+        Err(e @ (Error::Invalid(_) | Error::InvalidCredentials)) => {
+            match pending_enrollment(ctx, &flow).await? {
+                Some((secret, uri)) => {
+                    let msg = code_refusal(&e);
+                    enroll_page(
+                        ctx,
+                        StatusCode::UNAUTHORIZED,
+                        &flow,
+                        &secret,
+                        &uri,
+                        &[Notice::Error(msg)],
+                        &carry,
+                    )
+                }
+                None => refused(ctx, e, &carry).await,
+            }
+        }
+        Err(e) => refused(ctx, e, &carry).await,
+    }
+}
+
+fn code_refusal(e: &Error) -> String {
+    match e {
+        Error::Invalid(m) => capitalise(m),
+        _ => format!(
+            "{} If the code was close to expiry, wait for the next one and enter it.",
+            e
+        ),
+    }
+}
+
+fn recovery_codes_page(ctx: &mut Ctx<'_>, codes: &[String], carry: &Carry) -> Resp {
+    let mut list = String::new();
+    for c in codes {
+        let _ = write!(list, "<li><code>{}</code></li>", esc(c));
+    }
+    let content = format!(
+        r#"<p><strong>Save your recovery codes now: they are shown only this once.</strong> Each code lets you sign in once without your phone (if you lose it or change it). Print them or keep them in a password manager.</p>
+<ul class="codes" id="recovery-codes">{list}</ul>
+<p>To finish, sign in again: enter your username and password, then the current code from your app.</p>
+<p><a class="button" id="login-again" href="{again}">Sign in again</a></p>"#,
+        again = esc(&carry.login_url(ctx)),
+    );
+    let n = [Notice::Info(
+        "Two-factor authentication is set up for your account.".into(),
+    )];
+    ctx.page(StatusCode::OK, "Your recovery codes", &n, None, &content)
+}
+
+// ---- Second factor ---------------------------------------------------------------------
+
+/// A second-factor step in progress (carried in hidden fields; `methods` and `sent_to`
+/// only choose what the page shows — the core decides what is accepted).
+struct SecondFactor {
+    flow: String,
+    methods: Vec<String>,
+    sent_to: Option<String>,
+}
+
+impl SecondFactor {
+    fn from_form(form: &Form) -> SecondFactor {
+        let known = ["totp", "email_otp", "recovery_code"];
+        SecondFactor {
+            flow: form.text("flow").to_string(),
+            methods: form
+                .text("methods")
+                .split(',')
+                .filter(|m| known.contains(m))
+                .map(str::to_string)
+                .collect(),
+            sent_to: form
+                .get("sent_to")
+                .filter(|s| !s.is_empty() && s.len() <= 256)
+                .map(str::to_string),
+        }
+    }
+
+    fn primary(&self) -> &str {
+        self.methods.first().map(String::as_str).unwrap_or("totp")
+    }
+
+    fn hidden(&self) -> String {
+        let mut s = hidden("flow", &self.flow) + &hidden("methods", &self.methods.join(","));
+        if let Some(t) = &self.sent_to {
+            s.push_str(&hidden("sent_to", t));
+        }
+        s
+    }
+}
+
+async fn second_factor_page(
+    ctx: &mut Ctx<'_>,
+    status: StatusCode,
+    sf: &SecondFactor,
+    notices: &[Notice],
+    carry: &Carry,
+) -> Result<Resp, ApiError> {
+    let p = policy(ctx).await?;
+    let csrf = hidden("csrf", &ctx.csrf(Some(&sf.flow)));
+    let common = format!("{csrf}{}{}", sf.hidden(), carry.hidden());
+    let remember = html::remember_field(p.remember_device_days);
+    let recovery = if sf.methods.iter().any(|m| m == "recovery_code") {
+        format!(
+            r#"<details class="alt" id="use-recovery"><summary>Lost your phone? Use a recovery code</summary>
+<form method="post" action="{action}" class="card">
+{common}
+<div class="field"><label for="recovery_code">Recovery code</label>
+<input type="text" id="recovery_code" name="code" autocomplete="off" autocapitalize="none" spellcheck="false" required aria-describedby="recovery-hint">
+<p class="hint" id="recovery-hint">One of the codes you saved when you set up two-factor authentication, like abcde-12345. Each works once.</p></div>
+<button type="submit" class="secondary">Use recovery code</button>
+</form></details>"#,
+            action = esc(&ctx.url("/login/recovery")),
+        )
+    } else {
+        String::new()
+    };
+    let (title, content) = if sf.primary() == "email_otp" {
+        let to = sf.sent_to.as_deref().unwrap_or("your email address");
+        (
+            "Enter the code we emailed you",
+            format!(
+                r#"<p>We sent a 6-digit one-time code to <strong>{to}</strong>. It works once and expires in {mins} minutes.</p>
+<form method="post" action="{action}" class="card" id="code-form">
+{common}
+{code}
+{remember}
+<button type="submit">Sign in</button>
+</form>
+<form method="post" action="{resend}" class="inline-form" id="resend-form">
+{common}
+<button type="submit" class="secondary">Send a new code</button>
+</form>
+{recovery}"#,
+                to = esc(to),
+                mins = p.email_otp_ttl_minutes,
+                action = esc(&ctx.url("/login/email")),
+                resend = esc(&ctx.url("/login/email/resend")),
+                code = html::code_field("One-time code", "The 6 digits from the email."),
+            ),
+        )
+    } else {
+        (
+            "Enter your verification code",
+            format!(
+                r#"<p>Open your authenticator app and enter the 6-digit code it shows for this account.</p>
+<form method="post" action="{action}" class="card" id="code-form">
+{common}
+{code}
+{remember}
+<button type="submit">Verify</button>
+</form>
+{recovery}"#,
+                action = esc(&ctx.url("/login/totp")),
+                code = html::code_field(
+                    "Verification code",
+                    "If the code is about to change, wait for the next one."
+                ),
+            ),
+        )
+    };
+    Ok(ctx.page(status, title, notices, None, &content))
+}
+
+/// After a refused code: the same page again with the message (the flow survives wrong
+/// codes until the account locks), or the sign-in form when the flow is gone.
+async fn code_refused(
+    ctx: &mut Ctx<'_>,
+    e: Error,
+    sf: &SecondFactor,
+    carry: &Carry,
+) -> Result<Resp, ApiError> {
+    match &e {
+        Error::Invalid(_) | Error::InvalidCredentials => {
+            let msg = code_refusal(&e);
+            let status = if matches!(e, Error::Invalid(_)) {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            second_factor_page(ctx, status, sf, &[Notice::Error(msg)], carry).await
+        }
+        _ => refused(ctx, e, carry).await,
+    }
+}
+
+/// `POST /login/totp`.
+pub async fn totp_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let sf = SecondFactor::from_form(form);
+    if !ctx.csrf_ok(form, Some(&sf.flow)) {
+        return Ok(ctx.forbidden());
+    }
+    let carry = Carry::from_form(ctx, form);
+    let code = form.text("code").to_string();
+    let remember = form.ticked("remember_device");
+    let client = ctx.req.client.clone();
+    let f = sf.flow.clone();
+    let (result, mail) = step(ctx, false, move |conn, key| {
+        login::totp_step(conn, key, &client, &f, &code, remember, now())
+    })
+    .await?;
+    match result {
+        Ok(s) => after(ctx, s, mail, &carry).await,
+        Err(e) => code_refused(ctx, e, &sf, &carry).await,
+    }
+}
+
+/// `POST /login/email`.
+pub async fn email_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let sf = SecondFactor::from_form(form);
+    if !ctx.csrf_ok(form, Some(&sf.flow)) {
+        return Ok(ctx.forbidden());
+    }
+    let carry = Carry::from_form(ctx, form);
+    let code = form.text("code").to_string();
+    let remember = form.ticked("remember_device");
+    let client = ctx.req.client.clone();
+    let f = sf.flow.clone();
+    let (result, mail) = step(ctx, false, move |conn, key| {
+        login::email_step(conn, key, &client, &f, &code, remember, now())
+    })
+    .await?;
+    match result {
+        Ok(s) => after(ctx, s, mail, &carry).await,
+        Err(e) => code_refused(ctx, e, &sf, &carry).await,
+    }
+}
+
+/// `POST /login/email/resend`.
+pub async fn email_resend_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let mut sf = SecondFactor::from_form(form);
+    if !ctx.csrf_ok(form, Some(&sf.flow)) {
+        return Ok(ctx.forbidden());
+    }
+    let carry = Carry::from_form(ctx, form);
+    let client = ctx.req.client.clone();
+    let f = sf.flow.clone();
+    let (result, mail) = step(ctx, false, move |conn, key| {
+        login::email_resend_step(conn, key, &client, &f, now())
+    })
+    .await?;
+    match result {
+        Ok(_) => {
+            let (status, notice) = match mail {
+                Some(m) => {
+                    sf.sent_to = Some(html::mask_email(&m.to));
+                    if handlers::send_code(ctx.app, &m).await.is_ok() {
+                        (
+                            StatusCode::OK,
+                            Notice::Info(
+                                "A new code is on its way; the previous one no longer works."
+                                    .into(),
+                            ),
+                        )
+                    } else {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Notice::Error(MAIL_DOWN.into()),
+                        )
+                    }
+                }
+                None => (StatusCode::OK, Notice::Info("A code is on its way.".into())),
+            };
+            second_factor_page(ctx, status, &sf, &[notice], &carry).await
+        }
+        Err(e @ (Error::TooSoon { .. } | Error::Invalid(_))) => {
+            let n = [Notice::Error(capitalise(&e.to_string()))];
+            second_factor_page(ctx, StatusCode::TOO_MANY_REQUESTS, &sf, &n, &carry).await
+        }
+        Err(e) => refused(ctx, e, &carry).await,
+    }
+}
+
+/// `POST /login/recovery`.
+pub async fn recovery_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let sf = SecondFactor::from_form(form);
+    if !ctx.csrf_ok(form, Some(&sf.flow)) {
+        return Ok(ctx.forbidden());
+    }
+    let carry = Carry::from_form(ctx, form);
+    let code = form.text("code").to_string();
+    let client = ctx.req.client.clone();
+    let f = sf.flow.clone();
+    let (result, mail) = step(ctx, false, move |conn, key| {
+        login::recovery_step(conn, key, &client, &f, &code, now())
+    })
+    .await?;
+    match result {
+        Ok(s) => after(ctx, s, mail, &carry).await,
+        Err(e) => code_refused(ctx, e, &sf, &carry).await,
+    }
+}
+
+// ---- Forgotten password ----------------------------------------------------------------
+
+/// `GET /forgot`: which account?
+pub async fn forgot_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
+    render_forgot(ctx, StatusCode::OK, &[])
+}
+
+fn render_forgot(
+    ctx: &mut Ctx<'_>,
+    status: StatusCode,
+    notices: &[Notice],
+) -> Result<Resp, ApiError> {
+    let content = format!(
+        r#"<p>Answer the security questions you set up, then choose a new password.</p>
+<form method="post" action="{action}" class="card" id="forgot-form">
+{csrf}
+<div class="field"><label for="username">Username</label>
+<input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required autofocus></div>
+<button type="submit">Continue</button>
+</form>
+<p class="aside"><a href="{login}">Back to sign in</a></p>"#,
+        action = esc(&ctx.url("/forgot")),
+        csrf = hidden("csrf", &ctx.csrf(None)),
+        login = esc(&ctx.url("/login")),
+    );
+    Ok(ctx.page(status, "Forgot your password?", notices, None, &content))
+}
+
+/// `POST /forgot`: the questions (the same shape of answer for every name).
+pub async fn forgot_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    if !ctx.csrf_ok(form, None) {
+        return Ok(ctx.forbidden());
+    }
+    let username = form.text("username").trim().to_string();
+    if username.is_empty() {
+        let n = [Notice::Error("Enter your username.".into())];
+        return render_forgot(ctx, StatusCode::BAD_REQUEST, &n);
+    }
+    let client = ctx.req.client.clone();
+    let name = username.clone();
+    let (result, _) = step(ctx, false, move |conn, key| {
+        authcore::forgot::forgot(conn, key, &client, &name, now())
+    })
+    .await?;
+    match result {
+        Ok(f) => {
+            let rules: Vec<_> = policy(ctx)
+                .await?
+                .password
+                .rules()
+                .into_iter()
+                .map(|r| (r.id.to_string(), r.description, None))
+                .collect();
+            questions_page(
+                ctx,
+                StatusCode::OK,
+                &f.flow,
+                &username,
+                &f.questions,
+                &rules,
+                &[],
+                false,
+            )
+            .await
+        }
+        Err(e) => {
+            let n = [Notice::Error(capitalise(&e.to_string()))];
+            render_forgot(ctx, StatusCode::BAD_REQUEST, &n)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn questions_page(
+    ctx: &mut Ctx<'_>,
+    status: StatusCode,
+    flow: &str,
+    username: &str,
+    questions: &[String],
+    rules: &[(String, String, Option<bool>)],
+    notices: &[Notice],
+    mismatch: bool,
+) -> Result<Resp, ApiError> {
+    let p = policy(ctx).await?;
+    let mut answers = String::new();
+    for (i, q) in questions.iter().enumerate() {
+        let _ = write!(
+            answers,
+            r#"<div class="field"><label for="answer{i}">{q}</label>
+<input type="text" id="answer{i}" name="answer" autocomplete="off" required{focus}>{hq}</div>"#,
+            q = esc(q),
+            focus = if i == 0 { " autofocus" } else { "" },
+            hq = hidden("question", q),
+        );
+    }
+    let fields = html::new_password_fields(
+        &html::checklist(rules, p.password.min_length, p.password.max_length),
+        mismatch,
+    );
+    let content = format!(
+        r#"<form method="post" action="{action}" class="card" id="reset-form">
+{csrf}{flow}{user}
+<fieldset><legend>Your security questions</legend>
+{answers}
+</fieldset>
+<fieldset><legend>Your new password</legend>
+{fields}
+</fieldset>
+<button type="submit">Set new password</button>
+</form>
+<p class="aside"><a href="{login}">Back to sign in</a></p>"#,
+        action = esc(&ctx.url("/forgot/reset")),
+        csrf = hidden("csrf", &ctx.csrf(Some(flow))),
+        flow = hidden("flow", flow),
+        user = hidden("username", username),
+        login = esc(&ctx.url("/login")),
+    );
+    Ok(ctx.page(status, "Reset your password", notices, None, &content))
+}
+
+/// `POST /forgot/reset`: the answers and the new password, twice.
+pub async fn forgot_reset_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let flow = form.text("flow").to_string();
+    if !ctx.csrf_ok(form, Some(&flow)) {
+        return Ok(ctx.forbidden());
+    }
+    let carry = Carry::from_form(ctx, form);
+    let answers: Vec<String> = form.all("answer").iter().map(|s| s.to_string()).collect();
+    let questions: Vec<String> = form
+        .all("question")
+        .iter()
+        .take(authcore::forgot::MAX_QUESTIONS)
+        .map(|s| s.chars().take(200).collect())
+        .collect();
+    let new = form.text("new_password").to_string();
+    let confirm = form.text("confirm_password").to_string();
+    let client = ctx.req.client.clone();
+    let f = flow.clone();
+    let (result, mail) = step(ctx, true, move |conn, _| {
+        authcore::forgot::reset(conn, &client, &f, &answers, &new, &confirm, now())
+    })
+    .await?;
+    let e = match result {
+        Ok(s) => return after(ctx, s, mail, &carry).await,
+        Err(e) => e,
+    };
+    let p = policy(ctx).await?;
+    let unchecked: Vec<_> = p
+        .password
+        .rules()
+        .into_iter()
+        .map(|r| (r.id.to_string(), r.description, None))
+        .collect();
+    let (rules, notice, mismatch) = match new_password_problem(&e, &p) {
+        Some(x) => x,
+        None => match e {
+            Error::InvalidCredentials => (
+                unchecked,
+                Notice::Error(
+                    "The answers were not accepted. Check them and try again (wrong answers count towards locking the account)."
+                        .into(),
+                ),
+                false,
+            ),
+            other => return refused(ctx, other, &carry).await,
+        },
+    };
+    questions_page(
+        ctx,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &flow,
+        &carry.username,
+        &questions,
+        &rules,
+        &[notice],
+        mismatch,
+    )
+    .await
+}
