@@ -220,6 +220,35 @@ impl Report {
         s
     }
 
+    /// The same table without the notes and with short baselines: for the README.
+    pub fn compact_table(&self) -> String {
+        let mut s = String::from("| # | figure | value | baseline | ratio | goal | met? |\n");
+        s.push_str("|---|---|---:|---:|---:|---|:---:|\n");
+        for f in &self.figures {
+            let baseline = f
+                .baseline
+                .map(|b| with_unit(b, &f.unit))
+                .unwrap_or_else(|| "—".into());
+            let ratio = f.ratio.map(|r| format!("{r:.2}")).unwrap_or("—".into());
+            let met = match f.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "—",
+            };
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                f.item,
+                f.figure,
+                with_unit(f.value, &f.unit),
+                baseline,
+                ratio,
+                f.goal,
+                met
+            ));
+        }
+        s
+    }
+
     pub fn series_table(&self) -> String {
         let mut s = String::from("| series | clients | req/s | p50 | p99 | requests | unexpected |\n|---|---:|---:|---:|---:|---:|---:|\n");
         for se in &self.series {
@@ -268,6 +297,7 @@ impl Report {
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("RESULTS.md"), self.markdown())?;
+        std::fs::write(dir.join("TABLE.md"), self.compact_table())?;
         std::fs::write(
             dir.join("results.json"),
             serde_json::to_string_pretty(self)? + "\n",

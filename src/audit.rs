@@ -93,25 +93,26 @@ impl Entry {
 
 /// Write one row; returns its id.
 pub fn record(conn: &Connection, e: &Entry, now: i64) -> Result<i64> {
-    conn.execute(
+    // Every decision writes one: reuse the compiled statement.
+    conn.prepare_cached(
         "INSERT INTO audit(at, event, outcome, reason, username, username_key, user_id, org_id,
                            ip, user_agent, actor, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
-            now,
-            clip(&e.event),
-            e.outcome.unwrap_or(Outcome::Failure).as_str(),
-            clip(&e.reason),
-            clip(&e.username),
-            names::key_of(&e.username),
-            e.user_id,
-            e.org_id,
-            clip(&e.ip),
-            clip(&e.user_agent),
-            clip(&e.actor),
-            e.detail.chars().take(4096).collect::<String>(),
-        ],
-    )?;
+    )?
+    .execute(params![
+        now,
+        clip(&e.event),
+        e.outcome.unwrap_or(Outcome::Failure).as_str(),
+        clip(&e.reason),
+        clip(&e.username),
+        names::key_of(&e.username),
+        e.user_id,
+        e.org_id,
+        clip(&e.ip),
+        clip(&e.user_agent),
+        clip(&e.actor),
+        e.detail.chars().take(4096).collect::<String>(),
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 

@@ -735,6 +735,21 @@ pub fn enroll_step(
                 return Ok(flow_refusal(reason));
             }
         };
+    // The flow was issued while the user had no second factor; one may have been enrolled
+    // since (by another login or an administrator). Never replace it.
+    if !methods(&tx, key, &user)?.is_empty() {
+        sessions::consume_flow(&tx, flow.id)?;
+        audit::record(
+            &tx,
+            &entry("login.enroll", Outcome::Failure, client)
+                .username(&user.username)
+                .user(user.id, user.org_id)
+                .reason("already_enrolled"),
+            now,
+        )?;
+        tx.commit()?;
+        return Ok(Decision::refused(Error::InvalidFlow, "already_enrolled"));
+    }
     let secret = totp::generate_secret();
     let uri =
         totp::otpauth_uri(&policy.totp_issuer, &user.username, &secret).map_err(Error::Invalid)?;

@@ -12,10 +12,48 @@
 //!   UI can show a checklist; lengths are counted as a person sees them (characters) for
 //!   the minimum and as storage sees them (bytes) for the maximum.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Argon2, Block, Params, Version};
+
+/// Working memory (19 MiB at the default parameters) is reused across hashes instead of
+/// being allocated and freed each time: the allocator would otherwise keep the freed
+/// buffers and a login flood would grow the process well past what the bounded number of
+/// concurrent hashes needs. At most this many idle buffers are kept.
+fn pool_max() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+static POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+/// Run `f` with at least `blocks` argon2 memory blocks from the pool.
+fn with_memory<R>(blocks: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
+    let mut buf = POOL
+        .lock()
+        .ok()
+        .and_then(|mut p| p.pop())
+        .unwrap_or_default();
+    if buf.len() != blocks {
+        buf = vec![Block::default(); blocks];
+    }
+    let r = f(&mut buf);
+    if let Ok(mut p) = POOL.lock() {
+        if p.len() < pool_max() {
+            p.push(buf);
+        }
+    }
+    r
+}
+
+/// argon2 with pooled memory: the raw output for `salt`, written into `out`.
+fn compute(a: &Argon2, password: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
+    with_memory(a.params().block_count(), |m| {
+        a.hash_password_into_with_memory(password, salt, out, m)
+    })
+}
 
 /// Length of the random salt in bytes.
 const SALT_LEN: usize = 16;
@@ -56,11 +94,19 @@ pub fn hash_password(password: &str, params: Argon2Params) -> Result<String, Str
     let argon2 = hasher(params)?;
     let mut salt = [0u8; SALT_LEN];
     getrandom::getrandom(&mut salt).map_err(|e| format!("OS random source failed: {e}"))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
-    argon2
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| format!("argon2: {e}"))
+    let salt_string = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
+    let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+        compute(&argon2, password.as_bytes(), &salt, out).map_err(Into::into)
+    })
+    .map_err(|e| format!("argon2: {e}"))?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(|e| format!("argon2: {e}"))?,
+        salt: Some(Salt::from(&salt_string)),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
 }
 
 /// Verify `password` against a PHC string. A bad or unparseable PHC string, or one of
@@ -68,12 +114,30 @@ pub fn hash_password(password: &str, params: Argon2Params) -> Result<String, Str
 /// verify with the parameters recorded in the string; constant-time comparison of the
 /// output is argon2's job.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(hash) => Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok(),
-        Err(_) => false,
-    }
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(hash.algorithm) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params);
+    let mut out = vec![0u8; expected.len()];
+    compute(&argon2, password.as_bytes(), salt, &mut out).is_ok()
+        && crate::crypto::ct_eq(&out, expected.as_bytes())
 }
 
 /// `true` when the PHC string is not argon2id v19 with exactly `params` and the default
@@ -276,6 +340,35 @@ mod tests {
     }
 
     #[test]
+    fn pooled_hashes_match_the_reference_implementation() {
+        // The pooled path must produce exactly what argon2's own PasswordHasher does.
+        let params = Argon2Params {
+            m_kib: 1024,
+            t: 2,
+            p: 2,
+        };
+        let a = hasher(params).unwrap();
+        let salt = SaltString::encode_b64(&[9u8; 16]).unwrap();
+        let reference = argon2::PasswordHasher::hash_password(&a, b"Correct-Horse-9", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password("Correct-Horse-9", &reference));
+        assert!(!verify_password("Correct-Horse-8", &reference));
+        let ours = hash_password("Correct-Horse-9", params).unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        let again = argon2::PasswordVerifier::verify_password(&a, b"Correct-Horse-9", &parsed);
+        assert!(
+            again.is_ok(),
+            "argon2 itself accepts our PHC string: {ours}"
+        );
+        // Many hashes in a row reuse the pooled memory.
+        for _ in 0..5 {
+            assert!(verify_password("Correct-Horse-9", &ours));
+        }
+        assert!(POOL.lock().unwrap().len() <= pool_max());
+    }
+
+    #[test]
     fn hash_and_verify_with_defaults() {
         let phc = hash_password("Passw0rd!", Argon2Params::default()).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
@@ -345,7 +438,9 @@ mod tests {
             Params::new(1024, 1, 1, None).unwrap(),
         );
         let salt = SaltString::encode_b64(&[7u8; 16]).unwrap();
-        let phc_i = argon2i.hash_password(b"pw", &salt).unwrap().to_string();
+        let phc_i = argon2::PasswordHasher::hash_password(&argon2i, b"pw", &salt)
+            .unwrap()
+            .to_string();
         assert!(phc_i.starts_with("$argon2i$"));
         assert!(verify_password("pw", &phc_i));
         assert!(needs_rehash(&phc_i, FAST));

@@ -30,3 +30,10 @@ mod email;
 mod forward_auth;
 #[path = "it/portal.rs"]
 mod portal;
+
+// Proof against attack and fault (issue 5): attacks on the real daemon, property tests,
+// and faults (kill -9, read-only and full disks, a busy database, soak, flood).
+#[path = "it/attack.rs"]
+mod attack;
+#[path = "it/faults.rs"]
+mod faults;

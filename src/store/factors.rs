@@ -47,11 +47,11 @@ pub fn get_totp(
     key: &SecretKey,
     user_id: i64,
 ) -> Result<Option<TotpCredential>> {
-    let row: Option<(Vec<u8>, Option<i64>, Option<i64>)> = opt(conn.query_row(
-        "SELECT secret_enc, confirmed_at, last_step FROM totp_credentials WHERE user_id=?1",
-        [user_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    ))?;
+    let row: Option<(Vec<u8>, Option<i64>, Option<i64>)> = opt(conn
+        .prepare_cached(
+            "SELECT secret_enc, confirmed_at, last_step FROM totp_credentials WHERE user_id=?1",
+        )?
+        .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))?;
     row.map(|(blob, confirmed_at, last_step)| {
         Ok(TotpCredential {
             secret: key.decrypt(&blob, &totp_aad(user_id))?,
@@ -73,11 +73,12 @@ pub fn confirm_totp(conn: &Connection, user_id: i64, now: i64) -> Result<()> {
 /// Record that `step` was accepted. Atomic replay guard: succeeds only if no step at or
 /// after it was accepted before, so two concurrent uses of one code cannot both pass.
 pub fn accept_totp_step(conn: &Connection, user_id: i64, step: i64) -> Result<bool> {
-    let n = conn.execute(
-        "UPDATE totp_credentials SET last_step=?1
-         WHERE user_id=?2 AND (last_step IS NULL OR last_step < ?1)",
-        params![step, user_id],
-    )?;
+    let n = conn
+        .prepare_cached(
+            "UPDATE totp_credentials SET last_step=?1
+             WHERE user_id=?2 AND (last_step IS NULL OR last_step < ?1)",
+        )?
+        .execute(params![step, user_id])?;
     Ok(n == 1)
 }
 
@@ -152,11 +153,9 @@ pub fn use_recovery_code(
 }
 
 pub fn remaining_recovery_codes(conn: &Connection, user_id: i64) -> Result<i64> {
-    Ok(conn.query_row(
-        "SELECT count(*) FROM recovery_codes WHERE user_id=?1 AND used_at IS NULL",
-        [user_id],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM recovery_codes WHERE user_id=?1 AND used_at IS NULL")?
+        .query_row([user_id], |r| r.get(0))?)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -226,20 +225,37 @@ pub fn list_devices(conn: &Connection, user_id: Option<i64>, now: i64) -> Result
     Ok(rows)
 }
 
-/// Revoke every remembered device of the user; returns how many.
+/// Revoke every remembered device of the user; returns how many. A login begun with
+/// one of them may be waiting at a later step (the terms) with the second factor already
+/// skipped, so the user's pending login flows end too.
 pub fn revoke_devices(conn: &Connection, user_id: i64, now: i64) -> Result<usize> {
-    Ok(conn.execute(
+    let n = conn.execute(
         "UPDATE devices SET revoked_at=?1 WHERE user_id=?2 AND revoked_at IS NULL",
         params![now, user_id],
-    )?)
+    )?;
+    if n > 0 {
+        super::sessions::end_flows_for_user(conn, user_id)?;
+    }
+    Ok(n)
 }
 
-/// Revoke one device by id; false if there was no such live device.
+/// Revoke one device by id; false if there was no such live device. Ends its owner's
+/// pending login flows (see [`revoke_devices`]).
 pub fn revoke_device(conn: &Connection, id: i64, now: i64) -> Result<bool> {
-    Ok(conn.execute(
+    let owner: Option<i64> = opt(conn.query_row(
+        "SELECT user_id FROM devices WHERE id=?1 AND revoked_at IS NULL",
+        [id],
+        |r| r.get(0),
+    ))?;
+    let Some(user_id) = owner else {
+        return Ok(false);
+    };
+    conn.execute(
         "UPDATE devices SET revoked_at=?1 WHERE id=?2 AND revoked_at IS NULL",
         params![now, id],
-    )? == 1)
+    )?;
+    super::sessions::end_flows_for_user(conn, user_id)?;
+    Ok(true)
 }
 
 /// What a two-factor reset removed.

@@ -53,18 +53,18 @@ pub fn create(
     now: i64,
 ) -> Result<(i64, String)> {
     let token = crypto::random_token();
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO sessions(user_id, token_hash, ip, user_agent, created_at, last_seen_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-        params![
+    )?
+    .execute(params![
             user_id,
             crypto::hash_token(&token),
             ip,
             user_agent.chars().take(256).collect::<String>(),
             now,
             now.saturating_add(absolute_secs)
-        ],
-    )?;
+        ])?;
     Ok((conn.last_insert_rowid(), token))
 }
 
@@ -105,19 +105,20 @@ pub struct Live {
 /// for `idle_secs`. Refreshes `last_seen_at` at most once a minute (fewer writes on the
 /// hot path; idle expiry is therefore precise to a minute).
 pub fn find_live(conn: &Connection, token: &str, idle_secs: i64, now: i64) -> Result<Option<Live>> {
-    let row = super::opt(conn.query_row(
-        "SELECT id, user_id, expires_at, last_seen_at FROM sessions
-         WHERE token_hash=?1 AND revoked_at IS NULL",
-        [crypto::hash_token(token)],
-        |r| {
+    let row = super::opt(
+        conn.prepare_cached(
+            "SELECT id, user_id, expires_at, last_seen_at FROM sessions
+             WHERE token_hash=?1 AND revoked_at IS NULL",
+        )?
+        .query_row([crypto::hash_token(token)], |r| {
             Ok(Live {
                 id: r.get(0)?,
                 user_id: r.get(1)?,
                 expires_at: r.get(2)?,
                 last_seen_at: r.get(3)?,
             })
-        },
-    ))?;
+        }),
+    )?;
     let Some(s) = row else { return Ok(None) };
     if s.expires_at <= now || s.last_seen_at.saturating_add(idle_secs) <= now {
         return Ok(None);
@@ -158,41 +159,42 @@ pub fn create_flow(
     now: i64,
 ) -> Result<String> {
     let token = crypto::random_token();
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO login_flows(token_hash, user_id, step, created_at, expires_at, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            crypto::hash_token(&token),
-            user_id,
-            step,
-            now,
-            now.saturating_add(ttl),
-            data
-        ],
-    )?;
+    )?
+    .execute(params![
+        crypto::hash_token(&token),
+        user_id,
+        step,
+        now,
+        now.saturating_add(ttl),
+        data
+    ])?;
     // Expired flows are garbage: sweep a few on every insert.
-    conn.execute(
+    conn.prepare_cached(
         "DELETE FROM login_flows WHERE id IN (SELECT id FROM login_flows WHERE expires_at <= ?1 LIMIT 16)",
-        [now],
-    )?;
+    )?
+    .execute([now])?;
     Ok(token)
 }
 
 /// The live flow with this token, if it is for `step`.
 pub fn find_flow(conn: &Connection, token: &str, step: &str, now: i64) -> Result<Option<Flow>> {
-    Ok(super::opt(conn.query_row(
-        "SELECT id, user_id, step, data FROM login_flows
-         WHERE token_hash=?1 AND step=?2 AND expires_at > ?3 AND consumed_at IS NULL",
-        params![crypto::hash_token(token), step, now],
-        |r| {
+    Ok(super::opt(
+        conn.prepare_cached(
+            "SELECT id, user_id, step, data FROM login_flows
+             WHERE token_hash=?1 AND step=?2 AND expires_at > ?3 AND consumed_at IS NULL",
+        )?
+        .query_row(params![crypto::hash_token(token), step, now], |r| {
             Ok(Flow {
                 id: r.get(0)?,
                 user_id: r.get(1)?,
                 step: r.get(2)?,
                 data: r.get(3)?,
             })
-        },
-    ))?)
+        }),
+    )?)
 }
 
 /// Move a flow to its next step in place (same token).
@@ -206,6 +208,7 @@ pub fn set_flow_step(conn: &Connection, id: i64, step: &str) -> Result<()> {
 
 /// Spend a flow: it can never be used again.
 pub fn consume_flow(conn: &Connection, id: i64) -> Result<()> {
-    conn.execute("DELETE FROM login_flows WHERE id=?1", [id])?;
+    conn.prepare_cached("DELETE FROM login_flows WHERE id=?1")?
+        .execute([id])?;
     Ok(())
 }

@@ -49,16 +49,14 @@ pub fn set(conn: &Connection, version: &str, text: &str, now: i64) -> Result<Ter
 
 /// The version users must accept now, if any.
 pub fn current(conn: &Connection) -> Result<Option<Terms>> {
-    Ok(opt(conn.query_row(
-        "SELECT version, text FROM terms ORDER BY seq DESC LIMIT 1",
-        [],
-        |r| {
+    Ok(opt(conn
+        .prepare_cached("SELECT version, text FROM terms ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| {
             Ok(Terms {
                 version: r.get(0)?,
                 text: r.get(1)?,
             })
-        },
-    ))?)
+        }))?)
 }
 
 pub fn has_accepted(conn: &Connection, user_id: i64, version: &str) -> Result<bool> {

@@ -160,11 +160,10 @@ pub fn create(conn: &Connection, u: &NewUser, now: i64) -> Result<User> {
 
 pub fn find(conn: &Connection, name: &str) -> Result<Option<User>> {
     let key = names::key_of(name);
-    Ok(opt(conn.query_row(
-        &format!("{USER_SELECT} WHERE u.username_key=?1"),
-        [key],
-        user_row,
-    ))?)
+    // Hot paths (every login, every session check) reuse their compiled statements.
+    Ok(opt(conn
+        .prepare_cached(&format!("{USER_SELECT} WHERE u.username_key=?1"))?
+        .query_row([key], user_row))?)
 }
 
 pub fn get(conn: &Connection, name: &str) -> Result<User> {
@@ -172,8 +171,10 @@ pub fn get(conn: &Connection, name: &str) -> Result<User> {
 }
 
 pub fn by_id(conn: &Connection, id: i64) -> Result<User> {
-    opt(conn.query_row(&format!("{USER_SELECT} WHERE u.id=?1"), [id], user_row))?
-        .ok_or_else(|| Error::NotFound(format!("user #{id} does not exist")))
+    opt(conn
+        .prepare_cached(&format!("{USER_SELECT} WHERE u.id=?1"))?
+        .query_row([id], user_row))?
+    .ok_or_else(|| Error::NotFound(format!("user #{id} does not exist")))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -350,10 +351,8 @@ pub fn record_failure(conn: &Connection, id: i64, max_failures: i64, now: i64) -
 
 /// A fully successful attempt resets the failure count.
 pub fn record_success(conn: &Connection, id: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE users SET failed_attempts=0 WHERE id=?1 AND failed_attempts<>0",
-        [id],
-    )?;
+    conn.prepare_cached("UPDATE users SET failed_attempts=0 WHERE id=?1 AND failed_attempts<>0")?
+        .execute([id])?;
     Ok(())
 }
 
