@@ -40,6 +40,11 @@ fn process_ticks(pid: &str, with_children: bool) -> u64 {
     get(11) + get(12) + if with_children { get(13) + get(14) } else { 0 }
 }
 
+/// CPU seconds of this process's reaped children (cutime + cstime).
+pub fn reaped_children_secs() -> f64 {
+    (process_ticks("self", true) - process_ticks("self", false)) as f64 / HZ
+}
+
 fn ours(children: &[u32]) -> u64 {
     process_ticks("self", true)
         + children

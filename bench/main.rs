@@ -43,6 +43,13 @@ struct Args {
 enum Cmd {
     /// Run the benchmarks and write the results.
     Run(RunArgs),
+    /// Write RESULTS.md, TABLE.md and the chart again from a results.json.
+    Render {
+        #[arg(long, default_value = "bench/results/results.json")]
+        from: PathBuf,
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
     /// The baseline: a bare hyper server answering every request with a fixed 200.
     BareServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -76,8 +83,8 @@ struct RunArgs {
     /// An environment variable for authd (K=V, repeatable), for experiments.
     #[arg(long, value_name = "K=V")]
     authd_env: Vec<String>,
-    /// Wait up to this many seconds for other processes to leave the machine (under 10%
-    /// of it busy over 5 s) before measuring.
+    /// Before each part, wait up to this many seconds for other processes to leave the
+    /// machine (under 10% of it busy over 5 s).
     #[arg(long, default_value_t = 0, value_name = "SECS")]
     wait_quiet: u64,
     /// How the command that produced the results is shown in them.
@@ -173,11 +180,21 @@ fn main() {
     let r = match args.cmd {
         Cmd::Run(a) => run(a),
         Cmd::BareServer { listen } => bare_server(listen),
+        Cmd::Render { from, out } => render(&from, &out),
     };
     if let Err(e) = r {
         eprintln!("authbench: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn render(from: &Path, out: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(from).with_context(|| format!("cannot read {}", from.display()))?;
+    let report: Report = serde_json::from_str(&text)?;
+    report.write(out)?;
+    println!("{}", report.markdown_table());
+    Ok(())
 }
 
 // ---- the baseline server -------------------------------------------------------------
@@ -541,7 +558,7 @@ impl Bench {
     /// argon2id with the default parameters (m=19456 KiB, t=2, p=1) in a tight loop on one
     /// thread per core, in-process: (hashes/s, ms per hash on one core). `reuse`: the
     /// argon2 crate directly, each thread reusing its working memory (the compute limit);
-    /// otherwise `authcore::password::hash_password`, which allocates it per call.
+    /// otherwise authd's own `authcore::password::hash_password`.
     fn measure_ceiling(&self, reuse: bool) -> (f64, f64) {
         let defaults = authcore::password::Argon2Params::default();
         let m = cpu::Meter::start(&self.live());
@@ -674,8 +691,7 @@ impl Bench {
             .goal("≥ 0.95 × ceiling", ratio >= 0.95)
             .note(&format!(
                 "{}; ceiling {} before and {} after authd's runs; \
-                 `authcore::password::hash_password` in the same loop (it allocates its memory \
-                 per call): {}",
+                 authd's own hashing (`authcore::password::hash_password`) in the same loop: {}",
                 lat_note(&real),
                 num(before.0, "/s"),
                 num(after.0, "/s"),
@@ -1029,7 +1045,7 @@ impl Bench {
             d.addr,
             &Spec::new(c, secs(600.0)).max(n),
             w.clone(),
-            &format!("TOTP step, {c} clients"),
+            &format!("TOTP step, {}", clients(c)),
         )?;
         let sessions =
             std::mem::take(&mut *w.sessions.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
@@ -1065,20 +1081,20 @@ impl Bench {
                 bare.addr,
                 &Spec::new(c, dur),
                 w.clone(),
-                &format!("bare hyper 200, {c} clients"),
+                &format!("bare hyper 200, {}", clients(c)),
             )?;
             let s = self.load(
                 d.addr,
                 &Spec::new(c, dur),
                 w,
-                &format!("session check, {c} clients"),
+                &format!("session check, {}", clients(c)),
             )?;
             let t = &totp_stats[i];
             self.fig(
                 Figure::new(
                     2,
                     &format!("totp_per_s_c{c}"),
-                    &format!("TOTP step (POST /v1/login/totp), {c} clients"),
+                    &format!("TOTP step (POST /v1/login/totp), {}", clients(c)),
                     t.rate(),
                     "/s",
                 )
@@ -1090,7 +1106,7 @@ impl Bench {
                 Figure::new(
                     3,
                     &format!("session_per_s_c{c}"),
-                    &format!("Session checks (GET /v1/session), {c} clients"),
+                    &format!("Session checks (GET /v1/session), {}", clients(c)),
                     s.rate(),
                     "/s",
                 )
@@ -1393,6 +1409,8 @@ impl Bench {
         let file = self.work.join("import.jsonl");
         let n = self.plan.import_users;
         provision::import_file(&file, n)?;
+        let m = cpu::Meter::start(&self.live());
+        let cpu0 = cpu::reaped_children_secs();
         let t0 = Instant::now();
         let out = Command::new(self.bin("authctl"))
             .arg("--db")
@@ -1401,6 +1419,8 @@ impl Bench {
             .arg(&file)
             .output()?;
         let elapsed = t0.elapsed().as_secs_f64();
+        let cpu_secs = cpu::reaped_children_secs() - cpu0;
+        let foreign = self.record_foreign("authctl import", &m);
         ensure!(
             out.status.success(),
             "authctl import: {}",
@@ -1413,7 +1433,23 @@ impl Bench {
             v["imported"]
         );
         let rate = n as f64 / elapsed;
-        eprintln!("  imported {n} users in {elapsed:.1} s: {rate:.1} users/s");
+        eprintln!(
+            "  imported {n} users in {elapsed:.1} s: {rate:.1} users/s; {:.1} ms CPU per user; others {:.0}% busy",
+            cpu_secs * 1000.0 / n as f64,
+            foreign * 100.0
+        );
+        let mut note = format!(
+            "{elapsed:.1} s wall, start to exit; {} ms of CPU per user (the ceiling: {} ms per \
+             hash per core)",
+            num(cpu_secs * 1000.0 / n as f64, "ms"),
+            num(self.cores as f64 * 1000.0 / ceiling, "ms")
+        );
+        if foreign >= 0.05 {
+            note.push_str(&format!(
+                " · other processes kept {:.0}% of the machine busy",
+                foreign * 100.0
+            ));
+        }
         self.fig(
             Figure::new(
                 5,
@@ -1427,7 +1463,7 @@ impl Bench {
             )
             .vs(ceiling, "argon2id ceiling, hashes/s")
             .goal("≥ 0.95 × ceiling", rate >= 0.95 * ceiling)
-            .note(&format!("{elapsed:.1} s wall, start to exit")),
+            .note(&note),
         );
         Ok(())
     }
@@ -1449,6 +1485,15 @@ struct StageResult {
     audit_cli: CliTime,
     list_cli: CliTime,
     rest_kib: u64,
+}
+
+/// "1 client", "16 clients".
+fn clients(c: usize) -> String {
+    if c == 1 {
+        "1 client".into()
+    } else {
+        format!("{c} clients")
+    }
 }
 
 /// 10000 → "10 k", 1000000 → "1 M".
@@ -1559,24 +1604,32 @@ fn run(a: RunArgs) -> Result<()> {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     };
-    if a.wait_quiet > 0 {
-        wait_quiet(a.wait_quiet, b.cores);
-    }
     let load_at_start = cpu::loadavg();
     let want = |p: Part| a.only.is_empty() || a.only.contains(&p);
+    // Before each part, wait (bounded) for other processes to leave the machine.
+    let quiet = |b: &Bench| {
+        if a.wait_quiet > 0 {
+            wait_quiet(a.wait_quiet, b.cores);
+        }
+    };
     if want(Part::Password) {
+        quiet(&b);
         b.password()?;
     }
     if want(Part::Ratelimit) {
+        quiet(&b);
         b.ratelimit()?;
     }
     if want(Part::Memory) {
+        quiet(&b);
         b.memory()?;
     }
     if want(Part::Steps) {
+        quiet(&b);
         b.steps()?;
     }
     if want(Part::Import) {
+        quiet(&b);
         b.import()?;
     }
     b.notes.splice(0..0, standard_notes(&b, a.client_threads));
@@ -1679,8 +1732,8 @@ fn standard_notes(b: &Bench, client_threads: usize) -> Vec<String> {
          parameters (m=19456 KiB, t=2, p=1), in a tight loop on one thread per core, in-process, \
          each thread reusing its working memory: the compute limit. It is measured before and \
          after authd's password runs (authd stopped) and the figures use the mean; \
-         `authcore::password::hash_password` in the same loop, which allocates its memory per \
-         call, is noted beside it."
+         authd's own hashing function (`authcore::password::hash_password`: PHC string, salt, \
+         pooled working memory) in the same loop is noted beside it."
             .into(),
         format!(
             "Provisioning, said plainly: the TOTP, session and scale users are written straight \

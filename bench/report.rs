@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One measured figure with the baseline it is compared against.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
     /// Which part of the issue it answers (1–6).
     pub item: u8,
@@ -64,7 +64,7 @@ impl Figure {
 }
 
 /// One point of a concurrency sweep.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Point {
     pub concurrency: usize,
     pub rate: f64,
@@ -74,13 +74,13 @@ pub struct Point {
     pub unexpected: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Series {
     pub name: String,
     pub points: Vec<Point>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     pub cores: usize,
     pub cpu_model: String,
@@ -127,7 +127,7 @@ impl Machine {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub mode: String,
     pub command: String,
@@ -348,7 +348,7 @@ pub fn chart(series: &[Series], path: &Path) -> Result<()> {
         .y_label_area_size(70)
         .build_cartesian_2d(
             x_range.clone().log_scale(),
-            (min_rate * 0.5..max_rate * 3.0).log_scale(),
+            (min_rate * 0.5..max_rate * 12.0).log_scale(),
         )
         .map_err(err)?;
     c.configure_mesh()
@@ -372,28 +372,28 @@ pub fn chart(series: &[Series], path: &Path) -> Result<()> {
         c.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, col.filled())))
             .map_err(err)?;
     }
-    let grey = RGBColor(0x70, 0x70, 0x70);
+    let goal = RGBColor(0xff, 0x7f, 0x0e);
     c.draw_series(LineSeries::new(
         vec![(0.8, 10_000.0), (max_c * 1.3, 10_000.0)],
-        grey.stroke_width(1),
+        goal.stroke_width(2),
     ))
     .map_err(err)?
     .label("goal of the TOTP step: 10,000/s")
-    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(1)));
+    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], goal.stroke_width(2)));
     c.configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
         .map_err(err)?;
 
-    let lo = (min_p99 * 0.7).max(0.01);
+    let lo = (min_p99 * 0.7).max(0.005);
     let mut c = ChartBuilder::on(&right)
         .caption("p99 latency", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(x_range.log_scale(), (lo..max_p99 * 1.5).log_scale())
+        .build_cartesian_2d(x_range.log_scale(), (lo..max_p99 * 12.0).log_scale())
         .map_err(err)?;
     c.configure_mesh()
         .x_desc("concurrent clients")

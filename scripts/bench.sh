@@ -2,12 +2,12 @@
 # The benchmarks (issue 6): builds the release binaries, then runs every measurement in
 # bounded time and writes bench/results/{RESULTS.md,results.json,concurrency.svg}.
 #
-#   scripts/bench.sh                  the full run (about 15 minutes on 2 cores): the
+#   scripts/bench.sh                  the full run (about 8 minutes on 2 cores): the
 #                                     figures in the README come from it
-#   scripts/bench.sh --quick          small sizes, short runs (a few minutes), results in
+#   scripts/bench.sh --quick          small sizes, short runs (under 2 minutes), results in
 #                                     target/bench/quick/: what CI can afford
 #   scripts/bench.sh --only steps     one part: password, ratelimit, memory, steps, import
-#   scripts/bench.sh --wait-quiet 300 first wait (up to 300 s) for other processes to
+#   scripts/bench.sh --wait-quiet 300 before each part, wait (up to 300 s) for other processes to
 #                                     leave the machine
 #
 # Everything runs on this machine; traffic goes to 127.0.0.1 (and 127.0.0.2-6 as client
