@@ -434,60 +434,8 @@ impl Daemon {
             .arg("--db")
             .arg(&env.db)
             .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start authd");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        {
-            let mut pipe = child.stderr.take().expect("stderr piped");
-            let sink = stderr.clone();
-            std::thread::spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    if let Ok(mut s) = sink.lock() {
-                        s.extend_from_slice(&chunk[..n]);
-                    }
-                }
-            });
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let pipe = child.stdout.take().expect("stdout piped");
-            std::thread::spawn(move || {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Some(Ok(line)) = lines.next() {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut d = Daemon {
-            child,
-            addr: "127.0.0.1:1".parse().expect("an address"),
-            stderr,
-        };
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.max(Duration::from_millis(1))) {
-                Ok(line) => {
-                    if let Some(a) = line.trim().strip_prefix("listening on ") {
-                        d.addr = a.trim().parse().unwrap_or_else(|e| {
-                            panic!("authd printed an unparsable address {a:?}: {e}")
-                        });
-                        return d;
-                    }
-                }
-                Err(_) => panic!(
-                    "authd did not print `listening on ADDR` within {START_TIMEOUT:?}; stderr:\n{}",
-                    d.stderr()
-                ),
-            }
-        }
+            .args(args);
+        Daemon::start_command(cmd)
     }
 
     /// The process id.
