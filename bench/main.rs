@@ -100,7 +100,7 @@ enum Part {
     Ratelimit,
     /// Item 6: peak RSS under 1,000 concurrent password logins.
     Memory,
-    /// Items 2, 3, 5: TOTP step, session checks, scale, authctl at scale.
+    /// Items 2, 3, 5: TOTP and email-code steps, session checks, scale, authctl at scale.
     Steps,
     /// Item 5: authctl import vs the argon2 ceiling.
     Import,
@@ -121,6 +121,10 @@ struct Plan {
     sweep_levels: Vec<usize>,
     sweep_flows: Vec<u64>,
     sweep_secs: f64,
+    /// Email-code step: flows per sweep level (users switched to emailed codes), and the
+    /// unmeasured warm-up steps of its freshly started authd.
+    email_flows: Vec<u64>,
+    email_warmup: u64,
     scale_flows: u64,
     scale_secs: f64,
     inprocess_flows: u64,
@@ -146,6 +150,9 @@ impl Plan {
             sweep_levels: vec![1, 16, 256],
             sweep_flows: vec![3_000, 25_000, 25_000],
             sweep_secs: 8.0,
+            // What the 100 k users leave after the TOTP sweep and the in-process runs.
+            email_flows: vec![1_500, 7_000, 7_000],
+            email_warmup: 1_000,
             scale_flows: 5_000,
             scale_secs: 5.0,
             inprocess_flows: 10_000,
@@ -166,12 +173,41 @@ impl Plan {
             sweep_levels: vec![1, 16, 256],
             sweep_flows: vec![300, 3_000, 3_000],
             sweep_secs: 2.0,
+            email_flows: vec![300, 3_000, 3_000],
+            email_warmup: 300,
             scale_flows: 1_000,
             scale_secs: 2.0,
             inprocess_flows: 2_000,
             import_users: 200,
             cli_repeats: 3,
         }
+    }
+
+    /// Every step request needs a user never used before: check the users of each scale
+    /// stage suffice (a full run would otherwise fail only minutes into the steps part).
+    fn check(&self) -> Result<()> {
+        ensure!(
+            self.sweep_flows.len() == self.sweep_levels.len()
+                && self.email_flows.len() == self.sweep_levels.len(),
+            "one sweep size per level"
+        );
+        let mut used = 0u64;
+        for (si, &(users, _)) in self.stages.iter().enumerate() {
+            used += self.scale_flows;
+            if si == self.sweep_stage {
+                used += self.sweep_flows.iter().sum::<u64>()
+                    + self.email_warmup
+                    + self.email_flows.iter().sum::<u64>()
+                    + 2 * self.inprocess_flows;
+            }
+            // The hot user is never picked.
+            ensure!(
+                used < users,
+                "the plan picks {used} users by scale stage {} of {users} users",
+                si + 1
+            );
+        }
+        Ok(())
     }
 }
 
@@ -299,9 +335,11 @@ fn json_field(body: &[u8], field: &str) -> Option<String> {
     v.get(field)?.as_str().map(str::to_string)
 }
 
-/// Password step of generated users (cheap hashes): collects each user's flow.
+/// Password step of generated users (cheap hashes): collects each user's flow. The answer
+/// must offer `method` first (`totp`, or `email_otp`: then authd has mailed a code).
 struct FlowLogin {
     users: Vec<u64>,
+    method: &'static str,
     flows: Mutex<Vec<(u64, String)>>,
 }
 
@@ -314,16 +352,20 @@ impl Workload for FlowLogin {
         ))
     }
     fn check(&self, _client: usize, seq: u64, status: u16, body: &[u8]) -> bool {
-        if status != 200 || json_field(body, "status").as_deref() != Some("second_factor_required")
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return false;
+        };
+        if status != 200
+            || v["status"] != "second_factor_required"
+            || v["methods"][0] != self.method
         {
             return false;
         }
-        let (Some(flow), Some(&id)) = (json_field(body, "flow"), self.users.get(seq as usize))
-        else {
+        let (Some(flow), Some(&id)) = (v["flow"].as_str(), self.users.get(seq as usize)) else {
             return false;
         };
         if let Ok(mut f) = self.flows.lock() {
-            f.push((id, flow));
+            f.push((id, flow.to_string()));
         }
         true
     }
@@ -354,6 +396,29 @@ impl Workload for TotpStep {
             }
             _ => false,
         }
+    }
+}
+
+/// The email-code step for each flow, with the code authd mailed for it (read from its
+/// `.eml` file). Anything but 200 `authenticated` with a session is an error.
+struct EmailStep {
+    /// (user, flow, code)
+    flows: Vec<(u64, String, String)>,
+}
+
+impl Workload for EmailStep {
+    fn request(&self, _client: usize, seq: u64) -> Option<load::Request> {
+        let (_, flow, code) = self.flows.get(seq as usize)?;
+        Some(load::post_json(
+            "/v1/login/email",
+            &json!({"flow": flow, "code": code}),
+        ))
+    }
+    fn check(&self, _client: usize, _seq: u64, status: u16, body: &[u8]) -> bool {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return false;
+        };
+        status == 200 && v["status"] == "authenticated" && v["session"].is_string()
     }
 }
 
@@ -975,8 +1040,13 @@ impl Bench {
             let d = self.authd(&db, &[], &format!("scale{}", si + 1))?;
             let (rest, _) = d.memory_kib()?;
             let picked = picker.take(self.plan.scale_flows as usize, nu)?;
-            let (login, flows) =
-                self.flows(&d, picked, 16, "password step (cheap hash), 16 clients")?;
+            let (login, flows) = self.flows(
+                &d,
+                picked,
+                "totp",
+                16,
+                "password step (cheap hash), 16 clients",
+            )?;
             let (totp, sessions) = self.totp(&d, flows, 16)?;
             let tokens = Arc::new(sessions);
             let session = self.load(
@@ -997,11 +1067,13 @@ impl Bench {
                 list_cli,
                 rest_kib: rest,
             };
+            let mut bare = Vec::new();
             if si == self.plan.sweep_stage {
-                self.sweep(&d, &mut picker, nu)?;
+                bare = self.sweep(&d, &mut picker, nu)?;
             }
             self.stop(d)?;
             if si == self.plan.sweep_stage {
+                self.email_sweep(&db, &mut picker, nu, &bare)?;
                 self.inprocess(&db, &key, &mut picker, nu)?;
             }
             self.stage_figures(&stage, first.as_ref());
@@ -1012,17 +1084,20 @@ impl Bench {
         Ok(())
     }
 
-    /// Log each user in (the password step); returns the step's stats and the flows.
+    /// Log each user in (the password step), each answer offering `method` first; returns
+    /// the step's stats and the flows.
     fn flows(
         &self,
         d: &Proc,
         users: Vec<u64>,
+        method: &'static str,
         c: usize,
         what: &str,
     ) -> Result<(Stats, Vec<(u64, String)>)> {
         let n = users.len() as u64;
         let w = Arc::new(FlowLogin {
             users,
+            method,
             flows: Mutex::new(Vec::new()),
         });
         let s = self.load(d.addr, &Spec::new(c, secs(600.0)).max(n), w.clone(), what)?;
@@ -1052,8 +1127,9 @@ impl Bench {
         Ok((s, sessions))
     }
 
-    /// Items 2 and 3: TOTP step and session checks at each concurrency, and the bare server.
-    fn sweep(&mut self, d: &Proc, picker: &mut Picker, total: u64) -> Result<()> {
+    /// Items 2 and 3: TOTP step and session checks at each concurrency, and the bare server;
+    /// returns the bare server's runs (the email-code step's baselines).
+    fn sweep(&mut self, d: &Proc, picker: &mut Picker, total: u64) -> Result<Vec<Stats>> {
         eprintln!("== concurrency sweep (items 2, 3)");
         let bare = self.bare()?;
         let levels = self.plan.sweep_levels.clone();
@@ -1062,8 +1138,13 @@ impl Bench {
         let mut totp_stats = Vec::new();
         for (i, &c) in levels.iter().enumerate() {
             let picked = picker.take(self.plan.sweep_flows[i] as usize, total)?;
-            let (_, flows) =
-                self.flows(d, picked, 32, "  (flows for the next run, not measured)")?;
+            let (_, flows) = self.flows(
+                d,
+                picked,
+                "totp",
+                32,
+                "  (flows for the next run, not measured)",
+            )?;
             let (s, sessions) = self.totp(d, flows, c)?;
             tokens.extend(sessions);
             totp_points.push(point(&s));
@@ -1072,6 +1153,7 @@ impl Bench {
         let tokens = Arc::new(tokens);
         let mut session_points = Vec::new();
         let mut bare_points = Vec::new();
+        let mut bare_stats = Vec::new();
         let dur = secs(self.plan.sweep_secs);
         for (i, &c) in levels.iter().enumerate() {
             let w = Arc::new(SessionCheck {
@@ -1121,6 +1203,7 @@ impl Bench {
             );
             session_points.push(point(&s));
             bare_points.push(point(&b));
+            bare_stats.push(b);
         }
         self.stop(bare)?;
         self.series.push(Series {
@@ -1135,7 +1218,134 @@ impl Bench {
             name: "bare hyper 200".into(),
             points: bare_points,
         });
+        Ok(bare_stats)
+    }
+
+    /// Item 2, the email-code variant: users switched to emailed codes log in (the password
+    /// step, which mails their codes into `--mail-dir`), their codes are read from the
+    /// `.eml` files, then `POST /v1/login/email` is measured at each concurrency against
+    /// the bare server's runs of the sweep (`bare`, same clients). Runs its own authd (the
+    /// TOTP figures' authd has no mailer), on the same database, after the TOTP sweep.
+    fn email_sweep(
+        &mut self,
+        db: &Path,
+        picker: &mut Picker,
+        total: u64,
+        bare: &[Stats],
+    ) -> Result<()> {
+        eprintln!("== email-code step (item 2)");
+        let levels = self.plan.sweep_levels.clone();
+        let sizes = self.plan.email_flows.clone();
+        let warmup = self.plan.email_warmup as usize;
+        let all = picker.take(warmup + sizes.iter().sum::<u64>() as usize, total)?;
+        provision::use_email(db, &all)?;
+        let mail_dir = self.work.join("mail");
+        if mail_dir.exists() {
+            std::fs::remove_dir_all(&mail_dir)?;
+        }
+        let d = self.authd(db, &["--mail-dir", path_str(&mail_dir)?], "email")?;
+        // Provisioning: as many clients as authd has mail delivery slots (32; a code
+        // delivery waits at most 2 s for one, then the login answers 503).
+        let (mut mailed_n, mut mailed_secs) = (0u64, 0.0f64);
+        let mut login_mailed = |this: &Bench, users: Vec<u64>, what: &str| -> Result<_> {
+            let (s, flows) = this.flows(&d, users, "email_otp", 32, what)?;
+            mailed_n += s.ok;
+            mailed_secs += s.elapsed.as_secs_f64();
+            let mut codes = provision::mailed_codes(&mail_dir)?;
+            ensure!(
+                codes.len() == flows.len(),
+                "{} code mails for {} logins",
+                codes.len(),
+                flows.len()
+            );
+            flows
+                .into_iter()
+                .map(|(id, flow)| {
+                    let code = codes.remove(&provision::email(id)).with_context(|| {
+                        format!("no code was mailed to {}", provision::email(id))
+                    })?;
+                    Ok((id, flow, code))
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let mut rest = all.into_iter();
+        // Warm-up: the fresh authd's connections compile the step's statements.
+        let flows = login_mailed(
+            self,
+            rest.by_ref().take(warmup).collect(),
+            "  (email flows for the warm-up, not measured)",
+        )?;
+        self.email(&d, flows, 32, "email-code step warm-up, not measured")?;
+        let mut points = Vec::new();
+        for (i, &c) in levels.iter().enumerate() {
+            let users = rest.by_ref().take(sizes[i] as usize).collect();
+            let flows = login_mailed(
+                self,
+                users,
+                "  (email flows for the next run, not measured)",
+            )?;
+            let s = self.email(&d, flows, c, &format!("email-code step, {}", clients(c)))?;
+            let mut f = Figure::new(
+                2,
+                &format!("email_per_s_c{c}"),
+                &format!("Email-code step (POST /v1/login/email), {}", clients(c)),
+                s.rate(),
+                "/s",
+            )
+            .goal("≥ 10,000/s", s.rate() >= 10_000.0)
+            .note(&lat_note(&s));
+            if let Some(b) = bare.get(i) {
+                f = f.vs(b.rate(), "bare hyper server, same clients");
+            }
+            self.fig(f);
+            points.push(point(&s));
+        }
+        self.stop(d)?;
+        self.series.push(Series {
+            name: "email-code step".into(),
+            points,
+        });
+        self.notes.push(format!(
+            "Email-code step (item 2), said plainly: {} of the generated users (cheap argon2 hash, \
+             as above) were switched to emailed codes with SQL as `authctl enroll --method email` \
+             does (`mfa_method='email'`, TOTP credential deleted; no recovery codes, like the \
+             TOTP users), authd stopped. A separate authd on the same database, started with \
+             `--mail-dir DIR` (lettre's file transport: one `.eml` file per message), serves the \
+             email runs. The code is generated and mailed by the PASSWORD step (`POST /v1/login`, \
+             not measured: {} logins at 32 clients, {} logins/s, each writing its mail before \
+             answering), not by the measured step; authbench reads each user's code from the \
+             files (`To:` address, quoted-printable body) before the run. The measured \
+             `POST /v1/login/email` checks the code (keyed hash), consumes it and the flow, \
+             creates the session and its audit row, and neither hashes a password nor mails; \
+             every request uses a user and a code never used before. {} unmeasured steps at 32 \
+             clients warm the fresh authd up first. Provisioning uses 32 clients, authd's number \
+             of mail delivery slots (a code delivery waits at most 2 s for a slot, then the login \
+             answers 503); authd has no per-user limit on mailed codes, and its per-flow resend \
+             limit (`email_otp.resend_seconds`) does not apply, each login making a new flow. The \
+             baselines are the bare server's runs of the TOTP sweep (same clients, same run).",
+            num((warmup + sizes.iter().sum::<u64>() as usize) as f64, ""),
+            num(mailed_n as f64, ""),
+            num(mailed_n as f64 / mailed_secs.max(1e-9), "/s"),
+            num(warmup as f64, "")
+        ));
         Ok(())
+    }
+
+    /// The email-code step for each (user, flow, code) at `c` clients; the step's stats.
+    fn email(
+        &self,
+        d: &Proc,
+        flows: Vec<(u64, String, String)>,
+        c: usize,
+        what: &str,
+    ) -> Result<Stats> {
+        let n = flows.len() as u64;
+        self.load(
+            d.addr,
+            &Spec::new(c, secs(600.0)).max(n),
+            Arc::new(EmailStep { flows }),
+            what,
+        )
     }
 
     /// The TOTP step through the library in one thread, no HTTP: what one writer does.
@@ -1580,8 +1790,10 @@ fn run(a: RunArgs) -> Result<()> {
         .worker_threads(a.client_threads.max(1))
         .enable_all()
         .build()?;
+    let plan = if quick { Plan::quick() } else { Plan::full() };
+    plan.check()?;
     let mut b = Bench {
-        plan: if quick { Plan::quick() } else { Plan::full() },
+        plan,
         quick,
         bin_dir: a.bin_dir.clone(),
         work: work.clone(),
@@ -1761,4 +1973,18 @@ fn standard_notes(b: &Bench, client_threads: usize) -> Vec<String> {
             provision::username(HOT_USER)
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_plan_has_enough_users_for_its_steps() {
+        Plan::full().check().unwrap();
+        Plan::quick().check().unwrap();
+        let mut p = Plan::quick();
+        p.email_flows = vec![300, 3_000, 5_000];
+        assert!(p.check().is_err());
+    }
 }

@@ -7,12 +7,16 @@
 //!   in TOTP, all with the same **cheap** argon2id hash (m=8 KiB, t=1, p=1; the policy is
 //!   set to the same parameters so a login never rehashes). Only the password step hashes,
 //!   and it is not what is measured there. Each user's TOTP secret is derived from its id,
-//!   so the load generator can compute codes. Audit rows are generated alongside.
+//!   so the load generator can compute codes. Audit rows are generated alongside. For the
+//!   email-code step, some of them are switched to emailed codes (`use_email`: what
+//!   `authctl enroll --method email` writes), and their codes are read back from the
+//!   `.eml` files authd writes with `--mail-dir` (`mailed_codes`).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use authcore::crypto::SecretKey;
 use authcore::db::{self, Location};
 use authcore::password::{self, Argon2Params};
@@ -38,6 +42,11 @@ pub const HOT_EVERY: u64 = 5000;
 
 pub fn username(id: u64) -> String {
     format!("u{id:07}")
+}
+
+/// The email address of generated user `id` (what `grow` writes).
+pub fn email(id: u64) -> String {
+    format!("{}@example.org", username(id))
 }
 
 pub fn org_name(index: u64) -> String {
@@ -232,6 +241,128 @@ pub fn grow(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Switch generated users to emailed codes, as `authctl enroll --method email` does
+/// (`users.mfa_method = 'email'`, the TOTP credential deleted), in one transaction. Unlike
+/// `enroll`, no recovery codes are made: the TOTP users have none either, so both steps
+/// see the same methods lookup. Call with authd stopped.
+pub fn use_email(path: &Path, ids: &[u64]) -> Result<()> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let now = authcore::util::now();
+    let tx = conn.transaction()?;
+    {
+        let mut method =
+            tx.prepare("UPDATE users SET mfa_method='email', updated_at=?2 WHERE id=?1")?;
+        let mut totp = tx.prepare("DELETE FROM totp_credentials WHERE user_id=?1")?;
+        for &id in ids {
+            let n = method.execute(params![id as i64, now])?;
+            ensure!(n == 1, "no generated user {id}");
+            totp.execute([id as i64])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The one-time codes authd mailed into `dir` (`--mail-dir`: one `.eml` file per message),
+/// by recipient address (lower case). The files read are removed, so the next call sees
+/// only newer mail. Two codes to the same address are an error (each user logs in once).
+pub fn mailed_codes(dir: &Path) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let p = entry?.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("eml") {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        let (to, code) = code_mail(&text)
+            .with_context(|| format!("{}: no recipient or no code in it", p.display()))?;
+        ensure!(
+            out.insert(to.clone(), code).is_none(),
+            "two codes were mailed to {to}"
+        );
+        std::fs::remove_file(&p)?;
+    }
+    Ok(out)
+}
+
+/// (recipient, code) of one code mail: the `To:` header's address, and the 6 digits after
+/// "code is:" in the body (authcore's `login::issue_email_code` text), the body decoded as
+/// its `Content-Transfer-Encoding` says (lettre writes quoted-printable).
+fn code_mail(text: &str) -> Option<(String, String)> {
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\n\n"))?;
+    // Unfold continued header lines.
+    let head = head
+        .replace("\r\n", "\n")
+        .replace("\n ", " ")
+        .replace("\n\t", " ");
+    let (mut to, mut encoding) = (None, String::new());
+    for line in head.lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "to" => {
+                let v = value.trim();
+                let addr = match (v.rfind('<'), v.rfind('>')) {
+                    (Some(a), Some(b)) if a < b => &v[a + 1..b],
+                    _ => v,
+                };
+                to = Some(addr.trim().to_ascii_lowercase());
+            }
+            "content-transfer-encoding" => encoding = value.trim().to_ascii_lowercase(),
+            _ => {}
+        }
+    }
+    let body = match encoding.as_str() {
+        "quoted-printable" => quoted_printable(body),
+        "base64" => {
+            let clean: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            String::from_utf8(data_encoding::BASE64.decode(clean.as_bytes()).ok()?).ok()?
+        }
+        _ => body.to_string(),
+    };
+    let after = &body[body.find("code is:")? + "code is:".len()..];
+    let code: String = after
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ' ')
+        .filter(|c| *c != ' ')
+        .collect();
+    (code.len() == 6).then_some((to?, code))
+}
+
+/// Decode a quoted-printable body (soft line breaks, `=XX` escapes).
+fn quoted_printable(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'=' {
+            out.push(b[i]);
+            i += 1;
+        } else if b[i + 1..].starts_with(b"\r\n") {
+            i += 3;
+        } else if b[i + 1..].starts_with(b"\n") {
+            i += 2;
+        } else if let (Some(h), Some(l)) = (
+            b.get(i + 1).and_then(|c| hex(*c)),
+            b.get(i + 2).and_then(|c| hex(*c)),
+        ) {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b'=');
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// How many users and audit rows the database holds.
 pub fn counts(path: &Path) -> Result<(u64, u64)> {
     let conn = Connection::open(path)?;
@@ -265,4 +396,34 @@ pub fn import_file(path: &Path, n: u64) -> Result<()> {
     }
     f.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_code_of_a_mail_as_authd_writes_it() {
+        let eml = "From: authd <authd@localhost>\r\nTo: u0000042@example.org\r\n\
+                   Subject: Your sign-in code\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                   Content-Transfer-Encoding: quoted-printable\r\n\
+                   Date: Mon, 23 Nov 2026 17:07:33 +0000\r\n\r\nHello u0000042,\r\n\r\n\
+                   Your one-time sign-in code is: 018582\r\n\r\nIt expires in 10 minutes \
+                   (2026-11-23T17:17:33Z) and works once.\r\nIf you did not try to sign in, \
+                   change your password and tell your administr=\r\nator.\r\n";
+        assert_eq!(
+            code_mail(eml),
+            Some(("u0000042@example.org".into(), "018582".into()))
+        );
+        let b64 = format!(
+            "To: \"U\" <U0000007@Example.org>\nContent-Transfer-Encoding: base64\n\n{}\n",
+            data_encoding::BASE64.encode(b"Your one-time sign-in code is: 123 456\n")
+        );
+        assert_eq!(
+            code_mail(&b64),
+            Some(("u0000007@example.org".into(), "123456".into()))
+        );
+        assert_eq!(quoted_printable("a=3Db=\nc"), "a=bc");
+        assert_eq!(code_mail("To: x@y\n\nno code here\n"), None);
+    }
 }

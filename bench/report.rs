@@ -378,7 +378,7 @@ pub fn chart(series: &[Series], path: &Path) -> Result<()> {
         goal.stroke_width(2),
     ))
     .map_err(err)?
-    .label("goal of the TOTP step: 10,000/s")
+    .label("goal of the second-factor steps: 10,000/s")
     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], goal.stroke_width(2)));
     c.configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)

@@ -12,7 +12,9 @@
 #
 # Everything runs on this machine; traffic goes to 127.0.0.1 (and 127.0.0.2-6 as client
 # source addresses for the rate-limit run) only. The load generator is the Rust binary
-# `authbench` (bench/), so nothing else needs installing.
+# `authbench` (bench/), so nothing else needs installing. Mail (the codes of the
+# email-code step) goes into .eml files in the work directory (authd --mail-dir), never to a
+# mail server.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
