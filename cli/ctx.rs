@@ -5,7 +5,7 @@ use anyhow::Result;
 use authcore::audit::{self, Entry, Outcome};
 use authcore::crypto::SecretKey;
 use authcore::db::{self, Location};
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 
 use crate::args::Global;
 
@@ -45,7 +45,7 @@ impl Ctx {
     }
 
     /// Begin a write transaction (rolls back unless committed).
-    pub fn tx(&mut self) -> Result<Transaction<'_>> {
+    pub fn tx(&mut self) -> Result<db::WriteTx<'_>> {
         Ok(db::write_tx(&mut self.conn)?)
     }
 

@@ -46,7 +46,11 @@ impl Pool {
         if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
             return Ok(c);
         }
-        authcore::db::open(&self.path)
+        let c = authcore::db::open(&self.path)?;
+        // Commits stay short: the WAL is checkpointed by the thread of
+        // [`spawn_checkpointer`], not by whichever request's commit fills it.
+        authcore::db::defer_checkpoints(&c)?;
+        Ok(c)
     }
 
     fn give(&self, c: Connection) {
@@ -56,6 +60,33 @@ impl Pool {
             }
         }
     }
+}
+
+/// How often the background thread copies the WAL back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Checkpoint the WAL of `path` every [`CHECKPOINT_EVERY`] on a thread of its own for
+/// the life of the process, so no request waits for the copy and its fsync. A passive
+/// checkpoint never blocks readers or writers; a failed one (disk full, read-only
+/// file) is retried on the next tick.
+pub fn spawn_checkpointer(path: PathBuf) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("authd-checkpoint".into())
+        .spawn(move || {
+            let mut conn: Option<Connection> = None;
+            loop {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if conn.is_none() {
+                    conn = authcore::db::open(&path).ok();
+                }
+                if let Some(c) = &conn {
+                    if let Err(e) = authcore::db::checkpoint(c) {
+                        tracing::debug!(error = %e, "WAL checkpoint failed; retrying");
+                    }
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 pub struct Inner {

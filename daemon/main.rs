@@ -404,6 +404,8 @@ async fn serve(config: Config) -> Result<(), String> {
         mail = mailer.as_ref().map_or("off", |m| m.describe.as_str()),
         "authd started"
     );
+    app::spawn_checkpointer(config.db.clone())
+        .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
     let app = App::new(config, key).with_mailer(mailer);
     mail::spawn_outbox(app.clone());
     {
@@ -411,9 +413,15 @@ async fn serve(config: Config) -> Result<(), String> {
         // A closed stdout must not stop the daemon.
         let _ = writeln!(out, "listening on {addr}").and_then(|_| out.flush());
     }
+    let db_path = app.config.db.clone();
     server::run(listener, app, shutdown_signal())
         .await
         .map_err(|e| format!("the server failed: {e}"))?;
+    // Leave the database whole in its main file: the next start (or a backup copying
+    // only authd.db) finds nothing waiting in the WAL.
+    if let Ok(conn) = authcore::db::open(&db_path) {
+        let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
     tracing::info!("stopped");
     Ok(())
 }

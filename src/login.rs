@@ -397,30 +397,28 @@ pub fn password_step(
     let base = entry("login.password", Outcome::Failure, client)
         .username(&typed)
         .user(user.id, user.org_id);
-    let refuse = |tx: rusqlite::Transaction,
-                  reason: &'static str,
-                  locked_now: bool|
-     -> Result<Decision<Status>> {
-        audit::record(&tx, &base.clone().reason(reason), now)?;
-        if locked_now {
-            audit::record(
-                &tx,
-                &entry("account.locked", Outcome::Success, client)
-                    .username(&user.username)
-                    .user(user.id, user.org_id)
-                    .reason("too_many_failures")
-                    .detail(json!({"failed_attempts": policy.lockout_max_failures})),
-                now,
-            )?;
-        }
-        tx.commit()?;
-        Ok(Decision {
-            result: Err(Error::InvalidCredentials),
-            reason,
-            locked_now,
-            mail: None,
-        })
-    };
+    let refuse =
+        |tx: db::WriteTx, reason: &'static str, locked_now: bool| -> Result<Decision<Status>> {
+            audit::record(&tx, &base.clone().reason(reason), now)?;
+            if locked_now {
+                audit::record(
+                    &tx,
+                    &entry("account.locked", Outcome::Success, client)
+                        .username(&user.username)
+                        .user(user.id, user.org_id)
+                        .reason("too_many_failures")
+                        .detail(json!({"failed_attempts": policy.lockout_max_failures})),
+                    now,
+                )?;
+            }
+            tx.commit()?;
+            Ok(Decision {
+                result: Err(Error::InvalidCredentials),
+                reason,
+                locked_now,
+                mail: None,
+            })
+        };
     if user.disabled {
         return refuse(tx, "disabled", false);
     }
@@ -783,7 +781,7 @@ fn well_formed_code(code: &str) -> Result<()> {
 /// Count a failed factor in `tx` and audit it; returns the refusal.
 #[allow(clippy::too_many_arguments)]
 fn factor_failure<T>(
-    tx: rusqlite::Transaction,
+    tx: db::WriteTx,
     user: &User,
     policy: &Policy,
     event: &str,
@@ -946,7 +944,7 @@ pub fn totp_step(
 
 #[allow(clippy::too_many_arguments)]
 fn finish_second_factor(
-    tx: rusqlite::Transaction,
+    tx: db::WriteTx,
     flow: sessions::Flow,
     user: &User,
     policy: &Policy,

@@ -1416,6 +1416,11 @@ fn slow_or_oversized_requests_are_cut_off_and_sigterm_stops_cleanly() {
         .expect("authd did not stop within 15 s of SIGTERM");
     assert_eq!(status.code(), Some(0), "stderr:\n{}", d.stderr());
     assert!(!d.stderr().contains("panicked"), "{}", d.stderr());
+    // Request connections never checkpoint; the stop leaves everything in the main
+    // file, the WAL empty.
+    let wal = env.db.with_extension("db-wal");
+    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_len, 0, "{} after a clean stop", wal.display());
 }
 
 /// The client address in audit rows comes from the socket, or from X-Forwarded-For only
