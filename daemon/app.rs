@@ -55,7 +55,10 @@ impl Pool {
 
     fn give(&self, c: Connection) {
         if let Ok(mut v) = self.idle.lock() {
-            if v.len() < POOL_IDLE && c.is_autocommit() {
+            // A connection opened read-only (the file was unwritable then) is not
+            // kept: it would refuse writes after the file is writable again.
+            let writable = !c.is_readonly(rusqlite::DatabaseName::Main).unwrap_or(true);
+            if v.len() < POOL_IDLE && c.is_autocommit() && writable {
                 v.push(c);
             }
         }
@@ -97,6 +100,10 @@ pub struct Inner {
     pub db_permits: Semaphore,
     pub metrics: Metrics,
     pub limiter: RateLimiter,
+    /// Live sessions answered without a database round trip (see session_cache.rs).
+    pub sessions: crate::session_cache::SessionCache,
+    /// The group-commit writer of the short write-only login steps.
+    pub writer: crate::writer::Writer,
     /// Where one-time codes and notices are mailed; None when mail is not configured.
     pub mailer: Option<crate::mail::Mailer>,
 }
@@ -113,21 +120,24 @@ impl std::ops::Deref for App {
 }
 
 impl App {
-    pub fn new(config: Config, key: SecretKey) -> App {
+    pub fn new(config: Config, key: SecretKey) -> std::io::Result<App> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
         let hashers = config.hash_concurrency.unwrap_or(cores).max(1);
-        App(Arc::new(Inner {
+        let writer = crate::writer::Writer::start(config.db.clone())?;
+        Ok(App(Arc::new(Inner {
             pool: Pool::new(config.db.clone()),
+            writer,
             hash_permits: Semaphore::new(hashers),
             db_permits: Semaphore::new(config.db_concurrency.max(1)),
             metrics: Metrics::new(),
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
+            sessions: crate::session_cache::SessionCache::new(&config.db),
             mailer: None,
             config,
             key,
-        }))
+        })))
     }
 
     /// Set the mailer (at start-up, before the app is shared).
@@ -159,6 +169,17 @@ impl App {
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(ApiError::from)
+    }
+
+    /// Run `f` on the group-commit writer (see writer.rs): for short steps that write
+    /// and never hash a password.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
+    {
+        let app = self.clone();
+        self.writer.write(move |conn| f(conn, &app.key)).await
     }
 
     /// Like [`App::db`], holding a hashing permit for the duration (password work).

@@ -1,5 +1,7 @@
 //! Request handlers: parse the body, run the core decision off the reactor, answer.
 
+use std::sync::Arc;
+
 use authcore::audit::{self, Entry, Outcome};
 use authcore::login::{self, Decision, SessionInfo};
 use authcore::policy::Policy;
@@ -11,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::{empty_resp, json_resp, text_resp, ApiError, App, Req, Resp};
+use crate::session_cache::Checked;
 
 pub async fn healthz(app: &App) -> Result<Resp, ApiError> {
     let ok = app
@@ -30,7 +33,7 @@ pub fn metrics(app: &App) -> Resp {
     text_resp(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
-        app.metrics.render(),
+        app.metrics.render() + &app.writer.render_metrics(),
     )
 }
 
@@ -117,7 +120,7 @@ pub async fn login_terms(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: TermsBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .db(move |conn, key| login::terms_step(conn, key, &client, &b.flow, b.accept, now()))
+        .write(move |conn, key| login::terms_step(conn, key, &client, &b.flow, b.accept, now()))
         .await?;
     decided(app, d).await
 }
@@ -193,7 +196,7 @@ pub async fn login_enroll_confirm(app: &App, req: Req) -> Result<Resp, ApiError>
     let b: CodeBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .db(move |conn, key| {
+        .write(move |conn, key| {
             login::enroll_confirm_step(conn, key, &client, &b.flow, &b.code, now())
         })
         .await?;
@@ -204,7 +207,7 @@ pub async fn login_totp(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: CodeBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .db(move |conn, key| {
+        .write(move |conn, key| {
             login::totp_step(
                 conn,
                 key,
@@ -230,7 +233,7 @@ pub async fn login_email(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: CodeBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .db(move |conn, key| {
+        .write(move |conn, key| {
             login::email_step(
                 conn,
                 key,
@@ -249,7 +252,7 @@ pub async fn login_email_resend(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: FlowBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .db(move |conn, key| login::email_resend_step(conn, key, &client, &b.flow, now()))
+        .write(move |conn, key| login::email_resend_step(conn, key, &client, &b.flow, now()))
         .await?;
     decided(app, d).await
 }
@@ -258,29 +261,35 @@ pub async fn login_recovery(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: RecoveryBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .db(move |conn, key| login::recovery_step(conn, key, &client, &b.flow, &b.code, now()))
+        .write(move |conn, key| login::recovery_step(conn, key, &client, &b.flow, &b.code, now()))
         .await?;
     decided(app, d).await
 }
 
-/// The session of the Bearer token, or 401.
-async fn session_of(app: &App, req: &Req) -> Result<SessionInfo, ApiError> {
-    let token = req.bearer().ok_or_else(ApiError::unauthorized)?.to_string();
-    app.db(move |conn, _| login::check_session(conn, &token, now()))
+/// The live session of the Bearer token (from memory when it can be, see
+/// session_cache.rs), or 401.
+async fn checked_session(app: &App, req: &Req) -> Result<Arc<Checked>, ApiError> {
+    let token = req.bearer().ok_or_else(ApiError::unauthorized)?;
+    app.sessions
+        .check(app, token, now())
         .await?
         .ok_or_else(ApiError::unauthorized)
 }
 
+/// The session of the Bearer token, or 401.
+async fn session_of(app: &App, req: &Req) -> Result<SessionInfo, ApiError> {
+    Ok(checked_session(app, req).await?.info.clone())
+}
+
 pub async fn session(app: &App, req: Req) -> Result<Resp, ApiError> {
-    let s = session_of(app, &req).await?;
-    Ok(json_resp(StatusCode::OK, &s))
+    Ok(checked_session(app, &req).await?.answer())
 }
 
 pub async fn logout(app: &App, req: Req) -> Result<Resp, ApiError> {
     let token = req.bearer().ok_or_else(ApiError::unauthorized)?.to_string();
     let client = req.client.clone();
     if app
-        .db(move |conn, _| login::logout(conn, &client, &token, now()))
+        .write(move |conn, _| login::logout(conn, &client, &token, now()))
         .await?
     {
         Ok(empty_resp(StatusCode::NO_CONTENT))

@@ -12,6 +12,8 @@ mod portal;
 mod ratelimit;
 mod routes;
 mod server;
+mod session_cache;
+mod writer;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -406,7 +408,9 @@ async fn serve(config: Config) -> Result<(), String> {
     );
     app::spawn_checkpointer(config.db.clone())
         .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
-    let app = App::new(config, key).with_mailer(mailer);
+    let app = App::new(config, key)
+        .map_err(|e| format!("cannot start the writer thread: {e}"))?
+        .with_mailer(mailer);
     mail::spawn_outbox(app.clone());
     {
         let mut out = std::io::stdout().lock();

@@ -21,6 +21,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -226,17 +229,15 @@ async fn respond(app: &App, peer: IpAddr, ip: IpAddr, req: Request<Incoming>) ->
         peer,
         body,
     };
-    // Its own task, so a panic in a handler is a 500 instead of a dropped connection;
-    // aborted when the answer is no longer wanted (timeout, client gone).
-    let task_app = app.clone();
-    let mut task = AbortOnDrop(tokio::spawn(
-        async move { routes::route(&task_app, req).await },
-    ));
-    match tokio::time::timeout_at(deadline, &mut task.0).await {
+    // Polled in place (no task of its own to spawn and join on every request): a panic in
+    // a handler is a 500 instead of a dropped connection, and the handler is dropped when
+    // the answer is no longer wanted (timeout, client gone).
+    let handler = std::pin::pin!(routes::route(app, req));
+    match tokio::time::timeout_at(deadline, CatchPanic(handler)).await {
         Ok(Ok(Ok(resp))) => resp,
         Ok(Ok(Err(e))) => e.into_resp(),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "request handler failed");
+        Ok(Err(panic)) => {
+            tracing::error!(error = %panic, "request handler failed");
             ApiError::internal().into_resp()
         }
         Err(_) => ApiError::new(
@@ -248,11 +249,27 @@ async fn respond(app: &App, peer: IpAddr, ip: IpAddr, req: Request<Incoming>) ->
     }
 }
 
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// A future polled so that a panic while polling ends it with the panic's message
+/// instead of unwinding through the connection. It is not polled again after a panic.
+struct CatchPanic<'a, F>(Pin<&'a mut F>);
 
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
+impl<F: Future> Future for CatchPanic<'_, F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let f = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|m| m.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Poll::Ready(Err(format!("the handler panicked: {msg}")))
+            }
+        }
     }
 }
 
@@ -562,7 +579,7 @@ mod tests {
                 ..Config::default()
             };
             tune(&mut config);
-            let app = App::new(config, key);
+            let app = App::new(config, key).unwrap();
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -833,6 +850,24 @@ mod tests {
             "{waited:?}"
         );
         drop(s);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_ends_in_an_error_not_an_unwind() {
+        let fine = std::pin::pin!(async {
+            tokio::task::yield_now().await;
+            7
+        });
+        assert_eq!(CatchPanic(fine).await, Ok(7));
+        let boom = std::pin::pin!(async {
+            tokio::task::yield_now().await;
+            if std::hint::black_box(true) {
+                panic!("handler bug {}", 42);
+            }
+            7
+        });
+        let err = CatchPanic(boom).await.unwrap_err();
+        assert!(err.contains("handler bug 42"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

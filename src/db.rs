@@ -37,8 +37,13 @@ impl Location {
     }
 }
 
+/// Prepared statements kept per connection: every statement of the login steps and the
+/// session check fits (rusqlite's default of 16 does not, and a miss recompiles).
+const STATEMENT_CACHE: usize = 128;
+
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // journal_mode returns a row; a read-only file keeps its mode.
     let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     conn.execute_batch(
@@ -225,11 +230,58 @@ pub fn open_memory() -> Result<Connection> {
 /// would sleep 1, 2, 5, 10… ms between retries and leave the lock idle meanwhile.
 /// Other processes (authctl next to authd) still meet at SQLite's lock.
 pub fn write_tx(conn: &mut Connection) -> Result<WriteTx<'_>> {
+    if !conn.is_autocommit() {
+        // Inside a group of writes already holding the lock (see [`batch`]): this
+        // transaction is a savepoint of the group, released or rolled back on its own.
+        return Ok(WriteTx {
+            tx: Tx::Nested(conn.savepoint()?),
+            _turn: None,
+        });
+    }
     let turn = writer_turn(conn).map(|t| t.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(WriteTx {
-        tx: conn.transaction_with_behavior(TransactionBehavior::Immediate)?,
+        tx: Tx::Top(conn.transaction_with_behavior(TransactionBehavior::Immediate)?),
         _turn: turn,
     })
+}
+
+/// Run `run` inside one immediate transaction holding the writer turn, so that the
+/// transactions it opens with [`write_tx`] become savepoints and all of them reach the
+/// disk in one commit (group commit). The outer error means the transaction could not
+/// begin and `run` never ran; otherwise `run`'s value comes back with the commit's
+/// outcome: when the commit fails, nothing `run` did was kept. A panic in `run` rolls
+/// everything back and continues unwinding.
+pub fn batch<R>(
+    conn: &mut Connection,
+    run: impl FnOnce(&mut Connection) -> R,
+) -> Result<(R, Result<()>)> {
+    let _turn = writer_turn(conn).map(|t| t.lock().unwrap_or_else(|e| e.into_inner()));
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let rollback = |conn: &Connection| {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    };
+    let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(conn))) {
+        Ok(r) => r,
+        Err(panic) => {
+            rollback(conn);
+            std::panic::resume_unwind(panic)
+        }
+    };
+    if conn.is_autocommit() {
+        // Something in `run` ended the transaction (SQLite rolls back by itself on some
+        // I/O errors): whatever it did is gone.
+        return Ok((
+            r,
+            Err(Error::Io("the group of writes was rolled back".into())),
+        ));
+    }
+    let committed = conn.execute_batch("COMMIT").map_err(Error::from);
+    if committed.is_err() {
+        rollback(conn);
+    }
+    Ok((r, committed))
 }
 
 /// The writer turn of the file `conn` is open on; None for in-memory databases (one
@@ -253,30 +305,43 @@ fn writer_turn(conn: &Connection) -> Option<&'static std::sync::Mutex<()>> {
 }
 
 /// A write transaction holding this process's writer turn for its file until it ends.
-/// Derefs to the transaction; rolls back on drop unless committed.
+/// Derefs to the connection; rolls back on drop unless committed.
 pub struct WriteTx<'c> {
     // Declared first: the transaction ends (commit or rollback) before the turn passes.
-    tx: rusqlite::Transaction<'c>,
+    tx: Tx<'c>,
     _turn: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
-impl<'c> std::ops::Deref for WriteTx<'c> {
-    type Target = rusqlite::Transaction<'c>;
-    fn deref(&self) -> &Self::Target {
-        &self.tx
-    }
+enum Tx<'c> {
+    Top(rusqlite::Transaction<'c>),
+    Nested(rusqlite::Savepoint<'c>),
 }
 
-impl std::ops::DerefMut for WriteTx<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match &self.tx {
+            Tx::Top(t) => t,
+            Tx::Nested(s) => s,
+        }
     }
 }
 
 impl WriteTx<'_> {
     pub fn commit(self) -> rusqlite::Result<()> {
         let WriteTx { tx, _turn } = self;
-        tx.commit()
+        match tx {
+            Tx::Top(t) => t.commit(),
+            Tx::Nested(s) => s.commit(),
+        }
+    }
+
+    /// A savepoint inside this transaction.
+    pub fn savepoint(&mut self) -> rusqlite::Result<rusqlite::Savepoint<'_>> {
+        match &mut self.tx {
+            Tx::Top(t) => t.savepoint(),
+            Tx::Nested(s) => s.savepoint(),
+        }
     }
 }
 

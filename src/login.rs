@@ -1215,6 +1215,12 @@ pub struct SessionInfo {
     pub role: Role,
     #[serde(skip)]
     pub org_id: i64,
+    /// The session row as the check left it (for answering later checks from memory).
+    #[serde(skip)]
+    pub session: sessions::Live,
+    /// The idle limit the check applied, in seconds.
+    #[serde(skip)]
+    pub idle_secs: i64,
 }
 
 /// Check a session token: live, not idle, and its user still allowed in.
@@ -1226,7 +1232,8 @@ pub fn check_session(conn: &Connection, token: &str, now: i64) -> Result<Option<
     let idle_minutes: i64 = crate::policy::get(conn, "session.idle_minutes")?
         .parse()
         .unwrap_or(30);
-    let Some(s) = sessions::find_live(conn, token, idle_minutes * 60, now)? else {
+    let idle_secs = idle_minutes * 60;
+    let Some(s) = sessions::find_live(conn, token, idle_secs, now)? else {
         return Ok(None);
     };
     let user = users::by_id(conn, s.user_id)?;
@@ -1239,6 +1246,8 @@ pub fn check_session(conn: &Connection, token: &str, now: i64) -> Result<Option<
         user_id: user.id,
         role: user.role,
         org_id: user.org_id,
+        session: s,
+        idle_secs,
     }))
 }
 

@@ -43,18 +43,14 @@ pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
     let insecure = app.config.insecure_cookies;
     let token = security::cookie(&req.headers, CookieName::Session.name(insecure))
         .or_else(|| req.bearer())
-        .filter(|t| security::is_token(t))
-        .map(str::to_string);
+        .filter(|t| security::is_token(t));
     let original = if peer_trusted(app, &req) {
         original_url(&req.headers)
     } else {
         None
     };
     let session = match token {
-        Some(t) => {
-            app.db(move |conn, _| authcore::login::check_session(conn, &t, now()))
-                .await?
-        }
+        Some(t) => app.sessions.check(app, t, now()).await?,
         None => None,
     };
     let Some(s) = session else {
@@ -63,8 +59,9 @@ pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
     };
     let target = original.as_ref().map(target_of);
     let target = target.as_ref().map(|(h, p)| (h.as_str(), p.as_str()));
+    let s = &s.info;
     match access(&app.config.forward_auth_rules, target, &s.user.groups) {
-        Ok(()) => Ok(allowed(&s)),
+        Ok(()) => Ok(allowed(s)),
         Err(need) => {
             tracing::info!(user = %s.user.username, need = %need, "forward-auth: group missing");
             Ok(plain(

@@ -35,39 +35,37 @@ pub fn issue(
     resend_secs: i64,
     now: i64,
 ) -> Result<std::result::Result<Issued, i64>> {
-    let last: Option<i64> = opt(conn.query_row(
-        "SELECT max(created_at) FROM email_otp_challenges WHERE flow_id=?1 HAVING count(*) > 0",
-        [flow_id],
-        |r| r.get(0),
-    ))?;
+    let last: Option<i64> = opt(conn
+        .prepare_cached(
+            "SELECT max(created_at) FROM email_otp_challenges WHERE flow_id=?1 HAVING count(*) > 0",
+        )?
+        .query_row([flow_id], |r| r.get(0)))?;
     if let Some(last) = last {
         let wait = last + resend_secs - now;
         if wait > 0 {
             return Ok(Err(wait));
         }
     }
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE email_otp_challenges SET superseded=1 WHERE flow_id=?1 AND superseded=0",
-        [flow_id],
-    )?;
+    )?
+    .execute([flow_id])?;
     let code = Zeroizing::new(format!("{:06}", crypto::random_below(1_000_000)));
     let expires_at = now + ttl_secs;
     // The flow lives at least as long as its code.
-    conn.execute(
-        "UPDATE login_flows SET expires_at=max(expires_at, ?1) WHERE id=?2",
-        params![expires_at, flow_id],
-    )?;
-    conn.execute(
+    conn.prepare_cached("UPDATE login_flows SET expires_at=max(expires_at, ?1) WHERE id=?2")?
+        .execute(params![expires_at, flow_id])?;
+    conn.prepare_cached(
         "INSERT INTO email_otp_challenges(flow_id, user_id, code_hash, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            flow_id,
-            user_id,
-            code_hash(key, flow_id, user_id, &code),
-            now,
-            expires_at
-        ],
-    )?;
+    )?
+    .execute(params![
+        flow_id,
+        user_id,
+        code_hash(key, flow_id, user_id, &code),
+        now,
+        expires_at
+    ])?;
     Ok(Ok(Issued { code, expires_at }))
 }
 
@@ -91,13 +89,15 @@ pub fn check(
     max_tries: i64,
     now: i64,
 ) -> Result<Check> {
-    let row: Option<(i64, String, i64, i64)> = opt(conn.query_row(
-        "SELECT id, code_hash, expires_at, attempts FROM email_otp_challenges
+    let row: Option<(i64, String, i64, i64)> = opt(conn
+        .prepare_cached(
+            "SELECT id, code_hash, expires_at, attempts FROM email_otp_challenges
          WHERE flow_id=?1 AND user_id=?2 AND superseded=0 AND consumed_at IS NULL
          ORDER BY id DESC LIMIT 1",
-        params![flow_id, user_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    ))?;
+        )?
+        .query_row(params![flow_id, user_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        }))?;
     let Some((id, stored, expires_at, attempts)) = row else {
         return Ok(Check::NoCode);
     };
@@ -109,16 +109,14 @@ pub fn check(
     }
     let typed = code_hash(key, flow_id, user_id, code.trim());
     if crypto::ct_eq(typed.as_bytes(), stored.as_bytes()) {
-        let n = conn.execute(
+        let n = conn.prepare_cached(
             "UPDATE email_otp_challenges SET consumed_at=?1 WHERE id=?2 AND consumed_at IS NULL",
-            params![now, id],
-        )?;
+        )?
+        .execute(params![now, id])?;
         return Ok(if n == 1 { Check::Ok } else { Check::NoCode });
     }
-    conn.execute(
-        "UPDATE email_otp_challenges SET attempts=attempts+1 WHERE id=?1",
-        [id],
-    )?;
+    conn.prepare_cached("UPDATE email_otp_challenges SET attempts=attempts+1 WHERE id=?1")?
+        .execute([id])?;
     Ok(Check::Wrong {
         tries_left: (max_tries - attempts - 1).max(0),
     })

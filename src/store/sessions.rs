@@ -101,9 +101,13 @@ pub struct Live {
     pub last_seen_at: i64,
 }
 
+/// How often a check refreshes a session's `last_seen_at`, in seconds.
+pub const SEEN_REFRESH_SECS: i64 = 60;
+
 /// Find a session by token that is neither revoked nor past its absolute expiry nor idle
-/// for `idle_secs`. Refreshes `last_seen_at` at most once a minute (fewer writes on the
-/// hot path; idle expiry is therefore precise to a minute).
+/// for `idle_secs`. Refreshes `last_seen_at` at most once every [`SEEN_REFRESH_SECS`]
+/// (fewer writes on the hot path; idle expiry is therefore precise to a minute). The
+/// session comes back as the row now stands (`last_seen_at` refreshed).
 pub fn find_live(conn: &Connection, token: &str, idle_secs: i64, now: i64) -> Result<Option<Live>> {
     let row = super::opt(
         conn.prepare_cached(
@@ -119,15 +123,16 @@ pub fn find_live(conn: &Connection, token: &str, idle_secs: i64, now: i64) -> Re
             })
         }),
     )?;
-    let Some(s) = row else { return Ok(None) };
+    let Some(mut s) = row else { return Ok(None) };
     if s.expires_at <= now || s.last_seen_at.saturating_add(idle_secs) <= now {
         return Ok(None);
     }
-    if now - s.last_seen_at >= 60 {
+    if now - s.last_seen_at >= SEEN_REFRESH_SECS {
         conn.execute(
             "UPDATE sessions SET last_seen_at=?1 WHERE id=?2",
             params![now, s.id],
         )?;
+        s.last_seen_at = now;
     }
     Ok(Some(s))
 }

@@ -1,0 +1,773 @@
+//! Session checks answered from memory, with the same answers as the database gives.
+//!
+//! A session check (`GET /v1/session`, forward-auth, every handler that needs the caller)
+//! is [`login::check_session`]: the idle policy, the session row and the user row. Its
+//! answer depends on nothing but what is in the database and on `now`, so a live answer
+//! stays right until either something is committed to the database or time passes a
+//! limit. The cache keeps live answers and watches both:
+//!
+//! - **Commits.** Watcher connections, which never write (`query_only`, no busy wait),
+//!   read `PRAGMA data_version` on every check. A connection's value changes whenever any
+//!   other connection commits — the daemon's pool, or `authctl` in another process — so
+//!   a revoked session, a disabled, locked, deleted or edited user, a changed idle policy
+//!   is seen on the very next check. A watcher that sees its value change (or that was
+//!   just opened, and so knows nothing of what came before) moves the cache to a new
+//!   epoch; only entries of the current epoch are answered. An entry is filled under the
+//!   epoch read *before* its database read, so a commit racing the fill leaves it in an
+//!   old epoch: the first reading after the commit, on whichever watcher, starts a new
+//!   one, and every check reads after that. Any doubt (a watcher cannot be opened or
+//!   read, a poisoned lock) is a miss: the check goes to the database, as without a
+//!   cache. There are a few watchers so that concurrent checks do not queue for one.
+//! - **Time.** An entry holds the session's absolute expiry, its `last_seen_at` and the
+//!   idle limit that applied; a check at `now` is answered from memory only while the
+//!   session is within both limits *and* its `last_seen_at` is younger than
+//!   [`sessions::SEEN_REFRESH_SECS`]. Past that the check goes to the database, which
+//!   refreshes `last_seen_at` as before, so idle expiry is exactly as precise as without
+//!   the cache.
+//!
+//! Only live answers are kept (a refusal always asks the database), keyed by the SHA-256
+//! of the token (the token itself is never kept), at most [`MAX_ENTRIES`] of them. An
+//! entry is of use for at most [`sessions::SEEN_REFRESH_SECS`] after its session was last
+//! seen, so a full cache drops the entries memory may no longer answer, and starts over
+//! if more than half are left. The map compares digests, as the index of the sessions
+//! table does; a timing difference there says something about digests, not tokens.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use authcore::login::{self, SessionInfo};
+use authcore::store::sessions::{self, Live};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use rusqlite::{Connection, OpenFlags};
+use sha2::{Digest, Sha256};
+
+use crate::app::{ApiError, App, Resp};
+
+/// The most sessions kept: about 0.85 KiB each with their answer, so under 28 MiB.
+pub const MAX_ENTRIES: usize = 32_768;
+
+/// The most watcher connections (one per core is enough for checks never to queue).
+const MAX_WATCHERS: usize = 4;
+
+/// After a watcher fails, how long (seconds) before it is opened again.
+const REOPEN_AFTER_SECS: i64 = 1;
+
+/// A live session as a check found it, and its `GET /v1/session` answer.
+pub struct Checked {
+    pub info: SessionInfo,
+    /// `info` serialised as JSON (what [`Checked::answer`] sends).
+    json: Bytes,
+}
+
+impl Checked {
+    fn new(info: SessionInfo) -> Checked {
+        let json = serde_json::to_vec(&info).unwrap_or_else(|_| b"{}".to_vec());
+        Checked {
+            info,
+            json: Bytes::from(json),
+        }
+    }
+
+    /// The `GET /v1/session` answer: 200 with the session as JSON (as `json_resp` makes
+    /// it, from the bytes serialised once).
+    pub fn answer(&self) -> Resp {
+        let mut r = Response::new(Full::new(self.json.clone()));
+        *r.status_mut() = StatusCode::OK;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+
+    /// Whether memory may answer for this session at `now`: within its absolute and idle
+    /// limits, and not yet due for the `last_seen_at` refresh only the database does.
+    fn answerable(&self, now: i64) -> bool {
+        let s: &Live = &self.info.session;
+        s.expires_at > now
+            && s.last_seen_at.saturating_add(self.info.idle_secs) > now
+            && now.saturating_sub(s.last_seen_at) < sessions::SEEN_REFRESH_SECS
+    }
+}
+
+/// What a miss hands to [`SessionCache::fill`]: the key, the epoch read before the
+/// database was (None: no watcher could be read, nothing will be kept) and the check's
+/// `now`.
+struct Ticket {
+    key: [u8; 32],
+    epoch: Option<u64>,
+    now: i64,
+}
+
+enum Lookup {
+    Hit(Arc<Checked>),
+    Miss(Ticket),
+}
+
+/// One watcher connection and its last reading.
+#[derive(Default)]
+struct Watcher {
+    conn: Option<Connection>,
+    /// The last `data_version` this connection read (None: none yet).
+    last: Option<i64>,
+    /// Not opened again before this instant (after a failure).
+    reopen_at: i64,
+}
+
+impl Watcher {
+    /// Close after a failure; opened again (as a new watcher) from `now` + a second.
+    fn fail(&mut self, now: i64) {
+        self.conn = None;
+        self.last = None;
+        self.reopen_at = now.saturating_add(REOPEN_AFTER_SECS);
+    }
+}
+
+/// The entries, all of one epoch.
+#[derive(Default)]
+struct Entries {
+    epoch: u64,
+    map: HashMap<[u8; 32], Arc<Checked>>,
+}
+
+/// Live session answers kept in memory; see the module documentation.
+pub struct SessionCache {
+    path: PathBuf,
+    max_entries: usize,
+    watchers: Vec<Mutex<Watcher>>,
+    /// Where the next check starts looking for a free watcher.
+    next_watcher: AtomicUsize,
+    /// Moves on whenever a watcher sees a commit (or a new watcher starts).
+    epoch: AtomicU64,
+    entries: RwLock<Entries>,
+}
+
+fn open_watcher(path: &Path) -> rusqlite::Result<Connection> {
+    // Never creates the file; a read-only file is watched read-only.
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .or_else(|_| {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    })?;
+    c.busy_timeout(Duration::ZERO)?;
+    c.execute_batch("PRAGMA query_only=ON")?;
+    Ok(c)
+}
+
+fn data_version(c: &Connection) -> rusqlite::Result<i64> {
+    c.prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))
+}
+
+/// A watcher whose lock was poisoned, reset: its next reading starts a new epoch.
+fn afresh<'a>(m: &Mutex<Watcher>, mut g: MutexGuard<'a, Watcher>) -> MutexGuard<'a, Watcher> {
+    g.conn = None;
+    g.last = None;
+    m.clear_poison();
+    g
+}
+
+fn key_of(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl SessionCache {
+    /// A cache for the database at `db`. Nothing is opened until the first check.
+    pub fn new(db: &Path) -> SessionCache {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        SessionCache::with_limits(db, MAX_ENTRIES, cores.min(MAX_WATCHERS))
+    }
+
+    fn with_limits(db: &Path, max_entries: usize, watchers: usize) -> SessionCache {
+        SessionCache {
+            path: db.to_path_buf(),
+            max_entries: max_entries.max(1),
+            watchers: (0..watchers.max(1))
+                .map(|_| {
+                    Mutex::new(Watcher {
+                        reopen_at: i64::MIN,
+                        ..Watcher::default()
+                    })
+                })
+                .collect(),
+            next_watcher: AtomicUsize::new(0),
+            epoch: AtomicU64::new(0),
+            entries: RwLock::new(Entries::default()),
+        }
+    }
+
+    /// A watcher for this check: a free one if there is one, else wait for one. After a
+    /// panic under its lock, a watcher starts afresh (which starts a new epoch).
+    fn watcher(&self) -> MutexGuard<'_, Watcher> {
+        let n = self.watchers.len();
+        let first = self.next_watcher.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            let m = &self.watchers[(first + i) % n];
+            match m.try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(p)) => return afresh(m, p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        let m = &self.watchers[first];
+        match m.lock() {
+            Ok(g) => g,
+            Err(p) => afresh(m, p.into_inner()),
+        }
+    }
+
+    /// Read a watcher's `data_version` and return the current epoch, having moved it on
+    /// if the watcher saw a commit since its last reading or is new. None on any failure.
+    fn observe(&self, now: i64) -> Option<u64> {
+        let mut w = self.watcher();
+        if w.conn.is_none() {
+            if now < w.reopen_at {
+                return None;
+            }
+            match open_watcher(&self.path) {
+                Ok(c) => {
+                    w.conn = Some(c);
+                    w.last = None;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "session cache: a watcher cannot open");
+                    w.reopen_at = now.saturating_add(REOPEN_AFTER_SECS);
+                    return None;
+                }
+            }
+        }
+        match w.conn.as_ref().map(data_version)? {
+            Ok(v) => {
+                if w.last != Some(v) {
+                    // A commit, or a watcher without a past: what memory holds may be old.
+                    self.epoch.fetch_add(1, Ordering::SeqCst);
+                    w.last = Some(v);
+                }
+                Some(self.epoch.load(Ordering::SeqCst))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "session cache: a watcher cannot read");
+                w.fail(now);
+                None
+            }
+        }
+    }
+
+    fn entries_read(&self) -> Option<std::sync::RwLockReadGuard<'_, Entries>> {
+        self.entries.read().ok()
+    }
+
+    fn entries_write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        match self.entries.write() {
+            Ok(g) => g,
+            Err(p) => {
+                let mut g = p.into_inner();
+                g.map.clear();
+                self.entries.clear_poison();
+                g
+            }
+        }
+    }
+
+    /// Answer from memory when no commit can have been missed since the entry was filled
+    /// and the session is answerable at `now`; otherwise a ticket for the database read
+    /// and the [`SessionCache::fill`] after it.
+    fn lookup(&self, token: &str, now: i64) -> Lookup {
+        let key = key_of(token);
+        let epoch = self.observe(now);
+        let mut stale = false;
+        if let (Some(epoch), Some(entries)) = (epoch, self.entries_read()) {
+            if entries.epoch == epoch {
+                if let Some(c) = entries.map.get(&key) {
+                    if c.answerable(now) {
+                        return Lookup::Hit(c.clone());
+                    }
+                    stale = true;
+                }
+            }
+        }
+        if stale {
+            self.entries_write().map.remove(&key);
+        }
+        Lookup::Miss(Ticket { key, epoch, now })
+    }
+
+    /// Keep what the database answered after `ticket`'s lookup (unless the epoch has
+    /// moved on since), and hand it back.
+    fn fill(&self, ticket: Ticket, info: Option<SessionInfo>) -> Option<Arc<Checked>> {
+        let checked = Arc::new(Checked::new(info?));
+        let Some(epoch) = ticket.epoch else {
+            return Some(checked);
+        };
+        let mut dropped = None;
+        {
+            let mut entries = self.entries_write();
+            if epoch > entries.epoch {
+                // Everything kept is of an older epoch.
+                dropped = Some(std::mem::take(&mut entries.map));
+                entries.epoch = epoch;
+            } else if entries.map.len() >= self.max_entries {
+                entries.map.retain(|_, c| c.answerable(ticket.now));
+                if entries.map.len() > self.max_entries / 2 {
+                    dropped = Some(std::mem::take(&mut entries.map));
+                }
+            }
+            if epoch == entries.epoch {
+                entries.map.insert(ticket.key, checked.clone());
+            }
+        }
+        // Freed outside the lock.
+        drop(dropped);
+        Some(checked)
+    }
+
+    /// The live session of `token` at `now`, or None: from memory, else from the
+    /// database (on the blocking pool) through [`login::check_session`].
+    pub async fn check(
+        &self,
+        app: &App,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<Arc<Checked>>, ApiError> {
+        let ticket = match self.lookup(token, now) {
+            Lookup::Hit(c) => return Ok(Some(c)),
+            Lookup::Miss(t) => t,
+        };
+        let token = token.to_string();
+        let info = app
+            .db(move |conn, _| login::check_session(conn, &token, now))
+            .await?;
+        Ok(self.fill(ticket, info))
+    }
+
+    /// Every watcher fails as on a read error at `now`.
+    #[cfg(test)]
+    fn fail_watchers(&self, now: i64) {
+        for w in &self.watchers {
+            w.lock().unwrap().fail(now);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries_write().map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authcore::db::{self, Location};
+    use authcore::store::users::{self, NewUser, Role};
+
+    const T0: i64 = 1_800_000_000;
+
+    struct Fx {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        /// The daemon's own connection (what the pool would hand out).
+        daemon: Connection,
+        /// Another connection to the same file (authctl, another pooled connection).
+        other: Connection,
+    }
+
+    impl Fx {
+        fn new() -> Fx {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("auth.db");
+            let (conn, _key) = db::create(&Location::new(path.clone(), None)).unwrap();
+            drop(conn);
+            Fx {
+                daemon: db::open(&path).unwrap(),
+                other: db::open(&path).unwrap(),
+                path,
+                _dir: dir,
+            }
+        }
+
+        /// A user (through the other connection) with one session of `absolute` seconds
+        /// created at `now`: (user id, session token).
+        fn user_with_session(&self, name: &str, absolute: i64, now: i64) -> (i64, String) {
+            let u = users::create(
+                &self.other,
+                &NewUser {
+                    username: name,
+                    email: &format!("{name}@example.org"),
+                    org: None,
+                    groups: &[],
+                    role: Role::User,
+                    password_hash: None,
+                    must_change_password: false,
+                },
+                now,
+            )
+            .unwrap();
+            let (_, token) =
+                sessions::create(&self.other, u.id, "127.0.0.1", "test", absolute, now).unwrap();
+            (u.id, token)
+        }
+
+        /// A cache with one watcher (with several, each one's first reading after a
+        /// commit starts a new epoch: more misses, which tests of hits would have to
+        /// count; see `every_watcher_sees_every_commit`).
+        fn cache(&self) -> SessionCache {
+            SessionCache::with_limits(&self.path, MAX_ENTRIES, 1)
+        }
+
+        /// What the daemon does for one check: lookup, else the database and fill.
+        /// Returns (the answer, whether memory gave it).
+        fn check(&self, cache: &SessionCache, token: &str, now: i64) -> (Option<String>, bool) {
+            match cache.lookup(token, now) {
+                Lookup::Hit(c) => (Some(c.info.user.username.clone()), true),
+                Lookup::Miss(t) => {
+                    let info = login::check_session(&self.daemon, token, now).unwrap();
+                    let c = cache.fill(t, info);
+                    (c.map(|c| c.info.user.username.clone()), false)
+                }
+            }
+        }
+
+        fn last_seen(&self, token: &str) -> i64 {
+            self.other
+                .query_row(
+                    "SELECT last_seen_at FROM sessions WHERE token_hash=?1",
+                    [authcore::crypto::hash_token(token)],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        }
+    }
+
+    fn alice() -> Option<String> {
+        Some("alice".to_string())
+    }
+
+    #[test]
+    fn a_cached_session_is_answered_from_memory() {
+        let fx = Fx::new();
+        let (_, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = fx.cache();
+        assert_eq!(fx.check(&cache, &token, T0 + 1), (alice(), false));
+        assert_eq!(fx.check(&cache, &token, T0 + 2), (alice(), true));
+        assert_eq!(fx.check(&cache, &token, T0 + 59), (alice(), true));
+        // The answer is the database's, byte for byte.
+        let Lookup::Hit(c) = cache.lookup(&token, T0 + 3) else {
+            panic!("not cached")
+        };
+        let fresh = login::check_session(&fx.other, &token, T0 + 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.json, serde_json::to_vec(&fresh).unwrap());
+        // Unknown and malformed tokens are never answered from memory.
+        assert_eq!(fx.check(&cache, "nope", T0 + 3), (None, false));
+        assert_eq!(fx.check(&cache, "nope", T0 + 4), (None, false));
+        assert_eq!(fx.check(&cache, "", T0 + 4), (None, false));
+        assert_eq!(cache.len(), 1);
+    }
+
+    /// Fill the cache for `token`, let the other connection commit `change`, and check
+    /// again: the change must be seen on the very next check.
+    fn seen_next_check(change: impl FnOnce(&Connection, i64, &str)) -> (Option<String>, bool) {
+        let fx = Fx::new();
+        let (id, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = fx.cache();
+        fx.check(&cache, &token, T0 + 1);
+        assert_eq!(fx.check(&cache, &token, T0 + 2), (alice(), true));
+        change(&fx.other, id, &token);
+        fx.check(&cache, &token, T0 + 3)
+    }
+
+    #[test]
+    fn a_revoke_by_another_connection_is_seen_on_the_next_check() {
+        let r = seen_next_check(|c, _, token| {
+            assert!(sessions::revoke_token(c, token, T0 + 2).unwrap());
+        });
+        assert_eq!(r, (None, false));
+    }
+
+    #[test]
+    fn a_disabled_user_is_refused_on_the_next_check() {
+        let r = seen_next_check(|c, id, _| users::set_disabled(c, id, true, T0 + 2).unwrap());
+        assert_eq!(r, (None, false));
+        // Disabled alone (sessions left in place) is refused too.
+        let r = seen_next_check(|c, id, _| {
+            c.execute("UPDATE users SET disabled=1 WHERE id=?1", [id])
+                .unwrap();
+        });
+        assert_eq!(r, (None, false));
+    }
+
+    #[test]
+    fn a_locked_user_is_refused_on_the_next_check() {
+        // A lock ends flows, not sessions: only the user row says no.
+        let r = seen_next_check(|c, id, _| {
+            assert!(users::record_failure(c, id, 1, T0 + 2).unwrap());
+        });
+        assert_eq!(r, (None, false));
+    }
+
+    #[test]
+    fn a_deleted_user_is_refused_on_the_next_check() {
+        let r = seen_next_check(|c, id, _| users::delete(c, id).unwrap());
+        assert_eq!(r, (None, false));
+    }
+
+    #[test]
+    fn an_edited_user_is_answered_as_edited() {
+        let fx = Fx::new();
+        let (id, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = fx.cache();
+        fx.check(&cache, &token, T0 + 1);
+        assert!(matches!(cache.lookup(&token, T0 + 2), Lookup::Hit(_)));
+        users::set_email(&fx.other, id, "new@example.org", T0 + 2).unwrap();
+        let email = |l: Lookup| match l {
+            Lookup::Hit(c) => Some(c.info.user.email.clone()),
+            Lookup::Miss(_) => None,
+        };
+        assert_eq!(email(cache.lookup(&token, T0 + 3)), None, "not from memory");
+        fx.check(&cache, &token, T0 + 3);
+        assert_eq!(
+            email(cache.lookup(&token, T0 + 4)).as_deref(),
+            Some("new@example.org")
+        );
+    }
+
+    #[test]
+    fn every_watcher_sees_every_commit() {
+        let fx = Fx::new();
+        let (id, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = SessionCache::with_limits(&fx.path, MAX_ENTRIES, 3);
+        // One check at a time takes the watchers in turn.
+        let email = |now| match cache.lookup(&token, now) {
+            Lookup::Hit(c) => (c.info.user.email.clone(), true),
+            Lookup::Miss(t) => {
+                let info = login::check_session(&fx.daemon, &token, now).unwrap();
+                (cache.fill(t, info).unwrap().info.user.email.clone(), false)
+            }
+        };
+        for round in 0..4 {
+            let want = format!("r{round}@example.org");
+            users::set_email(&fx.other, id, &want, T0 + 1).unwrap();
+            // Each watcher's first reading after the commit starts a new epoch.
+            let seen: Vec<(String, bool)> = (0..6).map(|_| email(T0 + 2)).collect();
+            let hits: Vec<bool> = seen.iter().map(|(_, hit)| *hit).collect();
+            assert!(seen.iter().all(|(e, _)| *e == want), "{round}: {seen:?}");
+            assert_eq!(hits, [false, false, false, true, true, true], "{round}");
+        }
+    }
+
+    /// Checks on several threads (each with its own pooled-like connection) while another
+    /// connection revokes: no check that starts after the revoke returned says "live".
+    #[test]
+    fn concurrent_checks_never_outlive_a_revoke() {
+        use std::sync::atomic::AtomicBool;
+        let fx = Fx::new();
+        let cache = SessionCache::with_limits(&fx.path, MAX_ENTRIES, 2);
+        let path = &fx.path;
+        for round in 0..20 {
+            let (_, token) = fx.user_with_session(&format!("u{round}"), 3600, T0);
+            let revoked = AtomicBool::new(false);
+            let hits = AtomicUsize::new(0);
+            std::thread::scope(|s| {
+                for _ in 0..3 {
+                    s.spawn(|| {
+                        let conn = db::open(path).unwrap();
+                        // Until 50 checks have started after the revoke.
+                        let mut after = 0;
+                        while after < 50 {
+                            let after_revoke = revoked.load(Ordering::SeqCst);
+                            after += usize::from(after_revoke);
+                            let live = match cache.lookup(&token, T0 + 1) {
+                                Lookup::Hit(_) => {
+                                    hits.fetch_add(1, Ordering::Relaxed);
+                                    true
+                                }
+                                Lookup::Miss(t) => {
+                                    let info = login::check_session(&conn, &token, T0 + 1).unwrap();
+                                    cache.fill(t, info).is_some()
+                                }
+                            };
+                            assert!(
+                                !(after_revoke && live),
+                                "round {round}: live after the revoke"
+                            );
+                        }
+                    });
+                }
+                // Revoke once memory answers.
+                let give_up = std::time::Instant::now() + Duration::from_secs(10);
+                while hits.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < give_up {
+                    std::thread::yield_now();
+                }
+                assert!(sessions::revoke_token(&fx.other, &token, T0 + 1).unwrap());
+                revoked.store(true, Ordering::SeqCst);
+            });
+            assert!(
+                hits.load(Ordering::Relaxed) > 0,
+                "round {round}: never from memory"
+            );
+        }
+    }
+
+    #[test]
+    fn a_commit_racing_the_fill_is_seen_on_the_next_check() {
+        let fx = Fx::new();
+        let (_, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = fx.cache();
+        let Lookup::Miss(ticket) = cache.lookup(&token, T0 + 1) else {
+            panic!("empty cache answered")
+        };
+        // The database answers "live"; the revoke commits before the answer is kept.
+        let info = login::check_session(&fx.daemon, &token, T0 + 1).unwrap();
+        assert!(info.is_some());
+        sessions::revoke_token(&fx.other, &token, T0 + 1).unwrap();
+        assert!(cache.fill(ticket, info).is_some());
+        assert_eq!(fx.check(&cache, &token, T0 + 2), (None, false));
+    }
+
+    #[test]
+    fn a_policy_change_is_seen_on_the_next_check() {
+        let fx = Fx::new();
+        let (_, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = fx.cache();
+        // Refreshed at T0 + 100 (a commit: asked again at T0 + 101); a 30 min idle limit
+        // keeps it live at T0 + 130.
+        assert_eq!(fx.check(&cache, &token, T0 + 100), (alice(), false));
+        assert_eq!(fx.check(&cache, &token, T0 + 101), (alice(), false));
+        assert_eq!(fx.check(&cache, &token, T0 + 130), (alice(), true));
+        authcore::policy::set(&fx.other, "session.idle_minutes", "1", T0 + 130).unwrap();
+        // Still answerable by the old limit; the new one says idle since T0 + 160.
+        assert_eq!(fx.check(&cache, &token, T0 + 140), (alice(), false));
+        assert_eq!(fx.check(&cache, &token, T0 + 150), (alice(), true));
+        assert_eq!(fx.check(&cache, &token, T0 + 160), (None, false));
+    }
+
+    #[test]
+    fn absolute_expiry_refuses_at_its_second() {
+        let fx = Fx::new();
+        let (_, token) = fx.user_with_session("alice", 30, T0);
+        let cache = fx.cache();
+        fx.check(&cache, &token, T0);
+        assert_eq!(fx.check(&cache, &token, T0 + 29), (alice(), true));
+        assert_eq!(fx.check(&cache, &token, T0 + 30), (None, false));
+        assert_eq!(fx.check(&cache, &token, T0 + 31), (None, false));
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn idle_expiry_refuses_at_its_second() {
+        let fx = Fx::new();
+        authcore::policy::set(&fx.other, "session.idle_minutes", "1", T0).unwrap();
+        let (_, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = fx.cache();
+        fx.check(&cache, &token, T0 + 10);
+        assert_eq!(fx.check(&cache, &token, T0 + 59), (alice(), true));
+        assert_eq!(fx.check(&cache, &token, T0 + 60), (None, false));
+        assert_eq!(fx.last_seen(&token), T0);
+    }
+
+    #[test]
+    fn the_last_seen_refresh_goes_through_the_database() {
+        let fx = Fx::new();
+        let (_, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = fx.cache();
+        fx.check(&cache, &token, T0 + 1);
+        assert_eq!(fx.check(&cache, &token, T0 + 59), (alice(), true));
+        assert_eq!(fx.last_seen(&token), T0);
+        // Due at T0 + 60: the database answers and refreshes.
+        assert_eq!(fx.check(&cache, &token, T0 + 60), (alice(), false));
+        assert_eq!(fx.last_seen(&token), T0 + 60);
+        // That write was a commit: the next check asks again, then memory answers until
+        // the next refresh is due, and the idle limit counts from the refresh.
+        assert_eq!(fx.check(&cache, &token, T0 + 61), (alice(), false));
+        assert_eq!(fx.check(&cache, &token, T0 + 119), (alice(), true));
+        assert_eq!(fx.check(&cache, &token, T0 + 120), (alice(), false));
+        assert_eq!(fx.last_seen(&token), T0 + 120);
+    }
+
+    #[test]
+    fn without_a_watcher_nothing_is_answered_from_memory() {
+        let fx = Fx::new();
+        let (_, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = SessionCache::new(&fx.path.with_file_name("missing.db"));
+        for t in 1..4 {
+            assert_eq!(fx.check(&cache, &token, T0 + t), (alice(), false));
+        }
+        assert_eq!(cache.len(), 0);
+        assert!(!fx.path.with_file_name("missing.db").exists());
+    }
+
+    #[test]
+    fn a_failed_watcher_trusts_nothing_until_it_reads_again() {
+        let fx = Fx::new();
+        let (_, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = fx.cache();
+        fx.check(&cache, &token, T0 + 1);
+        assert_eq!(fx.check(&cache, &token, T0 + 2), (alice(), true));
+        // The watcher fails; a revoke commits before it is opened again.
+        cache.fail_watchers(T0 + 2);
+        assert_eq!(fx.check(&cache, &token, T0 + 2), (alice(), false));
+        sessions::revoke_token(&fx.other, &token, T0 + 2).unwrap();
+        // The new watcher knows nothing of what came before it: nothing old is answered.
+        assert_eq!(fx.check(&cache, &token, T0 + 3), (None, false));
+        let (_, token) = fx.user_with_session("bob", 3600, T0 + 3);
+        fx.check(&cache, &token, T0 + 4);
+        assert!(matches!(cache.lookup(&token, T0 + 5), Lookup::Hit(_)));
+    }
+
+    #[test]
+    fn a_full_cache_keeps_what_it_can_still_answer() {
+        let fx = Fx::new();
+        let early: Vec<String> = ["e1", "e2"]
+            .iter()
+            .map(|n| fx.user_with_session(n, 3600, T0).1)
+            .collect();
+        let late: Vec<String> = ["l1", "l2", "l3"]
+            .iter()
+            .map(|n| fx.user_with_session(n, 3600, T0 + 100).1)
+            .collect();
+        let cache = SessionCache::with_limits(&fx.path, 4, 1);
+        for t in &early {
+            fx.check(&cache, t, T0 + 30);
+        }
+        for t in &late[..2] {
+            fx.check(&cache, t, T0 + 110);
+        }
+        assert_eq!(cache.len(), 4);
+        // Full: the early entries (due for their refresh) make room.
+        fx.check(&cache, &late[2], T0 + 110);
+        assert_eq!(cache.len(), 3);
+        for t in &late {
+            assert!(matches!(cache.lookup(t, T0 + 111), Lookup::Hit(_)));
+        }
+    }
+
+    #[test]
+    fn a_full_cache_starts_over() {
+        let fx = Fx::new();
+        let cache = SessionCache::with_limits(&fx.path, 2, 1);
+        let tokens: Vec<String> = ["a1", "a2", "a3"]
+            .iter()
+            .map(|n| fx.user_with_session(n, 3600, T0).1)
+            .collect();
+        for t in &tokens {
+            fx.check(&cache, t, T0 + 1);
+        }
+        assert_eq!(cache.len(), 1);
+        assert!(matches!(cache.lookup(&tokens[2], T0 + 2), Lookup::Hit(_)));
+        assert!(matches!(cache.lookup(&tokens[0], T0 + 2), Lookup::Miss(_)));
+    }
+}
