@@ -2,8 +2,9 @@
 //!
 //! Blocking work never runs on the reactor: [`App::db`] runs a closure on the blocking
 //! pool with a pooled SQLite connection, and [`App::db_hashing`] does the same while
-//! holding one of a fixed number of hashing permits, so a flood of password logins
-//! queues instead of allocating argon2's memory without bound.
+//! holding one of a fixed number of password permits (twice the hashing slots of
+//! `authcore::password`, which run `--hash-concurrency` hashes at a time), so a flood of
+//! password logins queues instead of allocating argon2's memory without bound.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -125,11 +126,15 @@ impl App {
             .map(|n| n.get())
             .unwrap_or(2);
         let hashers = config.hash_concurrency.unwrap_or(cores).max(1);
+        // Hashes run `hashers` at a time (authcore::password's slots); twice as many
+        // password requests may be past the door, so the next one has done its database
+        // reads and waits at a slot when a hash ends.
+        authcore::password::set_concurrent_hashes(hashers);
         let writer = crate::writer::Writer::start(config.db.clone())?;
         Ok(App(Arc::new(Inner {
             pool: Pool::new(config.db.clone()),
             writer,
-            hash_permits: Semaphore::new(hashers),
+            hash_permits: Semaphore::new(hashers * 2),
             db_permits: Semaphore::new(config.db_concurrency.max(1)),
             metrics: Metrics::new(),
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),

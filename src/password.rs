@@ -12,25 +12,80 @@
 //!   UI can show a checklist; lengths are counted as a person sees them (characters) for
 //!   the minimum and as storage sees them (bytes) for the maximum.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
 use argon2::{Argon2, Block, Params, Version};
 
+/// How many argon2 computations may run at once in this process (0: one per core).
+/// The daemon sets it from `--hash-concurrency`; callers beyond it wait their turn.
+static MAX_HASHES: AtomicUsize = AtomicUsize::new(0);
+
+/// Set how many hashes may run at once (at start-up; at least one).
+pub fn set_concurrent_hashes(n: usize) {
+    MAX_HASHES.store(n.max(1), Ordering::Relaxed);
+}
+
+fn max_hashes() -> usize {
+    match MAX_HASHES.load(Ordering::Relaxed) {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        n => n,
+    }
+}
+
+/// Hashes running now; waiters sleep on the condition variable.
+static RUNNING: Mutex<usize> = Mutex::new(0);
+static TURN: Condvar = Condvar::new();
+
+/// The most hashes seen running at once (for the tests).
+#[cfg(test)]
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`max_hashes`] hashing slots, held for one computation.
+struct Slot;
+
+impl Slot {
+    fn take() -> Slot {
+        let mut n = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= max_hashes() {
+            n = TURN.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        #[cfg(test)]
+        PEAK.fetch_max(*n, Ordering::Relaxed);
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut n = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        TURN.notify_one();
+    }
+}
+
 /// Working memory (19 MiB at the default parameters) is reused across hashes instead of
 /// being allocated and freed each time: the allocator would otherwise keep the freed
 /// buffers and a login flood would grow the process well past what the bounded number of
-/// concurrent hashes needs. At most this many idle buffers are kept.
+/// concurrent hashes needs. As many buffers as hashing slots are kept, so after the first
+/// hashes none is allocated again.
 fn pool_max() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
+    max_hashes()
 }
 
 static POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 
-/// Run `f` with at least `blocks` argon2 memory blocks from the pool.
+/// Run `f` in a hashing slot with at least `blocks` argon2 memory blocks from the pool.
+/// The slot is the only bound on concurrent hashes that matters for CPU and memory: a
+/// thread that waits here holds neither, and starts the moment a slot frees, so the
+/// cores never idle between one login's hash and the next one's while the first
+/// finishes its database work.
 fn with_memory<R>(blocks: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
+    let _slot = Slot::take();
     let mut buf = POOL
         .lock()
         .ok()
@@ -366,6 +421,29 @@ mod tests {
             assert!(verify_password("Correct-Horse-9", &ours));
         }
         assert!(POOL.lock().unwrap().len() <= pool_max());
+    }
+
+    #[test]
+    fn no_more_hashes_run_at_once_than_there_are_slots() {
+        let params = Argon2Params {
+            m_kib: 2048,
+            t: 1,
+            p: 1,
+        };
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    for _ in 0..3 {
+                        hash_password(&format!("pw-{i}"), params).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let peak = PEAK.load(Ordering::Relaxed);
+        assert!(peak >= 1 && peak <= max_hashes(), "{peak} hashes at once");
     }
 
     #[test]
