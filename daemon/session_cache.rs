@@ -116,6 +116,8 @@ struct Watcher {
     conn: Option<Connection>,
     /// The last `data_version` this connection read (None: none yet).
     last: Option<i64>,
+    /// The session epoch (`authcore::db::session_epoch`) it read then.
+    last_epoch: Option<i64>,
     /// Not opened again before this instant (after a failure).
     reopen_at: i64,
 }
@@ -125,6 +127,7 @@ impl Watcher {
     fn fail(&mut self, now: i64) {
         self.conn = None;
         self.last = None;
+        self.last_epoch = None;
         self.reopen_at = now.saturating_add(REOPEN_AFTER_SECS);
     }
 }
@@ -174,6 +177,7 @@ fn data_version(c: &Connection) -> rusqlite::Result<i64> {
 fn afresh<'a>(m: &Mutex<Watcher>, mut g: MutexGuard<'a, Watcher>) -> MutexGuard<'a, Watcher> {
     g.conn = None;
     g.last = None;
+    g.last_epoch = None;
     m.clear_poison();
     g
 }
@@ -241,6 +245,7 @@ impl SessionCache {
                 Ok(c) => {
                     w.conn = Some(c);
                     w.last = None;
+                    w.last_epoch = None;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "session cache: a watcher cannot open");
@@ -249,12 +254,31 @@ impl SessionCache {
                 }
             }
         }
-        match w.conn.as_ref().map(data_version)? {
-            Ok(v) => {
-                if w.last != Some(v) {
-                    // A commit, or a watcher without a past: what memory holds may be old.
-                    self.epoch.fetch_add(1, Ordering::SeqCst);
+        let conn = w.conn.as_ref()?;
+        // The session epoch is read after data_version: a commit between the two is
+        // counted now, and any commit after the epoch read changes data_version again.
+        let read = data_version(conn).and_then(|v| {
+            if w.last == Some(v) {
+                return Ok((v, None));
+            }
+            let n = conn
+                .prepare_cached("SELECT n FROM session_epoch WHERE id = 1")?
+                .query_row([], |r| r.get::<_, i64>(0))?;
+            Ok((v, Some(n)))
+        });
+        match read {
+            Ok((v, epoch)) => {
+                if let Some(n) = epoch {
+                    // A commit, or a watcher without a past. Commits that leave every
+                    // session answer as it was (audit rows, flows, second-factor steps,
+                    // last_seen_at refreshes) leave the session epoch alone; anything
+                    // else, or a watcher that knows nothing before now, may make what
+                    // memory holds old.
+                    if w.last.is_none() || w.last_epoch != Some(n) {
+                        self.epoch.fetch_add(1, Ordering::SeqCst);
+                    }
                     w.last = Some(v);
+                    w.last_epoch = Some(n);
                 }
                 Some(self.epoch.load(Ordering::SeqCst))
             }
@@ -546,6 +570,84 @@ mod tests {
     }
 
     #[test]
+    fn commits_that_change_no_answer_keep_memory() {
+        let fx = Fx::new();
+        let (id, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = fx.cache();
+        fx.check(&cache, &token, T0 + 1);
+        assert_eq!(fx.check(&cache, &token, T0 + 2), (alice(), true));
+        // What logins write all day long: another user's session, a counted failure,
+        // a rewritten row with the same values, audit rows, a last_seen_at refresh.
+        fx.user_with_session("bob", 3600, T0 + 2);
+        fx.other
+            .execute(
+                "UPDATE users SET failed_attempts = failed_attempts + 1, locked_at = NULL,
+                 updated_at = ?2 WHERE id = ?1",
+                [id, T0 + 2],
+            )
+            .unwrap();
+        fx.other
+            .execute(
+                "INSERT INTO audit(at, event, outcome, actor, username) VALUES (?1, 'login.password', 'failure', 'test', 'alice')",
+                [T0 + 2],
+            )
+            .unwrap();
+        fx.other
+            .execute(
+                "UPDATE sessions SET last_seen_at = last_seen_at + 1 WHERE user_id = ?1",
+                [id],
+            )
+            .unwrap();
+        assert_eq!(fx.check(&cache, &token, T0 + 3), (alice(), true));
+        // A change that does show in the answer is not kept from it.
+        users::set_role(&fx.other, id, Role::OrgAdmin, T0 + 3).unwrap();
+        assert_eq!(fx.check(&cache, &token, T0 + 4), (alice(), false));
+    }
+
+    #[test]
+    fn group_org_and_role_changes_are_seen_on_the_next_check() {
+        let fx = Fx::new();
+        let (id, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = fx.cache();
+        let seen = |now| match cache.lookup(&token, now) {
+            Lookup::Hit(c) => Some((c.info.user.groups.clone(), c.info.user.org.clone())),
+            Lookup::Miss(t) => {
+                let info = login::check_session(&fx.daemon, &token, now).unwrap();
+                cache.fill(t, info);
+                None
+            }
+        };
+        seen(T0 + 1);
+        let (groups, org) = seen(T0 + 2).expect("from memory");
+        assert!(groups.is_empty());
+        authcore::store::orgs::add_group(&fx.other, "staff", false, T0 + 2).unwrap();
+        assert!(
+            seen(T0 + 3).is_some(),
+            "a new group alone changes no answer"
+        );
+        users::add_to_group(&fx.other, id, "staff").unwrap();
+        assert_eq!(
+            seen(T0 + 4),
+            None,
+            "a new membership is not answered from memory"
+        );
+        assert_eq!(seen(T0 + 5).unwrap().0, vec!["staff".to_string()]);
+        fx.other
+            .execute("UPDATE groups SET name = 'Staff' WHERE name = 'staff'", [])
+            .unwrap();
+        assert_eq!(seen(T0 + 6), None, "a renamed group");
+        assert_eq!(seen(T0 + 7).unwrap().0, vec!["Staff".to_string()]);
+        fx.other
+            .execute("UPDATE orgs SET name = 'Renamed' WHERE name = ?1", [&org])
+            .unwrap();
+        assert_eq!(seen(T0 + 8), None, "a renamed organisation");
+        assert_eq!(seen(T0 + 9).unwrap().1, "Renamed");
+        fx.other.execute("DELETE FROM memberships", []).unwrap();
+        assert_eq!(seen(T0 + 10), None, "a membership removed");
+        assert!(seen(T0 + 11).unwrap().0.is_empty());
+    }
+
+    #[test]
     fn every_watcher_sees_every_commit() {
         let fx = Fx::new();
         let (id, token) = fx.user_with_session("alice", 3600, T0);
@@ -643,10 +745,10 @@ mod tests {
         let fx = Fx::new();
         let (_, token) = fx.user_with_session("alice", 3600, T0);
         let cache = fx.cache();
-        // Refreshed at T0 + 100 (a commit: asked again at T0 + 101); a 30 min idle limit
-        // keeps it live at T0 + 130.
+        // Refreshed at T0 + 100 (a commit that moves no session epoch: memory answers
+        // at T0 + 101); a 30 min idle limit keeps it live at T0 + 130.
         assert_eq!(fx.check(&cache, &token, T0 + 100), (alice(), false));
-        assert_eq!(fx.check(&cache, &token, T0 + 101), (alice(), false));
+        assert_eq!(fx.check(&cache, &token, T0 + 101), (alice(), true));
         assert_eq!(fx.check(&cache, &token, T0 + 130), (alice(), true));
         authcore::policy::set(&fx.other, "session.idle_minutes", "1", T0 + 130).unwrap();
         // Still answerable by the old limit; the new one says idle since T0 + 160.
@@ -690,9 +792,10 @@ mod tests {
         // Due at T0 + 60: the database answers and refreshes.
         assert_eq!(fx.check(&cache, &token, T0 + 60), (alice(), false));
         assert_eq!(fx.last_seen(&token), T0 + 60);
-        // That write was a commit: the next check asks again, then memory answers until
-        // the next refresh is due, and the idle limit counts from the refresh.
-        assert_eq!(fx.check(&cache, &token, T0 + 61), (alice(), false));
+        // That commit changed only last_seen_at, which no other answer depends on: the
+        // session epoch stays, and memory answers (with the refreshed row) until the
+        // next refresh is due; the idle limit counts from the refresh.
+        assert_eq!(fx.check(&cache, &token, T0 + 61), (alice(), true));
         assert_eq!(fx.check(&cache, &token, T0 + 119), (alice(), true));
         assert_eq!(fx.check(&cache, &token, T0 + 120), (alice(), false));
         assert_eq!(fx.last_seen(&token), T0 + 120);

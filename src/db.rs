@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 pub const SCHEMA: &str = include_str!("../schema.sql");
 
 /// Migration steps after the base schema: `MIGRATIONS[i]` takes user_version i+1 to i+2.
-pub const MIGRATIONS: &[&str] = &[];
+pub const MIGRATIONS: &[&str] = &[include_str!("../migrations/0002_session_epoch.sql")];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
@@ -54,6 +54,14 @@ fn configure(conn: &Connection) -> Result<()> {
 
 fn user_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// The session epoch: moves whenever something a session check answers from changes
+/// (kept by triggers; see migrations/0002_session_epoch.sql).
+pub fn session_epoch(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT n FROM session_epoch WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Bring the schema up to [`SCHEMA_VERSION`].
