@@ -292,6 +292,16 @@ pub fn batch<R>(
     Ok((r, committed))
 }
 
+/// For a single write statement outside any transaction: this process's writer turn for
+/// the file, held until the guard drops. None inside a transaction (whose writer already
+/// holds the turn, or is a group's savepoint) and for in-memory databases.
+pub fn writer_turn_outside_tx(conn: &Connection) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !conn.is_autocommit() {
+        return None;
+    }
+    writer_turn(conn).map(|t| t.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// The writer turn of the file `conn` is open on; None for in-memory databases (one
 /// connection each, nobody to take turns with). A turn lives as long as the process:
 /// one small allocation per database file ever written.

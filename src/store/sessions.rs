@@ -128,10 +128,11 @@ pub fn find_live(conn: &Connection, token: &str, idle_secs: i64, now: i64) -> Re
         return Ok(None);
     }
     if now - s.last_seen_at >= SEEN_REFRESH_SECS {
-        conn.execute(
-            "UPDATE sessions SET last_seen_at=?1 WHERE id=?2",
-            params![now, s.id],
-        )?;
+        // A write of its own (outside any transaction) queues with this process's other
+        // writers rather than in SQLite's sleeping busy handler.
+        let _turn = crate::db::writer_turn_outside_tx(conn);
+        conn.prepare_cached("UPDATE sessions SET last_seen_at=?1 WHERE id=?2")?
+            .execute(params![now, s.id])?;
         s.last_seen_at = now;
     }
     Ok(Some(s))
