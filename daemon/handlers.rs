@@ -579,6 +579,42 @@ fn may_manage(
     )))
 }
 
+/// One admin action on `name` on behalf of `admin`, in one transaction: find the user
+/// as the admin may see them (None when not visible), refuse accounts the admin may not
+/// manage, apply `act` (its value, and the detail to audit besides `via` and the
+/// admin's id), and audit `event` with the admin as actor.
+fn admin_action<T>(
+    conn: &mut rusqlite::Connection,
+    admin: &SessionInfo,
+    client: &authcore::login::Client,
+    (event, name, via): (&str, &str, &str),
+    act: impl FnOnce(&rusqlite::Connection, &User, i64) -> authcore::Result<(T, serde_json::Value)>,
+) -> authcore::Result<Option<(String, T)>> {
+    let t = now();
+    let tx = authcore::db::write_tx(conn)?;
+    let Some(u) = visible_user(&tx, admin, client, event, name, via, t)? else {
+        tx.commit()?;
+        return Ok(None);
+    };
+    if let Err(e) = may_manage(&tx, admin, client, event, &u, via, t)? {
+        tx.commit()?;
+        return Err(e);
+    }
+    let (value, mut detail) = act(&tx, &u, t)?;
+    detail["via"] = json!(via);
+    detail["admin_id"] = json!(admin.user_id);
+    audit::record(
+        &tx,
+        &admin_entry(event, Outcome::Success, admin, client, via)
+            .username(&u.username)
+            .user(u.id, u.org_id)
+            .detail(detail),
+        t,
+    )?;
+    tx.commit()?;
+    Ok(Some((u.username, value)))
+}
+
 /// Unlock `name` on behalf of `admin` (audited `admin.unlock`, the admin as actor):
 /// the user's name and whether they were locked, or None when not visible.
 pub(crate) fn unlock_user(
@@ -588,27 +624,16 @@ pub(crate) fn unlock_user(
     name: &str,
     via: &str,
 ) -> authcore::Result<Option<(String, bool)>> {
-    let t = now();
-    let tx = authcore::db::write_tx(conn)?;
-    let Some(u) = visible_user(&tx, admin, client, "admin.unlock", name, via, t)? else {
-        tx.commit()?;
-        return Ok(None);
-    };
-    if let Err(e) = may_manage(&tx, admin, client, "admin.unlock", &u, via, t)? {
-        tx.commit()?;
-        return Err(e);
-    }
-    let was_locked = users::unlock(&tx, u.id, t)?;
-    audit::record(
-        &tx,
-        &admin_entry("admin.unlock", Outcome::Success, admin, client, via)
-            .username(&u.username)
-            .user(u.id, u.org_id)
-            .detail(json!({"via": via, "admin_id": admin.user_id, "was_locked": was_locked})),
-        t,
-    )?;
-    tx.commit()?;
-    Ok(Some((u.username, was_locked)))
+    admin_action(
+        conn,
+        admin,
+        client,
+        ("admin.unlock", name, via),
+        |tx, u, t| {
+            let was_locked = users::unlock(tx, u.id, t)?;
+            Ok((was_locked, json!({"was_locked": was_locked})))
+        },
+    )
 }
 
 pub async fn admin_unlock(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
@@ -633,27 +658,17 @@ pub(crate) fn reset_user_2fa(
     name: &str,
     via: &str,
 ) -> authcore::Result<Option<(String, factors::ResetSummary)>> {
-    let t = now();
-    let tx = authcore::db::write_tx(conn)?;
-    let Some(u) = visible_user(&tx, admin, client, "admin.reset_2fa", name, via, t)? else {
-        tx.commit()?;
-        return Ok(None);
-    };
-    if let Err(e) = may_manage(&tx, admin, client, "admin.reset_2fa", &u, via, t)? {
-        tx.commit()?;
-        return Err(e);
-    }
-    let s = factors::reset_2fa(&tx, u.id, t)?;
-    audit::record(
-        &tx,
-        &admin_entry("admin.reset_2fa", Outcome::Success, admin, client, via)
-            .username(&u.username)
-            .user(u.id, u.org_id)
-            .detail(json!({"via": via, "admin_id": admin.user_id, "removed": s})),
-        t,
-    )?;
-    tx.commit()?;
-    Ok(Some((u.username, s)))
+    admin_action(
+        conn,
+        admin,
+        client,
+        ("admin.reset_2fa", name, via),
+        |tx, u, t| {
+            let s = factors::reset_2fa(tx, u.id, t)?;
+            let detail = json!({"removed": s});
+            Ok((s, detail))
+        },
+    )
 }
 
 pub async fn admin_reset_2fa(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {

@@ -710,10 +710,20 @@ fn a_full_disk_fails_closed_and_the_daemon_recovers() {
             .expect("run nsenter")
     };
     let v = prepare(&d, &app);
+    // The WAL is emptied first: commits that fit in WAL space already allocated (the
+    // background checkpoint lets the WAL start over) would need no new disk blocks, and
+    // succeed, as they should. With the WAL at zero bytes every write needs the disk.
     let fill = inside(&format!(
-        "cat /dev/zero > '{m}/fill' 2>/dev/null; df -k '{m}' | tail -1"
+        "python3 -c \"import sqlite3; c=sqlite3.connect('{m}/authd.db'); r=c.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone(); assert r[0]==0, r\" \
+         && cat /dev/zero > '{m}/fill' 2>/dev/null; df -k '{m}' | tail -1; stat -c '%s' '{m}/authd.db-wal'"
     ));
     let df = String::from_utf8_lossy(&fill.stdout).into_owned();
+    assert_eq!(
+        df.lines().last(),
+        Some("0"),
+        "the WAL was not emptied before filling the disk: {df} {}",
+        String::from_utf8_lossy(&fill.stderr)
+    );
     let statuses = assert_fails_closed(d.addr, &v, "disk full");
     let health = d.get("/healthz").status;
     let rm = inside(&format!("rm -f '{m}/fill'"));
