@@ -246,11 +246,96 @@ pub fn write_tx(conn: &mut Connection) -> Result<WriteTx<'_>> {
             _turn: None,
         });
     }
-    let turn = writer_turn(conn).map(|t| t.lock().unwrap_or_else(|e| e.into_inner()));
+    let turn = take_turn(conn)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| busy_seen(turn.as_ref(), e))?;
     Ok(WriteTx {
-        tx: Tx::Top(conn.transaction_with_behavior(TransactionBehavior::Immediate)?),
+        tx: Tx::Top(tx),
         _turn: turn,
     })
+}
+
+/// This process's writer turn for `conn`'s file, waited for at most the busy timeout.
+/// A writer that gets it within a second of another failing to lock the database (held
+/// by another process past the busy timeout) fails at once, as does one that waited the
+/// whole busy timeout: behind a stuck lock, queued writers all answer "busy" after one
+/// busy timeout instead of one busy timeout after another.
+fn take_turn(conn: &Connection) -> Result<Option<TurnGuard>> {
+    let Some(turn) = writer_turn(conn) else {
+        return Ok(None);
+    };
+    match turn.take(BUSY_TIMEOUT) {
+        Some(g) if !turn.recently_busy() => Ok(Some(g)),
+        _ => Err(Error::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("the database is locked by another process".into()),
+        ))),
+    }
+}
+
+/// Note a lock failure on the turn's file (see [`take_turn`]); hand the error on.
+fn busy_seen(turn: Option<&TurnGuard>, e: rusqlite::Error) -> Error {
+    if let (
+        Some(t),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked),
+    ) = (turn, e.sqlite_error_code())
+    {
+        t.0.mark_busy();
+    }
+    Error::from(e)
+}
+
+/// How long after a lock failure other writers of the process fail without trying.
+const BUSY_FAIL_FAST: Duration = Duration::from_secs(1);
+
+/// One file's writer turn: held by one writer of the process at a time.
+struct Turn {
+    held: std::sync::Mutex<bool>,
+    free: std::sync::Condvar,
+    /// When a holder last failed to lock the database (None: never).
+    busy_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// A held turn; dropping it passes the turn on.
+pub struct TurnGuard(&'static Turn);
+
+impl Turn {
+    fn take(&'static self, timeout: Duration) -> Option<TurnGuard> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while *held {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            held = self
+                .free
+                .wait_timeout(held, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *held = true;
+        Some(TurnGuard(self))
+    }
+
+    fn mark_busy(&self) {
+        *self.busy_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    fn recently_busy(&self) -> bool {
+        self.busy_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < BUSY_FAIL_FAST)
+    }
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        *self.0.held.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.0.free.notify_one();
+    }
 }
 
 /// Run `run` inside one immediate transaction holding the writer turn, so that the
@@ -263,8 +348,9 @@ pub fn batch<R>(
     conn: &mut Connection,
     run: impl FnOnce(&mut Connection) -> R,
 ) -> Result<(R, Result<()>)> {
-    let _turn = writer_turn(conn).map(|t| t.lock().unwrap_or_else(|e| e.into_inner()));
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let turn = take_turn(conn)?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| busy_seen(turn.as_ref(), e))?;
     let rollback = |conn: &Connection| {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -295,20 +381,21 @@ pub fn batch<R>(
 /// For a single write statement outside any transaction: this process's writer turn for
 /// the file, held until the guard drops. None inside a transaction (whose writer already
 /// holds the turn, or is a group's savepoint) and for in-memory databases.
-pub fn writer_turn_outside_tx(conn: &Connection) -> Option<std::sync::MutexGuard<'static, ()>> {
+pub fn writer_turn_outside_tx(conn: &Connection) -> Option<TurnGuard> {
     if !conn.is_autocommit() {
         return None;
     }
-    writer_turn(conn).map(|t| t.lock().unwrap_or_else(|e| e.into_inner()))
+    // Not had in time: the statement meets SQLite's own busy handling instead.
+    writer_turn(conn).and_then(|t| t.take(BUSY_TIMEOUT))
 }
 
 /// The writer turn of the file `conn` is open on; None for in-memory databases (one
 /// connection each, nobody to take turns with). A turn lives as long as the process:
 /// one small allocation per database file ever written.
-fn writer_turn(conn: &Connection) -> Option<&'static std::sync::Mutex<()>> {
+fn writer_turn(conn: &Connection) -> Option<&'static Turn> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    static TURNS: OnceLock<Mutex<HashMap<PathBuf, &'static Mutex<()>>>> = OnceLock::new();
+    static TURNS: OnceLock<Mutex<HashMap<PathBuf, &'static Turn>>> = OnceLock::new();
     let path = conn.path().filter(|p| !p.is_empty())?;
     let mut turns = TURNS
         .get_or_init(Default::default)
@@ -317,7 +404,11 @@ fn writer_turn(conn: &Connection) -> Option<&'static std::sync::Mutex<()>> {
     if let Some(t) = turns.get(Path::new(path)) {
         return Some(*t);
     }
-    let t: &'static Mutex<()> = Box::leak(Box::new(Mutex::new(())));
+    let t: &'static Turn = Box::leak(Box::new(Turn {
+        held: Mutex::new(false),
+        free: std::sync::Condvar::new(),
+        busy_at: Mutex::new(None),
+    }));
     turns.insert(PathBuf::from(path), t);
     Some(t)
 }
@@ -327,7 +418,7 @@ fn writer_turn(conn: &Connection) -> Option<&'static std::sync::Mutex<()>> {
 pub struct WriteTx<'c> {
     // Declared first: the transaction ends (commit or rollback) before the turn passes.
     tx: Tx<'c>,
-    _turn: Option<std::sync::MutexGuard<'static, ()>>,
+    _turn: Option<TurnGuard>,
 }
 
 enum Tx<'c> {

@@ -829,6 +829,12 @@ fn a_database_locked_by_another_process_fails_closed_and_the_daemon_recovers() {
         waited >= Duration::from_secs(4),
         "the busy timeout (5 s) was not waited out: {waited:?}"
     );
+    // Writers queued behind the stuck lock fail together, not one busy timeout after
+    // another (5 requests in turn would take 25 s).
+    assert!(
+        waited < Duration::from_secs(12),
+        "queued writers waited out a busy timeout each: {waited:?}"
+    );
     assert_eq!(
         health.status, 200,
         "reads are not blocked by a writer: {health:?}"
