@@ -526,6 +526,27 @@ fn load_flow(
     Ok(Ok((flow, user, state)))
 }
 
+/// Open a step: its write transaction and its flow (see [`load_flow`]), or the step's
+/// refusal, audited and committed.
+#[allow(clippy::type_complexity)]
+fn open_step<'c, T>(
+    conn: &'c mut Connection,
+    token: &str,
+    want: &str,
+    event: &str,
+    client: &Client,
+    now: i64,
+) -> Result<std::result::Result<(db::WriteTx<'c>, sessions::Flow, User, FlowState), Decision<T>>> {
+    let tx = db::write_tx(conn)?;
+    match load_flow(&tx, token, want, event, client, now)? {
+        Ok((flow, user, state)) => Ok(Ok((tx, flow, user, state))),
+        Err(reason) => {
+            tx.commit()?;
+            Ok(Err(flow_refusal(reason)))
+        }
+    }
+}
+
 fn flow_refusal<T>(reason: &'static str) -> Decision<T> {
     if reason == "invalid_flow" {
         Decision::refused(Error::InvalidFlow, reason)
@@ -544,14 +565,10 @@ pub fn terms_step(
     now: i64,
 ) -> Result<Decision<Status>> {
     let policy = Policy::load(conn)?;
-    let tx = db::write_tx(conn)?;
-    let (flow, user, mut state) =
-        match load_flow(&tx, flow_token, step::TERMS, "login.terms", client, now)? {
-            Ok(f) => f,
-            Err(reason) => {
-                tx.commit()?;
-                return Ok(flow_refusal(reason));
-            }
+    let (tx, flow, user, mut state) =
+        match open_step(conn, flow_token, step::TERMS, "login.terms", client, now)? {
+            Ok(opened) => opened,
+            Err(refused) => return Ok(refused),
         };
     let base = entry("login.terms", Outcome::Failure, client)
         .username(&user.username)
@@ -668,20 +685,16 @@ pub fn expired_password_step(
         }
         None => Err(Error::InvalidFlow),
     };
-    let tx = db::write_tx(conn)?;
-    let (flow, user, _) = match load_flow(
-        &tx,
+    let (tx, flow, user, _) = match open_step(
+        conn,
         flow_token,
         step::PASSWORD_CHANGE,
         "login.password_change",
         client,
         now,
     )? {
-        Ok(f) => f,
-        Err(reason) => {
-            tx.commit()?;
-            return Ok(flow_refusal(reason));
-        }
+        Ok(opened) => opened,
+        Err(refused) => return Ok(refused),
     };
     let hash = match checked {
         Ok(h) => h,
@@ -724,14 +737,10 @@ pub fn enroll_step(
     now: i64,
 ) -> Result<Decision<Enrollment>> {
     let policy = Policy::load(conn)?;
-    let tx = db::write_tx(conn)?;
-    let (flow, user, _) =
-        match load_flow(&tx, flow_token, step::ENROLL, "login.enroll", client, now)? {
-            Ok(f) => f,
-            Err(reason) => {
-                tx.commit()?;
-                return Ok(flow_refusal(reason));
-            }
+    let (tx, flow, user, _) =
+        match open_step(conn, flow_token, step::ENROLL, "login.enroll", client, now)? {
+            Ok(opened) => opened,
+            Err(refused) => return Ok(refused),
         };
     // The flow was issued while the user had no second factor; one may have been enrolled
     // since (by another login or an administrator). Never replace it.
@@ -829,20 +838,16 @@ pub fn enroll_confirm_step(
 ) -> Result<Decision<Status>> {
     well_formed_code(code)?;
     let policy = Policy::load(conn)?;
-    let tx = db::write_tx(conn)?;
-    let (flow, user, _) = match load_flow(
-        &tx,
+    let (tx, flow, user, _) = match open_step(
+        conn,
         flow_token,
         step::ENROLL_CONFIRM,
         "login.enroll_confirm",
         client,
         now,
     )? {
-        Ok(f) => f,
-        Err(reason) => {
-            tx.commit()?;
-            return Ok(flow_refusal(reason));
-        }
+        Ok(opened) => opened,
+        Err(refused) => return Ok(refused),
     };
     match factors::check_totp(&tx, key, user.id, code, now, policy.totp_skew)? {
         Ok(_) => {}
@@ -892,20 +897,16 @@ pub fn totp_step(
 ) -> Result<Decision<Status>> {
     well_formed_code(code)?;
     let policy = Policy::load(conn)?;
-    let tx = db::write_tx(conn)?;
-    let (flow, user, _) = match load_flow(
-        &tx,
+    let (tx, flow, user, _) = match open_step(
+        conn,
         flow_token,
         step::SECOND_FACTOR,
         "login.totp",
         client,
         now,
     )? {
-        Ok(f) => f,
-        Err(reason) => {
-            tx.commit()?;
-            return Ok(flow_refusal(reason));
-        }
+        Ok(opened) => opened,
+        Err(refused) => return Ok(refused),
     };
     if user.mfa_method.as_deref() != Some("totp") {
         return factor_failure(
@@ -997,20 +998,16 @@ pub fn recovery_step(
         ));
     }
     let policy = Policy::load(conn)?;
-    let tx = db::write_tx(conn)?;
-    let (flow, user, _) = match load_flow(
-        &tx,
+    let (tx, flow, user, _) = match open_step(
+        conn,
         flow_token,
         step::SECOND_FACTOR,
         "login.recovery",
         client,
         now,
     )? {
-        Ok(f) => f,
-        Err(reason) => {
-            tx.commit()?;
-            return Ok(flow_refusal(reason));
-        }
+        Ok(opened) => opened,
+        Err(refused) => return Ok(refused),
     };
     match factors::use_recovery_code(&tx, key, user.id, code, now)? {
         Some(remaining) => {
@@ -1064,20 +1061,16 @@ pub fn email_step(
 ) -> Result<Decision<Status>> {
     well_formed_code(code)?;
     let policy = Policy::load(conn)?;
-    let tx = db::write_tx(conn)?;
-    let (flow, user, _) = match load_flow(
-        &tx,
+    let (tx, flow, user, _) = match open_step(
+        conn,
         flow_token,
         step::SECOND_FACTOR,
         "login.email",
         client,
         now,
     )? {
-        Ok(f) => f,
-        Err(reason) => {
-            tx.commit()?;
-            return Ok(flow_refusal(reason));
-        }
+        Ok(opened) => opened,
+        Err(refused) => return Ok(refused),
     };
     if !methods(&tx, key, &user)?.contains(&"email_otp") {
         return factor_failure(
@@ -1148,20 +1141,16 @@ pub fn email_resend_step(
     now: i64,
 ) -> Result<Decision<Status>> {
     let policy = Policy::load(conn)?;
-    let tx = db::write_tx(conn)?;
-    let (flow, user, _) = match load_flow(
-        &tx,
+    let (tx, flow, user, _) = match open_step(
+        conn,
         flow_token,
         step::SECOND_FACTOR,
         "login.email_resend",
         client,
         now,
     )? {
-        Ok(f) => f,
-        Err(reason) => {
-            tx.commit()?;
-            return Ok(flow_refusal(reason));
-        }
+        Ok(opened) => opened,
+        Err(refused) => return Ok(refused),
     };
     let base = entry("login.email_resend", Outcome::Failure, client)
         .username(&user.username)
