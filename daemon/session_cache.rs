@@ -257,15 +257,14 @@ impl SessionCache {
         let conn = w.conn.as_ref()?;
         // The session epoch is read after data_version: a commit between the two is
         // counted now, and any commit after the epoch read changes data_version again.
-        let read = data_version(conn).and_then(|v| {
-            if w.last == Some(v) {
-                return Ok((v, None));
-            }
-            let n = conn
-                .prepare_cached("SELECT n FROM session_epoch WHERE id = 1")?
-                .query_row([], |r| r.get::<_, i64>(0))?;
-            Ok((v, Some(n)))
-        });
+        let read = data_version(conn)
+            .map_err(authcore::Error::from)
+            .and_then(|v| {
+                if w.last == Some(v) {
+                    return Ok((v, None));
+                }
+                Ok((v, Some(authcore::db::session_epoch(conn)?)))
+            });
         match read {
             Ok((v, epoch)) => {
                 if let Some(n) = epoch {
@@ -274,7 +273,8 @@ impl SessionCache {
                     // last_seen_at refreshes) leave the session epoch alone; anything
                     // else, or a watcher that knows nothing before now, may make what
                     // memory holds old.
-                    if w.last.is_none() || w.last_epoch != Some(n) {
+                    // (A watcher without a past has no last_epoch either.)
+                    if w.last_epoch != Some(n) {
                         self.epoch.fetch_add(1, Ordering::SeqCst);
                     }
                     w.last = Some(v);

@@ -401,23 +401,11 @@ pub fn password_step(
         |tx: db::WriteTx, reason: &'static str, locked_now: bool| -> Result<Decision<Status>> {
             audit::record(&tx, &base.clone().reason(reason), now)?;
             if locked_now {
-                audit::record(
-                    &tx,
-                    &entry("account.locked", Outcome::Success, client)
-                        .username(&user.username)
-                        .user(user.id, user.org_id)
-                        .reason("too_many_failures")
-                        .detail(json!({"failed_attempts": policy.lockout_max_failures})),
-                    now,
-                )?;
+                let detail = json!({"failed_attempts": policy.lockout_max_failures});
+                audit_lock(&tx, &user, client, Some(detail), now)?;
             }
             tx.commit()?;
-            Ok(Decision {
-                result: Err(Error::InvalidCredentials),
-                reason,
-                locked_now,
-                mail: None,
-            })
+            Ok(credential_refusal(reason, locked_now))
         };
     if user.disabled {
         return refuse(tx, "disabled", false);
@@ -808,22 +796,37 @@ fn factor_failure<T>(
         now,
     )?;
     if locked_now {
-        audit::record(
-            &tx,
-            &entry("account.locked", Outcome::Success, client)
-                .username(&user.username)
-                .user(user.id, user.org_id)
-                .reason("too_many_failures"),
-            now,
-        )?;
+        audit_lock(&tx, user, client, None, now)?;
     }
     tx.commit()?;
-    Ok(Decision {
-        result: Err(Error::InvalidCredentials),
-        reason,
+    Ok(credential_refusal(reason, locked_now))
+}
+
+/// Audit the lock a counted failure just caused.
+fn audit_lock(
+    tx: &Connection,
+    user: &User,
+    client: &Client,
+    detail: Option<serde_json::Value>,
+    now: i64,
+) -> Result<()> {
+    let mut e = entry("account.locked", Outcome::Success, client)
+        .username(&user.username)
+        .user(user.id, user.org_id)
+        .reason("too_many_failures");
+    if let Some(d) = detail {
+        e = e.detail(d);
+    }
+    audit::record(tx, &e, now)?;
+    Ok(())
+}
+
+/// The generic credential refusal (`reason` is for the audit log and metrics only).
+fn credential_refusal<T>(reason: &'static str, locked_now: bool) -> Decision<T> {
+    Decision {
         locked_now,
-        mail: None,
-    })
+        ..Decision::refused(Error::InvalidCredentials, reason)
+    }
 }
 
 /// Step: confirm enrolment with the first code. The user then logs in again; the

@@ -71,12 +71,8 @@ impl Drop for Slot {
 /// Working memory (19 MiB at the default parameters) is reused across hashes instead of
 /// being allocated and freed each time: the allocator would otherwise keep the freed
 /// buffers and a login flood would grow the process well past what the bounded number of
-/// concurrent hashes needs. As many buffers as hashing slots are kept, so after the first
-/// hashes none is allocated again.
-fn pool_max() -> usize {
-    max_hashes()
-}
-
+/// concurrent hashes needs. As many buffers as hashing slots ([`max_hashes`]) are kept,
+/// so after the first hashes none is allocated again.
 static POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
 
 /// Run `f` in a hashing slot with at least `blocks` argon2 memory blocks from the pool.
@@ -96,7 +92,7 @@ fn with_memory<R>(blocks: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
     }
     let r = f(&mut buf);
     if let Ok(mut p) = POOL.lock() {
-        if p.len() < pool_max() {
+        if p.len() < max_hashes() {
             p.push(buf);
         }
     }
@@ -420,7 +416,7 @@ mod tests {
         for _ in 0..5 {
             assert!(verify_password("Correct-Horse-9", &ours));
         }
-        assert!(POOL.lock().unwrap().len() <= pool_max());
+        assert!(POOL.lock().unwrap().len() <= max_hashes());
     }
 
     #[test]
