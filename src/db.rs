@@ -247,9 +247,10 @@ pub fn write_tx(conn: &mut Connection) -> Result<WriteTx<'_>> {
         });
     }
     let turn = take_turn(conn)?;
+    let started = std::time::Instant::now();
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| busy_seen(turn.as_ref(), e))?;
+        .map_err(|e| busy_seen(turn.as_ref(), started, e))?;
     Ok(WriteTx {
         tx: Tx::Top(tx),
         _turn: turn,
@@ -274,13 +275,18 @@ fn take_turn(conn: &Connection) -> Result<Option<TurnGuard>> {
     }
 }
 
-/// Note a lock failure on the turn's file (see [`take_turn`]); hand the error on.
-fn busy_seen(turn: Option<&TurnGuard>, e: rusqlite::Error) -> Error {
+/// Note a lock failure on the turn's file (see [`take_turn`]) when the attempt begun at
+/// `started` waited out SQLite's busy handling (a lock held by another process, not a
+/// passing collision); hand the error on.
+fn busy_seen(turn: Option<&TurnGuard>, started: std::time::Instant, e: rusqlite::Error) -> Error {
     if let (
         Some(t),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked),
     ) = (turn, e.sqlite_error_code())
     {
+        if started.elapsed() < BUSY_FAIL_FAST {
+            return Error::from(e);
+        }
         t.0.mark_busy();
     }
     Error::from(e)
@@ -349,8 +355,9 @@ pub fn batch<R>(
     run: impl FnOnce(&mut Connection) -> R,
 ) -> Result<(R, Result<()>)> {
     let turn = take_turn(conn)?;
+    let started = std::time::Instant::now();
     conn.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| busy_seen(turn.as_ref(), e))?;
+        .map_err(|e| busy_seen(turn.as_ref(), started, e))?;
     let rollback = |conn: &Connection| {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -532,12 +539,14 @@ mod tests {
             .execute_batch("CREATE TABLE t(x INTEGER)")
             .unwrap();
         // No busy timeout at all: without the turn, two writers racing for the lock
-        // would fail with SQLITE_BUSY on the first collision.
-        let threads: Vec<_> = (0..4)
-            .map(|n| {
-                let path = path.clone();
+        // would fail with SQLITE_BUSY on the first collision. The connections are open
+        // (and the WAL in place) before any writer starts: opening is not what is tested.
+        let conns: Vec<Connection> = (0..4).map(|_| wal_file(&path)).collect();
+        let threads: Vec<_> = conns
+            .into_iter()
+            .zip(0i64..)
+            .map(|(mut c, n)| {
                 std::thread::spawn(move || {
-                    let mut c = wal_file(&path);
                     c.busy_timeout(Duration::ZERO).unwrap();
                     for i in 0..300 {
                         let tx = write_tx(&mut c).unwrap();
