@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub use crate::target::{DefaultAccess, ForwardAuthRule, HeaderSource};
+
 pub const DEFAULT_DB: &str = "authd.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
@@ -81,6 +83,11 @@ pub struct Config {
     pub insecure_cookies: bool,
     /// Forward-auth: the group a request to a host/path prefix needs.
     pub forward_auth_rules: Vec<ForwardAuthRule>,
+    /// Forward-auth: which proxy headers carry the original URL (the other family is
+    /// ignored).
+    pub forward_auth_headers: HeaderSource,
+    /// Forward-auth: the answer for a host that no rule and no allowed origin names.
+    pub forward_auth_default: DefaultAccess,
 }
 
 impl Default for Config {
@@ -107,6 +114,8 @@ impl Default for Config {
             allowed_redirect_origins: Vec::new(),
             insecure_cookies: false,
             forward_auth_rules: Vec::new(),
+            forward_auth_headers: HeaderSource::Forwarded,
+            forward_auth_default: DefaultAccess::Allow,
         }
     }
 }
@@ -143,6 +152,8 @@ pub struct Layer {
     pub insecure_cookies: Option<bool>,
     #[serde(alias = "forward_auth_rule")]
     pub forward_auth_rules: Option<Vec<String>>,
+    pub forward_auth_headers: Option<HeaderSource>,
+    pub forward_auth_default: Option<DefaultAccess>,
 }
 
 impl Layer {
@@ -305,6 +316,14 @@ impl Config {
             allowed_redirect_origins,
             insecure_cookies,
             forward_auth_rules,
+            forward_auth_headers: cli
+                .forward_auth_headers
+                .or(file.forward_auth_headers)
+                .unwrap_or(d.forward_auth_headers),
+            forward_auth_default: cli
+                .forward_auth_default
+                .or(file.forward_auth_default)
+                .unwrap_or(d.forward_auth_default),
         })
     }
 }
@@ -373,94 +392,6 @@ impl PublicUrl {
         Ok(PublicUrl {
             origin: u.origin().ascii_serialization(),
             base,
-        })
-    }
-}
-
-/// Forward-auth: requests to `host` (any host when `None`) whose path is `path` or below
-/// it need membership of `group`. Written `HOST/PATH=GROUP` (`*` for any host):
-/// `app.example.org/admin=staff`, `*/reports=pupil-data`, `wiki.example.org=staff`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForwardAuthRule {
-    /// Lower-case `host` or `host:port`; `None` for every host.
-    pub host: Option<String>,
-    /// `/` or a prefix without a trailing slash (`/admin`).
-    pub path: String,
-    pub group: String,
-}
-
-impl ForwardAuthRule {
-    /// Whether the rule covers a request to `host` (lower case, port as sent) and `path`.
-    /// Paths match whole segments: `/admin` covers `/admin` and `/admin/x`, not `/admins`.
-    pub fn covers(&self, host: &str, path: &str) -> bool {
-        let host_ok = match &self.host {
-            None => true,
-            Some(h) => {
-                h.eq_ignore_ascii_case(host)
-                    || (!h.contains(':')
-                        && host
-                            .rsplit_once(':')
-                            .is_some_and(|(name, _)| h.eq_ignore_ascii_case(name)))
-            }
-        };
-        let path_ok = self.path == "/"
-            || path == self.path
-            || path
-                .strip_prefix(self.path.as_str())
-                .is_some_and(|rest| rest.starts_with('/'));
-        host_ok && path_ok
-    }
-
-    /// How specific the rule is: a named host beats `*`, a longer path beats a shorter.
-    pub fn specificity(&self) -> (bool, usize) {
-        (self.host.is_some(), self.path.len())
-    }
-}
-
-impl FromStr for ForwardAuthRule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<ForwardAuthRule, String> {
-        let bad = |why: &str| format!("forward_auth_rule {s:?}: {why} (write HOST/PATH=GROUP)");
-        let (target, group) = s.trim().rsplit_once('=').ok_or_else(|| bad("no =GROUP"))?;
-        let group = group.trim();
-        if authcore::names::normalize("group", group).is_err() {
-            return Err(bad("the group is not a valid group name"));
-        }
-        let target = target.trim();
-        let (host, path) = match target.find('/') {
-            Some(i) => (&target[..i], &target[i..]),
-            None => (target, "/"),
-        };
-        if host.is_empty() {
-            return Err(bad("the host is empty (use * for any host)"));
-        }
-        let host = if host == "*" {
-            None
-        } else {
-            let ok = host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-            if !ok {
-                return Err(bad(
-                    "the host may hold letters, digits, '.', '-' and a :port",
-                ));
-            }
-            Some(host.to_ascii_lowercase())
-        };
-        if path.contains("//")
-            || path.contains('\\')
-            || path.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(bad("the path is unusual"));
-        }
-        let path = match path.trim_end_matches('/') {
-            "" => "/".to_string(),
-            p => p.to_string(),
-        };
-        Ok(ForwardAuthRule {
-            host,
-            path,
-            group: group.to_string(),
         })
     }
 }
@@ -684,6 +615,8 @@ mod tests {
             public_url = "https://App.Example.org/auth/"
             allowed_redirect_origins = ["https://wiki.example.org", "http://127.0.0.1:8081/"]
             forward_auth_rule = ["app.example.org/admin=staff", "*/finance=finance"]
+            forward_auth_headers = "x-original-url"
+            forward_auth_default = "deny"
             "#,
         )
         .unwrap();
@@ -697,10 +630,23 @@ mod tests {
         );
         assert_eq!(c.forward_auth_rules.len(), 2);
         assert_eq!(c.forward_auth_rules[1].host, None);
-        assert_eq!(c.forward_auth_rules[1].path, "/finance");
+        assert_eq!(
+            c.forward_auth_rules[1].segments,
+            vec!["finance".to_string()]
+        );
+        assert_eq!(c.forward_auth_headers, HeaderSource::XOriginalUrl);
+        assert_eq!(c.forward_auth_default, DefaultAccess::Deny);
         assert!(!c.insecure_cookies);
         let c = Config::resolve(Layer::default(), None).unwrap();
         assert!(c.public_url.is_none() && c.allowed_redirect_origins.is_empty());
+        assert_eq!(c.forward_auth_headers, HeaderSource::Forwarded);
+        assert_eq!(c.forward_auth_default, DefaultAccess::Allow);
+        for bad in [
+            "forward_auth_headers = \"both\"",
+            "forward_auth_default = \"maybe\"",
+        ] {
+            assert!(toml(bad).is_err(), "{bad}");
+        }
 
         // The command line replaces the file's list.
         let cli = Layer {

@@ -13,6 +13,7 @@ mod ratelimit;
 mod routes;
 mod server;
 mod session_cache;
+mod target;
 mod writer;
 
 use std::io::{IsTerminal, Write};
@@ -241,6 +242,27 @@ struct Args {
         hide_env_values = true
     )]
     forward_auth_rules: Vec<String>,
+    /// Forward-auth: which proxy headers carry the original URL. `forwarded`:
+    /// X-Forwarded-Proto, -Host and -Uri (what the shipped nginx, Caddy and Traefik
+    /// configurations send); `x-original-url`: X-Original-URL alone. The other family is
+    /// ignored; missing, repeated or contradicting headers are answered 400.
+    #[arg(
+        long,
+        env = "AUTHD_FORWARD_AUTH_HEADERS",
+        value_name = "FAMILY",
+        hide_env_values = true
+    )]
+    forward_auth_headers: Option<config::HeaderSource>,
+    /// Forward-auth: the answer for a host that no --forward-auth-rule, no
+    /// --allowed-redirect-origin and not --public-url names: `allow` (any signed-in user)
+    /// or `deny` (403 to everybody; what the shipped examples use).
+    #[arg(
+        long,
+        env = "AUTHD_FORWARD_AUTH_DEFAULT",
+        value_name = "allow|deny",
+        hide_env_values = true
+    )]
+    forward_auth_default: Option<config::DefaultAccess>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -274,6 +296,8 @@ impl Args {
             insecure_cookies: self.insecure_cookies.then_some(true),
             forward_auth_rules: (!self.forward_auth_rules.is_empty())
                 .then(|| self.forward_auth_rules.clone()),
+            forward_auth_headers: self.forward_auth_headers,
+            forward_auth_default: self.forward_auth_default,
         }
     }
 

@@ -149,7 +149,12 @@ pub mod kit {
         let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
         s.set_read_timeout(Some(Duration::from_secs(30))).ok();
         s.set_write_timeout(Some(Duration::from_secs(30))).ok();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        // A `Host` among `headers` replaces the default (the address itself).
+        let mut req = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str(&format!("Host: {addr}\r\n"));
+        }
+        req.push_str("Connection: close\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -256,6 +261,8 @@ pub mod kit {
         pub jar: Jar,
         /// Sent as `Origin` on POSTs when set.
         pub origin: Option<String>,
+        /// Sent as `Host` when set (else the address).
+        pub host: Option<String>,
     }
 
     impl Browser {
@@ -264,6 +271,7 @@ pub mod kit {
                 addr: addr.to_string(),
                 jar: Jar::default(),
                 origin: None,
+                host: None,
             }
         }
 
@@ -272,6 +280,9 @@ pub mod kit {
             let mut h = vec![];
             if !cookie.is_empty() {
                 h.push(("Cookie", cookie.as_str()));
+            }
+            if let Some(host) = &self.host {
+                h.push(("Host", host.as_str()));
             }
             let r = http(&self.addr, "GET", path, &h, b"");
             self.jar.take(&r);
@@ -290,6 +301,9 @@ pub mod kit {
             let origin = self.origin.clone();
             if let Some(o) = &origin {
                 h.push(("Origin", o.as_str()));
+            }
+            if let Some(host) = &self.host {
+                h.push(("Host", host.as_str()));
             }
             let r = http(&self.addr, "POST", path, &h, body.as_bytes());
             self.jar.take(&r);
