@@ -843,6 +843,7 @@ fn hostile_urls_never_reach_a_protected_page() {
         (&hugo, APP, "/administrator"),
         (&hugo, APP, "/public/admin/"),
         (&hugo, APP, "/financial"),
+        (&hugo, APP, "/%70ublic/%7Eu/"),
     ] {
         let mut h = described(&at(host, uri));
         h.push(("Cookie", user));
