@@ -563,6 +563,34 @@ mod tests {
         assert!(!parse(&["authd"]).insecure_cookies);
         std::env::remove_var("AUTHD_FORWARD_AUTH_RULES");
         std::env::remove_var("AUTHD_INSECURE_COOKIES");
+        // Forward-auth's header family and default: flag over environment.
+        use crate::config::{DefaultAccess, HeaderSource};
+        let c = parse(&["authd"]);
+        assert_eq!(c.forward_auth_headers, HeaderSource::Forwarded);
+        assert_eq!(c.forward_auth_default, DefaultAccess::Allow);
+        std::env::set_var("AUTHD_FORWARD_AUTH_HEADERS", "x-original-url");
+        std::env::set_var("AUTHD_FORWARD_AUTH_DEFAULT", "deny");
+        let c = parse(&["authd"]);
+        assert_eq!(c.forward_auth_headers, HeaderSource::XOriginalUrl);
+        assert_eq!(c.forward_auth_default, DefaultAccess::Deny);
+        let c = parse(&[
+            "authd",
+            "--forward-auth-headers",
+            "forwarded",
+            "--forward-auth-default",
+            "allow",
+        ]);
+        assert_eq!(c.forward_auth_headers, HeaderSource::Forwarded);
+        assert_eq!(c.forward_auth_default, DefaultAccess::Allow);
+        std::env::remove_var("AUTHD_FORWARD_AUTH_HEADERS");
+        std::env::remove_var("AUTHD_FORWARD_AUTH_DEFAULT");
+        for bad in [
+            ["authd", "--forward-auth-headers", "x-forwarded"],
+            ["authd", "--forward-auth-default", "open"],
+        ] {
+            let e = Args::try_parse_from(bad).unwrap_err().to_string();
+            assert!(e.contains(bad[1]), "{e}");
+        }
         let e = Args::try_parse_from(["authd", "--insecure-cookies", "--listen", "0.0.0.0:80"])
             .unwrap()
             .config()
