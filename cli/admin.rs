@@ -158,21 +158,76 @@ pub fn group(g: &Global, c: GroupCmd) -> Result<i32> {
             });
         }
         GroupCmd::Delete { name } => {
-            let entry = ctx.entry("admin.group.delete");
+            // Deleting a group that requires a second factor quietly lifts that
+            // requirement from its members: name them and ask first (like `user delete`).
+            let before = orgs::get_group(&ctx.conn, &name)?;
+            let lifts = |gr: &orgs::Group| gr.require_2fa && gr.members > 0;
+            if lifts(&before) {
+                crate::prompt::confirm(&lift_question(&before), ctx.yes)?;
+            }
+            let (entry, yes) = (ctx.entry("admin.group.delete"), ctx.yes);
             let tx = ctx.tx()?;
-            let gr = orgs::delete_group(&tx, &name)?;
+            let gr = orgs::get_group(&tx, &name)?;
+            // The group may have changed while the question was on the screen: what was
+            // confirmed must still be what is deleted.
+            if lifts(&gr)
+                && !yes
+                && (gr.id != before.id || gr.members != before.members || !lifts(&before))
+            {
+                return Err(authcore::Error::Conflict(format!(
+                    "group {} changed meanwhile (it now requires a second factor for {}); nothing was changed: run the command again",
+                    gr.name,
+                    members(gr.members)
+                ))
+                .into());
+            }
+            let gr = orgs::delete_group(&tx, &gr.name)?;
             record(
                 &tx,
-                entry.detail(json!({"via": "authctl", "group": gr.name, "members": gr.members})),
+                entry.detail(
+                    json!({"via": "authctl", "group": gr.name, "members": gr.members,
+                    "require_2fa": gr.require_2fa}),
+                ),
                 t,
             )?;
             tx.commit()?;
-            emit(ctx.json, &json!({"deleted": gr.name}), || {
-                format!("deleted group {}", gr.name)
+            let v =
+                json!({"deleted": gr.name, "members": gr.members, "require_2fa": gr.require_2fa});
+            emit(ctx.json, &v, || {
+                if lifts(&gr) {
+                    format!(
+                        "deleted group {}: its {} lost the second-factor requirement it set",
+                        gr.name,
+                        members(gr.members)
+                    )
+                } else {
+                    format!("deleted group {}", gr.name)
+                }
             });
         }
     }
     Ok(0)
+}
+
+/// The confirmation asked before deleting a group that requires a second factor.
+fn lift_question(gr: &orgs::Group) -> String {
+    format!(
+        "group {} requires a second factor; its {} that requirement (unless another group or the mfa.required policy asks for one). Delete it?",
+        gr.name,
+        if gr.members == 1 {
+            "1 member loses".to_string()
+        } else {
+            format!("{} members lose", gr.members)
+        }
+    )
+}
+
+fn members(n: i64) -> String {
+    if n == 1 {
+        "1 member".into()
+    } else {
+        format!("{n} members")
+    }
 }
 
 pub fn policy(g: &Global, c: PolicyCmd) -> Result<i32> {
@@ -342,21 +397,7 @@ pub fn terms(g: &Global, c: TermsCmd) -> Result<i32> {
     let mut ctx = Ctx::open(g)?;
     match c {
         TermsCmd::Set { version, file } => {
-            let bytes = if file.as_os_str() == "-" {
-                let mut b = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
-                b
-            } else {
-                std::fs::read(&file).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => {
-                        authcore::Error::NotFound(format!("{} does not exist", file.display()))
-                    }
-                    _ => authcore::Error::Io(format!("cannot read {}: {e}", file.display())),
-                })?
-            };
-            let text = String::from_utf8(bytes).map_err(|_| {
-                authcore::Error::Invalid(format!("{} is not UTF-8 text", file.display()))
-            })?;
+            let text = read_terms(&file)?;
             let t = now();
             let entry = ctx.entry("admin.terms.set");
             let tx = ctx.tx()?;
@@ -396,4 +437,40 @@ pub fn terms(g: &Global, c: TermsCmd) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The terms text from FILE ('-': standard input), read up to the size limit and no
+/// further: a huge file, or /dev/zero, is refused after limit + 1 bytes.
+fn read_terms(file: &std::path::Path) -> Result<String> {
+    use authcore::store::terms::MAX_TEXT_BYTES;
+    use std::io::Read;
+    let stdin = file.as_os_str() == "-";
+    let name = if stdin {
+        "standard input".to_string()
+    } else {
+        file.display().to_string()
+    };
+    let cannot_read = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => authcore::Error::NotFound(format!("{name} does not exist")),
+        _ => authcore::Error::Io(format!("cannot read {name}: {e}")),
+    };
+    let source: Box<dyn Read> = if stdin {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(file).map_err(cannot_read)?)
+    };
+    let mut bytes = Vec::new();
+    source
+        .take(MAX_TEXT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() > MAX_TEXT_BYTES {
+        return Err(authcore::Error::Invalid(format!(
+            "{name} is larger than the terms limit of {} KiB ({MAX_TEXT_BYTES} bytes); nothing was changed",
+            MAX_TEXT_BYTES / 1024
+        ))
+        .into());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| authcore::Error::Invalid(format!("{name} is not UTF-8 text")).into())
 }

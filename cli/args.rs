@@ -298,7 +298,7 @@ pub enum TermsCmd {
         /// The version name, e.g. 2026-11 (unique; a published version never changes).
         #[arg(long)]
         version: String,
-        /// A UTF-8 text file with the terms ('-' for standard input).
+        /// A UTF-8 text file with the terms, at most 256 KiB ('-' for standard input).
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
     },
@@ -341,7 +341,7 @@ pub struct AuditArgs {
     /// Up to this time (same forms as --since).
     #[arg(long, value_name = "T")]
     pub until: Option<String>,
-    /// At most N rows, the newest (0: no limit).
+    /// At most N rows, the newest (0: no limit); when more match, a note on stderr says so.
     #[arg(long, default_value_t = 100)]
     pub limit: i64,
     /// Output format (--json implies json: one JSON object per line).
@@ -384,7 +384,8 @@ pub enum GroupCmd {
     },
     /// List groups.
     List,
-    /// Delete a group (members leave it).
+    /// Delete a group (members leave it). When the group requires a second factor and has
+    /// members, asks for confirmation (--yes to skip).
     Delete { name: String },
 }
 

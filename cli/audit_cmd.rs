@@ -54,15 +54,37 @@ pub fn run(g: &Global, a: AuditArgs) -> Result<i32> {
         since,
         until,
         after_id: None,
-        limit: (a.limit > 0).then_some(a.limit),
+        // One more than asked, to know whether rows were left out (not with --follow).
+        limit: (a.limit > 0).then(|| {
+            if a.follow {
+                a.limit
+            } else {
+                a.limit.saturating_add(1)
+            }
+        }),
     };
     let format = if g.json { AuditFormat::Json } else { a.format };
     // Newest N, shown oldest first like a log.
     let mut rows = audit::query(&ctx.conn, &filter)?;
+    let left_out = a.limit > 0 && rows.len() as i64 > a.limit;
+    if left_out {
+        rows.truncate(a.limit as usize);
+    }
     rows.reverse();
     let mut last = rows.last().map(|r| r.id).unwrap_or(0);
     if !a.follow {
         print_rows(&rows, format, true, false);
+        if left_out {
+            // On stderr, so that stdout stays a clean table, CSV or JSON lines.
+            let shown = if a.limit == 1 {
+                "the newest matching row".to_string()
+            } else {
+                format!("the newest {} matching rows", a.limit)
+            };
+            eprintln!(
+                "authctl: showing {shown}; more rows match (use --limit N for more, --limit 0 for all)"
+            );
+        }
         return Ok(0);
     }
     if rows.is_empty() {

@@ -29,7 +29,7 @@ pub fn os_user() -> String {
 impl Ctx {
     pub fn open(g: &Global) -> Result<Ctx> {
         let loc = Location::new(&g.db, g.key_file.clone());
-        let conn = db::open(&loc.db)?;
+        let conn = db::open_initialised(&loc.db)?;
         Ok(Ctx {
             conn,
             loc,
@@ -66,10 +66,13 @@ pub fn record(tx: &Connection, e: Entry, now: i64) -> Result<()> {
 /// Record a refused admin action (best effort, its own transaction): the database may be
 /// the very thing that failed.
 pub fn record_failure(g: &Global, event: &str, target: &str, err: &anyhow::Error) {
-    let Ok(conn) = db::open(&g.db) else { return };
+    let Ok(conn) = db::open_initialised(&g.db) else {
+        return;
+    };
     let reason = err
         .downcast_ref::<authcore::Error>()
         .map(|e| e.code())
+        .or_else(|| err.downcast_ref::<crate::output::Refused>().map(|r| r.code))
         .unwrap_or("error");
     let e = Entry::new(event, Outcome::Failure)
         .username(target)

@@ -53,30 +53,52 @@ struct LineError {
     error: String,
 }
 
-fn parse_jsonl(text: &str) -> Vec<(usize, Result<Record, String>)> {
-    text.lines()
+/// JSON lines, line by line: a line that is not UTF-8 is reported like any bad line (by
+/// its number and the column of the first bad byte; its bytes are not repeated, as they
+/// may hold a password).
+fn parse_jsonl(bytes: &[u8]) -> Vec<(usize, Result<Record, String>)> {
+    bytes
+        .split(|b| *b == b'\n')
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             (
                 i + 1,
-                serde_json::from_str::<Record>(l).map_err(|e| format!("invalid JSON: {e}")),
+                std::str::from_utf8(l.strip_suffix(b"\r").unwrap_or(l)),
             )
+        })
+        .filter(|(_, l)| !l.is_ok_and(|l| l.trim().is_empty()))
+        .map(|(line, l)| {
+            let rec = match l {
+                Ok(l) => {
+                    serde_json::from_str::<Record>(l).map_err(|e| format!("invalid JSON: {e}"))
+                }
+                Err(e) => Err(format!(
+                    "not UTF-8 text (invalid byte at column {})",
+                    e.valid_up_to() + 1
+                )),
+            };
+            (line, rec)
         })
         .collect()
 }
 
-fn parse_csv(text: &str) -> Result<Vec<(usize, Result<Record, String>)>> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let headers: Vec<String> = rdr
-        .headers()
-        .context("cannot read the CSV header")?
-        .iter()
-        .map(|h| h.to_ascii_lowercase())
-        .collect();
+/// CSV read as bytes, record by record: a record that is not UTF-8 is reported like any
+/// bad line (the header must be UTF-8).
+fn parse_csv(bytes: &[u8]) -> Result<Vec<(usize, Result<Record, String>)>> {
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
+    let mut header = csv::StringRecord::from_byte_record(
+        rdr.byte_headers()
+            .context("cannot read the CSV header")?
+            .clone(),
+    )
+    .map_err(|e| {
+        authcore::Error::Invalid(format!(
+            "the CSV header is not UTF-8 text ({})",
+            e.utf8_error()
+        ))
+    })?;
+    header.trim();
+    let headers: Vec<String> = header.iter().map(|h| h.to_ascii_lowercase()).collect();
     const KNOWN: &[&str] = &[
         "username",
         "email",
@@ -101,13 +123,13 @@ fn parse_csv(text: &str) -> Result<Vec<(usize, Result<Record, String>)>> {
     }
     let col = |name: &str| headers.iter().position(|h| h == name);
     let mut out = Vec::new();
-    for (i, rec) in rdr.records().enumerate() {
-        let line = rec
-            .as_ref()
-            .ok()
-            .and_then(|r| r.position())
-            .map(|p| p.line() as usize)
-            .unwrap_or(i + 2);
+    for (i, rec) in rdr.byte_records().enumerate() {
+        let line = match &rec {
+            Ok(r) => r.position(),
+            Err(e) => e.position(),
+        }
+        .map(|p| p.line() as usize)
+        .unwrap_or(i + 2);
         let r = match rec {
             Ok(r) => r,
             Err(e) => {
@@ -115,6 +137,20 @@ fn parse_csv(text: &str) -> Result<Vec<(usize, Result<Record, String>)>> {
                 continue;
             }
         };
+        let mut r = match csv::StringRecord::from_byte_record(r) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push((
+                    line,
+                    Err(format!(
+                        "not UTF-8 text (invalid byte in field {})",
+                        e.utf8_error().field() + 1
+                    )),
+                ));
+                continue;
+            }
+        };
+        r.trim();
         if r.iter().all(|f| f.is_empty()) {
             continue;
         }
@@ -221,10 +257,9 @@ fn validate(
 
 pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
     let mut ctx = Ctx::open(g)?;
-    let text = match std::fs::read(&a.file) {
-        Ok(b) => String::from_utf8(b).map_err(|_| {
-            authcore::Error::Invalid(format!("{} is not UTF-8 text", a.file.display()))
-        })?,
+    // Bytes: a line that is not UTF-8 is one bad line, not a bad file.
+    let bytes = match std::fs::read(&a.file) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(
                 authcore::Error::NotFound(format!("{} does not exist", a.file.display())).into(),
@@ -245,8 +280,8 @@ pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
         }
     });
     let parsed = match format {
-        ImportFormat::Jsonl => parse_jsonl(&text),
-        ImportFormat::Csv => parse_csv(&text)?,
+        ImportFormat::Jsonl => parse_jsonl(&bytes),
+        ImportFormat::Csv => parse_csv(&bytes)?,
     };
     let policy = Policy::load(&ctx.conn)?;
     let mut errors = Vec::new();

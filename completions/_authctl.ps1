@@ -370,7 +370,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('--ip', '--ip', [CompletionResultType]::ParameterName, 'Rows from this client IP address')
             [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'From this time: RFC 3339, a date (2026-11-23) or a duration back from now (1h, 7d)')
             [CompletionResult]::new('--until', '--until', [CompletionResultType]::ParameterName, 'Up to this time (same forms as --since)')
-            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most N rows, the newest (0: no limit)')
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most N rows, the newest (0: no limit); when more match, a note on stderr says so')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format (--json implies json: one JSON object per line)')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
             [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
@@ -470,7 +470,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Create a group')
             [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List groups')
-            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it)')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -528,7 +528,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Create a group')
             [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List groups')
-            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it)')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -674,7 +674,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         }
         'authctl;terms;set' {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'The version name, e.g. 2026-11 (unique; a published version never changes)')
-            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'A UTF-8 text file with the terms (''-'' for standard input)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'A UTF-8 text file with the terms, at most 256 KiB (''-'' for standard input)')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
             [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
@@ -887,7 +887,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Create a group')
             [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List groups')
-            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it)')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)')
             break
         }
         'authctl;help;group;add' {

@@ -332,7 +332,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --ip 'Rows from this client IP address'
             cand --since 'From this time: RFC 3339, a date (2026-11-23) or a duration back from now (1h, 7d)'
             cand --until 'Up to this time (same forms as --since)'
-            cand --limit 'At most N rows, the newest (0: no limit)'
+            cand --limit 'At most N rows, the newest (0: no limit); when more match, a note on stderr says so'
             cand --format 'Output format (--json implies json: one JSON object per line)'
             cand --db 'The database file'
             cand --key-file 'The secret-encryption key file [default: DB.key]'
@@ -422,7 +422,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand add 'Create a group'
             cand set 'Change whether a group requires a second factor'
             cand list 'List groups'
-            cand delete 'Delete a group (members leave it)'
+            cand delete 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'authctl;group;add'= {
@@ -475,7 +475,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand add 'Create a group'
             cand set 'Change whether a group requires a second factor'
             cand list 'List groups'
-            cand delete 'Delete a group (members leave it)'
+            cand delete 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'authctl;group;help;add'= {
@@ -600,7 +600,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
         }
         &'authctl;terms;set'= {
             cand --version 'The version name, e.g. 2026-11 (unique; a published version never changes)'
-            cand --file 'A UTF-8 text file with the terms (''-'' for standard input)'
+            cand --file 'A UTF-8 text file with the terms, at most 256 KiB (''-'' for standard input)'
             cand --db 'The database file'
             cand --key-file 'The secret-encryption key file [default: DB.key]'
             cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
@@ -775,7 +775,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand add 'Create a group'
             cand set 'Change whether a group requires a second factor'
             cand list 'List groups'
-            cand delete 'Delete a group (members leave it)'
+            cand delete 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
         }
         &'authctl;help;group;add'= {
         }

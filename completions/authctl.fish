@@ -217,7 +217,7 @@ failure\t''"
 complete -c authctl -n "__fish_authctl_using_subcommand audit" -l ip -d 'Rows from this client IP address' -r
 complete -c authctl -n "__fish_authctl_using_subcommand audit" -l since -d 'From this time: RFC 3339, a date (2026-11-23) or a duration back from now (1h, 7d)' -r
 complete -c authctl -n "__fish_authctl_using_subcommand audit" -l until -d 'Up to this time (same forms as --since)' -r
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l limit -d 'At most N rows, the newest (0: no limit)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit" -l limit -d 'At most N rows, the newest (0: no limit); when more match, a note on stderr says so' -r
 complete -c authctl -n "__fish_authctl_using_subcommand audit" -l format -d 'Output format (--json implies json: one JSON object per line)' -r -f -a "table\t''
 json\t''
 csv\t''"
@@ -271,7 +271,7 @@ complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_se
 complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "add" -d 'Create a group'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "set" -d 'Change whether a group requires a second factor'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "list" -d 'List groups'
-complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "delete" -d 'Delete a group (members leave it)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "delete" -d 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
@@ -303,7 +303,7 @@ complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_s
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "add" -d 'Create a group'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "set" -d 'Change whether a group requires a second factor'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "list" -d 'List groups'
-complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a group (members leave it)'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
@@ -365,7 +365,7 @@ complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_se
 complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -f -a "show" -d 'Show the current version'
 complete -c authctl -n "__fish_authctl_using_subcommand terms; and not __fish_seen_subcommand_from set show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l version -d 'The version name, e.g. 2026-11 (unique; a published version never changes)' -r
-complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l file -d 'A UTF-8 text file with the terms (\'-\' for standard input)' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l file -d 'A UTF-8 text file with the terms, at most 256 KiB (\'-\' for standard input)' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand terms; and __fish_seen_subcommand_from set" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
@@ -448,7 +448,7 @@ complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_su
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "add" -d 'Create a group'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "set" -d 'Change whether a group requires a second factor'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "list" -d 'List groups'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "delete" -d 'Delete a group (members leave it)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "delete" -d 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "show" -d 'Show every setting, its value and default'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "set" -d 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "list" -d 'List live sessions'

@@ -127,9 +127,16 @@ fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<()> 
 
 /// Create a new database and its key file. Refuses to overwrite either.
 pub fn create(loc: &Location) -> Result<(Connection, SecretKey)> {
-    if loc.db.exists() {
+    if let Ok(meta) = std::fs::metadata(&loc.db) {
+        // Even an empty file is not ours to take over: it may be a truncated database,
+        // or a file some other program is about to write.
+        let empty = if meta.len() == 0 {
+            " (an empty file: remove it first to create a database there)"
+        } else {
+            ""
+        };
         return Err(Error::Conflict(format!(
-            "{} already exists; refusing to overwrite it",
+            "{} already exists{empty}; refusing to overwrite it",
             loc.db.display()
         )));
     }
@@ -154,14 +161,57 @@ pub fn create(loc: &Location) -> Result<(Connection, SecretKey)> {
     Ok((conn, key))
 }
 
-/// Open an existing database (never creates one), configure it and migrate it.
+/// What opening does with an existing file that holds no authd schema yet (zero bytes,
+/// or an SQLite file without tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blank {
+    /// Give it the schema: authd takes such a file as its database.
+    Initialise,
+    /// Refuse it and leave it as it is: only `authctl init` creates a database, so an
+    /// admin command run on the wrong (or a truncated) file says so instead of silently
+    /// making a fresh, empty database there.
+    Refuse,
+}
+
+/// Open an existing database file (never creates a missing one), configure it and
+/// migrate it. A blank file gets the schema (see [`Blank`]); authctl uses
+/// [`open_initialised`].
 pub fn open(path: &Path) -> Result<Connection> {
-    if !path.exists() {
+    open_with(path, Blank::Initialise)
+}
+
+/// Open an existing authd database, refusing a blank file (zero bytes, or SQLite without
+/// the schema) without writing to it: what every authctl command but `init` uses.
+pub fn open_initialised(path: &Path) -> Result<Connection> {
+    open_with(path, Blank::Refuse)
+}
+
+/// The refusal of a blank file by [`Blank::Refuse`].
+fn blank_refused(path: &Path, what: &str) -> Error {
+    Error::Invalid(format!(
+        "{} is {what}, not an authd database; nothing was changed (`authctl init` creates a database: remove the file first, or pass --db)",
+        path.display()
+    ))
+}
+
+/// Open an existing database file, treating a blank one as `blank` says.
+pub fn open_with(path: &Path, blank: Blank) -> Result<Connection> {
+    // (As Path::exists: a file we cannot even look at is not there.)
+    let Ok(meta) = std::fs::metadata(path) else {
         return Err(Error::NotFound(format!(
             "no database at {} (create one with `authctl init`, or pass --db)",
             path.display()
         )));
+    };
+    // Checked before SQLite sees the file, so that nothing (not even -wal or -shm files)
+    // is created beside it.
+    if blank == Blank::Refuse && meta.len() == 0 {
+        return Err(blank_refused(path, "an empty file (0 bytes)"));
     }
+    open_file(path, blank)
+}
+
+fn open_file(path: &Path, blank: Blank) -> Result<Connection> {
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -173,9 +223,32 @@ pub fn open(path: &Path) -> Result<Connection> {
             Error::Io(format!("cannot open {}: {e}", path.display())),
         )
     })?;
+    if blank == Blank::Refuse {
+        // Before configure(): switching to WAL would already write to the file.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        refuse_blank(&conn, path).map_err(|e| describe(path, e))?;
+    }
     configure(&conn).map_err(|e| describe(path, e))?;
     migrate(&mut conn).map_err(|e| describe(path, e))?;
     Ok(conn)
+}
+
+/// Refuse a file with no authd schema (user_version 0), reading only.
+fn refuse_blank(conn: &Connection, path: &Path) -> Result<()> {
+    if user_version(conn)? != 0 {
+        return Ok(());
+    }
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type='table'",
+        [],
+        |r| r.get(0),
+    )?;
+    if tables > 0 {
+        return Err(Error::Invalid(
+            "the file is an SQLite database, but not an authd one".into(),
+        ));
+    }
+    Err(blank_refused(path, "an empty SQLite file"))
 }
 
 /// Whether the file or its directory cannot be written (read-only file system or modes):
@@ -521,6 +594,42 @@ mod tests {
             open(&dir.path().join("missing.db")),
             Err(Error::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn blank_files_get_the_schema_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        // authctl's open: an empty file is refused and not touched, side files included.
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        let e = open_initialised(&empty).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+        assert!(e.to_string().contains("authctl init"), "{e}");
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+        let listing: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(listing.len(), 1, "side files beside the empty file");
+        // An SQLite file without tables is refused unchanged too.
+        let blank = dir.path().join("blank.db");
+        Connection::open(&blank)
+            .unwrap()
+            .execute_batch("CREATE TABLE t(x); DROP TABLE t;")
+            .unwrap();
+        let before = std::fs::read(&blank).unwrap();
+        assert!(matches!(open_initialised(&blank), Err(Error::Invalid(_))));
+        assert_eq!(std::fs::read(&blank).unwrap(), before);
+        // A missing file is not found, as with open.
+        assert!(matches!(
+            open_initialised(&dir.path().join("missing.db")),
+            Err(Error::NotFound(_))
+        ));
+
+        // The daemon's open is unchanged: an existing empty file gets the schema…
+        let conn = open(&empty).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        drop(conn);
+        // …after which authctl's open takes it.
+        let conn = open_initialised(&empty).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
     }
 
     fn wal_file(path: &Path) -> Connection {

@@ -316,6 +316,90 @@ fn a_file_that_is_not_a_database_is_refused() {
     assert_eq!(tables, 1, "authctl added its schema to a foreign database");
 }
 
+/// The database file and SQLite's side files beside it (-wal, -shm, -journal) that exist.
+fn db_files(env: &Env) -> Vec<String> {
+    ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|suffix| format!("{}{suffix}", env.db.display()))
+        .filter(|p| std::path::Path::new(p).exists())
+        .collect()
+}
+
+#[test]
+fn a_zero_length_database_file_is_refused_and_stays_empty() {
+    // Only `init` creates a database: any other command on an empty file (a truncated
+    // database, a wrong --db) says so and leaves it as it is, side files included.
+    let env = Env::empty();
+    std::fs::write(&env.db, b"").unwrap();
+    let cases: &[&[&str]] = &[
+        &["user", "list"],
+        &["user", "show", "x"],
+        &["audit"],
+        &["org", "list"],
+        &["policy", "show"],
+        &["terms", "show"],
+        &["user", "add", "alice", "--email", "a@example.org"],
+        &["org", "add", "acme"],
+        &["group", "delete", "staff", "--yes"],
+    ];
+    for args in cases {
+        env.ctl(args)
+            .fails(2)
+            .stderr_has("empty")
+            .stderr_has("not an authd database")
+            .stderr_has("authctl init");
+        assert_eq!(
+            std::fs::metadata(&env.db).unwrap().len(),
+            0,
+            "{args:?} wrote to the empty file"
+        );
+        assert_eq!(
+            db_files(&env),
+            vec![env.db.display().to_string()],
+            "{args:?} left SQLite side files"
+        );
+    }
+    env.ctl_json(&["user", "list"])
+        .code(2)
+        .json_error("invalid_input");
+    // init refuses to overwrite it (as any existing file), and says it is empty.
+    env.ctl(&["init"])
+        .fails(4)
+        .stderr_has("already exists")
+        .stderr_has("empty file");
+    assert_eq!(std::fs::metadata(&env.db).unwrap().len(), 0);
+    assert!(
+        !env.key().exists(),
+        "init made a key file for a refused database"
+    );
+    // Once removed, init creates the database there.
+    std::fs::remove_file(&env.db).unwrap();
+    env.ctl(&["init"]).ok();
+    env.ctl(&["user", "list"]).ok();
+
+    // An SQLite file without any schema (no tables, user_version 0) is not taken over.
+    let blank = Env::empty();
+    {
+        let c = rusqlite::Connection::open(&blank.db).unwrap();
+        c.execute_batch("CREATE TABLE t(x); DROP TABLE t;").unwrap();
+    }
+    let before = std::fs::read(&blank.db).unwrap();
+    assert!(!before.is_empty());
+    for args in [&["user", "list"][..], &["audit"], &["user", "show", "x"]] {
+        blank
+            .ctl(args)
+            .fails(2)
+            .stderr_has("not an authd database")
+            .stderr_has("authctl init");
+    }
+    assert_eq!(
+        std::fs::read(&blank.db).unwrap(),
+        before,
+        "the blank SQLite file was modified"
+    );
+    assert_eq!(db_files(&blank), vec![blank.db.display().to_string()]);
+}
+
 /// How to make a database read-only for the command under test.
 enum ReadOnly {
     /// Not root: plain file modes stop us.
@@ -1517,12 +1601,100 @@ fn groups() {
         assert_eq!(g["members"], 1, "{g:#}");
     }
     // Deleting a group removes the memberships, not the members.
-    env.ctl(&["group", "delete", "pupil-data"]).ok();
+    env.ctl(&["group", "delete", "pupil-data", "--yes"]).ok();
     let u = env.json(&["user", "show", "alice"]);
     assert_eq!(u["groups"], json!(["staff"]));
     assert_eq!(u["group_requires_2fa"], false);
     env.ctl(&["group", "delete", "pupil-data"]).fails(3);
     env.ctl(&["group", "list"]).ok().stdout_has("staff");
+}
+
+#[test]
+fn group_delete_asks_before_lifting_a_second_factor_requirement() {
+    let env = Env::init();
+    env.json(&["group", "add", "staff", "--require-2fa"]);
+    for name in ["ann", "ben", "cat"] {
+        env.add_user(name, STRONG, &["--group", "staff"]);
+    }
+    // No terminal, no --yes: refused, with the number of members who would lose it.
+    let out = run(
+        env.cmd(&["group", "delete", "staff"]),
+        None,
+        Duration::from_secs(10),
+    );
+    out.fails(1)
+        .stderr_has("group staff requires a second factor")
+        .stderr_has("3 members lose")
+        .stderr_has("--yes");
+    env.ctl_json(&["group", "delete", "staff"])
+        .code(1)
+        .json_error("confirmation_required");
+    assert!(names(&env.json(&["group", "list"])).contains("staff"));
+    for name in ["ann", "ben", "cat"] {
+        let u = env.json(&["user", "show", name]);
+        assert_eq!(u["group_requires_2fa"], true, "{u:#}");
+    }
+    let refused = env.audit(&["--event", "admin.group.delete", "--outcome", "failure"]);
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["reason"] == "confirmation_required"),
+        "{refused:#?}"
+    );
+
+    // --yes: deleted, and the answer names who lost the requirement.
+    let v = env.json(&["group", "delete", "staff", "--yes"]);
+    assert_eq!(
+        v,
+        json!({"deleted": "staff", "members": 3, "require_2fa": true})
+    );
+    assert!(!names(&env.json(&["group", "list"])).contains("staff"));
+    assert_eq!(
+        env.json(&["user", "show", "ann"])["group_requires_2fa"],
+        false
+    );
+    let done = env.audit(&["--event", "admin.group.delete", "--outcome", "success"]);
+    assert_eq!(done.len(), 1, "{done:#?}");
+    let detail: Value = serde_json::from_str(done[0]["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (&detail["members"], &detail["require_2fa"]),
+        (&json!(3), &json!(true)),
+        "{done:#?}"
+    );
+    // The human answer says it too (one member: singular).
+    env.json(&["group", "add", "pupil-data", "--require-2fa"]);
+    env.json(&["user", "set", "ann", "--add-group", "pupil-data"]);
+    env.ctl(&["group", "delete", "pupil-data", "--yes"])
+        .ok()
+        .stdout_has("1 member lost");
+
+    // Nothing to lift: deleted without a question, as before.
+    env.json(&["group", "add", "plain"]);
+    env.json(&["user", "set", "ann", "--add-group", "plain"]);
+    env.json(&["group", "add", "empty-2fa", "--require-2fa"]);
+    for g in ["plain", "empty-2fa"] {
+        let v = env.json(&["group", "delete", g]);
+        assert_eq!(v["deleted"], g, "{v:#}");
+    }
+    assert!(names(&env.json(&["group", "list"])).is_empty());
+}
+
+#[test]
+fn tty_group_delete_asks_for_confirmation() {
+    require("script", "bsdutils");
+    let env = Env::init();
+    env.json(&["group", "add", "staff", "--require-2fa"]);
+    env.add_user("ann", STRONG, &["--group", "staff"]);
+    env.add_user("ben", STRONG, &["--group", "staff"]);
+    let out = run_on_tty(&env, &["group", "delete", "staff"], &["n"]);
+    assert!(!out.timed_out, "{out:?}");
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("2 members lose"), "{out:?}");
+    assert!(names(&env.json(&["group", "list"])).contains("staff"));
+    let out = run_on_tty(&env, &["group", "delete", "staff"], &["y"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(names(&env.json(&["group", "list"])).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1860,6 +2032,72 @@ fn audit_formats() {
     env.ctl(&["--json", "audit", "--until", "2000-01-01"]).ok();
 }
 
+/// Data rows of an `audit` table (the header row excluded).
+fn table_rows(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with('│') && !l.contains("event"))
+        .count()
+}
+
+#[test]
+fn audit_says_on_stderr_when_the_limit_left_rows_out() {
+    let env = Env::init();
+    for i in 0..6 {
+        env.json(&["org", "add", &format!("org{i}")]);
+    }
+    let all = env.audit(&[]);
+    let n = all.len();
+    assert!(n >= 7, "{all:#?}");
+    let newest: Vec<&Value> = all[n - 3..].iter().collect();
+    let notice = "more rows match";
+
+    // Three formats, the same notice on stderr; stdout holds exactly the newest 3 rows.
+    let out = env.ctl(&["audit", "--limit", "3", "--format", "json"]);
+    out.ok()
+        .stderr_has(notice)
+        .stderr_has("newest 3")
+        .stderr_has("--limit");
+    let rows = out.json_lines();
+    assert_eq!(rows.iter().collect::<Vec<_>>(), newest, "{out:?}");
+    let out = env.ctl(&["--json", "audit", "--limit", "3"]);
+    assert_eq!(out.ok().stderr_has(notice).json_lines().len(), 3, "{out:?}");
+
+    let out = env.ctl(&["audit", "--limit", "3", "--format", "csv"]);
+    out.ok().stderr_has(notice);
+    let mut rdr = csv::Reader::from_reader(out.stdout.as_bytes());
+    let records: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    assert_eq!(records.len(), 3, "{out:?}");
+    assert!(!out.stdout.contains(notice), "{out:?}");
+
+    let out = env.ctl(&["audit", "--limit", "3"]);
+    out.ok().stderr_has(notice);
+    assert_eq!(table_rows(&out.stdout), 3, "{out:?}");
+    assert!(!out.stdout.contains(notice), "{out:?}");
+
+    // Nothing left out (a limit of exactly the count, a larger one, or none): no notice.
+    let exact = n.to_string();
+    for limit in [exact.as_str(), "1000", "0"] {
+        for format in ["json", "csv", "table"] {
+            let out = env.ctl(&["audit", "--limit", limit, "--format", format]);
+            out.ok();
+            assert!(
+                out.stderr.trim().is_empty(),
+                "a notice with nothing left out: {out:?}"
+            );
+        }
+        let out = env.ctl(&["audit", "--limit", limit, "--format", "json"]);
+        assert_eq!(out.json_lines().len(), n, "{out:?}");
+    }
+    // A filter counts only its matching rows.
+    let out = env.ctl(&["audit", "--event", "admin.org.add", "--limit", "6"]);
+    assert!(out.ok().stderr.trim().is_empty(), "{out:?}");
+    assert_eq!(table_rows(&out.stdout), 6, "{out:?}");
+    env.ctl(&["audit", "--event", "admin.org.add", "--limit", "5"])
+        .ok()
+        .stderr_has(notice);
+}
+
 #[test]
 fn audit_follow_prints_new_rows() {
     use std::io::{BufRead, BufReader};
@@ -2087,6 +2325,46 @@ fn import_csv() {
 }
 
 #[test]
+fn import_reports_a_line_that_is_not_utf8_and_imports_the_others() {
+    let env = import_env();
+    let mut data = Vec::new();
+    data.extend_from_slice(b"{\"username\":\"ann\",\"email\":\"ann@example.org\"}\n");
+    data.extend_from_slice(b"{\"username\":\"b\xff\xfe\",\"email\":\"b@example.org\"}\n");
+    data.extend_from_slice(b"{\"username\":\"cat\",\"email\":\"cat@example.org\"}\n");
+    let file = env.path("mixed.jsonl");
+    std::fs::write(&file, &data).unwrap();
+    let out = env.ctl(&["--json", "import", file.to_str().unwrap()]);
+    // As for any other bad line: reported by number, the rest imported, exit 1.
+    out.code(1).stderr_has("line 2:").stderr_has("UTF-8");
+    let v = out.json();
+    assert_eq!(
+        (&v["imported"], &v["failed"]),
+        (&json!(2), &json!(1)),
+        "{out:?}"
+    );
+    assert_eq!(v["errors"][0]["line"], 2, "{out:?}");
+    assert_eq!(names(&env.json(&["user", "list"])), set(&["ann", "cat"]));
+
+    // CSV alike (the header is line 1).
+    let env = import_env();
+    let mut data = b"username,email\nann,ann@example.org\n".to_vec();
+    data.extend_from_slice(b"b\xff\xfe,b@example.org\n");
+    data.extend_from_slice(b"cat,cat@example.org\n");
+    let file = env.path("mixed.csv");
+    std::fs::write(&file, &data).unwrap();
+    let out = env.ctl(&["--json", "import", file.to_str().unwrap()]);
+    out.code(1).stderr_has("line 3:").stderr_has("UTF-8");
+    let v = out.json();
+    assert_eq!(
+        (&v["imported"], &v["failed"]),
+        (&json!(2), &json!(1)),
+        "{out:?}"
+    );
+    assert_eq!(v["errors"][0]["line"], 3, "{out:?}");
+    assert_eq!(names(&env.json(&["user", "list"])), set(&["ann", "cat"]));
+}
+
+#[test]
 fn import_a_missing_file_fails_clearly() {
     let env = import_env();
     let out = env.ctl(&["import", env.path("nope.jsonl").to_str().unwrap()]);
@@ -2260,6 +2538,71 @@ fn terms_set_and_show() {
     let rows = env.audit(&["--event", "admin.terms.set", "--outcome", "success"]);
     assert_eq!(rows.len(), 2, "{rows:#?}");
     assert!(rows.iter().all(|r| r["actor"] == os_user()));
+}
+
+/// `authctl --db DB ARGS` under a 1 GiB address-space limit: a command that reads without
+/// bound dies there instead of eating the machine's memory.
+fn ctl_bounded(env: &Env, args: &[&str]) -> Out {
+    let mut inner = format!(
+        "ulimit -v 1048576; exec '{AUTHCTL}' --db '{}'",
+        env.db.display()
+    );
+    for a in args {
+        inner.push_str(&format!(" '{a}'"));
+    }
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &inner]).env_remove("AUTHCTL_DB");
+    run(cmd, None, Duration::from_secs(10))
+}
+
+#[test]
+fn terms_set_reads_no_more_than_the_size_limit() {
+    use authcore::store::terms::MAX_TEXT_BYTES;
+    let env = Env::init();
+    let limit = format!("{} KiB", MAX_TEXT_BYTES / 1024);
+    // An endless file: refused after limit + 1 bytes, quickly.
+    let started = std::time::Instant::now();
+    let out = ctl_bounded(
+        &env,
+        &["terms", "set", "--version", "v1", "--file", "/dev/zero"],
+    );
+    out.fails(2)
+        .stderr_has("/dev/zero is larger than the terms limit")
+        .stderr_has(&limit)
+        .stderr_has(&MAX_TEXT_BYTES.to_string());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // One byte over the limit, from a file and from standard input: refused.
+    let over = "a".repeat(MAX_TEXT_BYTES + 1);
+    let file = env.path("big.txt");
+    std::fs::write(&file, &over).unwrap();
+    let f = file.to_str().unwrap();
+    env.ctl(&["terms", "set", "--version", "v1", "--file", f])
+        .fails(2)
+        .stderr_has(&limit);
+    env.ctl_json(&["terms", "set", "--version", "v1", "--file", f])
+        .code(2)
+        .json_error("invalid_input");
+    env.ctl_stdin(&["terms", "set", "--version", "v1", "--file", "-"], &over)
+        .fails(2)
+        .stderr_has("standard input is larger than the terms limit");
+    // Nothing changed, and the refusals are audited.
+    let v = env.json(&["terms", "show"]);
+    assert!(
+        v.is_null() || v.get("version").is_some_and(Value::is_null),
+        "{v:#}"
+    );
+    let refused = env.audit(&["--event", "admin.terms.set", "--outcome", "failure"]);
+    assert_eq!(refused.len(), 4, "{refused:#?}");
+    // Exactly the limit is accepted.
+    std::fs::write(&file, &over[1..]).unwrap();
+    let v = env.json(&["terms", "set", "--version", "v1", "--file", f]);
+    assert_eq!(v["bytes"], MAX_TEXT_BYTES, "{v:#}");
+    // The help names the same limit.
+    env.ctl(&["terms", "set", "--help"]).ok().stdout_has(&limit);
 }
 
 #[test]
