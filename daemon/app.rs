@@ -107,6 +107,8 @@ pub struct Inner {
     pub writer: crate::writer::Writer,
     /// Where one-time codes and notices are mailed; None when mail is not configured.
     pub mailer: Option<crate::mail::Mailer>,
+    /// The bearer token `/metrics` asks for (`--metrics-token-file`); None: open.
+    pub metrics_token: Option<crate::metrics::MetricsToken>,
 }
 
 /// Cheap to clone; one per connection task.
@@ -140,6 +142,7 @@ impl App {
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
             sessions: crate::session_cache::SessionCache::new(&config.db),
             mailer: None,
+            metrics_token: None,
             config,
             key,
         })))
@@ -149,6 +152,14 @@ impl App {
     pub fn with_mailer(mut self, mailer: Option<crate::mail::Mailer>) -> App {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.mailer = mailer;
+        }
+        self
+    }
+
+    /// Set the metrics token (at start-up, before the app is shared).
+    pub fn with_metrics_token(mut self, token: Option<crate::metrics::MetricsToken>) -> App {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.metrics_token = token;
         }
         self
     }
@@ -215,20 +226,14 @@ pub struct Req {
 }
 
 impl Req {
-    /// The body as JSON of type T; every way it can be wrong is a clear 400.
+    /// The body as JSON of type T: a declared JSON content type (else 415, see
+    /// [`is_json_content_type`]), then every way the body can be wrong is a clear 400.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if !is_json_content_type(&self.headers) {
+            return Err(ApiError::unsupported_media_type());
+        }
         if self.body.is_empty() {
             return Err(ApiError::bad_request("the request needs a JSON body"));
-        }
-        if let Some(ct) = self.headers.get(CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-            if !ct.starts_with("application/json") {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "send the body as application/json",
-                ));
-            }
         }
         let text = std::str::from_utf8(&self.body)
             .map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
@@ -263,6 +268,35 @@ impl Req {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// Whether the request declares a JSON body: exactly one `Content-Type` header whose
+/// media type is `application/json` (in any case), with no parameter but an optional
+/// `charset=utf-8`. Anything else — missing, `text/plain`, the form encodings a
+/// cross-site page can post without asking (`application/x-www-form-urlencoded`,
+/// `multipart/form-data`, `text/plain`), `application/json-seq`, another charset — is
+/// not: a no-cors form post from another site can never drive the API.
+pub fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|param| {
+        let param = param.trim();
+        param.is_empty()
+            || param.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("charset")
+                    && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            })
+    })
 }
 
 /// Whether any JSON object in `text` repeats a key (a cheap pre-pass; the real parse
@@ -344,6 +378,14 @@ impl ApiError {
     }
     pub fn bad_request(message: &str) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+    /// 415: the body is not declared as JSON (see [`is_json_content_type`]).
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON, with the header Content-Type: application/json",
+        )
     }
     pub fn not_found() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
@@ -507,6 +549,64 @@ mod tests {
         );
         let ok = req(b"{\"username\":\"a\",\"password\":\"x\"}".to_vec()).json::<Body>();
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn only_json_content_types_are_json() {
+        let body = b"{\"username\":\"a\",\"password\":\"x\"}".to_vec();
+        let with = |values: &[&str]| {
+            let mut r = req(body.clone());
+            r.headers.remove(CONTENT_TYPE);
+            for v in values {
+                r.headers
+                    .append(CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            }
+            r
+        };
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "application/json ; charset=\"utf-8\"",
+            "application/json;",
+        ] {
+            assert!(is_json_content_type(&with(&[ok]).headers), "{ok}");
+            assert!(with(&[ok]).json::<Body>().is_ok(), "{ok}");
+        }
+        for bad in [
+            &[][..],
+            &["text/plain"],
+            &["text/plain; charset=utf-8"],
+            &["application/x-www-form-urlencoded"],
+            &["multipart/form-data; boundary=x"],
+            &["application/json-seq"],
+            &["application/jsonx"],
+            &["application/json; charset=latin1"],
+            &["application/json; boundary=x"],
+            &["application/json, text/plain"],
+            &["application/json", "application/json"],
+            &["text/json"],
+            &[""],
+        ] {
+            assert!(!is_json_content_type(&with(bad).headers), "{bad:?}");
+            let e = with(bad).json::<Body>().unwrap_err();
+            assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{bad:?}");
+            assert_eq!(e.code, "unsupported_media_type");
+        }
+        // Not even an empty body is read without the type.
+        let mut r = with(&[]);
+        r.body = Bytes::new();
+        assert_eq!(
+            r.json::<Body>().unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_bytes(b"application/json\xff").unwrap(),
+        );
+        assert!(!is_json_content_type(&h));
     }
 
     proptest! {

@@ -79,8 +79,14 @@ pub struct Config {
     /// Origins (`https://app.example.org`) the portal may redirect to after a login,
     /// besides relative same-origin paths and the origin of `public_url`.
     pub allowed_redirect_origins: Vec<String>,
-    /// Cookies without `Secure` and the `__Host-` prefix (plain-HTTP loopback only).
+    /// Cookies without `Secure` and the `__Host-` prefix, and no
+    /// `Strict-Transport-Security` (plain-HTTP loopback only).
     pub insecure_cookies: bool,
+    /// A listener of its own for `/metrics` (and `/healthz`); the main listener then
+    /// answers `/metrics` with 404.
+    pub metrics_listen: Option<String>,
+    /// A file holding the bearer token `/metrics` requires (read at start-up).
+    pub metrics_token_file: Option<PathBuf>,
     /// Forward-auth: the group a request to a host/path prefix needs.
     pub forward_auth_rules: Vec<ForwardAuthRule>,
     /// Forward-auth: which proxy headers carry the original URL (the other family is
@@ -113,6 +119,8 @@ impl Default for Config {
             public_url: None,
             allowed_redirect_origins: Vec::new(),
             insecure_cookies: false,
+            metrics_listen: None,
+            metrics_token_file: None,
             forward_auth_rules: Vec::new(),
             forward_auth_headers: HeaderSource::Forwarded,
             forward_auth_default: DefaultAccess::Allow,
@@ -150,6 +158,8 @@ pub struct Layer {
     #[serde(alias = "allowed_redirect_origin")]
     pub allowed_redirect_origins: Option<Vec<String>>,
     pub insecure_cookies: Option<bool>,
+    pub metrics_listen: Option<String>,
+    pub metrics_token_file: Option<PathBuf>,
     #[serde(alias = "forward_auth_rule")]
     pub forward_auth_rules: Option<Vec<String>>,
     pub forward_auth_headers: Option<HeaderSource>,
@@ -263,6 +273,20 @@ impl Config {
                  (127.0.0.1, ::1, localhost), not {listen}: elsewhere cookies must be Secure"
             ));
         }
+        let metrics_listen = cli.metrics_listen.or(file.metrics_listen);
+        if metrics_listen
+            .as_deref()
+            .is_some_and(|l| l.trim().is_empty())
+        {
+            return Err("metrics_listen must be an address such as 127.0.0.1:9090".into());
+        }
+        let metrics_token_file = cli.metrics_token_file.or(file.metrics_token_file);
+        if metrics_token_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err("metrics_token_file must be a file path".into());
+        }
         let forward_auth_rules = cli
             .forward_auth_rules
             .or(file.forward_auth_rules)
@@ -315,6 +339,8 @@ impl Config {
             public_url,
             allowed_redirect_origins,
             insecure_cookies,
+            metrics_listen,
+            metrics_token_file,
             forward_auth_rules,
             forward_auth_headers: cli
                 .forward_auth_headers
@@ -726,6 +752,65 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn metrics_settings() {
+        let c = Config::resolve(Layer::default(), None).unwrap();
+        assert!(c.metrics_listen.is_none() && c.metrics_token_file.is_none());
+
+        let file = toml(
+            r#"
+            metrics_listen = "127.0.0.1:9090"
+            metrics_token_file = "/etc/authd/metrics.token"
+            "#,
+        )
+        .unwrap();
+        let c = Config::resolve(Layer::default(), Some(file.clone())).unwrap();
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9090"));
+        assert_eq!(
+            c.metrics_token_file,
+            Some(PathBuf::from("/etc/authd/metrics.token"))
+        );
+
+        // The command line beats the file, key by key.
+        let cli = Layer {
+            metrics_listen: Some("[::1]:9100".into()),
+            ..Layer::default()
+        };
+        let c = Config::resolve(cli, Some(file.clone())).unwrap();
+        assert_eq!(c.metrics_listen.as_deref(), Some("[::1]:9100"));
+        assert_eq!(
+            c.metrics_token_file,
+            Some(PathBuf::from("/etc/authd/metrics.token")),
+            "the file still gives what the command line does not"
+        );
+        let cli = Layer {
+            metrics_token_file: Some("cli.token".into()),
+            ..Layer::default()
+        };
+        let c = Config::resolve(cli, Some(file)).unwrap();
+        assert_eq!(c.metrics_token_file, Some(PathBuf::from("cli.token")));
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9090"));
+
+        let bad = |layer: Layer| Config::resolve(layer, None).unwrap_err();
+        let e = bad(Layer {
+            metrics_listen: Some("  ".into()),
+            ..Layer::default()
+        });
+        assert!(e.contains("metrics_listen"), "{e}");
+        let e = bad(Layer {
+            metrics_token_file: Some(PathBuf::new()),
+            ..Layer::default()
+        });
+        assert!(e.contains("metrics_token_file"), "{e}");
+        let e = toml("metrics_listen = 9090").unwrap_err();
+        assert!(e.contains("invalid type"), "{e}");
+        let e = toml("metrics_token = \"x\"").unwrap_err();
+        assert!(
+            e.contains("metrics_token") && e.contains("unknown field"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -29,12 +29,29 @@ pub async fn healthz(app: &App) -> Result<Resp, ApiError> {
     })
 }
 
-pub fn metrics(app: &App) -> Resp {
-    text_resp(
+/// The Prometheus text; with `--metrics-token-file`, only for `Authorization: Bearer
+/// TOKEN` (else 401 with `WWW-Authenticate: Bearer`).
+pub fn metrics(app: &App, req: &Req) -> Result<Resp, ApiError> {
+    if let Some(token) = &app.metrics_token {
+        if !req.bearer().is_some_and(|t| token.matches(t)) {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the metrics need the header Authorization: Bearer with the metrics token",
+            )
+            .into_resp();
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer realm=\"authd metrics\""),
+            );
+            return Ok(r);
+        }
+    }
+    Ok(text_resp(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
         app.metrics.render() + &app.writer.render_metrics(),
-    )
+    ))
 }
 
 /// Count a decided login step in the metrics (its outcome, and a lockout it caused).

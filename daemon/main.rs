@@ -24,6 +24,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::app::App;
 use crate::config::{Config, IpNet, Layer, LogFormat};
+use crate::routes::Door;
 
 const LONG_ABOUT: &str = "\
 authd is the login and second-factor daemon: it answers the HTTP login API (password, \
@@ -49,15 +50,30 @@ AUTHD_BODY_LIMIT, AUTHD_HEADER_READ_TIMEOUT, AUTHD_REQUEST_TIMEOUT, AUTHD_SHUTDO
 AUTHD_RATE_LIMIT_PER_MINUTE, AUTHD_RATE_LIMIT_BURST, AUTHD_TRUSTED_PROXIES (comma-separated), \
 AUTHD_HASH_CONCURRENCY, AUTHD_DB_CONCURRENCY, AUTHD_LOG_FORMAT, AUTHD_LOG_LEVEL, \
 AUTHD_SMTP_URL, AUTHD_MAIL_FROM, AUTHD_MAIL_DIR, AUTHD_PUBLIC_URL, \
-AUTHD_ALLOWED_REDIRECT_ORIGINS, AUTHD_INSECURE_COOKIES, AUTHD_FORWARD_AUTH_RULES.
+AUTHD_ALLOWED_REDIRECT_ORIGINS, AUTHD_INSECURE_COOKIES, AUTHD_METRICS_LISTEN, \
+AUTHD_METRICS_TOKEN_FILE, AUTHD_FORWARD_AUTH_RULES.
+
+The API reads JSON only: a request body to /v1/ must be sent with Content-Type: \
+application/json (a charset=utf-8 parameter is fine), else the answer is 415 \
+unsupported_media_type and nothing is done. Every answer carries \
+Strict-Transport-Security: max-age=31536000; includeSubDomains (one year), except with \
+--insecure-cookies.
+
+Metrics: GET /metrics is the Prometheus text. Keep it from the world: --metrics-listen \
+127.0.0.1:9090 serves it (and /healthz) on a listener of its own, and the main listener \
+answers /metrics with 404; --metrics-token-file asks for Authorization: Bearer TOKEN \
+(401 without it). The two may be combined.
 
 Browser portal: every path outside /v1/, /healthz and /metrics is a page (GET /login, \
 /, /admin, …). Forward-auth for reverse proxies: GET /v1/auth/verify answers 200 with \
 X-Auth-User, X-Auth-Email and X-Auth-Groups for a signed-in browser (session cookie or \
 Bearer token), 401 with X-Auth-Login-Url otherwise (302 to it with ?redirect=1), 403 when a \
---forward-auth-rule's group is missing. The original URL is read from X-Original-URL or \
-X-Forwarded-Proto/Host/Uri only when the peer is a --trusted-proxy. See examples/ for \
-nginx, Caddy and Traefik.";
+--forward-auth-rule's group is missing or the host is not served (--forward-auth-default \
+deny), 400 when the proxy's description of the request is incomplete or malformed. The \
+original URL is read only when the peer is a --trusted-proxy, from one header family \
+(--forward-auth-headers: X-Forwarded-Proto/Host/Uri by default, or X-Original-URL), and \
+normalised before any rule sees it. See deploy/forward-auth/ for nginx, Caddy and \
+Traefik.";
 
 /// The authd login and second-factor daemon.
 #[derive(Debug, Parser)]
@@ -227,10 +243,34 @@ struct Args {
         hide_env_values = true
     )]
     allowed_redirect_origins: Vec<String>,
-    /// Portal cookies without Secure and without the __Host- prefix, for plain-HTTP
-    /// development; refused unless --listen is a loopback address.
+    /// Plain-HTTP development: portal cookies without Secure and without the __Host-
+    /// prefix, and no Strict-Transport-Security header (which every answer carries
+    /// otherwise); refused unless --listen is a loopback address.
     #[arg(long, env = "AUTHD_INSECURE_COOKIES", hide_env_values = true)]
     insecure_cookies: bool,
+    /// Serve /metrics (and /healthz) on this address of its own, e.g. 127.0.0.1:9090
+    /// where only the monitoring system can reach it; the --listen address then answers
+    /// /metrics with 404. authd prints `metrics listening on IP:PORT` before `listening
+    /// on …` (port 0 picks a free port) [default: /metrics on the --listen address].
+    #[arg(
+        long,
+        env = "AUTHD_METRICS_LISTEN",
+        value_name = "ADDR",
+        hide_env_values = true
+    )]
+    metrics_listen: Option<String>,
+    /// Require Authorization: Bearer TOKEN on /metrics (401 without it), TOKEN being the
+    /// text of this file without surrounding whitespace: at least 16 printable
+    /// characters, and the file closed to other users, e.g. `openssl rand -hex 32 >
+    /// FILE; chmod 600 FILE`. An empty, unreadable or open file stops the start
+    /// [default: no token].
+    #[arg(
+        long,
+        env = "AUTHD_METRICS_TOKEN_FILE",
+        value_name = "PATH",
+        hide_env_values = true
+    )]
+    metrics_token_file: Option<PathBuf>,
     /// Forward-auth: requests to HOST (or * for any) at PATH or below need GROUP, e.g.
     /// app.example.org/admin=staff; repeatable, the most specific rule applies (the
     /// environment variable takes a comma-separated list).
@@ -294,6 +334,8 @@ impl Args {
             allowed_redirect_origins: (!self.allowed_redirect_origins.is_empty())
                 .then(|| self.allowed_redirect_origins.clone()),
             insecure_cookies: self.insecure_cookies.then_some(true),
+            metrics_listen: self.metrics_listen.clone(),
+            metrics_token_file: self.metrics_token_file.clone(),
             forward_auth_rules: (!self.forward_auth_rules.is_empty())
                 .then(|| self.forward_auth_rules.clone()),
             forward_auth_headers: self.forward_auth_headers,
@@ -345,6 +387,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Read like the config file: a bad token file is a usage error, before anything runs.
+    let metrics_token = match config
+        .metrics_token_file
+        .as_deref()
+        .map(metrics::MetricsToken::load)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     init_tracing(&config);
 
@@ -358,7 +413,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, metrics_token)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -383,7 +438,7 @@ fn init_tracing(config: &Config) {
 }
 
 /// Open the database, bind, warm up, announce, serve until a signal, drain.
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> Result<(), String> {
     let loc = authcore::db::Location::new(&config.db, config.key_file.clone());
     let opened = tokio::task::spawn_blocking(move || {
         let (conn, key) = authcore::db::open_or_create(&loc)?;
@@ -414,6 +469,15 @@ async fn serve(config: Config) -> Result<(), String> {
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let metrics_listener = match &config.metrics_listen {
+        None => None,
+        Some(at) => {
+            let cannot = |e: std::io::Error| format!("cannot listen on {at} (metrics_listen): {e}");
+            let l = tokio::net::TcpListener::bind(at).await.map_err(cannot)?;
+            let a = l.local_addr().map_err(cannot)?;
+            Some((l, a))
+        }
+    };
 
     // The first unknown-user login would otherwise also pay for making the dummy hash.
     let params = policy.argon2;
@@ -425,6 +489,10 @@ async fn serve(config: Config) -> Result<(), String> {
         db = %loc.db.display(),
         key_file = %loc.key.display(),
         %addr,
+        metrics_addr = %metrics_listener
+            .as_ref()
+            .map_or_else(|| "the main listener".to_string(), |(_, a)| a.to_string()),
+        metrics_token = metrics_token.is_some(),
         rate_limit_per_minute = config.rate_limit_per_minute,
         trusted_proxies = config.trusted_proxies.len(),
         mail = mailer.as_ref().map_or("off", |m| m.describe.as_str()),
@@ -434,17 +502,44 @@ async fn serve(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
     let app = App::new(config, key)
         .map_err(|e| format!("cannot start the writer thread: {e}"))?
-        .with_mailer(mailer);
+        .with_mailer(mailer)
+        .with_metrics_token(metrics_token);
     mail::spawn_outbox(app.clone());
+
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let metrics_server = metrics_listener.map(|(l, a)| {
+        let run = server::run(l, app.clone(), Door::Metrics, stopped(stop_rx.clone()));
+        (tokio::spawn(run), a)
+    });
+    let signal = shutdown_signal();
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop_tx.send(true);
+    });
     {
         let mut out = std::io::stdout().lock();
-        // A closed stdout must not stop the daemon.
-        let _ = writeln!(out, "listening on {addr}").and_then(|_| out.flush());
+        // A closed stdout must not stop the daemon. The metrics line comes first: once
+        // `listening on` is printed, everything listens.
+        let _ = metrics_server
+            .as_ref()
+            .map_or(Ok(()), |(_, a)| writeln!(out, "metrics listening on {a}"))
+            .and_then(|_| writeln!(out, "listening on {addr}"))
+            .and_then(|_| out.flush());
     }
     let db_path = app.config.db.clone();
-    server::run(listener, app, shutdown_signal())
-        .await
-        .map_err(|e| format!("the server failed: {e}"))?;
+    let served = server::run(listener, app, Door::Main, stopped(stop_rx)).await;
+    if let Some((task, _)) = metrics_server {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the metrics listener failed"),
+            Err(e) => tracing::warn!(error = %e, "the metrics listener failed"),
+        }
+    }
+    served.map_err(|e| format!("the server failed: {e}"))?;
     // Leave the database whole in its main file: the next start (or a backup copying
     // only authd.db) finds nothing waiting in the WAL.
     if let Ok(conn) = authcore::db::open(&db_path) {
@@ -454,8 +549,9 @@ async fn serve(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or ctrl-c (SIGINT).
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or ctrl-c (SIGINT). SIGTERM is watched from the call on (not
+/// from the first poll), so a SIGTERM right after the announcement is a clean stop.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => Some(s),
@@ -464,8 +560,12 @@ async fn shutdown_signal() {
             None
         }
     };
+    async move { wait_for_signal(term.as_mut()).await }
+}
+
+async fn wait_for_signal(term: Option<&mut tokio::signal::unix::Signal>) {
     let sigterm = async {
-        match term.as_mut() {
+        match term {
             Some(s) => {
                 s.recv().await;
             }
@@ -591,6 +691,38 @@ mod tests {
             let e = Args::try_parse_from(bad).unwrap_err().to_string();
             assert!(e.contains(bad[1]), "{e}");
         }
+
+        // The metrics settings: flag > environment > file > default.
+        let c = parse(&["authd", "--config", file]);
+        assert!(c.metrics_listen.is_none() && c.metrics_token_file.is_none());
+        let mfile = dir.path().join("metrics.toml");
+        std::fs::write(
+            &mfile,
+            "metrics_listen = \"127.0.0.1:9001\"\nmetrics_token_file = \"file.token\"\n",
+        )
+        .unwrap();
+        let mfile = mfile.to_str().unwrap();
+        let c = parse(&["authd", "--config", mfile]);
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9001"));
+        assert_eq!(c.metrics_token_file, Some(PathBuf::from("file.token")));
+        std::env::set_var("AUTHD_METRICS_LISTEN", "127.0.0.1:9002");
+        std::env::set_var("AUTHD_METRICS_TOKEN_FILE", "env.token");
+        let c = parse(&["authd", "--config", mfile]);
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9002"));
+        assert_eq!(c.metrics_token_file, Some(PathBuf::from("env.token")));
+        let c = parse(&[
+            "authd",
+            "--config",
+            mfile,
+            "--metrics-listen",
+            "127.0.0.1:9003",
+            "--metrics-token-file",
+            "flag.token",
+        ]);
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9003"));
+        assert_eq!(c.metrics_token_file, Some(PathBuf::from("flag.token")));
+        std::env::remove_var("AUTHD_METRICS_LISTEN");
+        std::env::remove_var("AUTHD_METRICS_TOKEN_FILE");
         let e = Args::try_parse_from(["authd", "--insecure-cookies", "--listen", "0.0.0.0:80"])
             .unwrap()
             .config()

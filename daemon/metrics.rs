@@ -190,9 +190,133 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Fewest characters a metrics token may have: it is checked without a rate limit.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The bearer token `/metrics` asks for (`--metrics-token-file`). Only its SHA-256 is
+/// kept; a presented token is hashed and compared in constant time, so neither the
+/// comparison's time nor the token's length tells anything.
+pub struct MetricsToken {
+    hash: [u8; 32],
+}
+
+impl MetricsToken {
+    /// Read the token from `path`: the file's text without surrounding whitespace.
+    /// Refused, with an error naming the file: unreadable, not UTF-8, empty, shorter
+    /// than [`MIN_TOKEN_LEN`], holding spaces or characters a header cannot carry
+    /// (only printable ASCII), or readable or writable by users other than its owner
+    /// and group (chmod o-rwx).
+    pub fn load(path: &std::path::Path) -> Result<MetricsToken, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let name = path.display();
+        let bad = |why: &str| format!("the metrics token file {name} {why}");
+        let meta = std::fs::metadata(path).map_err(|e| bad(&format!("cannot be read: {e}")))?;
+        if !meta.is_file() {
+            return Err(bad("is not a file"));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            return Err(bad(&format!(
+                "is open to other users (mode {mode:o}): make it readable by its owner \
+                 (and group) only, e.g. chmod 600 {name}"
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| bad(&format!("cannot be read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|_| bad("is not UTF-8 text"))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(bad("is empty: write a long random token into it, e.g. \
+                 openssl rand -hex 32"));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad(
+                "must hold one token of printable ASCII characters without spaces",
+            ));
+        }
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(bad(&format!(
+                "holds a token of {} characters; it needs at least {MIN_TOKEN_LEN} \
+                 (e.g. openssl rand -hex 32)",
+                token.len()
+            )));
+        }
+        Ok(MetricsToken {
+            hash: Self::digest(token),
+        })
+    }
+
+    fn digest(token: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    /// Whether `presented` is the token (constant time).
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        Self::digest(presented).ct_eq(&self.hash).into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_token_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &[u8], mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let good = "0123456789abcdef0123456789abcdef";
+        let t =
+            MetricsToken::load(&write("ok", format!("  {good}\n\n").as_bytes(), 0o600)).unwrap();
+        assert!(t.matches(good), "surrounding whitespace is trimmed");
+        for wrong in ["", " ", "0123456789abcdef", &good[1..], &format!("{good}x")] {
+            assert!(!t.matches(wrong), "{wrong:?}");
+        }
+        assert!(MetricsToken::load(&write("group", good.as_bytes(), 0o640)).is_ok());
+
+        let missing = dir.path().join("missing");
+        let cases = [
+            (missing, "cannot be read"),
+            (write("empty", b"", 0o600), "is empty"),
+            (write("blank", b" \n\t\n", 0o600), "is empty"),
+            (write("short", b"abc123", 0o600), "at least 16"),
+            (
+                write("spaces", b"0123456789 abcdef0123", 0o600),
+                "printable ASCII",
+            ),
+            (
+                write("latin", "0123456789abcdefé".as_bytes(), 0o600),
+                "printable ASCII",
+            ),
+            (
+                write("binary", b"\xff\xfe0123456789abcdef", 0o600),
+                "not UTF-8",
+            ),
+            (
+                write("world", good.as_bytes(), 0o644),
+                "open to other users",
+            ),
+            (
+                write("other-w", good.as_bytes(), 0o602),
+                "open to other users",
+            ),
+            (dir.path().to_path_buf(), "is not a file"),
+        ];
+        for (path, want) in cases {
+            let e = MetricsToken::load(&path).err().unwrap();
+            assert!(e.contains(want), "{}: {e}", path.display());
+            assert!(
+                e.contains(&path.display().to_string()),
+                "names the file: {e}"
+            );
+        }
+    }
 
     fn lines(text: &str) -> Vec<&str> {
         text.lines().collect()

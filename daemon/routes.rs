@@ -1,9 +1,20 @@
 //! The one routing function: `match (method, path)`.
 
+use hyper::header::HeaderMap;
 use hyper::{Method, StatusCode};
 
-use crate::app::{ApiError, App, Req, Resp};
+use crate::app::{is_json_content_type, ApiError, App, Req, Resp};
 use crate::handlers as h;
+
+/// The listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// `--listen`: the API, the portal, `/healthz`, and `/metrics` unless
+    /// `--metrics-listen` gives it a listener of its own.
+    Main,
+    /// `--metrics-listen`: `/metrics` and `/healthz` only.
+    Metrics,
+}
 
 /// A low-cardinality label for metrics and logs.
 pub fn label(method: &Method, path: &str) -> &'static str {
@@ -36,6 +47,29 @@ pub fn is_rate_limited(method: &Method, path: &str) -> bool {
             || path == "/v1/password/change")
 }
 
+/// The API reads JSON only (415 `unsupported_media_type` otherwise), so that a
+/// cross-site form post (which a browser sends without asking, as
+/// `application/x-www-form-urlencoded`, `multipart/form-data` or `text/plain`) can never
+/// drive it: every credential step (the rate-limited routes) needs the JSON content
+/// type whatever its body, and any other write to `/v1/` with a body needs it too
+/// (body-less ones such as `POST /v1/logout` need no Content-Type when their body is
+/// empty). Checked before the rate limiter: a refused post spends nothing of the
+/// client's budget. The handlers' [`Req::json`] checks the same again.
+pub fn body_refused(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body_len: usize,
+) -> Option<ApiError> {
+    let writes = matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let needs_json =
+        is_rate_limited(method, path) || (writes && path.starts_with("/v1/") && body_len > 0);
+    (needs_json && !is_json_content_type(headers)).then(ApiError::unsupported_media_type)
+}
+
 fn method_not_allowed(allow: &'static str) -> Result<Resp, ApiError> {
     let mut e = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -46,16 +80,26 @@ fn method_not_allowed(allow: &'static str) -> Result<Resp, ApiError> {
     Err(e)
 }
 
-pub async fn route(app: &App, req: Req) -> Result<Resp, ApiError> {
+pub async fn route(app: &App, req: Req, door: Door) -> Result<Resp, ApiError> {
     let path = req.path.clone();
     let m = req.method.clone();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match (m, segs.as_slice()) {
-        (Method::GET | Method::HEAD, ["healthz"]) => h::healthz(app).await,
-        (_, ["healthz"]) => method_not_allowed("GET"),
-        (Method::GET, ["metrics"]) => Ok(h::metrics(app)),
-        (_, ["metrics"]) => method_not_allowed("GET"),
+    let own_metrics_door = app.config.metrics_listen.is_some();
+    match (door, m, segs.as_slice()) {
+        (_, Method::GET | Method::HEAD, ["healthz"]) => h::healthz(app).await,
+        (_, _, ["healthz"]) => method_not_allowed("GET"),
+        // With a metrics listener of its own, the main one has no /metrics at all.
+        (Door::Main, _, ["metrics"]) if own_metrics_door => Err(ApiError::not_found()),
+        (_, Method::GET, ["metrics"]) => h::metrics(app, &req),
+        (_, _, ["metrics"]) => method_not_allowed("GET"),
+        (Door::Metrics, _, _) => Err(ApiError::not_found()),
+        (Door::Main, m, segs) => route_main(app, req, m, segs).await,
+    }
+}
 
+/// The API, forward-auth and the portal (the main listener).
+async fn route_main(app: &App, req: Req, m: Method, segs: &[&str]) -> Result<Resp, ApiError> {
+    match (m, segs) {
         (Method::POST, ["v1", "login"]) => h::login(app, req).await,
         (Method::POST, ["v1", "login", "terms"]) => h::login_terms(app, req).await,
         (Method::POST, ["v1", "login", "password"]) => h::login_password(app, req).await,

@@ -10,7 +10,14 @@
 //! - the client address: the peer, or, only when the peer is a trusted proxy, the
 //!   right-most address of `X-Forwarded-For` that is not itself a trusted proxy;
 //! - a handler panic becomes a 500, not a dropped connection;
-//! - security headers on every answer, one metrics sample and one log line per request.
+//! - the API's JSON-only rule (415 `unsupported_media_type`, [`routes::body_refused`]),
+//!   before the rate limiter;
+//! - security headers on every answer (with `Strict-Transport-Security` unless
+//!   `--insecure-cookies`), one metrics sample and one log line per request.
+//!
+//! The same loop serves the `--metrics-listen` listener ([`Door::Metrics`]): its
+//! requests are routed to `/metrics` and `/healthz` only, and pass neither the JSON rule
+//! nor the rate limiter.
 //!
 //! Log lines carry the method, route label, status, duration and client address — never
 //! bodies, query strings, paths with user data, or headers such as `Authorization`.
@@ -31,7 +38,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderMap, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY,
-    EXPECT, REFERRER_POLICY, RETRY_AFTER, USER_AGENT, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    EXPECT, REFERRER_POLICY, RETRY_AFTER, STRICT_TRANSPORT_SECURITY, USER_AGENT,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -45,7 +53,13 @@ use authcore::login::Client;
 use crate::app::{ApiError, App, Req, Resp};
 use crate::config::IpNet;
 use crate::metrics::Metrics;
-use crate::routes;
+use crate::routes::{self, Door};
+
+/// `Strict-Transport-Security` on every answer (unless `--insecure-cookies`): browsers
+/// keep to HTTPS for this host and its subdomains for a year (365 days) after any answer
+/// that reached them over HTTPS. Sent over plain HTTP too (behind a TLS-terminating proxy
+/// that is the normal case); browsers ignore it on a plain-HTTP connection.
+pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 /// Longest User-Agent kept (characters).
 const USER_AGENT_MAX: usize = 256;
@@ -60,6 +74,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 pub async fn run(
     listener: TcpListener,
     app: App,
+    door: Door,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(());
@@ -72,7 +87,13 @@ pub async fn run(
         };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(serve_connection(app.clone(), stream, peer, stop_rx.clone()));
+                tokio::spawn(serve_connection(
+                    app.clone(),
+                    door,
+                    stream,
+                    peer,
+                    stop_rx.clone(),
+                ));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -85,6 +106,7 @@ pub async fn run(
     drop(stop_rx);
     tracing::info!(
         connections = stop_tx.receiver_count(),
+        listener = ?door,
         "shutting down: not accepting; finishing requests in flight"
     );
     stop_tx.send_replace(());
@@ -101,6 +123,7 @@ pub async fn run(
 /// One connection: HTTP/1.1 with keep-alive, until it ends or shutdown drains it.
 async fn serve_connection(
     app: App,
+    door: Door,
     stream: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<()>,
@@ -109,7 +132,7 @@ async fn serve_connection(
     let svc_app = app.clone();
     let service = service_fn(move |req| {
         let app = svc_app.clone();
-        async move { Ok::<_, Infallible>(handle(app, peer, req).await) }
+        async move { Ok::<_, Infallible>(handle(app, door, peer, req).await) }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -152,15 +175,15 @@ impl Drop for InFlight<'_> {
 }
 
 /// One request, start to answer, with its metrics and log line.
-async fn handle(app: App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+async fn handle(app: App, door: Door, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     let started = Instant::now();
     let _in_flight = InFlight::start(&app.metrics);
     let method = req.method().clone();
     let route = routes::label(&method, req.uri().path());
     let ip = client_ip(peer.ip(), req.headers(), &app.config.trusted_proxies);
 
-    let mut resp = respond(&app, peer.ip().to_canonical(), ip, req).await;
-    secure_headers(resp.headers_mut());
+    let mut resp = respond(&app, door, peer.ip().to_canonical(), ip, req).await;
+    secure_headers(resp.headers_mut(), !app.config.insecure_cookies);
 
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
@@ -176,7 +199,7 @@ async fn handle(app: App, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     resp
 }
 
-async fn respond(app: &App, peer: IpAddr, ip: IpAddr, req: Request<Incoming>) -> Resp {
+async fn respond(app: &App, door: Door, peer: IpAddr, ip: IpAddr, req: Request<Incoming>) -> Resp {
     let deadline = tokio::time::Instant::now() + app.config.request_timeout;
     let (parts, body) = req.into_parts();
     let limit = app.config.body_limit;
@@ -211,9 +234,15 @@ async fn respond(app: &App, peer: IpAddr, ip: IpAddr, req: Request<Incoming>) ->
         }
     };
 
-    if routes::is_rate_limited(&parts.method, parts.uri.path()) {
-        if let Err(wait) = app.limiter.check(ip, Instant::now()) {
-            return rate_limited(wait);
+    if door == Door::Main {
+        let path = parts.uri.path();
+        if let Some(e) = routes::body_refused(&parts.method, path, &parts.headers, body.len()) {
+            return e.into_resp();
+        }
+        if routes::is_rate_limited(&parts.method, path) {
+            if let Err(wait) = app.limiter.check(ip, Instant::now()) {
+                return rate_limited(wait);
+            }
         }
     }
 
@@ -232,7 +261,7 @@ async fn respond(app: &App, peer: IpAddr, ip: IpAddr, req: Request<Incoming>) ->
     // Polled in place (no task of its own to spawn and join on every request): a panic in
     // a handler is a 500 instead of a dropped connection, and the handler is dropped when
     // the answer is no longer wanted (timeout, client gone).
-    let handler = std::pin::pin!(routes::route(app, req));
+    let handler = std::pin::pin!(routes::route(app, req, door));
     match tokio::time::timeout_at(deadline, CatchPanic(handler)).await {
         Ok(Ok(Ok(resp))) => resp,
         Ok(Ok(Err(e))) => e.into_resp(),
@@ -370,8 +399,12 @@ fn close_unless(read_whole: bool, mut resp: Resp) -> Resp {
 }
 
 /// Headers every answer carries. Handlers may set their own Cache-Control, CSP, etc.
-fn secure_headers(h: &mut HeaderMap) {
+/// `hsts`: whether to send [`HSTS`] (not in `--insecure-cookies` mode).
+fn secure_headers(h: &mut HeaderMap, hsts: bool) {
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if hsts {
+        h.insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
     h.entry(CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     h.entry(X_FRAME_OPTIONS)
@@ -583,7 +616,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            let done = tokio::spawn(run(listener, app, async {
+            let done = tokio::spawn(run(listener, app, Door::Main, async {
                 let _ = rx.await;
             }));
             Server {
@@ -686,6 +719,12 @@ mod tests {
         assert_eq!(
             a.header("cache-control"),
             Some("no-store"),
+            "{:?}",
+            a.headers
+        );
+        assert_eq!(
+            a.header("strict-transport-security"),
+            Some(HSTS),
             "{:?}",
             a.headers
         );

@@ -319,8 +319,12 @@ impl<'a> Ctx<'a> {
 
     /// A cross-origin POST is refused outright when the browser says where it came from
     /// (defence in depth next to the tokens). Same origin: the Host header, the public
-    /// URL's origin, or an X-Forwarded-Host from a trusted proxy. `Origin: null` (privacy
-    /// settings, sandboxed documents) says nothing either way: the token decides.
+    /// URL's origin, or an X-Forwarded-Host from a trusted proxy. `Origin: null` is
+    /// refused like any other origin: it is what a sandboxed iframe, a `data:` or
+    /// `file:` document or a cross-origin redirect chain sends, never one of our own
+    /// pages (they are served with `Referrer-Policy: same-origin`, under which a
+    /// browser sends the real origin). No Origin at all (older browsers, scripts) leaves
+    /// the decision to the token.
     fn origin_ok(&self) -> bool {
         let Some(origin) = self.req.headers.get(ORIGIN) else {
             return true;
@@ -328,8 +332,8 @@ impl<'a> Ctx<'a> {
         let Ok(origin) = origin.to_str() else {
             return false;
         };
-        if origin == "null" {
-            return true;
+        if origin.trim().eq_ignore_ascii_case("null") {
+            return false;
         }
         if self
             .app

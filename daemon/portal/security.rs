@@ -10,7 +10,8 @@
 //!   (and, with it, the login flow the form continues), or the session for signed-in
 //!   forms. A cross-site page can neither read nor set those cookies, so it cannot forge
 //!   the token. Checked in constant time; a missing or wrong token is a 403 and changes
-//!   nothing.
+//!   nothing. Next to the token, a post whose `Origin` is another site's or `null` is
+//!   refused the same way (`Ctx::origin_ok` in mod.rs).
 //! - **Redirects** after a login go only to same-origin paths or to configured origins:
 //!   [`safe_redirect`] is a pure function with a table test of the classic tricks.
 

@@ -4,11 +4,13 @@
 //! expiry, terms, lockout (also under concurrency), the org-admin API, and bad input.
 
 use std::collections::BTreeSet;
+use std::process::Command;
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{assert_has_keys, now, Env};
+use crate::common::{self, assert_has_keys, now, Env};
 use crate::daemon_common::*;
 
 /// The seed `000_…` in full: log in, scan the QR code (here: read the secret and the
@@ -1585,4 +1587,510 @@ fn unknown_routes_under_known_prefixes_are_404_not_405() {
         r.expect_error(404, "not_found");
     }
     d.assert_healthy();
+}
+
+// ---- Review findings: JSON-only bodies, HSTS, metrics kept from the world ----------------
+
+/// Every content type a cross-site page can post without asking (and a few near-misses
+/// of `application/json`) is refused with 415 on every endpoint that reads a body, and
+/// on a body-less endpoint that was given a body: nothing counted, nothing audited,
+/// nothing done. `None`: no Content-Type at all.
+const NOT_JSON: &[Option<&str>] = &[
+    None,
+    Some("text/plain"),
+    Some("text/plain; charset=utf-8"),
+    Some("application/x-www-form-urlencoded"),
+    Some("multipart/form-data; boundary=x"),
+    Some("application/json-seq"),
+    Some("application/jsonx"),
+    Some("text/json"),
+    Some("application/json; charset=iso-8859-1"),
+];
+
+#[test]
+fn api_bodies_must_be_declared_json() {
+    let env = provision();
+    add_user(&env, "victim", "school", &[], "user");
+    add_user(&env, "vt", "school", &["pupil-data"], "user");
+    add_user(&env, "boss", "school", &[], "org-admin");
+    policy(&env, &["mfa.admins_required=false"]);
+    let (mut app, _) = enroll_totp(&env, "vt");
+    let mut d = Daemon::start(&env, &[]);
+    let session = d.login_session("victim", PW);
+    let admin = d.login_session("boss", PW);
+    let flow = d.second_factor_flow("vt", PW);
+    let (victim_bearer, admin_bearer) = (format!("Bearer {session}"), format!("Bearer {admin}"));
+
+    // (method, path, bearer, body)
+    let wrong = json!({"username": "victim", "password": "Wrong-pass-1!"});
+    let endpoints: Vec<(&str, &str, Option<&str>, Value)> = vec![
+        ("POST", "/v1/login", None, wrong.clone()),
+        (
+            "POST",
+            "/v1/login/totp",
+            None,
+            json!({"flow": flow, "code": wrong_totp(&app)}),
+        ),
+        (
+            "POST",
+            "/v1/login/recovery",
+            None,
+            json!({"flow": flow, "code": "AAAA-BBBB-CCCC"}),
+        ),
+        (
+            "POST",
+            "/v1/password/forgot",
+            None,
+            json!({"username": "victim"}),
+        ),
+        ("POST", "/v1/password/check", None, json!({"password": "x"})),
+        (
+            "POST",
+            "/v1/password/change",
+            Some(victim_bearer.as_str()),
+            json!({"current_password": "Wrong-pass-1!", "new_password": "Another-pass-2!", "confirm_password": "Another-pass-2!"}),
+        ),
+        (
+            "PUT",
+            "/v1/me/security-questions",
+            Some(victim_bearer.as_str()),
+            json!({"questions": [{"question": "Colour?", "answer": "blue"}]}),
+        ),
+        // Body-less endpoints with a body that is not JSON.
+        (
+            "POST",
+            "/v1/logout",
+            Some(victim_bearer.as_str()),
+            json!({}),
+        ),
+        (
+            "POST",
+            "/v1/admin/users/vt/reset-2fa",
+            Some(admin_bearer.as_str()),
+            json!({}),
+        ),
+    ];
+    let audit_before = env.audit(&[]).len();
+    let mut cases = 0;
+    for (method, path, bearer, body) in &endpoints {
+        for ct in NOT_JSON {
+            let mut h: Vec<(&str, &str)> = Vec::new();
+            if let Some(ct) = ct {
+                h.push(("Content-Type", ct));
+            }
+            if let Some(b) = bearer {
+                h.push(("Authorization", b));
+            }
+            let r = d.request(method, path, &h, Some(body.to_string().as_bytes()));
+            let v = r.expect_error(415, "unsupported_media_type");
+            assert!(
+                v["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("application/json"),
+                "the answer says what to send: {r:?}"
+            );
+            cases += 1;
+        }
+        // A credential step needs the type even for an empty body (a field-less form).
+        if bearer.is_none() {
+            let r = d.request(method, path, &[("Content-Type", "text/plain")], Some(b""));
+            r.expect_error(415, "unsupported_media_type");
+            cases += 1;
+        }
+    }
+    assert!(cases >= 80, "{cases}");
+    // Nothing changed: no failure counted, no audit row of any kind, the flow and the
+    // sessions live, vt's second factor still there.
+    assert_eq!(failed_attempts(&env, "victim"), 0);
+    assert_eq!(failed_attempts(&env, "vt"), 0);
+    let failures = |user: &str| {
+        audit_events(&env, user, "login.password")
+            .iter()
+            .filter(|row| row["outcome"] == "failure")
+            .count()
+    };
+    assert_eq!(failures("victim"), 0);
+    assert_eq!(
+        env.audit(&[]).len(),
+        audit_before,
+        "a refused body was audited"
+    );
+    d.get_auth("/v1/session", &session).expect(200);
+    assert_eq!(user_show(&env, "vt")["mfa_method"], "totp");
+    d.totp(&flow, &app.fresh()).expect_status("authenticated");
+
+    // The JSON type, in any case and with a UTF-8 charset, is read: these wrong
+    // passwords are counted (which is what makes the zero above mean something).
+    for ct in [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        "application/json;charset=UTF-8",
+    ] {
+        d.request(
+            "POST",
+            "/v1/login",
+            &[("Content-Type", ct)],
+            Some(wrong.to_string().as_bytes()),
+        )
+        .expect_generic();
+    }
+    assert_eq!(failed_attempts(&env, "victim"), 4);
+    assert_eq!(failures("victim"), 4);
+
+    // Body-less endpoints need no Content-Type when their body is empty.
+    let r = d.request(
+        "POST",
+        "/v1/admin/users/victim/unlock",
+        &[("Authorization", admin_bearer.as_str())],
+        Some(b""),
+    );
+    assert_eq!(r.expect(200)["username"], "victim", "{r:?}");
+    assert_eq!(failed_attempts(&env, "victim"), 0);
+    let r = d.request(
+        "POST",
+        "/v1/logout",
+        &[("Authorization", victim_bearer.as_str())],
+        None,
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    d.get_auth("/v1/session", &session)
+        .expect_error(401, "unauthorized");
+    d.assert_healthy();
+}
+
+/// A refused post is refused before the rate limiter: a page that makes visitors'
+/// browsers post forms at the API cannot spend their login budget either.
+#[test]
+fn refused_content_types_spend_no_login_budget() {
+    let env = provision();
+    add_user(&env, "victim", "school", &[], "user");
+    let mut d = Daemon::start_raw(
+        &env,
+        &["--rate-limit-per-minute", "1", "--rate-limit-burst", "2"],
+    );
+    let body = br#"{"username":"victim","password":"Wrong-pass-1!"}"#;
+    for i in 0..10 {
+        let ct = NOT_JSON[i % NOT_JSON.len()];
+        let h: Vec<(&str, &str)> = ct.map(|c| ("Content-Type", c)).into_iter().collect();
+        d.request("POST", "/v1/login", &h, Some(body))
+            .expect_error(415, "unsupported_media_type");
+    }
+    assert_eq!(failed_attempts(&env, "victim"), 0);
+    // The budget (a burst of two) is whole.
+    d.login("victim", "Wrong-pass-1!").expect_generic();
+    d.login_session("victim", PW);
+    d.login("victim", PW).expect_error(429, "rate_limited");
+    d.assert_healthy();
+}
+
+/// The exact header every answer carries unless --insecure-cookies.
+const HSTS: &str = "max-age=31536000; includeSubDomains";
+
+/// Pages, API answers (successes and errors of every kind), assets, redirects, health
+/// and metrics: all carry Strict-Transport-Security — and none does in plain-HTTP mode.
+#[test]
+fn every_answer_carries_hsts_unless_insecure_cookies() {
+    let env = provision();
+    add_user(&env, "hs", "school", &[], "user");
+    let json_ct = ("Content-Type", "application/json");
+    let answers = |d: &Daemon| -> Vec<Resp> {
+        let session = d.login_session("hs", PW);
+        vec![
+            d.get("/login"),
+            d.get("/admin"),
+            d.get("/nowhere"),
+            d.get("/assets/portal.css"),
+            d.request(
+                "POST",
+                "/login",
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                Some(b"username=a"),
+            ),
+            d.login("hs", PW),
+            d.login("hs", "Wrong-pass-1!"),
+            d.get_auth("/v1/session", &session),
+            d.get("/v1/session"),
+            d.get("/v1/password/policy"),
+            d.get("/v1/nope"),
+            d.request("DELETE", "/v1/login", &[], None),
+            d.request(
+                "POST",
+                "/v1/login",
+                &[("Content-Type", "text/plain")],
+                Some(b"x"),
+            ),
+            d.request("POST", "/v1/login", &[json_ct], Some(b"{")),
+            d.request("POST", "/v1/login", &[json_ct], Some(&[b' '; 70_000])),
+            d.get("/v1/auth/verify"),
+            d.get("/healthz"),
+            d.get("/metrics"),
+            d.post_auth("/v1/logout", &session, None),
+        ]
+    };
+    let mut d = Daemon::start(&env, &[]);
+    let all = answers(&d);
+    let statuses: BTreeSet<u16> = all.iter().map(|r| r.status).collect();
+    for want in [200, 204, 303, 400, 401, 403, 404, 405, 413, 415] {
+        assert!(statuses.contains(&want), "no {want} among {statuses:?}");
+    }
+    for r in &all {
+        assert_eq!(r.header("strict-transport-security"), Some(HSTS), "{r:?}");
+    }
+    d.assert_healthy();
+    drop(d);
+
+    let mut d = Daemon::start(&env, &["--insecure-cookies"]);
+    for r in answers(&d) {
+        assert_eq!(r.header("strict-transport-security"), None, "{r:?}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
+    }
+    d.assert_healthy();
+}
+
+/// A metrics token file: 0600, the token with a trailing newline (as `openssl rand
+/// -hex 32 > FILE` writes it).
+fn metrics_token_file(env: &Env, token: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let p = env.path("metrics.token");
+    std::fs::write(&p, format!("{token}\n")).expect("write the token file");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    p.to_str().expect("a UTF-8 path").to_string()
+}
+
+const METRICS_TOKEN: &str = "6f1d0c1e3b2a49d5a7e8f90b1c2d3e4f";
+
+/// With --metrics-token-file (here through its environment variable), /metrics needs
+/// `Authorization: Bearer TOKEN`: none or a wrong one is a JSON 401 asking for Bearer;
+/// the token gets the metrics. /healthz stays open.
+#[test]
+fn metrics_need_the_token_when_one_is_configured() {
+    let env = provision();
+    add_user(&env, "mt", "school", &[], "user");
+    let file = metrics_token_file(&env, METRICS_TOKEN);
+    let mut cmd = authd_command(&env, &["--rate-limit-per-minute", "0"]);
+    cmd.env("AUTHD_METRICS_TOKEN_FILE", &file);
+    let mut d = Daemon::start_command(cmd);
+    assert!(d.metrics_addr.is_none(), "no listener of its own asked for");
+    d.login("mt", PW).expect_status("authenticated");
+
+    let wrong_tokens = [
+        None,
+        Some("Bearer".to_string()),
+        Some("Bearer ".to_string()),
+        Some(format!("Bearer {}", &METRICS_TOKEN[1..])),
+        Some(format!("Bearer {METRICS_TOKEN}x")),
+        Some(format!("Bearer {}", METRICS_TOKEN.to_uppercase())),
+        Some(format!("Basic {METRICS_TOKEN}")),
+        Some(METRICS_TOKEN.to_string()),
+        Some(format!("Bearer {METRICS_TOKEN} {METRICS_TOKEN}")),
+    ];
+    for auth in &wrong_tokens {
+        let h: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| ("Authorization", a))
+            .into_iter()
+            .collect();
+        let r = d.request("GET", "/metrics", &h, None);
+        r.expect_error(401, "unauthorized");
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|w| w.starts_with("Bearer")),
+            "{auth:?}: {r:?}"
+        );
+        assert!(
+            !r.text().contains("authd_"),
+            "{auth:?}: metrics leaked: {r:?}"
+        );
+    }
+    let auth = format!("Bearer {METRICS_TOKEN}");
+    for scheme in [auth.clone(), format!("bearer {METRICS_TOKEN}")] {
+        let r = d.request(
+            "GET",
+            "/metrics",
+            &[("Authorization", scheme.as_str())],
+            None,
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("text/plain")),
+            "{r:?}"
+        );
+        assert!(
+            r.text()
+                .lines()
+                .any(|l| l.starts_with("authd_login_outcomes_total{") && l.contains("success")),
+            "{r:?}"
+        );
+        // The refusals are counted like any answer.
+        assert!(
+            r.text()
+                .contains(r#"authd_requests_total{route="metrics",status="401"}"#),
+            "{r:?}"
+        );
+    }
+    assert_eq!(d.get("/healthz").status, 200);
+    d.assert_healthy();
+}
+
+/// With --metrics-listen, /metrics (and /healthz) live on their own listener, which
+/// serves nothing else; the main listener answers /metrics with 404. Combined with a
+/// token (both from the config file), the metrics listener asks for it. A SIGTERM stops
+/// both listeners cleanly.
+#[test]
+fn metrics_can_have_a_listener_of_their_own() {
+    let env = provision();
+    add_user(&env, "ml", "school", &[], "user");
+    let mut d = Daemon::start(&env, &["--metrics-listen", "127.0.0.1:0"]);
+    let m = d.metrics_addr.expect("a `metrics listening on ADDR` line");
+    assert!(
+        m.ip().is_loopback() && m.port() != 0 && m.port() != d.addr.port(),
+        "{m}"
+    );
+
+    // The main listener: no metrics (any method), everything else as before.
+    for method in ["GET", "POST", "DELETE"] {
+        let r = d.request(method, "/metrics", &[], None);
+        assert_eq!(
+            r.status, 404,
+            "{method} /metrics on the main listener: {r:?}"
+        );
+        assert!(!r.text().contains("authd_"), "{r:?}");
+    }
+    d.get("/metrics").expect_error(404, "not_found");
+    assert_eq!(d.get("/healthz").status, 200);
+    d.login("ml", PW).expect_status("authenticated");
+    assert_eq!(d.get("/login").status, 200);
+
+    // The metrics listener: metrics and health, and it sees the main listener's traffic.
+    let r = d.metrics_request("GET", "/metrics", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.text()
+            .contains(r#"authd_requests_total{route="login",status="200"} 1"#),
+        "{r:?}"
+    );
+    assert_eq!(r.header("strict-transport-security"), Some(HSTS));
+    assert_eq!(
+        d.metrics_request("GET", "/healthz", &[]).text().trim(),
+        "ok"
+    );
+    d.metrics_request("DELETE", "/metrics", &[])
+        .expect_error(405, "method_not_allowed");
+    // …and nothing else: no API, no portal, no login attempt counted.
+    for path in [
+        "/",
+        "/login",
+        "/v1/session",
+        "/v1/password/policy",
+        "/v1/auth/verify",
+    ] {
+        d.metrics_request("GET", path, &[])
+            .expect_error(404, "not_found");
+    }
+    let r = d.request_at(
+        m,
+        "POST",
+        "/v1/login",
+        &[("Content-Type", "application/json")],
+        Some(br#"{"username":"ml","password":"Wrong-pass-1!"}"#),
+    );
+    r.expect_error(404, "not_found");
+    assert_eq!(failed_attempts(&env, "ml"), 0);
+    assert!(audit_events(&env, "ml", "login.password")
+        .iter()
+        .all(|row| row["outcome"] == "success"));
+    d.assert_healthy();
+    drop(d);
+
+    // Both, from the config file: the metrics listener asks for the token; the main
+    // listener has no /metrics even for the token.
+    let token_file = metrics_token_file(&env, METRICS_TOKEN);
+    let config = env.path("authd.toml");
+    std::fs::write(
+        &config,
+        format!("metrics_listen = \"127.0.0.1:0\"\nmetrics_token_file = {token_file:?}\n"),
+    )
+    .expect("write the config file");
+    let mut d = Daemon::start(&env, &["--config", config.to_str().expect("UTF-8")]);
+    let auth = format!("Bearer {METRICS_TOKEN}");
+    d.metrics_request("GET", "/metrics", &[])
+        .expect_error(401, "unauthorized");
+    d.metrics_request(
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer wrong-token-123456")],
+    )
+    .expect_error(401, "unauthorized");
+    let r = d.metrics_request("GET", "/metrics", &[("Authorization", auth.as_str())]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.text().contains("authd_requests_total"), "{r:?}");
+    d.request("GET", "/metrics", &[("Authorization", auth.as_str())], None)
+        .expect_error(404, "not_found");
+
+    // SIGTERM: both listeners stop, and authd exits 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &d.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let exit = d.wait_exit(Duration::from_secs(20)).expect("authd stops");
+    assert!(exit.success(), "{exit:?}; stderr:\n{}", d.stderr());
+}
+
+/// Metrics settings that cannot work stop the start with a clear error: a token file
+/// that is missing, empty, short or open to other users (exit 2, before anything
+/// listens), a metrics address that cannot be bound (exit 1).
+#[test]
+fn bad_metrics_settings_stop_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = provision();
+    let write = |name: &str, text: &str, mode: u32| {
+        let p = env.path(name);
+        std::fs::write(&p, text).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p.to_str().expect("UTF-8").to_string()
+    };
+    let missing = env
+        .path("missing.token")
+        .to_str()
+        .expect("UTF-8")
+        .to_string();
+    let cases = [
+        (missing, "cannot be read"),
+        (write("empty.token", "", 0o600), "is empty"),
+        (write("blank.token", " \n \n", 0o600), "is empty"),
+        (write("short.token", "abc\n", 0o600), "at least 16"),
+        (
+            write("open.token", METRICS_TOKEN, 0o644),
+            "open to other users",
+        ),
+    ];
+    for (file, want) in &cases {
+        let out = common::run(
+            authd_command(&env, &["--metrics-token-file", file]),
+            None,
+            common::TIMEOUT,
+        );
+        out.fails(2).stderr_has(want).stderr_has(file);
+        assert!(!out.stdout.contains("listening on"), "{out:?}");
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("address").to_string();
+    for (at, want) in [
+        (taken_addr.as_str(), "metrics_listen"),
+        // Not an address of this machine.
+        ("192.0.2.1:0", "cannot listen on 192.0.2.1:0"),
+    ] {
+        let out = common::run(
+            authd_command(&env, &["--metrics-listen", at]),
+            None,
+            common::TIMEOUT,
+        );
+        out.fails(1).stderr_has(want);
+        assert!(!out.stdout.contains("listening on"), "{out:?}");
+    }
+    drop(taken);
 }

@@ -410,6 +410,8 @@ fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
 pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
+    /// The `--metrics-listen` listener, from its `metrics listening on ADDR` line.
+    pub metrics_addr: Option<SocketAddr>,
     stderr: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -484,9 +486,29 @@ impl Daemon {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Resp {
+        self.request_at(self.addr, method, path, headers, body)
+    }
+
+    /// One request to the `--metrics-listen` listener (which must be there).
+    #[track_caller]
+    pub fn metrics_request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let addr = self
+            .metrics_addr
+            .expect("authd printed no `metrics listening on ADDR` line");
+        self.request_at(addr, method, path, headers, None)
+    }
+
+    /// One request to `addr` (one of the daemon's listeners).
+    pub fn request_at(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Resp {
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: authd-tests/1.0\r\nConnection: close\r\n",
-            self.addr
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: authd-tests/1.0\r\nConnection: close\r\n"
         )
         .into_bytes();
         for (k, v) in headers {
@@ -504,7 +526,7 @@ impl Daemon {
             Some(b) => format!("{method} {path} ({} bytes)", b.len()),
             None => format!("{method} {path}"),
         };
-        http_raw(self.addr, &shown, &req)
+        http_raw(addr, &shown, &req)
     }
 
     /// POST a JSON body.
@@ -1040,7 +1062,8 @@ pub fn authd_clean_env(cmd: &mut Command) {
 
 impl Daemon {
     /// Start a prepared command that ends up exec'ing `authd` (e.g. through `unshare` or
-    /// `setpriv`, which exec: the pid is authd's) and wait for `listening on ADDR`.
+    /// `setpriv`, which exec: the pid is authd's) and wait for `listening on ADDR` (and
+    /// keep the `metrics listening on ADDR` printed before it, if any).
     pub fn start_command(mut cmd: Command) -> Daemon {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1076,12 +1099,18 @@ impl Daemon {
         let mut d = Daemon {
             child,
             addr: "127.0.0.1:1".parse().expect("an address"),
+            metrics_addr: None,
             stderr,
         };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.max(Duration::from_millis(1))) {
                 Ok(line) => {
+                    if let Some(a) = line.trim().strip_prefix("metrics listening on ") {
+                        d.metrics_addr = Some(a.trim().parse().unwrap_or_else(|e| {
+                            panic!("authd printed an unparsable metrics address {a:?}: {e}")
+                        }));
+                    }
                     if let Some(a) = line.trim().strip_prefix("listening on ") {
                         d.addr = a.trim().parse().unwrap_or_else(|e| {
                             panic!("authd printed an unparsable address {a:?}: {e}")

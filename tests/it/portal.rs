@@ -55,8 +55,15 @@ pub mod kit {
             let stdout = child.stdout.take().expect("stdout");
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
+                // The `listening on ADDR` line (a `metrics listening on ADDR` line of
+                // --metrics-listen comes before it).
+                let mut reader = BufReader::new(stdout);
                 let mut line = String::new();
-                let _ = BufReader::new(stdout).read_line(&mut line);
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0)
+                    && line.starts_with("metrics listening on ")
+                {
+                    line.clear();
+                }
                 let _ = tx.send(line);
             });
             let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
@@ -767,6 +774,70 @@ fn forms_without_the_right_csrf_token_are_refused_and_change_nothing() {
     assert_eq!(last["username"], "frank");
     assert_eq!(last["outcome"], "success");
     assert!(last["detail"].to_string().contains("portal"), "{last}");
+}
+
+/// `Origin: null` (a sandboxed iframe, a `data:` document, a redirect chain through
+/// another site) is another site's post: refused exactly like one, even with a right
+/// CSRF token, and nothing is done. Without an Origin header the token decides; our own
+/// origin is fine.
+#[test]
+fn forms_posted_with_origin_null_are_refused_like_other_sites() {
+    let env = kit::provision();
+    kit::add(&env, "nina", "school", "user", &[]);
+    let d = Daemon::start(&env, &[]);
+    let mut b = Browser::new(&d.addr);
+    let page = b.get("/login");
+    let csrf = field(&page.body, "csrf").expect("csrf field");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("username", "nina"),
+        ("password", STRONG),
+        ("accept_terms", "1"),
+    ];
+    let before = audit_count(&env, "login.password");
+    let nina_rows = env.audit(&["--user", "nina"]).len();
+
+    b.origin = Some("https://evil.example".into());
+    let cross = b.post("/login", &form);
+    cross.status(403);
+    for origin in ["null", "NULL", " null"] {
+        b.origin = Some(origin.into());
+        let r = b.post("/login", &form);
+        assert_eq!(r.status, 403, "Origin: {origin:?}: {r:#?}");
+        assert_eq!(r.body, cross.body, "the same answer as another site's post");
+        assert!(r.set_cookie(SECURE_SESSION).is_none());
+    }
+    assert_eq!(
+        audit_count(&env, "login.password"),
+        before,
+        "no refused form reached the login"
+    );
+    assert_eq!(
+        env.audit(&["--user", "nina"]).len(),
+        nina_rows,
+        "nothing audited"
+    );
+
+    // No Origin: the (right) token decides. Our own origin: fine too.
+    b.origin = None;
+    let r = b.post("/login", &form);
+    r.status(303);
+    assert!(r.set_cookie(SECURE_SESSION).is_some());
+    let home = b.get("/");
+    home.status(200);
+    let session_csrf = field(&home.body, "csrf").expect("csrf on the signed-in page");
+    // A signed-in form posted with Origin: null is refused too; the session lives on.
+    b.origin = Some("null".into());
+    b.post("/logout", &[("csrf", session_csrf.as_str())])
+        .status(403);
+    b.get("/").status(200);
+    b.origin = Some(d.url());
+    let r = b.post("/logout", &[("csrf", session_csrf.as_str())]);
+    r.status(303);
+    assert_eq!(r.header("location"), Some("/login?m=signed_out"));
+    let mut c = Browser::new(&d.addr);
+    c.origin = Some(d.url());
+    kit::form_login(&mut c, "", "nina", STRONG).status(303);
 }
 
 #[test]
