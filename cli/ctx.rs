@@ -63,6 +63,12 @@ pub fn record(tx: &Connection, e: Entry, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// A core error whose refusal the core has audited already: reported like the error
+/// itself, but not audited a second time.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Audited(pub authcore::Error);
+
 /// Record a refused admin action (best effort, its own transaction): the database may be
 /// the very thing that failed.
 pub fn record_failure(g: &Global, event: &str, target: &str, err: &anyhow::Error) {

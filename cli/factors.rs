@@ -1,6 +1,7 @@
 //! `enroll`, `totp test`, `reset-2fa`, `unlock` and `device …`.
 
 use anyhow::{Context, Result};
+use authcore::admin::{self, Actor};
 use authcore::policy::Policy;
 use authcore::store::{factors, users};
 use authcore::totp;
@@ -10,7 +11,7 @@ use qrcode::QrCode;
 use serde_json::json;
 
 use crate::args::{DeviceCmd, EnrollArgs, Global, MethodArg, NameArg, TotpCmd};
-use crate::ctx::{record, Ctx};
+use crate::ctx::{record, Audited, Ctx};
 use crate::output::{self, emit, Refused};
 
 /// The QR code as Unicode half-blocks, light modules drawn (for dark terminals, like
@@ -207,20 +208,9 @@ pub fn totp(g: &Global, c: TotpCmd) -> Result<i32> {
 
 pub fn reset_2fa(g: &Global, a: NameArg) -> Result<i32> {
     let mut ctx = Ctx::open(g)?;
-    let t = now();
-    let entry = ctx.entry("admin.reset_2fa");
-    let tx = ctx.tx()?;
-    let u = users::get(&tx, &a.name)?;
-    let s = factors::reset_2fa(&tx, u.id, t)?;
-    record(
-        &tx,
-        entry
-            .username(&u.username)
-            .user(u.id, u.org_id)
-            .detail(json!({"via": "authctl", "removed": s})),
-        t,
-    )?;
-    tx.commit()?;
+    let actor = Actor::operator(&ctx.actor);
+    let (u, s) = admin::reset_2fa(&mut ctx.conn, &actor, &a.name, now())?
+        .ok_or_else(|| audited_not_found(&a.name))?;
     let mut v = serde_json::to_value(&s)?;
     v["username"] = json!(u.username);
     emit(ctx.json, &v, || {
@@ -238,13 +228,9 @@ pub fn reset_2fa(g: &Global, a: NameArg) -> Result<i32> {
 
 pub fn unlock(g: &Global, a: NameArg) -> Result<i32> {
     let mut ctx = Ctx::open(g)?;
-    let t = now();
-    let entry = ctx.entry("admin.unlock");
-    let tx = ctx.tx()?;
-    let u = users::get(&tx, &a.name)?;
-    let was_locked = users::unlock(&tx, u.id, t)?;
-    record(&tx, entry.username(&u.username).user(u.id, u.org_id).detail(json!({"via": "authctl", "was_locked": was_locked, "failed_attempts": u.failed_attempts})), t)?;
-    tx.commit()?;
+    let actor = Actor::operator(&ctx.actor);
+    let (u, was_locked) = admin::unlock(&mut ctx.conn, &actor, &a.name, now())?
+        .ok_or_else(|| audited_not_found(&a.name))?;
     emit(
         ctx.json,
         &json!({"username": u.username, "was_locked": was_locked}),
@@ -257,6 +243,11 @@ pub fn unlock(g: &Global, a: NameArg) -> Result<i32> {
         },
     );
     Ok(0)
+}
+
+/// A user the core found missing: it has audited the refusal already.
+fn audited_not_found(name: &str) -> anyhow::Error {
+    anyhow::Error::new(Audited(authcore::Error::not_found("user", name)))
 }
 
 pub fn device(g: &Global, c: DeviceCmd) -> Result<i32> {

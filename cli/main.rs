@@ -28,7 +28,9 @@ fn main() {
         Err(e) => {
             // A refused admin action is a decision too: audit it (best effort).
             if let Some((event, target)) = &label {
-                ctx::record_failure(&global, event, target, &e);
+                if e.downcast_ref::<ctx::Audited>().is_none() {
+                    ctx::record_failure(&global, event, target, &e);
+                }
             }
             output::report_error(&e, global.json)
         }

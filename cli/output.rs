@@ -53,7 +53,10 @@ pub fn time(t: Option<i64>) -> String {
 
 /// Print an error and return its exit code.
 pub fn report_error(e: &anyhow::Error, json: bool) -> i32 {
-    let (code, exit, rules) = match e.downcast_ref::<authcore::Error>() {
+    let core = e
+        .downcast_ref::<authcore::Error>()
+        .or_else(|| e.downcast_ref::<crate::ctx::Audited>().map(|a| &a.0));
+    let (code, exit, rules) = match core {
         Some(ae) => {
             let rules = match ae {
                 authcore::Error::Policy { rules, .. } => Some(rules.clone()),

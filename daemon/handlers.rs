@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use authcore::audit::{self, Entry, Outcome};
+use authcore::admin::{self, Actor, Door};
+use authcore::audit::{self, Outcome};
 use authcore::login::{self, Decision, SessionInfo};
 use authcore::policy::Policy;
-use authcore::store::factors;
-use authcore::store::users::{self, Role, User};
+use authcore::store::users::{Role, User};
 use authcore::util::now;
 use hyper::StatusCode;
 use serde::Deserialize;
@@ -457,8 +457,14 @@ async fn admin_of(app: &App, req: &Req) -> Result<SessionInfo, ApiError> {
     Ok(s)
 }
 
+/// The acting admin of an API request (tenancy and role checks are the core's).
+async fn api_actor(app: &App, req: &Req) -> Result<Actor, ApiError> {
+    let s = admin_of(app, req).await?;
+    Ok(Actor::session(&s, &req.client, Door::Api)?)
+}
+
 /// The public admin view of a user.
-fn user_json(u: &User) -> serde_json::Value {
+pub(crate) fn user_json(u: &User) -> serde_json::Value {
     json!({
         "id": u.id, "username": u.username, "email": u.email, "org": u.org, "role": u.role,
         "status": u.status, "locked_at": u.locked_at.map(authcore::util::rfc3339),
@@ -468,235 +474,45 @@ fn user_json(u: &User) -> serde_json::Value {
     })
 }
 
-fn admin_entry(
-    event: &str,
-    outcome: Outcome,
-    admin: &SessionInfo,
-    req_client: &authcore::login::Client,
-    via: &str,
-) -> Entry {
-    Entry::new(event, outcome)
-        .client(&req_client.ip, &req_client.user_agent)
-        .actor(&admin.user.username)
-        .detail(json!({"via": via, "admin_id": admin.user_id}))
-}
-
-/// Find `name` as `admin` may see it: another org's user is exactly as missing as a
-/// user that does not exist (and the attempt is audited).
-fn visible_user(
-    conn: &rusqlite::Connection,
-    admin: &SessionInfo,
-    client: &authcore::login::Client,
-    event: &str,
-    name: &str,
-    via: &str,
-    t: i64,
-) -> authcore::Result<Option<User>> {
-    let u = users::find(conn, name)?;
-    match u {
-        Some(u) if admin.role == Role::Admin || u.org_id == admin.org_id => Ok(Some(u)),
-        other => {
-            let reason = if other.is_some() {
-                "other_org"
-            } else {
-                "unknown_user"
-            };
-            audit::record(
-                conn,
-                &admin_entry(event, Outcome::Failure, admin, client, via)
-                    .username(name)
-                    .org(Some(admin.org_id))
-                    .reason(reason),
-                t,
-            )?;
-            Ok(None)
-        }
-    }
-}
-
-/// The users `admin` may manage (their org's; every user for an admin).
-pub(crate) fn visible_users(
-    conn: &rusqlite::Connection,
-    admin: &SessionInfo,
-    locked: bool,
-) -> authcore::Result<Vec<User>> {
-    let org_id = (admin.role != Role::Admin).then_some(admin.org_id);
-    users::list(
-        conn,
-        &users::ListFilter {
-            org_id,
-            locked,
-            group_id: None,
-            limit: Some(10_000),
-        },
-    )
-}
-
 pub async fn admin_users(app: &App, req: Req) -> Result<Resp, ApiError> {
-    let admin = admin_of(app, &req).await?;
+    let actor = api_actor(app, &req).await?;
     let locked = matches!(req.query("locked"), Some("true" | "1" | "yes"));
     let list = app
-        .db(move |conn, _| visible_users(conn, &admin, locked))
+        .db(move |conn, _| admin::list_users(conn, &actor, locked))
         .await?;
     let v: Vec<_> = list.iter().map(user_json).collect();
     Ok(json_resp(StatusCode::OK, &json!({"users": v})))
 }
 
-/// One user as `admin` may see them (audited as `admin.user.show` when refused).
-/// `via` names the door in audit rows: "api" or "portal".
-pub(crate) fn show_user(
-    conn: &mut rusqlite::Connection,
-    admin: &SessionInfo,
-    client: &authcore::login::Client,
-    name: &str,
-    via: &str,
-) -> authcore::Result<Option<User>> {
-    let t = now();
-    let tx = authcore::db::write_tx(conn)?;
-    let u = visible_user(&tx, admin, client, "admin.user.show", name, via, t)?;
-    tx.commit()?;
-    Ok(u)
-}
-
 pub async fn admin_user(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
-    let admin = admin_of(app, &req).await?;
-    let client = req.client.clone();
+    let actor = api_actor(app, &req).await?;
     let u = app
-        .db(move |conn, _| show_user(conn, &admin, &client, &name, "api"))
+        .db(move |conn, _| admin::show_user(conn, &actor, &name, now()))
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(json_resp(StatusCode::OK, &user_json(&u)))
 }
 
-/// Org admins manage their org's plain users; admin and org-admin accounts are managed
-/// by admins, so an org admin cannot take over a peer's or a superior's account. A refusal
-/// is audited (reason `insufficient_role`).
-fn may_manage(
-    conn: &rusqlite::Connection,
-    admin: &SessionInfo,
-    client: &authcore::login::Client,
-    event: &str,
-    target: &User,
-    via: &str,
-    t: i64,
-) -> authcore::Result<Result<(), authcore::Error>> {
-    if admin.role == Role::Admin || target.role == Role::User {
-        return Ok(Ok(()));
-    }
-    audit::record(
-        conn,
-        &admin_entry(event, Outcome::Failure, admin, client, via)
-            .username(&target.username)
-            .user(target.id, target.org_id)
-            .reason("insufficient_role"),
-        t,
-    )?;
-    Ok(Err(authcore::Error::Forbidden(
-        "org admins manage plain users only; an admin manages admin and org-admin accounts".into(),
-    )))
-}
-
-/// One admin action on `name` on behalf of `admin`, in one transaction: find the user
-/// as the admin may see them (None when not visible), refuse accounts the admin may not
-/// manage, apply `act` (its value, and the detail to audit besides `via` and the
-/// admin's id), and audit `event` with the admin as actor.
-fn admin_action<T>(
-    conn: &mut rusqlite::Connection,
-    admin: &SessionInfo,
-    client: &authcore::login::Client,
-    (event, name, via): (&str, &str, &str),
-    act: impl FnOnce(&rusqlite::Connection, &User, i64) -> authcore::Result<(T, serde_json::Value)>,
-) -> authcore::Result<Option<(String, T)>> {
-    let t = now();
-    let tx = authcore::db::write_tx(conn)?;
-    let Some(u) = visible_user(&tx, admin, client, event, name, via, t)? else {
-        tx.commit()?;
-        return Ok(None);
-    };
-    if let Err(e) = may_manage(&tx, admin, client, event, &u, via, t)? {
-        tx.commit()?;
-        return Err(e);
-    }
-    let (value, mut detail) = act(&tx, &u, t)?;
-    detail["via"] = json!(via);
-    detail["admin_id"] = json!(admin.user_id);
-    audit::record(
-        &tx,
-        &admin_entry(event, Outcome::Success, admin, client, via)
-            .username(&u.username)
-            .user(u.id, u.org_id)
-            .detail(detail),
-        t,
-    )?;
-    tx.commit()?;
-    Ok(Some((u.username, value)))
-}
-
-/// Unlock `name` on behalf of `admin` (audited `admin.unlock`, the admin as actor):
-/// the user's name and whether they were locked, or None when not visible.
-pub(crate) fn unlock_user(
-    conn: &mut rusqlite::Connection,
-    admin: &SessionInfo,
-    client: &authcore::login::Client,
-    name: &str,
-    via: &str,
-) -> authcore::Result<Option<(String, bool)>> {
-    admin_action(
-        conn,
-        admin,
-        client,
-        ("admin.unlock", name, via),
-        |tx, u, t| {
-            let was_locked = users::unlock(tx, u.id, t)?;
-            Ok((was_locked, json!({"was_locked": was_locked})))
-        },
-    )
-}
-
 pub async fn admin_unlock(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
-    let admin = admin_of(app, &req).await?;
-    let client = req.client.clone();
-    let r = app
-        .db(move |conn, _| unlock_user(conn, &admin, &client, &name, "api"))
-        .await?;
-    let (username, was_locked) = r.ok_or_else(ApiError::not_found)?;
+    let actor = api_actor(app, &req).await?;
+    let (u, was_locked) = app
+        .db(move |conn, _| admin::unlock(conn, &actor, &name, now()))
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok(json_resp(
         StatusCode::OK,
-        &json!({"username": username, "was_locked": was_locked}),
+        &json!({"username": u.username, "was_locked": was_locked}),
     ))
 }
 
-/// Reset `name`'s second factor on behalf of `admin` (audited `admin.reset_2fa`, the
-/// admin as actor): the user's name and what was removed, or None when not visible.
-pub(crate) fn reset_user_2fa(
-    conn: &mut rusqlite::Connection,
-    admin: &SessionInfo,
-    client: &authcore::login::Client,
-    name: &str,
-    via: &str,
-) -> authcore::Result<Option<(String, factors::ResetSummary)>> {
-    admin_action(
-        conn,
-        admin,
-        client,
-        ("admin.reset_2fa", name, via),
-        |tx, u, t| {
-            let s = factors::reset_2fa(tx, u.id, t)?;
-            let detail = json!({"removed": s});
-            Ok((s, detail))
-        },
-    )
-}
-
 pub async fn admin_reset_2fa(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
-    let admin = admin_of(app, &req).await?;
-    let client = req.client.clone();
-    let r = app
-        .db(move |conn, _| reset_user_2fa(conn, &admin, &client, &name, "api"))
-        .await?;
-    let (username, s) = r.ok_or_else(ApiError::not_found)?;
+    let actor = api_actor(app, &req).await?;
+    let (u, s) = app
+        .db(move |conn, _| admin::reset_2fa(conn, &actor, &name, now()))
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     let mut v = serde_json::to_value(&s).unwrap_or_default();
-    v["username"] = json!(username);
+    v["username"] = json!(u.username);
     Ok(json_resp(StatusCode::OK, &v))
 }
 

@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use authcore::admin::{self, Actor, Door};
 use authcore::audit::{self, Entry, Outcome};
 use authcore::forgot::QuestionAnswer;
 use authcore::login::SessionInfo;
@@ -21,7 +22,6 @@ use super::html::{self, esc, hidden, Notice};
 use super::security::CookieName;
 use super::{Ctx, Form};
 use crate::app::{ApiError, Resp};
-use crate::handlers;
 
 /// The signed-in session, or the answer that sends the browser to sign in.
 async fn require_session(
@@ -505,10 +505,10 @@ pub async fn admin_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
         Err(r) => return Ok(r),
     };
     let locked_only = ctx.query("locked") == Some("1");
-    let admin = s.1.clone();
+    let actor = Actor::session(&s.1, &ctx.req.client, Door::Portal)?;
     let list = ctx
         .app
-        .db(move |conn, _| handlers::visible_users(conn, &admin, locked_only))
+        .db(move |conn, _| admin::list_users(conn, &actor, locked_only))
         .await?;
     let csrf = hidden("csrf", &ctx.csrf_session(&s.0));
     let mut rows = String::new();
@@ -570,11 +570,10 @@ pub async fn admin_user_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
         Err(r) => return Ok(r),
     };
     let name = ctx.query("name").unwrap_or("").to_string();
-    let admin = s.1.clone();
-    let client = ctx.req.client.clone();
+    let actor = Actor::session(&s.1, &ctx.req.client, Door::Portal)?;
     let u = ctx
         .app
-        .db(move |conn, _| handlers::show_user(conn, &admin, &client, &name, "portal"))
+        .db(move |conn, _| admin::show_user(conn, &actor, &name, now()))
         .await?;
     let Some(u) = u else {
         let content = format!(
@@ -650,20 +649,19 @@ pub async fn admin_action_post(
         return Ok(ctx.forbidden());
     }
     let name = form.text("username").to_string();
-    let admin = s.1.clone();
-    let client = ctx.req.client.clone();
+    let actor = Actor::session(&s.1, &ctx.req.client, Door::Portal)?;
     let n = name.clone();
     let done: Option<(String, &'static str)> = match action {
         Action::Unlock => ctx
             .app
-            .db(move |conn, _| handlers::unlock_user(conn, &admin, &client, &n, "portal"))
+            .db(move |conn, _| admin::unlock(conn, &actor, &n, now()))
             .await?
-            .map(|(u, was)| (u, if was { "unlocked" } else { "not_locked" })),
+            .map(|(u, was)| (u.username, if was { "unlocked" } else { "not_locked" })),
         Action::Reset2fa => ctx
             .app
-            .db(move |conn, _| handlers::reset_user_2fa(conn, &admin, &client, &n, "portal"))
+            .db(move |conn, _| admin::reset_2fa(conn, &actor, &n, now()))
             .await?
-            .map(|(u, _)| (u, "reset")),
+            .map(|(u, _)| (u.username, "reset")),
     };
     let Some((username, m)) = done else {
         let content = format!(

@@ -1525,6 +1525,26 @@ fn unlock_reports_whether_the_account_was_locked() {
     env.ctl_json(&["unlock", "ghost"])
         .code(3)
         .json_error("not_found");
+    // The core's audit rows: the same detail as the API's (failed_attempts too), and one
+    // row per refusal (the core's, not a second one from authctl).
+    let rows = env
+        .ctl(&["audit", "--event", "admin.unlock", "--format", "json"])
+        .ok()
+        .json_lines();
+    let ok: Vec<_> = rows.iter().filter(|r| r["outcome"] == "success").collect();
+    assert_eq!(ok.len(), 2, "{rows:?}");
+    let detail: serde_json::Value =
+        serde_json::from_str(ok[0]["detail"].as_str().expect("detail")).expect("JSON");
+    assert_eq!(
+        detail,
+        json!({"failed_attempts": 0, "via": "authctl", "was_locked": false})
+    );
+    let refused: Vec<_> = rows.iter().filter(|r| r["outcome"] == "failure").collect();
+    assert_eq!(refused.len(), 2, "one row per refused unlock: {rows:?}");
+    assert!(
+        refused.iter().all(|r| r["reason"] == "unknown_user"),
+        "{rows:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
