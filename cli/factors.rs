@@ -95,7 +95,7 @@ pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
     match &secret {
         Some(s) => factors::set_totp(&tx, &key, u.id, s, Some(t), t)?,
         None => {
-            tx.execute("DELETE FROM totp_credentials WHERE user_id=?1", [u.id])?;
+            factors::remove_totp(&tx, u.id)?;
         }
     }
     users::set_mfa_method(&tx, u.id, Some(method), t)?;

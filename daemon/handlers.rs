@@ -16,9 +16,7 @@ use crate::app::{empty_resp, json_resp, text_resp, ApiError, App, Req, Resp};
 use crate::session_cache::Checked;
 
 pub async fn healthz(app: &App) -> Result<Resp, ApiError> {
-    let ok = app
-        .db(|conn, _| Ok(conn.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))?))
-        .await;
+    let ok = app.db(|conn, _| authcore::db::ping(conn)).await;
     Ok(match ok {
         Ok(_) => text_resp(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
         Err(_) => text_resp(

@@ -543,7 +543,7 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
     // Leave the database whole in its main file: the next start (or a backup copying
     // only authd.db) finds nothing waiting in the WAL.
     if let Ok(conn) = authcore::db::open(&db_path) {
-        let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+        let _ = authcore::db::truncate_wal(&conn);
     }
     tracing::info!("stopped");
     Ok(())

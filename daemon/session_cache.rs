@@ -36,7 +36,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
 
 use authcore::login::{self, SessionInfo};
 use authcore::store::sessions::{self, Live};
@@ -44,7 +43,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 use crate::app::{ApiError, App, Resp};
@@ -151,28 +150,6 @@ pub struct SessionCache {
     entries: RwLock<Entries>,
 }
 
-fn open_watcher(path: &Path) -> rusqlite::Result<Connection> {
-    // Never creates the file; a read-only file is watched read-only.
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .or_else(|_| {
-        Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-    })?;
-    c.busy_timeout(Duration::ZERO)?;
-    c.execute_batch("PRAGMA query_only=ON")?;
-    Ok(c)
-}
-
-fn data_version(c: &Connection) -> rusqlite::Result<i64> {
-    c.prepare_cached("PRAGMA data_version")?
-        .query_row([], |r| r.get(0))
-}
-
 /// A watcher whose lock was poisoned, reset: its next reading starts a new epoch.
 fn afresh<'a>(m: &Mutex<Watcher>, mut g: MutexGuard<'a, Watcher>) -> MutexGuard<'a, Watcher> {
     g.conn = None;
@@ -241,7 +218,7 @@ impl SessionCache {
             if now < w.reopen_at {
                 return None;
             }
-            match open_watcher(&self.path) {
+            match authcore::db::open_watcher(&self.path) {
                 Ok(c) => {
                     w.conn = Some(c);
                     w.last = None;
@@ -257,14 +234,12 @@ impl SessionCache {
         let conn = w.conn.as_ref()?;
         // The session epoch is read after data_version: a commit between the two is
         // counted now, and any commit after the epoch read changes data_version again.
-        let read = data_version(conn)
-            .map_err(authcore::Error::from)
-            .and_then(|v| {
-                if w.last == Some(v) {
-                    return Ok((v, None));
-                }
-                Ok((v, Some(authcore::db::session_epoch(conn)?)))
-            });
+        let read = authcore::db::data_version(conn).and_then(|v| {
+            if w.last == Some(v) {
+                return Ok((v, None));
+            }
+            Ok((v, Some(authcore::db::session_epoch(conn)?)))
+        });
         match read {
             Ok((v, epoch)) => {
                 if let Some(n) = epoch {
@@ -717,7 +692,7 @@ mod tests {
                     });
                 }
                 // Revoke once memory answers.
-                let give_up = std::time::Instant::now() + Duration::from_secs(10);
+                let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 while hits.load(Ordering::Relaxed) == 0 && std::time::Instant::now() < give_up {
                     std::thread::yield_now();
                 }

@@ -542,6 +542,42 @@ pub fn defer_checkpoints(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Empty the WAL into the database file and truncate it (on a clean stop: the next start,
+/// or a copy of the main file alone, finds nothing waiting in the WAL).
+pub fn truncate_wal(conn: &Connection) -> Result<()> {
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+    Ok(())
+}
+
+/// A cheap read that proves the database answers (health checks).
+pub fn ping(conn: &Connection) -> Result<()> {
+    let _: i64 = conn
+        .prepare_cached("SELECT count(*) FROM meta")?
+        .query_row([], |r| r.get(0))?;
+    Ok(())
+}
+
+/// A connection that only watches `path` for commits ([`data_version`]): never creates
+/// the file, never writes, never waits for a lock; a read-only file is watched read-only.
+pub fn open_watcher(path: &Path) -> Result<Connection> {
+    let flags = |f| f | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let c = Connection::open_with_flags(path, flags(rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE))
+        .or_else(|_| {
+        Connection::open_with_flags(path, flags(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY))
+    })?;
+    c.busy_timeout(std::time::Duration::ZERO)?;
+    c.execute_batch("PRAGMA query_only=ON")?;
+    Ok(c)
+}
+
+/// SQLite's count of commits by other connections, as seen by `conn`: it moves whenever
+/// another connection commits to the file.
+pub fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))?)
+}
+
 /// Copy committed WAL frames back into the database without waiting for readers or
 /// writers (a passive checkpoint). Returns (frames in the WAL, frames checkpointed).
 pub fn checkpoint(conn: &Connection) -> Result<(i64, i64)> {

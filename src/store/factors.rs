@@ -42,6 +42,12 @@ pub fn set_totp(
     Ok(())
 }
 
+/// Remove the user's TOTP secret (and its replay state), if any.
+pub fn remove_totp(conn: &Connection, user_id: i64) -> Result<()> {
+    conn.execute("DELETE FROM totp_credentials WHERE user_id=?1", [user_id])?;
+    Ok(())
+}
+
 pub fn get_totp(
     conn: &Connection,
     key: &SecretKey,
