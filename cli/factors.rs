@@ -1,6 +1,7 @@
 //! `enroll`, `totp test`, `reset-2fa`, `unlock` and `device …`.
 
 use anyhow::{Context, Result};
+use authcore::kinds::{AuditEvent, MfaMethod};
 use authcore::policy::Policy;
 use authcore::store::{factors, users};
 use authcore::totp;
@@ -57,7 +58,7 @@ pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
     let mut ctx = Ctx::open(g)?;
     let policy = Policy::load(&ctx.conn)?;
     let t = now();
-    let entry = ctx.entry("admin.enroll");
+    let entry = ctx.entry(AuditEvent::AdminEnroll);
     let u = users::get(&ctx.conn, &a.name)?;
     let (secret, uri) = match a.method {
         MethodArg::Totp => {
@@ -68,10 +69,7 @@ pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
         }
         MethodArg::Email => (None, None),
     };
-    let method = match a.method {
-        MethodArg::Totp => "totp",
-        MethodArg::Email => "email",
-    };
+    let method = MfaMethod::from(a.method);
     // Render before writing anything, so a bad --png path changes nothing.
     let qr = uri
         .as_deref()
@@ -170,7 +168,7 @@ pub fn totp(g: &Global, c: TotpCmd) -> Result<i32> {
     let matched = found.is_some_and(|m| m.offset.abs() <= policy.totp_skew);
     let replayed = found.is_some_and(|m| cred.last_step.is_some_and(|l| m.step <= l));
     {
-        let entry = ctx.entry("admin.totp_test");
+        let entry = ctx.entry(AuditEvent::AdminTotpTest);
         let e = entry
             .username(&u.username)
             .user(u.id, u.org_id)
@@ -208,7 +206,7 @@ pub fn totp(g: &Global, c: TotpCmd) -> Result<i32> {
 pub fn reset_2fa(g: &Global, a: NameArg) -> Result<i32> {
     let mut ctx = Ctx::open(g)?;
     let t = now();
-    let entry = ctx.entry("admin.reset_2fa");
+    let entry = ctx.entry(AuditEvent::AdminReset2fa);
     let tx = ctx.tx()?;
     let u = users::get(&tx, &a.name)?;
     let s = factors::reset_2fa(&tx, u.id, t)?;
@@ -239,7 +237,7 @@ pub fn reset_2fa(g: &Global, a: NameArg) -> Result<i32> {
 pub fn unlock(g: &Global, a: NameArg) -> Result<i32> {
     let mut ctx = Ctx::open(g)?;
     let t = now();
-    let entry = ctx.entry("admin.unlock");
+    let entry = ctx.entry(AuditEvent::AdminUnlock);
     let tx = ctx.tx()?;
     let u = users::get(&tx, &a.name)?;
     let was_locked = users::unlock(&tx, u.id, t)?;
@@ -296,7 +294,7 @@ pub fn device(g: &Global, c: DeviceCmd) -> Result<i32> {
             });
         }
         DeviceCmd::Revoke { id, user } => {
-            let entry = ctx.entry("admin.device.revoke");
+            let entry = ctx.entry(AuditEvent::AdminDeviceRevoke);
             let tx = ctx.tx()?;
             let (n, who) = match (id, user) {
                 (Some(id), _) => {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use authcore::audit::{self, Entry, Outcome};
+use authcore::kinds::AuditEvent;
 use authcore::login::{self, Decision, SessionInfo};
 use authcore::policy::Policy;
 use authcore::store::factors;
@@ -452,7 +453,7 @@ fn user_json(u: &User) -> serde_json::Value {
 }
 
 fn admin_entry(
-    event: &str,
+    event: AuditEvent,
     outcome: Outcome,
     admin: &SessionInfo,
     req_client: &authcore::login::Client,
@@ -470,7 +471,7 @@ fn visible_user(
     conn: &rusqlite::Connection,
     admin: &SessionInfo,
     client: &authcore::login::Client,
-    event: &str,
+    event: AuditEvent,
     name: &str,
     via: &str,
     t: i64,
@@ -536,7 +537,7 @@ pub(crate) fn show_user(
 ) -> authcore::Result<Option<User>> {
     let t = now();
     let tx = authcore::db::write_tx(conn)?;
-    let u = visible_user(&tx, admin, client, "admin.user.show", name, via, t)?;
+    let u = visible_user(&tx, admin, client, AuditEvent::AdminUserShow, name, via, t)?;
     tx.commit()?;
     Ok(u)
 }
@@ -558,7 +559,7 @@ fn may_manage(
     conn: &rusqlite::Connection,
     admin: &SessionInfo,
     client: &authcore::login::Client,
-    event: &str,
+    event: AuditEvent,
     target: &User,
     via: &str,
     t: i64,
@@ -587,7 +588,7 @@ fn admin_action<T>(
     conn: &mut rusqlite::Connection,
     admin: &SessionInfo,
     client: &authcore::login::Client,
-    (event, name, via): (&str, &str, &str),
+    (event, name, via): (AuditEvent, &str, &str),
     act: impl FnOnce(&rusqlite::Connection, &User, i64) -> authcore::Result<(T, serde_json::Value)>,
 ) -> authcore::Result<Option<(String, T)>> {
     let t = now();
@@ -628,7 +629,7 @@ pub(crate) fn unlock_user(
         conn,
         admin,
         client,
-        ("admin.unlock", name, via),
+        (AuditEvent::AdminUnlock, name, via),
         |tx, u, t| {
             let was_locked = users::unlock(tx, u.id, t)?;
             Ok((was_locked, json!({"was_locked": was_locked})))
@@ -662,7 +663,7 @@ pub(crate) fn reset_user_2fa(
         conn,
         admin,
         client,
-        ("admin.reset_2fa", name, via),
+        (AuditEvent::AdminReset2fa, name, via),
         |tx, u, t| {
             let s = factors::reset_2fa(tx, u.id, t)?;
             let detail = json!({"removed": s});
