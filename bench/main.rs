@@ -1415,7 +1415,7 @@ impl Bench {
                 let f = authcore::store::sessions::create_flow(
                     &tx,
                     u as i64,
-                    login::step::SECOND_FACTOR,
+                    authcore::kinds::LoginStep::SecondFactor,
                     r#"{"terms_ok":false}"#,
                     3600,
                     now,

@@ -2,11 +2,12 @@
 
 use anyhow::Result;
 use authcore::db::{self, Location};
+use authcore::kinds::{AuditEvent, MfaMethod};
 use authcore::store::orgs;
 use authcore::util::now;
 use serde_json::json;
 
-use crate::args::{Global, GroupCmd, InitArgs, MethodArg, OrgCmd, PolicyCmd, SessionCmd, TermsCmd};
+use crate::args::{Global, GroupCmd, InitArgs, OrgCmd, PolicyCmd, SessionCmd, TermsCmd};
 use crate::ctx::{os_user, record, Ctx};
 use crate::output::{self, emit, Refused};
 
@@ -19,7 +20,7 @@ pub fn init(g: &Global, _a: InitArgs) -> Result<i32> {
     let t = now();
     authcore::audit::record(
         &conn,
-        &authcore::audit::Entry::new("admin.init", authcore::audit::Outcome::Success)
+        &authcore::audit::Entry::new(AuditEvent::AdminInit, authcore::audit::Outcome::Success)
             .actor(&os_user())
             .detail(json!({"via": "authctl"})),
         t,
@@ -40,21 +41,14 @@ pub fn init(g: &Global, _a: InitArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn method_str(m: MethodArg) -> &'static str {
-    match m {
-        MethodArg::Totp => "totp",
-        MethodArg::Email => "email",
-    }
-}
-
 pub fn org(g: &Global, c: OrgCmd) -> Result<i32> {
     let mut ctx = Ctx::open(g)?;
     let t = now();
     match c {
         OrgCmd::Add { name, mfa_method } => {
-            let entry = ctx.entry("admin.org.add");
+            let entry = ctx.entry(AuditEvent::AdminOrgAdd);
             let tx = ctx.tx()?;
-            let o = orgs::add_org(&tx, &name, mfa_method.map(method_str), t)?;
+            let o = orgs::add_org(&tx, &name, mfa_method.map(MfaMethod::from), t)?;
             record(
                 &tx,
                 entry
@@ -73,7 +67,7 @@ pub fn org(g: &Global, c: OrgCmd) -> Result<i32> {
                     tb.add_row(vec![
                         o.name.clone(),
                         o.users.to_string(),
-                        o.mfa_method.clone().unwrap_or_else(|| "-".into()),
+                        o.mfa_method.map_or("-", |m| m.as_str()).to_string(),
                         output::time(Some(o.created_at)),
                     ]);
                 }
@@ -81,7 +75,7 @@ pub fn org(g: &Global, c: OrgCmd) -> Result<i32> {
             });
         }
         OrgCmd::Delete { name } => {
-            let entry = ctx.entry("admin.org.delete");
+            let entry = ctx.entry(AuditEvent::AdminOrgDelete);
             let tx = ctx.tx()?;
             let o = orgs::delete_org(&tx, &name)?;
             record(
@@ -103,7 +97,7 @@ pub fn group(g: &Global, c: GroupCmd) -> Result<i32> {
     let t = now();
     match c {
         GroupCmd::Add { name, require_2fa } => {
-            let entry = ctx.entry("admin.group.add");
+            let entry = ctx.entry(AuditEvent::AdminGroupAdd);
             let tx = ctx.tx()?;
             let gr = orgs::add_group(&tx, &name, require_2fa, t)?;
             record(
@@ -123,7 +117,7 @@ pub fn group(g: &Global, c: GroupCmd) -> Result<i32> {
             });
         }
         GroupCmd::Set { name, require_2fa } => {
-            let entry = ctx.entry("admin.group.set");
+            let entry = ctx.entry(AuditEvent::AdminGroupSet);
             let tx = ctx.tx()?;
             let gr = orgs::set_group_require_2fa(&tx, &name, require_2fa)?;
             record(
@@ -165,7 +159,7 @@ pub fn group(g: &Global, c: GroupCmd) -> Result<i32> {
             if lifts(&before) {
                 crate::prompt::confirm(&lift_question(&before), ctx.yes)?;
             }
-            let (entry, yes) = (ctx.entry("admin.group.delete"), ctx.yes);
+            let (entry, yes) = (ctx.entry(AuditEvent::AdminGroupDelete), ctx.yes);
             let tx = ctx.tx()?;
             let gr = orgs::get_group(&tx, &name)?;
             // The group may have changed while the question was on the screen: what was
@@ -267,7 +261,7 @@ pub fn policy(g: &Global, c: PolicyCmd) -> Result<i32> {
                 pairs.push((k.to_string(), authcore::policy::validate(k, v)?));
             }
             let t = now();
-            let entry = ctx.entry("admin.policy.set");
+            let entry = ctx.entry(AuditEvent::AdminPolicySet);
             let tx = ctx.tx()?;
             let mut changed = Vec::new();
             for (k, v) in &pairs {
@@ -337,7 +331,7 @@ pub fn session(g: &Global, c: SessionCmd) -> Result<i32> {
             });
         }
         SessionCmd::Revoke { id, user } => {
-            let entry = ctx.entry("admin.session.revoke");
+            let entry = ctx.entry(AuditEvent::AdminSessionRevoke);
             let tx = ctx.tx()?;
             let (n, who) = match (id, user) {
                 (Some(id), _) => {
@@ -399,7 +393,7 @@ pub fn terms(g: &Global, c: TermsCmd) -> Result<i32> {
         TermsCmd::Set { version, file } => {
             let text = read_terms(&file)?;
             let t = now();
-            let entry = ctx.entry("admin.terms.set");
+            let entry = ctx.entry(AuditEvent::AdminTermsSet);
             let tx = ctx.tx()?;
             let published = terms::set(&tx, &version, &text, t)?;
             let mode = authcore::policy::get(&tx, "terms.mode")?;

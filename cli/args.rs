@@ -224,6 +224,15 @@ pub enum MethodArg {
     Email,
 }
 
+impl From<MethodArg> for authcore::kinds::MfaMethod {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Totp => authcore::kinds::MfaMethod::Totp,
+            MethodArg::Email => authcore::kinds::MfaMethod::Email,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct EnrollArgs {
     pub name: String,

@@ -169,7 +169,7 @@ fn print_rows(rows: &[Row], format: AuditFormat, first: bool, follow: bool) {
             for r in rows {
                 t.add_row(vec![
                     r.time.clone(),
-                    r.event.clone(),
+                    r.event.to_string(),
                     r.outcome.clone(),
                     r.username.clone(),
                     r.org.clone().unwrap_or_default(),

@@ -5,6 +5,7 @@ use anyhow::Result;
 use authcore::audit::{self, Entry, Outcome};
 use authcore::crypto::SecretKey;
 use authcore::db::{self, Location};
+use authcore::kinds::AuditEvent;
 use rusqlite::Connection;
 
 use crate::args::Global;
@@ -50,7 +51,7 @@ impl Ctx {
     }
 
     /// An admin audit entry with this actor.
-    pub fn entry(&self, event: &str) -> Entry {
+    pub fn entry(&self, event: AuditEvent) -> Entry {
         Entry::new(event, Outcome::Success)
             .actor(&self.actor)
             .detail(serde_json::json!({"via": "authctl"}))
@@ -63,15 +64,9 @@ pub fn record(tx: &Connection, e: Entry, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// A core error whose refusal the core has audited already: reported like the error
-/// itself, but not audited a second time.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Audited(pub authcore::Error);
-
 /// Record a refused admin action (best effort, its own transaction): the database may be
 /// the very thing that failed.
-pub fn record_failure(g: &Global, event: &str, target: &str, err: &anyhow::Error) {
+pub fn record_failure(g: &Global, event: AuditEvent, target: &str, err: &anyhow::Error) {
     let Ok(conn) = db::open_initialised(&g.db) else {
         return;
     };

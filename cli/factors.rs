@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use authcore::admin::{self, Actor};
+use authcore::kinds::{AuditEvent, MfaMethod};
 use authcore::policy::Policy;
 use authcore::store::{factors, users};
 use authcore::totp;
@@ -11,8 +12,8 @@ use qrcode::QrCode;
 use serde_json::json;
 
 use crate::args::{DeviceCmd, EnrollArgs, Global, MethodArg, NameArg, TotpCmd};
-use crate::ctx::{record, Audited, Ctx};
-use crate::output::{self, emit, Refused};
+use crate::ctx::{record, Ctx};
+use crate::output::{self, emit, Audited, Refused};
 
 /// The QR code as Unicode half-blocks, light modules drawn (for dark terminals, like
 /// `qrencode -t UTF8`), with the standard 4-module quiet zone.
@@ -58,7 +59,7 @@ pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
     let mut ctx = Ctx::open(g)?;
     let policy = Policy::load(&ctx.conn)?;
     let t = now();
-    let entry = ctx.entry("admin.enroll");
+    let entry = ctx.entry(AuditEvent::AdminEnroll);
     let u = users::get(&ctx.conn, &a.name)?;
     let (secret, uri) = match a.method {
         MethodArg::Totp => {
@@ -69,10 +70,7 @@ pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
         }
         MethodArg::Email => (None, None),
     };
-    let method = match a.method {
-        MethodArg::Totp => "totp",
-        MethodArg::Email => "email",
-    };
+    let method = MfaMethod::from(a.method);
     // Render before writing anything, so a bad --png path changes nothing.
     let qr = uri
         .as_deref()
@@ -171,7 +169,7 @@ pub fn totp(g: &Global, c: TotpCmd) -> Result<i32> {
     let matched = found.is_some_and(|m| m.offset.abs() <= policy.totp_skew);
     let replayed = found.is_some_and(|m| cred.last_step.is_some_and(|l| m.step <= l));
     {
-        let entry = ctx.entry("admin.totp_test");
+        let entry = ctx.entry(AuditEvent::AdminTotpTest);
         let e = entry
             .username(&u.username)
             .user(u.id, u.org_id)
@@ -287,7 +285,7 @@ pub fn device(g: &Global, c: DeviceCmd) -> Result<i32> {
             });
         }
         DeviceCmd::Revoke { id, user } => {
-            let entry = ctx.entry("admin.device.revoke");
+            let entry = ctx.entry(AuditEvent::AdminDeviceRevoke);
             let tx = ctx.tx()?;
             let (n, who) = match (id, user) {
                 (Some(id), _) => {

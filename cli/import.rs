@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
+use authcore::kinds::AuditEvent;
 use authcore::policy::Policy;
 use authcore::store::orgs;
 use authcore::store::users::{self, NewUser, Role};
@@ -328,8 +329,8 @@ pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
     let mut imported = 0usize;
     if !a.dry_run {
         let t = now();
-        let entry = ctx.entry("admin.user.add");
-        let summary = ctx.entry("admin.import");
+        let entry = ctx.entry(AuditEvent::AdminUserAdd);
+        let summary = ctx.entry(AuditEvent::AdminImport);
         let mut tx = ctx.tx()?;
         for (v, h) in valid.iter().zip(hashes) {
             let hash = match h {

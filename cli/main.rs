@@ -13,6 +13,7 @@ mod output;
 mod prompt;
 mod users;
 
+use authcore::kinds::AuditEvent;
 use clap::Parser;
 
 use args::{Cli, Command};
@@ -28,8 +29,8 @@ fn main() {
         Err(e) => {
             // A refused admin action is a decision too: audit it (best effort).
             if let Some((event, target)) = &label {
-                if e.downcast_ref::<ctx::Audited>().is_none() {
-                    ctx::record_failure(&global, event, target, &e);
+                if e.downcast_ref::<output::Audited>().is_none() {
+                    ctx::record_failure(&global, *event, target, &e);
                 }
             }
             output::report_error(&e, global.json)
@@ -39,32 +40,34 @@ fn main() {
 }
 
 /// The audit event and target of a state-changing command (None for read-only ones).
-fn audit_label(c: &Command) -> Option<(&'static str, String)> {
+fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
     use args::{DeviceCmd, GroupCmd, OrgCmd, PolicyCmd, SessionCmd, TermsCmd, UserCmd};
     Some(match c {
-        Command::User(UserCmd::Add(a)) => ("admin.user.add", a.name.clone()),
-        Command::User(UserCmd::Set(a)) => ("admin.user.set", a.name.clone()),
-        Command::User(UserCmd::Disable(a)) => ("admin.user.disable", a.name.clone()),
-        Command::User(UserCmd::Enable(a)) => ("admin.user.enable", a.name.clone()),
-        Command::User(UserCmd::Delete(a)) => ("admin.user.delete", a.name.clone()),
-        Command::Passwd(a) => ("admin.passwd", a.name.clone()),
-        Command::Enroll(a) => ("admin.enroll", a.name.clone()),
-        Command::Reset2fa(a) => ("admin.reset_2fa", a.name.clone()),
-        Command::Unlock(a) => ("admin.unlock", a.name.clone()),
-        Command::Device(DeviceCmd::Revoke { user, .. }) => {
-            ("admin.device.revoke", user.clone().unwrap_or_default())
-        }
-        Command::Org(OrgCmd::Add { name, .. }) => ("admin.org.add", name.clone()),
-        Command::Org(OrgCmd::Delete { name }) => ("admin.org.delete", name.clone()),
-        Command::Group(GroupCmd::Add { name, .. }) => ("admin.group.add", name.clone()),
-        Command::Group(GroupCmd::Set { name, .. }) => ("admin.group.set", name.clone()),
-        Command::Group(GroupCmd::Delete { name }) => ("admin.group.delete", name.clone()),
-        Command::Policy(PolicyCmd::Set { .. }) => ("admin.policy.set", String::new()),
-        Command::Import(_) => ("admin.import", String::new()),
-        Command::Session(SessionCmd::Revoke { user, .. }) => {
-            ("admin.session.revoke", user.clone().unwrap_or_default())
-        }
-        Command::Terms(TermsCmd::Set { .. }) => ("admin.terms.set", String::new()),
+        Command::User(UserCmd::Add(a)) => (AuditEvent::AdminUserAdd, a.name.clone()),
+        Command::User(UserCmd::Set(a)) => (AuditEvent::AdminUserSet, a.name.clone()),
+        Command::User(UserCmd::Disable(a)) => (AuditEvent::AdminUserDisable, a.name.clone()),
+        Command::User(UserCmd::Enable(a)) => (AuditEvent::AdminUserEnable, a.name.clone()),
+        Command::User(UserCmd::Delete(a)) => (AuditEvent::AdminUserDelete, a.name.clone()),
+        Command::Passwd(a) => (AuditEvent::AdminPasswd, a.name.clone()),
+        Command::Enroll(a) => (AuditEvent::AdminEnroll, a.name.clone()),
+        Command::Reset2fa(a) => (AuditEvent::AdminReset2fa, a.name.clone()),
+        Command::Unlock(a) => (AuditEvent::AdminUnlock, a.name.clone()),
+        Command::Device(DeviceCmd::Revoke { user, .. }) => (
+            AuditEvent::AdminDeviceRevoke,
+            user.clone().unwrap_or_default(),
+        ),
+        Command::Org(OrgCmd::Add { name, .. }) => (AuditEvent::AdminOrgAdd, name.clone()),
+        Command::Org(OrgCmd::Delete { name }) => (AuditEvent::AdminOrgDelete, name.clone()),
+        Command::Group(GroupCmd::Add { name, .. }) => (AuditEvent::AdminGroupAdd, name.clone()),
+        Command::Group(GroupCmd::Set { name, .. }) => (AuditEvent::AdminGroupSet, name.clone()),
+        Command::Group(GroupCmd::Delete { name }) => (AuditEvent::AdminGroupDelete, name.clone()),
+        Command::Policy(PolicyCmd::Set { .. }) => (AuditEvent::AdminPolicySet, String::new()),
+        Command::Import(_) => (AuditEvent::AdminImport, String::new()),
+        Command::Session(SessionCmd::Revoke { user, .. }) => (
+            AuditEvent::AdminSessionRevoke,
+            user.clone().unwrap_or_default(),
+        ),
+        Command::Terms(TermsCmd::Set { .. }) => (AuditEvent::AdminTermsSet, String::new()),
         _ => return None,
     })
 }

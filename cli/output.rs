@@ -55,7 +55,7 @@ pub fn time(t: Option<i64>) -> String {
 pub fn report_error(e: &anyhow::Error, json: bool) -> i32 {
     let core = e
         .downcast_ref::<authcore::Error>()
-        .or_else(|| e.downcast_ref::<crate::ctx::Audited>().map(|a| &a.0));
+        .or_else(|| e.downcast_ref::<Audited>().map(|a| &a.0));
     let (code, exit, rules) = match core {
         Some(ae) => {
             let rules = match ae {
@@ -85,6 +85,12 @@ pub fn report_error(e: &anyhow::Error, json: bool) -> i32 {
     }
     exit
 }
+
+/// A core error whose refusal the core has audited already: reported like the error
+/// itself, but not audited a second time.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Audited(pub authcore::Error);
 
 /// An error raised by the CLI itself with its own code and exit status.
 #[derive(Debug, thiserror::Error)]

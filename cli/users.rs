@@ -1,6 +1,7 @@
 //! `user …` and `passwd`.
 
 use anyhow::Result;
+use authcore::kinds::AuditEvent;
 use authcore::policy::Policy;
 use authcore::store::users::{self, NewUser, User};
 use authcore::store::{factors, orgs};
@@ -34,7 +35,7 @@ pub fn user_table(users: &[User]) -> String {
             u.org.clone(),
             u.role.as_str().to_string(),
             u.status.to_string(),
-            u.mfa_method.clone().unwrap_or_else(|| "-".into()),
+            u.mfa_method.map_or("-", |m| m.as_str()).to_string(),
             u.groups.join(", "),
         ]);
     }
@@ -62,7 +63,7 @@ fn user_detail(u: &User, extra: &[(&str, String)]) -> String {
         ("must change password", u.must_change_password.to_string()),
         (
             "second factor",
-            u.mfa_method.clone().unwrap_or_else(|| "none".into()),
+            u.mfa_method.map_or("none", |m| m.as_str()).to_string(),
         ),
         (
             "groups",
@@ -95,7 +96,7 @@ fn add(ctx: &mut Ctx, a: UserAddArgs) -> Result<i32> {
         .map(|p| prompt::check_and_hash(&p.password, &policy))
         .transpose()?;
     let t = now();
-    let actor_entry = ctx.entry("admin.user.add");
+    let actor_entry = ctx.entry(AuditEvent::AdminUserAdd);
     let tx = ctx.tx()?;
     let u = users::create(
         &tx,
@@ -207,7 +208,7 @@ fn set(ctx: &mut Ctx, a: UserSetArgs) -> Result<i32> {
         ));
     }
     let t = now();
-    let entry = ctx.entry("admin.user.set");
+    let entry = ctx.entry(AuditEvent::AdminUserSet);
     let tx = ctx.tx()?;
     let u = users::get(&tx, &a.name)?;
     let mut changes = serde_json::Map::new();
@@ -258,9 +259,9 @@ fn set(ctx: &mut Ctx, a: UserSetArgs) -> Result<i32> {
 fn set_disabled(ctx: &mut Ctx, name: &str, disabled: bool) -> Result<i32> {
     let t = now();
     let entry = ctx.entry(if disabled {
-        "admin.user.disable"
+        AuditEvent::AdminUserDisable
     } else {
-        "admin.user.enable"
+        AuditEvent::AdminUserEnable
     });
     let tx = ctx.tx()?;
     let u = users::get(&tx, name)?;
@@ -288,7 +289,7 @@ fn delete(ctx: &mut Ctx, name: &str) -> Result<i32> {
         ctx.yes,
     )?;
     let t = now();
-    let entry = ctx.entry("admin.user.delete");
+    let entry = ctx.entry(AuditEvent::AdminUserDelete);
     let tx = ctx.tx()?;
     let u = users::get(&tx, name)?;
     users::delete(&tx, u.id)?;
@@ -334,9 +335,9 @@ pub fn passwd(g: &Global, a: PasswdArgs) -> Result<i32> {
     }
     let t = now();
     let entry = ctx.entry(if hash.is_some() {
-        "admin.passwd"
+        AuditEvent::AdminPasswd
     } else {
-        "admin.passwd.expire"
+        AuditEvent::AdminPasswdExpire
     });
     let tx = ctx.tx()?;
     let u = users::by_id(&tx, u.id)?;

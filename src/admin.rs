@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::audit::{self, Entry, Outcome};
 use crate::error::{Error, Result};
+use crate::kinds::AuditEvent;
 use crate::login::{Client, SessionInfo};
 use crate::store::factors::{self, ResetSummary};
 use crate::store::users::{self, Role, User};
@@ -89,7 +90,7 @@ impl Actor {
     }
 
     /// An audit row of this actor: actor, client, `via` and the acting account's id.
-    pub fn entry(&self, event: &str, outcome: Outcome) -> Entry {
+    pub fn entry(&self, event: AuditEvent, outcome: Outcome) -> Entry {
         let mut e = Entry::new(event, outcome).actor(&self.name);
         if let Some(c) = &self.client {
             e = e.client(&c.ip, &c.user_agent);
@@ -114,7 +115,7 @@ impl Actor {
 fn visible_user(
     conn: &Connection,
     actor: &Actor,
-    event: &str,
+    event: AuditEvent,
     name: &str,
     now: i64,
 ) -> Result<Option<User>> {
@@ -160,7 +161,7 @@ pub fn show_user(
     now: i64,
 ) -> Result<Option<User>> {
     let tx = crate::db::write_tx(conn)?;
-    let u = visible_user(&tx, actor, "admin.user.show", name, now)?;
+    let u = visible_user(&tx, actor, AuditEvent::AdminUserShow, name, now)?;
     tx.commit()?;
     Ok(u)
 }
@@ -171,7 +172,7 @@ pub fn show_user(
 fn action<T>(
     conn: &mut Connection,
     actor: &Actor,
-    event: &str,
+    event: AuditEvent,
     name: &str,
     now: i64,
     act: impl FnOnce(&Connection, &User) -> Result<(T, serde_json::Value)>,
@@ -219,7 +220,7 @@ pub fn unlock(
     name: &str,
     now: i64,
 ) -> Result<Option<(User, bool)>> {
-    action(conn, actor, "admin.unlock", name, now, |tx, u| {
+    action(conn, actor, AuditEvent::AdminUnlock, name, now, |tx, u| {
         let was_locked = users::unlock(tx, u.id, now)?;
         Ok((
             was_locked,
@@ -236,11 +237,18 @@ pub fn reset_2fa(
     name: &str,
     now: i64,
 ) -> Result<Option<(User, ResetSummary)>> {
-    action(conn, actor, "admin.reset_2fa", name, now, |tx, u| {
-        let s = factors::reset_2fa(tx, u.id, now)?;
-        let detail = json!({"removed": s});
-        Ok((s, detail))
-    })
+    action(
+        conn,
+        actor,
+        AuditEvent::AdminReset2fa,
+        name,
+        now,
+        |tx, u| {
+            let s = factors::reset_2fa(tx, u.id, now)?;
+            let detail = json!({"removed": s});
+            Ok((s, detail))
+        },
+    )
 }
 
 #[cfg(test)]

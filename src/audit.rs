@@ -8,6 +8,7 @@ use rusqlite::{params, params_from_iter, Connection, ToSql};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::kinds::AuditEvent;
 use crate::names;
 
 const MAX_FIELD: usize = 256;
@@ -29,9 +30,9 @@ impl Outcome {
 }
 
 /// One row to write. Build with [`Entry::new`] and the setters.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Entry {
-    pub event: String,
+    pub event: AuditEvent,
     pub outcome: Option<Outcome>,
     pub reason: String,
     pub username: String,
@@ -52,11 +53,18 @@ fn clip(s: &str) -> String {
 }
 
 impl Entry {
-    pub fn new(event: &str, outcome: Outcome) -> Entry {
+    pub fn new(event: AuditEvent, outcome: Outcome) -> Entry {
         Entry {
-            event: event.to_string(),
+            event,
             outcome: Some(outcome),
-            ..Default::default()
+            reason: String::new(),
+            username: String::new(),
+            user_id: None,
+            org_id: None,
+            ip: String::new(),
+            user_agent: String::new(),
+            actor: String::new(),
+            detail: String::new(),
         }
     }
     pub fn reason(mut self, r: &str) -> Self {
@@ -101,7 +109,7 @@ pub fn record(conn: &Connection, e: &Entry, now: i64) -> Result<i64> {
     )?
     .execute(params![
         now,
-        clip(&e.event),
+        e.event,
         e.outcome.unwrap_or(Outcome::Failure).as_str(),
         clip(&e.reason),
         clip(&e.username),
@@ -122,7 +130,8 @@ pub struct Row {
     pub id: i64,
     pub at: i64,
     pub time: String,
-    pub event: String,
+    /// Read strictly: a row with an event this version does not know is an error.
+    pub event: AuditEvent,
     pub outcome: String,
     pub reason: String,
     pub username: String,
@@ -264,7 +273,7 @@ mod tests {
         let conn = crate::db::open_memory().unwrap();
         record(
             &conn,
-            &Entry::new("login.password", Outcome::Failure)
+            &Entry::new(AuditEvent::LoginPassword, Outcome::Failure)
                 .username("Bob")
                 .reason("unknown_user")
                 .client("10.0.0.1", "ua"),
@@ -273,13 +282,13 @@ mod tests {
         .unwrap();
         record(
             &conn,
-            &Entry::new("login.password", Outcome::Success).username("alice"),
+            &Entry::new(AuditEvent::LoginPassword, Outcome::Success).username("alice"),
             200,
         )
         .unwrap();
         record(
             &conn,
-            &Entry::new("admin.unlock", Outcome::Success)
+            &Entry::new(AuditEvent::AdminUnlock, Outcome::Success)
                 .username("bob\u{0}x")
                 .actor("root"),
             300,
@@ -287,7 +296,7 @@ mod tests {
         .unwrap();
         let all = query(&conn, &Filter::default()).unwrap();
         assert_eq!(all.len(), 3);
-        assert_eq!(all[0].event, "admin.unlock", "newest first");
+        assert_eq!(all[0].event, AuditEvent::AdminUnlock, "newest first");
         assert!(!all[0].username.contains('\u{0}'));
         let bob = query(
             &conn,
@@ -346,5 +355,41 @@ mod tests {
         .unwrap();
         assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(last_id(&conn).unwrap(), 3);
+    }
+
+    #[test]
+    fn events_are_stored_as_their_strings_and_read_strictly() {
+        let conn = crate::db::open_memory().unwrap();
+        record(
+            &conn,
+            &Entry::new(AuditEvent::AdminReset2fa, Outcome::Success),
+            1,
+        )
+        .unwrap();
+        let stored: String = conn
+            .query_row("SELECT event FROM audit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, "admin.reset_2fa");
+        conn.execute(
+            "INSERT INTO audit(at, event, outcome) VALUES (2, 'admin.renamed', 'success')",
+            [],
+        )
+        .unwrap();
+        let e = query(&conn, &Filter::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown audit event 'admin.renamed'"),
+            "{e}"
+        );
+        // Filters are patterns, not events: a prefix still selects the known rows.
+        let admin = query(
+            &conn,
+            &Filter {
+                event: Some("admin.reset*".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(admin.len(), 1);
     }
 }

@@ -1,7 +1,14 @@
 //! One error type with stable machine codes. `authctl` maps it to exit codes, `authd` to
 //! HTTP statuses; the `code()` strings are part of the public contract (API.md).
 
-use crate::password::RuleResult;
+/// One rule of the password policy and whether a given password meets it (built by
+/// `password::PasswordPolicy::check`; here because [`Error::Policy`] carries it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleResult {
+    pub id: &'static str,
+    pub description: String,
+    pub met: bool,
+}
 
 /// The generic answer to every credential failure (unknown user, wrong password,
 /// locked or disabled account, bad code). It must never become an oracle.

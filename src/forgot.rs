@@ -20,6 +20,7 @@ use crate::audit::{self, Entry, Outcome};
 use crate::crypto::{self, SecretKey};
 use crate::db;
 use crate::error::{Error, Result};
+use crate::kinds::{AuditEvent, LoginStep};
 use crate::login::{check_new_password, Client, Decision, Status};
 use crate::password;
 use crate::policy::Policy;
@@ -27,7 +28,7 @@ use crate::store::{sessions, users};
 
 pub const MIN_QUESTIONS: usize = 2;
 pub const MAX_QUESTIONS: usize = 5;
-const STEP: &str = "forgot";
+const STEP: LoginStep = LoginStep::Forgot;
 const MAX_QUESTION_CHARS: usize = 200;
 const MAX_ANSWER_CHARS: usize = 200;
 
@@ -126,7 +127,7 @@ pub fn store_questions(
     }
     audit::record(
         &tx,
-        &Entry::new("security_questions.set", Outcome::Success)
+        &Entry::new(AuditEvent::SecurityQuestionsSet, Outcome::Success)
             .client(&client.ip, &client.user_agent)
             .username(&user.username)
             .user(user.id, user.org_id)
@@ -201,7 +202,7 @@ pub fn forgot(
         Some(u) => questions(&tx, u.id)?,
         None => Vec::new(),
     };
-    let base = Entry::new("password.forgot", Outcome::Failure)
+    let base = Entry::new(AuditEvent::PasswordForgot, Outcome::Failure)
         .client(&client.ip, &client.user_agent)
         .username(&typed);
     let (result, reason) = match user {
@@ -209,7 +210,7 @@ pub fn forgot(
             let flow = sessions::create_flow(&tx, u.id, STEP, "{}", policy.flow_ttl_seconds, now)?;
             audit::record(
                 &tx,
-                &Entry::new("password.forgot", Outcome::Success)
+                &Entry::new(AuditEvent::PasswordForgot, Outcome::Success)
                     .client(&client.ip, &client.user_agent)
                     .username(&typed)
                     .user(u.id, u.org_id),
@@ -284,7 +285,7 @@ pub fn reset(
         let tx = db::write_tx(conn)?;
         audit::record(
             &tx,
-            &Entry::new("password.reset", Outcome::Failure)
+            &Entry::new(AuditEvent::PasswordReset, Outcome::Failure)
                 .client(&client.ip, &client.user_agent)
                 .reason("invalid_flow"),
             now,
@@ -323,7 +324,7 @@ pub fn reset(
     let Some(flow) = sessions::find_flow(&tx, flow_token, STEP, now)? else {
         audit::record(
             &tx,
-            &Entry::new("password.reset", Outcome::Failure)
+            &Entry::new(AuditEvent::PasswordReset, Outcome::Failure)
                 .client(&client.ip, &client.user_agent)
                 .reason("invalid_flow"),
             now,
@@ -332,7 +333,7 @@ pub fn reset(
         return Ok(Decision::refused(Error::InvalidCredentials, "invalid_flow"));
     };
     let user = users::by_id(&tx, flow.user_id)?;
-    let base = Entry::new("password.reset", Outcome::Failure)
+    let base = Entry::new(AuditEvent::PasswordReset, Outcome::Failure)
         .client(&client.ip, &client.user_agent)
         .username(&user.username)
         .user(user.id, user.org_id);
@@ -352,7 +353,7 @@ pub fn reset(
         if locked_now {
             audit::record(
                 &tx,
-                &Entry::new("account.locked", Outcome::Success)
+                &Entry::new(AuditEvent::AccountLocked, Outcome::Success)
                     .client(&client.ip, &client.user_agent)
                     .username(&user.username)
                     .user(user.id, user.org_id)
@@ -369,7 +370,7 @@ pub fn reset(
     users::set_password(&tx, user.id, &hash, false, now)?;
     audit::record(
         &tx,
-        &Entry::new("password.reset", Outcome::Success)
+        &Entry::new(AuditEvent::PasswordReset, Outcome::Success)
             .client(&client.ip, &client.user_agent)
             .username(&user.username)
             .user(user.id, user.org_id),

@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod forgot;
+pub mod kinds;
 pub mod lockout;
 pub mod login;
 pub mod names;

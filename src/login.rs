@@ -38,6 +38,7 @@ use crate::audit::{self, Entry, Outcome};
 use crate::crypto::{self, SecretKey};
 use crate::db;
 use crate::error::{Error, Result};
+use crate::kinds::{AuditEvent, LoginStep, MfaMethod};
 use crate::names;
 use crate::password::{self, PasswordPolicy, Rule};
 use crate::policy::{MfaRequired, Policy, TermsMode};
@@ -50,15 +51,6 @@ use crate::totp;
 pub struct Client {
     pub ip: String,
     pub user_agent: String,
-}
-
-/// Flow steps.
-pub mod step {
-    pub const TERMS: &str = "terms";
-    pub const PASSWORD_CHANGE: &str = "password_change";
-    pub const ENROLL: &str = "enroll";
-    pub const ENROLL_CONFIRM: &str = "enroll_confirm";
-    pub const SECOND_FACTOR: &str = "second_factor";
 }
 
 /// What a flow carries between steps.
@@ -195,7 +187,7 @@ impl<T> Decision<T> {
     }
 }
 
-fn entry(event: &str, outcome: Outcome, client: &Client) -> Entry {
+fn entry(event: AuditEvent, outcome: Outcome, client: &Client) -> Entry {
     Entry::new(event, outcome).client(&client.ip, &client.user_agent)
 }
 
@@ -209,18 +201,18 @@ pub fn mfa_required(user: &User, policy: &Policy) -> bool {
 /// The second-factor methods this user has (empty: not enrolled).
 fn methods(conn: &Connection, key: &SecretKey, user: &User) -> Result<Vec<&'static str>> {
     let mut m = Vec::new();
-    match user.mfa_method.as_deref() {
-        Some("totp")
+    match user.mfa_method {
+        Some(MfaMethod::Totp)
             if factors::get_totp(conn, key, user.id)?.is_some_and(|c| c.confirmed_at.is_some()) =>
         {
             m.push("totp")
         }
-        Some("email") => m.push("email_otp"),
-        Some(_) => {}
+        Some(MfaMethod::Totp) => {}
+        Some(MfaMethod::Email) => m.push("email_otp"),
         None => {
             // An organisation may make emailed codes its users' default factor.
             let org = crate::store::orgs::org_by_id(conn, user.org_id)?;
-            if org.mfa_method.as_deref() == Some("email") {
+            if org.mfa_method == Some(MfaMethod::Email) {
                 m.push("email_otp");
             }
         }
@@ -289,13 +281,13 @@ fn advance(
                 TermsMode::OncePerVersion => !terms::has_accepted(tx, user.id, &t.version)?,
             };
             if needed {
-                let flow = sessions::create_flow(tx, user.id, step::TERMS, &data, ttl, now)?;
+                let flow = sessions::create_flow(tx, user.id, LoginStep::Terms, &data, ttl, now)?;
                 return Ok(Status::TermsRequired { flow, terms: t });
             }
         }
     }
     if password_expired(user, policy, now) {
-        let flow = sessions::create_flow(tx, user.id, step::PASSWORD_CHANGE, &data, ttl, now)?;
+        let flow = sessions::create_flow(tx, user.id, LoginStep::PasswordChange, &data, ttl, now)?;
         return Ok(Status::PasswordExpired {
             flow,
             policy: policy.password.rules(),
@@ -304,7 +296,7 @@ fn advance(
     let methods = methods(tx, key, user)?;
     if methods.is_empty() {
         if mfa_required(user, policy) {
-            let flow = sessions::create_flow(tx, user.id, step::ENROLL, &data, ttl, now)?;
+            let flow = sessions::create_flow(tx, user.id, LoginStep::Enroll, &data, ttl, now)?;
             return Ok(Status::EnrollmentRequired {
                 flow,
                 methods: vec!["totp"],
@@ -315,9 +307,9 @@ fn advance(
     if state.device_ok {
         return authenticate(tx, user, policy, client, None, None, now);
     }
-    let flow = sessions::create_flow(tx, user.id, step::SECOND_FACTOR, &data, ttl, now)?;
+    let flow = sessions::create_flow(tx, user.id, LoginStep::SecondFactor, &data, ttl, now)?;
     if methods.first() == Some(&"email_otp") {
-        if let Some(f) = sessions::find_flow(tx, &flow, step::SECOND_FACTOR, now)? {
+        if let Some(f) = sessions::find_flow(tx, &flow, LoginStep::SecondFactor, now)? {
             *mail = issue_email_code(tx, key, user, policy, f.id, now)?.ok();
         }
     }
@@ -374,7 +366,7 @@ pub fn password_step(
         } else {
             "unknown_user"
         };
-        let mut e = entry("login.password", Outcome::Failure, client)
+        let mut e = entry(AuditEvent::LoginPassword, Outcome::Failure, client)
             .username(&typed)
             .reason(reason);
         if let Some(u) = &known {
@@ -394,7 +386,7 @@ pub fn password_step(
 
     let tx = db::write_tx(conn)?;
     let user = users::by_id(&tx, before.id)?;
-    let base = entry("login.password", Outcome::Failure, client)
+    let base = entry(AuditEvent::LoginPassword, Outcome::Failure, client)
         .username(&typed)
         .user(user.id, user.org_id);
     let refuse =
@@ -447,7 +439,7 @@ pub fn password_step(
     let next = status_name(&status);
     audit::record(
         &tx,
-        &entry("login.password", Outcome::Success, client)
+        &entry(AuditEvent::LoginPassword, Outcome::Success, client)
             .username(&typed)
             .user(user.id, user.org_id)
             .detail(json!({"next": next, "remembered_device": device_ok, "rehashed": upgraded.is_some(), "code_mailed": mail.is_some()})),
@@ -478,8 +470,8 @@ fn status_name(s: &Status) -> &'static str {
 fn load_flow(
     tx: &Connection,
     token: &str,
-    want: &str,
-    event: &str,
+    want: LoginStep,
+    event: AuditEvent,
     client: &Client,
     now: i64,
 ) -> Result<std::result::Result<(sessions::Flow, User, FlowState), &'static str>> {
@@ -520,8 +512,8 @@ fn load_flow(
 fn open_step<'c, T>(
     conn: &'c mut Connection,
     token: &str,
-    want: &str,
-    event: &str,
+    want: LoginStep,
+    event: AuditEvent,
     client: &Client,
     now: i64,
 ) -> Result<std::result::Result<(db::WriteTx<'c>, sessions::Flow, User, FlowState), Decision<T>>> {
@@ -553,12 +545,18 @@ pub fn terms_step(
     now: i64,
 ) -> Result<Decision<Status>> {
     let policy = Policy::load(conn)?;
-    let (tx, flow, user, mut state) =
-        match open_step(conn, flow_token, step::TERMS, "login.terms", client, now)? {
-            Ok(opened) => opened,
-            Err(refused) => return Ok(refused),
-        };
-    let base = entry("login.terms", Outcome::Failure, client)
+    let (tx, flow, user, mut state) = match open_step(
+        conn,
+        flow_token,
+        LoginStep::Terms,
+        AuditEvent::LoginTerms,
+        client,
+        now,
+    )? {
+        Ok(opened) => opened,
+        Err(refused) => return Ok(refused),
+    };
+    let base = entry(AuditEvent::LoginTerms, Outcome::Failure, client)
         .username(&user.username)
         .user(user.id, user.org_id);
     let Some(current) = terms::current(&tx)? else {
@@ -588,7 +586,7 @@ pub fn terms_step(
     let status = advance(&tx, key, &user, &policy, &state, client, &mut mail, now)?;
     audit::record(
         &tx,
-        &entry("login.terms", Outcome::Success, client)
+        &entry(AuditEvent::LoginTerms, Outcome::Success, client)
             .username(&user.username)
             .user(user.id, user.org_id)
             .detail(json!({"version": current.version, "next": status_name(&status)})),
@@ -656,7 +654,7 @@ pub fn expired_password_step(
     let peek = if flow_token.is_empty() || flow_token.len() > 128 {
         None
     } else {
-        sessions::find_flow(conn, flow_token, step::PASSWORD_CHANGE, now)?
+        sessions::find_flow(conn, flow_token, LoginStep::PasswordChange, now)?
     };
     let checked = match &peek {
         Some(f) => {
@@ -676,8 +674,8 @@ pub fn expired_password_step(
     let (tx, flow, user, _) = match open_step(
         conn,
         flow_token,
-        step::PASSWORD_CHANGE,
-        "login.password_change",
+        LoginStep::PasswordChange,
+        AuditEvent::LoginPasswordChange,
         client,
         now,
     )? {
@@ -693,7 +691,7 @@ pub fn expired_password_step(
             };
             audit::record(
                 &tx,
-                &entry("login.password_change", Outcome::Failure, client)
+                &entry(AuditEvent::LoginPasswordChange, Outcome::Failure, client)
                     .username(&user.username)
                     .user(user.id, user.org_id)
                     .reason(reason),
@@ -707,7 +705,7 @@ pub fn expired_password_step(
     users::set_password(&tx, user.id, &hash, false, now)?;
     audit::record(
         &tx,
-        &entry("login.password_change", Outcome::Success, client)
+        &entry(AuditEvent::LoginPasswordChange, Outcome::Success, client)
             .username(&user.username)
             .user(user.id, user.org_id),
         now,
@@ -725,18 +723,24 @@ pub fn enroll_step(
     now: i64,
 ) -> Result<Decision<Enrollment>> {
     let policy = Policy::load(conn)?;
-    let (tx, flow, user, _) =
-        match open_step(conn, flow_token, step::ENROLL, "login.enroll", client, now)? {
-            Ok(opened) => opened,
-            Err(refused) => return Ok(refused),
-        };
+    let (tx, flow, user, _) = match open_step(
+        conn,
+        flow_token,
+        LoginStep::Enroll,
+        AuditEvent::LoginEnroll,
+        client,
+        now,
+    )? {
+        Ok(opened) => opened,
+        Err(refused) => return Ok(refused),
+    };
     // The flow was issued while the user had no second factor; one may have been enrolled
     // since (by another login or an administrator). Never replace it.
     if !methods(&tx, key, &user)?.is_empty() {
         sessions::consume_flow(&tx, flow.id)?;
         audit::record(
             &tx,
-            &entry("login.enroll", Outcome::Failure, client)
+            &entry(AuditEvent::LoginEnroll, Outcome::Failure, client)
                 .username(&user.username)
                 .user(user.id, user.org_id)
                 .reason("already_enrolled"),
@@ -749,10 +753,10 @@ pub fn enroll_step(
     let uri =
         totp::otpauth_uri(&policy.totp_issuer, &user.username, &secret).map_err(Error::Invalid)?;
     factors::set_totp(&tx, key, user.id, &secret, None, now)?;
-    sessions::set_flow_step(&tx, flow.id, step::ENROLL_CONFIRM)?;
+    sessions::set_flow_step(&tx, flow.id, LoginStep::EnrollConfirm)?;
     audit::record(
         &tx,
-        &entry("login.enroll", Outcome::Success, client)
+        &entry(AuditEvent::LoginEnroll, Outcome::Success, client)
             .username(&user.username)
             .user(user.id, user.org_id),
         now,
@@ -781,7 +785,7 @@ fn factor_failure<T>(
     tx: db::WriteTx,
     user: &User,
     policy: &Policy,
-    event: &str,
+    event: AuditEvent,
     reason: &'static str,
     client: &Client,
     now: i64,
@@ -810,7 +814,7 @@ fn audit_lock(
     detail: Option<serde_json::Value>,
     now: i64,
 ) -> Result<()> {
-    let mut e = entry("account.locked", Outcome::Success, client)
+    let mut e = entry(AuditEvent::AccountLocked, Outcome::Success, client)
         .username(&user.username)
         .user(user.id, user.org_id)
         .reason("too_many_failures");
@@ -844,8 +848,8 @@ pub fn enroll_confirm_step(
     let (tx, flow, user, _) = match open_step(
         conn,
         flow_token,
-        step::ENROLL_CONFIRM,
-        "login.enroll_confirm",
+        LoginStep::EnrollConfirm,
+        AuditEvent::LoginEnrollConfirm,
         client,
         now,
     )? {
@@ -864,7 +868,7 @@ pub fn enroll_confirm_step(
                 tx,
                 &user,
                 &policy,
-                "login.enroll_confirm",
+                AuditEvent::LoginEnrollConfirm,
                 reason,
                 client,
                 now,
@@ -873,11 +877,11 @@ pub fn enroll_confirm_step(
     }
     sessions::consume_flow(&tx, flow.id)?;
     factors::confirm_totp(&tx, user.id, now)?;
-    users::set_mfa_method(&tx, user.id, Some("totp"), now)?;
+    users::set_mfa_method(&tx, user.id, Some(MfaMethod::Totp), now)?;
     let codes = factors::rotate_recovery_codes(&tx, key, user.id, policy.recovery_count, now)?;
     audit::record(
         &tx,
-        &entry("login.enroll_confirm", Outcome::Success, client)
+        &entry(AuditEvent::LoginEnrollConfirm, Outcome::Success, client)
             .username(&user.username)
             .user(user.id, user.org_id),
         now,
@@ -903,20 +907,20 @@ pub fn totp_step(
     let (tx, flow, user, _) = match open_step(
         conn,
         flow_token,
-        step::SECOND_FACTOR,
-        "login.totp",
+        LoginStep::SecondFactor,
+        AuditEvent::LoginTotp,
         client,
         now,
     )? {
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),
     };
-    if user.mfa_method.as_deref() != Some("totp") {
+    if user.mfa_method != Some(MfaMethod::Totp) {
         return factor_failure(
             tx,
             &user,
             &policy,
-            "login.totp",
+            AuditEvent::LoginTotp,
             "method_not_enrolled",
             client,
             now,
@@ -928,7 +932,7 @@ pub fn totp_step(
             flow,
             &user,
             &policy,
-            "login.totp",
+            AuditEvent::LoginTotp,
             json!({"offset": m.offset}),
             remember_device,
             None,
@@ -941,7 +945,15 @@ pub fn totp_step(
             } else {
                 "bad_code"
             };
-            factor_failure(tx, &user, &policy, "login.totp", reason, client, now)
+            factor_failure(
+                tx,
+                &user,
+                &policy,
+                AuditEvent::LoginTotp,
+                reason,
+                client,
+                now,
+            )
         }
     }
 }
@@ -952,7 +964,7 @@ fn finish_second_factor(
     flow: sessions::Flow,
     user: &User,
     policy: &Policy,
-    event: &str,
+    event: AuditEvent,
     detail: serde_json::Value,
     remember_device: bool,
     warning: Option<String>,
@@ -1004,8 +1016,8 @@ pub fn recovery_step(
     let (tx, flow, user, _) = match open_step(
         conn,
         flow_token,
-        step::SECOND_FACTOR,
-        "login.recovery",
+        LoginStep::SecondFactor,
+        AuditEvent::LoginRecovery,
         client,
         now,
     )? {
@@ -1020,7 +1032,7 @@ pub fn recovery_step(
             if remaining == 0 {
                 audit::record(
                     &tx,
-                    &entry("recovery.exhausted", Outcome::Success, client)
+                    &entry(AuditEvent::RecoveryExhausted, Outcome::Success, client)
                         .username(&user.username)
                         .user(user.id, user.org_id)
                         .reason("last_recovery_code_used"),
@@ -1032,7 +1044,7 @@ pub fn recovery_step(
                 flow,
                 &user,
                 &policy,
-                "login.recovery",
+                AuditEvent::LoginRecovery,
                 json!({"remaining": remaining}),
                 false,
                 warning,
@@ -1044,7 +1056,7 @@ pub fn recovery_step(
             tx,
             &user,
             &policy,
-            "login.recovery",
+            AuditEvent::LoginRecovery,
             "bad_recovery_code",
             client,
             now,
@@ -1067,8 +1079,8 @@ pub fn email_step(
     let (tx, flow, user, _) = match open_step(
         conn,
         flow_token,
-        step::SECOND_FACTOR,
-        "login.email",
+        LoginStep::SecondFactor,
+        AuditEvent::LoginEmail,
         client,
         now,
     )? {
@@ -1080,7 +1092,7 @@ pub fn email_step(
             tx,
             &user,
             &policy,
-            "login.email",
+            AuditEvent::LoginEmail,
             "method_not_enrolled",
             client,
             now,
@@ -1101,21 +1113,27 @@ pub fn email_step(
             flow,
             &user,
             &policy,
-            "login.email",
+            AuditEvent::LoginEmail,
             json!({}),
             remember_device,
             None,
             client,
             now,
         ),
-        email::Check::Wrong { .. } => {
-            factor_failure(tx, &user, &policy, "login.email", "bad_code", client, now)
-        }
+        email::Check::Wrong { .. } => factor_failure(
+            tx,
+            &user,
+            &policy,
+            AuditEvent::LoginEmail,
+            "bad_code",
+            client,
+            now,
+        ),
         email::Check::TooManyTries => factor_failure(
             tx,
             &user,
             &policy,
-            "login.email",
+            AuditEvent::LoginEmail,
             "too_many_tries",
             client,
             now,
@@ -1124,14 +1142,20 @@ pub fn email_step(
             tx,
             &user,
             &policy,
-            "login.email",
+            AuditEvent::LoginEmail,
             "expired_code",
             client,
             now,
         ),
-        email::Check::NoCode => {
-            factor_failure(tx, &user, &policy, "login.email", "no_code", client, now)
-        }
+        email::Check::NoCode => factor_failure(
+            tx,
+            &user,
+            &policy,
+            AuditEvent::LoginEmail,
+            "no_code",
+            client,
+            now,
+        ),
     }
 }
 
@@ -1147,15 +1171,15 @@ pub fn email_resend_step(
     let (tx, flow, user, _) = match open_step(
         conn,
         flow_token,
-        step::SECOND_FACTOR,
-        "login.email_resend",
+        LoginStep::SecondFactor,
+        AuditEvent::LoginEmailResend,
         client,
         now,
     )? {
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),
     };
-    let base = entry("login.email_resend", Outcome::Failure, client)
+    let base = entry(AuditEvent::LoginEmailResend, Outcome::Failure, client)
         .username(&user.username)
         .user(user.id, user.org_id);
     if !methods(&tx, key, &user)?.contains(&"email_otp") {
@@ -1170,7 +1194,7 @@ pub fn email_resend_step(
         Ok(mail) => {
             audit::record(
                 &tx,
-                &entry("login.email_resend", Outcome::Success, client)
+                &entry(AuditEvent::LoginEmailResend, Outcome::Success, client)
                     .username(&user.username)
                     .user(user.id, user.org_id),
                 now,
@@ -1252,7 +1276,7 @@ pub fn logout(conn: &mut Connection, client: &Client, token: &str, now: i64) -> 
     sessions::revoke_token(&tx, token, now)?;
     audit::record(
         &tx,
-        &entry("session.logout", Outcome::Success, client)
+        &entry(AuditEvent::SessionLogout, Outcome::Success, client)
             .username(&info.user.username)
             .user(info.user_id, info.org_id),
         now,
@@ -1289,7 +1313,7 @@ pub fn change_password(
     };
     let tx = db::write_tx(conn)?;
     let user = users::by_id(&tx, user_id)?;
-    let base = entry("password.change", Outcome::Failure, client)
+    let base = entry(AuditEvent::PasswordChange, Outcome::Failure, client)
         .username(&user.username)
         .user(user.id, user.org_id);
     if user.password_hash.as_deref() != Some(hash.as_str()) {
@@ -1305,7 +1329,7 @@ pub fn change_password(
             tx,
             &user,
             &policy,
-            "password.change",
+            AuditEvent::PasswordChange,
             "wrong_password",
             client,
             now,
@@ -1324,7 +1348,7 @@ pub fn change_password(
             users::set_password(&tx, user.id, &h, false, now)?;
             audit::record(
                 &tx,
-                &entry("password.change", Outcome::Success, client)
+                &entry(AuditEvent::PasswordChange, Outcome::Success, client)
                     .username(&user.username)
                     .user(user.id, user.org_id),
                 now,

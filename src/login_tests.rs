@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::db::{self, Location};
+use crate::kinds::AccountStatus;
 use crate::password::Argon2Params;
 use crate::store::users::NewUser;
 
@@ -74,12 +75,12 @@ impl Fx {
         )
         .unwrap()
     }
-    fn audit_reasons(&self, event: &str) -> Vec<String> {
+    fn audit_reasons(&self, event: AuditEvent) -> Vec<String> {
         let conn = self.conn();
         crate::audit::query(
             &conn,
             &crate::audit::Filter {
-                event: Some(event.into()),
+                event: Some(event.as_str().into()),
                 ..Default::default()
             },
         )
@@ -250,7 +251,7 @@ fn generic_failures_and_lockout() {
     )
     .unwrap();
     assert!(fx.login("bob", PW, T0 + 31).result.is_ok());
-    assert!(fx.audit_reasons("account.locked").len() == 1);
+    assert!(fx.audit_reasons(AuditEvent::AccountLocked).len() == 1);
 }
 
 #[test]
@@ -268,7 +269,7 @@ fn concurrent_wrong_passwords_never_pass_the_limit() {
     let counted = reasons.iter().filter(|r| **r == "wrong_password").count();
     assert!(counted <= 9, "{counted} failures counted");
     let after = users::by_id(&fx.conn(), u.id).unwrap();
-    assert_eq!(after.status, "locked");
+    assert_eq!(after.status, AccountStatus::Locked);
     assert_eq!(after.failed_attempts, 9);
     assert_eq!(
         fx.login("carol", PW, T0).reason,
@@ -283,7 +284,7 @@ fn concurrent_submissions_of_one_code_succeed_once() {
     let u = fx.user("dave", &[], Role::User);
     let secret = totp::generate_secret();
     factors::set_totp(&fx.conn(), &fx.key, u.id, &secret, Some(T0), T0).unwrap();
-    users::set_mfa_method(&fx.conn(), u.id, Some("totp"), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some(MfaMethod::Totp), T0).unwrap();
     let c = totp::code_at_step(&secret, totp::step_of(T0), totp::Algorithm::Sha1, 6);
     // Many flows (one per login), one code.
     let flows: Vec<String> = (0..20)
@@ -421,7 +422,7 @@ fn admins_need_a_second_factor_and_recovery_codes_work_once() {
         T0,
     )
     .unwrap();
-    users::set_mfa_method(&fx.conn(), u.id, Some("totp"), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some(MfaMethod::Totp), T0).unwrap();
     let codes = factors::rotate_recovery_codes(&fx.conn(), &fx.key, u.id, 2, T0).unwrap();
     let flow = flow_of(&fx.login("gina", PW, T0).result.unwrap());
     let ok = recovery_step(&mut fx.conn(), &fx.key, &fx.client, &flow, &codes[0], T0).unwrap();
@@ -445,7 +446,7 @@ fn remembered_device_skips_only_the_second_factor() {
     let u = fx.user("hal", &[], Role::User);
     let secret = totp::generate_secret();
     factors::set_totp(&fx.conn(), &fx.key, u.id, &secret, Some(T0), T0).unwrap();
-    users::set_mfa_method(&fx.conn(), u.id, Some("totp"), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some(MfaMethod::Totp), T0).unwrap();
     let token = factors::remember_device(&fx.conn(), u.id, "ua", 30, T0).unwrap();
     let with = |pw: &str, now: i64| {
         password_step(
@@ -489,7 +490,7 @@ fn a_lock_ends_pending_flows() {
         T0,
     )
     .unwrap();
-    users::set_mfa_method(&fx.conn(), u.id, Some("totp"), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some(MfaMethod::Totp), T0).unwrap();
     let pending = flow_of(&fx.login("ivy", PW, T0).result.unwrap());
     let flow = flow_of(&fx.login("ivy", PW, T0).result.unwrap());
     let mut locked = false;
@@ -545,7 +546,7 @@ fn code_in(mail: &Mail) -> String {
 fn emailed_code_journey_with_remembered_device() {
     let fx = Fx::new();
     let u = fx.user("jo", &[], Role::User);
-    users::set_mfa_method(&fx.conn(), u.id, Some("email"), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some(MfaMethod::Email), T0).unwrap();
     let d = fx.login("jo", PW, T0);
     let mail = d.mail.expect("a code to mail");
     assert_eq!(mail.to, "u@example.org");
@@ -613,7 +614,7 @@ fn emailed_code_journey_with_remembered_device() {
     // After a two-factor reset the device no longer counts (and email is no longer
     // enrolled: without a policy requiring 2FA the user logs in with a password).
     factors::reset_2fa(&fx.conn(), u.id, T0 + 200).unwrap();
-    users::set_mfa_method(&fx.conn(), u.id, Some("email"), T0 + 200).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some(MfaMethod::Email), T0 + 200).unwrap();
     let d = with_device(T0 + 300);
     assert!(matches!(
         d.result.unwrap(),
@@ -625,7 +626,7 @@ fn emailed_code_journey_with_remembered_device() {
 fn emailed_code_resend_expiry_and_tries() {
     let fx = Fx::new();
     let u = fx.user("kim", &[], Role::User);
-    users::set_mfa_method(&fx.conn(), u.id, Some("email"), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some(MfaMethod::Email), T0).unwrap();
     crate::policy::set(&fx.conn(), "flow.ttl_seconds", "3600", T0).unwrap();
     let d = fx.login("kim", PW, T0);
     let first = code_in(d.mail.as_ref().unwrap());
@@ -723,7 +724,7 @@ fn forgotten_password_through_security_questions() {
     let u = fx.user("lee", &[], Role::User);
     let secret = totp::generate_secret();
     factors::set_totp(&fx.conn(), &fx.key, u.id, &secret, Some(T0), T0).unwrap();
-    users::set_mfa_method(&fx.conn(), u.id, Some("totp"), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some(MfaMethod::Totp), T0).unwrap();
     let policy = Policy::load(&fx.conn()).unwrap();
     let qa = vec![
         QuestionAnswer {
@@ -800,5 +801,8 @@ fn forgotten_password_through_security_questions() {
             .unwrap_or(false);
     }
     assert!(locked);
-    assert_eq!(users::by_id(&fx.conn(), u.id).unwrap().status, "locked");
+    assert_eq!(
+        users::by_id(&fx.conn(), u.id).unwrap().status,
+        AccountStatus::Locked
+    );
 }

@@ -273,13 +273,9 @@ pub struct Rule {
     pub description: String,
 }
 
-/// One rule and whether a given password meets it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RuleResult {
-    pub id: &'static str,
-    pub description: String,
-    pub met: bool,
-}
+/// One rule and whether a given password meets it. Defined beside the error that carries
+/// it ([`Error::Policy`](crate::error::Error::Policy)), so that `error` imports nothing.
+pub use crate::error::RuleResult;
 
 /// Printable, not a letter or digit: punctuation, symbols, spaces. Control characters
 /// never count.

@@ -12,6 +12,8 @@ mod at_rest;
 mod cli;
 #[path = "it/generated.rs"]
 mod generated;
+#[path = "it/imports.rs"]
+mod imports;
 #[path = "it/interop.rs"]
 mod interop;
 

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use authcore::admin::{self, Actor, Door};
 use authcore::audit::{self, Entry, Outcome};
 use authcore::forgot::QuestionAnswer;
+use authcore::kinds::{AccountStatus, AuditEvent, MfaMethod};
 use authcore::login::SessionInfo;
 use authcore::policy::Policy;
 use authcore::store::factors;
@@ -244,7 +245,7 @@ pub async fn revoke_device_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, 
             } else {
                 Outcome::Failure
             };
-            let mut e = Entry::new("device.revoke", outcome)
+            let mut e = Entry::new(AuditEvent::DeviceRevoke, outcome)
                 .client(&client.ip, &client.user_agent)
                 .username(&info.user.username)
                 .user(info.user_id, info.org_id)
@@ -461,18 +462,17 @@ async fn require_admin(ctx: &mut Ctx<'_>) -> Result<Result<(String, SessionInfo)
 
 fn status_badge(u: &User) -> String {
     let (cls, text) = match u.status {
-        "locked" => ("badge locked", "Locked"),
-        "disabled" => ("badge disabled", "Disabled"),
-        _ => ("badge active", "Active"),
+        AccountStatus::Locked => ("badge locked", "Locked"),
+        AccountStatus::Disabled => ("badge disabled", "Disabled"),
+        AccountStatus::Active => ("badge active", "Active"),
     };
     format!(r#"<span class="{cls}">{text}</span>"#)
 }
 
 fn mfa_text(u: &User) -> &'static str {
-    match u.mfa_method.as_deref() {
-        Some("totp") => "Authenticator app",
-        Some("email") => "Emailed code",
-        Some(_) => "Other",
+    match u.mfa_method {
+        Some(MfaMethod::Totp) => "Authenticator app",
+        Some(MfaMethod::Email) => "Emailed code",
         None => "Not set up",
     }
 }

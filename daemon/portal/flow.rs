@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use authcore::crypto::SecretKey;
+use authcore::kinds::LoginStep;
 use authcore::login::{self, Decision, Mail, Status};
 use authcore::policy::Policy;
 use authcore::store::{factors, sessions, terms, users};
@@ -607,7 +608,7 @@ async fn pending_enrollment(
                 return Ok(None);
             }
             let t = now();
-            let Some(f) = sessions::find_flow(conn, &flow, login::step::ENROLL_CONFIRM, t)? else {
+            let Some(f) = sessions::find_flow(conn, &flow, LoginStep::EnrollConfirm, t)? else {
                 return Ok(None);
             };
             let Some(cred) = factors::get_totp(conn, key, f.user_id)? else {

@@ -225,6 +225,7 @@ pub fn notice_failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds::LoginStep;
     use crate::store::users;
 
     #[test]
@@ -245,12 +246,14 @@ mod tests {
             0,
         )
         .unwrap();
-        let f1 = crate::store::sessions::create_flow(&conn, u.id, "second_factor", "{}", 300, 0)
-            .unwrap();
-        let f2 = crate::store::sessions::create_flow(&conn, u.id, "second_factor", "{}", 300, 0)
-            .unwrap();
+        let f1 =
+            crate::store::sessions::create_flow(&conn, u.id, LoginStep::SecondFactor, "{}", 300, 0)
+                .unwrap();
+        let f2 =
+            crate::store::sessions::create_flow(&conn, u.id, LoginStep::SecondFactor, "{}", 300, 0)
+                .unwrap();
         let id = |t: &str| {
-            crate::store::sessions::find_flow(&conn, t, "second_factor", 1)
+            crate::store::sessions::find_flow(&conn, t, LoginStep::SecondFactor, 1)
                 .unwrap()
                 .unwrap()
                 .id

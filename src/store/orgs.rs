@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{conflict_on_unique, opt};
 use crate::error::{Error, Result};
+use crate::kinds::MfaMethod;
 use crate::names;
 
 pub const DEFAULT_ORG: &str = "default";
@@ -13,7 +14,7 @@ pub const DEFAULT_ORG: &str = "default";
 pub struct Org {
     pub id: i64,
     pub name: String,
-    pub mfa_method: Option<String>,
+    pub mfa_method: Option<MfaMethod>,
     pub users: i64,
     pub created_at: i64,
 }
@@ -31,15 +32,13 @@ fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
 const ORG_SELECT: &str = "SELECT o.id, o.name, o.mfa_method,
     (SELECT count(*) FROM users u WHERE u.org_id=o.id), o.created_at FROM orgs o";
 
-pub fn add_org(conn: &Connection, name: &str, mfa_method: Option<&str>, now: i64) -> Result<Org> {
+pub fn add_org(
+    conn: &Connection,
+    name: &str,
+    mfa_method: Option<MfaMethod>,
+    now: i64,
+) -> Result<Org> {
     let n = names::normalize("organisation name", name)?;
-    if let Some(m) = mfa_method {
-        if !matches!(m, "totp" | "email") {
-            return Err(Error::Invalid(format!(
-                "unknown method '{m}'; use totp or email"
-            )));
-        }
-    }
     conn.execute(
         "INSERT INTO orgs(name, name_key, mfa_method, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![n.display, n.key, mfa_method, now],

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::crypto;
 use crate::error::Result;
+use crate::kinds::LoginStep;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Session {
@@ -151,7 +152,7 @@ pub fn revoke_token(conn: &Connection, token: &str, now: i64) -> Result<bool> {
 pub struct Flow {
     pub id: i64,
     pub user_id: i64,
-    pub step: String,
+    pub step: LoginStep,
     pub data: String,
 }
 
@@ -159,7 +160,7 @@ pub struct Flow {
 pub fn create_flow(
     conn: &Connection,
     user_id: i64,
-    step: &str,
+    step: LoginStep,
     data: &str,
     ttl: i64,
     now: i64,
@@ -186,7 +187,12 @@ pub fn create_flow(
 }
 
 /// The live flow with this token, if it is for `step`.
-pub fn find_flow(conn: &Connection, token: &str, step: &str, now: i64) -> Result<Option<Flow>> {
+pub fn find_flow(
+    conn: &Connection,
+    token: &str,
+    step: LoginStep,
+    now: i64,
+) -> Result<Option<Flow>> {
     Ok(super::opt(
         conn.prepare_cached(
             "SELECT id, user_id, step, data FROM login_flows
@@ -204,7 +210,7 @@ pub fn find_flow(conn: &Connection, token: &str, step: &str, now: i64) -> Result
 }
 
 /// Move a flow to its next step in place (same token).
-pub fn set_flow_step(conn: &Connection, id: i64, step: &str) -> Result<()> {
+pub fn set_flow_step(conn: &Connection, id: i64, step: LoginStep) -> Result<()> {
     conn.execute(
         "UPDATE login_flows SET step=?1 WHERE id=?2",
         params![step, id],

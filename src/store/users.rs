@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{conflict_on_unique, opt, orgs};
 use crate::error::{Error, Result};
+use crate::kinds::{AccountStatus, MfaMethod};
 use crate::lockout;
 use crate::names;
 
@@ -47,7 +48,7 @@ pub struct User {
     pub org: String,
     pub role: Role,
     /// active, locked or disabled (disabled wins).
-    pub status: &'static str,
+    pub status: AccountStatus,
     pub disabled: bool,
     pub locked_at: Option<i64>,
     pub failed_attempts: i64,
@@ -55,7 +56,7 @@ pub struct User {
     pub password_changed_at: Option<i64>,
     pub must_change_password: bool,
     /// The enrolled second factor: totp, email, or none.
-    pub mfa_method: Option<String>,
+    pub mfa_method: Option<MfaMethod>,
     pub groups: Vec<String>,
     /// True when a group the user belongs to requires a second factor.
     pub group_requires_2fa: bool,
@@ -86,13 +87,7 @@ fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
         org_id: r.get(3)?,
         org: r.get(4)?,
         role: Role::parse(&role).unwrap_or(Role::User),
-        status: if disabled {
-            "disabled"
-        } else if locked_at.is_some() {
-            "locked"
-        } else {
-            "active"
-        },
+        status: AccountStatus::of(disabled, locked_at.is_some()),
         disabled,
         locked_at,
         failed_attempts: r.get(8)?,
@@ -356,7 +351,12 @@ pub fn record_success(conn: &Connection, id: i64) -> Result<()> {
     Ok(())
 }
 
-pub fn set_mfa_method(conn: &Connection, id: i64, method: Option<&str>, now: i64) -> Result<()> {
+pub fn set_mfa_method(
+    conn: &Connection,
+    id: i64,
+    method: Option<MfaMethod>,
+    now: i64,
+) -> Result<()> {
     conn.execute(
         "UPDATE users SET mfa_method=?1 WHERE id=?2",
         params![method, id],
@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(u.org, "default");
         assert_eq!(u.groups, groups);
         assert!(u.group_requires_2fa);
-        assert_eq!(u.status, "active");
+        assert_eq!(u.status, AccountStatus::Active);
         assert_eq!(get(&conn, "ＡＬＩＣＥ").unwrap().id, u.id);
         assert!(matches!(
             create(&conn, &new_user(" alice", &[]), 1),
@@ -420,7 +420,7 @@ mod tests {
         }
         assert!(record_failure(&conn, u.id, 9, 11).unwrap());
         let locked = by_id(&conn, u.id).unwrap();
-        assert_eq!(locked.status, "locked");
+        assert_eq!(locked.status, AccountStatus::Locked);
         assert_eq!(locked.locked_at, Some(11));
         assert!(
             !record_failure(&conn, u.id, 9, 12).unwrap(),
@@ -428,6 +428,36 @@ mod tests {
         );
         assert!(unlock(&conn, u.id, 13).unwrap());
         let u2 = by_id(&conn, u.id).unwrap();
-        assert_eq!((u2.status, u2.failed_attempts), ("active", 0));
+        assert_eq!((u2.status, u2.failed_attempts), (AccountStatus::Active, 0));
+    }
+
+    #[test]
+    fn mfa_method_is_stored_as_its_string_and_read_strictly() {
+        let conn = crate::db::open_memory().unwrap();
+        let u = create(&conn, &new_user("dave", &[]), 1).unwrap();
+        assert_eq!(u.mfa_method, None);
+        set_mfa_method(&conn, u.id, Some(MfaMethod::Email), 2).unwrap();
+        let stored: String = conn
+            .query_row("SELECT mfa_method FROM users WHERE id=?1", [u.id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(stored, "email");
+        assert_eq!(
+            by_id(&conn, u.id).unwrap().mfa_method,
+            Some(MfaMethod::Email)
+        );
+        set_disabled(&conn, u.id, true, 3).unwrap();
+        assert_eq!(by_id(&conn, u.id).unwrap().status, AccountStatus::Disabled);
+        // A value this version does not know (the schema's CHECK bypassed): an error.
+        conn.execute_batch("PRAGMA ignore_check_constraints=ON")
+            .unwrap();
+        conn.execute("UPDATE users SET mfa_method='sms' WHERE id=?1", [u.id])
+            .unwrap();
+        let e = by_id(&conn, u.id).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown second-factor method 'sms'"),
+            "{e}"
+        );
     }
 }

@@ -2813,7 +2813,8 @@ mod fuzz {
         .expect("create the user");
         let secret = totp::generate_secret();
         factors::set_totp(&conn, &key, u.id, &secret, Some(T0), T0).expect("totp");
-        users::set_mfa_method(&conn, u.id, Some("totp"), T0).expect("method");
+        users::set_mfa_method(&conn, u.id, Some(authcore::kinds::MfaMethod::Totp), T0)
+            .expect("method");
         let codes = factors::rotate_recovery_codes(&conn, &key, u.id, 3, T0).expect("codes");
         let client = Client::default();
         let code_at = |step: i64| totp::code_at_step(&secret, step, totp::Algorithm::Sha1, 6);
