@@ -195,7 +195,71 @@ impl App {
         F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
     {
         let app = self.clone();
-        self.writer.write(move |conn| f(conn, &app.key)).await
+        Ok(self.writer.write(move |conn| f(conn, &app.key)).await?)
+    }
+
+    /// The live session of `token` at `now`, or None: from memory (the session cache),
+    /// else from the database on the blocking pool through `login::check_session`.
+    pub async fn check_session(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<Arc<crate::session_cache::Checked>>, ApiError> {
+        use crate::session_cache::Lookup;
+        let ticket = match self.sessions.lookup(token, now) {
+            Lookup::Hit(c) => return Ok(Some(c)),
+            Lookup::Miss(t) => t,
+        };
+        let token = token.to_string();
+        let info = self
+            .db(move |conn, _| authcore::login::check_session(conn, &token, now))
+            .await?;
+        Ok(self.sessions.fill(ticket, info))
+    }
+
+    /// Drain the outbox of mailed notices forever (a background task; nothing to do
+    /// without a mailer).
+    pub fn spawn_outbox(&self) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let Some(mailer) = app.mailer.as_ref() else {
+                return;
+            };
+            loop {
+                tokio::time::sleep(crate::mail::OUTBOX_POLL).await;
+                let due = app
+                    .db(|conn, _| {
+                        authcore::store::email::due_notices(
+                            conn,
+                            authcore::util::now(),
+                            crate::mail::OUTBOX_BATCH,
+                        )
+                    })
+                    .await;
+                let Ok(due) = due else { continue };
+                for n in due {
+                    let r = mailer.send(&n.recipient, &n.subject, &n.body).await;
+                    let id = n.id;
+                    let res = app
+                        .db(move |conn, _| match &r {
+                            Ok(()) => {
+                                authcore::store::email::notice_sent(conn, id, authcore::util::now())
+                            }
+                            Err(e) => authcore::store::email::notice_failed(
+                                conn,
+                                id,
+                                e,
+                                crate::mail::OUTBOX_MAX_ATTEMPTS,
+                                authcore::util::now(),
+                            ),
+                        })
+                        .await;
+                    if let Err(e) = res {
+                        tracing::warn!(notice = id, error = %e.message, "cannot record a notice's delivery");
+                    }
+                }
+            }
+        });
     }
 
     /// Like [`App::db`], holding a hashing permit for the duration (password work).
@@ -425,6 +489,17 @@ impl ApiError {
     }
 }
 
+impl From<crate::writer::WriteError> for ApiError {
+    fn from(e: crate::writer::WriteError) -> ApiError {
+        use crate::writer::WriteError as W;
+        match e {
+            W::Step(e) => ApiError::from(e),
+            W::Unavailable => ApiError::unavailable(),
+            W::Panicked => ApiError::internal(),
+        }
+    }
+}
+
 impl From<authcore::Error> for ApiError {
     fn from(e: authcore::Error) -> ApiError {
         use authcore::Error as E;
@@ -459,7 +534,12 @@ impl From<authcore::Error> for ApiError {
 /// A JSON answer. Nothing the daemon says may be cached: answers carry tokens.
 pub fn json_resp<T: Serialize + ?Sized>(status: StatusCode, v: &T) -> Resp {
     let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    json_bytes_resp(status, Bytes::from(body))
+}
+
+/// A JSON answer from bytes serialised already (the session cache's answers).
+pub fn json_bytes_resp(status: StatusCode, body: Bytes) -> Resp {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -285,8 +285,7 @@ pub async fn login_recovery(app: &App, req: Req) -> Result<Resp, ApiError> {
 /// session_cache.rs), or 401.
 async fn checked_session(app: &App, req: &Req) -> Result<Arc<Checked>, ApiError> {
     let token = req.bearer().ok_or_else(ApiError::unauthorized)?;
-    app.sessions
-        .check(app, token, now())
+    app.check_session(token, now())
         .await?
         .ok_or_else(ApiError::unauthorized)
 }
@@ -297,7 +296,8 @@ async fn session_of(app: &App, req: &Req) -> Result<SessionInfo, ApiError> {
 }
 
 pub async fn session(app: &App, req: Req) -> Result<Resp, ApiError> {
-    Ok(checked_session(app, &req).await?.answer())
+    let json = checked_session(app, &req).await?.json();
+    Ok(crate::app::json_bytes_resp(StatusCode::OK, json))
 }
 
 pub async fn logout(app: &App, req: Req) -> Result<Resp, ApiError> {

@@ -14,8 +14,6 @@ use lettre::message::{header::ContentType, Mailbox, Message};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tokio::sync::Semaphore;
 
-use crate::app::App;
-
 /// Deliveries in flight at once; more wait for a slot.
 const SLOTS: usize = 32;
 /// How long a code delivery may wait for a slot.
@@ -26,9 +24,9 @@ const DEADLINE: Duration = Duration::from_secs(15);
 /// SMTP command timeout.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Outbox: poll interval, batch size, tries before giving up on a notice.
-const OUTBOX_POLL: Duration = Duration::from_secs(2);
-const OUTBOX_BATCH: i64 = 20;
-const OUTBOX_MAX_ATTEMPTS: i64 = 10;
+pub const OUTBOX_POLL: Duration = Duration::from_secs(2);
+pub const OUTBOX_BATCH: i64 = 20;
+pub const OUTBOX_MAX_ATTEMPTS: i64 = 10;
 
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
@@ -143,43 +141,4 @@ impl Mailer {
             .await
             .map_err(|_| "the mail server did not answer in time".to_string())?
     }
-}
-
-/// Drain the outbox of notices forever (a background task).
-pub fn spawn_outbox(app: App) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(OUTBOX_POLL).await;
-            let Some(mailer) = app.mailer.as_ref() else {
-                return;
-            };
-            let due = app
-                .db(|conn, _| {
-                    authcore::store::email::due_notices(conn, authcore::util::now(), OUTBOX_BATCH)
-                })
-                .await;
-            let Ok(due) = due else { continue };
-            for n in due {
-                let r = mailer.send(&n.recipient, &n.subject, &n.body).await;
-                let id = n.id;
-                let res = app
-                    .db(move |conn, _| match &r {
-                        Ok(()) => {
-                            authcore::store::email::notice_sent(conn, id, authcore::util::now())
-                        }
-                        Err(e) => authcore::store::email::notice_failed(
-                            conn,
-                            id,
-                            e,
-                            OUTBOX_MAX_ATTEMPTS,
-                            authcore::util::now(),
-                        ),
-                    })
-                    .await;
-                if let Err(e) = res {
-                    tracing::warn!(notice = id, error = %e.message, "cannot record a notice's delivery");
-                }
-            }
-        }
-    });
 }

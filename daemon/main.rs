@@ -504,7 +504,7 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
         .map_err(|e| format!("cannot start the writer thread: {e}"))?
         .with_mailer(mailer)
         .with_metrics_token(metrics_token);
-    mail::spawn_outbox(app.clone());
+    app.spawn_outbox();
 
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -1,7 +1,7 @@
 //! Session checks answered from memory, with the same answers as the database gives.
 //!
 //! A session check (`GET /v1/session`, forward-auth, every handler that needs the caller)
-//! is [`login::check_session`]: the idle policy, the session row and the user row. Its
+//! is [`authcore::login::check_session`]: the idle policy, the session row and the user row. Its
 //! answer depends on nothing but what is in the database and on `now`, so a live answer
 //! stays right until either something is committed to the database or time passes a
 //! limit. The cache keeps live answers and watches both:
@@ -37,16 +37,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use authcore::login::{self, SessionInfo};
+use authcore::login::SessionInfo;
 use authcore::store::sessions::{self, Live};
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::{Response, StatusCode};
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
-
-use crate::app::{ApiError, App, Resp};
 
 /// The most sessions kept: about 0.85 KiB each with their answer, so under 56 MiB.
 pub const MAX_ENTRIES: usize = 65_536;
@@ -73,16 +68,9 @@ impl Checked {
         }
     }
 
-    /// The `GET /v1/session` answer: 200 with the session as JSON (as `json_resp` makes
-    /// it, from the bytes serialised once).
-    pub fn answer(&self) -> Resp {
-        let mut r = Response::new(Full::new(self.json.clone()));
-        *r.status_mut() = StatusCode::OK;
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        r.headers_mut()
-            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
+    /// `info` as JSON, serialised once (the `GET /v1/session` answer's body).
+    pub fn json(&self) -> Bytes {
+        self.json.clone()
     }
 
     /// Whether memory may answer for this session at `now`: within its absolute and idle
@@ -98,13 +86,13 @@ impl Checked {
 /// What a miss hands to [`SessionCache::fill`]: the key, the epoch read before the
 /// database was (None: no watcher could be read, nothing will be kept) and the check's
 /// `now`.
-struct Ticket {
+pub struct Ticket {
     key: [u8; 32],
     epoch: Option<u64>,
     now: i64,
 }
 
-enum Lookup {
+pub enum Lookup {
     Hit(Arc<Checked>),
     Miss(Ticket),
 }
@@ -284,7 +272,7 @@ impl SessionCache {
     /// Answer from memory when no commit can have been missed since the entry was filled
     /// and the session is answerable at `now`; otherwise a ticket for the database read
     /// and the [`SessionCache::fill`] after it.
-    fn lookup(&self, token: &str, now: i64) -> Lookup {
+    pub fn lookup(&self, token: &str, now: i64) -> Lookup {
         let key = key_of(token);
         let epoch = self.observe(now);
         let mut stale = false;
@@ -306,7 +294,7 @@ impl SessionCache {
 
     /// Keep what the database answered after `ticket`'s lookup (unless the epoch has
     /// moved on since), and hand it back.
-    fn fill(&self, ticket: Ticket, info: Option<SessionInfo>) -> Option<Arc<Checked>> {
+    pub fn fill(&self, ticket: Ticket, info: Option<SessionInfo>) -> Option<Arc<Checked>> {
         let checked = Arc::new(Checked::new(info?));
         let Some(epoch) = ticket.epoch else {
             return Some(checked);
@@ -340,25 +328,6 @@ impl SessionCache {
         Some(checked)
     }
 
-    /// The live session of `token` at `now`, or None: from memory, else from the
-    /// database (on the blocking pool) through [`login::check_session`].
-    pub async fn check(
-        &self,
-        app: &App,
-        token: &str,
-        now: i64,
-    ) -> Result<Option<Arc<Checked>>, ApiError> {
-        let ticket = match self.lookup(token, now) {
-            Lookup::Hit(c) => return Ok(Some(c)),
-            Lookup::Miss(t) => t,
-        };
-        let token = token.to_string();
-        let info = app
-            .db(move |conn, _| login::check_session(conn, &token, now))
-            .await?;
-        Ok(self.fill(ticket, info))
-    }
-
     /// Every watcher fails as on a read error at `now`.
     #[cfg(test)]
     fn fail_watchers(&self, now: i64) {
@@ -377,6 +346,7 @@ impl SessionCache {
 mod tests {
     use super::*;
     use authcore::db::{self, Location};
+    use authcore::login;
     use authcore::store::users::{self, NewUser, Role};
 
     const T0: i64 = 1_800_000_000;

@@ -18,7 +18,16 @@ use std::sync::{mpsc, Arc};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use crate::app::ApiError;
+/// Why a step queued here brought no value back.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The step ran and decided an error (kept as the step left it: its group committed).
+    Step(authcore::Error),
+    /// The group could not begin or commit, or the writer is gone: nothing was kept.
+    Unavailable,
+    /// The step panicked: its group was rolled back.
+    Panicked,
+}
 
 /// Most steps committed together: bounds how long the first waits for the last.
 const MAX_GROUP: usize = 64;
@@ -41,12 +50,12 @@ trait Done: Send {
 
 struct Pending<T, F> {
     f: F,
-    reply: oneshot::Sender<Result<T, ApiError>>,
+    reply: oneshot::Sender<Result<T, WriteError>>,
 }
 
 struct Ran<T> {
     result: authcore::Result<T>,
-    reply: oneshot::Sender<Result<T, ApiError>>,
+    reply: oneshot::Sender<Result<T, WriteError>>,
 }
 
 impl<T, F> Job for Pending<T, F>
@@ -62,7 +71,7 @@ where
         })
     }
     fn fail(self: Box<Self>) {
-        let _ = self.reply.send(Err(ApiError::unavailable()));
+        let _ = self.reply.send(Err(WriteError::Unavailable));
     }
 }
 
@@ -70,9 +79,9 @@ impl<T: Send + 'static> Done for Ran<T> {
     fn send(self: Box<Self>, committed: bool) {
         let Ran { result, reply } = *self;
         let answer = if committed {
-            result.map_err(ApiError::from)
+            result.map_err(WriteError::Step)
         } else {
-            Err(ApiError::unavailable())
+            Err(WriteError::Unavailable)
         };
         let _ = reply.send(answer);
     }
@@ -126,7 +135,7 @@ impl Writer {
     }
 
     /// Run `f` on the writer; its answer comes once its group is committed.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
+    pub async fn write<T, F>(&self, f: F) -> Result<T, WriteError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> authcore::Result<T> + Send + 'static,
@@ -142,11 +151,11 @@ impl Writer {
                     job = j;
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
-                Err(mpsc::TrySendError::Disconnected(_)) => return Err(ApiError::unavailable()),
+                Err(mpsc::TrySendError::Disconnected(_)) => return Err(WriteError::Unavailable),
             }
         }
         // A dropped reply means the step panicked: its group was rolled back.
-        answer.await.map_err(|_| ApiError::internal())?
+        answer.await.map_err(|_| WriteError::Panicked)?
     }
 }
 
@@ -261,7 +270,7 @@ mod tests {
     }
 
     /// Occupy the writer for a moment so that what is queued meanwhile forms one group.
-    async fn stall(w: &Arc<Writer>) -> tokio::task::JoinHandle<Result<(), ApiError>> {
+    async fn stall(w: &Arc<Writer>) -> tokio::task::JoinHandle<Result<(), WriteError>> {
         let w = w.clone();
         let h = tokio::spawn(async move {
             w.write(|c| {
@@ -315,7 +324,10 @@ mod tests {
                 }
                 Err(e) => {
                     assert_eq!(i % 3, 2, "step {i}: {e:?}");
-                    assert_eq!(e.status, hyper::StatusCode::UNAUTHORIZED);
+                    assert_eq!(
+                        crate::app::ApiError::from(e).status,
+                        hyper::StatusCode::UNAUTHORIZED
+                    );
                 }
             }
         }
@@ -349,9 +361,13 @@ mod tests {
         });
         first.await.unwrap().unwrap();
         let e = kept.await.unwrap().unwrap_err();
-        assert_eq!(e.status, hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(matches!(e, WriteError::Panicked), "{e:?}");
         let e = boom.await.unwrap().unwrap_err();
-        assert_eq!(e.status, hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(matches!(e, WriteError::Panicked), "{e:?}");
+        assert_eq!(
+            crate::app::ApiError::from(e).status,
+            hyper::StatusCode::INTERNAL_SERVER_ERROR
+        );
         assert_eq!(rows(&db), vec![0], "nothing of the failed group was kept");
         // The writer still serves.
         w.write(|c| insert(c, 3, true)).await.unwrap();

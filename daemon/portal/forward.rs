@@ -75,7 +75,7 @@ pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
         .or_else(|| req.bearer())
         .filter(|t| security::is_token(t));
     let session = match token {
-        Some(t) => app.sessions.check(app, t, now()).await?,
+        Some(t) => app.check_session(t, now()).await?,
         None => None,
     };
     let Some(s) = session else {
