@@ -5,13 +5,12 @@
 //! functions as the admin API, so they write the same audit rows (`admin.unlock`,
 //! `admin.reset_2fa`, with the admin as actor and `"via": "portal"`).
 
-use std::fmt::Write as _;
-
+use askama::Template;
 use authcore::admin::{self, Actor, Door};
 use authcore::audit::{self, Entry, Outcome};
 use authcore::forgot::QuestionAnswer;
 use authcore::kinds::{AccountStatus, AuditEvent, MfaMethod};
-use authcore::login::SessionInfo;
+use authcore::login::{SessionInfo, UserView};
 use authcore::policy::Policy;
 use authcore::store::factors;
 use authcore::store::users::{Role, User};
@@ -19,7 +18,7 @@ use authcore::util::now;
 use hyper::StatusCode;
 use serde_json::json;
 
-use super::html::{self, esc, hidden, Notice};
+use super::html::{self, Layout, Notice};
 use super::security::CookieName;
 use super::{Ctx, Form};
 use crate::app::{ApiError, Resp};
@@ -47,18 +46,44 @@ async fn require_session(
     }
 }
 
-/// A signed-in page: the layout's header shows the user and a sign-out button.
-fn signed_in_page(
+/// The layout of a signed-in page: its header shows the user and a sign-out button,
+/// whose form carries `csrf` (the session's token, `Ctx::csrf_session`).
+fn signed_in_layout<'t>(
+    ctx: &Ctx<'t>,
+    title: &'t str,
+    session: &'t (String, SessionInfo),
+    csrf: &'t str,
+    notices: &'t [Notice],
+) -> Layout<'t> {
+    ctx.layout(title, notices, Some((&session.1.user.username, csrf)))
+}
+
+/// A signed-in page with a notice and one link back (to `to`, below the base).
+fn back_link_page(
     ctx: &mut Ctx<'_>,
     status: StatusCode,
     title: &str,
     session: &(String, SessionInfo),
-    notices: &[Notice],
-    content: &str,
+    notice: Notice,
+    to: &str,
+    text: &str,
 ) -> Resp {
     let csrf = ctx.csrf_session(&session.0);
-    let name = session.1.user.username.clone();
-    ctx.page(status, title, notices, Some((&name, &csrf)), content)
+    let notices = [notice];
+    let page = BackLinkPage {
+        layout: signed_in_layout(ctx, title, session, &csrf, &notices),
+        to,
+        text,
+    };
+    ctx.page(status, &page)
+}
+
+#[derive(Template)]
+#[template(path = "back_link.html")]
+struct BackLinkPage<'a> {
+    layout: Layout<'a>,
+    to: &'a str,
+    text: &'a str,
 }
 
 /// The message a redirect after an action asked for (`?m=`); `user` is the subject of
@@ -97,84 +122,64 @@ pub async fn home(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
             ))
         })
         .await?;
-    let csrf = hidden("csrf", &ctx.csrf_session(&s.0));
+    let csrf = ctx.csrf_session(&s.0);
     let u = &s.1.user;
     let groups = if u.groups.is_empty() {
         "none".to_string()
     } else {
         u.groups.join(", ")
     };
-    let mut rows = String::new();
-    for d in &devices {
-        let agent = if d.user_agent.is_empty() {
-            "Unknown browser".to_string()
-        } else {
-            d.user_agent.clone()
-        };
-        let _ = write!(
-            rows,
-            r#"<li class="device" data-device="{id}"><div><strong>{agent}</strong><br><span class="hint">Remembered {created}; {used}expires {expires}</span></div>
-<form method="post" action="{action}">{csrf}{idf}<button type="submit" class="secondary" aria-label="Forget device {id} ({agent})">Forget</button></form></li>"#,
-            id = d.id,
-            agent = esc(&agent),
-            created = html::when(d.created_at),
-            used = d
-                .last_used_at
-                .map(|t| format!("last used {}; ", html::when(t)))
-                .unwrap_or_default(),
-            expires = html::when(d.expires_at),
-            action = esc(&ctx.url("/devices/revoke")),
-            idf = hidden("device", &d.id.to_string()),
-        );
-    }
-    let devices_html = if devices.is_empty() {
-        format!(
-            r#"<p id="no-devices">No remembered devices. Tick "Remember this device" when you enter a code to skip the code on that browser for {remember_days} days.</p>"#
-        )
-    } else {
-        format!(r#"<ul class="devices" id="devices">{rows}</ul>"#)
-    };
-    let admin_link = if s.1.role != Role::User {
-        format!(
-            r#"<li><a href="{}">Manage users</a></li>"#,
-            esc(&ctx.url("/admin"))
-        )
-    } else {
-        String::new()
-    };
-    let questions_state = if questions.is_empty() {
-        "not set up yet"
-    } else {
-        "set up"
-    };
-    let content = format!(
-        r#"<section aria-labelledby="who"><h2 id="who">Your account</h2>
-<dl class="facts"><dt>Username</dt><dd id="signed-in-user">{name}</dd><dt>Email</dt><dd>{email}</dd><dt>Organisation</dt><dd>{org}</dd><dt>Groups</dt><dd>{groups}</dd><dt>Session ends</dt><dd>{expires}</dd></dl>
-</section>
-<section aria-labelledby="devices-h"><h2 id="devices-h">Remembered devices</h2>
-{devices_html}
-</section>
-<section aria-labelledby="more-h"><h2 id="more-h">More</h2>
-<ul class="links"><li><a href="{questions}">Security questions</a> ({questions_state}): they let you reset a forgotten password.</li>{admin_link}</ul>
-</section>
-<form method="post" action="{logout}" class="card">{csrf}<button type="submit" id="sign-out">Sign out</button></form>"#,
-        name = esc(&u.username),
-        email = esc(&u.email),
-        org = esc(&u.org),
-        groups = esc(&groups),
-        expires = esc(&s.1.expires_at),
-        questions = esc(&ctx.url("/security-questions")),
-        logout = esc(&ctx.url("/logout")),
-    );
+    let devices: Vec<DeviceRow> = devices
+        .iter()
+        .map(|d| DeviceRow {
+            id: d.id,
+            agent: if d.user_agent.is_empty() {
+                "Unknown browser"
+            } else {
+                &d.user_agent
+            },
+            created: html::when(d.created_at),
+            last_used: d.last_used_at.map(html::when),
+            expires: html::when(d.expires_at),
+        })
+        .collect();
     let notices = flash(ctx, "");
-    Ok(signed_in_page(
-        ctx,
-        StatusCode::OK,
-        "Signed in",
-        &s,
-        &notices,
-        &content,
-    ))
+    let page = HomePage {
+        layout: signed_in_layout(ctx, "Signed in", &s, &csrf, &notices),
+        csrf: &csrf,
+        user: u,
+        groups: &groups,
+        expires: &s.1.expires_at,
+        devices: &devices,
+        remember_days,
+        questions_set: !questions.is_empty(),
+        admin: s.1.role != Role::User,
+    };
+    Ok(ctx.page(StatusCode::OK, &page))
+}
+
+/// The account page: who, the remembered devices, more pages, sign out.
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    user: &'a UserView,
+    groups: &'a str,
+    expires: &'a str,
+    devices: &'a [DeviceRow<'a>],
+    remember_days: i64,
+    questions_set: bool,
+    admin: bool,
+}
+
+/// A remembered device, as the account page lists it.
+struct DeviceRow<'a> {
+    id: i64,
+    agent: &'a str,
+    created: String,
+    last_used: Option<String>,
+    expires: String,
 }
 
 /// `GET /logout`: a button (signing out changes state, so it is a POST).
@@ -182,19 +187,19 @@ pub async fn logout_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let Some(s) = ctx.session().await? else {
         return Ok(ctx.redirect(&format!("{}?m=signed_out", ctx.url("/login"))));
     };
-    let content = format!(
-        r#"<form method="post" action="{}" class="card">{}<button type="submit" id="sign-out" autofocus>Sign out</button></form>"#,
-        esc(&ctx.url("/logout")),
-        hidden("csrf", &ctx.csrf_session(&s.0)),
-    );
-    Ok(signed_in_page(
-        ctx,
-        StatusCode::OK,
-        "Sign out?",
-        &s,
-        &[],
-        &content,
-    ))
+    let csrf = ctx.csrf_session(&s.0);
+    let page = LogoutPage {
+        layout: signed_in_layout(ctx, "Sign out?", &s, &csrf, &[]),
+        csrf: &csrf,
+    };
+    Ok(ctx.page(StatusCode::OK, &page))
+}
+
+#[derive(Template)]
+#[template(path = "logout.html")]
+struct LogoutPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
 }
 
 /// `POST /logout`: end the session (audited) and forget its cookie.
@@ -303,67 +308,44 @@ fn render_questions(
     typed: &[String],
     notices: &[Notice],
 ) -> Result<Resp, ApiError> {
-    let mut rows = String::new();
-    for i in 0..QUESTION_ROWS {
-        let n = i + 1;
-        let q = typed
-            .get(i)
-            .or_else(|| current.get(i))
-            .map(String::as_str)
-            .unwrap_or("");
-        let required = if i < authcore::forgot::MIN_QUESTIONS {
-            " required"
-        } else {
-            ""
-        };
-        let _ = write!(
-            rows,
-            r#"<fieldset class="qa"><legend>Question {n}{opt}</legend>
-<div class="field"><label for="question{n}">Question</label>
-<input type="text" id="question{n}" name="question" list="question-ideas" value="{q}" maxlength="200"{required}></div>
-<div class="field"><label for="answer{n}">Answer</label>
-<input type="text" id="answer{n}" name="answer" autocomplete="off" maxlength="200"{required}></div></fieldset>"#,
-            opt = if required.is_empty() {
-                " (optional)"
-            } else {
-                ""
-            },
-            q = esc(q),
-        );
-    }
-    let mut ideas = String::new();
-    for q in SUGGESTIONS {
-        let _ = write!(ideas, r#"<option value="{}">"#, esc(q));
-    }
-    let state = if current.is_empty() {
-        "You have no security questions yet.".to_string()
-    } else {
-        format!(
-            "You have {} security questions. Saving replaces them all.",
-            current.len()
-        )
+    let rows: Vec<QuestionRow> = (0..QUESTION_ROWS)
+        .map(|i| QuestionRow {
+            n: i + 1,
+            question: typed
+                .get(i)
+                .or_else(|| current.get(i))
+                .map(String::as_str)
+                .unwrap_or(""),
+            required: i < authcore::forgot::MIN_QUESTIONS,
+        })
+        .collect();
+    let csrf = ctx.csrf_session(&s.0);
+    let page = QuestionsPage {
+        layout: signed_in_layout(ctx, "Security questions", s, &csrf, notices),
+        csrf: &csrf,
+        current: current.len(),
+        rows: &rows,
+        ideas: SUGGESTIONS,
     };
-    let content = format!(
-        r#"<p>If you forget your password, you can set a new one by answering these questions. {state} Answers are not case-sensitive; choose answers only you know.</p>
-<form method="post" action="{action}" class="card" id="questions-form">
-{csrf}
-{rows}
-<datalist id="question-ideas">{ideas}</datalist>
-<button type="submit">Save questions</button>
-</form>
-<p class="aside"><a href="{home}">Back to your account</a></p>"#,
-        action = esc(&ctx.url("/security-questions")),
-        csrf = hidden("csrf", &ctx.csrf_session(&s.0)),
-        home = esc(&ctx.url("/")),
-    );
-    Ok(signed_in_page(
-        ctx,
-        status,
-        "Security questions",
-        s,
-        notices,
-        &content,
-    ))
+    Ok(ctx.page(status, &page))
+}
+
+/// The security questions: `current` is how many are set up now.
+#[derive(Template)]
+#[template(path = "security_questions.html")]
+struct QuestionsPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    current: usize,
+    rows: &'a [QuestionRow<'a>],
+    ideas: &'a [&'a str],
+}
+
+/// One question's row: its number (from 1), the question shown, whether it is required.
+struct QuestionRow<'a> {
+    n: usize,
+    question: &'a str,
+    required: bool,
 }
 
 /// `POST /security-questions`: replace the questions (answers hashed; audited).
@@ -441,32 +423,28 @@ async fn require_admin(ctx: &mut Ctx<'_>) -> Result<Result<(String, SessionInfo)
         Err(r) => return Ok(Err(r)),
     };
     if s.1.role == Role::User {
-        let content = format!(
-            r#"<p><a href="{}">Back to your account</a></p>"#,
-            esc(&ctx.url("/"))
-        );
-        let n = [Notice::Error(
-            "This page is for organisation administrators.".into(),
-        )];
-        return Ok(Err(signed_in_page(
+        let n = Notice::Error("This page is for organisation administrators.".into());
+        return Ok(Err(back_link_page(
             ctx,
             StatusCode::FORBIDDEN,
             "Not allowed",
             &s,
-            &n,
-            &content,
+            n,
+            "/",
+            "Back to your account",
         )));
     }
     Ok(Ok(s))
 }
 
-fn status_badge(u: &User) -> String {
+/// The badge of a user's status: (class, text).
+fn status_badge(u: &User) -> (&'static str, &'static str) {
     let (cls, text) = match u.status {
         AccountStatus::Locked => ("badge locked", "Locked"),
         AccountStatus::Disabled => ("badge disabled", "Disabled"),
         AccountStatus::Active => ("badge active", "Active"),
     };
-    format!(r#"<span class="{cls}">{text}</span>"#)
+    (cls, text)
 }
 
 fn mfa_text(u: &User) -> &'static str {
@@ -477,25 +455,27 @@ fn mfa_text(u: &User) -> &'static str {
     }
 }
 
-/// The action buttons for a user: Unlock (when locked or failing) and Reset two-factor.
-fn action_forms(ctx: &Ctx<'_>, csrf: &str, u: &User) -> String {
-    let who = hidden("username", &u.username);
-    let mut s = String::new();
-    if u.locked_at.is_some() || u.failed_attempts > 0 {
-        let _ = write!(
-            s,
-            r#"<form method="post" action="{}" class="inline-form">{csrf}{who}<button type="submit" class="secondary" aria-label="Unlock {name}">Unlock</button></form>"#,
-            esc(&ctx.url("/admin/unlock")),
-            name = esc(&u.username),
-        );
+/// A user as the admin pages show one (`fields.html`'s `status_badge` and
+/// `user_actions`): the buttons are Unlock (when locked or failing) and Reset two-factor.
+struct UserRow<'a> {
+    user: &'a User,
+    /// The name as a query-string value (the link to the user's page).
+    name_qs: String,
+    badge: (&'static str, &'static str),
+    mfa: &'static str,
+    unlockable: bool,
+}
+
+impl UserRow<'_> {
+    fn of(u: &User) -> UserRow<'_> {
+        UserRow {
+            user: u,
+            name_qs: html::qs(&u.username),
+            badge: status_badge(u),
+            mfa: mfa_text(u),
+            unlockable: u.locked_at.is_some() || u.failed_attempts > 0,
+        }
     }
-    let _ = write!(
-        s,
-        r#"<form method="post" action="{}" class="inline-form" data-confirm="Reset two-factor authentication of {name}? They will set up their authenticator app again at their next sign-in.">{csrf}{who}<button type="submit" class="danger" aria-label="Reset two-factor authentication of {name}">Reset two-factor</button></form>"#,
-        esc(&ctx.url("/admin/reset-2fa")),
-        name = esc(&u.username),
-    );
-    s
 }
 
 /// `GET /admin`: the organisation's users.
@@ -510,57 +490,33 @@ pub async fn admin_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
         .app
         .db(move |conn, _| admin::list_users(conn, &actor, locked_only))
         .await?;
-    let csrf = hidden("csrf", &ctx.csrf_session(&s.0));
-    let mut rows = String::new();
-    for u in &list {
-        let _ = write!(
-            rows,
-            r#"<tr data-user="{name}"><th scope="row"><a href="{link}">{name}</a><br><span class="hint">{email}</span></th><td>{status}</td><td>{fails}</td><td>{mfa}</td><td class="actions">{actions}</td></tr>"#,
-            name = esc(&u.username),
-            link = esc(&format!(
-                "{}?name={}",
-                ctx.url("/admin/user"),
-                html::qs(&u.username)
-            )),
-            email = esc(&u.email),
-            status = status_badge(u),
-            fails = u.failed_attempts,
-            mfa = mfa_text(u),
-            actions = action_forms(ctx, &csrf, u),
-        );
-    }
+    let csrf = ctx.csrf_session(&s.0);
+    let rows: Vec<UserRow> = list.iter().map(UserRow::of).collect();
     let scope = if s.1.role == Role::Admin {
         "all organisations".to_string()
     } else {
         format!("organisation {}", s.1.user.org)
     };
-    let filter = if locked_only {
-        format!(r#"<a href="{}">Show everyone</a>"#, esc(&ctx.url("/admin")))
-    } else {
-        format!(
-            r#"<a href="{}?locked=1">Show locked accounts only</a>"#,
-            esc(&ctx.url("/admin"))
-        )
-    };
-    let content = format!(
-        r#"<p>Users of {scope} ({count}). {filter}</p>
-<div class="table-wrap" tabindex="0" role="region" aria-label="Users"><table id="users">
-<thead><tr><th scope="col">User</th><th scope="col">Status</th><th scope="col">Failed attempts</th><th scope="col">Two-factor</th><th scope="col">Actions</th></tr></thead>
-<tbody>{rows}</tbody></table></div>
-<p class="aside"><a href="{home}">Back to your account</a></p>"#,
-        scope = esc(&scope),
-        count = list.len(),
-        home = esc(&ctx.url("/")),
-    );
     let notices = flash(ctx, "");
-    Ok(signed_in_page(
-        ctx,
-        StatusCode::OK,
-        "Users",
-        &s,
-        &notices,
-        &content,
-    ))
+    let page = AdminUsersPage {
+        layout: signed_in_layout(ctx, "Users", &s, &csrf, &notices),
+        csrf: &csrf,
+        scope: &scope,
+        locked_only,
+        rows: &rows,
+    };
+    Ok(ctx.page(StatusCode::OK, &page))
+}
+
+/// The users an admin may manage (`locked_only`: the locked ones).
+#[derive(Template)]
+#[template(path = "admin_users.html")]
+struct AdminUsersPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    scope: &'a str,
+    locked_only: bool,
+    rows: &'a [UserRow<'a>],
 }
 
 /// `GET /admin/user?name=NAME`: one user's page, the buttons at the bottom.
@@ -576,57 +532,54 @@ pub async fn admin_user_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
         .db(move |conn, _| admin::show_user(conn, &actor, &name, now()))
         .await?;
     let Some(u) = u else {
-        let content = format!(
-            r#"<p><a href="{}">Back to the users</a></p>"#,
-            esc(&ctx.url("/admin"))
-        );
-        let n = [Notice::Error(
-            "There is no such user in your organisation.".into(),
-        )];
-        return Ok(signed_in_page(
-            ctx,
-            StatusCode::NOT_FOUND,
-            "No such user",
-            &s,
-            &n,
-            &content,
-        ));
+        return Ok(no_such_user(ctx, &s));
     };
-    let csrf = hidden("csrf", &ctx.csrf_session(&s.0));
+    let csrf = ctx.csrf_session(&s.0);
     let groups = if u.groups.is_empty() {
         "none".to_string()
     } else {
         u.groups.join(", ")
     };
-    let content = format!(
-        r#"<dl class="facts" id="user-facts"><dt>Username</dt><dd>{name}</dd><dt>Email</dt><dd>{email}</dd><dt>Organisation</dt><dd>{org}</dd><dt>Role</dt><dd>{role}</dd><dt>Groups</dt><dd>{groups}</dd><dt>Status</dt><dd id="user-status">{status}</dd><dt>Failed attempts</dt><dd>{fails}</dd><dt>Two-factor</dt><dd id="user-mfa">{mfa}</dd><dt>Password changed</dt><dd>{changed}</dd></dl>
-<p>Reset two-factor authentication when someone cannot sign in because of their authenticator app, or has a new phone: their app link, recovery codes and remembered devices are removed, and they set it up again at their next sign-in.</p>
-<div class="actions bottom">{actions}</div>
-<p class="aside"><a href="{back}">Back to the users</a></p>"#,
-        name = esc(&u.username),
-        email = esc(&u.email),
-        org = esc(&u.org),
-        role = u.role.as_str(),
-        groups = esc(&groups),
-        status = status_badge(&u),
-        fails = u.failed_attempts,
-        mfa = mfa_text(&u),
-        changed = u
-            .password_changed_at
-            .map(html::when)
-            .unwrap_or_else(|| "never".into()),
-        actions = action_forms(ctx, &csrf, &u),
-        back = esc(&ctx.url("/admin")),
-    );
+    let changed = u
+        .password_changed_at
+        .map(html::when)
+        .unwrap_or_else(|| "never".into());
     let notices = flash(ctx, &u.username);
-    Ok(signed_in_page(
+    let title = format!("User {}", u.username);
+    let page = AdminUserPage {
+        layout: signed_in_layout(ctx, &title, &s, &csrf, &notices),
+        csrf: &csrf,
+        row: UserRow::of(&u),
+        role: u.role.as_str(),
+        groups: &groups,
+        changed: &changed,
+    };
+    Ok(ctx.page(StatusCode::OK, &page))
+}
+
+/// One user's facts and buttons.
+#[derive(Template)]
+#[template(path = "admin_user.html")]
+struct AdminUserPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    row: UserRow<'a>,
+    role: &'a str,
+    groups: &'a str,
+    changed: &'a str,
+}
+
+/// 404 for a user the admin may not see (or who does not exist: the same answer).
+fn no_such_user(ctx: &mut Ctx<'_>, s: &(String, SessionInfo)) -> Resp {
+    back_link_page(
         ctx,
-        StatusCode::OK,
-        &format!("User {}", u.username),
-        &s,
-        &notices,
-        &content,
-    ))
+        StatusCode::NOT_FOUND,
+        "No such user",
+        s,
+        Notice::Error("There is no such user in your organisation.".into()),
+        "/admin",
+        "Back to the users",
+    )
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -664,21 +617,7 @@ pub async fn admin_action_post(
             .map(|(u, _)| (u.username, "reset")),
     };
     let Some((username, m)) = done else {
-        let content = format!(
-            r#"<p><a href="{}">Back to the users</a></p>"#,
-            esc(&ctx.url("/admin"))
-        );
-        let n = [Notice::Error(
-            "There is no such user in your organisation.".into(),
-        )];
-        return Ok(signed_in_page(
-            ctx,
-            StatusCode::NOT_FOUND,
-            "No such user",
-            &s,
-            &n,
-            &content,
-        ));
+        return Ok(no_such_user(ctx, &s));
     };
     let to = format!(
         "{}?name={}&m={m}",
@@ -686,4 +625,59 @@ pub async fn admin_action_post(
         html::qs(&username)
     );
     Ok(ctx.redirect(&to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The signed-in page prints what browsers and people chose (a device's user agent, a
+    /// name) escaped, in the header as in the list.
+    #[test]
+    fn the_account_page_escapes_user_agents_and_names() {
+        let hostile = r#"<script>"x" & 'y'</script>"#;
+        let escaped = "&#60;script&#62;&#34;x&#34; &#38; &#39;y&#39;&#60;/script&#62;";
+        let user = UserView {
+            id: 1,
+            username: hostile.into(),
+            email: "a@example.org".into(),
+            org: hostile.into(),
+            role: Role::User,
+            groups: vec![],
+        };
+        let devices = [DeviceRow {
+            id: 7,
+            agent: hostile,
+            created: "2024-01-01 00:00 UTC".into(),
+            last_used: None,
+            expires: "2024-01-31 00:00 UTC".into(),
+        }];
+        let html = HomePage {
+            layout: Layout {
+                base: "",
+                title: "Signed in",
+                user: Some((hostile, "tok")),
+                notices: &[],
+            },
+            csrf: "tok",
+            user: &user,
+            groups: "none",
+            expires: "2024-01-01T00:00:00Z",
+            devices: &devices,
+            remember_days: 30,
+            questions_set: false,
+            admin: false,
+        }
+        .render()
+        .unwrap();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains(&format!(r#"<a href="/">{escaped}</a>"#)),
+            "{html}"
+        );
+        assert!(html.contains(&format!(r#"<dd id="signed-in-user">{escaped}</dd>"#)));
+        assert!(html.contains(&format!("<strong>{escaped}</strong>")));
+        assert!(html.contains(&format!(r#"aria-label="Forget device 7 ({escaped})""#)));
+        assert!(!html.contains("Manage users") && html.contains("(not set up yet)"));
+    }
 }

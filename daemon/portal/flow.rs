@@ -2,11 +2,11 @@
 //! passwords. Each form posts one step; its answer is the next page (or, at the end, a
 //! `303` to where the login should go, with the session cookie).
 
-use std::fmt::Write as _;
-
+use askama::Template;
 use authcore::crypto::SecretKey;
 use authcore::kinds::LoginStep;
 use authcore::login::{self, Decision, Mail, Status};
+use authcore::password::RuleResult;
 use authcore::policy::Policy;
 use authcore::store::{factors, sessions, terms, users};
 use authcore::util::now;
@@ -14,7 +14,7 @@ use authcore::Error;
 use hyper::StatusCode;
 use rusqlite::Connection;
 
-use super::html::{self, esc, hidden, Notice};
+use super::html::{self, Layout, NewPassword, Notice};
 use super::security::CookieName;
 use super::{Ctx, Form};
 use crate::app::{ApiError, Resp};
@@ -42,17 +42,6 @@ impl Carry {
                 .take(MAX_CARRIED_NAME)
                 .collect(),
         }
-    }
-
-    fn hidden(&self) -> String {
-        let mut s = String::new();
-        if let Some(n) = &self.next {
-            s.push_str(&hidden("next", n));
-        }
-        if !self.username.is_empty() {
-            s.push_str(&hidden("username", &self.username));
-        }
-        s
     }
 
     /// The sign-in page, keeping where to go.
@@ -131,47 +120,26 @@ async fn render_login(
 ) -> Result<Resp, ApiError> {
     let terms = ctx.app.db(|conn, _| terms::current(conn)).await?;
     let csrf = ctx.csrf(None);
-    let terms_box = match &terms {
-        Some(t) => format!(
-            r#"<div class="field check"><input type="checkbox" id="accept_terms" name="accept_terms" value="1">
-<label for="accept_terms">I accept the <a href="{}" target="_blank" rel="noopener">terms and conditions of use</a> (version {})</label></div>"#,
-            esc(&ctx.url("/terms")),
-            esc(&t.version)
-        ),
-        None => String::new(),
+    let page = LoginPage {
+        layout: ctx.layout("Sign in", notices, None),
+        csrf: &csrf,
+        next: carry.next.as_deref(),
+        username: &carry.username,
+        terms_version: terms.as_ref().map(|t| t.version.as_str()),
     };
-    let next = carry
-        .next
-        .as_deref()
-        .map(|n| hidden("next", n))
-        .unwrap_or_default();
-    let autofocus_user = if carry.username.is_empty() {
-        " autofocus"
-    } else {
-        ""
-    };
-    let autofocus_pw = if carry.username.is_empty() {
-        ""
-    } else {
-        " autofocus"
-    };
-    let content = format!(
-        r#"<form method="post" action="{action}" class="card" id="login-form">
-{csrf}{next}
-<div class="field"><label for="username">Username</label>
-<input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required value="{user}"{autofocus_user}></div>
-<div class="field"><label for="password">Password</label>
-<input type="password" id="password" name="password" autocomplete="current-password" required{autofocus_pw}></div>
-{terms_box}
-<button type="submit">Sign in</button>
-</form>
-<p class="aside"><a href="{forgot}">Forgot your password?</a></p>"#,
-        action = esc(&ctx.url("/login")),
-        csrf = hidden("csrf", &csrf),
-        user = esc(&carry.username),
-        forgot = esc(&ctx.url("/forgot")),
-    );
-    Ok(ctx.page(status, "Sign in", notices, None, &content))
+    Ok(ctx.page(status, &page))
+}
+
+/// The sign-in form; the username typed before, and the terms tick-box when there are
+/// terms.
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    next: Option<&'a str>,
+    username: &'a str,
+    terms_version: Option<&'a str>,
 }
 
 /// `POST /login`: username and password (and the terms tick-box).
@@ -302,10 +270,7 @@ async fn after(
             terms_step_page(ctx, StatusCode::OK, &flow, &terms, &[], carry)
         }
         Status::PasswordExpired { flow, policy } => {
-            let rules: Vec<_> = policy
-                .into_iter()
-                .map(|r| (r.id.to_string(), r.description, None))
-                .collect();
+            let rules = html::rules_unchecked(policy);
             expired_page(ctx, StatusCode::OK, &flow, &rules, &[], false, carry).await
         }
         Status::PasswordChanged => {
@@ -339,14 +304,22 @@ async fn signed_in(
     match warning {
         None => Ok(ctx.redirect(&to)),
         Some(w) => {
-            let content = format!(
-                r#"<p><a class="button" href="{}" autofocus>Continue</a></p>"#,
-                esc(&to)
-            );
             let n = [Notice::Error(capitalise(&w))];
-            Ok(ctx.page(StatusCode::OK, "Signed in", &n, None, &content))
+            let page = ContinuePage {
+                layout: ctx.layout("Signed in", &n, None),
+                to: &to,
+            };
+            Ok(ctx.page(StatusCode::OK, &page))
         }
     }
+}
+
+/// Signed in, with a warning to read before going on to `to`.
+#[derive(Template)]
+#[template(path = "continue.html")]
+struct ContinuePage<'a> {
+    layout: Layout<'a>,
+    to: &'a str,
 }
 
 fn capitalise(s: &str) -> String {
@@ -362,15 +335,18 @@ fn capitalise(s: &str) -> String {
 /// `GET /terms`: the current terms and conditions, to read before ticking the box.
 pub async fn terms_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let t = ctx.app.db(|conn, _| terms::current(conn)).await?;
-    let content = match t {
-        Some(t) => format!(
-            r#"<p>Version {}</p><div class="terms" id="terms-text" tabindex="0" role="region" aria-label="Terms and conditions">{}</div>"#,
-            esc(&t.version),
-            esc(&t.text)
-        ),
-        None => "<p>There are no terms and conditions to accept.</p>".to_string(),
+    let page = TermsPage {
+        layout: ctx.layout("Terms and conditions", &[], None),
+        terms: t.as_ref(),
     };
-    Ok(ctx.page(StatusCode::OK, "Terms and conditions", &[], None, &content))
+    Ok(ctx.page(StatusCode::OK, &page))
+}
+
+#[derive(Template)]
+#[template(path = "terms.html")]
+struct TermsPage<'a> {
+    layout: Layout<'a>,
+    terms: Option<&'a terms::Terms>,
 }
 
 fn terms_step_page(
@@ -381,23 +357,26 @@ fn terms_step_page(
     notices: &[Notice],
     carry: &Carry,
 ) -> Result<Resp, ApiError> {
-    let content = format!(
-        r#"<p>Read and accept the terms and conditions of use (version {version}) to continue.</p>
-<div class="terms" id="terms-text" tabindex="0" role="region" aria-label="Terms and conditions">{text}</div>
-<form method="post" action="{action}" class="card">
-{csrf}{flow}{carry}
-<div class="field check"><input type="checkbox" id="accept" name="accept" value="1" required autofocus>
-<label for="accept">I accept the terms and conditions</label></div>
-<button type="submit">Continue</button>
-</form>"#,
-        version = esc(&t.version),
-        text = esc(&t.text),
-        action = esc(&ctx.url("/login/terms")),
-        csrf = hidden("csrf", &ctx.csrf(Some(flow))),
-        flow = hidden("flow", flow),
-        carry = carry.hidden(),
-    );
-    Ok(ctx.page(status, "Terms and conditions", notices, None, &content))
+    let csrf = ctx.csrf(Some(flow));
+    let page = TermsStepPage {
+        layout: ctx.layout("Terms and conditions", notices, None),
+        terms: t,
+        csrf: &csrf,
+        flow,
+        carry,
+    };
+    Ok(ctx.page(status, &page))
+}
+
+/// The terms as a step of a login.
+#[derive(Template)]
+#[template(path = "terms_step.html")]
+struct TermsStepPage<'a> {
+    layout: Layout<'a>,
+    terms: &'a terms::Terms,
+    csrf: &'a str,
+    flow: &'a str,
+    carry: &'a Carry,
 }
 
 /// `POST /login/terms`.
@@ -440,42 +419,43 @@ async fn expired_page(
     ctx: &mut Ctx<'_>,
     status: StatusCode,
     flow: &str,
-    rules: &[(String, String, Option<bool>)],
+    rules: &[RuleResult],
     notices: &[Notice],
     mismatch: bool,
     carry: &Carry,
 ) -> Result<Resp, ApiError> {
     let p = policy(ctx).await?;
-    let fields = html::new_password_fields(
-        &html::checklist(rules, p.password.min_length, p.password.max_length),
-        mismatch,
-    );
-    let content = format!(
-        r#"<p>Your password has expired. Choose a new password; then sign in again with it.</p>
-<form method="post" action="{action}" class="card" id="password-form">
-{csrf}{flow}{carry}
-{fields}
-<button type="submit">Change password</button>
-</form>"#,
-        action = esc(&ctx.url("/login/password")),
-        csrf = hidden("csrf", &ctx.csrf(Some(flow))),
-        flow = hidden("flow", flow),
-        carry = carry.hidden(),
-    );
-    Ok(ctx.page(status, "Create a new password", notices, None, &content))
+    let csrf = ctx.csrf(Some(flow));
+    let page = ExpiredPage {
+        layout: ctx.layout("Create a new password", notices, None),
+        csrf: &csrf,
+        flow,
+        carry,
+        new_password: NewPassword {
+            rules,
+            min: p.password.min_length,
+            max: p.password.max_length,
+            mismatch,
+        },
+    };
+    Ok(ctx.page(status, &page))
+}
+
+/// A new password for an expired one, as a step of a login.
+#[derive(Template)]
+#[template(path = "expired.html")]
+struct ExpiredPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    flow: &'a str,
+    carry: &'a Carry,
+    new_password: NewPassword<'a>,
 }
 
 /// The page's answer to a refused new password: the message under the second box for a
 /// mismatch, the checklist with each rule's result for a weak one.
 fn new_password_problem(e: &Error, policy: &Policy) -> Option<(html::Rules, Notice, bool)> {
-    let unchecked = || {
-        policy
-            .password
-            .rules()
-            .into_iter()
-            .map(|r| (r.id.to_string(), r.description, None))
-            .collect::<Vec<_>>()
-    };
+    let unchecked = || html::rules_unchecked(policy.password.rules());
     match e {
         Error::Invalid(m) if m.contains("do not match") => Some((
             unchecked(),
@@ -489,7 +469,7 @@ fn new_password_problem(e: &Error, policy: &Policy) -> Option<(html::Rules, Noti
             } else {
                 "The new password does not meet every rule: see the list.".to_string()
             };
-            Some((html::rules_checked(rules), Notice::Error(msg), false))
+            Some((rules.clone(), Notice::Error(msg), false))
         }
         _ => None,
     }
@@ -560,39 +540,30 @@ fn enroll_page(
     notices: &[Notice],
     carry: &Carry,
 ) -> Result<Resp, ApiError> {
-    let svg = qr_svg(uri)?;
-    let content = format!(
-        r#"<p>Your account needs two-factor authentication. Link an authenticator app to it once; from then on, you sign in with your password and a code from the app.</p>
-<ol class="steps">
-<li>Install an authenticator app on your phone or tablet (Google Authenticator, Microsoft Authenticator or any other; a personal device is fine). If the app asks you to sign in, you may skip that.</li>
-<li>In the app, add an account (choose "other account" if asked) and scan this QR code.</li>
-<li>Enter the 6-digit code the app then shows for this account.</li>
-</ol>
-<figure class="qr-box">{svg}
-<figcaption>Cannot scan it? Type this key into the app instead (time-based, 6 digits):<br><code class="secret" id="totp-secret">{secret}</code></figcaption>
-</figure>
-<form method="post" action="{action}" class="card" id="enroll-form">
-{csrf}{flow}{carry}
-{code}
-<button type="submit">Confirm</button>
-</form>"#,
-        secret = esc(secret),
-        action = esc(&ctx.url("/login/enroll/confirm")),
-        csrf = hidden("csrf", &ctx.csrf(Some(flow))),
-        flow = hidden("flow", flow),
-        carry = carry.hidden(),
-        code = html::code_field(
-            "Verification code from the app",
-            "6 digits; if it is about to change, wait for the next one."
-        ),
-    );
-    Ok(ctx.page(
-        status,
-        "Set up two-factor authentication",
-        notices,
-        None,
-        &content,
-    ))
+    let qr_svg = qr_svg(uri)?;
+    let csrf = ctx.csrf(Some(flow));
+    let page = EnrollPage {
+        layout: ctx.layout("Set up two-factor authentication", notices, None),
+        qr_svg: &qr_svg,
+        secret,
+        csrf: &csrf,
+        flow,
+        carry,
+    };
+    Ok(ctx.page(status, &page))
+}
+
+/// Authenticator-app enrolment. `qr_svg` is markup ([`qr_svg`]), the one value a template
+/// prints unescaped.
+#[derive(Template)]
+#[template(path = "enroll.html")]
+struct EnrollPage<'a> {
+    layout: Layout<'a>,
+    qr_svg: &'a str,
+    secret: &'a str,
+    csrf: &'a str,
+    flow: &'a str,
+    carry: &'a Carry,
 }
 
 /// The secret and URI of the enrolment a confirm flow belongs to (to show the QR again
@@ -671,21 +642,25 @@ fn code_refusal(e: &Error) -> String {
 }
 
 fn recovery_codes_page(ctx: &mut Ctx<'_>, codes: &[String], carry: &Carry) -> Resp {
-    let mut list = String::new();
-    for c in codes {
-        let _ = write!(list, "<li><code>{}</code></li>", esc(c));
-    }
-    let content = format!(
-        r#"<p><strong>Save your recovery codes now: they are shown only this once.</strong> Each code lets you sign in once without your phone (if you lose it or change it). Print them or keep them in a password manager.</p>
-<ul class="codes" id="recovery-codes">{list}</ul>
-<p>To finish, sign in again: enter your username and password, then the current code from your app.</p>
-<p><a class="button" id="login-again" href="{again}">Sign in again</a></p>"#,
-        again = esc(&carry.login_url(ctx)),
-    );
     let n = [Notice::Info(
         "Two-factor authentication is set up for your account.".into(),
     )];
-    ctx.page(StatusCode::OK, "Your recovery codes", &n, None, &content)
+    let again = carry.login_url(ctx);
+    let page = RecoveryCodesPage {
+        layout: ctx.layout("Your recovery codes", &n, None),
+        codes,
+        again: &again,
+    };
+    ctx.page(StatusCode::OK, &page)
+}
+
+/// The recovery codes, shown once, and the way to sign in again.
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+struct RecoveryCodesPage<'a> {
+    layout: Layout<'a>,
+    codes: &'a [String],
+    again: &'a str,
 }
 
 // ---- Second factor ---------------------------------------------------------------------
@@ -719,14 +694,6 @@ impl SecondFactor {
     fn primary(&self) -> &str {
         self.methods.first().map(String::as_str).unwrap_or("totp")
     }
-
-    fn hidden(&self) -> String {
-        let mut s = hidden("flow", &self.flow) + &hidden("methods", &self.methods.join(","));
-        if let Some(t) = &self.sent_to {
-            s.push_str(&hidden("sent_to", t));
-        }
-        s
-    }
 }
 
 async fn second_factor_page(
@@ -737,69 +704,39 @@ async fn second_factor_page(
     carry: &Carry,
 ) -> Result<Resp, ApiError> {
     let p = policy(ctx).await?;
-    let csrf = hidden("csrf", &ctx.csrf(Some(&sf.flow)));
-    let common = format!("{csrf}{}{}", sf.hidden(), carry.hidden());
-    let remember = html::remember_field(p.remember_device_days);
-    let recovery = if sf.methods.iter().any(|m| m == "recovery_code") {
-        format!(
-            r#"<details class="alt" id="use-recovery"><summary>Lost your phone? Use a recovery code</summary>
-<form method="post" action="{action}" class="card">
-{common}
-<div class="field"><label for="recovery_code">Recovery code</label>
-<input type="text" id="recovery_code" name="code" autocomplete="off" autocapitalize="none" spellcheck="false" required aria-describedby="recovery-hint">
-<p class="hint" id="recovery-hint">One of the codes you saved when you set up two-factor authentication, like abcde-12345. Each works once.</p></div>
-<button type="submit" class="secondary">Use recovery code</button>
-</form></details>"#,
-            action = esc(&ctx.url("/login/recovery")),
-        )
-    } else {
-        String::new()
+    let csrf = ctx.csrf(Some(&sf.flow));
+    let emailed_to = (sf.primary() == "email_otp")
+        .then(|| sf.sent_to.as_deref().unwrap_or("your email address"));
+    let title = match emailed_to {
+        Some(_) => "Enter the code we emailed you",
+        None => "Enter your verification code",
     };
-    let (title, content) = if sf.primary() == "email_otp" {
-        let to = sf.sent_to.as_deref().unwrap_or("your email address");
-        (
-            "Enter the code we emailed you",
-            format!(
-                r#"<p>We sent a 6-digit one-time code to <strong>{to}</strong>. It works once and expires in {mins} minutes.</p>
-<form method="post" action="{action}" class="card" id="code-form">
-{common}
-{code}
-{remember}
-<button type="submit">Sign in</button>
-</form>
-<form method="post" action="{resend}" class="inline-form" id="resend-form">
-{common}
-<button type="submit" class="secondary">Send a new code</button>
-</form>
-{recovery}"#,
-                to = esc(to),
-                mins = p.email_otp_ttl_minutes,
-                action = esc(&ctx.url("/login/email")),
-                resend = esc(&ctx.url("/login/email/resend")),
-                code = html::code_field("One-time code", "The 6 digits from the email."),
-            ),
-        )
-    } else {
-        (
-            "Enter your verification code",
-            format!(
-                r#"<p>Open your authenticator app and enter the 6-digit code it shows for this account.</p>
-<form method="post" action="{action}" class="card" id="code-form">
-{common}
-{code}
-{remember}
-<button type="submit">Verify</button>
-</form>
-{recovery}"#,
-                action = esc(&ctx.url("/login/totp")),
-                code = html::code_field(
-                    "Verification code",
-                    "If the code is about to change, wait for the next one."
-                ),
-            ),
-        )
+    let page = SecondFactorPage {
+        layout: ctx.layout(title, notices, None),
+        csrf: &csrf,
+        sf,
+        carry,
+        emailed_to,
+        email_minutes: p.email_otp_ttl_minutes,
+        remember_days: p.remember_device_days,
+        recovery: sf.methods.iter().any(|m| m == "recovery_code"),
     };
-    Ok(ctx.page(status, title, notices, None, &content))
+    Ok(ctx.page(status, &page))
+}
+
+/// The code of a second factor: emailed (`emailed_to`, masked) or from the authenticator
+/// app, and a recovery code when the account has them.
+#[derive(Template)]
+#[template(path = "second_factor.html")]
+struct SecondFactorPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    sf: &'a SecondFactor,
+    carry: &'a Carry,
+    emailed_to: Option<&'a str>,
+    email_minutes: i64,
+    remember_days: i64,
+    recovery: bool,
 }
 
 /// After a refused code: the same page again with the message (the flow survives wrong
@@ -943,20 +880,20 @@ fn render_forgot(
     status: StatusCode,
     notices: &[Notice],
 ) -> Result<Resp, ApiError> {
-    let content = format!(
-        r#"<p>Answer the security questions you set up, then choose a new password.</p>
-<form method="post" action="{action}" class="card" id="forgot-form">
-{csrf}
-<div class="field"><label for="username">Username</label>
-<input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required autofocus></div>
-<button type="submit">Continue</button>
-</form>
-<p class="aside"><a href="{login}">Back to sign in</a></p>"#,
-        action = esc(&ctx.url("/forgot")),
-        csrf = hidden("csrf", &ctx.csrf(None)),
-        login = esc(&ctx.url("/login")),
-    );
-    Ok(ctx.page(status, "Forgot your password?", notices, None, &content))
+    let csrf = ctx.csrf(None);
+    let page = ForgotPage {
+        layout: ctx.layout("Forgot your password?", notices, None),
+        csrf: &csrf,
+    };
+    Ok(ctx.page(status, &page))
+}
+
+/// Which account has forgotten its password?
+#[derive(Template)]
+#[template(path = "forgot.html")]
+struct ForgotPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
 }
 
 /// `POST /forgot`: the questions (the same shape of answer for every name).
@@ -977,13 +914,7 @@ pub async fn forgot_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErro
     .await?;
     match result {
         Ok(f) => {
-            let rules: Vec<_> = policy(ctx)
-                .await?
-                .password
-                .rules()
-                .into_iter()
-                .map(|r| (r.id.to_string(), r.description, None))
-                .collect();
+            let rules = html::rules_unchecked(policy(ctx).await?.password.rules());
             questions_page(
                 ctx,
                 StatusCode::OK,
@@ -1010,45 +941,38 @@ async fn questions_page(
     flow: &str,
     username: &str,
     questions: &[String],
-    rules: &[(String, String, Option<bool>)],
+    rules: &[RuleResult],
     notices: &[Notice],
     mismatch: bool,
 ) -> Result<Resp, ApiError> {
     let p = policy(ctx).await?;
-    let mut answers = String::new();
-    for (i, q) in questions.iter().enumerate() {
-        let _ = write!(
-            answers,
-            r#"<div class="field"><label for="answer{i}">{q}</label>
-<input type="text" id="answer{i}" name="answer" autocomplete="off" required{focus}>{hq}</div>"#,
-            q = esc(q),
-            focus = if i == 0 { " autofocus" } else { "" },
-            hq = hidden("question", q),
-        );
-    }
-    let fields = html::new_password_fields(
-        &html::checklist(rules, p.password.min_length, p.password.max_length),
-        mismatch,
-    );
-    let content = format!(
-        r#"<form method="post" action="{action}" class="card" id="reset-form">
-{csrf}{flow}{user}
-<fieldset><legend>Your security questions</legend>
-{answers}
-</fieldset>
-<fieldset><legend>Your new password</legend>
-{fields}
-</fieldset>
-<button type="submit">Set new password</button>
-</form>
-<p class="aside"><a href="{login}">Back to sign in</a></p>"#,
-        action = esc(&ctx.url("/forgot/reset")),
-        csrf = hidden("csrf", &ctx.csrf(Some(flow))),
-        flow = hidden("flow", flow),
-        user = hidden("username", username),
-        login = esc(&ctx.url("/login")),
-    );
-    Ok(ctx.page(status, "Reset your password", notices, None, &content))
+    let csrf = ctx.csrf(Some(flow));
+    let page = ResetPage {
+        layout: ctx.layout("Reset your password", notices, None),
+        csrf: &csrf,
+        flow,
+        username,
+        questions,
+        new_password: NewPassword {
+            rules,
+            min: p.password.min_length,
+            max: p.password.max_length,
+            mismatch,
+        },
+    };
+    Ok(ctx.page(status, &page))
+}
+
+/// A forgotten password: the answers to the security questions and the new password.
+#[derive(Template)]
+#[template(path = "forgot_reset.html")]
+struct ResetPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    flow: &'a str,
+    username: &'a str,
+    questions: &'a [String],
+    new_password: NewPassword<'a>,
 }
 
 /// `POST /forgot/reset`: the answers and the new password, twice.
@@ -1078,12 +1002,7 @@ pub async fn forgot_reset_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, A
         Err(e) => e,
     };
     let p = policy(ctx).await?;
-    let unchecked: Vec<_> = p
-        .password
-        .rules()
-        .into_iter()
-        .map(|r| (r.id.to_string(), r.description, None))
-        .collect();
+    let unchecked = html::rules_unchecked(p.password.rules());
     let (rules, notice, mismatch) = match new_password_problem(&e, &p) {
         Some(x) => x,
         None => match e {
@@ -1109,4 +1028,109 @@ pub async fn forgot_reset_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, A
         mismatch,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &str = r#"<script>"x" & 'y'</script>"#;
+    const ESCAPED: &str = "&#60;script&#62;&#34;x&#34; &#38; &#39;y&#39;&#60;/script&#62;";
+
+    fn layout<'a>(notices: &'a [Notice]) -> Layout<'a> {
+        Layout {
+            base: "/auth",
+            title: "Sign in",
+            user: None,
+            notices,
+        }
+    }
+
+    /// Whatever a person typed, wherever a page prints it (element text or attribute
+    /// value), comes out escaped: the templates do it, nothing by hand.
+    #[test]
+    fn pages_escape_what_people_typed() {
+        let notices = [Notice::Error(HOSTILE.into())];
+        let html = LoginPage {
+            layout: layout(&notices),
+            csrf: "tok",
+            next: Some(HOSTILE),
+            username: HOSTILE,
+            terms_version: Some(HOSTILE),
+        }
+        .render()
+        .unwrap();
+        assert!(
+            !html.contains("<script>") && !html.contains("'y'"),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("<p>{ESCAPED}</p>")),
+            "the notice: {html}"
+        );
+        assert!(html.contains(&format!(r#"name="next" value="{ESCAPED}""#)));
+        assert!(html.contains(&format!(r#"required value="{ESCAPED}"></div>"#)));
+        assert!(html.contains(&format!("(version {ESCAPED})")));
+        assert!(html.contains(r#"action="/auth/login""#));
+
+        let carry = Carry {
+            next: Some(HOSTILE.into()),
+            username: HOSTILE.into(),
+        };
+        let sf = SecondFactor {
+            flow: "f".into(),
+            methods: vec!["email_otp".into(), "recovery_code".into()],
+            sent_to: Some(HOSTILE.into()),
+        };
+        let html = SecondFactorPage {
+            layout: layout(&[]),
+            csrf: "tok",
+            sf: &sf,
+            carry: &carry,
+            emailed_to: Some(HOSTILE),
+            email_minutes: 10,
+            remember_days: 30,
+            recovery: true,
+        }
+        .render()
+        .unwrap();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains(&format!("<strong>{ESCAPED}</strong>")));
+        // Three forms (code, new code, recovery code), each carrying every hidden field.
+        for name in ["sent_to", "next", "username"] {
+            let field = format!(r#"<input type="hidden" name="{name}" value="{ESCAPED}">"#);
+            assert_eq!(html.matches(&field).count(), 3, "{name}: {html}");
+        }
+        assert!(html.contains("Remember this device for 30 days"));
+
+        let questions = [HOSTILE.to_string()];
+        let rules = [RuleResult {
+            id: "min_length",
+            description: HOSTILE.into(),
+            met: true,
+        }];
+        let html = ResetPage {
+            layout: layout(&[]),
+            csrf: "tok",
+            flow: "f",
+            username: HOSTILE,
+            questions: &questions,
+            new_password: NewPassword {
+                rules: &rules,
+                min: 12,
+                max: 128,
+                mismatch: true,
+            },
+        }
+        .render()
+        .unwrap();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains(&format!(r#"<label for="answer0">{ESCAPED}</label>"#)));
+        assert!(html.contains(&format!(r#"name="question" value="{ESCAPED}""#)));
+        assert!(html.contains(&format!(r#"name="username" value="{ESCAPED}""#)));
+        assert!(html.contains(&format!(
+            r#"<li class="rule met" data-rule="min_length" data-met="true"><span class="mark" aria-hidden="true">✓</span> {ESCAPED}<span class="sr-only state"> (met)</span></li>"#
+        )));
+        assert!(html.contains(r#"aria-invalid="true""#) && !html.contains("role=\"alert\" hidden"));
+    }
 }

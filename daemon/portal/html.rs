@@ -1,30 +1,17 @@
-//! Server-rendered HTML: escaping, the page layout and the pieces forms share.
+//! Server-rendered HTML: what every page shares.
 //!
-//! Every value that came from a person or the database goes through [`esc`]; the markup
-//! around it is fixed text. No inline scripts or styles (the CSP forbids them): the one
-//! stylesheet and the one script are assets of this origin.
+//! The pages are askama templates in `daemon/templates/` (`base.html` is the layout, one
+//! template per page, `fields.html` the form pieces several pages share), compiled into
+//! the binary. Askama escapes every value it prints for HTML — element text and quoted
+//! attribute values alike — so what came from a person or the database cannot become
+//! markup; the one value marked `|safe` is the QR code's SVG, which the qrcode crate
+//! draws from nothing but squares. No inline scripts or styles (the CSP forbids them):
+//! the one stylesheet and the one script are assets of this origin.
 
-use std::fmt::Write as _;
+use authcore::password::{Rule, RuleResult};
 
-use authcore::password::RuleResult;
-
-/// HTML-escape text for element content and double-quoted attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encode a query-string value.
+/// Percent-encode a query-string value (for URLs built in code; the template then
+/// escapes the whole URL for its attribute).
 pub fn qs(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -36,156 +23,53 @@ pub enum Notice {
     Info(String),
 }
 
-/// The whole document around a page's content.
+impl Notice {
+    pub fn is_error(&self) -> bool {
+        matches!(self, Notice::Error(_))
+    }
+
+    pub fn text(&self) -> &str {
+        match self {
+            Notice::Error(m) | Notice::Info(m) => m,
+        }
+    }
+}
+
+/// What `base.html` shows around every page's content: each page's template struct has
+/// one, as its field `layout`.
 pub struct Layout<'a> {
+    /// The prefix of every link ("" or e.g. "/auth").
     pub base: &'a str,
     pub title: &'a str,
-    /// The signed-in user's name, for the header (with a sign-out button).
+    /// The signed-in user's name and the sign-out form's CSRF token, for the header.
     pub user: Option<(&'a str, &'a str)>,
     pub notices: &'a [Notice],
 }
 
-impl Layout<'_> {
-    /// `user` is (username, the logout form's CSRF token).
-    pub fn render(&self, content: &str) -> String {
-        let base = esc(self.base);
-        let mut notices = String::new();
-        for n in self.notices {
-            match n {
-                Notice::Error(m) => {
-                    let _ = write!(
-                        notices,
-                        r#"<div class="notice error" role="alert" id="page-error"><p>{}</p></div>"#,
-                        esc(m)
-                    );
-                }
-                Notice::Info(m) => {
-                    let _ = write!(
-                        notices,
-                        r#"<div class="notice info" role="status"><p>{}</p></div>"#,
-                        esc(m)
-                    );
-                }
-            }
-        }
-        let header_user = match self.user {
-            Some((name, csrf)) => format!(
-                r#"<nav aria-label="Account"><a href="{base}/">{}</a>
-<form method="post" action="{base}/logout" class="inline"><input type="hidden" name="csrf" value="{}"><button type="submit" class="link">Sign out</button></form></nav>"#,
-                esc(name),
-                esc(csrf)
-            ),
-            None => String::new(),
-        };
-        format!(
-            r##"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="icon" href="data:,">
-<title>{title} · authd</title>
-<link rel="stylesheet" href="{base}/assets/portal.css">
-<script src="{base}/assets/portal.js" defer></script>
-</head>
-<body>
-<a class="skip" href="#main">Skip to content</a>
-<header class="top"><span class="brand">authd</span>{header_user}</header>
-<main id="main" tabindex="-1">
-<h1>{title}</h1>
-{notices}{content}
-</main>
-</body>
-</html>
-"##,
-            title = esc(self.title),
-        )
-    }
-}
+/// Password rules for the checklist, each met or not (not yet checked: not met).
+pub type Rules = Vec<RuleResult>;
 
-/// A hidden input.
-pub fn hidden(name: &str, value: &str) -> String {
-    format!(
-        r#"<input type="hidden" name="{}" value="{}">"#,
-        esc(name),
-        esc(value)
-    )
-}
-
-/// Password rules for the checklist: (id, description, met — `None` before a check).
-pub type Rules = Vec<(String, String, Option<bool>)>;
-
-/// The live checklist of password rules. `rules` are (id, description, met); `met` is
-/// `None` before anything was checked (shown as not yet met). The script turns each rule
-/// green as it is met; without the script it is the list of requirements.
-pub fn checklist(rules: &[(String, String, Option<bool>)], min: usize, max: usize) -> String {
-    let mut items = String::new();
-    for (id, desc, met) in rules {
-        let met = met.unwrap_or(false);
-        let _ = write!(
-            items,
-            r#"<li class="rule {cls}" data-rule="{id}" data-met="{met}"><span class="mark" aria-hidden="true">{mark}</span> {desc}<span class="sr-only state">{state}</span></li>"#,
-            cls = if met { "met" } else { "unmet" },
-            id = esc(id),
-            mark = if met { "✓" } else { "✗" },
-            desc = esc(desc),
-            state = if met { " (met)" } else { " (not met)" },
-        );
-    }
-    format!(
-        r#"<div class="checklist-box"><p id="rules-title">The new password needs:</p>
-<ul class="checklist" id="checklist" aria-labelledby="rules-title" data-min="{min}" data-max="{max}">{items}</ul></div>"#
-    )
-}
-
-/// The rules with the results of a check, for [`checklist`].
-pub fn rules_checked(results: &[RuleResult]) -> Rules {
-    results
-        .iter()
-        .map(|r| (r.id.to_string(), r.description.clone(), Some(r.met)))
+/// The rules before anything was checked (shown as not yet met).
+pub fn rules_unchecked(rules: Vec<Rule>) -> Rules {
+    rules
+        .into_iter()
+        .map(|r| RuleResult {
+            id: r.id,
+            description: r.description,
+            met: false,
+        })
         .collect()
 }
 
-/// The pair of new-password boxes with the checklist and the mismatch message under the
-/// second box. `mismatch` shows the message from the server (no script needed).
-pub fn new_password_fields(checklist_html: &str, mismatch: bool) -> String {
-    let (hidden_attr, invalid) = if mismatch {
-        ("", r#" aria-invalid="true""#)
-    } else {
-        (" hidden", "")
-    };
-    format!(
-        r#"<div class="field"><label for="new_password">New password</label>
-<input type="password" id="new_password" name="new_password" autocomplete="new-password" required aria-describedby="checklist" data-checklist="checklist">
-</div>
-{checklist_html}
-<div class="field"><label for="confirm_password">Type the new password again</label>
-<input type="password" id="confirm_password" name="confirm_password" autocomplete="new-password" required aria-describedby="mismatch"{invalid} data-confirm-of="new_password">
-<p class="field-error" id="mismatch" role="alert"{hidden_attr}>The passwords do not match: type the same new password in both boxes.</p>
-</div>"#
-    )
-}
-
-/// A 6-digit code box.
-pub fn code_field(label: &str, hint: &str) -> String {
-    format!(
-        r#"<div class="field"><label for="code">{}</label>
-<input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]{{6,7}}" maxlength="7" required autofocus aria-describedby="code-hint">
-<p class="hint" id="code-hint">{}</p></div>"#,
-        esc(label),
-        esc(hint)
-    )
-}
-
-/// The "remember this device" tick-box.
-pub fn remember_field(days: i64) -> String {
-    if days <= 0 {
-        return String::new();
-    }
-    format!(
-        r#"<div class="field check"><input type="checkbox" id="remember_device" name="remember_device" value="1">
-<label for="remember_device">Remember this device for {days} days</label></div>"#
-    )
+/// The live checklist of password rules and the pair of new-password boxes
+/// (`fields.html`'s `new_password`). The script turns each rule green as it is met;
+/// without the script it is the list of requirements. `mismatch` shows the "do not
+/// match" message from the server (no script needed).
+pub struct NewPassword<'a> {
+    pub rules: &'a [RuleResult],
+    pub min: usize,
+    pub max: usize,
+    pub mismatch: bool,
 }
 
 /// Mask an email address for display: `a•••@example.org`.
@@ -211,29 +95,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escaping() {
-        assert_eq!(
-            esc(r#"<script>"a" & 'b'</script>"#),
-            "&lt;script&gt;&quot;a&quot; &amp; &#39;b&#39;&lt;/script&gt;"
-        );
+    fn helpers() {
         assert_eq!(qs("/a b?c=d&e"), "%2Fa+b%3Fc%3Dd%26e");
         assert_eq!(mask_email("alice@example.org"), "a•••@example.org");
-    }
-
-    #[test]
-    fn layout_escapes_everything_it_is_given() {
-        let notices = [Notice::Error("<b>bad</b>".into())];
-        let html = Layout {
-            base: "",
-            title: "T<i>",
-            user: Some(("<u>", "tok")),
-            notices: &notices,
-        }
-        .render("<p>ok</p>");
-        assert!(html.contains("<title>T&lt;i&gt; · authd</title>"));
-        assert!(html.contains("&lt;b&gt;bad&lt;/b&gt;"));
-        assert!(html.contains("&lt;u&gt;"));
-        assert!(!html.contains("<b>") && !html.contains("style="));
-        assert!(html.contains(r#"name="viewport""#));
+        assert!(Notice::Error("x".into()).is_error() && !Notice::Info("x".into()).is_error());
     }
 }

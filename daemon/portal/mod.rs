@@ -8,7 +8,10 @@
 //! Conventions:
 //! - Forms post `application/x-www-form-urlencoded`; every form carries a CSRF token
 //!   ([`security`]). Login-flow tokens travel in hidden fields, never in URLs.
-//! - Pages are `Cache-Control: no-store`, framed by nobody, under a strict CSP.
+//! - Pages are askama templates (`daemon/templates/`, see [`html`]): every value is
+//!   escaped for HTML by the template engine, never by hand.
+//! - Pages are `Cache-Control: no-store`, framed by nobody, under a strict CSP (derived
+//!   from the configuration once, [`Settings`]).
 //! - Links are prefixed with the path of `--public-url` (a proxy may serve the portal
 //!   below `/auth`, stripping the prefix before authd sees the request).
 //! - A finished login answers `303 See Other` to the checked `next` target.
@@ -19,8 +22,11 @@ mod forward;
 pub mod html;
 pub mod security;
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::time::Instant;
 
+use askama::Template;
 use authcore::login::SessionInfo;
 use authcore::util::now;
 use bytes::Bytes;
@@ -32,7 +38,8 @@ use hyper::header::{
 use hyper::{Method, Response, StatusCode};
 
 use crate::app::{ApiError, App, Req, Resp};
-use html::{esc, Layout, Notice};
+use crate::config::Config;
+use html::{Layout, Notice};
 use security::{Binding, CookieName};
 
 pub use forward::verify;
@@ -200,21 +207,78 @@ impl Form {
     }
 }
 
+/// What the portal derives from the configuration, once: the origins a login may end at
+/// and the Content-Security-Policy of every page (which has no per-request part, such as
+/// a nonce).
+#[derive(Clone)]
+pub(crate) struct Settings {
+    /// What they were derived from: the configured origins and the public URL's.
+    source: (Vec<String>, Option<String>),
+    /// Origins a login may end at: the configured ones and the public URL's.
+    pub allowed: Vec<String>,
+    /// The `Content-Security-Policy` header (None only if it were not a valid header).
+    pub csp: Option<HeaderValue>,
+}
+
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+impl Settings {
+    fn source(config: &Config) -> (&[String], Option<&str>) {
+        (
+            &config.allowed_redirect_origins,
+            config.public_url.as_ref().map(|p| p.origin.as_str()),
+        )
+    }
+
+    fn derive(config: &Config) -> Settings {
+        let (origins, public) = Settings::source(config);
+        let mut allowed = origins.to_vec();
+        if let Some(p) = public {
+            if !allowed.iter().any(|a| a == p) {
+                allowed.push(p.to_string());
+            }
+        }
+        // Forms may end in a redirect to an allowed origin: form-action must allow it.
+        let csp = HeaderValue::from_str(&security::csp(&allowed)).ok();
+        Settings {
+            source: (origins.to_vec(), public.map(str::to_string)),
+            allowed,
+            csp,
+        }
+    }
+
+    /// The settings of `config`, derived at the first page and kept for the life of the
+    /// process. A process serves one configuration; were another one served next to it
+    /// (tests start several), its settings are derived for each of its requests.
+    pub fn of(config: &Config) -> Cow<'static, Settings> {
+        Settings::kept_in(&SETTINGS, config)
+    }
+
+    fn kept_in(cell: &'static OnceLock<Settings>, config: &Config) -> Cow<'static, Settings> {
+        let kept = cell.get_or_init(|| Settings::derive(config));
+        let (origins, public) = Settings::source(config);
+        if kept.source.0 == origins && kept.source.1.as_deref() == public {
+            Cow::Borrowed(kept)
+        } else {
+            Cow::Owned(Settings::derive(config))
+        }
+    }
+}
+
 /// One request's view of the portal: settings, cookies and what the answer will set.
 pub(crate) struct Ctx<'a> {
     pub app: &'a App,
     pub req: &'a Req,
     /// The prefix of every link ("" or e.g. "/auth").
-    pub base: String,
+    pub base: &'a str,
     pub insecure: bool,
     /// The browser's CSRF cookie value (possibly new in this answer).
     pub browser: String,
     /// Whether the browser sent its CSRF cookie (a new one cannot match any token).
     browser_known: bool,
     set_cookies: Vec<String>,
-    /// Origins a login may end at: the configured ones and the public URL's.
-    pub allowed: Vec<String>,
-    csp: String,
+    /// The allowed origins and the CSP.
+    pub settings: Cow<'static, Settings>,
 }
 
 impl<'a> Ctx<'a> {
@@ -230,21 +294,6 @@ impl<'a> Ctx<'a> {
                 (b, false)
             }
         };
-        let mut allowed = app.config.allowed_redirect_origins.clone();
-        if let Some(p) = &app.config.public_url {
-            if !allowed.contains(&p.origin) {
-                allowed.push(p.origin.clone());
-            }
-        }
-        // Forms may end in a redirect to an allowed origin: form-action must allow it.
-        let csp = if allowed.is_empty() {
-            security::CSP.to_string()
-        } else {
-            security::CSP.replace(
-                "form-action 'self'",
-                &format!("form-action 'self' {}", allowed.join(" ")),
-            )
-        };
         Ctx {
             app,
             req,
@@ -252,14 +301,13 @@ impl<'a> Ctx<'a> {
                 .config
                 .public_url
                 .as_ref()
-                .map(|p| p.base.clone())
+                .map(|p| p.base.as_str())
                 .unwrap_or_default(),
             insecure,
             browser,
             browser_known,
             set_cookies,
-            allowed,
-            csp,
+            settings: Settings::of(&app.config),
         }
     }
 
@@ -391,22 +439,37 @@ impl<'a> Ctx<'a> {
         Ok(info.map(|i| (token, i)))
     }
 
-    /// An HTML page.
-    pub fn page(
-        &mut self,
-        status: StatusCode,
-        title: &str,
-        notices: &[Notice],
-        user: Option<(&str, &str)>,
-        content: &str,
-    ) -> Resp {
-        let body = Layout {
-            base: &self.base,
+    /// What the layout of a page shows around its content: `user` is the signed-in user's
+    /// name and the sign-out form's CSRF token.
+    pub fn layout<'t>(
+        &self,
+        title: &'t str,
+        notices: &'t [Notice],
+        user: Option<(&'t str, &'t str)>,
+    ) -> Layout<'t>
+    where
+        'a: 't,
+    {
+        Layout {
+            base: self.base,
             title,
             user,
             notices,
         }
-        .render(content);
+    }
+
+    /// An HTML page: one of the templates (each extends `base.html`).
+    pub fn page(&mut self, status: StatusCode, page: &impl Template) -> Resp {
+        let (status, body) = match page.render() {
+            Ok(body) => (status, body),
+            Err(e) => {
+                tracing::error!(error = %e, "a portal page could not be rendered");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong. Please try again.".to_string(),
+                )
+            }
+        };
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
         self.finish(&mut r);
@@ -424,11 +487,11 @@ impl<'a> Ctx<'a> {
         } else {
             Notice::Error(message.to_string())
         };
-        let content = format!(
-            r#"<p><a class="button secondary" href="{}">Go to the sign-in page</a></p>"#,
-            esc(&self.url("/login"))
-        );
-        self.page(status, title, &[notice], None, &content)
+        let notices = [notice];
+        let page = MessagePage {
+            layout: self.layout(title, &notices, None),
+        };
+        self.page(status, &page)
     }
 
     /// 403 for a form whose CSRF token (or origin) is wrong: nothing was done.
@@ -459,8 +522,8 @@ impl<'a> Ctx<'a> {
                 h.append(SET_COOKIE, v);
             }
         }
-        if let Ok(v) = HeaderValue::from_str(&self.csp) {
-            h.insert(CONTENT_SECURITY_POLICY, v);
+        if let Some(v) = &self.settings.csp {
+            h.insert(CONTENT_SECURITY_POLICY, v.clone());
         }
         h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -472,13 +535,101 @@ impl<'a> Ctx<'a> {
     /// The checked `next` target of a login (a form field or the query), if safe.
     pub fn next_from(&self, raw: Option<&str>) -> Option<String> {
         raw.filter(|s| !s.is_empty())
-            .and_then(|s| security::safe_redirect(s, &self.allowed))
+            .and_then(|s| security::safe_redirect(s, &self.settings.allowed))
     }
+}
+
+/// A page with one message and a way back to the sign-in page.
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    layout: Layout<'a>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PublicUrl;
+
+    fn config(origins: &[&str], public_url: Option<&str>) -> Config {
+        Config {
+            allowed_redirect_origins: origins.iter().map(|o| o.to_string()).collect(),
+            public_url: public_url.map(|u| PublicUrl::parse(u).unwrap()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn the_csp_is_built_once_per_configuration() {
+        static CELL: OnceLock<Settings> = OnceLock::new();
+        let a = config(
+            &["https://app.example.org"],
+            Some("https://auth.example.org/auth"),
+        );
+        let first = Settings::kept_in(&CELL, &a);
+        let second = Settings::kept_in(&CELL, &a.clone());
+        // The same value, not an equal one built again.
+        assert!(matches!(
+            (&first, &second),
+            (Cow::Borrowed(_), Cow::Borrowed(_))
+        ));
+        assert!(std::ptr::eq(&*first, &*second));
+        let csp = first.csp.as_ref().unwrap();
+        assert!(std::ptr::eq(csp, second.csp.as_ref().unwrap()));
+        assert_eq!(
+            csp.to_str().unwrap(),
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             form-action 'self' https://app.example.org https://auth.example.org; \
+             frame-ancestors 'none'; base-uri 'none'"
+        );
+        assert_eq!(
+            first.allowed,
+            ["https://app.example.org", "https://auth.example.org"]
+        );
+        // Another configuration in the same process gets its own policy, not the kept one.
+        let b = config(&[], None);
+        let other = Settings::kept_in(&CELL, &b);
+        assert!(matches!(other, Cow::Owned(_)));
+        assert_eq!(other.csp.as_ref().unwrap().to_str().unwrap(), security::CSP);
+        assert!(other.allowed.is_empty());
+        assert!(std::ptr::eq(&*Settings::kept_in(&CELL, &a), &*first));
+        // The public URL's origin is not repeated when it is also configured.
+        let c = config(
+            &["https://auth.example.org"],
+            Some("https://auth.example.org/"),
+        );
+        assert_eq!(Settings::derive(&c).allowed, ["https://auth.example.org"]);
+    }
+
+    #[test]
+    fn the_layout_escapes_everything_it_is_given() {
+        let notices = [
+            Notice::Error("<b>bad</b> & \"worse\"".into()),
+            Notice::Info("it's <i>fine</i>".into()),
+        ];
+        let page = MessagePage {
+            layout: Layout {
+                base: "/a\"b",
+                title: "T<i>",
+                user: Some(("<u>", "tok\"en")),
+                notices: &notices,
+            },
+        };
+        let html = page.render().unwrap();
+        assert!(
+            html.contains("<title>T&#60;i&#62; · authd</title>"),
+            "{html}"
+        );
+        assert!(html.contains("<h1>T&#60;i&#62;</h1>"));
+        assert!(html.contains("<p>&#60;b&#62;bad&#60;/b&#62; &#38; &#34;worse&#34;</p>"));
+        assert!(html.contains("<p>it&#39;s &#60;i&#62;fine&#60;/i&#62;</p>"));
+        assert!(html.contains(r#"<a href="/a&#34;b/">&#60;u&#62;</a>"#));
+        assert!(html.contains(r#"name="csrf" value="tok&#34;en""#));
+        assert!(html.contains(r#"href="/a&#34;b/login""#));
+        assert!(!html.contains("<b>") && !html.contains("<i>") && !html.contains("<u>"));
+        assert!(!html.contains("style="));
+        assert!(html.contains(r#"name="viewport""#));
+    }
 
     #[test]
     fn forms_refuse_ambiguity() {

@@ -926,6 +926,121 @@ fn wrong_username_and_wrong_password_look_the_same() {
     assert!(reasons.contains(&"wrong_password") && reasons.contains(&"unknown_user"));
 }
 
+/// HTML character references, named or numeric, decoded (whichever spelling the pages
+/// use).
+fn decode_entities(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let end = tail.find(';').filter(|&e| e <= 10);
+        let c = end.and_then(|e| match &tail[1..e] {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            n => n
+                .strip_prefix('#')
+                .and_then(|n| n.parse::<u32>().ok())
+                .and_then(char::from_u32),
+        });
+        match (c, end) {
+            (Some(c), Some(e)) => {
+                out.push(c);
+                rest = &tail[e + 1..];
+            }
+            _ => {
+                out.push('&');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The raw text of the attribute value that follows `before` (which ends in `="`).
+fn raw_value<'h>(html: &'h str, before: &str) -> &'h str {
+    let start = html.find(before).expect(before) + before.len();
+    let len = html[start..].find('"').expect("a closing quote");
+    &html[start..start + len]
+}
+
+#[test]
+fn pages_escape_hostile_values_and_share_one_csp() {
+    const HOSTILE: &str = r#"<script>alert("x&'y")</script>"#;
+    let env = kit::provision();
+    let terms = env.path("hostile-terms.txt");
+    std::fs::write(&terms, format!("1. {HOSTILE}\n")).expect("terms file");
+    env.ctl(&[
+        "terms",
+        "set",
+        "--version",
+        "v<2>\"",
+        "--file",
+        kit::path_str(&terms),
+    ])
+    .ok();
+    let d = Daemon::start(
+        &env,
+        &["--allowed-redirect-origin", "https://app.example.org"],
+    );
+    let mut csps = Vec::new();
+    let mut check = |what: &str, r: &kit::Resp| {
+        assert!(
+            !r.body.contains("<script>") && !r.body.contains("alert(\""),
+            "{what}: unescaped: {}",
+            r.body
+        );
+        csps.push(
+            r.header("content-security-policy")
+                .unwrap_or("")
+                .to_string(),
+        );
+    };
+    // A `next` target in a hidden field: the whole value survives, quotes included.
+    let next = format!("/app?q={HOSTILE}");
+    let mut b = Browser::new(&d.addr);
+    let page = b.get(&format!("/login?next={}", kit_qs(&next)));
+    page.status(200);
+    check("sign-in page", &page);
+    let carried = raw_value(&page.body, r#"name="next" value=""#);
+    assert_eq!(decode_entities(carried), next);
+    // The terms' version in the tick-box's label.
+    assert!(decode_entities(&page.body).contains(r#"(version v<2>")</label>"#));
+    // The name typed, back in its box after a refusal.
+    let csrf = field(&page.body, "csrf").unwrap();
+    let r = b.post(
+        "/login",
+        &[
+            ("csrf", csrf.as_str()),
+            ("username", HOSTILE),
+            ("password", "Wrong-pass-1"),
+            ("next", next.as_str()),
+        ],
+    );
+    r.status(401);
+    check("refused sign-in", &r);
+    let typed = raw_value(&r.body, r#"required value=""#);
+    assert_eq!(decode_entities(typed), HOSTILE);
+    assert_eq!(
+        decode_entities(raw_value(&r.body, r#"name="next" value=""#)),
+        next
+    );
+    // The terms' text.
+    let t = b.get("/terms");
+    t.status(200);
+    check("terms", &t);
+    assert!(decode_entities(&t.body).contains(&format!("1. {HOSTILE}")));
+    // One policy for every page, with the allowed origin as a form target.
+    let other = http(&d.addr, "GET", "/nowhere", &[], b"");
+    check("404", &other);
+    assert!(csps[0].contains("form-action 'self' https://app.example.org;"));
+    assert!(csps.iter().all(|c| c == &csps[0]), "{csps:#?}");
+}
+
 #[test]
 fn sign_in_forms_share_the_per_address_rate_limit() {
     let env = kit::provision();
