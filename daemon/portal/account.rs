@@ -18,9 +18,9 @@ use authcore::util::now;
 use hyper::StatusCode;
 use serde_json::json;
 
+use super::ctx::{Ctx, Form};
 use super::html::{self, Layout, Notice};
 use super::security::CookieName;
-use super::{Ctx, Form};
 use crate::app::{ApiError, Resp};
 
 /// The signed-in session, or the answer that sends the browser to sign in.

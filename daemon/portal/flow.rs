@@ -14,9 +14,9 @@ use authcore::Error;
 use hyper::StatusCode;
 use rusqlite::Connection;
 
+use super::ctx::{Ctx, Form};
 use super::html::{self, Layout, NewPassword, Notice};
 use super::security::CookieName;
-use super::{Ctx, Form};
 use crate::app::{ApiError, Resp};
 use crate::handlers;
 

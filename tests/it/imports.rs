@@ -643,10 +643,7 @@ fn cli_modules_import_no_cycle() {
     assert_no_cycles("cli/main.rs");
 }
 
-/// Known cycles (app <-> mail, session_cache, writer…) are left to the rewrite of the
-/// daemon's HTTP layer; run with `--ignored` to list them.
 #[test]
-#[ignore = "the daemon's HTTP layer is being rewritten; its known cycles are listed when run"]
 fn daemon_modules_import_no_cycle() {
     assert_no_cycles("daemon/main.rs");
 }
