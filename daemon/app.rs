@@ -6,11 +6,12 @@
 //! `authcore::password`, which run `--hash-concurrency` hashes at a time), so a flood of
 //! password logins queues instead of allocating argon2's memory without bound.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use authcore::core::Core;
 use authcore::crypto::SecretKey;
 use authcore::login::Client;
+use authcore::session_cache::{Checked, Lookup};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
@@ -26,85 +27,14 @@ use crate::ratelimit::RateLimiter;
 
 pub type Resp = Response<Full<Bytes>>;
 
-/// Idle connections kept for reuse.
-const POOL_IDLE: usize = 16;
-
-/// A tiny pool of SQLite connections to one file.
-pub struct Pool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl Pool {
-    pub fn new(path: PathBuf) -> Pool {
-        Pool {
-            path,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn take(&self) -> authcore::Result<Connection> {
-        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
-            return Ok(c);
-        }
-        let c = authcore::db::open(&self.path)?;
-        // Commits stay short: the WAL is checkpointed by the thread of
-        // [`spawn_checkpointer`], not by whichever request's commit fills it.
-        authcore::db::defer_checkpoints(&c)?;
-        Ok(c)
-    }
-
-    fn give(&self, c: Connection) {
-        if let Ok(mut v) = self.idle.lock() {
-            // A connection opened read-only (the file was unwritable then) is not
-            // kept: it would refuse writes after the file is writable again.
-            let writable = !c.is_readonly(rusqlite::DatabaseName::Main).unwrap_or(true);
-            if v.len() < POOL_IDLE && c.is_autocommit() && writable {
-                v.push(c);
-            }
-        }
-    }
-}
-
-/// How often the background thread copies the WAL back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Checkpoint the WAL of `path` every [`CHECKPOINT_EVERY`] on a thread of its own for
-/// the life of the process, so no request waits for the copy and its fsync. A passive
-/// checkpoint never blocks readers or writers; a failed one (disk full, read-only
-/// file) is retried on the next tick.
-pub fn spawn_checkpointer(path: PathBuf) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("authd-checkpoint".into())
-        .spawn(move || {
-            let mut conn: Option<Connection> = None;
-            loop {
-                std::thread::sleep(CHECKPOINT_EVERY);
-                if conn.is_none() {
-                    conn = authcore::db::open(&path).ok();
-                }
-                if let Some(c) = &conn {
-                    if let Err(e) = authcore::db::checkpoint(c) {
-                        tracing::debug!(error = %e, "WAL checkpoint failed; retrying");
-                    }
-                }
-            }
-        })
-        .map(|_| ())
-}
-
 pub struct Inner {
     pub config: Config,
-    pub key: SecretKey,
-    pub pool: Pool,
+    /// The core: database, writer, session cache, key and clock.
+    pub core: Core,
     pub hash_permits: Semaphore,
     pub db_permits: Semaphore,
     pub metrics: Metrics,
     pub limiter: RateLimiter,
-    /// Live sessions answered without a database round trip (see session_cache.rs).
-    pub sessions: crate::session_cache::SessionCache,
-    /// The group-commit writer of the short write-only login steps.
-    pub writer: crate::writer::Writer,
     /// Where one-time codes and notices are mailed; None when mail is not configured.
     pub mailer: Option<crate::mail::Mailer>,
     /// The bearer token `/metrics` asks for (`--metrics-token-file`); None: open.
@@ -132,19 +62,16 @@ impl App {
         // password requests may be past the door, so the next one has done its database
         // reads and waits at a slot when a hash ends.
         authcore::password::set_concurrent_hashes(hashers);
-        let writer = crate::writer::Writer::start(config.db.clone())?;
+        let core = Core::start(&config.db, key, Core::system_clock())?;
         Ok(App(Arc::new(Inner {
-            pool: Pool::new(config.db.clone()),
-            writer,
+            core,
             hash_permits: Semaphore::new(hashers * 2),
             db_permits: Semaphore::new(config.db_concurrency.max(1)),
             metrics: Metrics::new(),
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
-            sessions: crate::session_cache::SessionCache::new(&config.db),
             mailer: None,
             metrics_token: None,
             config,
-            key,
         })))
     }
 
@@ -175,46 +102,64 @@ impl App {
             .acquire()
             .await
             .map_err(|_| ApiError::unavailable())?;
-        let app = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = app.pool.take()?;
-            let r = f(&mut conn, &app.key);
-            app.pool.give(conn);
-            r
-        })
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(ApiError::from)
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || core.with_conn(f))
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(ApiError::from)
     }
 
-    /// Run `f` on the group-commit writer (see writer.rs): for short steps that write
-    /// and never hash a password.
+    /// Run a decision of the core (a blocking [`Core`] method) on the blocking pool.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Core) -> authcore::Result<T> + Send + 'static,
+    {
+        let _permit = self
+            .db_permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::unavailable())?;
+        let core = self.core.clone();
+        tokio::task::spawn_blocking(move || f(&core))
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(ApiError::from)
+    }
+
+    /// Run `f` on the core's group-commit writer (see writer.rs): for short steps that
+    /// write and never hash a password.
     pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
     {
-        let app = self.clone();
-        Ok(self.writer.write(move |conn| f(conn, &app.key)).await?)
+        let core = self.core.clone();
+        Ok(crate::writer::write(self.core.writer(), move |conn| f(conn, core.key())).await?)
     }
 
-    /// The live session of `token` at `now`, or None: from memory (the session cache),
-    /// else from the database on the blocking pool through `login::check_session`.
+    /// The live session of `token` at `now`, or None: from memory (the core's session
+    /// cache), else from the database on the blocking pool.
     pub async fn check_session(
         &self,
         token: &str,
         now: i64,
-    ) -> Result<Option<Arc<crate::session_cache::Checked>>, ApiError> {
-        use crate::session_cache::Lookup;
-        let ticket = match self.sessions.lookup(token, now) {
+    ) -> Result<Option<Arc<Checked>>, ApiError> {
+        let ticket = match self.core.lookup_session(token, now) {
             Lookup::Hit(c) => return Ok(Some(c)),
             Lookup::Miss(t) => t,
         };
+        let _permit = self
+            .db_permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::unavailable())?;
+        let core = self.core.clone();
         let token = token.to_string();
-        let info = self
-            .db(move |conn, _| authcore::login::check_session(conn, &token, now))
-            .await?;
-        Ok(self.sessions.fill(ticket, info))
+        tokio::task::spawn_blocking(move || core.finish_session_check(ticket, &token, now))
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(ApiError::from)
     }
 
     /// Drain the outbox of mailed notices forever (a background task; nothing to do

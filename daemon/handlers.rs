@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use authcore::admin::{self, Actor, Door};
+use authcore::admin::{Actor, Door};
 use authcore::audit::{self, Outcome};
 use authcore::login::{self, Decision, SessionInfo};
 use authcore::policy::Policy;
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::{empty_resp, json_resp, text_resp, ApiError, App, Req, Resp};
-use crate::session_cache::Checked;
+use authcore::session_cache::Checked;
 
 pub async fn healthz(app: &App) -> Result<Resp, ApiError> {
     let ok = app.db(|conn, _| authcore::db::ping(conn)).await;
@@ -48,7 +48,7 @@ pub fn metrics(app: &App, req: &Req) -> Result<Resp, ApiError> {
     Ok(text_resp(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
-        app.metrics.render() + &app.writer.render_metrics(),
+        app.metrics.render() + &crate::writer::render_metrics(app.core.writer()),
     ))
 }
 
@@ -476,7 +476,7 @@ pub async fn admin_users(app: &App, req: Req) -> Result<Resp, ApiError> {
     let actor = api_actor(app, &req).await?;
     let locked = matches!(req.query("locked"), Some("true" | "1" | "yes"));
     let list = app
-        .db(move |conn, _| admin::list_users(conn, &actor, locked))
+        .call(move |core| core.admin_list_users(&actor, locked))
         .await?;
     let v: Vec<_> = list.iter().map(user_json).collect();
     Ok(json_resp(StatusCode::OK, &json!({"users": v})))
@@ -485,7 +485,7 @@ pub async fn admin_users(app: &App, req: Req) -> Result<Resp, ApiError> {
 pub async fn admin_user(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
     let actor = api_actor(app, &req).await?;
     let u = app
-        .db(move |conn, _| admin::show_user(conn, &actor, &name, now()))
+        .call(move |core| core.admin_show_user(&actor, &name))
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(json_resp(StatusCode::OK, &user_json(&u)))
@@ -494,7 +494,7 @@ pub async fn admin_user(app: &App, req: Req, name: String) -> Result<Resp, ApiEr
 pub async fn admin_unlock(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
     let actor = api_actor(app, &req).await?;
     let (u, was_locked) = app
-        .db(move |conn, _| admin::unlock(conn, &actor, &name, now()))
+        .call(move |core| core.admin_unlock(&actor, &name))
         .await?
         .ok_or_else(ApiError::not_found)?;
     Ok(json_resp(
@@ -506,7 +506,7 @@ pub async fn admin_unlock(app: &App, req: Req, name: String) -> Result<Resp, Api
 pub async fn admin_reset_2fa(app: &App, req: Req, name: String) -> Result<Resp, ApiError> {
     let actor = api_actor(app, &req).await?;
     let (u, s) = app
-        .db(move |conn, _| admin::reset_2fa(conn, &actor, &name, now()))
+        .call(move |core| core.admin_reset_2fa(&actor, &name))
         .await?
         .ok_or_else(ApiError::not_found)?;
     let mut v = serde_json::to_value(&s).unwrap_or_default();

@@ -12,7 +12,6 @@ mod portal;
 mod ratelimit;
 mod routes;
 mod server;
-mod session_cache;
 mod target;
 mod writer;
 
@@ -498,10 +497,8 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
         mail = mailer.as_ref().map_or("off", |m| m.describe.as_str()),
         "authd started"
     );
-    app::spawn_checkpointer(config.db.clone())
-        .map_err(|e| format!("cannot start the checkpoint thread: {e}"))?;
     let app = App::new(config, key)
-        .map_err(|e| format!("cannot start the writer thread: {e}"))?
+        .map_err(|e| format!("cannot start the writer and checkpoint threads: {e}"))?
         .with_mailer(mailer)
         .with_metrics_token(metrics_token);
     app.spawn_outbox();

@@ -9,10 +9,12 @@
 
 pub mod admin;
 pub mod audit;
+pub mod core;
 pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod forgot;
+pub mod group_commit;
 pub mod kinds;
 pub mod lockout;
 pub mod login;
@@ -20,9 +22,12 @@ pub mod names;
 pub mod password;
 pub mod policy;
 pub mod recovery;
+pub mod session_cache;
 pub mod store;
 pub mod totp;
 pub mod util;
+
+pub use crate::core::Core;
 
 pub use error::{Error, Result};
 

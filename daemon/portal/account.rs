@@ -6,7 +6,7 @@
 //! `admin.reset_2fa`, with the admin as actor and `"via": "portal"`).
 
 use askama::Template;
-use authcore::admin::{self, Actor, Door};
+use authcore::admin::{Actor, Door};
 use authcore::audit::{self, Entry, Outcome};
 use authcore::forgot::QuestionAnswer;
 use authcore::kinds::{AccountStatus, AuditEvent, MfaMethod};
@@ -488,7 +488,7 @@ pub async fn admin_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let actor = Actor::session(&s.1, &ctx.req.client, Door::Portal)?;
     let list = ctx
         .app
-        .db(move |conn, _| admin::list_users(conn, &actor, locked_only))
+        .call(move |core| core.admin_list_users(&actor, locked_only))
         .await?;
     let csrf = ctx.csrf_session(&s.0);
     let rows: Vec<UserRow> = list.iter().map(UserRow::of).collect();
@@ -529,7 +529,7 @@ pub async fn admin_user_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let actor = Actor::session(&s.1, &ctx.req.client, Door::Portal)?;
     let u = ctx
         .app
-        .db(move |conn, _| admin::show_user(conn, &actor, &name, now()))
+        .call(move |core| core.admin_show_user(&actor, &name))
         .await?;
     let Some(u) = u else {
         return Ok(no_such_user(ctx, &s));
@@ -607,12 +607,12 @@ pub async fn admin_action_post(
     let done: Option<(String, &'static str)> = match action {
         Action::Unlock => ctx
             .app
-            .db(move |conn, _| admin::unlock(conn, &actor, &n, now()))
+            .call(move |core| core.admin_unlock(&actor, &n))
             .await?
             .map(|(u, was)| (u.username, if was { "unlocked" } else { "not_locked" })),
         Action::Reset2fa => ctx
             .app
-            .db(move |conn, _| admin::reset_2fa(conn, &actor, &n, now()))
+            .call(move |core| core.admin_reset_2fa(&actor, &n))
             .await?
             .map(|(u, _)| (u.username, "reset")),
     };

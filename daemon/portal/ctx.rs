@@ -210,12 +210,12 @@ impl<'a> Ctx<'a> {
             },
             None => Binding::Browser(&self.browser),
         };
-        security::csrf_token(&self.app.key, b)
+        security::csrf_token(self.app.core.key(), b)
     }
 
     /// The token for a signed-in form.
     pub fn csrf_session(&self, session: &str) -> String {
-        security::csrf_token(&self.app.key, Binding::Session(session))
+        security::csrf_token(self.app.core.key(), Binding::Session(session))
     }
 
     /// Whether a posted form's token matches this browser (and flow).
@@ -230,12 +230,16 @@ impl<'a> Ctx<'a> {
             },
             None => Binding::Browser(&self.browser),
         };
-        security::csrf_ok(&self.app.key, b, form.get("csrf"))
+        security::csrf_ok(self.app.core.key(), b, form.get("csrf"))
     }
 
     /// Whether a posted signed-in form's token matches the session.
     pub fn csrf_session_ok(&self, form: &Form, session: &str) -> bool {
-        security::csrf_ok(&self.app.key, Binding::Session(session), form.get("csrf"))
+        security::csrf_ok(
+            self.app.core.key(),
+            Binding::Session(session),
+            form.get("csrf"),
+        )
     }
 
     /// A cross-origin POST is refused outright when the browser says where it came from

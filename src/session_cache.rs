@@ -1,7 +1,7 @@
 //! Session checks answered from memory, with the same answers as the database gives.
 //!
 //! A session check (`GET /v1/session`, forward-auth, every handler that needs the caller)
-//! is [`authcore::login::check_session`]: the idle policy, the session row and the user row. Its
+//! is [`crate::login::check_session`]: the idle policy, the session row and the user row. Its
 //! answer depends on nothing but what is in the database and on `now`, so a live answer
 //! stays right until either something is committed to the database or time passes a
 //! limit. The cache keeps live answers and watches both:
@@ -37,8 +37,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use authcore::login::SessionInfo;
-use authcore::store::sessions::{self, Live};
+use crate::login::SessionInfo;
+use crate::store::sessions::{self, Live};
 use bytes::Bytes;
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
@@ -103,7 +103,7 @@ struct Watcher {
     conn: Option<Connection>,
     /// The last `data_version` this connection read (None: none yet).
     last: Option<i64>,
-    /// The session epoch (`authcore::db::session_epoch`) it read then.
+    /// The session epoch (`crate::db::session_epoch`) it read then.
     last_epoch: Option<i64>,
     /// Not opened again before this instant (after a failure).
     reopen_at: i64,
@@ -206,7 +206,7 @@ impl SessionCache {
             if now < w.reopen_at {
                 return None;
             }
-            match authcore::db::open_watcher(&self.path) {
+            match crate::db::open_watcher(&self.path) {
                 Ok(c) => {
                     w.conn = Some(c);
                     w.last = None;
@@ -222,11 +222,11 @@ impl SessionCache {
         let conn = w.conn.as_ref()?;
         // The session epoch is read after data_version: a commit between the two is
         // counted now, and any commit after the epoch read changes data_version again.
-        let read = authcore::db::data_version(conn).and_then(|v| {
+        let read = crate::db::data_version(conn).and_then(|v| {
             if w.last == Some(v) {
                 return Ok((v, None));
             }
-            Ok((v, Some(authcore::db::session_epoch(conn)?)))
+            Ok((v, Some(crate::db::session_epoch(conn)?)))
         });
         match read {
             Ok((v, epoch)) => {
@@ -345,9 +345,9 @@ impl SessionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use authcore::db::{self, Location};
-    use authcore::login;
-    use authcore::store::users::{self, NewUser, Role};
+    use crate::db::{self, Location};
+    use crate::login;
+    use crate::store::users::{self, NewUser, Role};
 
     const T0: i64 = 1_800_000_000;
 
@@ -420,7 +420,7 @@ mod tests {
             self.other
                 .query_row(
                     "SELECT last_seen_at FROM sessions WHERE token_hash=?1",
-                    [authcore::crypto::hash_token(token)],
+                    [crate::crypto::hash_token(token)],
                     |r| r.get(0),
                 )
                 .unwrap()
@@ -572,7 +572,7 @@ mod tests {
         seen(T0 + 1);
         let (groups, org) = seen(T0 + 2).expect("from memory");
         assert!(groups.is_empty());
-        authcore::store::orgs::add_group(&fx.other, "staff", false, T0 + 2).unwrap();
+        crate::store::orgs::add_group(&fx.other, "staff", false, T0 + 2).unwrap();
         assert!(
             seen(T0 + 3).is_some(),
             "a new group alone changes no answer"
@@ -702,7 +702,7 @@ mod tests {
         assert_eq!(fx.check(&cache, &token, T0 + 100), (alice(), false));
         assert_eq!(fx.check(&cache, &token, T0 + 101), (alice(), true));
         assert_eq!(fx.check(&cache, &token, T0 + 130), (alice(), true));
-        authcore::policy::set(&fx.other, "session.idle_minutes", "1", T0 + 130).unwrap();
+        crate::policy::set(&fx.other, "session.idle_minutes", "1", T0 + 130).unwrap();
         // Still answerable by the old limit; the new one says idle since T0 + 160.
         assert_eq!(fx.check(&cache, &token, T0 + 140), (alice(), false));
         assert_eq!(fx.check(&cache, &token, T0 + 150), (alice(), true));
@@ -724,7 +724,7 @@ mod tests {
     #[test]
     fn idle_expiry_refuses_at_its_second() {
         let fx = Fx::new();
-        authcore::policy::set(&fx.other, "session.idle_minutes", "1", T0).unwrap();
+        crate::policy::set(&fx.other, "session.idle_minutes", "1", T0).unwrap();
         let (_, token) = fx.user_with_session("alice", 3600, T0);
         let cache = fx.cache();
         fx.check(&cache, &token, T0 + 10);

@@ -1,0 +1,292 @@
+//! [`Core`]: the one handle on the core that every front end holds. It owns what the
+//! decisions of one database need — the key, a pool of connections, the group-commit
+//! writer ([`crate::group_commit`]) and the background WAL checkpoints, the session
+//! cache ([`crate::session_cache`]) and the clock — and its methods are the decisions.
+//! Two `Core`s on two databases share nothing.
+//!
+//! A `Core` is cheap to clone (one `Arc`). Its methods block (SQLite, argon2): async
+//! front ends call them from blocking threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::admin::{self, Actor};
+use crate::crypto::SecretKey;
+use crate::error::Result;
+use crate::group_commit::GroupCommit;
+use crate::login::SessionInfo;
+use crate::session_cache::{Checked, Lookup, SessionCache};
+use crate::store::factors::ResetSummary;
+use crate::store::users::User;
+
+/// Idle connections kept for reuse.
+const POOL_IDLE: usize = 16;
+
+/// How often the background thread copies the WAL back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// What reads the time: [`crate::util::now`] in the binaries, a fixed or stepped time in
+/// tests.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// A small pool of connections to one database file. Commits stay short: its
+/// connections never checkpoint the WAL (the checkpoint thread does).
+struct Pool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Pool {
+    fn take(&self) -> Result<Connection> {
+        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(c);
+        }
+        let c = crate::db::open(&self.path)?;
+        crate::db::defer_checkpoints(&c)?;
+        Ok(c)
+    }
+
+    fn give(&self, c: Connection) {
+        if let Ok(mut v) = self.idle.lock() {
+            // A connection opened read-only (the file was unwritable then) is not kept:
+            // it would refuse writes after the file is writable again.
+            let writable = !c.is_readonly(rusqlite::DatabaseName::Main).unwrap_or(true);
+            if v.len() < POOL_IDLE && c.is_autocommit() && writable {
+                v.push(c);
+            }
+        }
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    key: SecretKey,
+    pool: Pool,
+    writer: GroupCommit,
+    sessions: SessionCache,
+    clock: Clock,
+    /// Dropped with the core: the checkpoint thread then stops.
+    _stop_checkpoints: mpsc::Sender<()>,
+}
+
+/// The handle on one database's core; see the module documentation.
+#[derive(Clone)]
+pub struct Core(Arc<Inner>);
+
+impl Core {
+    /// The core of the database at `path` (opened and migrated already), with its key
+    /// and clock: starts its writer and checkpoint threads.
+    pub fn start(path: &Path, key: SecretKey, clock: Clock) -> std::io::Result<Core> {
+        let (stop, stopped) = mpsc::channel();
+        spawn_checkpointer(path.to_path_buf(), stopped)?;
+        Ok(Core(Arc::new(Inner {
+            path: path.to_path_buf(),
+            key,
+            pool: Pool {
+                path: path.to_path_buf(),
+                idle: Mutex::new(Vec::new()),
+            },
+            writer: GroupCommit::start(path.to_path_buf())?,
+            sessions: SessionCache::new(path),
+            clock,
+            _stop_checkpoints: stop,
+        })))
+    }
+
+    /// The system clock ([`crate::util::now`]).
+    pub fn system_clock() -> Clock {
+        Arc::new(crate::util::now)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    pub fn key(&self) -> &SecretKey {
+        &self.0.key
+    }
+
+    /// The time, as this core's clock reads it.
+    pub fn now(&self) -> i64 {
+        (self.0.clock)()
+    }
+
+    /// The group-commit writer of the short write steps.
+    pub fn writer(&self) -> &GroupCommit {
+        &self.0.writer
+    }
+
+    /// Run `f` with a pooled connection and the key (blocks).
+    pub fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection, &SecretKey) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.0.pool.take()?;
+        let r = f(&mut conn, &self.0.key);
+        self.0.pool.give(conn);
+        r
+    }
+
+    /// The session cache's answer for `token` at `now`: a hit, or a miss to complete
+    /// with [`Core::finish_session_check`] (so an async front end can do the database
+    /// part off its reactor).
+    pub fn lookup_session(&self, token: &str, now: i64) -> Lookup {
+        self.0.sessions.lookup(token, now)
+    }
+
+    /// Complete a missed session check from the database.
+    pub fn finish_session_check(
+        &self,
+        miss: crate::session_cache::Ticket,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<Arc<Checked>>> {
+        let info: Option<SessionInfo> =
+            self.with_conn(|conn, _| crate::login::check_session(conn, token, now))?;
+        Ok(self.0.sessions.fill(miss, info))
+    }
+
+    /// The live session of `token` now, or None (blocks on a cache miss).
+    pub fn check_session(&self, token: &str) -> Result<Option<Arc<Checked>>> {
+        let now = self.now();
+        match self.lookup_session(token, now) {
+            Lookup::Hit(c) => Ok(Some(c)),
+            Lookup::Miss(t) => self.finish_session_check(t, token, now),
+        }
+    }
+
+    /// The users `actor` may see ([`admin::list_users`]).
+    pub fn admin_list_users(&self, actor: &Actor, locked: bool) -> Result<Vec<User>> {
+        self.with_conn(|conn, _| admin::list_users(conn, actor, locked))
+    }
+
+    /// One user as `actor` may see them ([`admin::show_user`]).
+    pub fn admin_show_user(&self, actor: &Actor, name: &str) -> Result<Option<User>> {
+        let now = self.now();
+        self.with_conn(|conn, _| admin::show_user(conn, actor, name, now))
+    }
+
+    /// Clear `name`'s lockout ([`admin::unlock`]).
+    pub fn admin_unlock(&self, actor: &Actor, name: &str) -> Result<Option<(User, bool)>> {
+        let now = self.now();
+        self.with_conn(|conn, _| admin::unlock(conn, actor, name, now))
+    }
+
+    /// Remove `name`'s second factor ([`admin::reset_2fa`]).
+    pub fn admin_reset_2fa(
+        &self,
+        actor: &Actor,
+        name: &str,
+    ) -> Result<Option<(User, ResetSummary)>> {
+        let now = self.now();
+        self.with_conn(|conn, _| admin::reset_2fa(conn, actor, name, now))
+    }
+}
+
+/// Checkpoint the WAL of `path` every [`CHECKPOINT_EVERY`] on a thread of its own until
+/// `stop`'s sender is dropped, so no request waits for the copy and its fsync. A passive
+/// checkpoint never blocks readers or writers; a failed one (disk full, read-only file)
+/// is retried on the next tick.
+fn spawn_checkpointer(
+    path: PathBuf,
+    stop: mpsc::Receiver<()>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("authd-checkpoint".into())
+        .spawn(move || {
+            let mut conn: Option<Connection> = None;
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+                if conn.is_none() {
+                    conn = crate::db::open(&path).ok();
+                }
+                if let Some(c) = &conn {
+                    if let Err(e) = crate::db::checkpoint(c) {
+                        tracing::debug!(error = %e, "WAL checkpoint failed; retrying");
+                    }
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    fn db(dir: &Path, name: &str) -> (PathBuf, SecretKey) {
+        let path = dir.join(name);
+        let (_, key) = crate::db::create(&crate::db::Location::new(&path, None)).unwrap();
+        (path, key)
+    }
+
+    #[test]
+    fn two_cores_share_nothing_and_read_their_own_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a_path, a_key) = db(dir.path(), "a.db");
+        let (b_path, b_key) = db(dir.path(), "b.db");
+        let t = Arc::new(AtomicI64::new(1_000));
+        let t2 = t.clone();
+        let a = Core::start(&a_path, a_key, Arc::new(move || t2.load(Ordering::SeqCst))).unwrap();
+        let b = Core::start(&b_path, b_key, Arc::new(|| 7)).unwrap();
+        assert_eq!((a.now(), b.now()), (1_000, 7));
+        t.store(2_000, Ordering::SeqCst);
+        assert_eq!(a.now(), 2_000, "the clock is read, not copied");
+        // Each core writes its own file.
+        let op = Actor::operator("root");
+        a.with_conn(|c, _| {
+            crate::store::users::create(
+                c,
+                &crate::store::users::NewUser {
+                    username: "alice",
+                    email: "a@example.org",
+                    org: None,
+                    groups: &[],
+                    role: crate::store::users::Role::User,
+                    password_hash: None,
+                    must_change_password: false,
+                },
+                a.now(),
+            )
+        })
+        .unwrap();
+        assert_eq!(a.admin_list_users(&op, false).unwrap().len(), 1);
+        assert!(b.admin_list_users(&op, false).unwrap().is_empty());
+        assert!(b.admin_unlock(&op, "alice").unwrap().is_none());
+        let (u, was_locked) = a.admin_unlock(&op, "alice").unwrap().unwrap();
+        assert_eq!((u.username.as_str(), was_locked), ("alice", false));
+        // The audit row carries this core's time.
+        let rows = a
+            .with_conn(|c, _| {
+                crate::audit::query(
+                    c,
+                    &crate::audit::Filter {
+                        limit: Some(1),
+                        ..Default::default()
+                    },
+                )
+            })
+            .unwrap();
+        assert_eq!(rows[0].at, 2_000);
+        assert!(a.check_session("no-such-token").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_checkpoint_thread_stops_when_its_sender_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = db(dir.path(), "c.db");
+        let (stop, stopped) = mpsc::channel();
+        let h = spawn_checkpointer(path, stopped).unwrap();
+        std::thread::sleep(CHECKPOINT_EVERY * 2);
+        assert!(!h.is_finished(), "it checkpoints while its core lives");
+        drop(stop);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !h.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "the thread lingers");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
