@@ -1708,9 +1708,9 @@ fn clients(c: usize) -> String {
 
 /// 10000 → "10 k", 1000000 → "1 M".
 fn short(n: u64) -> String {
-    if n >= 1_000_000 && n % 1_000_000 == 0 {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
         format!("{} M", n / 1_000_000)
-    } else if n >= 1000 && n % 1000 == 0 {
+    } else if n >= 1000 && n.is_multiple_of(1000) {
         format!("{} k", n / 1000)
     } else {
         num(n as f64, "")

@@ -31,8 +31,8 @@ if [ "$(ulimit -n)" != "unlimited" ] && [ "$(ulimit -n)" -lt 2200 ]; then
     exit 1
 fi
 
-echo "bench.sh: cargo build --release" >&2
-cargo build --release --bins
+echo "bench.sh: cargo build --release --workspace --bins" >&2
+cargo build --release --workspace --bins
 
 # A hard bound on the whole run, whatever happens inside it.
 if [ "$quick" -eq 1 ]; then limit=15m; else limit=60m; fi

@@ -5,7 +5,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-cargo build --quiet --bins
+cargo build --quiet --workspace --bins
 
 mkdir -p completions man
 rm -f completions/authctl.bash completions/_authctl completions/authctl.fish \

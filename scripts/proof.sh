@@ -56,10 +56,11 @@ started=$(date +%s)
 status=0
 # The library's and the daemon's own property tests (names, codes, times, policy values,
 # request bodies).
-cargo test --lib fuzz_tests 2>&1 | tee -a "$log" || status=1
-cargo test --bin authd app::tests 2>&1 | tee -a "$log" || status=1
-# The attack and fault suites, one test at a time.
-cargo test --test main -- --test-threads=1 --nocapture attack:: faults:: 2>&1 | tee -a "$log" || status=1
+cargo test -p authcore --lib fuzz_tests 2>&1 | tee -a "$log" || status=1
+cargo test -p authd --bin authd app::tests 2>&1 | tee -a "$log" || status=1
+# The attack and fault suites, one test at a time, against the workspace's binaries.
+cargo build --workspace 2>&1 | tee -a "$log" || status=1
+cargo test -p authcore --test main -- --test-threads=1 --nocapture attack:: faults:: 2>&1 | tee -a "$log" || status=1
 
 grep -oE 'PROOF .*' "$log" | sed 's/^PROOF //' > "$out/figures.txt" || true
 echo

@@ -67,16 +67,21 @@ if [ "${1:-}" = "--install-only" ]; then
     exit 0
 fi
 
-echo "test.sh: cargo fmt --check" >&2
+echo "test.sh: cargo fmt --all --check" >&2
 cargo fmt --all --check
 
-echo "test.sh: cargo clippy --all-targets -- -D warnings" >&2
-cargo clippy --all-targets -- -D warnings
+echo "test.sh: cargo clippy --workspace --all-targets -- -D warnings" >&2
+cargo clippy --workspace --all-targets -- -D warnings
 
-echo "test.sh: cargo test --all-targets" >&2
-cargo test --all-targets
+# The integration tests (tests/main.rs, in the root package authcore) run the authctl and
+# authd binaries of the member crates: build them all first.
+echo "test.sh: cargo build --workspace" >&2
+cargo build --workspace
+
+echo "test.sh: cargo test --workspace --all-targets" >&2
+cargo test --workspace --all-targets
 
 # Doc tests are not part of --all-targets.
-cargo test --doc
+cargo test --workspace --doc
 
 echo "test.sh: all checks passed" >&2

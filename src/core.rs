@@ -54,7 +54,7 @@ impl Pool {
         if let Ok(mut v) = self.idle.lock() {
             // A connection opened read-only (the file was unwritable then) is not kept:
             // it would refuse writes after the file is writable again.
-            let writable = !c.is_readonly(rusqlite::DatabaseName::Main).unwrap_or(true);
+            let writable = !c.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
             if v.len() < POOL_IDLE && c.is_autocommit() && writable {
                 v.push(c);
             }

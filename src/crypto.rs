@@ -36,7 +36,7 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
     // getrandom only fails when the OS has no entropy source at all; there is no safe
     // fallback for an authentication server, so that is fatal.
-    getrandom::getrandom(&mut buf).expect("the operating system's random source failed");
+    getrandom::fill(&mut buf).expect("the operating system's random source failed");
     buf
 }
 
@@ -163,7 +163,7 @@ impl SecretKey {
     }
 
     fn subkey(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(self.key.as_ref())
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(self.key.as_ref())
             .expect("HMAC accepts keys of any length");
         mac.update(b"authd subkey\0");
         mac.update(purpose.as_bytes());
@@ -182,19 +182,20 @@ impl SecretKey {
     pub fn keyed_hash(&self, domain: &str, data: &[u8]) -> String {
         let sub = self.subkey(domain);
         let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(sub.as_ref()).expect("HMAC accepts any key");
+            <HmacSha256 as KeyInit>::new_from_slice(sub.as_ref()).expect("HMAC accepts any key");
         mac.update(data);
         data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes())
     }
 
     /// Encrypt `plaintext`; `aad` binds the ciphertext to its owner (e.g. `totp:42`).
     pub fn encrypt(&self, plaintext: &[u8], aad: &str) -> Vec<u8> {
-        let cipher = XChaCha20Poly1305::new(self.subkey("secret encryption").as_ref().into());
+        let key = self.subkey("secret encryption");
+        let cipher = XChaCha20Poly1305::new((&*key).into());
         let nonce_bytes = random_bytes(24);
-        let nonce = XNonce::from_slice(&nonce_bytes);
+        let nonce = XNonce::try_from(&nonce_bytes[..]).expect("a nonce is 24 bytes");
         let ct = cipher
             .encrypt(
-                nonce,
+                &nonce,
                 Payload {
                     msg: plaintext,
                     aad: aad.as_bytes(),
@@ -213,11 +214,12 @@ impl SecretKey {
         if blob.len() < 1 + 24 + 16 || blob[0] != CIPHERTEXT_VERSION {
             return Err(Error::Key("a stored secret is malformed".into()));
         }
-        let cipher = XChaCha20Poly1305::new(self.subkey("secret encryption").as_ref().into());
-        let nonce = XNonce::from_slice(&blob[1..25]);
+        let key = self.subkey("secret encryption");
+        let cipher = XChaCha20Poly1305::new((&*key).into());
+        let nonce = XNonce::try_from(&blob[1..25]).expect("a nonce is 24 bytes");
         cipher
             .decrypt(
-                nonce,
+                &nonce,
                 Payload {
                     msg: &blob[25..],
                     aad: aad.as_bytes(),

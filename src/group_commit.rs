@@ -119,7 +119,7 @@ fn run(db: PathBuf, rx: mpsc::Receiver<Box<dyn Job>>, counts: &Counts) {
         counts.steps.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         // A file that could only be opened read-only (made unwritable for a while)
         // serves this group, which fails cleanly, and is opened afresh for the next.
-        let keep = !c.is_readonly(rusqlite::DatabaseName::Main).unwrap_or(true);
+        let keep = !c.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
         let mut queued = Some(jobs);
         let group = std::panic::catch_unwind(AssertUnwindSafe(|| {
             crate::db::batch(c, |c| {

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
-use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Argon2, Block, Params, Version};
 
 /// How many argon2 computations may run at once in this process (0: one per core).
@@ -144,17 +144,15 @@ fn hasher(params: Argon2Params) -> Result<Argon2<'static>, String> {
 pub fn hash_password(password: &str, params: Argon2Params) -> Result<String, String> {
     let argon2 = hasher(params)?;
     let mut salt = [0u8; SALT_LEN];
-    getrandom::getrandom(&mut salt).map_err(|e| format!("OS random source failed: {e}"))?;
-    let salt_string = SaltString::encode_b64(&salt).map_err(|e| format!("salt: {e}"))?;
-    let output = Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
-        compute(&argon2, password.as_bytes(), &salt, out).map_err(Into::into)
-    })
-    .map_err(|e| format!("argon2: {e}"))?;
+    getrandom::fill(&mut salt).map_err(|e| format!("OS random source failed: {e}"))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    compute(&argon2, password.as_bytes(), &salt, &mut out).map_err(|e| format!("argon2: {e}"))?;
+    let output = Output::new(&out).map_err(|e| format!("argon2: {e}"))?;
     let phc = PasswordHash {
         algorithm: argon2::ARGON2ID_IDENT,
         version: Some(Version::V0x13.into()),
         params: ParamsString::try_from(argon2.params()).map_err(|e| format!("argon2: {e}"))?,
-        salt: Some(Salt::from(&salt_string)),
+        salt: Some(Salt::new(&salt).map_err(|e| format!("salt: {e}"))?),
         hash: Some(output),
     };
     Ok(phc.to_string())
@@ -171,7 +169,7 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
         return false;
     };
-    let Ok(algorithm) = argon2::Algorithm::try_from(hash.algorithm) else {
+    let Ok(algorithm) = argon2::Algorithm::try_from(hash.algorithm.as_str()) else {
         return false;
     };
     let version = match hash.version.map(Version::try_from).transpose() {
@@ -181,13 +179,10 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     let Ok(params) = Params::try_from(&hash) else {
         return false;
     };
-    let mut salt_buf = [0u8; 64];
-    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
-        return false;
-    };
+    // The PHC salt is base64 in the string; argon2 takes its decoded bytes.
     let argon2 = Argon2::new(algorithm, version, params);
     let mut out = vec![0u8; expected.len()];
-    compute(&argon2, password.as_bytes(), salt, &mut out).is_ok()
+    compute(&argon2, password.as_bytes(), &salt, &mut out).is_ok()
         && crate::crypto::ct_eq(&out, expected.as_bytes())
 }
 
@@ -395,10 +390,10 @@ mod tests {
             p: 2,
         };
         let a = hasher(params).unwrap();
-        let salt = SaltString::encode_b64(&[9u8; 16]).unwrap();
-        let reference = argon2::PasswordHasher::hash_password(&a, b"Correct-Horse-9", &salt)
-            .unwrap()
-            .to_string();
+        let reference: PasswordHash =
+            argon2::PasswordHasher::hash_password_with_salt(&a, b"Correct-Horse-9", &[9u8; 16])
+                .unwrap();
+        let reference = reference.to_string();
         assert!(verify_password("Correct-Horse-9", &reference));
         assert!(!verify_password("Correct-Horse-8", &reference));
         let ours = hash_password("Correct-Horse-9", params).unwrap();
@@ -413,6 +408,34 @@ mod tests {
             assert!(verify_password("Correct-Horse-9", &ours));
         }
         assert!(POOL.lock().unwrap().len() <= max_hashes());
+    }
+
+    #[test]
+    fn hashes_made_by_earlier_versions_still_verify() {
+        // PHC strings written by this module when it was built on argon2 0.5 (an older
+        // release of the crate): they must verify, and need no rehash at their parameters.
+        let old = [
+            (
+                "Correct-Horse-9!x",
+                "$argon2id$v=19$m=1024,t=1,p=1$um/xDp8MKRbRGx1kdjOnZw$EFwohHNq8XmjRUXcFep4A/CTO9jGghPtRBeDZiZT5q8",
+                FAST,
+            ),
+            (
+                "An0ther-Pass!word",
+                "$argon2id$v=19$m=2048,t=3,p=2$lTm+UnQFBkZyVh4sSxRogw$oQJIpWrvcBWa5giFn+XjHeEPVcjv+uZb8bbWJQ0hqQM",
+                Argon2Params {
+                    m_kib: 2048,
+                    t: 3,
+                    p: 2,
+                },
+            ),
+        ];
+        for (password, phc, params) in old {
+            assert!(verify_password(password, phc), "{phc}");
+            assert!(!verify_password("Correct-Horse-9!y", phc), "{phc}");
+            assert!(!needs_rehash(phc, params), "{phc}");
+            assert!(needs_rehash(phc, Argon2Params::default()), "{phc}");
+        }
     }
 
     #[test]
@@ -507,10 +530,9 @@ mod tests {
             Version::V0x13,
             Params::new(1024, 1, 1, None).unwrap(),
         );
-        let salt = SaltString::encode_b64(&[7u8; 16]).unwrap();
-        let phc_i = argon2::PasswordHasher::hash_password(&argon2i, b"pw", &salt)
-            .unwrap()
-            .to_string();
+        let phc_i: PasswordHash =
+            argon2::PasswordHasher::hash_password_with_salt(&argon2i, b"pw", &[7u8; 16]).unwrap();
+        let phc_i = phc_i.to_string();
         assert!(phc_i.starts_with("$argon2i$"));
         assert!(verify_password("pw", &phc_i));
         assert!(needs_rehash(&phc_i, FAST));

@@ -315,7 +315,7 @@ impl SessionCache {
                     let mut n = 0usize;
                     entries.map.retain(|_, _| {
                         n += 1;
-                        n % 2 == 0
+                        n.is_multiple_of(2)
                     });
                 }
             }

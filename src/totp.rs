@@ -52,7 +52,7 @@ impl Algorithm {
 /// If the operating system's random source fails. There is no safe fallback for a secret.
 pub fn generate_secret() -> Vec<u8> {
     let mut secret = vec![0u8; SECRET_LEN];
-    getrandom::getrandom(&mut secret).expect("the OS random number generator failed");
+    getrandom::fill(&mut secret).expect("the OS random number generator failed");
     secret
 }
 
@@ -143,16 +143,14 @@ pub fn code_at_step(secret: &[u8], step: i64, algorithm: Algorithm, digits: usiz
 /// given directly. `digits` outside 6..=8 is clamped into it.
 pub fn hotp(secret: &[u8], counter: u64, algorithm: Algorithm, digits: usize) -> String {
     // A TOTP with a 1-second step turns "time" into the raw HOTP counter.
-    let generator = totp_rs::TOTP::new_unchecked(
-        algorithm.to_totp_rs(),
-        digits.clamp(6, 8),
-        0,
-        1,
-        secret.to_vec(),
-        None,
-        String::new(),
-    );
-    generator.generate(counter)
+    let generator = totp_rs::Builder::new()
+        .with_algorithm(algorithm.to_totp_rs())
+        .with_digits(digits.clamp(6, 8) as u8)
+        .with_skew(0)
+        .with_step_duration(1)
+        .with_secret(secret)
+        .build_noncompliant();
+    generator.generate(counter).to_string()
 }
 
 /// Which step a code matched, and how far that step is from the step of `now`
@@ -500,12 +498,12 @@ mod tests {
         assert!(uri.contains(&format!("secret={}", secret_base32(SEED20))));
         assert!(!uri.contains(' '));
         // totp-rs parses it back to the same secret and settings.
-        let parsed = totp_rs::TOTP::from_url(&uri).unwrap();
-        assert_eq!(parsed.secret, SEED20);
-        assert_eq!(parsed.issuer.as_deref(), Some("Example Corp"));
-        assert_eq!(parsed.account_name, "alice smith@example.com");
-        assert_eq!(parsed.digits, 6);
-        assert_eq!(parsed.step, 30);
+        let parsed = totp_rs::Totp::from_url(&uri).unwrap();
+        assert_eq!(parsed.secret().as_ref(), SEED20);
+        assert_eq!(parsed.issuer(), Some("Example Corp"));
+        assert_eq!(parsed.account_name(), "alice smith@example.com");
+        assert_eq!(parsed.digits(), 6);
+        assert_eq!(parsed.step(), 30);
     }
 
     #[test]

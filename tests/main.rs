@@ -39,3 +39,8 @@ mod portal;
 mod attack;
 #[path = "it/faults.rs"]
 mod faults;
+
+// The workspace (refactor item 1): the core crate's dependencies stay free of HTTP, async,
+// mail, terminal and plotting crates; rust-version covers every dependency's.
+#[path = "it/boundary.rs"]
+mod boundary;

@@ -9,6 +9,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -19,8 +20,119 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// A password every default policy rule accepts.
 pub const STRONG: &str = "Corr3ct-Horse!battery";
 
-pub const AUTHCTL: &str = env!("CARGO_BIN_EXE_authctl");
-pub const AUTHD: &str = env!("CARGO_BIN_EXE_authd");
+/// The `authctl` and `authd` binaries under test. They belong to the workspace's member
+/// crates (cli/, daemon/), so Cargo gives this package no `CARGO_BIN_EXE_*` for them, and
+/// `cargo test` does not build them: they are looked up beside the test executable
+/// (`target/<profile>/deps/main-…` → `target/<profile>/authctl`), after one
+/// `cargo build --workspace --bins` per test run brings them up to date.
+pub const AUTHCTL: Bin = Bin::Authctl;
+pub const AUTHD: Bin = Bin::Authd;
+
+/// A binary of the workspace, found next to the test executable (see [`AUTHCTL`]). Usable
+/// wherever a path is: `Command::new(AUTHD)`, `.arg(AUTHD)`, `format!("{AUTHCTL}")`.
+#[derive(Debug, Clone, Copy)]
+pub enum Bin {
+    Authctl,
+    Authd,
+}
+
+impl Bin {
+    /// The binary's path; panics, saying what to build, when it is missing.
+    pub fn path(self) -> &'static Path {
+        static AUTHCTL_PATH: OnceLock<PathBuf> = OnceLock::new();
+        static AUTHD_PATH: OnceLock<PathBuf> = OnceLock::new();
+        match self {
+            Bin::Authctl => AUTHCTL_PATH.get_or_init(|| workspace_bin("authctl")),
+            Bin::Authd => AUTHD_PATH.get_or_init(|| workspace_bin("authd")),
+        }
+    }
+}
+
+/// `target/<profile>/NAME`: the parent of the `deps/` directory holding this test binary.
+fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .map(|d| {
+            if d.ends_with("deps") {
+                d.parent().unwrap_or(d)
+            } else {
+                d
+            }
+        })
+        .expect("the test executable's directory");
+    build_workspace_bins(dir);
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace first: cargo build --workspace",
+        bin.display()
+    );
+    bin
+}
+
+/// Once per test run, when run by Cargo: `cargo build --workspace --bins` in the profile
+/// whose directory `dir` is, so that the binaries under test are never older than their
+/// code (a no-op when `cargo build --workspace` already ran, as in scripts/test.sh).
+fn build_workspace_bins(dir: &Path) {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let Some(cargo) = std::env::var_os("CARGO") else {
+            return;
+        };
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--manifest-path",
+        ])
+        .arg(repo_root().join("Cargo.toml"));
+        match dir.file_name().and_then(OsStr::to_str) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(profile) => {
+                cmd.args(["--profile", profile]);
+            }
+        }
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run cargo build --workspace: {e}"));
+        assert!(
+            out.status.success(),
+            "cargo build --workspace --bins failed; build the workspace first: \
+             cargo build --workspace\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+impl AsRef<OsStr> for Bin {
+    fn as_ref(&self) -> &OsStr {
+        self.path().as_os_str()
+    }
+}
+
+impl AsRef<Path> for Bin {
+    fn as_ref(&self) -> &Path {
+        self.path()
+    }
+}
+
+impl fmt::Display for Bin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.path().display(), f)
+    }
+}
+
+impl From<Bin> for String {
+    fn from(bin: Bin) -> String {
+        bin.to_string()
+    }
+}
 
 /// The root of the repository (where Cargo.toml, completions/ and man/ live).
 pub fn repo_root() -> PathBuf {
