@@ -630,14 +630,20 @@ impl Bench {
         let deadline = Instant::now() + secs(self.plan.ceiling_secs);
         let count = AtomicU64::new(0);
         let started = Instant::now();
+        let hashing = authcore::password::Hashing::new(self.cores);
         std::thread::scope(|s| {
             for t in 0..self.cores {
                 let count = &count;
+                let hashing = &hashing;
                 s.spawn(move || {
                     if !reuse {
                         while Instant::now() < deadline {
-                            if authcore::password::hash_password(provision::PASSWORD, defaults)
-                                .is_ok()
+                            if authcore::password::hash_password(
+                                hashing,
+                                provision::PASSWORD,
+                                defaults,
+                            )
+                            .is_ok()
                             {
                                 count.fetch_add(1, Ordering::Relaxed);
                             }

@@ -80,9 +80,12 @@ pub fn password_db(path: &Path, n: usize) -> Result<()> {
     let (conn, _key) = db::create(&Location::new(path, None))?;
     let now = authcore::util::now();
     authcore::policy::set(&conn, "lockout.max_failures", "0", now)?;
+    let hashing = password::Hashing::per_core();
     let hashes: Vec<String> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..n)
-            .map(|_| s.spawn(|| password::hash_password(PASSWORD, Argon2Params::default())))
+            .map(|_| {
+                s.spawn(|| password::hash_password(&hashing, PASSWORD, Argon2Params::default()))
+            })
             .collect();
         hs.into_iter()
             .map(|h| {
@@ -143,7 +146,8 @@ pub fn grow(
          PRAGMA temp_store=MEMORY;",
     )?;
     let now = authcore::util::now();
-    let hash = password::hash_password(PASSWORD, CHEAP).map_err(anyhow::Error::msg)?;
+    let hash = password::hash_password(&password::Hashing::new(1), PASSWORD, CHEAP)
+        .map_err(anyhow::Error::msg)?;
     // Index maintenance dominates large audit inserts: drop the audit indexes and build
     // them again afterwards (sorting once is much faster than 10 M random inserts).
     let big = to_audit - from_audit >= 500_000;

@@ -304,6 +304,8 @@ pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
     {
         bar.set_style(style);
     }
+    // One slot per core: rayon runs one hash per core.
+    let hashing = authcore::password::Hashing::per_core();
     let hashes: Vec<Result<Option<String>, String>> = if a.dry_run {
         valid.iter().map(|_| Ok(None)).collect()
     } else {
@@ -316,7 +318,7 @@ pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
                     .as_ref()
                     .map(|p| {
                         let p = Zeroizing::new(p.clone());
-                        authcore::password::hash_password(&p, policy.argon2)
+                        authcore::password::hash_password(&hashing, &p, policy.argon2)
                     })
                     .transpose();
                 bar.inc(1);

@@ -154,6 +154,7 @@ pub fn check_and_hash(pw: &str, policy: &authcore::policy::Policy) -> Result<Str
     if !PasswordPolicy::is_ok(&checks) {
         return Err(weak(checks).into());
     }
-    authcore::password::hash_password(pw, policy.argon2)
+    let hashing = authcore::password::Hashing::new(1);
+    authcore::password::hash_password(&hashing, pw, policy.argon2)
         .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
 }

@@ -325,7 +325,8 @@ pub fn passwd(g: &Global, a: PasswdArgs) -> Result<i32> {
         .map(|p| prompt::check_and_hash(&p.password, &policy))
         .transpose()?;
     if let (Some(p), Some(old)) = (&pw, &u.password_hash) {
-        if authcore::password::verify_password(&p.password, old) {
+        let hashing = authcore::password::Hashing::new(1);
+        if authcore::password::verify_password(&hashing, &p.password, old) {
             return Err(authcore::Error::Policy {
                 message: "the new password must differ from the current one".into(),
                 rules: vec![],

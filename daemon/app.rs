@@ -58,11 +58,11 @@ impl App {
             .map(|n| n.get())
             .unwrap_or(2);
         let hashers = config.hash_concurrency.unwrap_or(cores).max(1);
-        // Hashes run `hashers` at a time (authcore::password's slots); twice as many
+        // Hashes run `hashers` at a time (the core's hashing slots); twice as many
         // password requests may be past the door, so the next one has done its database
         // reads and waits at a slot when a hash ends.
-        authcore::password::set_concurrent_hashes(hashers);
-        let core = Core::start(&config.db, key, Core::system_clock())?;
+        let hashing = authcore::password::Hashing::new(hashers);
+        let core = Core::start(&config.db, key, hashing, Core::system_clock())?;
         Ok(App(Arc::new(Inner {
             core,
             hash_permits: Semaphore::new(hashers * 2),

@@ -108,9 +108,11 @@ struct LoginBody {
 pub async fn login(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: LoginBody = req.json()?;
     let client = req.client.clone();
+    let core = app.core.clone();
     let d = app
         .db_hashing(move |conn, key| {
             login::password_step(
+                core.hashing(),
                 conn,
                 key,
                 &client,
@@ -151,9 +153,11 @@ struct NewPasswordBody {
 pub async fn login_password(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: NewPasswordBody = req.json()?;
     let client = req.client.clone();
+    let core = app.core.clone();
     let d = app
         .db_hashing(move |conn, key| {
             login::expired_password_step(
+                core.hashing(),
                 conn,
                 key,
                 &client,
@@ -350,9 +354,11 @@ pub async fn password_change(app: &App, req: Req) -> Result<Resp, ApiError> {
     let s = session_of(app, &req).await?;
     let b: ChangeBody = req.json()?;
     let client = req.client.clone();
+    let core = app.core.clone();
     let d = app
         .db_hashing(move |conn, _| {
             login::change_password(
+                core.hashing(),
                 conn,
                 &client,
                 s.user_id,
@@ -376,10 +382,12 @@ pub async fn set_security_questions(app: &App, req: Req) -> Result<Resp, ApiErro
     let s = session_of(app, &req).await?;
     let b: QuestionsBody = req.json()?;
     let client = req.client.clone();
+    let core = app.core.clone();
     let questions = app
         .db_hashing(move |conn, _| {
             let policy = Policy::load(conn)?;
-            let prepared = authcore::forgot::prepare_questions(&b.questions, &policy)?;
+            let prepared =
+                authcore::forgot::prepare_questions(core.hashing(), &b.questions, &policy)?;
             authcore::forgot::store_questions(conn, &client, s.user_id, &prepared, now())?;
             authcore::forgot::questions(conn, s.user_id)
         })
@@ -424,9 +432,11 @@ struct ForgotResetBody {
 pub async fn password_forgot_reset(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: ForgotResetBody = req.json()?;
     let client = req.client.clone();
+    let core = app.core.clone();
     let d = app
         .db_hashing(move |conn, _| {
             authcore::forgot::reset(
+                core.hashing(),
                 conn,
                 &client,
                 &b.flow,

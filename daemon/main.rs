@@ -480,9 +480,6 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
 
     // The first unknown-user login would otherwise also pay for making the dummy hash.
     let params = policy.argon2;
-    let _ =
-        tokio::task::spawn_blocking(move || authcore::password::dummy_verify("warm-up", params))
-            .await;
 
     tracing::info!(
         db = %loc.db.display(),
@@ -501,6 +498,11 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
         .map_err(|e| format!("cannot start the writer and checkpoint threads: {e}"))?
         .with_mailer(mailer)
         .with_metrics_token(metrics_token);
+    let core = app.core.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        authcore::password::dummy_verify(core.hashing(), "warm-up", params)
+    })
+    .await;
     app.spawn_outbox();
 
     // One signal stops both listeners.

@@ -19,6 +19,7 @@ use crate::crypto::SecretKey;
 use crate::error::Result;
 use crate::group_commit::GroupCommit;
 use crate::login::SessionInfo;
+use crate::password::Hashing;
 use crate::session_cache::{Checked, Lookup, SessionCache};
 use crate::store::factors::ResetSummary;
 use crate::store::users::User;
@@ -65,6 +66,7 @@ impl Pool {
 struct Inner {
     path: PathBuf,
     key: SecretKey,
+    hashing: Hashing,
     pool: Pool,
     writer: GroupCommit,
     sessions: SessionCache,
@@ -78,14 +80,20 @@ struct Inner {
 pub struct Core(Arc<Inner>);
 
 impl Core {
-    /// The core of the database at `path` (opened and migrated already), with its key
-    /// and clock: starts its writer and checkpoint threads.
-    pub fn start(path: &Path, key: SecretKey, clock: Clock) -> std::io::Result<Core> {
+    /// The core of the database at `path` (opened and migrated already), with its key,
+    /// hashing slots and clock: starts its writer and checkpoint threads.
+    pub fn start(
+        path: &Path,
+        key: SecretKey,
+        hashing: Hashing,
+        clock: Clock,
+    ) -> std::io::Result<Core> {
         let (stop, stopped) = mpsc::channel();
         spawn_checkpointer(path.to_path_buf(), stopped)?;
         Ok(Core(Arc::new(Inner {
             path: path.to_path_buf(),
             key,
+            hashing,
             pool: Pool {
                 path: path.to_path_buf(),
                 idle: Mutex::new(Vec::new()),
@@ -108,6 +116,11 @@ impl Core {
 
     pub fn key(&self) -> &SecretKey {
         &self.0.key
+    }
+
+    /// The hashing slots: argon2 runs in one of them (see [`Hashing`]).
+    pub fn hashing(&self) -> &Hashing {
+        &self.0.hashing
     }
 
     /// The time, as this core's clock reads it.
@@ -230,8 +243,14 @@ mod tests {
         let (b_path, b_key) = db(dir.path(), "b.db");
         let t = Arc::new(AtomicI64::new(1_000));
         let t2 = t.clone();
-        let a = Core::start(&a_path, a_key, Arc::new(move || t2.load(Ordering::SeqCst))).unwrap();
-        let b = Core::start(&b_path, b_key, Arc::new(|| 7)).unwrap();
+        let a = Core::start(
+            &a_path,
+            a_key,
+            Hashing::new(1),
+            Arc::new(move || t2.load(Ordering::SeqCst)),
+        )
+        .unwrap();
+        let b = Core::start(&b_path, b_key, Hashing::new(1), Arc::new(|| 7)).unwrap();
         assert_eq!((a.now(), b.now()), (1_000, 7));
         t.store(2_000, Ordering::SeqCst);
         assert_eq!(a.now(), 2_000, "the clock is read, not copied");

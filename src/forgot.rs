@@ -22,7 +22,7 @@ use crate::db;
 use crate::error::{Error, Result};
 use crate::kinds::{AuditEvent, LoginStep};
 use crate::login::{check_new_password, Client, Decision, Status};
-use crate::password;
+use crate::password::{self, Hashing};
 use crate::policy::Policy;
 use crate::store::{sessions, users};
 
@@ -64,7 +64,11 @@ pub struct QuestionAnswer {
 
 /// Validate and hash a set of questions (slow: argon2 per answer). Call outside
 /// transactions; store the result with [`store_questions`].
-pub fn prepare_questions(qs: &[QuestionAnswer], policy: &Policy) -> Result<Vec<(String, String)>> {
+pub fn prepare_questions(
+    hashing: &Hashing,
+    qs: &[QuestionAnswer],
+    policy: &Policy,
+) -> Result<Vec<(String, String)>> {
     if !(MIN_QUESTIONS..=MAX_QUESTIONS).contains(&qs.len()) {
         return Err(Error::Invalid(format!(
             "give {MIN_QUESTIONS} to {MAX_QUESTIONS} security questions, not {}",
@@ -102,7 +106,8 @@ pub fn prepare_questions(qs: &[QuestionAnswer], policy: &Policy) -> Result<Vec<(
                 "answer {n} contains control characters"
             )));
         }
-        let hash = password::hash_password(&answer, policy.argon2).map_err(Error::Invalid)?;
+        let hash =
+            password::hash_password(hashing, &answer, policy.argon2).map_err(Error::Invalid)?;
         out.push((question, hash));
     }
     Ok(out)
@@ -255,7 +260,10 @@ pub fn forgot(
 /// Finish a reset: every answer right sets the new password (typed twice, policy checked).
 /// Slow (argon2 per answer). Wrong answers count toward the lockout; the flow survives
 /// them for another try until the account locks.
+// The core's hashing slots, the connection and the step's own inputs.
+#[allow(clippy::too_many_arguments)]
 pub fn reset(
+    hashing: &Hashing,
     conn: &mut Connection,
     client: &Client,
     flow_token: &str,
@@ -266,7 +274,13 @@ pub fn reset(
 ) -> Result<Decision<Status>> {
     let policy = Policy::load(conn)?;
     // Shape first: it does not depend on who the user is or on the answers.
-    check_new_password(&policy.password, new_password, confirm_password, None)?;
+    check_new_password(
+        hashing,
+        &policy.password,
+        new_password,
+        confirm_password,
+        None,
+    )?;
     if answers.is_empty() || answers.len() > MAX_QUESTIONS {
         return Err(Error::Invalid(format!(
             "give one answer per question ({MIN_QUESTIONS} to {MAX_QUESTIONS})"
@@ -280,7 +294,7 @@ pub fn reset(
     let Some(peek) = peek else {
         // Decoy flows land here too: the same generic refusal as wrong answers.
         for a in answers {
-            password::dummy_verify(&normalize_answer(a), policy.argon2);
+            password::dummy_verify(hashing, &normalize_answer(a), policy.argon2);
         }
         let tx = db::write_tx(conn)?;
         audit::record(
@@ -298,8 +312,8 @@ pub fn reset(
     for (i, a) in answers.iter().enumerate() {
         let normalized = normalize_answer(a);
         let ok = match hashes.get(i) {
-            Some(h) => password::verify_password(&normalized, h),
-            None => password::dummy_verify(&normalized, policy.argon2),
+            Some(h) => password::verify_password(hashing, &normalized, h),
+            None => password::dummy_verify(hashing, &normalized, policy.argon2),
         };
         all_right &= ok;
     }
@@ -308,14 +322,17 @@ pub fn reset(
         if current
             .password_hash
             .as_deref()
-            .is_some_and(|h| password::verify_password(new_password, h))
+            .is_some_and(|h| password::verify_password(hashing, new_password, h))
         {
             return Err(Error::Policy {
                 message: "the new password must differ from the current one".into(),
                 rules: policy.password.check(new_password),
             });
         }
-        Some(password::hash_password(new_password, policy.argon2).map_err(Error::Invalid)?)
+        Some(
+            password::hash_password(hashing, new_password, policy.argon2)
+                .map_err(Error::Invalid)?,
+        )
     } else {
         None
     };

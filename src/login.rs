@@ -40,7 +40,7 @@ use crate::db;
 use crate::error::{Error, Result};
 use crate::kinds::{AuditEvent, LoginStep, MfaMethod};
 use crate::names;
-use crate::password::{self, PasswordPolicy, Rule};
+use crate::password::{self, Hashing, PasswordPolicy, Rule};
 use crate::policy::{MfaRequired, Policy, TermsMode};
 use crate::store::users::{self, Role, User};
 use crate::store::{email, factors, sessions, terms};
@@ -342,7 +342,10 @@ fn issue_email_code(
 /// Step 1: username and password (and optionally a remembered-device token).
 /// Slow: runs argon2. Unknown users are verified against a dummy hash so every refusal
 /// costs the same.
+// The core's hashing slots, the connection and the step's own inputs.
+#[allow(clippy::too_many_arguments)]
 pub fn password_step(
+    hashing: &Hashing,
     conn: &mut Connection,
     key: &SecretKey,
     client: &Client,
@@ -358,7 +361,7 @@ pub fn password_step(
         Err(_) => None,
     };
     let Some(before) = found.filter(|u| u.password_hash.is_some()) else {
-        password::dummy_verify(password, policy.argon2);
+        password::dummy_verify(hashing, password, policy.argon2);
         let tx = db::write_tx(conn)?;
         let known = users::find(&tx, &typed)?;
         let reason = if known.is_some() {
@@ -377,9 +380,9 @@ pub fn password_step(
         return Ok(Decision::refused(Error::InvalidCredentials, reason));
     };
     let hash = before.password_hash.clone().unwrap_or_default();
-    let ok = password::verify_password(password, &hash);
+    let ok = password::verify_password(hashing, password, &hash);
     let upgraded = if ok && password::needs_rehash(&hash, policy.argon2) {
-        password::hash_password(password, policy.argon2).ok()
+        password::hash_password(hashing, password, policy.argon2).ok()
     } else {
         None
     };
@@ -602,6 +605,7 @@ pub fn terms_step(
 /// Check a new password typed twice against the policy and the current hash. Slow when
 /// `current_hash` is given (argon2).
 pub fn check_new_password(
+    hashing: &Hashing,
     policy: &PasswordPolicy,
     new: &str,
     confirm: &str,
@@ -628,7 +632,7 @@ pub fn check_new_password(
         });
     }
     if let Some(h) = current_hash {
-        if password::verify_password(new, h) {
+        if password::verify_password(hashing, new, h) {
             return Err(Error::Policy {
                 message: "the new password must differ from the current one".into(),
                 rules: checks,
@@ -640,7 +644,10 @@ pub fn check_new_password(
 
 /// Step: set a new password when the old one has expired. The user then logs in again.
 /// Slow (argon2). A mismatch or a weak password leaves the flow usable for another try.
+// The core's hashing slots, the connection and the step's own inputs.
+#[allow(clippy::too_many_arguments)]
 pub fn expired_password_step(
+    hashing: &Hashing,
     conn: &mut Connection,
     _key: &SecretKey,
     client: &Client,
@@ -660,13 +667,15 @@ pub fn expired_password_step(
         Some(f) => {
             let u = users::by_id(conn, f.user_id)?;
             check_new_password(
+                hashing,
                 &policy.password,
                 new_password,
                 confirm_password,
                 u.password_hash.as_deref(),
             )
             .and_then(|_| {
-                password::hash_password(new_password, policy.argon2).map_err(Error::Invalid)
+                password::hash_password(hashing, new_password, policy.argon2)
+                    .map_err(Error::Invalid)
             })
         }
         None => Err(Error::InvalidFlow),
@@ -1287,7 +1296,10 @@ pub fn logout(conn: &mut Connection, client: &Client, token: &str, now: i64) -> 
 
 /// A signed-in user changes their password (current one required; a wrong one counts
 /// toward the lockout). Ends every session, so the user logs in again. Slow (argon2).
+// The core's hashing slots, the connection and the step's own inputs.
+#[allow(clippy::too_many_arguments)]
 pub fn change_password(
+    hashing: &Hashing,
     conn: &mut Connection,
     client: &Client,
     user_id: i64,
@@ -1299,15 +1311,18 @@ pub fn change_password(
     let policy = Policy::load(conn)?;
     let before = users::by_id(conn, user_id)?;
     let hash = before.password_hash.clone().unwrap_or_default();
-    let current_ok = password::verify_password(current, &hash);
+    let current_ok = password::verify_password(hashing, current, &hash);
     let checked = if current_ok {
         check_new_password(
+            hashing,
             &policy.password,
             new_password,
             confirm_password,
             Some(&hash),
         )
-        .and_then(|_| password::hash_password(new_password, policy.argon2).map_err(Error::Invalid))
+        .and_then(|_| {
+            password::hash_password(hashing, new_password, policy.argon2).map_err(Error::Invalid)
+        })
     } else {
         Err(Error::InvalidCredentials)
     };

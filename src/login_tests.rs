@@ -10,6 +10,10 @@ use crate::store::users::NewUser;
 const T0: i64 = 1_800_000_000;
 const PW: &str = "Correct-Horse-9";
 
+/// The hashing slots of these tests.
+static H: std::sync::LazyLock<password::Hashing> =
+    std::sync::LazyLock::new(password::Hashing::per_core);
+
 struct Fx {
     _dir: tempfile::TempDir,
     loc: Location,
@@ -40,6 +44,7 @@ impl Fx {
     fn user(&self, name: &str, groups: &[String], role: Role) -> User {
         let conn = self.conn();
         let hash = password::hash_password(
+            &H,
             PW,
             Argon2Params {
                 m_kib: 1024,
@@ -65,6 +70,7 @@ impl Fx {
     }
     fn login(&self, name: &str, pw: &str, now: i64) -> Decision<Status> {
         password_step(
+            &H,
             &mut self.conn(),
             &self.key,
             &self.client,
@@ -360,6 +366,7 @@ fn expired_password_must_change_then_log_in_again() {
     assert!(policy.iter().any(|r| r.id == "uppercase"));
     let step = |new: &str, confirm: &str| {
         expired_password_step(
+            &H,
             &mut fx.conn(),
             &fx.key,
             &fx.client,
@@ -450,6 +457,7 @@ fn remembered_device_skips_only_the_second_factor() {
     let token = factors::remember_device(&fx.conn(), u.id, "ua", 30, T0).unwrap();
     let with = |pw: &str, now: i64| {
         password_step(
+            &H,
             &mut fx.conn(),
             &fx.key,
             &fx.client,
@@ -588,6 +596,7 @@ fn emailed_code_journey_with_remembered_device() {
     };
     let with_device = |now: i64| {
         password_step(
+            &H,
             &mut fx.conn(),
             &fx.key,
             &fx.client,
@@ -736,10 +745,10 @@ fn forgotten_password_through_security_questions() {
             answer: "Leeds".into(),
         },
     ];
-    let prepared = forgot::prepare_questions(&qa, &policy).unwrap();
+    let prepared = forgot::prepare_questions(&H, &qa, &policy).unwrap();
     forgot::store_questions(&mut fx.conn(), &fx.client, u.id, &prepared, T0).unwrap();
     assert!(
-        forgot::prepare_questions(&qa[..1], &policy).is_err(),
+        forgot::prepare_questions(&H, &qa[..1], &policy).is_err(),
         "at least two"
     );
 
@@ -763,7 +772,7 @@ fn forgotten_password_through_security_questions() {
     );
     let reset = |flow: &str, answers: &[&str], pw: &str| {
         let answers: Vec<String> = answers.iter().map(|s| s.to_string()).collect();
-        forgot::reset(&mut fx.conn(), &fx.client, flow, &answers, pw, pw, T0)
+        forgot::reset(&H, &mut fx.conn(), &fx.client, flow, &answers, pw, pw, T0)
     };
     let wrong = reset(&real.flow, &["fluffy the cat", "York"], "Brand-New-Pass1").unwrap();
     assert_eq!(wrong.reason, "wrong_answers");

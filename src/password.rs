@@ -12,98 +12,119 @@
 //!   UI can show a checklist; lengths are counted as a person sees them (characters) for
 //!   the minimum and as storage sees them (bytes) for the maximum.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Argon2, Block, Params, Version};
 
-/// How many argon2 computations may run at once in this process (0: one per core).
-/// The daemon sets it from `--hash-concurrency`; callers beyond it wait their turn.
-static MAX_HASHES: AtomicUsize = AtomicUsize::new(0);
-
-/// Set how many hashes may run at once (at start-up; at least one).
-pub fn set_concurrent_hashes(n: usize) {
-    MAX_HASHES.store(n.max(1), Ordering::Relaxed);
-}
-
-fn max_hashes() -> usize {
-    match MAX_HASHES.load(Ordering::Relaxed) {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
-        n => n,
-    }
-}
-
-/// Hashes running now; waiters sleep on the condition variable.
-static RUNNING: Mutex<usize> = Mutex::new(0);
-static TURN: Condvar = Condvar::new();
-
-/// The most hashes seen running at once (for the tests).
-#[cfg(test)]
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-/// One of the [`max_hashes`] hashing slots, held for one computation.
-struct Slot;
-
-impl Slot {
-    fn take() -> Slot {
-        let mut n = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        while *n >= max_hashes() {
-            n = TURN.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
-        *n += 1;
-        #[cfg(test)]
-        PEAK.fetch_max(*n, Ordering::Relaxed);
-        Slot
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut n = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        *n = n.saturating_sub(1);
-        TURN.notify_one();
-    }
-}
-
+/// The hashing slots of one [`crate::Core`] (or one authctl run): at most `slots` argon2
+/// computations at once, each with working memory reused from a pool of as many buffers.
+///
 /// Working memory (19 MiB at the default parameters) is reused across hashes instead of
 /// being allocated and freed each time: the allocator would otherwise keep the freed
 /// buffers and a login flood would grow the process well past what the bounded number of
-/// concurrent hashes needs. As many buffers as hashing slots ([`max_hashes`]) are kept,
-/// so after the first hashes none is allocated again.
-static POOL: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
-
-/// Run `f` in a hashing slot with at least `blocks` argon2 memory blocks from the pool.
-/// The slot is the only bound on concurrent hashes that matters for CPU and memory: a
-/// thread that waits here holds neither, and starts the moment a slot frees, so the
-/// cores never idle between one login's hash and the next one's while the first
-/// finishes its database work.
-fn with_memory<R>(blocks: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
-    let _slot = Slot::take();
-    let mut buf = POOL
-        .lock()
-        .ok()
-        .and_then(|mut p| p.pop())
-        .unwrap_or_default();
-    if buf.len() != blocks {
-        buf = vec![Block::default(); blocks];
-    }
-    let r = f(&mut buf);
-    if let Ok(mut p) = POOL.lock() {
-        if p.len() < max_hashes() {
-            p.push(buf);
-        }
-    }
-    r
+/// concurrent hashes needs. The slot is the only bound on concurrent hashes that matters
+/// for CPU and memory: a thread that waits for one holds neither, and starts the moment a
+/// slot frees, so the cores never idle between one login's hash and the next one's while
+/// the first finishes its database work.
+pub struct Hashing {
+    slots: usize,
+    /// Hashes running now; waiters sleep on `turn`.
+    running: Mutex<usize>,
+    turn: Condvar,
+    pool: Mutex<Vec<Vec<Block>>>,
+    /// The dummy hash of [`Hashing::dummy_verify`], made once with the parameters of its
+    /// first use.
+    dummy: OnceLock<(Argon2Params, Option<String>)>,
+    /// The most hashes seen running at once (for the tests).
+    #[cfg(test)]
+    peak: std::sync::atomic::AtomicUsize,
 }
 
-/// argon2 with pooled memory: the raw output for `salt`, written into `out`.
-fn compute(a: &Argon2, password: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), argon2::Error> {
-    with_memory(a.params().block_count(), |m| {
-        a.hash_password_into_with_memory(password, salt, out, m)
-    })
+impl Hashing {
+    /// `slots` hashes at once (at least one).
+    pub fn new(slots: usize) -> Hashing {
+        Hashing {
+            slots: slots.max(1),
+            running: Mutex::new(0),
+            turn: Condvar::new(),
+            pool: Mutex::new(Vec::new()),
+            dummy: OnceLock::new(),
+            #[cfg(test)]
+            peak: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// One slot per core.
+    pub fn per_core() -> Hashing {
+        Hashing::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Run `f` in a hashing slot with at least `blocks` argon2 memory blocks from the
+    /// pool.
+    fn with_memory<R>(&self, blocks: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
+        let _slot = self.take_slot();
+        let mut buf = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
+        if buf.len() != blocks {
+            buf = vec![Block::default(); blocks];
+        }
+        let r = f(&mut buf);
+        if let Ok(mut p) = self.pool.lock() {
+            if p.len() < self.slots {
+                p.push(buf);
+            }
+        }
+        r
+    }
+
+    fn take_slot(&self) -> Slot<'_> {
+        let mut n = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= self.slots {
+            n = self.turn.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        #[cfg(test)]
+        self.peak
+            .fetch_max(*n, std::sync::atomic::Ordering::Relaxed);
+        Slot(self)
+    }
+
+    /// argon2 with pooled memory: the raw output for `salt`, written into `out`.
+    fn compute(
+        &self,
+        a: &Argon2,
+        password: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), argon2::Error> {
+        self.with_memory(a.params().block_count(), |m| {
+            a.hash_password_into_with_memory(password, salt, out, m)
+        })
+    }
+}
+
+/// One of a [`Hashing`]'s slots, held for one computation.
+struct Slot<'h>(&'h Hashing);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        self.0.turn.notify_one();
+    }
 }
 
 /// Length of the random salt in bytes.
@@ -141,12 +162,13 @@ fn hasher(params: Argon2Params) -> Result<Argon2<'static>, String> {
 /// argon2id PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`) with a random
 /// 16-byte salt from the OS CSPRNG. `Err` on invalid parameters (e.g. `m_kib < 8 * p`,
 /// `t == 0`) or if the OS random source fails.
-pub fn hash_password(password: &str, params: Argon2Params) -> Result<String, String> {
+pub fn hash_password(h: &Hashing, password: &str, params: Argon2Params) -> Result<String, String> {
     let argon2 = hasher(params)?;
     let mut salt = [0u8; SALT_LEN];
     getrandom::fill(&mut salt).map_err(|e| format!("OS random source failed: {e}"))?;
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
-    compute(&argon2, password.as_bytes(), &salt, &mut out).map_err(|e| format!("argon2: {e}"))?;
+    h.compute(&argon2, password.as_bytes(), &salt, &mut out)
+        .map_err(|e| format!("argon2: {e}"))?;
     let output = Output::new(&out).map_err(|e| format!("argon2: {e}"))?;
     let phc = PasswordHash {
         algorithm: argon2::ARGON2ID_IDENT,
@@ -162,7 +184,7 @@ pub fn hash_password(password: &str, params: Argon2Params) -> Result<String, Str
 /// another algorithm family, is simply `false` (never panics). argon2 (i, d or id) hashes
 /// verify with the parameters recorded in the string; constant-time comparison of the
 /// output is argon2's job.
-pub fn verify_password(password: &str, phc: &str) -> bool {
+pub fn verify_password(h: &Hashing, password: &str, phc: &str) -> bool {
     let Ok(hash) = PasswordHash::new(phc) else {
         return false;
     };
@@ -182,7 +204,8 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     // The PHC salt is base64 in the string; argon2 takes its decoded bytes.
     let argon2 = Argon2::new(algorithm, version, params);
     let mut out = vec![0u8; expected.len()];
-    compute(&argon2, password.as_bytes(), &salt, &mut out).is_ok()
+    h.compute(&argon2, password.as_bytes(), &salt, &mut out)
+        .is_ok()
         && crate::crypto::ct_eq(&out, expected.as_bytes())
 }
 
@@ -214,22 +237,22 @@ pub fn needs_rehash(phc: &str, params: Argon2Params) -> bool {
 const DUMMY_PASSWORD: &str = "authd dummy password for unknown users";
 
 /// Spend the same time as a real verification for users that do not exist: verify
-/// `password` against a fixed dummy hash made once (per process) with `params`. Always
-/// returns `false`.
+/// `password` against a fixed dummy hash made once (per [`Hashing`]) with `params`.
+/// Always returns `false`.
 ///
 /// The first call also pays for creating the dummy hash; call it once at start-up to warm
 /// it. If later called with different `params` than the dummy hash was made with, it
 /// hashes `password` with `params` instead, which costs the same as one verification.
-pub fn dummy_verify(password: &str, params: Argon2Params) -> bool {
-    static DUMMY: OnceLock<(Argon2Params, Option<String>)> = OnceLock::new();
-    let (made_with, phc) =
-        DUMMY.get_or_init(|| (params, hash_password(DUMMY_PASSWORD, params).ok()));
+pub fn dummy_verify(h: &Hashing, password: &str, params: Argon2Params) -> bool {
+    let (made_with, phc) = h
+        .dummy
+        .get_or_init(|| (params, hash_password(h, DUMMY_PASSWORD, params).ok()));
     match phc {
         Some(phc) if *made_with == params => {
-            let _ = verify_password(password, phc);
+            let _ = verify_password(h, password, phc);
         }
         _ => {
-            let _ = hash_password(password, params);
+            let _ = hash_password(h, password, params);
         }
     }
     false
@@ -352,6 +375,9 @@ impl PasswordPolicy {
 mod tests {
     use super::*;
 
+    /// The hashing slots of this module's tests.
+    static H: std::sync::LazyLock<Hashing> = std::sync::LazyLock::new(Hashing::per_core);
+
     const FAST: Argon2Params = Argon2Params {
         m_kib: 1024,
         t: 1,
@@ -372,13 +398,13 @@ mod tests {
 
     #[test]
     fn hash_and_verify_round_trip() {
-        let phc = hash_password("correct horse", FAST).unwrap();
+        let phc = hash_password(&H, "correct horse", FAST).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
-        assert!(verify_password("correct horse", &phc));
-        assert!(!verify_password("correct horsf", &phc));
-        assert!(!verify_password("", &phc));
+        assert!(verify_password(&H, "correct horse", &phc));
+        assert!(!verify_password(&H, "correct horsf", &phc));
+        assert!(!verify_password(&H, "", &phc));
         // Fresh salt every time.
-        assert_ne!(phc, hash_password("correct horse", FAST).unwrap());
+        assert_ne!(phc, hash_password(&H, "correct horse", FAST).unwrap());
     }
 
     #[test]
@@ -394,9 +420,9 @@ mod tests {
             argon2::PasswordHasher::hash_password_with_salt(&a, b"Correct-Horse-9", &[9u8; 16])
                 .unwrap();
         let reference = reference.to_string();
-        assert!(verify_password("Correct-Horse-9", &reference));
-        assert!(!verify_password("Correct-Horse-8", &reference));
-        let ours = hash_password("Correct-Horse-9", params).unwrap();
+        assert!(verify_password(&H, "Correct-Horse-9", &reference));
+        assert!(!verify_password(&H, "Correct-Horse-8", &reference));
+        let ours = hash_password(&H, "Correct-Horse-9", params).unwrap();
         let parsed = PasswordHash::new(&ours).unwrap();
         let again = argon2::PasswordVerifier::verify_password(&a, b"Correct-Horse-9", &parsed);
         assert!(
@@ -405,9 +431,9 @@ mod tests {
         );
         // Many hashes in a row reuse the pooled memory.
         for _ in 0..5 {
-            assert!(verify_password("Correct-Horse-9", &ours));
+            assert!(verify_password(&H, "Correct-Horse-9", &ours));
         }
-        assert!(POOL.lock().unwrap().len() <= max_hashes());
+        assert!(H.pool.lock().unwrap().len() <= H.slots());
     }
 
     #[test]
@@ -431,8 +457,8 @@ mod tests {
             ),
         ];
         for (password, phc, params) in old {
-            assert!(verify_password(password, phc), "{phc}");
-            assert!(!verify_password("Correct-Horse-9!y", phc), "{phc}");
+            assert!(verify_password(&H, password, phc), "{phc}");
+            assert!(!verify_password(&H, "Correct-Horse-9!y", phc), "{phc}");
             assert!(!needs_rehash(phc, params), "{phc}");
             assert!(needs_rehash(phc, Argon2Params::default()), "{phc}");
         }
@@ -445,11 +471,14 @@ mod tests {
             t: 1,
             p: 1,
         };
+        // A core of two slots, its own: two Hashings share nothing.
+        let h = std::sync::Arc::new(Hashing::new(2));
         let threads: Vec<_> = (0..8)
             .map(|i| {
+                let h = h.clone();
                 std::thread::spawn(move || {
                     for _ in 0..3 {
-                        hash_password(&format!("pw-{i}"), params).unwrap();
+                        hash_password(&h, &format!("pw-{i}"), params).unwrap();
                     }
                 })
             })
@@ -457,16 +486,20 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let peak = PEAK.load(Ordering::Relaxed);
-        assert!(peak >= 1 && peak <= max_hashes(), "{peak} hashes at once");
+        let peak = h.peak.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (1..=2).contains(&peak),
+            "{peak} hashes at once with two slots"
+        );
+        assert!(H.peak.load(std::sync::atomic::Ordering::Relaxed) <= H.slots());
     }
 
     #[test]
     fn hash_and_verify_with_defaults() {
-        let phc = hash_password("Passw0rd!", Argon2Params::default()).unwrap();
+        let phc = hash_password(&H, "Passw0rd!", Argon2Params::default()).unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(verify_password("Passw0rd!", &phc));
-        assert!(!verify_password("passw0rd!", &phc));
+        assert!(verify_password(&H, "Passw0rd!", &phc));
+        assert!(!verify_password(&H, "passw0rd!", &phc));
         assert!(!needs_rehash(&phc, Argon2Params::default()));
     }
 
@@ -489,7 +522,7 @@ mod tests {
                 p: 0,
             },
         ] {
-            assert!(hash_password("x", bad).is_err(), "{bad:?}");
+            assert!(hash_password(&H, "x", bad).is_err(), "{bad:?}");
         }
     }
 
@@ -504,14 +537,14 @@ mod tests {
             "$pbkdf2-sha256$i=1000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
             "$argon2id$v=19$m=0,t=0,p=0$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA",
         ] {
-            assert!(!verify_password("x", phc), "{phc:?}");
+            assert!(!verify_password(&H, "x", phc), "{phc:?}");
             assert!(needs_rehash(phc, FAST), "{phc:?}");
         }
     }
 
     #[test]
     fn needs_rehash_table() {
-        let phc = hash_password("pw", FAST).unwrap();
+        let phc = hash_password(&H, "pw", FAST).unwrap();
         assert!(!needs_rehash(&phc, FAST));
         for other in [
             Argon2Params {
@@ -534,16 +567,20 @@ mod tests {
             argon2::PasswordHasher::hash_password_with_salt(&argon2i, b"pw", &[7u8; 16]).unwrap();
         let phc_i = phc_i.to_string();
         assert!(phc_i.starts_with("$argon2i$"));
-        assert!(verify_password("pw", &phc_i));
+        assert!(verify_password(&H, "pw", &phc_i));
         assert!(needs_rehash(&phc_i, FAST));
     }
 
     #[test]
     fn dummy_verify_is_false() {
-        assert!(!dummy_verify("anything", FAST));
-        assert!(!dummy_verify(DUMMY_PASSWORD, FAST));
+        assert!(!dummy_verify(&H, "anything", FAST));
+        assert!(!dummy_verify(&H, DUMMY_PASSWORD, FAST));
         // Different params after the dummy was made: still false.
-        assert!(!dummy_verify(DUMMY_PASSWORD, Argon2Params { t: 2, ..FAST }));
+        assert!(!dummy_verify(
+            &H,
+            DUMMY_PASSWORD,
+            Argon2Params { t: 2, ..FAST }
+        ));
     }
 
     fn unmet(policy: &PasswordPolicy, password: &str) -> Vec<&'static str> {

@@ -378,15 +378,17 @@ pub async fn questions_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiE
         .collect();
     let uid = s.1.user_id;
     let client = ctx.req.client.clone();
+    let core = ctx.app.core.clone();
     let r = ctx
         .app
         .db_hashing(move |conn, _| {
             let policy = Policy::load(conn)?;
-            let prepared = match authcore::forgot::prepare_questions(&pairs, &policy) {
-                Ok(p) => p,
-                Err(e @ authcore::Error::Invalid(_)) => return Ok(Err(e.to_string())),
-                Err(e) => return Err(e),
-            };
+            let prepared =
+                match authcore::forgot::prepare_questions(core.hashing(), &pairs, &policy) {
+                    Ok(p) => p,
+                    Err(e @ authcore::Error::Invalid(_)) => return Ok(Err(e.to_string())),
+                    Err(e) => return Err(e),
+                };
             authcore::forgot::store_questions(conn, &client, uid, &prepared, now())?;
             Ok(Ok(()))
         })

@@ -158,8 +158,10 @@ pub async fn login_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError
     }
     let client = ctx.req.client.clone();
     let device = ctx.cookie(CookieName::Device).map(str::to_string);
+    let core = ctx.app.core.clone();
     let (result, mail) = step(ctx, true, move |conn, key| {
         login::password_step(
+            core.hashing(),
             conn,
             key,
             &client,
@@ -486,8 +488,18 @@ pub async fn expired_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErr
     let confirm = form.text("confirm_password").to_string();
     let client = ctx.req.client.clone();
     let f = flow.clone();
+    let core = ctx.app.core.clone();
     let (result, mail) = step(ctx, true, move |conn, key| {
-        login::expired_password_step(conn, key, &client, &f, &new, &confirm, now())
+        login::expired_password_step(
+            core.hashing(),
+            conn,
+            key,
+            &client,
+            &f,
+            &new,
+            &confirm,
+            now(),
+        )
     })
     .await?;
     match result {
@@ -993,8 +1005,18 @@ pub async fn forgot_reset_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, A
     let confirm = form.text("confirm_password").to_string();
     let client = ctx.req.client.clone();
     let f = flow.clone();
+    let core = ctx.app.core.clone();
     let (result, mail) = step(ctx, true, move |conn, _| {
-        authcore::forgot::reset(conn, &client, &f, &answers, &new, &confirm, now())
+        authcore::forgot::reset(
+            core.hashing(),
+            conn,
+            &client,
+            &f,
+            &answers,
+            &new,
+            &confirm,
+            now(),
+        )
     })
     .await?;
     let e = match result {

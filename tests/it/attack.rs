@@ -2796,7 +2796,8 @@ mod fuzz {
         authcore::policy::set(&conn, "argon2.m_kib", "8", T0).expect("policy");
         authcore::policy::set(&conn, "argon2.t", "1", T0).expect("policy");
         let pol = Policy::load(&conn).expect("policy");
-        let hash = authcore::password::hash_password(PW, pol.argon2).expect("hash");
+        let hashing = authcore::password::Hashing::new(1);
+        let hash = authcore::password::hash_password(&hashing, PW, pol.argon2).expect("hash");
         let u = users::create(
             &conn,
             &NewUser {
@@ -2835,8 +2836,10 @@ mod fuzz {
                 Op::Wait(s) => m.now += i64::from(s),
                 Op::Password(right) => {
                     let pw = if right { PW } else { "Wrong-Pass1!" };
-                    let d = login::password_step(&mut conn, &key, &client, "u", pw, None, m.now)
-                        .map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
+                    let d = login::password_step(
+                        &hashing, &mut conn, &key, &client, "u", pw, None, m.now,
+                    )
+                    .map_err(|e| TestCaseError::fail(format!("{at}: {e}")))?;
                     if m.locked {
                         prop_assert!(
                             d.result.is_err(),
