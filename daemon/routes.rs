@@ -3,14 +3,13 @@
 //!
 //! The router answers 405 (with `Allow`) for a known path and another method, and 404
 //! for an unknown path under `/v1` (JSON) or `/metrics`; every other path on the main
-//! listener is the browser portal's. Two route layers guard the API: [`json_only`] on
-//! every `/v1` route, and [`credential_step`] — the JSON type and the one per-address
-//! rate limit — on the routes that try a credential.
+//! listener is the browser portal's. Every `/v1` route checks the API's JSON-only rule
+//! ([`json_only`]) before its handler, and one route layer, [`credential_step`] — the
+//! JSON type and the one per-address rate limit — guards the routes that try a
+//! credential.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use axum::body::HttpBody as _;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,16 +32,24 @@ pub enum Door {
     Metrics,
 }
 
-/// Low-cardinality labels for metrics and logs, by matched route (axum's `MatchedPath`).
-#[derive(Debug, Default)]
-pub struct Labels(HashMap<&'static str, &'static str>);
+/// Low-cardinality labels for metrics and logs, by route: the router's own path
+/// templates, matched the way axum's router matches them (matchit). Looked up before
+/// anything else happens, so an answer given before routing (413, 408, a timeout) is
+/// labelled by its route too.
+#[derive(Default)]
+pub struct Labels(matchit::Router<&'static str>);
 
 impl Labels {
-    /// The label of a matched route; "other" for the rest (the portal, unknown paths).
-    pub fn of(&self, matched: Option<&str>) -> &'static str {
-        matched
-            .and_then(|m| self.0.get(m).copied())
-            .unwrap_or("other")
+    /// The label of the route `path` matches; "other" for the rest (the portal, unknown
+    /// paths).
+    pub fn of(&self, path: &str) -> &'static str {
+        self.0.at(path).map_or("other", |m| *m.value)
+    }
+
+    fn add(&mut self, path: &'static str, label: &'static str) {
+        if let Err(e) = self.0.insert(path, label) {
+            unreachable!("the router has accepted {path}: {e}");
+        }
     }
 }
 
@@ -61,8 +68,8 @@ impl Table {
     }
 
     fn route(mut self, path: &'static str, label: &'static str, m: MethodRouter<App>) -> Table {
-        self.labels.0.insert(path, label);
         self.router = self.router.route(path, m);
+        self.labels.add(path, label);
         self
     }
 }
@@ -72,10 +79,15 @@ fn answer(r: Result<Resp, ApiError>) -> Response {
     r.unwrap_or_else(ApiError::into_resp).into_response()
 }
 
-/// An API handler `h(&App, Req)` as an axum handler.
+/// An API handler `h(&App, Req)` as an axum handler, under the API's JSON-only rule.
 macro_rules! api {
     ($h:path) => {
-        |State(app): State<App>, req: Req| async move { answer($h(&app, req).await) }
+        |State(app): State<App>, req: Req| async move {
+            match json_only(&req) {
+                Ok(()) => answer($h(&app, req).await),
+                Err(e) => e.into_response(),
+            }
+        }
     };
 }
 
@@ -84,7 +96,9 @@ macro_rules! api {
 macro_rules! named {
     ($h:path) => {
         |State(app): State<App>, req: Req| async move {
-            match decode(req.path.split('/').nth(4).unwrap_or("")) {
+            let name =
+                json_only(&req).and_then(|()| decode(req.path.split('/').nth(4).unwrap_or("")));
+            match name {
                 Ok(name) => answer($h(&app, req, name).await),
                 Err(e) => e.into_response(),
             }
@@ -108,106 +122,107 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
     // The credential steps: one rate limiter, built once, on each.
     let guard = middleware::from_fn_with_state(app.clone(), credential_step);
     let credential = |m: MethodRouter<App>| m.route_layer(guard.clone());
-    let api = Table::new()
-        .route("/v1/login", "login", credential(post(api!(h::login))))
-        .route(
-            "/v1/login/terms",
-            "login_terms",
-            credential(post(api!(h::login_terms))),
-        )
-        .route(
-            "/v1/login/password",
-            "login_password",
-            credential(post(api!(h::login_password))),
-        )
-        .route(
-            "/v1/login/enroll",
-            "login_enroll",
-            credential(post(api!(h::login_enroll))),
-        )
-        .route(
-            "/v1/login/enroll/confirm",
-            "login_enroll_confirm",
-            credential(post(api!(h::login_enroll_confirm))),
-        )
-        .route(
-            "/v1/login/totp",
-            "login_totp",
-            credential(post(api!(h::login_totp))),
-        )
-        .route(
-            "/v1/login/recovery",
-            "login_recovery",
-            credential(post(api!(h::login_recovery))),
-        )
-        .route(
-            "/v1/login/email",
-            "login_email",
-            credential(post(api!(h::login_email))),
-        )
-        .route(
-            "/v1/login/email/resend",
-            "login_email_resend",
-            credential(post(api!(h::login_email_resend))),
-        )
-        .route("/v1/session", "session", get(api!(h::session)))
-        .route("/v1/logout", "logout", post(api!(h::logout)))
-        .route("/v1/password/policy", "password", get(password_policy))
-        .route(
-            "/v1/password/check",
-            "password",
-            post(api!(h::password_check)),
-        )
-        .route(
-            "/v1/password/change",
-            "password",
-            credential(post(api!(h::password_change))),
-        )
-        .route(
-            "/v1/password/forgot",
-            "password",
-            credential(post(api!(h::password_forgot))),
-        )
-        .route(
-            "/v1/password/forgot/reset",
-            "password",
-            credential(post(api!(h::password_forgot_reset))),
-        )
-        .route(
-            "/v1/me/security-questions",
-            "me",
-            get(api!(h::get_security_questions)).put(api!(h::set_security_questions)),
-        )
-        .route("/v1/admin/users", "admin", get(api!(h::admin_users)))
-        .route(
-            "/v1/admin/users/{name}",
-            "admin",
-            get(named!(h::admin_user)),
-        )
-        .route(
-            "/v1/admin/users/{name}/unlock",
-            "admin",
-            post(named!(h::admin_unlock)),
-        )
-        .route(
-            "/v1/admin/users/{name}/reset-2fa",
-            "admin",
-            post(named!(h::admin_reset_2fa)),
-        )
-        .route("/v1/admin/audit", "admin", get(api!(h::admin_audit)))
-        .route("/v1/auth/verify", "other", get(api!(crate::portal::verify)))
-        // Nothing else under /v1 is a page.
-        .route("/v1", "other", any(not_found))
-        .route("/v1/", "other", any(not_found))
-        .route("/v1/{*rest}", "other", any(not_found));
-    let mut labels = t.labels;
-    labels.0.extend(api.labels.0);
+    let api = Table {
+        router: Router::new(),
+        labels: t.labels,
+    }
+    .route("/v1/login", "login", credential(post(api!(h::login))))
+    .route(
+        "/v1/login/terms",
+        "login_terms",
+        credential(post(api!(h::login_terms))),
+    )
+    .route(
+        "/v1/login/password",
+        "login_password",
+        credential(post(api!(h::login_password))),
+    )
+    .route(
+        "/v1/login/enroll",
+        "login_enroll",
+        credential(post(api!(h::login_enroll))),
+    )
+    .route(
+        "/v1/login/enroll/confirm",
+        "login_enroll_confirm",
+        credential(post(api!(h::login_enroll_confirm))),
+    )
+    .route(
+        "/v1/login/totp",
+        "login_totp",
+        credential(post(api!(h::login_totp))),
+    )
+    .route(
+        "/v1/login/recovery",
+        "login_recovery",
+        credential(post(api!(h::login_recovery))),
+    )
+    .route(
+        "/v1/login/email",
+        "login_email",
+        credential(post(api!(h::login_email))),
+    )
+    .route(
+        "/v1/login/email/resend",
+        "login_email_resend",
+        credential(post(api!(h::login_email_resend))),
+    )
+    .route("/v1/session", "session", get(api!(h::session)))
+    .route("/v1/logout", "logout", post(api!(h::logout)))
+    .route("/v1/password/policy", "password", get(password_policy))
+    .route(
+        "/v1/password/check",
+        "password",
+        post(api!(h::password_check)),
+    )
+    .route(
+        "/v1/password/change",
+        "password",
+        credential(post(api!(h::password_change))),
+    )
+    .route(
+        "/v1/password/forgot",
+        "password",
+        credential(post(api!(h::password_forgot))),
+    )
+    .route(
+        "/v1/password/forgot/reset",
+        "password",
+        credential(post(api!(h::password_forgot_reset))),
+    )
+    .route(
+        "/v1/me/security-questions",
+        "me",
+        get(api!(h::get_security_questions)).put(api!(h::set_security_questions)),
+    )
+    .route("/v1/admin/users", "admin", get(api!(h::admin_users)))
+    .route(
+        "/v1/admin/users/{name}",
+        "admin",
+        get(named!(h::admin_user)),
+    )
+    .route(
+        "/v1/admin/users/{name}/unlock",
+        "admin",
+        post(named!(h::admin_unlock)),
+    )
+    .route(
+        "/v1/admin/users/{name}/reset-2fa",
+        "admin",
+        post(named!(h::admin_reset_2fa)),
+    )
+    .route("/v1/admin/audit", "admin", get(api!(h::admin_audit)))
+    .route("/v1/auth/verify", "other", get(api!(crate::portal::verify)))
+    // Nothing else under /v1 is a page.
+    .route("/v1", "other", any(api_not_found))
+    .route("/v1/", "other", any(api_not_found))
+    .route("/v1/{*rest}", "other", any(api_not_found));
     let router = t
         .router
-        .merge(api.router.layer(middleware::from_fn(json_only)))
+        .merge(api.router)
         // Everything else is the browser portal (pages, forms, assets).
         .fallback(portal);
-    (router, labels)
+    (router, api.labels)
 }
 
 async fn healthz(State(app): State<App>) -> Response {
@@ -230,24 +245,29 @@ async fn not_found() -> Response {
     ApiError::not_found().into_response()
 }
 
+async fn api_not_found(req: Req) -> Response {
+    json_only(&req)
+        .and(Err(ApiError::not_found()))
+        .unwrap_or_else(ApiError::into_resp)
+        .into_response()
+}
+
 /// The API reads JSON only (415 `unsupported_media_type` otherwise), so that a
 /// cross-site form post (which a browser sends without asking, as
 /// `application/x-www-form-urlencoded`, `multipart/form-data` or `text/plain`) can never
 /// drive it: a write to `/v1/` with a body needs the JSON content type (body-less ones
 /// such as `POST /v1/logout` need no Content-Type when their body is empty; the
-/// credential steps need it always, see [`credential_step`]). The handlers'
-/// [`Req::json`] checks the same again.
-async fn json_only(req: Request, next: Next) -> Response {
+/// credential steps need it always, see [`credential_step`]). Checked by each API route
+/// before its handler; the handlers' [`Req::json`] checks the same again.
+fn json_only(req: &Req) -> Result<(), ApiError> {
     let writes = matches!(
-        *req.method(),
+        req.method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    // The body is in memory by now (server::read_body): its size is exact.
-    let has_body = req.body().size_hint().exact() != Some(0);
-    if writes && has_body && !is_json_content_type(req.headers()) {
-        return ApiError::unsupported_media_type().into_response();
+    if writes && !req.body.is_empty() && !is_json_content_type(&req.headers) {
+        return Err(ApiError::unsupported_media_type());
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// Every step that tries a credential (`POST /v1/login…`, `/v1/password/forgot…`,
@@ -309,11 +329,14 @@ mod tests {
     }
 
     #[test]
-    fn labels_of_matched_routes() {
+    fn labels_of_routes() {
         let mut l = Labels::default();
-        l.0.insert("/v1/login/terms", "login_terms");
-        assert_eq!(l.of(Some("/v1/login/terms")), "login_terms");
-        assert_eq!(l.of(Some("/v1/{*rest}")), "other");
-        assert_eq!(l.of(None), "other");
+        l.add("/v1/login/terms", "login_terms");
+        l.add("/v1/admin/users/{name}", "admin");
+        l.add("/v1/{*rest}", "other");
+        assert_eq!(l.of("/v1/login/terms"), "login_terms");
+        assert_eq!(l.of("/v1/admin/users/a%20b"), "admin");
+        assert_eq!(l.of("/v1/login/terms/x"), "other");
+        assert_eq!(l.of("/login"), "other");
     }
 }
