@@ -246,10 +246,8 @@ impl Req {
         }
         let text = std::str::from_utf8(&self.body)
             .map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
-        // Duplicate keys are ambiguous: refuse them rather than pick one silently.
-        if has_duplicate_keys(text) {
-            return Err(ApiError::bad_request("the JSON body has a duplicate key"));
-        }
+        // Duplicate keys are ambiguous: the bodies' derived Deserialize (every one with
+        // deny_unknown_fields) refuses them ("duplicate field") rather than pick one.
         serde_json::from_str(text).map_err(|e| {
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
@@ -306,65 +304,6 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
                     && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
             })
     })
-}
-
-/// Whether any JSON object in `text` repeats a key (a cheap pre-pass; the real parse
-/// follows). Malformed text returns false and fails in the real parse.
-fn has_duplicate_keys(text: &str) -> bool {
-    // serde_json keeps the last duplicate; count keys with a streaming visitor instead.
-    struct Checker;
-    impl<'de> serde::de::Visitor<'de> for Checker {
-        type Value = bool;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("any JSON")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<bool, A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            let mut dup = false;
-            while let Some(k) = m.next_key::<String>()? {
-                if !seen.insert(k) {
-                    dup = true;
-                }
-                dup |= m.next_value::<Dup>()?.0;
-            }
-            Ok(dup)
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<bool, A::Error> {
-            let mut dup = false;
-            while let Some(d) = s.next_element::<Dup>()? {
-                dup |= d.0;
-            }
-            Ok(dup)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-            Ok(false)
-        }
-        fn visit_unit<E>(self) -> Result<bool, E> {
-            Ok(false)
-        }
-    }
-    struct Dup(bool);
-    impl<'de> serde::Deserialize<'de> for Dup {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dup, D::Error> {
-            d.deserialize_any(Checker).map(Dup)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    serde::Deserialize::deserialize(&mut de)
-        .map(|d: Dup| d.0)
-        .unwrap_or(false)
 }
 
 /// An error answer: status + `{"error": code, "message": text}` (+ extra fields).

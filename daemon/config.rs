@@ -1,10 +1,12 @@
 //! The daemon's settings and where they come from.
 //!
-//! Every setting can be given, highest precedence first, as a command-line flag, as an
-//! `AUTHD_…` environment variable (clap merges those two into one [`Layer`]), in the TOML
-//! file named by `--config` (another [`Layer`]), or left to its default. [`Config::resolve`]
-//! is the one pure function that merges the layers and checks every value, so the rules
-//! are tested without touching the process environment.
+//! Every setting is declared once, as a field of [`Settings`]: its flag, environment
+//! variable and help for clap, its TOML key for serde. It can be given, highest precedence
+//! first, as a command-line flag, as an `AUTHD_…` environment variable (clap merges those
+//! two into one [`Settings`]), in the TOML file named by `--config` (another
+//! [`Settings`]), or left to its default. [`Config::resolve`] is the one pure function
+//! that merges them field by field ([`Settings::or`]) and checks every value, so the
+//! rules are tested without touching the process environment.
 //!
 //! Keys of the TOML file are the long flag names with underscores; durations are whole
 //! seconds and their keys end in `_secs` (`request_timeout_secs = 30`). An unknown key is
@@ -96,79 +98,255 @@ pub struct Config {
     pub forward_auth_default: DefaultAccess,
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            db: PathBuf::from(DEFAULT_DB),
-            key_file: None,
-            listen: DEFAULT_LISTEN.to_string(),
-            header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
-            request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
-            shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
-            body_limit: DEFAULT_BODY_LIMIT,
-            rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
-            rate_limit_burst: DEFAULT_RATE_LIMIT_BURST,
-            trusted_proxies: Vec::new(),
-            hash_concurrency: None,
-            db_concurrency: DEFAULT_DB_CONCURRENCY,
-            log_format: LogFormat::Text,
-            log_level: DEFAULT_LOG_LEVEL.to_string(),
-            smtp_url: None,
-            mail_from: None,
-            mail_dir: None,
-            public_url: None,
-            allowed_redirect_origins: Vec::new(),
-            insecure_cookies: false,
-            metrics_listen: None,
-            metrics_token_file: None,
-            forward_auth_rules: Vec::new(),
-            forward_auth_headers: HeaderSource::Forwarded,
-            forward_auth_default: DefaultAccess::Allow,
-        }
+/// One setting from whichever source gives it: `self` if given, else `lower`.
+pub trait Merge {
+    fn or(self, lower: Self) -> Self;
+}
+
+impl<T> Merge for Option<T> {
+    fn or(self, lower: Self) -> Self {
+        Option::or(self, lower)
     }
 }
 
-/// One source of settings: the command line (flags and environment, merged by clap) or the
-/// config file. `None` means "not given here".
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Layer {
-    pub db: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub listen: Option<String>,
-    #[serde(alias = "header_read_timeout")]
-    pub header_read_timeout_secs: Option<u64>,
-    #[serde(alias = "request_timeout")]
-    pub request_timeout_secs: Option<u64>,
-    #[serde(alias = "shutdown_timeout")]
-    pub shutdown_timeout_secs: Option<u64>,
-    pub body_limit: Option<usize>,
-    pub rate_limit_per_minute: Option<u32>,
-    pub rate_limit_burst: Option<u32>,
-    #[serde(alias = "trusted_proxy")]
-    pub trusted_proxies: Option<Vec<IpNet>>,
-    pub hash_concurrency: Option<usize>,
-    pub db_concurrency: Option<usize>,
-    pub log_format: Option<LogFormat>,
-    pub log_level: Option<String>,
-    pub smtp_url: Option<String>,
-    pub mail_from: Option<String>,
-    pub mail_dir: Option<PathBuf>,
-    pub public_url: Option<String>,
-    #[serde(alias = "allowed_redirect_origin")]
-    pub allowed_redirect_origins: Option<Vec<String>>,
-    pub insecure_cookies: Option<bool>,
-    pub metrics_listen: Option<String>,
-    pub metrics_token_file: Option<PathBuf>,
-    #[serde(alias = "forward_auth_rule")]
-    pub forward_auth_rules: Option<Vec<String>>,
-    pub forward_auth_headers: Option<HeaderSource>,
-    pub forward_auth_default: Option<DefaultAccess>,
+/// A switch (`--insecure-cookies`): on when any source turns it on.
+impl Merge for bool {
+    fn or(self, lower: Self) -> Self {
+        self || lower
+    }
 }
 
-impl Layer {
+/// Defines [`Settings`] and its field-by-field [`Settings::or`] from one list of fields,
+/// so a setting is declared exactly once: its flag, environment variable and help (clap)
+/// and its TOML key and aliases (serde) sit on the same field.
+macro_rules! settings {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// Each setting given here, else the one `lower` gives (flags and environment
+            /// over the file).
+            pub fn or(self, lower: $name) -> $name {
+                $name { $( $field: Merge::or(self.$field, lower.$field), )* }
+            }
+        }
+    };
+}
+
+settings! {
+    /// Every setting of the daemon as one source gives it (`None`: not given there). Clap
+    /// reads it from the command line and the `AUTHD_…` environment (flags over
+    /// environment); serde reads it from the TOML file of `--config` (the long flag names
+    /// with underscores, durations in whole seconds under `_secs` keys, an unknown key an
+    /// error). [`Config::resolve`] merges the sources and checks every value.
+    #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Settings {
+        /// The database file, created when missing [default: authd.db].
+        #[arg(long, env = "AUTHD_DB", value_name = "PATH", hide_env_values = true)]
+        pub db: Option<PathBuf>,
+        /// The secret-encryption key file [default: DB.key].
+        #[arg(long, env = "AUTHD_KEY_FILE", value_name = "PATH", hide_env_values = true)]
+        pub key_file: Option<PathBuf>,
+        /// The address to listen on; port 0 picks a free port [default: 127.0.0.1:8080].
+        #[arg(long, env = "AUTHD_LISTEN", value_name = "ADDR", hide_env_values = true)]
+        pub listen: Option<String>,
+        /// The largest request body accepted, in bytes [default: 65536].
+        #[arg(long, env = "AUTHD_BODY_LIMIT", value_name = "BYTES", hide_env_values = true)]
+        pub body_limit: Option<usize>,
+        /// Seconds a client has to send a request's headers [default: 10].
+        #[arg(
+            long = "header-read-timeout",
+            env = "AUTHD_HEADER_READ_TIMEOUT",
+            value_name = "SECS",
+            hide_env_values = true
+        )]
+        #[serde(alias = "header_read_timeout")]
+        pub header_read_timeout_secs: Option<u64>,
+        /// Seconds a request may take, body included [default: 30].
+        #[arg(
+            long = "request-timeout",
+            env = "AUTHD_REQUEST_TIMEOUT",
+            value_name = "SECS",
+            hide_env_values = true
+        )]
+        #[serde(alias = "request_timeout")]
+        pub request_timeout_secs: Option<u64>,
+        /// Seconds a shutdown waits for requests in flight [default: 30].
+        #[arg(
+            long = "shutdown-timeout",
+            env = "AUTHD_SHUTDOWN_TIMEOUT",
+            value_name = "SECS",
+            hide_env_values = true
+        )]
+        #[serde(alias = "shutdown_timeout")]
+        pub shutdown_timeout_secs: Option<u64>,
+        /// Login attempts per minute per client address; 0 switches the limit off [default: 60].
+        #[arg(
+            long,
+            env = "AUTHD_RATE_LIMIT_PER_MINUTE",
+            value_name = "N",
+            hide_env_values = true
+        )]
+        pub rate_limit_per_minute: Option<u32>,
+        /// Login attempts a client may make at once before the per-minute rate applies
+        /// [default: 20].
+        #[arg(
+            long,
+            env = "AUTHD_RATE_LIMIT_BURST",
+            value_name = "N",
+            hide_env_values = true
+        )]
+        pub rate_limit_burst: Option<u32>,
+        /// A proxy (address or CIDR network) whose X-Forwarded-For is believed; repeatable
+        /// (the environment variable takes a comma-separated list).
+        #[arg(
+            long = "trusted-proxy",
+            env = "AUTHD_TRUSTED_PROXIES",
+            value_name = "CIDR",
+            value_delimiter = ',',
+            hide_env_values = true
+        )]
+        #[serde(alias = "trusted_proxy")]
+        pub trusted_proxies: Option<Vec<IpNet>>,
+        /// Password hashes computed at once (each takes ~19 MiB) [default: one per core].
+        #[arg(
+            long,
+            env = "AUTHD_HASH_CONCURRENCY",
+            value_name = "N",
+            hide_env_values = true
+        )]
+        pub hash_concurrency: Option<usize>,
+        /// Database operations running at once [default: 32].
+        #[arg(
+            long,
+            env = "AUTHD_DB_CONCURRENCY",
+            value_name = "N",
+            hide_env_values = true
+        )]
+        pub db_concurrency: Option<usize>,
+        /// How log lines on stderr are written [default: text].
+        #[arg(
+            long,
+            env = "AUTHD_LOG_FORMAT",
+            value_name = "FORMAT",
+            hide_env_values = true
+        )]
+        pub log_format: Option<LogFormat>,
+        /// The log level or filter (error, warn, info, debug, trace, or e.g.
+        /// "info,authd=debug") [default: info].
+        #[arg(
+            long,
+            env = "AUTHD_LOG_LEVEL",
+            value_name = "LEVEL",
+            hide_env_values = true
+        )]
+        pub log_level: Option<String>,
+        /// Deliver mail (email codes, lockout notices) through this SMTP server.
+        #[arg(long, env = "AUTHD_SMTP_URL", value_name = "URL", hide_env_values = true)]
+        pub smtp_url: Option<String>,
+        /// The From address of the mail authd sends.
+        #[arg(long, env = "AUTHD_MAIL_FROM", value_name = "ADDR", hide_env_values = true)]
+        pub mail_from: Option<String>,
+        /// Write mail as files into this directory instead of sending it (for testing).
+        #[arg(long, env = "AUTHD_MAIL_DIR", value_name = "DIR", hide_env_values = true)]
+        pub mail_dir: Option<PathBuf>,
+        /// The portal's own external URL, e.g. https://app.example.org/auth: the login URL
+        /// forward-auth sends browsers to, and (its path) the prefix of every portal link
+        /// when a proxy serves the portal below a path [default: same-origin relative
+        /// links].
+        #[arg(long, env = "AUTHD_PUBLIC_URL", value_name = "URL", hide_env_values = true)]
+        pub public_url: Option<String>,
+        /// An origin (https://app.example.org) the portal may send a browser back to after
+        /// a login; repeatable (the environment variable takes a comma-separated list).
+        /// Relative same-origin paths and the public URL's origin are always allowed;
+        /// nothing else is.
+        #[arg(
+            long = "allowed-redirect-origin",
+            env = "AUTHD_ALLOWED_REDIRECT_ORIGINS",
+            value_name = "ORIGIN",
+            value_delimiter = ',',
+            hide_env_values = true
+        )]
+        #[serde(alias = "allowed_redirect_origin")]
+        pub allowed_redirect_origins: Option<Vec<String>>,
+        /// Plain-HTTP development: portal cookies without Secure and without the __Host-
+        /// prefix, and no Strict-Transport-Security header (which every answer carries
+        /// otherwise); refused unless --listen is a loopback address.
+        #[arg(long, env = "AUTHD_INSECURE_COOKIES", hide_env_values = true)]
+        #[serde(default)]
+        pub insecure_cookies: bool,
+        /// Serve /metrics (and /healthz) on this address of its own, e.g. 127.0.0.1:9090
+        /// where only the monitoring system can reach it; the --listen address then
+        /// answers /metrics with 404. authd prints `metrics listening on IP:PORT` before
+        /// `listening on …` (port 0 picks a free port) [default: /metrics on the --listen
+        /// address].
+        #[arg(
+            long,
+            env = "AUTHD_METRICS_LISTEN",
+            value_name = "ADDR",
+            hide_env_values = true
+        )]
+        pub metrics_listen: Option<String>,
+        /// Require Authorization: Bearer TOKEN on /metrics (401 without it), TOKEN being
+        /// the text of this file without surrounding whitespace: at least 16 printable
+        /// characters, and the file closed to other users, e.g. `openssl rand -hex 32 >
+        /// FILE; chmod 600 FILE`. An empty, unreadable or open file stops the start
+        /// [default: no token].
+        #[arg(
+            long,
+            env = "AUTHD_METRICS_TOKEN_FILE",
+            value_name = "PATH",
+            hide_env_values = true
+        )]
+        pub metrics_token_file: Option<PathBuf>,
+        /// Forward-auth: requests to HOST (or * for any) at PATH or below need GROUP, e.g.
+        /// app.example.org/admin=staff; repeatable, the most specific rule applies (the
+        /// environment variable takes a comma-separated list).
+        #[arg(
+            long = "forward-auth-rule",
+            env = "AUTHD_FORWARD_AUTH_RULES",
+            value_name = "HOST/PATH=GROUP",
+            value_delimiter = ',',
+            hide_env_values = true
+        )]
+        #[serde(alias = "forward_auth_rule")]
+        pub forward_auth_rules: Option<Vec<String>>,
+        /// Forward-auth: which proxy headers carry the original URL. `forwarded`:
+        /// X-Forwarded-Proto, -Host and -Uri (what the shipped nginx, Caddy and Traefik
+        /// configurations send); `x-original-url`: X-Original-URL alone. The other family
+        /// is ignored; missing, repeated or contradicting headers are answered 400.
+        #[arg(
+            long,
+            env = "AUTHD_FORWARD_AUTH_HEADERS",
+            value_name = "FAMILY",
+            hide_env_values = true
+        )]
+        pub forward_auth_headers: Option<HeaderSource>,
+        /// Forward-auth: the answer for a host that no --forward-auth-rule, no
+        /// --allowed-redirect-origin and not --public-url names: `allow` (any signed-in
+        /// user) or `deny` (403 to everybody; what the shipped examples use).
+        #[arg(
+            long,
+            env = "AUTHD_FORWARD_AUTH_DEFAULT",
+            value_name = "allow|deny",
+            hide_env_values = true
+        )]
+        pub forward_auth_default: Option<DefaultAccess>,
+    }
+}
+
+impl Settings {
     /// Parse the text of a TOML config file. `origin` names it in errors.
-    pub fn from_toml(text: &str, origin: &str) -> Result<Layer, String> {
+    pub fn from_toml(text: &str, origin: &str) -> Result<Settings, String> {
         toml::from_str(text).map_err(|e| {
             let msg = e.message();
             match e.span().map(|s| line_of(text, s.start)) {
@@ -179,10 +357,10 @@ impl Layer {
     }
 
     /// Read and parse a TOML config file.
-    pub fn from_file(path: &Path) -> Result<Layer, String> {
+    pub fn from_file(path: &Path) -> Result<Settings, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
-        Layer::from_toml(&text, &format!("the config file {}", path.display()))
+        Settings::from_toml(&text, &format!("the config file {}", path.display()))
     }
 }
 
@@ -195,17 +373,23 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The defaults: what [`Config::resolve`] makes of no settings at all.
+impl Default for Config {
+    fn default() -> Config {
+        Config::resolve(Settings::default(), None)
+            .unwrap_or_else(|e| unreachable!("the defaults are valid: {e}"))
+    }
+}
+
 impl Config {
     /// Merge the command line (flags over environment) over the config file over the
     /// defaults, and check every value.
-    pub fn resolve(cli: Layer, file: Option<Layer>) -> Result<Config, String> {
-        let file = file.unwrap_or_default();
-        let d = Config::default();
-        let secs = |name: &str, v: Option<u64>, default: Duration| -> Result<Duration, String> {
-            match v {
-                None => Ok(default),
-                Some(s) if (1..=MAX_TIMEOUT_SECS).contains(&s) => Ok(Duration::from_secs(s)),
-                Some(s) => Err(format!(
+    pub fn resolve(cli: Settings, file: Option<Settings>) -> Result<Config, String> {
+        let s = cli.or(file.unwrap_or_default());
+        let secs = |name: &str, v: Option<u64>, default: u64| -> Result<Duration, String> {
+            match v.unwrap_or(default) {
+                s if (1..=MAX_TIMEOUT_SECS).contains(&s) => Ok(Duration::from_secs(s)),
+                s => Err(format!(
                     "{name} must be between 1 and {MAX_TIMEOUT_SECS} seconds, not {s}"
                 )),
             }
@@ -217,79 +401,66 @@ impl Config {
             }
         };
 
-        let listen = cli.listen.or(file.listen).unwrap_or(d.listen);
+        let listen = s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         if listen.trim().is_empty() {
             return Err("listen must be an address such as 127.0.0.1:8080".into());
         }
-        let body_limit = cli.body_limit.or(file.body_limit).unwrap_or(d.body_limit);
+        let body_limit = s.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
         if !(1..=MAX_BODY_LIMIT).contains(&body_limit) {
             return Err(format!(
                 "body_limit must be between 1 and {MAX_BODY_LIMIT} bytes, not {body_limit}"
             ));
         }
-        let rate_limit_per_minute = cli
+        let rate_limit_per_minute = s
             .rate_limit_per_minute
-            .or(file.rate_limit_per_minute)
-            .unwrap_or(d.rate_limit_per_minute);
-        let rate_limit_burst = cli
-            .rate_limit_burst
-            .or(file.rate_limit_burst)
-            .unwrap_or(d.rate_limit_burst);
+            .unwrap_or(DEFAULT_RATE_LIMIT_PER_MINUTE);
+        let rate_limit_burst = s.rate_limit_burst.unwrap_or(DEFAULT_RATE_LIMIT_BURST);
         if rate_limit_per_minute > 0 && rate_limit_burst == 0 {
             return Err(
                 "rate_limit_burst must be at least 1 (switch rate limiting off with rate_limit_per_minute = 0)"
                     .into(),
             );
         }
-        let log_level = cli.log_level.or(file.log_level).unwrap_or(d.log_level);
+        let log_level = s.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
             return Err(format!(
                 "invalid log_level {log_level:?} (use error, warn, info, debug or trace): {e}"
             ));
         }
-        let db = cli.db.or(file.db).unwrap_or(d.db);
+        let db = s.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
         if db.as_os_str().is_empty() {
             return Err("db must be a file path".into());
         }
-        let public_url = cli
-            .public_url
-            .or(file.public_url)
-            .map(|u| PublicUrl::parse(&u))
-            .transpose()?;
-        let allowed_redirect_origins = cli
+        let public_url = s.public_url.map(|u| PublicUrl::parse(&u)).transpose()?;
+        let allowed_redirect_origins = s
             .allowed_redirect_origins
-            .or(file.allowed_redirect_origins)
             .unwrap_or_default()
             .iter()
             .map(|o| parse_origin(o).map_err(|e| format!("allowed_redirect_origin: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let insecure_cookies = cli
-            .insecure_cookies
-            .or(file.insecure_cookies)
-            .unwrap_or(false);
+        let insecure_cookies = s.insecure_cookies;
         if insecure_cookies && !is_loopback_listen(&listen) {
             return Err(format!(
                 "insecure_cookies is allowed only when listening on a loopback address \
                  (127.0.0.1, ::1, localhost), not {listen}: elsewhere cookies must be Secure"
             ));
         }
-        let metrics_listen = cli.metrics_listen.or(file.metrics_listen);
+        let metrics_listen = s.metrics_listen;
         if metrics_listen
             .as_deref()
             .is_some_and(|l| l.trim().is_empty())
         {
             return Err("metrics_listen must be an address such as 127.0.0.1:9090".into());
         }
-        let metrics_token_file = cli.metrics_token_file.or(file.metrics_token_file);
+        let metrics_token_file = s.metrics_token_file;
         if metrics_token_file
             .as_ref()
             .is_some_and(|p| p.as_os_str().is_empty())
         {
             return Err("metrics_token_file must be a file path".into());
         }
-        let forward_auth_rules = cli
+        let forward_auth_rules = s
             .forward_auth_rules
-            .or(file.forward_auth_rules)
             .unwrap_or_default()
             .iter()
             .map(|r| r.parse::<ForwardAuthRule>())
@@ -297,59 +468,43 @@ impl Config {
 
         Ok(Config {
             db,
-            key_file: cli.key_file.or(file.key_file),
+            key_file: s.key_file,
             listen,
             header_read_timeout: secs(
                 "header_read_timeout",
-                cli.header_read_timeout_secs
-                    .or(file.header_read_timeout_secs),
-                d.header_read_timeout,
+                s.header_read_timeout_secs,
+                DEFAULT_HEADER_READ_TIMEOUT_SECS,
             )?,
             request_timeout: secs(
                 "request_timeout",
-                cli.request_timeout_secs.or(file.request_timeout_secs),
-                d.request_timeout,
+                s.request_timeout_secs,
+                DEFAULT_REQUEST_TIMEOUT_SECS,
             )?,
             shutdown_timeout: secs(
                 "shutdown_timeout",
-                cli.shutdown_timeout_secs.or(file.shutdown_timeout_secs),
-                d.shutdown_timeout,
+                s.shutdown_timeout_secs,
+                DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             )?,
             body_limit,
             rate_limit_per_minute,
             rate_limit_burst,
-            trusted_proxies: cli
-                .trusted_proxies
-                .or(file.trusted_proxies)
-                .unwrap_or_default(),
-            hash_concurrency: at_least_one(
-                "hash_concurrency",
-                cli.hash_concurrency.or(file.hash_concurrency),
-            )?,
-            db_concurrency: at_least_one(
-                "db_concurrency",
-                cli.db_concurrency.or(file.db_concurrency),
-            )?
-            .unwrap_or(d.db_concurrency),
-            log_format: cli.log_format.or(file.log_format).unwrap_or(d.log_format),
+            trusted_proxies: s.trusted_proxies.unwrap_or_default(),
+            hash_concurrency: at_least_one("hash_concurrency", s.hash_concurrency)?,
+            db_concurrency: at_least_one("db_concurrency", s.db_concurrency)?
+                .unwrap_or(DEFAULT_DB_CONCURRENCY),
+            log_format: s.log_format.unwrap_or_default(),
             log_level,
-            smtp_url: cli.smtp_url.or(file.smtp_url),
-            mail_from: cli.mail_from.or(file.mail_from),
-            mail_dir: cli.mail_dir.or(file.mail_dir),
+            smtp_url: s.smtp_url,
+            mail_from: s.mail_from,
+            mail_dir: s.mail_dir,
             public_url,
             allowed_redirect_origins,
             insecure_cookies,
             metrics_listen,
             metrics_token_file,
             forward_auth_rules,
-            forward_auth_headers: cli
-                .forward_auth_headers
-                .or(file.forward_auth_headers)
-                .unwrap_or(d.forward_auth_headers),
-            forward_auth_default: cli
-                .forward_auth_default
-                .or(file.forward_auth_default)
-                .unwrap_or(d.forward_auth_default),
+            forward_auth_headers: s.forward_auth_headers.unwrap_or(HeaderSource::Forwarded),
+            forward_auth_default: s.forward_auth_default.unwrap_or(DefaultAccess::Allow),
         })
     }
 }
@@ -504,13 +659,13 @@ impl<'de> Deserialize<'de> for IpNet {
 mod tests {
     use super::*;
 
-    fn toml(text: &str) -> Result<Layer, String> {
-        Layer::from_toml(text, "the config file t.toml")
+    fn toml(text: &str) -> Result<Settings, String> {
+        Settings::from_toml(text, "the config file t.toml")
     }
 
     #[test]
     fn defaults_with_nothing_given() {
-        let c = Config::resolve(Layer::default(), None).unwrap();
+        let c = Config::resolve(Settings::default(), None).unwrap();
         assert_eq!(c.db, PathBuf::from("authd.db"));
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));
@@ -540,10 +695,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        let cli = Layer {
+        let cli = Settings {
             listen: Some("127.0.0.1:0".into()),
             rate_limit_per_minute: Some(0),
-            ..Layer::default()
+            ..Settings::default()
         };
         let c = Config::resolve(cli, Some(file)).unwrap();
         assert_eq!(c.listen, "127.0.0.1:0", "the command line wins");
@@ -586,50 +741,50 @@ mod tests {
         let e = toml("listen = ").unwrap_err();
         assert!(e.contains("line 1"), "{e}");
 
-        let bad = |layer: Layer| Config::resolve(layer, None).unwrap_err();
-        let e = bad(Layer {
+        let bad = |layer: Settings| Config::resolve(layer, None).unwrap_err();
+        let e = bad(Settings {
             request_timeout_secs: Some(0),
-            ..Layer::default()
+            ..Settings::default()
         });
         assert!(
             e.contains("request_timeout") && e.contains("between 1"),
             "{e}"
         );
-        let e = bad(Layer {
+        let e = bad(Settings {
             header_read_timeout_secs: Some(u64::MAX),
-            ..Layer::default()
+            ..Settings::default()
         });
         assert!(e.contains("header_read_timeout"), "{e}");
-        let e = bad(Layer {
+        let e = bad(Settings {
             body_limit: Some(0),
-            ..Layer::default()
+            ..Settings::default()
         });
         assert!(e.contains("body_limit"), "{e}");
-        let e = bad(Layer {
+        let e = bad(Settings {
             rate_limit_burst: Some(0),
-            ..Layer::default()
+            ..Settings::default()
         });
         assert!(e.contains("rate_limit_burst"), "{e}");
-        let e = bad(Layer {
+        let e = bad(Settings {
             hash_concurrency: Some(0),
-            ..Layer::default()
+            ..Settings::default()
         });
         assert!(e.contains("hash_concurrency"), "{e}");
-        let e = bad(Layer {
+        let e = bad(Settings {
             log_level: Some("loud[".into()),
-            ..Layer::default()
+            ..Settings::default()
         });
         assert!(e.contains("log_level"), "{e}");
-        let e = bad(Layer {
+        let e = bad(Settings {
             listen: Some(" ".into()),
-            ..Layer::default()
+            ..Settings::default()
         });
         assert!(e.contains("listen"), "{e}");
         // Switching the limiter off makes a zero burst harmless.
-        let ok = Layer {
+        let ok = Settings {
             rate_limit_per_minute: Some(0),
             rate_limit_burst: Some(0),
-            ..Layer::default()
+            ..Settings::default()
         };
         assert!(Config::resolve(ok, None).is_ok());
     }
@@ -646,7 +801,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let c = Config::resolve(Layer::default(), Some(file)).unwrap();
+        let c = Config::resolve(Settings::default(), Some(file)).unwrap();
         let p = c.public_url.unwrap();
         assert_eq!(p.origin, "https://app.example.org");
         assert_eq!(p.base, "/auth");
@@ -663,7 +818,7 @@ mod tests {
         assert_eq!(c.forward_auth_headers, HeaderSource::XOriginalUrl);
         assert_eq!(c.forward_auth_default, DefaultAccess::Deny);
         assert!(!c.insecure_cookies);
-        let c = Config::resolve(Layer::default(), None).unwrap();
+        let c = Config::resolve(Settings::default(), None).unwrap();
         assert!(c.public_url.is_none() && c.allowed_redirect_origins.is_empty());
         assert_eq!(c.forward_auth_headers, HeaderSource::Forwarded);
         assert_eq!(c.forward_auth_default, DefaultAccess::Allow);
@@ -675,15 +830,15 @@ mod tests {
         }
 
         // The command line replaces the file's list.
-        let cli = Layer {
+        let cli = Settings {
             allowed_redirect_origins: Some(vec!["https://x.example".into()]),
-            ..Layer::default()
+            ..Settings::default()
         };
         let file = toml("allowed_redirect_origins = [\"https://y.example\"]").unwrap();
         let c = Config::resolve(cli, Some(file)).unwrap();
         assert_eq!(c.allowed_redirect_origins, vec!["https://x.example"]);
 
-        let bad = |layer: Layer| Config::resolve(layer, None).unwrap_err();
+        let bad = |layer: Settings| Config::resolve(layer, None).unwrap_err();
         for origin in [
             "evil.example",
             "javascript:alert(1)",
@@ -691,9 +846,9 @@ mod tests {
             "https://good.example/path",
             "ftp://good.example",
         ] {
-            let e = bad(Layer {
+            let e = bad(Settings {
                 allowed_redirect_origins: Some(vec![origin.into()]),
-                ..Layer::default()
+                ..Settings::default()
             });
             assert!(e.contains("allowed_redirect_origin"), "{origin}: {e}");
         }
@@ -702,15 +857,15 @@ mod tests {
             "https://a@b.example/",
             "https://b.example/?x=1",
         ] {
-            let e = bad(Layer {
+            let e = bad(Settings {
                 public_url: Some(url.into()),
-                ..Layer::default()
+                ..Settings::default()
             });
             assert!(e.contains("public_url"), "{url}: {e}");
         }
-        let e = bad(Layer {
+        let e = bad(Settings {
             forward_auth_rules: Some(vec!["app.example.org/admin".into()]),
-            ..Layer::default()
+            ..Settings::default()
         });
         assert!(
             e.contains("forward_auth_rule") && e.contains("HOST/PATH=GROUP"),
@@ -722,10 +877,10 @@ mod tests {
     fn insecure_cookies_only_on_loopback() {
         for listen in ["127.0.0.1:8080", "[::1]:0", "localhost:9000", "127.1.2.3:1"] {
             let c = Config::resolve(
-                Layer {
+                Settings {
                     listen: Some(listen.into()),
-                    insecure_cookies: Some(true),
-                    ..Layer::default()
+                    insecure_cookies: true,
+                    ..Settings::default()
                 },
                 None,
             )
@@ -739,10 +894,10 @@ mod tests {
             "auth.example.org:80",
         ] {
             let e = Config::resolve(
-                Layer {
+                Settings {
                     listen: Some(listen.into()),
-                    insecure_cookies: Some(true),
-                    ..Layer::default()
+                    insecure_cookies: true,
+                    ..Settings::default()
                 },
                 None,
             )
@@ -756,7 +911,7 @@ mod tests {
 
     #[test]
     fn metrics_settings() {
-        let c = Config::resolve(Layer::default(), None).unwrap();
+        let c = Config::resolve(Settings::default(), None).unwrap();
         assert!(c.metrics_listen.is_none() && c.metrics_token_file.is_none());
 
         let file = toml(
@@ -766,7 +921,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let c = Config::resolve(Layer::default(), Some(file.clone())).unwrap();
+        let c = Config::resolve(Settings::default(), Some(file.clone())).unwrap();
         assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9090"));
         assert_eq!(
             c.metrics_token_file,
@@ -774,9 +929,9 @@ mod tests {
         );
 
         // The command line beats the file, key by key.
-        let cli = Layer {
+        let cli = Settings {
             metrics_listen: Some("[::1]:9100".into()),
-            ..Layer::default()
+            ..Settings::default()
         };
         let c = Config::resolve(cli, Some(file.clone())).unwrap();
         assert_eq!(c.metrics_listen.as_deref(), Some("[::1]:9100"));
@@ -785,23 +940,23 @@ mod tests {
             Some(PathBuf::from("/etc/authd/metrics.token")),
             "the file still gives what the command line does not"
         );
-        let cli = Layer {
+        let cli = Settings {
             metrics_token_file: Some("cli.token".into()),
-            ..Layer::default()
+            ..Settings::default()
         };
         let c = Config::resolve(cli, Some(file)).unwrap();
         assert_eq!(c.metrics_token_file, Some(PathBuf::from("cli.token")));
         assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9090"));
 
-        let bad = |layer: Layer| Config::resolve(layer, None).unwrap_err();
-        let e = bad(Layer {
+        let bad = |layer: Settings| Config::resolve(layer, None).unwrap_err();
+        let e = bad(Settings {
             metrics_listen: Some("  ".into()),
-            ..Layer::default()
+            ..Settings::default()
         });
         assert!(e.contains("metrics_listen"), "{e}");
-        let e = bad(Layer {
+        let e = bad(Settings {
             metrics_token_file: Some(PathBuf::new()),
-            ..Layer::default()
+            ..Settings::default()
         });
         assert!(e.contains("metrics_token_file"), "{e}");
         let e = toml("metrics_listen = 9090").unwrap_err();
@@ -815,7 +970,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_a_clear_error() {
-        let e = Layer::from_file(Path::new("/nonexistent/authd.toml")).unwrap_err();
+        let e = Settings::from_file(Path::new("/nonexistent/authd.toml")).unwrap_err();
         assert!(
             e.contains("cannot read the config file /nonexistent/authd.toml"),
             "{e}"

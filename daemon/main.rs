@@ -19,13 +19,14 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::app::App;
-use crate::config::{Config, IpNet, Layer, LogFormat};
+use crate::config::{Config, LogFormat, Settings};
 use crate::routes::Door;
 
-const LONG_ABOUT: &str = "\
+/// The long help before the list of environment variables (see [`command`]).
+const LONG_ABOUT_HEAD: &str = "\
 authd is the login and second-factor daemon: it answers the HTTP login API (password, \
 terms, password expiry, authenticator-app enrolment, TOTP and recovery codes, sessions, \
 admin API, /healthz, /metrics) over the one SQLite database that authctl administers.
@@ -42,16 +43,10 @@ underscores, durations in whole seconds with a _secs suffix, for example:
     rate_limit_per_minute = 30
     trusted_proxies = [\"10.0.0.0/8\"]
     request_timeout_secs = 30
-An unknown key is an error.
+An unknown key is an error.";
 
-Environment variables: AUTHD_CONFIG, AUTHD_DB, AUTHD_KEY_FILE, AUTHD_LISTEN, \
-AUTHD_BODY_LIMIT, AUTHD_HEADER_READ_TIMEOUT, AUTHD_REQUEST_TIMEOUT, AUTHD_SHUTDOWN_TIMEOUT, \
-AUTHD_RATE_LIMIT_PER_MINUTE, AUTHD_RATE_LIMIT_BURST, AUTHD_TRUSTED_PROXIES (comma-separated), \
-AUTHD_HASH_CONCURRENCY, AUTHD_DB_CONCURRENCY, AUTHD_LOG_FORMAT, AUTHD_LOG_LEVEL, \
-AUTHD_SMTP_URL, AUTHD_MAIL_FROM, AUTHD_MAIL_DIR, AUTHD_PUBLIC_URL, \
-AUTHD_ALLOWED_REDIRECT_ORIGINS, AUTHD_INSECURE_COOKIES, AUTHD_METRICS_LISTEN, \
-AUTHD_METRICS_TOKEN_FILE, AUTHD_FORWARD_AUTH_RULES.
-
+/// The long help after the list of environment variables.
+const LONG_ABOUT_TAIL: &str = "\
 The API reads JSON only: a request body to /v1/ must be sent with Content-Type: \
 application/json (a charset=utf-8 parameter is fine), else the answer is 415 \
 unsupported_media_type and nothing is done. Every answer carries \
@@ -76,7 +71,7 @@ Traefik.";
 
 /// The authd login and second-factor daemon.
 #[derive(Debug, Parser)]
-#[command(name = "authd", version, long_about = LONG_ABOUT, max_term_width = 100)]
+#[command(name = "authd", version, max_term_width = 100)]
 struct Args {
     /// A TOML file of settings (flags and environment variables override it).
     #[arg(
@@ -86,266 +81,54 @@ struct Args {
         hide_env_values = true
     )]
     config: Option<PathBuf>,
-    /// The database file, created when missing [default: authd.db].
-    #[arg(long, env = "AUTHD_DB", value_name = "PATH", hide_env_values = true)]
-    db: Option<PathBuf>,
-    /// The secret-encryption key file [default: DB.key].
-    #[arg(
-        long,
-        env = "AUTHD_KEY_FILE",
-        value_name = "PATH",
-        hide_env_values = true
-    )]
-    key_file: Option<PathBuf>,
-    /// The address to listen on; port 0 picks a free port [default: 127.0.0.1:8080].
-    #[arg(
-        long,
-        env = "AUTHD_LISTEN",
-        value_name = "ADDR",
-        hide_env_values = true
-    )]
-    listen: Option<String>,
-    /// The largest request body accepted, in bytes [default: 65536].
-    #[arg(
-        long,
-        env = "AUTHD_BODY_LIMIT",
-        value_name = "BYTES",
-        hide_env_values = true
-    )]
-    body_limit: Option<usize>,
-    /// Seconds a client has to send a request's headers [default: 10].
-    #[arg(
-        long,
-        env = "AUTHD_HEADER_READ_TIMEOUT",
-        value_name = "SECS",
-        hide_env_values = true
-    )]
-    header_read_timeout: Option<u64>,
-    /// Seconds a request may take, body included [default: 30].
-    #[arg(
-        long,
-        env = "AUTHD_REQUEST_TIMEOUT",
-        value_name = "SECS",
-        hide_env_values = true
-    )]
-    request_timeout: Option<u64>,
-    /// Seconds a shutdown waits for requests in flight [default: 30].
-    #[arg(
-        long,
-        env = "AUTHD_SHUTDOWN_TIMEOUT",
-        value_name = "SECS",
-        hide_env_values = true
-    )]
-    shutdown_timeout: Option<u64>,
-    /// Login attempts per minute per client address; 0 switches the limit off [default: 60].
-    #[arg(
-        long,
-        env = "AUTHD_RATE_LIMIT_PER_MINUTE",
-        value_name = "N",
-        hide_env_values = true
-    )]
-    rate_limit_per_minute: Option<u32>,
-    /// Login attempts a client may make at once before the per-minute rate applies
-    /// [default: 20].
-    #[arg(
-        long,
-        env = "AUTHD_RATE_LIMIT_BURST",
-        value_name = "N",
-        hide_env_values = true
-    )]
-    rate_limit_burst: Option<u32>,
-    /// A proxy (address or CIDR network) whose X-Forwarded-For is believed; repeatable
-    /// (the environment variable takes a comma-separated list).
-    #[arg(
-        long = "trusted-proxy",
-        env = "AUTHD_TRUSTED_PROXIES",
-        value_name = "CIDR",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    trusted_proxies: Vec<IpNet>,
-    /// Password hashes computed at once (each takes ~19 MiB) [default: one per core].
-    #[arg(
-        long,
-        env = "AUTHD_HASH_CONCURRENCY",
-        value_name = "N",
-        hide_env_values = true
-    )]
-    hash_concurrency: Option<usize>,
-    /// Database operations running at once [default: 32].
-    #[arg(
-        long,
-        env = "AUTHD_DB_CONCURRENCY",
-        value_name = "N",
-        hide_env_values = true
-    )]
-    db_concurrency: Option<usize>,
-    /// How log lines on stderr are written [default: text].
-    #[arg(
-        long,
-        env = "AUTHD_LOG_FORMAT",
-        value_name = "FORMAT",
-        hide_env_values = true
-    )]
-    log_format: Option<LogFormat>,
-    /// The log level or filter (error, warn, info, debug, trace, or e.g.
-    /// "info,authd=debug") [default: info].
-    #[arg(
-        long,
-        env = "AUTHD_LOG_LEVEL",
-        value_name = "LEVEL",
-        hide_env_values = true
-    )]
-    log_level: Option<String>,
-    /// Deliver mail (email codes, lockout notices) through this SMTP server.
-    #[arg(
-        long,
-        env = "AUTHD_SMTP_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    smtp_url: Option<String>,
-    /// The From address of the mail authd sends.
-    #[arg(
-        long,
-        env = "AUTHD_MAIL_FROM",
-        value_name = "ADDR",
-        hide_env_values = true
-    )]
-    mail_from: Option<String>,
-    /// Write mail as files into this directory instead of sending it (for testing).
-    #[arg(
-        long,
-        env = "AUTHD_MAIL_DIR",
-        value_name = "DIR",
-        hide_env_values = true
-    )]
-    mail_dir: Option<PathBuf>,
-    /// The portal's own external URL, e.g. https://app.example.org/auth: the login URL
-    /// forward-auth sends browsers to, and (its path) the prefix of every portal link when
-    /// a proxy serves the portal below a path [default: same-origin relative links].
-    #[arg(
-        long,
-        env = "AUTHD_PUBLIC_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    public_url: Option<String>,
-    /// An origin (https://app.example.org) the portal may send a browser back to after a
-    /// login; repeatable (the environment variable takes a comma-separated list). Relative
-    /// same-origin paths and the public URL's origin are always allowed; nothing else is.
-    #[arg(
-        long = "allowed-redirect-origin",
-        env = "AUTHD_ALLOWED_REDIRECT_ORIGINS",
-        value_name = "ORIGIN",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    allowed_redirect_origins: Vec<String>,
-    /// Plain-HTTP development: portal cookies without Secure and without the __Host-
-    /// prefix, and no Strict-Transport-Security header (which every answer carries
-    /// otherwise); refused unless --listen is a loopback address.
-    #[arg(long, env = "AUTHD_INSECURE_COOKIES", hide_env_values = true)]
-    insecure_cookies: bool,
-    /// Serve /metrics (and /healthz) on this address of its own, e.g. 127.0.0.1:9090
-    /// where only the monitoring system can reach it; the --listen address then answers
-    /// /metrics with 404. authd prints `metrics listening on IP:PORT` before `listening
-    /// on …` (port 0 picks a free port) [default: /metrics on the --listen address].
-    #[arg(
-        long,
-        env = "AUTHD_METRICS_LISTEN",
-        value_name = "ADDR",
-        hide_env_values = true
-    )]
-    metrics_listen: Option<String>,
-    /// Require Authorization: Bearer TOKEN on /metrics (401 without it), TOKEN being the
-    /// text of this file without surrounding whitespace: at least 16 printable
-    /// characters, and the file closed to other users, e.g. `openssl rand -hex 32 >
-    /// FILE; chmod 600 FILE`. An empty, unreadable or open file stops the start
-    /// [default: no token].
-    #[arg(
-        long,
-        env = "AUTHD_METRICS_TOKEN_FILE",
-        value_name = "PATH",
-        hide_env_values = true
-    )]
-    metrics_token_file: Option<PathBuf>,
-    /// Forward-auth: requests to HOST (or * for any) at PATH or below need GROUP, e.g.
-    /// app.example.org/admin=staff; repeatable, the most specific rule applies (the
-    /// environment variable takes a comma-separated list).
-    #[arg(
-        long = "forward-auth-rule",
-        env = "AUTHD_FORWARD_AUTH_RULES",
-        value_name = "HOST/PATH=GROUP",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    forward_auth_rules: Vec<String>,
-    /// Forward-auth: which proxy headers carry the original URL. `forwarded`:
-    /// X-Forwarded-Proto, -Host and -Uri (what the shipped nginx, Caddy and Traefik
-    /// configurations send); `x-original-url`: X-Original-URL alone. The other family is
-    /// ignored; missing, repeated or contradicting headers are answered 400.
-    #[arg(
-        long,
-        env = "AUTHD_FORWARD_AUTH_HEADERS",
-        value_name = "FAMILY",
-        hide_env_values = true
-    )]
-    forward_auth_headers: Option<config::HeaderSource>,
-    /// Forward-auth: the answer for a host that no --forward-auth-rule, no
-    /// --allowed-redirect-origin and not --public-url names: `allow` (any signed-in user)
-    /// or `deny` (403 to everybody; what the shipped examples use).
-    #[arg(
-        long,
-        env = "AUTHD_FORWARD_AUTH_DEFAULT",
-        value_name = "allow|deny",
-        hide_env_values = true
-    )]
-    forward_auth_default: Option<config::DefaultAccess>,
+    #[command(flatten)]
+    settings: Settings,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
 
 impl Args {
-    /// The command-line layer of the settings (clap has already put flags over the
-    /// environment).
-    fn layer(&self) -> Layer {
-        Layer {
-            db: self.db.clone(),
-            key_file: self.key_file.clone(),
-            listen: self.listen.clone(),
-            header_read_timeout_secs: self.header_read_timeout,
-            request_timeout_secs: self.request_timeout,
-            shutdown_timeout_secs: self.shutdown_timeout,
-            body_limit: self.body_limit,
-            rate_limit_per_minute: self.rate_limit_per_minute,
-            rate_limit_burst: self.rate_limit_burst,
-            trusted_proxies: (!self.trusted_proxies.is_empty())
-                .then(|| self.trusted_proxies.clone()),
-            hash_concurrency: self.hash_concurrency,
-            db_concurrency: self.db_concurrency,
-            log_format: self.log_format,
-            log_level: self.log_level.clone(),
-            smtp_url: self.smtp_url.clone(),
-            mail_from: self.mail_from.clone(),
-            mail_dir: self.mail_dir.clone(),
-            public_url: self.public_url.clone(),
-            allowed_redirect_origins: (!self.allowed_redirect_origins.is_empty())
-                .then(|| self.allowed_redirect_origins.clone()),
-            insecure_cookies: self.insecure_cookies.then_some(true),
-            metrics_listen: self.metrics_listen.clone(),
-            metrics_token_file: self.metrics_token_file.clone(),
-            forward_auth_rules: (!self.forward_auth_rules.is_empty())
-                .then(|| self.forward_auth_rules.clone()),
-            forward_auth_headers: self.forward_auth_headers,
-            forward_auth_default: self.forward_auth_default,
-        }
-    }
-
+    /// The settings: the command line (clap has already put flags over the environment)
+    /// over the config file over the defaults.
     fn config(&self) -> Result<Config, String> {
-        let file = self.config.as_deref().map(Layer::from_file).transpose()?;
-        Config::resolve(self.layer(), file)
+        let file = self
+            .config
+            .as_deref()
+            .map(Settings::from_file)
+            .transpose()?;
+        Config::resolve(self.settings.clone(), file)
     }
+}
+
+/// The command-line definition, its long help naming every setting's environment
+/// variable as the definition itself declares them.
+fn command() -> clap::Command {
+    let cmd = Args::command();
+    let envs: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            Some(match a.get_value_delimiter() {
+                Some(_) => format!("{env} (comma-separated)"),
+                None => env,
+            })
+        })
+        .collect();
+    let about = format!(
+        "{LONG_ABOUT_HEAD}\n\nEnvironment variables: {}.\n\n{LONG_ABOUT_TAIL}",
+        envs.join(", ")
+    );
+    cmd.long_about(about)
+}
+
+/// Parse `argv` against [`command`].
+fn parse_args<I, T>(argv: I) -> Result<Args, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut matches = command().try_get_matches_from(argv)?;
+    Args::from_arg_matches_mut(&mut matches)
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,9 +148,9 @@ enum Gen {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     if let Some(Cmd::Generate(Gen::Man { out_dir })) = &args.command {
-        let page = clap_mangen::Man::new(Args::command());
+        let page = clap_mangen::Man::new(command());
         let mut buf = Vec::new();
         let r = page
             .render(&mut buf)
@@ -589,7 +372,7 @@ mod tests {
 
     #[test]
     fn cli_definition_is_valid() {
-        Args::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]

@@ -1,23 +1,32 @@
-//! The HTTP/1.1 listener: connections, limits, client addresses, shutdown.
+//! The HTTP/1.1 listeners: connections, the layers every request passes, shutdown.
 //!
 //! [`run`] accepts connections until `shutdown` resolves, serving each with hyper's
-//! HTTP/1 connection (keep-alive, header-read timeout). Every request goes through
-//! [`handle`], which applies what no handler should have to think about:
+//! HTTP/1 connection (keep-alive, header-read timeout) and the listener's axum
+//! [`Router`] (routes.rs) under the layers every request passes ([`layered`]; outermost
+//! first). They wrap the router once, outside it, so that a request pays for each once
+//! (a layer inside, `Router::layer`, is cloned with its route for every request):
 //!
-//! - the body limit (413 `payload_too_large`, up front when `Content-Length` says so);
-//! - the per-client login rate limit (429 `rate_limited` with `Retry-After`);
-//! - the request timeout (408 while the body is still arriving, 503 `timeout` after);
-//! - the client address: the peer, or, only when the peer is a trusted proxy, the
-//!   right-most address of `X-Forwarded-For` that is not itself a trusted proxy;
-//! - a handler panic becomes a 500, not a dropped connection;
-//! - the API's JSON-only rule (415 `unsupported_media_type`, [`routes::body_refused`]),
-//!   before the rate limiter;
-//! - security headers on every answer (with `Strict-Transport-Security` unless
-//!   `--insecure-cookies`), one metrics sample and one log line per request.
+//! - [`Observe`]: the client address (the peer, or, only when the peer is a trusted
+//!   proxy, the right-most address of `X-Forwarded-For` that is not itself a trusted
+//!   proxy), the in-flight gauge, one metrics sample and one log line per request,
+//!   labelled by its route ([`Labels`]);
+//! - security headers on every answer ([`secure_headers`], with
+//!   `Strict-Transport-Security` unless `--insecure-cookies`): static values set in one
+//!   response map (six tower-http `SetResponseHeaderLayer`s cost more per request), which
+//!   also gives the body-less 405 of the router and 503 of the timeout the API's JSON
+//!   error shape ([`plain_errors_as_json`]);
+//! - [`Deadline`]: the request timeout (503 `timeout`);
+//! - a handler panic becomes a 500 JSON answer, not a dropped connection (tower-http's
+//!   `CatchPanicLayer`);
+//! - [`ReadBody`]: the body limit (413 `payload_too_large`, up front when
+//!   `Content-Length` says so, the oversized body read and discarded so the client sees
+//!   the answer) and the body's part of the timeout (408 while it is still arriving).
 //!
-//! The same loop serves the `--metrics-listen` listener ([`Door::Metrics`]): its
-//! requests are routed to `/metrics` and `/healthz` only, and pass neither the JSON rule
-//! nor the rate limiter.
+//! [`Observe`] and [`ReadBody`] are services of their own rather than
+//! `axum::middleware::from_fn`, which boxes the rest of the stack for every request.
+//! The API's JSON-only rule and the one per-address rate limit of the credential steps
+//! are route layers (routes.rs). Handlers see a [`Req`] (built by its extractor here) and
+//! answer a [`crate::app::Resp`].
 //!
 //! Log lines carry the method, route label, status, duration and client address — never
 //! bodies, query strings, paths with user data, or headers such as `Authorization`.
@@ -28,32 +37,38 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+use axum::body::HttpBody as _;
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_SECURITY_POLICY,
-    EXPECT, REFERRER_POLICY, RETRY_AFTER, STRICT_TRANSPORT_SECURITY, USER_AGENT,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    HeaderMap, HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH,
+    CONTENT_SECURITY_POLICY, CONTENT_TYPE, EXPECT, REFERRER_POLICY, STRICT_TRANSPORT_SECURITY,
+    USER_AGENT, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use authcore::login::Client;
 
-use crate::app::{ApiError, App, Req, Resp};
+use crate::app::{ApiError, App, Req};
 use crate::config::IpNet;
-use crate::metrics::Metrics;
-use crate::routes::{self, Door};
+use crate::routes::{self, Door, Labels};
 
 /// `Strict-Transport-Security` on every answer (unless `--insecure-cookies`): browsers
 /// keep to HTTPS for this host and its subdomains for a year (365 days) after any answer
@@ -77,6 +92,9 @@ pub async fn run(
     door: Door,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let (routes, labels) = routes::router(&app, door);
+    let router = routes.with_state(app.clone());
+    let labels = Arc::new(labels);
     let (stop_tx, stop_rx) = watch::channel(());
     tokio::pin!(shutdown);
     loop {
@@ -88,8 +106,8 @@ pub async fn run(
         match accepted {
             Ok((stream, peer)) => {
                 tokio::spawn(serve_connection(
-                    app.clone(),
-                    door,
+                    layered(&app, router.clone(), labels.clone(), peer),
+                    app.config.header_read_timeout,
                     stream,
                     peer,
                     stop_rx.clone(),
@@ -122,22 +140,20 @@ pub async fn run(
 
 /// One connection: HTTP/1.1 with keep-alive, until it ends or shutdown drains it.
 async fn serve_connection(
-    app: App,
-    door: Door,
+    edge: impl Edge,
+    header_read_timeout: Duration,
     stream: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
-    let svc_app = app.clone();
-    let service = service_fn(move |req| {
-        let app = svc_app.clone();
-        async move { Ok::<_, Infallible>(handle(app, door, peer, req).await) }
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        tower::ServiceExt::oneshot(edge.clone(), req.map(Body::new))
     });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(app.config.header_read_timeout)
+        .header_read_timeout(header_read_timeout)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -158,51 +174,280 @@ async fn serve_connection(
     }
 }
 
-/// Decrements the in-flight gauge however the request ends (even if it is dropped).
-struct InFlight<'a>(&'a Metrics);
+/// What [`layered`] makes: a clonable service of requests, answering every one.
+trait Edge:
+    tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
 
-impl<'a> InFlight<'a> {
-    fn start(m: &'a Metrics) -> InFlight<'a> {
-        m.in_flight_inc();
-        InFlight(m)
+impl<S> Edge for S where
+    S: tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The router of one listener ([`routes::router`]) under the layers every request on
+/// a connection from `peer` passes (see the module documentation for their order). They
+/// wrap the router once, outside it: a layer inside (`Router::layer`) would be cloned
+/// with each route for every request.
+fn layered(app: &App, router: Router, labels: Arc<Labels>, peer: SocketAddr) -> impl Edge {
+    let observed = Observed {
+        app: app.clone(),
+        labels,
+        peer: peer.ip().to_canonical(),
+    };
+    let hsts = !app.config.insecure_cookies;
+    ServiceBuilder::new()
+        .layer(tower::layer::layer_fn(move |inner| Observe {
+            o: observed.clone(),
+            inner,
+        }))
+        .map_response(move |resp: Response| {
+            let mut resp = plain_errors_as_json(resp);
+            secure_headers(resp.headers_mut(), hsts);
+            resp
+        })
+        .layer(tower::layer::layer_fn({
+            let timeout = app.config.request_timeout;
+            move |inner| Deadline { timeout, inner }
+        }))
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(tower::layer::layer_fn({
+            let app = app.clone();
+            move |inner| ReadBody {
+                app: app.clone(),
+                inner,
+            }
+        }))
+        .service(router)
+}
+
+/// Headers every answer carries (with [`HSTS`] unless `--insecure-cookies`); the last
+/// four only when the handler has not set its own (pages set their own Cache-Control,
+/// CSP, Referrer-Policy…). Static values: nothing is built per request.
+fn secure_headers(h: &mut HeaderMap, hsts: bool) {
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if hsts {
+        h.insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+    }
+    h.entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.entry(X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("DENY"));
+    h.entry(REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
+    h.entry(CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
+}
+
+/// The state of [`Observe`]: one per connection.
+#[derive(Clone)]
+struct Observed {
+    app: App,
+    labels: Arc<Labels>,
+    /// The connection's TCP peer, canonical.
+    peer: IpAddr,
+}
+
+/// Where a request came from: the TCP peer and the client (see [`client_ip`]), both
+/// canonical, and when its head was read (the start of its `--request-timeout`). Set by
+/// [`Observe`] for the body's deadline, the rate limit and the handlers' [`Req`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr {
+    pub peer: IpAddr,
+    pub ip: IpAddr,
+    started: tokio::time::Instant,
+}
+
+/// One request, start to answer: its client address, the in-flight gauge, its metrics
+/// sample and its log line, labelled by its route. A service of its own (not
+/// `axum::middleware::from_fn`) so that it costs no allocation: its future wraps the
+/// inner one in place.
+#[derive(Clone)]
+struct Observe<S> {
+    o: Observed,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Observe<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Observing<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Observing<S::Future> {
+        let started = Instant::now();
+        let app = &self.o.app;
+        app.metrics.in_flight_inc();
+        let peer = self.o.peer;
+        let ip = client_ip(peer, req.headers(), &app.config.trusted_proxies);
+        let seen = Seen {
+            app: app.clone(),
+            started,
+            method: req.method().clone(),
+            route: self.o.labels.of(req.uri().path()),
+            ip,
+        };
+        req.extensions_mut().insert(ClientAddr {
+            peer,
+            ip,
+            started: tokio::time::Instant::from_std(started),
+        });
+        Observing {
+            inner: self.inner.call(req),
+            seen: Some(seen),
+        }
     }
 }
 
-impl Drop for InFlight<'_> {
+/// What [`Observe`] knows of a request before its answer. Dropped unanswered (the
+/// client went away), it still takes the request off the in-flight gauge.
+struct Seen {
+    app: App,
+    started: Instant,
+    method: hyper::Method,
+    route: &'static str,
+    ip: IpAddr,
+}
+
+impl Seen {
+    fn answered(self, status: StatusCode) {
+        let elapsed = self.started.elapsed();
+        let status = status.as_u16();
+        self.app
+            .metrics
+            .request(self.route, status, elapsed.as_secs_f64());
+        tracing::info!(
+            method = %self.method,
+            route = self.route,
+            status,
+            ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            client = %self.ip,
+            "request"
+        );
+    }
+}
+
+impl Drop for Seen {
     fn drop(&mut self) {
-        self.0.in_flight_dec();
+        self.app.metrics.in_flight_dec();
     }
 }
 
-/// One request, start to answer, with its metrics and log line.
-async fn handle(app: App, door: Door, peer: SocketAddr, req: Request<Incoming>) -> Resp {
-    let started = Instant::now();
-    let _in_flight = InFlight::start(&app.metrics);
-    let method = req.method().clone();
-    let route = routes::label(&method, req.uri().path());
-    let ip = client_ip(peer.ip(), req.headers(), &app.config.trusted_proxies);
-
-    let mut resp = respond(&app, door, peer.ip().to_canonical(), ip, req).await;
-    secure_headers(resp.headers_mut(), !app.config.insecure_cookies);
-
-    let elapsed = started.elapsed();
-    let status = resp.status().as_u16();
-    app.metrics.request(route, status, elapsed.as_secs_f64());
-    tracing::info!(
-        method = %method,
-        route,
-        status,
-        ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-        client = %ip,
-        "request"
-    );
-    resp
+pin_project_lite::pin_project! {
+    /// The future of [`Observe`].
+    struct Observing<F> {
+        #[pin]
+        inner: F,
+        seen: Option<Seen>,
+    }
 }
 
-async fn respond(app: &App, door: Door, peer: IpAddr, ip: IpAddr, req: Request<Incoming>) -> Resp {
-    let deadline = tokio::time::Instant::now() + app.config.request_timeout;
-    let (parts, body) = req.into_parts();
+impl<F, E> Future for Observing<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = ready!(this.inner.poll(cx));
+        if let (Some(seen), Ok(resp)) = (this.seen.take(), &answer) {
+            seen.answered(resp.status());
+        }
+        Poll::Ready(answer)
+    }
+}
+
+/// Reads the whole body before anything else looks at the request (see
+/// [`read_body`]); a request without a body passes on as it is, at no cost.
+#[derive(Clone)]
+struct ReadBody<S> {
+    app: App,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for ReadBody<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if req.body().is_end_stream() {
+            return Either::Left {
+                inner: self.inner.call(req),
+            };
+        }
+        // The inner service is ready: take it, leave a clone for the next request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Either::Right {
+            inner: Box::pin(read_body(self.app.clone(), req, inner)),
+        }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// One of two futures of the same output.
+    #[project = EitherProj]
+    enum Either<A, B> {
+        Left { #[pin] inner: A },
+        Right { #[pin] inner: B },
+    }
+}
+
+impl<A, B> Future for Either<A, B>
+where
+    A: Future,
+    B: Future<Output = A::Output>,
+{
+    type Output = A::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<A::Output> {
+        match self.project() {
+            EitherProj::Left { inner } => inner.poll(cx),
+            EitherProj::Right { inner } => inner.poll(cx),
+        }
+    }
+}
+
+/// Read the whole body, refusing more than `--body-limit` bytes (413, up front when
+/// `Content-Length` says so) and a body still arriving when the request's time is up
+/// (408); then pass the request on with the body in memory.
+async fn read_body<S>(app: App, req: Request, mut inner: S) -> Result<Response, Infallible>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    let started = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or_else(tokio::time::Instant::now, |a| a.started);
+    let deadline = started + app.config.request_timeout;
     let limit = app.config.body_limit;
+    let (parts, body) = req.into_parts();
 
     let declared = parts
         .headers
@@ -214,91 +459,174 @@ async fn respond(app: &App, door: Door, peer: IpAddr, ip: IpAddr, req: Request<I
         let drained = !parts.headers.contains_key(EXPECT)
             && declared.is_some_and(|n| n <= DRAIN_MAX)
             && drain(body, deadline).await;
-        return close_unless(drained, too_large(limit));
+        return Ok(close_unless(drained, too_large(limit)));
     }
-
-    let body = match read_body(body, limit, deadline).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge { drained }) => return close_unless(drained, too_large(limit)),
+    let refused = match read_whole(body, limit, deadline).await {
+        Ok(bytes) => {
+            return inner
+                .call(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(BodyError::TooLarge { drained }) => close_unless(drained, too_large(limit)),
         Err(BodyError::Timeout) => {
             let e = ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "timeout",
                 "the request body did not arrive in time",
             );
-            return close_unless(false, e.into_resp());
+            close_unless(false, e.into_response())
         }
         Err(BodyError::Broken) => {
             let e = ApiError::bad_request("the request body could not be read");
-            return close_unless(false, e.into_resp());
+            close_unless(false, e.into_response())
         }
     };
+    Ok(refused)
+}
 
-    if door == Door::Main {
-        let path = parts.uri.path();
-        if let Some(e) = routes::body_refused(&parts.method, path, &parts.headers, body.len()) {
-            return e.into_resp();
-        }
-        if routes::is_rate_limited(&parts.method, path) {
-            if let Err(wait) = app.limiter.check(ip, Instant::now()) {
-                return rate_limited(wait);
-            }
-        }
+/// `--request-timeout`: a request that takes longer is answered 503 `timeout` (and
+/// dropped). tokio's timeout, which polls the request before its timer: a request
+/// answered at once never touches the timer wheel, and when the body's own deadline (408)
+/// falls due in the same tick, the body's answer wins. (tower-http's `TimeoutLayer` polls
+/// its timer first, registering it for every request; tower's fails the request with an
+/// error instead of answering.)
+#[derive(Clone)]
+struct Deadline<S> {
+    timeout: Duration,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Deadline<S>
+where
+    S: tower::Service<Request, Error = Infallible>,
+    S::Response: IntoResponse,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Timed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
 
-    let req = Req {
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(parse_query).unwrap_or_default(),
-        client: Client {
-            ip: ip.to_string(),
-            user_agent: user_agent(&parts.headers),
-        },
-        method: parts.method,
-        headers: parts.headers,
-        peer,
-        body,
-    };
-    // Polled in place (no task of its own to spawn and join on every request): a panic in
-    // a handler is a 500 instead of a dropped connection, and the handler is dropped when
-    // the answer is no longer wanted (timeout, client gone).
-    let handler = std::pin::pin!(routes::route(app, req, door));
-    match tokio::time::timeout_at(deadline, CatchPanic(handler)).await {
-        Ok(Ok(Ok(resp))) => resp,
-        Ok(Ok(Err(e))) => e.into_resp(),
-        Ok(Err(panic)) => {
-            tracing::error!(error = %panic, "request handler failed");
-            ApiError::internal().into_resp()
+    fn call(&mut self, req: Request) -> Timed<S::Future> {
+        Timed {
+            inner: tokio::time::timeout(self.timeout, self.inner.call(req)),
         }
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long to answer; try again",
-        )
-        .into_resp(),
     }
 }
 
-/// A future polled so that a panic while polling ends it with the panic's message
-/// instead of unwinding through the connection. It is not polled again after a panic.
-struct CatchPanic<'a, F>(Pin<&'a mut F>);
+pin_project_lite::pin_project! {
+    /// The future of [`Deadline`].
+    struct Timed<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+    }
+}
 
-impl<F: Future> Future for CatchPanic<'_, F> {
-    type Output = Result<F::Output, String>;
+impl<F, R> Future for Timed<F>
+where
+    F: Future<Output = Result<R, Infallible>>,
+    R: IntoResponse,
+{
+    type Output = Result<Response, Infallible>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let f = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|m| m.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Poll::Ready(Err(format!("the handler panicked: {msg}")))
-            }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(match ready!(self.project().inner.poll(cx)) {
+            Ok(Ok(resp)) => resp.into_response(),
+            Ok(Err(never)) => match never {},
+            Err(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long to answer; try again",
+            )
+            .into_response(),
+        }))
+    }
+}
+
+/// The answer of a handler that panicked (tower-http's `CatchPanicLayer`): logged, and a
+/// 500 instead of a dropped connection.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> crate::app::Resp {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|m| m.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(error = %format!("the handler panicked: {msg}"), "request handler failed");
+    ApiError::internal().into_resp()
+}
+
+/// The router's 405 (a known path, another method), which comes without a body, as the
+/// API's JSON error naming the methods of its `Allow` header. Every other answer passes
+/// unchanged.
+fn plain_errors_as_json(resp: Response) -> Response {
+    if resp.headers().contains_key(CONTENT_TYPE) {
+        return resp;
+    }
+    let e = match resp.status() {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = resp
+                .headers()
+                .get(ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .replace(',', ", ");
+            let mut e = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("this resource answers {allow} only"),
+            );
+            e.extra = Some(serde_json::json!({ "allow": allow }));
+            e
         }
+        _ => return resp,
+    };
+    let (mut parts, _) = resp.into_parts();
+    let json = e.into_resp();
+    // The layer below measured the empty body it answered.
+    parts.headers.remove(CONTENT_LENGTH);
+    for (name, value) in json.headers() {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, Body::new(json.into_body()))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.into_resp().into_response()
+    }
+}
+
+/// A handler's request: method, path, query, headers, the client, and the body read by
+/// [`read_body`].
+impl<S: Send + Sync> FromRequest<S> for Req {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, _: &S) -> Result<Req, Response> {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|_| {
+                ApiError::bad_request("the request body could not be read").into_response()
+            })?
+            .to_bytes();
+        let addr = parts.extensions.get::<ClientAddr>().copied();
+        let peer = addr.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.peer);
+        let ip = addr.map_or(peer, |a| a.ip);
+        Ok(Req {
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(parse_query).unwrap_or_default(),
+            client: Client {
+                ip: ip.to_string(),
+                user_agent: user_agent(&parts.headers),
+            },
+            method: parts.method,
+            headers: parts.headers,
+            peer,
+            body,
+        })
     }
 }
 
@@ -312,8 +640,8 @@ enum BodyError {
 }
 
 /// Read the whole body, refusing more than `limit` bytes.
-async fn read_body(
-    mut body: Incoming,
+async fn read_whole(
+    mut body: Body,
     limit: usize,
     deadline: tokio::time::Instant,
 ) -> Result<Bytes, BodyError> {
@@ -338,11 +666,11 @@ async fn read_body(
 
 /// Read and discard a body (bounded by [`DRAIN_MAX`] and [`DRAIN_TIME`]); true when it
 /// ended within those bounds.
-async fn drain(body: Incoming, deadline: tokio::time::Instant) -> bool {
+async fn drain(body: Body, deadline: tokio::time::Instant) -> bool {
     drain_rest(body, 0, deadline).await
 }
 
-async fn drain_rest(mut body: Incoming, mut seen: u64, deadline: tokio::time::Instant) -> bool {
+async fn drain_rest(mut body: Body, mut seen: u64, deadline: tokio::time::Instant) -> bool {
     let deadline = deadline.min(tokio::time::Instant::now() + DRAIN_TIME);
     loop {
         match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -360,61 +688,22 @@ async fn drain_rest(mut body: Incoming, mut seen: u64, deadline: tokio::time::In
     }
 }
 
-fn too_large(limit: usize) -> Resp {
+fn too_large(limit: usize) -> Response {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         &format!("the request body is larger than the limit of {limit} bytes"),
     )
-    .into_resp()
-}
-
-fn rate_limited(wait: Duration) -> Resp {
-    let secs = retry_after_secs(wait);
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        &format!("too many login attempts from this address; retry in {secs} s"),
-    );
-    e.extra = Some(serde_json::json!({ "retry_after": secs }));
-    let mut resp = e.into_resp();
-    resp.headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(secs));
-    resp
-}
-
-/// Whole seconds to wait, rounded up, at least 1.
-fn retry_after_secs(wait: Duration) -> u64 {
-    let s = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    s.max(1)
+    .into_response()
 }
 
 /// Ask hyper to close the connection after this answer unless the request was read whole.
-fn close_unless(read_whole: bool, mut resp: Resp) -> Resp {
+fn close_unless(read_whole: bool, mut resp: Response) -> Response {
     if !read_whole {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
-}
-
-/// Headers every answer carries. Handlers may set their own Cache-Control, CSP, etc.
-/// `hsts`: whether to send [`HSTS`] (not in `--insecure-cookies` mode).
-fn secure_headers(h: &mut HeaderMap, hsts: bool) {
-    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if hsts {
-        h.insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
-    }
-    h.entry(CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    h.entry(X_FRAME_OPTIONS)
-        .or_insert(HeaderValue::from_static("DENY"));
-    h.entry(REFERRER_POLICY)
-        .or_insert(HeaderValue::from_static("no-referrer"));
-    h.entry(CONTENT_SECURITY_POLICY)
-        .or_insert(HeaderValue::from_static(
-            "default-src 'none'; frame-ancestors 'none'",
-        ));
 }
 
 /// The client's address: the peer, unless the peer is a trusted proxy; then the right-most
@@ -571,7 +860,7 @@ mod tests {
     }
 
     #[test]
-    fn query_and_retry_after() {
+    fn queries() {
         assert_eq!(
             parse_query("user=a%20b&locked=true&x=1+2&flag&=v"),
             vec![
@@ -586,10 +875,6 @@ mod tests {
             parse_query("bad=%zz%ff"),
             vec![("bad".into(), "%zz\u{fffd}".into())]
         );
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
     }
 
     // ---- in-process server tests -------------------------------------------------------
@@ -891,22 +1176,198 @@ mod tests {
         drop(s);
     }
 
+    /// The layers of [`service`] around a router of test routes.
+    fn test_service(routes: Router<App>) -> (impl Edge, tempfile::TempDir) {
+        let (app, dir) = test_app();
+        let router = routes.with_state(app.clone());
+        let peer = "127.0.0.1:1".parse().unwrap();
+        (
+            layered(&app, router, Arc::new(Labels::default()), peer),
+            dir,
+        )
+    }
+
+    fn test_app() -> (App, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let (_conn, key) = authcore::db::create(&authcore::db::Location::new(&db, None)).unwrap();
+        let app = App::new(
+            Config {
+                db,
+                request_timeout: Duration::from_secs(1),
+                ..Config::default()
+            },
+            key,
+        )
+        .unwrap();
+        (app, dir)
+    }
+
+    async fn call(router: &impl Edge, method: &str, path: &str) -> (StatusCode, HeaderMap, String) {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let resp = tower::ServiceExt::oneshot(router.clone(), req)
+            .await
+            .unwrap();
+        let resp = resp;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    /// The cost of the layers and the router per request, in process (no TCP):
+    /// `cargo test --release --bin authd stack_cost -- --ignored --nocapture`.
     #[tokio::test]
-    async fn a_panicking_handler_ends_in_an_error_not_an_unwind() {
-        let fine = std::pin::pin!(async {
-            tokio::task::yield_now().await;
-            7
-        });
-        assert_eq!(CatchPanic(fine).await, Ok(7));
-        let boom = std::pin::pin!(async {
+    #[ignore]
+    async fn stack_cost() {
+        let (app, _dir) = test_app();
+        let (routes, labels) = routes::router(&app, Door::Main);
+        let bare = routes.with_state(app.clone());
+        let labels = Arc::new(labels);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        async fn time(name: &str, svc: impl Edge) {
+            for path in ["/v1/session", "/assets/portal.css"] {
+                let n = 100_000;
+                let mut best = f64::MAX;
+                for _ in 0..3 {
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        let req = hyper::Request::builder()
+                            .uri(path)
+                            .header("host", "x")
+                            .body(Body::empty())
+                            .unwrap();
+                        let resp = tower::ServiceExt::oneshot(svc.clone(), req).await;
+                        std::hint::black_box(resp.unwrap());
+                    }
+                    best = best.min(started.elapsed().as_secs_f64() * 1e9 / n as f64);
+                }
+                println!("{name:16} {path}: {best:.0} ns per request");
+            }
+        }
+        for _ in 0..2 {
+            time(
+                "all layers",
+                layered(&app, bare.clone(), labels.clone(), peer),
+            )
+            .await;
+            time("router alone", bare.clone()).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_not_an_unwind() {
+        async fn boom() -> Response {
             tokio::task::yield_now().await;
             if std::hint::black_box(true) {
                 panic!("handler bug {}", 42);
             }
-            7
-        });
-        let err = CatchPanic(boom).await.unwrap_err();
-        assert!(err.contains("handler bug 42"), "{err}");
+            StatusCode::OK.into_response()
+        }
+        let (router, _dir) = test_service(Router::new().route("/boom", axum::routing::get(boom)));
+        let (status, headers, body) = call(&router, "GET", "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "internal", "{body}");
+        assert_eq!(headers.get("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(headers.get("strict-transport-security").unwrap(), HSTS);
+    }
+
+    #[tokio::test]
+    async fn a_slow_handler_is_a_503_timeout() {
+        async fn slow() -> Response {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            StatusCode::OK.into_response()
+        }
+        let (router, _dir) = test_service(Router::new().route("/slow", axum::routing::get(slow)));
+        let started = Instant::now();
+        let (status, headers, body) = call(&router, "GET", "/slow").await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "timeout", "{body}");
+        assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_method_is_a_json_405_naming_the_allowed_ones() {
+        let ok = || async { StatusCode::OK };
+        let routes = Router::new()
+            .route("/r", axum::routing::get(ok).put(ok))
+            .route("/p", axum::routing::post(ok));
+        let (router, _dir) = test_service(routes);
+        for (method, path, allowed) in [("DELETE", "/r", "GET,HEAD,PUT"), ("GET", "/p", "POST")] {
+            let (status, headers, body) = call(&router, method, path).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(headers.get("allow").unwrap(), allowed);
+            assert_eq!(headers.get("content-type").unwrap(), "application/json");
+            assert_eq!(headers.get("x-frame-options").unwrap(), "DENY");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["error"], "method_not_allowed", "{body}");
+            assert_eq!(v["allow"], allowed.replace(',', ", "), "{body}");
+        }
+        assert_eq!(call(&router, "PUT", "/r").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn routes_are_labelled_by_their_matched_path() {
+        let server = Server::start(|_| {}).await;
+        for (method, path, body) in [
+            ("POST", "/v1/login/terms", &b"{}"[..]),
+            ("GET", "/v1/admin/users/someone", b""),
+            ("GET", "/v1/password/policy", b""),
+            ("GET", "/v1/nope", b""),
+            ("GET", "/login", b""),
+            ("DELETE", "/v1/session", b""),
+        ] {
+            let a = exchange(server.addr, request(method, path, "", body)).await;
+            assert!(a.status < 500, "{method} {path}: {}", a.body);
+        }
+        let a = exchange(server.addr, request("GET", "/metrics", "", b"")).await;
+        for line in [
+            r#"authd_requests_total{route="login_terms",status="400"} 1"#,
+            r#"authd_requests_total{route="admin",status="401"} 1"#,
+            r#"authd_requests_total{route="password",status="200"} 1"#,
+            r#"authd_requests_total{route="other",status="404"} 1"#,
+            r#"authd_requests_total{route="other",status="200"} 1"#,
+            r#"authd_requests_total{route="session",status="405"} 1"#,
+        ] {
+            assert!(a.body.lines().any(|l| l == line), "{line} in\n{}", a.body);
+        }
+        server.shutdown().await;
+    }
+
+    /// Only the declared credential routes reach the credential handlers: a path that
+    /// is not one (`//v1/login`, `/v1/login/`) is never a way around the rate limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_path_reaches_a_login_around_the_rate_limit() {
+        let server = Server::start(|c| {
+            c.rate_limit_per_minute = 1;
+            c.rate_limit_burst = 1;
+        })
+        .await;
+        let body = br#"{"username":"nobody","password":"wrong password"}"#;
+        let a = exchange(server.addr, request("POST", "/v1/login", "", body)).await;
+        assert_eq!(a.status, 401, "{}", a.body);
+        for path in ["//v1/login", "/v1//login", "/v1/login/", "/v1/./login"] {
+            let a = exchange(server.addr, request("POST", path, "", body)).await;
+            assert!(
+                !a.body.contains("invalid_credentials"),
+                "{path} reached the login: {} {}",
+                a.status,
+                a.body
+            );
+        }
+        let a = exchange(server.addr, request("POST", "/v1/login", "", body)).await;
+        assert_eq!(a.status, 429, "{}", a.body);
+        server.shutdown().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
