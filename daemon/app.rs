@@ -222,6 +222,16 @@ impl App {
     }
 }
 
+/// Where a request came from: the TCP peer and the client (see `server::client_ip`), both
+/// canonical, and when its head was read (the start of its `--request-timeout`). Set by
+/// `server::Observe` for the body's deadline, the rate limit and the handlers' [`Req`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr {
+    pub peer: std::net::IpAddr,
+    pub ip: std::net::IpAddr,
+    pub(crate) started: tokio::time::Instant,
+}
+
 /// One parsed request.
 pub struct Req {
     pub method: Method,

@@ -18,9 +18,8 @@ use axum::Router;
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Method, StatusCode};
 
-use crate::app::{is_json_content_type, ApiError, App, Req, Resp};
+use crate::app::{is_json_content_type, ApiError, App, ClientAddr, Req, Resp};
 use crate::handlers as h;
-use crate::server::ClientAddr;
 
 /// The listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

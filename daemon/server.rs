@@ -66,7 +66,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use authcore::login::Client;
 
-use crate::app::{ApiError, App, Req};
+use crate::app::{ApiError, App, ClientAddr, Req};
 use crate::config::IpNet;
 use crate::routes::{self, Door, Labels};
 
@@ -254,16 +254,6 @@ struct Observed {
     labels: Arc<Labels>,
     /// The connection's TCP peer, canonical.
     peer: IpAddr,
-}
-
-/// Where a request came from: the TCP peer and the client (see [`client_ip`]), both
-/// canonical, and when its head was read (the start of its `--request-timeout`). Set by
-/// [`Observe`] for the body's deadline, the rate limit and the handlers' [`Req`].
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr {
-    pub peer: IpAddr,
-    pub ip: IpAddr,
-    started: tokio::time::Instant,
 }
 
 /// One request, start to answer: its client address, the in-flight gauge, its metrics
