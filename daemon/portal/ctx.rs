@@ -308,12 +308,9 @@ impl<'a> Ctx<'a> {
             return Ok(None);
         };
         let token = token.to_string();
-        let t = token.clone();
-        let info = self
-            .app
-            .db(move |conn, _| authcore::login::check_session(conn, &t, now()))
-            .await?;
-        Ok(info.map(|i| (token, i)))
+        // The API's session check: the core's session cache, else the database.
+        let checked = self.app.check_session(&token, now()).await?;
+        Ok(checked.map(|c| (token, c.info.clone())))
     }
 
     /// What the layout of a page shows around its content: `user` is the signed-in user's
