@@ -97,16 +97,7 @@ impl App {
         T: Send + 'static,
         F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
     {
-        let _permit = self
-            .db_permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::unavailable())?;
-        let core = self.core.clone();
-        tokio::task::spawn_blocking(move || core.with_conn(f))
-            .await
-            .map_err(|_| ApiError::internal())?
-            .map_err(ApiError::from)
+        self.call(move |core| core.with_conn(f)).await
     }
 
     /// Run a decision of the core (a blocking [`Core`] method) on the blocking pool.
@@ -149,17 +140,9 @@ impl App {
             Lookup::Hit(c) => return Ok(Some(c)),
             Lookup::Miss(t) => t,
         };
-        let _permit = self
-            .db_permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::unavailable())?;
-        let core = self.core.clone();
         let token = token.to_string();
-        tokio::task::spawn_blocking(move || core.finish_session_check(ticket, &token, now))
+        self.call(move |core| core.finish_session_check(ticket, &token, now))
             .await
-            .map_err(|_| ApiError::internal())?
-            .map_err(ApiError::from)
     }
 
     /// Drain the outbox of mailed notices forever (a background task; nothing to do

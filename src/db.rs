@@ -78,17 +78,7 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let v = user_version(&tx)?;
     if v == 0 {
-        // A database someone else made is not ours to take over.
-        let tables: i64 = tx.query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE type='table'",
-            [],
-            |r| r.get(0),
-        )?;
-        if tables > 0 {
-            return Err(Error::Invalid(
-                "the file is an SQLite database, but not an authd one".into(),
-            ));
-        }
+        refuse_foreign(&tx)?;
         tx.execute_batch(SCHEMA)?;
     }
     for step in MIGRATIONS.iter().skip((v.max(1) - 1) as usize) {
@@ -238,6 +228,12 @@ fn refuse_blank(conn: &Connection, path: &Path) -> Result<()> {
     if user_version(conn)? != 0 {
         return Ok(());
     }
+    refuse_foreign(conn)?;
+    Err(blank_refused(path, "an empty SQLite file"))
+}
+
+/// A database someone else made (tables, but no authd schema) is not ours to take over.
+fn refuse_foreign(conn: &Connection) -> Result<()> {
     let tables: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_schema WHERE type='table'",
         [],
@@ -248,7 +244,7 @@ fn refuse_blank(conn: &Connection, path: &Path) -> Result<()> {
             "the file is an SQLite database, but not an authd one".into(),
         ));
     }
-    Err(blank_refused(path, "an empty SQLite file"))
+    Ok(())
 }
 
 /// Whether the file or its directory cannot be written (read-only file system or modes):

@@ -435,12 +435,7 @@ async fn expired_page(
         csrf: &csrf,
         flow,
         carry,
-        new_password: NewPassword {
-            rules,
-            min: p.password.min_length,
-            max: p.password.max_length,
-            mismatch,
-        },
+        new_password: NewPassword::new(&p.password, rules, mismatch),
     };
     Ok(ctx.page(status, &page))
 }
@@ -967,12 +962,7 @@ async fn questions_page(
         flow,
         username,
         questions,
-        new_password: NewPassword {
-            rules,
-            min: p.password.min_length,
-            max: p.password.max_length,
-            mismatch,
-        },
+        new_password: NewPassword::new(&p.password, rules, mismatch),
     };
     Ok(ctx.page(status, &page))
 }

@@ -8,7 +8,7 @@
 //! draws from nothing but squares. No inline scripts or styles (the CSP forbids them):
 //! the one stylesheet and the one script are assets of this origin.
 
-use authcore::password::{Rule, RuleResult};
+use authcore::password::{PasswordPolicy, Rule, RuleResult};
 
 /// Percent-encode a query-string value (for URLs built in code; the template then
 /// escapes the whole URL for its attribute).
@@ -70,6 +70,18 @@ pub struct NewPassword<'a> {
     pub min: usize,
     pub max: usize,
     pub mismatch: bool,
+}
+
+impl<'a> NewPassword<'a> {
+    /// The boxes and checklist for `policy`'s length limits.
+    pub fn new(policy: &PasswordPolicy, rules: &'a [RuleResult], mismatch: bool) -> Self {
+        NewPassword {
+            rules,
+            min: policy.min_length,
+            max: policy.max_length,
+            mismatch,
+        }
+    }
 }
 
 /// Mask an email address for display: `a•••@example.org`.
