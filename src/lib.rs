@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod breached;
 pub mod core;
 pub mod crypto;
 pub mod db;

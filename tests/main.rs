@@ -8,6 +8,8 @@ mod common;
 
 #[path = "it/at_rest.rs"]
 mod at_rest;
+#[path = "it/breached.rs"]
+mod breached;
 #[path = "it/cli.rs"]
 mod cli;
 #[path = "it/generated.rs"]
