@@ -139,7 +139,8 @@ fn next_line_at<'b>(
 ) -> std::io::Result<Option<(u64, &'b [u8])>> {
     let from = pos.saturating_sub(1);
     file.seek(SeekFrom::Start(from))?;
-    let mut r = BufReader::with_capacity(2 * MAX_LINE, &mut *file);
+    // Small reads: a line of the list is ~45 bytes (longer ones refill the buffer).
+    let mut r = BufReader::with_capacity(256, &mut *file);
     let mut start = from;
     if pos > 0 {
         // Skip to just after the next newline (the byte before `pos` may be it).
