@@ -236,20 +236,20 @@ impl Core {
         self.write(f)
     }
 
-    /// One action on a user as [`admin::action`] decides it; a user the actor cannot see
-    /// is `NotFound` (audited by the action already).
+    /// One action on a user as [`admin::action`] decides it (the methods that use it
+    /// answer None, like it, for a user the actor cannot see); None for a user the actor
+    /// cannot see (audited by the action already).
     fn user_action<T>(
         &self,
         actor: &Actor,
         event: AuditEvent,
         name: &str,
         act: impl FnOnce(&Connection, &SecretKey, &mut User, i64) -> Result<(T, serde_json::Value)>,
-    ) -> Result<(User, T)> {
+    ) -> Result<Option<(User, T)>> {
         let now = self.now();
         self.with_conn(|c, key| {
             admin::action(c, actor, event, name, now, |tx, u| act(tx, key, u, now))
-        })?
-        .ok_or_else(|| Error::not_found("user", name))
+        })
     }
 
     /// Record a refused command (its own transaction: the refusal changed nothing).
@@ -481,87 +481,90 @@ impl Core {
 
     /// Change a user's email, organisation, role or groups, audited `admin.user.set` with
     /// the changes. Org admins keep users plain and in their organisation.
-    pub fn set_user(&self, actor: &Actor, name: &str, ch: &UserChanges) -> Result<User> {
+    pub fn set_user(&self, actor: &Actor, name: &str, ch: &UserChanges) -> Result<Option<User>> {
         if ch.is_empty() {
             return Err(Error::Invalid(
                 "nothing to change: give --email, --org, --role, --add-group or --remove-group"
                     .into(),
             ));
         }
-        let (u, ()) =
-            self.user_action(actor, AuditEvent::AdminUserSet, name, |tx, _, u, now| {
-                let mut changes = serde_json::Map::new();
-                if let Some(e) = &ch.email {
-                    users::set_email(tx, u.id, e, now)?;
-                    changes.insert("email".into(), json!(e));
-                }
-                if let Some(o) = &ch.org {
-                    if let Some(scope) = actor.org_scope {
-                        if orgs::get_org(tx, o)?.id != scope {
-                            return Err(Error::Forbidden(
-                                "org admins keep users in their own organisation".into(),
-                            ));
-                        }
-                    }
-                    users::set_org(tx, u.id, o, now)?;
-                    changes.insert("org".into(), json!(o));
-                }
-                if let Some(r) = ch.role {
-                    if !actor.manages_admins && r != Role::User {
+        let done = self.user_action(actor, AuditEvent::AdminUserSet, name, |tx, _, u, now| {
+            let mut changes = serde_json::Map::new();
+            if let Some(e) = &ch.email {
+                users::set_email(tx, u.id, e, now)?;
+                changes.insert("email".into(), json!(e));
+            }
+            if let Some(o) = &ch.org {
+                if let Some(scope) = actor.org_scope {
+                    if orgs::get_org(tx, o)?.id != scope {
                         return Err(Error::Forbidden(
-                            "org admins cannot grant the admin or org-admin role".into(),
+                            "org admins keep users in their own organisation".into(),
                         ));
                     }
-                    users::set_role(tx, u.id, r, now)?;
-                    changes.insert("role".into(), json!(r.as_str()));
                 }
-                for g in &ch.add_groups {
-                    users::add_to_group(tx, u.id, g)?;
+                users::set_org(tx, u.id, o, now)?;
+                changes.insert("org".into(), json!(o));
+            }
+            if let Some(r) = ch.role {
+                if !actor.manages_admins && r != Role::User {
+                    return Err(Error::Forbidden(
+                        "org admins cannot grant the admin or org-admin role".into(),
+                    ));
                 }
-                for g in &ch.remove_groups {
-                    users::remove_from_group(tx, u.id, g)?;
-                }
-                if !ch.add_groups.is_empty() {
-                    changes.insert("add_groups".into(), json!(ch.add_groups));
-                }
-                if !ch.remove_groups.is_empty() {
-                    changes.insert("remove_groups".into(), json!(ch.remove_groups));
-                }
-                *u = users::by_id(tx, u.id)?;
-                Ok(((), json!({ "changes": changes })))
-            })?;
-        Ok(u)
+                users::set_role(tx, u.id, r, now)?;
+                changes.insert("role".into(), json!(r.as_str()));
+            }
+            for g in &ch.add_groups {
+                users::add_to_group(tx, u.id, g)?;
+            }
+            for g in &ch.remove_groups {
+                users::remove_from_group(tx, u.id, g)?;
+            }
+            if !ch.add_groups.is_empty() {
+                changes.insert("add_groups".into(), json!(ch.add_groups));
+            }
+            if !ch.remove_groups.is_empty() {
+                changes.insert("remove_groups".into(), json!(ch.remove_groups));
+            }
+            *u = users::by_id(tx, u.id)?;
+            Ok(((), json!({ "changes": changes })))
+        })?;
+        Ok(done.map(|(u, ())| u))
     }
 
     /// Disable (no login; sessions and remembered devices end) or enable a user, audited
     /// `admin.user.disable` / `admin.user.enable`; the user after the change.
-    pub fn set_disabled(&self, actor: &Actor, name: &str, disabled: bool) -> Result<User> {
+    pub fn set_disabled(&self, actor: &Actor, name: &str, disabled: bool) -> Result<Option<User>> {
         let event = if disabled {
             AuditEvent::AdminUserDisable
         } else {
             AuditEvent::AdminUserEnable
         };
-        let (_, after) = self.user_action(actor, event, name, |tx, _, u, now| {
+        let done = self.user_action(actor, event, name, |tx, _, u, now| {
             users::set_disabled(tx, u.id, disabled, now)?;
             Ok((users::by_id(tx, u.id)?, json!({})))
         })?;
-        Ok(after)
+        Ok(done.map(|(_, after)| after))
     }
 
     /// Delete a user and everything attached, audited `admin.user.delete`.
-    pub fn delete_user(&self, actor: &Actor, name: &str) -> Result<User> {
-        let (u, ()) =
-            self.user_action(actor, AuditEvent::AdminUserDelete, name, |tx, _, u, _| {
-                users::delete(tx, u.id)?;
-                Ok(((), json!({})))
-            })?;
-        Ok(u)
+    pub fn delete_user(&self, actor: &Actor, name: &str) -> Result<Option<User>> {
+        let done = self.user_action(actor, AuditEvent::AdminUserDelete, name, |tx, _, u, _| {
+            users::delete(tx, u.id)?;
+            Ok(((), json!({})))
+        })?;
+        Ok(done.map(|(u, ())| u))
     }
 
     /// Set a user's password (checked against the policy, and different from the current
     /// one) or force a change at the next login, audited `admin.passwd` /
     /// `admin.passwd.expire`.
-    pub fn set_password(&self, actor: &Actor, name: &str, change: PasswordChange) -> Result<User> {
+    pub fn set_password(
+        &self,
+        actor: &Actor,
+        name: &str,
+        change: PasswordChange,
+    ) -> Result<Option<User>> {
         let current = self.user(actor, name)?;
         let (hash, expire) = match change {
             PasswordChange::Set { password, expire } => {
@@ -584,14 +587,14 @@ impl Core {
         } else {
             AuditEvent::AdminPasswdExpire
         };
-        let (u, ()) = self.user_action(actor, event, name, |tx, _, u, now| {
+        let done = self.user_action(actor, event, name, |tx, _, u, now| {
             match &hash {
                 Some(h) => users::set_password(tx, u.id, h, expire, now)?,
                 None => users::expire_password(tx, u.id, now)?,
             }
             Ok(((), json!({ "expire": expire })))
         })?;
-        Ok(u)
+        Ok(done.map(|(u, ())| u))
     }
 
     // ---- second factors ----
@@ -625,27 +628,26 @@ impl Core {
 
     /// Store a prepared second factor and fresh recovery codes, audited `admin.enroll`
     /// with the method and the one it replaced.
-    pub fn enroll(&self, actor: &Actor, name: &str, e: &Enrollment) -> Result<Enrolled> {
+    pub fn enroll(&self, actor: &Actor, name: &str, e: &Enrollment) -> Result<Option<Enrolled>> {
         let count = self.policy()?.recovery_count;
-        let (user, codes) =
-            self.user_action(actor, AuditEvent::AdminEnroll, name, |tx, key, u, now| {
-                if u.id != e.user_id {
-                    return Err(Error::Conflict(format!(
+        let done = self.user_action(actor, AuditEvent::AdminEnroll, name, |tx, key, u, now| {
+            if u.id != e.user_id {
+                return Err(Error::Conflict(format!(
                     "user '{name}' changed meanwhile; nothing was changed: run the command again"
                 )));
-                }
-                match &e.secret {
-                    Some(s) => factors::set_totp(tx, key, u.id, s, Some(now), now)?,
-                    None => factors::remove_totp(tx, u.id)?,
-                }
-                users::set_mfa_method(tx, u.id, Some(e.method), now)?;
-                let codes = factors::rotate_recovery_codes(tx, key, u.id, count, now)?;
-                Ok((codes, json!({"method": e.method, "replaced": u.mfa_method})))
-            })?;
-        Ok(Enrolled {
+            }
+            match &e.secret {
+                Some(s) => factors::set_totp(tx, key, u.id, s, Some(now), now)?,
+                None => factors::remove_totp(tx, u.id)?,
+            }
+            users::set_mfa_method(tx, u.id, Some(e.method), now)?;
+            let codes = factors::rotate_recovery_codes(tx, key, u.id, count, now)?;
+            Ok((codes, json!({"method": e.method, "replaced": u.mfa_method})))
+        })?;
+        Ok(done.map(|(user, recovery_codes)| Enrolled {
             user,
-            recovery_codes: codes,
-        })
+            recovery_codes,
+        }))
     }
 
     /// Does `code` match `name`'s authenticator now, and at which step offset (clock-drift
@@ -693,16 +695,20 @@ impl Core {
     }
 
     /// Revoke one remembered device, or all of a user's, audited `admin.device.revoke`:
-    /// the user's name and how many.
-    pub fn revoke_devices(&self, actor: &Actor, target: &Target) -> Result<(String, usize)> {
+    /// the user's name and how many (None: a user the actor cannot see, audited).
+    pub fn revoke_devices(
+        &self,
+        actor: &Actor,
+        target: &Target,
+    ) -> Result<Option<(String, usize)>> {
         let event = AuditEvent::AdminDeviceRevoke;
         match target {
             Target::User(name) => {
-                let (u, n) = self.user_action(actor, event, name, |tx, _, u, now| {
+                let done = self.user_action(actor, event, name, |tx, _, u, now| {
                     let n = factors::revoke_devices(tx, u.id, now)?;
                     Ok((n, json!({ "devices": n })))
                 })?;
-                Ok((u.username, n))
+                Ok(done.map(|(u, n)| (u.username, n)))
             }
             Target::Id(id) => {
                 let id = *id;
@@ -713,31 +719,34 @@ impl Core {
                     .ok_or_else(|| {
                         Error::NotFound(format!("no live remembered device with id {id}"))
                     })?;
-                let (u, ()) =
-                    self.user_action(actor, event, &owner.username, |tx, _, u, now| {
-                        if u.id != owner.user_id || !factors::revoke_device(tx, id, now)? {
-                            return Err(Error::NotFound(format!(
-                                "no live remembered device with id {id}"
-                            )));
-                        }
-                        Ok(((), json!({ "device": id })))
-                    })?;
-                Ok((u.username, 1))
+                let done = self.user_action(actor, event, &owner.username, |tx, _, u, now| {
+                    if u.id != owner.user_id || !factors::revoke_device(tx, id, now)? {
+                        return Err(Error::NotFound(format!(
+                            "no live remembered device with id {id}"
+                        )));
+                    }
+                    Ok(((), json!({ "device": id })))
+                })?;
+                Ok(done.map(|(u, ())| (u.username, 1)))
             }
         }
     }
 
     /// End one session, or all of a user's, audited `admin.session.revoke`: the user's
-    /// name and how many.
-    pub fn revoke_sessions(&self, actor: &Actor, target: &Target) -> Result<(String, usize)> {
+    /// name and how many (None: a user the actor cannot see, audited).
+    pub fn revoke_sessions(
+        &self,
+        actor: &Actor,
+        target: &Target,
+    ) -> Result<Option<(String, usize)>> {
         let event = AuditEvent::AdminSessionRevoke;
         match target {
             Target::User(name) => {
-                let (u, n) = self.user_action(actor, event, name, |tx, _, u, now| {
+                let done = self.user_action(actor, event, name, |tx, _, u, now| {
                     let n = sessions::end_all_for_user(tx, u.id, now)?;
                     Ok((n, json!({ "sessions": n })))
                 })?;
-                Ok((u.username, n))
+                Ok(done.map(|(u, n)| (u.username, n)))
             }
             Target::Id(id) => {
                 let id = *id;
@@ -746,14 +755,13 @@ impl Core {
                     .into_iter()
                     .find(|s| s.id == id)
                     .ok_or_else(|| Error::NotFound(format!("no live session with id {id}")))?;
-                let (u, ()) =
-                    self.user_action(actor, event, &owner.username, |tx, _, u, now| {
-                        if u.id != owner.user_id || !sessions::revoke(tx, id, now)? {
-                            return Err(Error::NotFound(format!("no live session with id {id}")));
-                        }
-                        Ok(((), json!({ "session": id })))
-                    })?;
-                Ok((u.username, 1))
+                let done = self.user_action(actor, event, &owner.username, |tx, _, u, now| {
+                    if u.id != owner.user_id || !sessions::revoke(tx, id, now)? {
+                        return Err(Error::NotFound(format!("no live session with id {id}")));
+                    }
+                    Ok(((), json!({ "session": id })))
+                })?;
+                Ok(done.map(|(u, ())| (u.username, 1)))
             }
         }
     }
