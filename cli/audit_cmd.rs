@@ -35,11 +35,7 @@ pub fn run(g: &Global, a: AuditArgs) -> Result<i32> {
             "--limit must be 0 (no limit) or more",
         ));
     }
-    let org_id = a
-        .org
-        .as_deref()
-        .map(|o| ctx.core.org_id(o))
-        .transpose()?;
+    let org_id = a.org.as_deref().map(|o| ctx.core.org_id(o)).transpose()?;
     let mut filter = Filter {
         user: a.user.clone(),
         org_id,

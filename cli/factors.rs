@@ -118,7 +118,8 @@ pub fn totp(g: &Global, c: TotpCmd) -> Result<i32> {
     let ctx = Ctx::open(g)?;
     let d = ctx.core.totp_test(&ctx.actor, &a.name, &a.code)?;
     let skew = d.accepted_window;
-    emit(ctx.json, &d, || match d.offset {
+    emit(ctx.json, &d, || {
+        match d.offset {
         Some(offset) if d.matched => format!(
             "match at offset {:+} ({} s){}",
             offset,
@@ -132,6 +133,7 @@ pub fn totp(g: &Global, c: TotpCmd) -> Result<i32> {
             offset * 30
         ),
         None => format!("no match within ±{DIAGNOSIS_WINDOW} steps (±{} min): wrong secret or a clock far off", DIAGNOSIS_WINDOW / 2),
+    }
     });
     Ok(if d.matched { 0 } else { 1 })
 }

@@ -148,7 +148,10 @@ fn show(ctx: &Ctx, name: &str) -> Result<i32> {
         user_detail(
             &o.user,
             &[
-                ("recovery codes left", o.recovery_codes_remaining.to_string()),
+                (
+                    "recovery codes left",
+                    o.recovery_codes_remaining.to_string(),
+                ),
                 ("live sessions", o.sessions.to_string()),
                 ("remembered devices", o.devices.to_string()),
             ],
