@@ -1024,3 +1024,289 @@ fn scoped<T>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::Door;
+    use std::sync::Arc;
+
+    const T: i64 = 1_700_000_000;
+
+    fn core(dir: &std::path::Path) -> Core {
+        let loc = Location::new(dir.join("a.db"), None);
+        Core::create(
+            &loc,
+            Hashing::new(1),
+            Arc::new(|| T),
+            &Actor::operator("root"),
+        )
+        .unwrap()
+    }
+
+    fn add(core: &Core, name: &str, org: &str, role: Role) -> User {
+        let op = Actor::operator("root");
+        if !core.org_exists(org).unwrap() {
+            core.add_org(&op, org, None).unwrap();
+        }
+        core.add_user(
+            &op,
+            &UserSpec {
+                username: name,
+                email: "x@example.org",
+                org: Some(org),
+                groups: &[],
+                role,
+                password: None,
+                must_change_password: false,
+            },
+        )
+        .unwrap()
+    }
+
+    fn org_admin(of: &User) -> Actor {
+        Actor {
+            name: of.username.clone(),
+            user_id: Some(of.id),
+            org_id: Some(of.org_id),
+            org_scope: Some(of.org_id),
+            manages_admins: false,
+            client: None,
+            door: Door::Portal,
+        }
+    }
+
+    fn rows(core: &Core) -> Vec<audit::Row> {
+        core.audit_query(&Actor::operator("root"), &audit::Filter::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn an_org_admin_cannot_grant_roles_or_move_users_and_the_refusal_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(dir.path());
+        let boss = add(&core, "boss", "school", Role::OrgAdmin);
+        add(&core, "pupil", "school", Role::User);
+        add(&core, "stranger", "other", Role::User);
+        let actor = org_admin(&boss);
+        for ch in [
+            UserChanges {
+                email: Some("new@example.org".into()),
+                role: Some(Role::Admin),
+                ..Default::default()
+            },
+            UserChanges {
+                email: Some("new@example.org".into()),
+                org: Some("other".into()),
+                ..Default::default()
+            },
+        ] {
+            let before = rows(&core).len();
+            assert!(matches!(
+                core.set_user(&actor, "pupil", &ch),
+                Err(Error::Forbidden(_))
+            ));
+            let u = core.user(&Actor::operator("root"), "pupil").unwrap();
+            assert_eq!(
+                (u.email.as_str(), u.role, u.org.as_str()),
+                ("x@example.org", Role::User, "school"),
+                "a refused change changed something"
+            );
+            let all = rows(&core);
+            assert_eq!(all.len(), before + 1, "one row for the refusal");
+            assert_eq!(
+                (
+                    all[0].event,
+                    all[0].outcome.as_str(),
+                    all[0].reason.as_str()
+                ),
+                (AuditEvent::AdminUserSet, "failure", "insufficient_role")
+            );
+        }
+        // Their own organisation's plain users they do manage, audited with the change.
+        let ch = UserChanges {
+            email: Some("new@example.org".into()),
+            ..Default::default()
+        };
+        let u = core.set_user(&actor, "pupil", &ch).unwrap().unwrap();
+        assert_eq!(u.email, "new@example.org");
+        let row = &rows(&core)[0];
+        assert_eq!((row.outcome.as_str(), row.at), ("success", T));
+        assert!(row.detail.contains("new@example.org"), "{}", row.detail);
+        // Another organisation's user is missing to them (audited by the action).
+        assert!(core.set_user(&actor, "stranger", &ch).unwrap().is_none());
+        assert_eq!(rows(&core)[0].reason, "other_org");
+        assert!(core
+            .set_disabled(&actor, "stranger", true)
+            .unwrap()
+            .is_none());
+        assert!(
+            !core
+                .user(&Actor::operator("root"), "stranger")
+                .unwrap()
+                .disabled
+        );
+        assert!(matches!(
+            core.user(&actor, "stranger"),
+            Err(Error::NotFound(_))
+        ));
+        let names: Vec<String> = core
+            .users(&actor, &UserQuery::default())
+            .unwrap()
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(!names.contains(&"stranger".to_string()));
+    }
+
+    #[test]
+    fn settings_for_every_organisation_are_refused_to_org_admins_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(dir.path());
+        let boss = add(&core, "boss", "school", Role::OrgAdmin);
+        let actor = org_admin(&boss);
+        let before = rows(&core).len();
+        assert!(matches!(
+            core.add_group(&actor, "g", true),
+            Err(Error::Forbidden(_))
+        ));
+        assert!(matches!(
+            core.set_policy(&actor, &[("lockout.max_failures".into(), "3".into())]),
+            Err(Error::Forbidden(_))
+        ));
+        assert!(!core.group_exists("g").unwrap());
+        assert_eq!(core.policy().unwrap().lockout_max_failures, 9);
+        let all = rows(&core);
+        assert_eq!(all.len(), before + 2);
+        assert!(all[..2]
+            .iter()
+            .all(|r| r.outcome == "failure" && r.reason == "insufficient_role"));
+    }
+
+    #[test]
+    fn a_policy_change_and_its_row_commit_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(dir.path());
+        let op = Actor::operator("root");
+        let before = rows(&core).len();
+        let bad = [
+            ("lockout.max_failures".to_string(), "5".to_string()),
+            ("totp.skew".to_string(), "99".to_string()),
+        ];
+        assert!(core.set_policy(&op, &bad).is_err());
+        assert_eq!(core.policy().unwrap().lockout_max_failures, 9, "half a change");
+        assert_eq!(rows(&core).len(), before, "a row for nothing");
+        let set = core.set_policy(&op, &bad[..1]).unwrap();
+        assert_eq!(set, vec![("lockout.max_failures".into(), "5".into())]);
+        assert_eq!(core.policy().unwrap().lockout_max_failures, 5);
+        let row = &rows(&core)[0];
+        assert_eq!((row.event, row.at), (AuditEvent::AdminPolicySet, T));
+        let d: serde_json::Value = serde_json::from_str(&row.detail).unwrap();
+        assert_eq!(d["changes"][0]["previous"], "9", "{d}");
+        assert_eq!(d["via"], "authctl");
+    }
+
+    #[test]
+    fn a_group_is_deleted_only_as_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(dir.path());
+        let op = Actor::operator("root");
+        let seen = core.add_group(&op, "staff", false).unwrap();
+        core.set_group(&op, "staff", true).unwrap();
+        add(&core, "pupil", "school", Role::User);
+        core.set_user(
+            &op,
+            "pupil",
+            &UserChanges {
+                add_groups: vec!["staff".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // Confirmed when it lifted nothing; it now lifts the requirement from a member.
+        assert!(matches!(
+            core.delete_group(&op, "staff", Some(&seen)),
+            Err(Error::Conflict(_))
+        ));
+        assert!(core.group_exists("staff").unwrap());
+        let now_seen = core.group("staff").unwrap();
+        let g = core.delete_group(&op, "staff", Some(&now_seen)).unwrap();
+        assert_eq!((g.members, g.require_2fa), (1, true));
+        assert!(!core.group_exists("staff").unwrap());
+        assert_eq!(rows(&core)[0].event, AuditEvent::AdminGroupDelete);
+    }
+
+    #[test]
+    fn an_import_batch_writes_each_user_with_its_row_and_one_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(dir.path());
+        let op = Actor::operator("root");
+        add(&core, "taken", "school", Role::User);
+        let user = |line, username| ImportUser {
+            line,
+            username,
+            email: "i@example.org",
+            org: None,
+            groups: &[],
+            role: Role::User,
+            password_hash: None,
+            must_change_password: false,
+        };
+        let (n, failed) = core
+            .import_users(
+                &op,
+                vec![user(1, "ann"), user(2, "taken"), user(4, "bob")],
+                "f.jsonl",
+                1,
+            )
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, 2);
+        assert!(core.user_exists("ann").unwrap() && core.user_exists("bob").unwrap());
+        let all = rows(&core);
+        assert_eq!(all[0].event, AuditEvent::AdminImport);
+        let d: serde_json::Value = serde_json::from_str(&all[0].detail).unwrap();
+        assert_eq!(
+            (d["imported"].as_i64(), d["failed"].as_i64()),
+            (Some(2), Some(2))
+        );
+        assert_eq!(
+            all[1..3]
+                .iter()
+                .filter(|r| r.event == AuditEvent::AdminUserAdd && r.detail.contains("import"))
+                .count(),
+            2
+        );
+        // Not for org admins.
+        let boss = add(&core, "boss", "school", Role::OrgAdmin);
+        assert!(matches!(
+            core.import_users(&org_admin(&boss), vec![user(1, "eve")], "f", 0),
+            Err(Error::Forbidden(_))
+        ));
+        assert!(!core.user_exists("eve").unwrap());
+    }
+
+    #[test]
+    fn a_refusal_is_recorded_at_the_cores_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(dir.path());
+        let op = Actor::operator("root");
+        core.audit_refusal(
+            &op,
+            AuditEvent::AdminUserAdd,
+            "eve",
+            "policy_rejected",
+            "weak",
+        )
+        .unwrap();
+        let row = &rows(&core)[0];
+        assert_eq!(
+            (row.event, row.outcome.as_str(), row.reason.as_str(), row.at),
+            (AuditEvent::AdminUserAdd, "failure", "policy_rejected", T)
+        );
+        assert_eq!(row.username, "eve");
+        assert_eq!(row.actor, "root");
+    }
+}
