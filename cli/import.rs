@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use authcore::ops::ImportUser;
 use authcore::password::Hashing;
 use authcore::policy::Policy;
-use authcore::store::users::Role;
+use authcore::store::users::{NewUser, Role};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -335,13 +335,15 @@ pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
             match h {
                 Ok(password_hash) => batch.push(ImportUser {
                     line: v.line,
-                    username: &v.rec.username,
-                    email: &v.rec.email,
-                    org: v.rec.org.as_deref(),
-                    groups: &v.rec.groups,
-                    role: v.role,
-                    password_hash,
-                    must_change_password: v.rec.must_change_password,
+                    user: NewUser {
+                        username: &v.rec.username,
+                        email: &v.rec.email,
+                        org: v.rec.org.as_deref(),
+                        groups: &v.rec.groups,
+                        role: v.role,
+                        password_hash,
+                        must_change_password: v.rec.must_change_password,
+                    },
                 }),
                 Err(e) => errors.push(LineError {
                     line: v.line,

@@ -284,7 +284,7 @@ pub fn reset_2fa(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::orgs;
     use crate::store::users::NewUser;
@@ -312,7 +312,8 @@ mod tests {
         u
     }
 
-    fn org_admin(of: &User) -> Actor {
+    /// An org admin of `of`'s organisation, signed in as `of`.
+    pub(crate) fn org_admin(of: &User) -> Actor {
         Actor {
             name: of.username.clone(),
             user_id: Some(of.id),

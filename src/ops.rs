@@ -160,16 +160,21 @@ pub enum Target {
     User(String),
 }
 
-/// One user of an import batch, hashed already (the import hashes in parallel).
+/// One user of an import batch, hashed already (the import hashes in parallel), and the
+/// line of the file it came from.
 pub struct ImportUser<'a> {
     pub line: usize,
-    pub username: &'a str,
-    pub email: &'a str,
-    pub org: Option<&'a str>,
-    pub groups: &'a [String],
-    pub role: Role,
-    pub password_hash: Option<String>,
-    pub must_change_password: bool,
+    pub user: NewUser<'a>,
+}
+
+/// How [`Core::revoke_devices`] and [`Core::revoke_sessions`] revoke.
+struct Revocation {
+    event: AuditEvent,
+    what: &'static str,
+    one: fn(&Connection, i64, i64) -> Result<bool>,
+    all: fn(&Connection, i64, i64) -> Result<usize>,
+    one_key: &'static str,
+    all_key: &'static str,
 }
 
 /// The policy settings changed by [`Core::set_policy`]: (key, value).
@@ -386,7 +391,7 @@ impl Core {
                 .transpose()?
                 .map(|u| u.id);
             let list = sessions::list(c, uid, now)?;
-            Ok(scoped(c, actor, list, |s| s.user_id)?)
+            scoped(c, actor, list, |s| s.user_id)
         })
     }
 
@@ -399,7 +404,7 @@ impl Core {
                 .transpose()?
                 .map(|u| u.id);
             let list = factors::list_devices(c, uid, now)?;
-            Ok(scoped(c, actor, list, |d| d.user_id)?)
+            scoped(c, actor, list, |d| d.user_id)
         })
     }
 
@@ -701,35 +706,27 @@ impl Core {
         actor: &Actor,
         target: &Target,
     ) -> Result<Option<(String, usize)>> {
-        let event = AuditEvent::AdminDeviceRevoke;
-        match target {
-            Target::User(name) => {
-                let done = self.user_action(actor, event, name, |tx, _, u, now| {
-                    let n = factors::revoke_devices(tx, u.id, now)?;
-                    Ok((n, json!({ "devices": n })))
-                })?;
-                Ok(done.map(|(u, n)| (u.username, n)))
-            }
-            Target::Id(id) => {
-                let id = *id;
-                let owner = self
-                    .devices(actor, None)?
-                    .into_iter()
-                    .find(|d| d.id == id)
-                    .ok_or_else(|| {
-                        Error::NotFound(format!("no live remembered device with id {id}"))
-                    })?;
-                let done = self.user_action(actor, event, &owner.username, |tx, _, u, now| {
-                    if u.id != owner.user_id || !factors::revoke_device(tx, id, now)? {
-                        return Err(Error::NotFound(format!(
-                            "no live remembered device with id {id}"
-                        )));
-                    }
-                    Ok(((), json!({ "device": id })))
-                })?;
-                Ok(done.map(|(u, ())| (u.username, 1)))
-            }
-        }
+        let owner = match target {
+            Target::Id(id) => self
+                .devices(actor, None)?
+                .into_iter()
+                .find(|d| d.id == *id)
+                .map(|d| (d.user_id, d.username)),
+            Target::User(_) => None,
+        };
+        self.revoke(
+            actor,
+            target,
+            owner,
+            &Revocation {
+                event: AuditEvent::AdminDeviceRevoke,
+                what: "remembered device",
+                one: factors::revoke_device,
+                all: factors::revoke_devices,
+                one_key: "device",
+                all_key: "devices",
+            },
+        )
     }
 
     /// End one session, or all of a user's, audited `admin.session.revoke`: the user's
@@ -739,31 +736,56 @@ impl Core {
         actor: &Actor,
         target: &Target,
     ) -> Result<Option<(String, usize)>> {
-        let event = AuditEvent::AdminSessionRevoke;
-        match target {
-            Target::User(name) => {
-                let done = self.user_action(actor, event, name, |tx, _, u, now| {
-                    let n = sessions::end_all_for_user(tx, u.id, now)?;
-                    Ok((n, json!({ "sessions": n })))
-                })?;
-                Ok(done.map(|(u, n)| (u.username, n)))
-            }
+        let owner = match target {
+            Target::Id(id) => self
+                .sessions(actor, None)?
+                .into_iter()
+                .find(|s| s.id == *id)
+                .map(|s| (s.user_id, s.username)),
+            Target::User(_) => None,
+        };
+        self.revoke(
+            actor,
+            target,
+            owner,
+            &Revocation {
+                event: AuditEvent::AdminSessionRevoke,
+                what: "session",
+                one: sessions::revoke,
+                all: sessions::end_all_for_user,
+                one_key: "session",
+                all_key: "sessions",
+            },
+        )
+    }
+
+    /// Revoke what `target` names as `r` says; `owner` is the live item's user (id, name)
+    /// when the target is an id.
+    fn revoke(
+        &self,
+        actor: &Actor,
+        target: &Target,
+        owner: Option<(i64, String)>,
+        r: &Revocation,
+    ) -> Result<Option<(String, usize)>> {
+        let done = match target {
+            Target::User(name) => self.user_action(actor, r.event, name, |tx, _, u, now| {
+                let n = (r.all)(tx, u.id, now)?;
+                Ok((n, json!({ r.all_key: n })))
+            })?,
             Target::Id(id) => {
                 let id = *id;
-                let owner = self
-                    .sessions(actor, None)?
-                    .into_iter()
-                    .find(|s| s.id == id)
-                    .ok_or_else(|| Error::NotFound(format!("no live session with id {id}")))?;
-                let done = self.user_action(actor, event, &owner.username, |tx, _, u, now| {
-                    if u.id != owner.user_id || !sessions::revoke(tx, id, now)? {
-                        return Err(Error::NotFound(format!("no live session with id {id}")));
+                let missing = || Error::NotFound(format!("no live {} with id {id}", r.what));
+                let (uid, name) = owner.ok_or_else(missing)?;
+                self.user_action(actor, r.event, &name, |tx, _, u, now| {
+                    if u.id != uid || !(r.one)(tx, id, now)? {
+                        return Err(missing());
                     }
-                    Ok(((), json!({ "session": id })))
-                })?;
-                Ok(done.map(|(u, ())| (u.username, 1)))
+                    Ok((1, json!({ r.one_key: id })))
+                })?
             }
-        }
+        };
+        Ok(done.map(|(u, n)| (u.username, n)))
     }
 
     // ---- organisations, groups, policy, terms ----
@@ -940,19 +962,7 @@ impl Core {
             let mut failed = Vec::new();
             for v in batch {
                 let sp = tx.savepoint()?;
-                let created = users::create(
-                    &sp,
-                    &NewUser {
-                        username: v.username,
-                        email: v.email,
-                        org: v.org,
-                        groups: v.groups,
-                        role: v.role,
-                        password_hash: v.password_hash,
-                        must_change_password: v.must_change_password,
-                    },
-                    now,
-                );
+                let created = users::create(&sp, &v.user, now);
                 match created {
                     Ok(u) => {
                         audit::record(
@@ -1028,7 +1038,7 @@ fn scoped<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::Door;
+    use crate::admin::tests::org_admin;
     use std::sync::Arc;
 
     const T: i64 = 1_700_000_000;
@@ -1062,18 +1072,6 @@ mod tests {
             },
         )
         .unwrap()
-    }
-
-    fn org_admin(of: &User) -> Actor {
-        Actor {
-            name: of.username.clone(),
-            user_id: Some(of.id),
-            org_id: Some(of.org_id),
-            org_scope: Some(of.org_id),
-            manages_admins: false,
-            client: None,
-            door: Door::Portal,
-        }
     }
 
     fn rows(core: &Core) -> Vec<audit::Row> {
@@ -1195,7 +1193,11 @@ mod tests {
             ("totp.skew".to_string(), "99".to_string()),
         ];
         assert!(core.set_policy(&op, &bad).is_err());
-        assert_eq!(core.policy().unwrap().lockout_max_failures, 9, "half a change");
+        assert_eq!(
+            core.policy().unwrap().lockout_max_failures,
+            9,
+            "half a change"
+        );
         assert_eq!(rows(&core).len(), before, "a row for nothing");
         let set = core.set_policy(&op, &bad[..1]).unwrap();
         assert_eq!(set, vec![("lockout.max_failures".into(), "5".into())]);
@@ -1245,13 +1247,15 @@ mod tests {
         add(&core, "taken", "school", Role::User);
         let user = |line, username| ImportUser {
             line,
-            username,
-            email: "i@example.org",
-            org: None,
-            groups: &[],
-            role: Role::User,
-            password_hash: None,
-            must_change_password: false,
+            user: NewUser {
+                username,
+                email: "i@example.org",
+                org: None,
+                groups: &[],
+                role: Role::User,
+                password_hash: None,
+                must_change_password: false,
+            },
         };
         let (n, failed) = core
             .import_users(
