@@ -20,6 +20,7 @@ pub mod kinds;
 pub mod lockout;
 pub mod login;
 pub mod names;
+pub mod ops;
 pub mod password;
 pub mod policy;
 pub mod recovery;

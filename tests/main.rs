@@ -46,3 +46,8 @@ mod faults;
 // mail, terminal and plotting crates; rust-version covers every dependency's.
 #[path = "it/boundary.rs"]
 mod boundary;
+
+// authctl on the core (issue 12, item 2): no database crate of its own, no SQL, clock read
+// or audit row in cli/.
+#[path = "it/cli_boundary.rs"]
+mod cli_boundary;
