@@ -69,8 +69,14 @@ pub enum Command {
     /// List and revoke remembered devices.
     #[command(subcommand)]
     Device(DeviceCmd),
-    /// Query the audit log.
+    /// Query the audit log; `audit verify|prune|export` check, cut and ship it.
     Audit(AuditArgs),
+    /// A consistent copy of the database into FILE while authd serves (never over an
+    /// existing file). The key file is not in it: keep a copy of the key separately.
+    Backup(BackupArgs),
+    /// Check the database: integrity, schema version, that the key opens every secret,
+    /// the audit chain. Exits 1 naming what is wrong.
+    Verify,
     /// Organisations (tenants).
     #[command(subcommand)]
     Org(OrgCmd),
@@ -329,7 +335,39 @@ pub enum OutcomeArg {
 }
 
 #[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The new file (refused if it exists).
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Check every row's MAC under the key: exits 1 naming the first row that was edited,
+    /// deleted, inserted or moved.
+    Verify,
+    /// Delete the rows written before T (RFC 3339, a date, or a duration back: 400d),
+    /// keeping the chain verifiable from a signed anchor at the cut.
+    Prune {
+        #[arg(long, value_name = "T")]
+        before: String,
+    },
+    /// Print rows as JSON lines with their MACs, oldest first, for log shipping.
+    Export {
+        /// From this time (same forms as `audit --since`).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only rows after this id (what the last export ended with).
+        #[arg(long, value_name = "ID", default_value_t = 0)]
+        after_id: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub cmd: Option<AuditCmd>,
     /// Rows about this user (by account, or the username as typed).
     #[arg(long)]
     pub user: Option<String>,

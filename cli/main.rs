@@ -9,6 +9,7 @@ mod ctx;
 mod factors;
 mod generate;
 mod import;
+mod maint;
 mod output;
 mod prompt;
 mod users;
@@ -68,6 +69,11 @@ fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
             user.clone().unwrap_or_default(),
         ),
         Command::Terms(TermsCmd::Set { .. }) => (AuditEvent::AdminTermsSet, String::new()),
+        Command::Backup(a) => (AuditEvent::AdminBackup, a.file.display().to_string()),
+        Command::Audit(args::AuditArgs {
+            cmd: Some(args::AuditCmd::Prune { .. }),
+            ..
+        }) => (AuditEvent::AdminAuditPrune, String::new()),
         _ => return None,
     })
 }
@@ -85,7 +91,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Reset2fa(a) => factors::reset_2fa(&g, a),
         Command::Unlock(a) => factors::unlock(&g, a),
         Command::Device(c) => factors::device(&g, c),
-        Command::Audit(a) => audit_cmd::run(&g, a),
+        Command::Audit(a) => match a.cmd {
+            Some(c) => maint::audit(&g, c),
+            None => audit_cmd::run(&g, a),
+        },
+        Command::Backup(a) => maint::backup(&g, a),
+        Command::Verify => maint::verify(&g),
         Command::Org(c) => admin::org(&g, c),
         Command::Group(c) => admin::group(&g, c),
         Command::Policy(c) => admin::policy(&g, c),

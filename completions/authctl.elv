@@ -35,7 +35,9 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand reset-2fa 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
             cand unlock 'Clear a user''s lockout and failure count'
             cand device 'List and revoke remembered devices'
-            cand audit 'Query the audit log'
+            cand audit 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
+            cand backup 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
+            cand verify 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
             cand org 'Organisations (tenants)'
             cand group 'Groups and whether they require two-factor authentication'
             cand policy 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
@@ -338,6 +340,82 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --key-file 'The secret-encryption key file [default: DB.key]'
             cand -f 'Keep running and print new rows as they are written'
             cand --follow 'Keep running and print new rows as they are written'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand verify 'Check every row''s MAC under the key: exits 1 naming the first row that was edited, deleted, inserted or moved'
+            cand prune 'Delete the rows written before T (RFC 3339, a date, or a duration back: 400d), keeping the chain verifiable from a signed anchor at the cut'
+            cand export 'Print rows as JSON lines with their MACs, oldest first, for log shipping'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;audit;verify'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;audit;prune'= {
+            cand --before 'before'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;audit;export'= {
+            cand --since 'From this time (same forms as `audit --since`)'
+            cand --after-id 'Only rows after this id (what the last export ended with)'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;audit;help'= {
+            cand verify 'Check every row''s MAC under the key: exits 1 naming the first row that was edited, deleted, inserted or moved'
+            cand prune 'Delete the rows written before T (RFC 3339, a date, or a duration back: 400d), keeping the chain verifiable from a signed anchor at the cut'
+            cand export 'Print rows as JSON lines with their MACs, oldest first, for log shipping'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;audit;help;verify'= {
+        }
+        &'authctl;audit;help;prune'= {
+        }
+        &'authctl;audit;help;export'= {
+        }
+        &'authctl;audit;help;help'= {
+        }
+        &'authctl;backup'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;verify'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
             cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
             cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
             cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
@@ -702,7 +780,9 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand reset-2fa 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
             cand unlock 'Clear a user''s lockout and failure count'
             cand device 'List and revoke remembered devices'
-            cand audit 'Query the audit log'
+            cand audit 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
+            cand backup 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
+            cand verify 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
             cand org 'Organisations (tenants)'
             cand group 'Groups and whether they require two-factor authentication'
             cand policy 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
@@ -759,6 +839,19 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;help;device;revoke'= {
         }
         &'authctl;help;audit'= {
+            cand verify 'Check every row''s MAC under the key: exits 1 naming the first row that was edited, deleted, inserted or moved'
+            cand prune 'Delete the rows written before T (RFC 3339, a date, or a duration back: 400d), keeping the chain verifiable from a signed anchor at the cut'
+            cand export 'Print rows as JSON lines with their MACs, oldest first, for log shipping'
+        }
+        &'authctl;help;audit;verify'= {
+        }
+        &'authctl;help;audit;prune'= {
+        }
+        &'authctl;help;audit;export'= {
+        }
+        &'authctl;help;backup'= {
+        }
+        &'authctl;help;verify'= {
         }
         &'authctl;help;org'= {
             cand add 'Create an organisation'

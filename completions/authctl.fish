@@ -38,7 +38,9 @@ complete -c authctl -n "__fish_authctl_needs_command" -f -a "totp" -d 'Diagnose 
 complete -c authctl -n "__fish_authctl_needs_command" -f -a "reset-2fa" -d 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
 complete -c authctl -n "__fish_authctl_needs_command" -f -a "unlock" -d 'Clear a user\'s lockout and failure count'
 complete -c authctl -n "__fish_authctl_needs_command" -f -a "device" -d 'List and revoke remembered devices'
-complete -c authctl -n "__fish_authctl_needs_command" -f -a "audit" -d 'Query the audit log'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "audit" -d 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "backup" -d 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
+complete -c authctl -n "__fish_authctl_needs_command" -f -a "verify" -d 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
 complete -c authctl -n "__fish_authctl_needs_command" -f -a "org" -d 'Organisations (tenants)'
 complete -c authctl -n "__fish_authctl_needs_command" -f -a "group" -d 'Groups and whether they require two-factor authentication'
 complete -c authctl -n "__fish_authctl_needs_command" -f -a "policy" -d 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
@@ -209,25 +211,66 @@ complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_
 complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from help" -f -a "list" -d 'List live remembered devices'
 complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Revoke one device by id, or all of a user\'s devices'
 complete -c authctl -n "__fish_authctl_using_subcommand device; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l user -d 'Rows about this user (by account, or the username as typed)' -r
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l org -d 'Rows of this organisation' -r
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l event -d 'An event (login.password) or a prefix ending in \'.\' or \'*\' (login.)' -r
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l outcome -r -f -a "success\t''
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l user -d 'Rows about this user (by account, or the username as typed)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l org -d 'Rows of this organisation' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l event -d 'An event (login.password) or a prefix ending in \'.\' or \'*\' (login.)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l outcome -r -f -a "success\t''
 failure\t''"
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l ip -d 'Rows from this client IP address' -r
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l since -d 'From this time: RFC 3339, a date (2026-11-23) or a duration back from now (1h, 7d)' -r
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l until -d 'Up to this time (same forms as --since)' -r
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l limit -d 'At most N rows, the newest (0: no limit); when more match, a note on stderr says so' -r
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l format -d 'Output format (--json implies json: one JSON object per line)' -r -f -a "table\t''
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l ip -d 'Rows from this client IP address' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l since -d 'From this time: RFC 3339, a date (2026-11-23) or a duration back from now (1h, 7d)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l until -d 'Up to this time (same forms as --since)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l limit -d 'At most N rows, the newest (0: no limit); when more match, a note on stderr says so' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l format -d 'Output format (--json implies json: one JSON object per line)' -r -f -a "table\t''
 json\t''
 csv\t''"
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l db -d 'The database file' -r -F
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -s f -l follow -d 'Keep running and print new rows as they are written'
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -s h -l help -d 'Print help'
-complete -c authctl -n "__fish_authctl_using_subcommand audit" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -s f -l follow -d 'Keep running and print new rows as they are written'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -f -a "verify" -d 'Check every row\'s MAC under the key: exits 1 naming the first row that was edited, deleted, inserted or moved'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -f -a "prune" -d 'Delete the rows written before T (RFC 3339, a date, or a duration back: 400d), keeping the chain verifiable from a signed anchor at the cut'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -f -a "export" -d 'Print rows as JSON lines with their MACs, oldest first, for log shipping'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and not __fish_seen_subcommand_from verify prune export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from verify" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from verify" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from verify" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from verify" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from verify" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from prune" -l before -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from prune" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from prune" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from prune" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from prune" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from prune" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from prune" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from export" -l since -d 'From this time (same forms as `audit --since`)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from export" -l after-id -d 'Only rows after this id (what the last export ended with)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from export" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from export" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from export" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from export" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from export" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from export" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Check every row\'s MAC under the key: exits 1 naming the first row that was edited, deleted, inserted or moved'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "prune" -d 'Delete the rows written before T (RFC 3339, a date, or a duration back: 400d), keeping the chain verifiable from a signed anchor at the cut'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "export" -d 'Print rows as JSON lines with their MACs, oldest first, for log shipping'
+complete -c authctl -n "__fish_authctl_using_subcommand audit; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand backup" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand backup" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand backup" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand backup" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand backup" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand backup" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand verify" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand verify" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand verify" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand verify" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand verify" -s V -l version -d 'Print version'
 complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand org; and not __fish_seen_subcommand_from add list delete help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
@@ -415,23 +458,25 @@ complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_see
 complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "completions" -d 'Shell completions (to standard output, or a file in --out-dir)'
 complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "man" -d 'Man pages for authctl and each subcommand'
 complete -c authctl -n "__fish_authctl_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "init" -d 'Create the database and its secret-encryption key file (refuses to overwrite)'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "user" -d 'Add, list, show, change, disable, enable and delete users'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "passwd" -d 'Set a user\'s password (asked twice on a terminal) or force a change at next login'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "enroll" -d 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "totp" -d 'Diagnose authenticator codes'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "reset-2fa" -d 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "unlock" -d 'Clear a user\'s lockout and failure count'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "device" -d 'List and revoke remembered devices'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "audit" -d 'Query the audit log'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "org" -d 'Organisations (tenants)'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "group" -d 'Groups and whether they require two-factor authentication'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "policy" -d 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "session" -d 'List and revoke login sessions'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "terms" -d 'Publish the terms and conditions users must accept'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "import" -d 'Create many users from a JSON-lines or CSV file'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "generate" -d 'Generate shell completions and man pages'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit org group policy session terms import generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "init" -d 'Create the database and its secret-encryption key file (refuses to overwrite)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "user" -d 'Add, list, show, change, disable, enable and delete users'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "passwd" -d 'Set a user\'s password (asked twice on a terminal) or force a change at next login'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "enroll" -d 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "totp" -d 'Diagnose authenticator codes'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "reset-2fa" -d 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "unlock" -d 'Clear a user\'s lockout and failure count'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "device" -d 'List and revoke remembered devices'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "audit" -d 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "backup" -d 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "verify" -d 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "org" -d 'Organisations (tenants)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "group" -d 'Groups and whether they require two-factor authentication'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "policy" -d 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "session" -d 'List and revoke login sessions'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "terms" -d 'Publish the terms and conditions users must accept'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "import" -d 'Create many users from a JSON-lines or CSV file'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "generate" -d 'Generate shell completions and man pages'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and not __fish_seen_subcommand_from init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "add" -d 'Create a user'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "list" -d 'List users'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "show" -d 'Show one user'
@@ -442,6 +487,9 @@ complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_su
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from totp" -f -a "test" -d 'Check whether CODE matches the user\'s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "list" -d 'List live remembered devices'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "revoke" -d 'Revoke one device by id, or all of a user\'s devices'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "verify" -d 'Check every row\'s MAC under the key: exits 1 naming the first row that was edited, deleted, inserted or moved'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "prune" -d 'Delete the rows written before T (RFC 3339, a date, or a duration back: 400d), keeping the chain verifiable from a signed anchor at the cut'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from audit" -f -a "export" -d 'Print rows as JSON lines with their MACs, oldest first, for log shipping'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from org" -f -a "add" -d 'Create an organisation'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from org" -f -a "list" -d 'List organisations'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from org" -f -a "delete" -d 'Delete an empty organisation'

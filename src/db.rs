@@ -592,6 +592,27 @@ pub fn checkpoint(conn: &Connection) -> Result<(i64, i64)> {
     })?)
 }
 
+/// The schema version of the database `conn` is open on.
+pub fn schema_version(conn: &Connection) -> Result<i64> {
+    user_version(conn)
+}
+
+/// What SQLite's `PRAGMA integrity_check` finds (empty: nothing; at most 100 lines).
+pub fn integrity_problems(conn: &Connection) -> Result<Vec<String>> {
+    let mut st = conn.prepare("PRAGMA integrity_check(100)")?;
+    let lines = st
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(lines.into_iter().filter(|l| l != "ok").collect())
+}
+
+/// A consistent copy of the database into the new file `dest` (`VACUUM INTO`: one read
+/// transaction; writers go on meanwhile).
+pub fn vacuum_into(conn: &Connection, dest: &str) -> Result<()> {
+    conn.execute("VACUUM INTO ?1", [dest])?;
+    Ok(())
+}
+
 /// Rows sealed per transaction by [`seal_audit`]: a backlog (rows of an older version, or
 /// a burst) is sealed over several short transactions, never one long one.
 const SEAL_BATCH: usize = 2000;

@@ -233,6 +233,8 @@ names! {
         AdminPolicySet = "admin.policy.set",
         AdminTermsSet = "admin.terms.set",
         AdminImport = "admin.import",
+        AdminBackup = "admin.backup",
+        AdminAuditPrune = "admin.audit.prune",
     }
 }
 
@@ -391,6 +393,8 @@ mod tests {
                 "admin.policy.set",
                 "admin.terms.set",
                 "admin.import",
+                "admin.backup",
+                "admin.audit.prune",
             ],
             &[
                 "",

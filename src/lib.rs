@@ -19,6 +19,7 @@ pub mod group_commit;
 pub mod kinds;
 pub mod lockout;
 pub mod login;
+pub mod maintenance;
 pub mod names;
 pub mod ops;
 pub mod password;

@@ -60,7 +60,7 @@ fn check_and_hash(hashing: &Hashing, password: &str, policy: &Policy) -> Result<
 }
 
 /// Settings for every organisation are not for an org admin.
-fn require_global(actor: &Actor) -> Result<()> {
+pub(crate) fn require_global(actor: &Actor) -> Result<()> {
     if actor.org_scope.is_some() || !actor.manages_admins {
         return Err(Error::Forbidden(
             "organisations, groups, policy, terms and imports are managed by admins".into(),
@@ -203,12 +203,15 @@ impl Core {
         Ok(Core::start(&loc.db, key, hashing, clock)?)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.with_conn(|c, _| f(c))
     }
 
     /// `f` in one write transaction at the core's time, committed when it succeeds.
-    fn write<T>(&self, f: impl FnOnce(&Connection, &SecretKey, i64) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection, &SecretKey, i64) -> Result<T>,
+    ) -> Result<T> {
         let now = self.now();
         self.with_conn(|c, key| {
             let tx = db::write_tx(c)?;
@@ -220,7 +223,7 @@ impl Core {
 
     /// A change that holds for every organisation, by an actor allowed to make it
     /// (else refused and audited), in one transaction with its audit row.
-    fn global_write<T>(
+    pub(crate) fn global_write<T>(
         &self,
         actor: &Actor,
         event: AuditEvent,

@@ -18,6 +18,8 @@ mod generated;
 mod imports;
 #[path = "it/interop.rs"]
 mod interop;
+#[path = "it/upkeep.rs"]
+mod upkeep;
 
 // The daemon suites (issues 3 and 4): the real authd over HTTP, a real SMTP server.
 #[path = "it/daemon_common.rs"]

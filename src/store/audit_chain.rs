@@ -326,6 +326,44 @@ pub fn prune(conn: &Connection, key: &SecretKey, before: i64) -> Result<u64> {
     Ok(n as u64)
 }
 
+/// Every row with `id > after_id` and `at >= since`, oldest first, as JSON objects with
+/// their MACs (null while unsealed), handed to `each` one at a time: for log shipping. A
+/// shipped copy also bounds what the chain cannot show alone, a deleted newest tail.
+pub fn export(
+    conn: &Connection,
+    since: Option<i64>,
+    after_id: i64,
+    mut each: impl FnMut(serde_json::Value) -> Result<()>,
+) -> Result<u64> {
+    let mut st = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM audit WHERE id > ?1 AND at >= ?2 ORDER BY id"
+    ))?;
+    let mut rows = st.query(params![after_id, since.unwrap_or(i64::MIN)])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        let row = raw_row(r)?;
+        each(json!({
+            "id": row.id,
+            "at": row.at,
+            "time": crate::util::rfc3339(row.at),
+            "event": row.event,
+            "outcome": row.outcome,
+            "reason": row.reason,
+            "username": row.username,
+            "username_key": row.username_key,
+            "user_id": row.user_id,
+            "org_id": row.org_id,
+            "ip": row.ip,
+            "user_agent": row.user_agent,
+            "actor": row.actor,
+            "detail": row.detail,
+            "mac": row.mac,
+        }))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

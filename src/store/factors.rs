@@ -48,6 +48,22 @@ pub fn remove_totp(conn: &Connection, user_id: i64) -> Result<()> {
     Ok(())
 }
 
+/// The users whose TOTP secret does not decrypt under `key` (a wrong or rotated key, a
+/// damaged row), checked one by one: what `authctl verify` reports.
+pub fn undecryptable_totp(conn: &Connection, key: &SecretKey) -> Result<Vec<i64>> {
+    let mut st =
+        conn.prepare("SELECT user_id, secret_enc FROM totp_credentials ORDER BY user_id")?;
+    let mut rows = st.query([])?;
+    let mut bad = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (user_id, blob): (i64, Vec<u8>) = (r.get(0)?, r.get(1)?);
+        if key.decrypt(&blob, &totp_aad(user_id)).is_err() {
+            bad.push(user_id);
+        }
+    }
+    Ok(bad)
+}
+
 pub fn get_totp(
     conn: &Connection,
     key: &SecretKey,

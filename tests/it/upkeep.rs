@@ -1,0 +1,162 @@
+//! Running it for years (issue 16): `authctl backup` while authd serves, the README's
+//! restore procedure followed step by step, `authctl verify`, and the tamper-evident audit
+//! log (`authctl audit verify|prune|export`) against edits made behind the key's back.
+
+use rusqlite::Connection;
+use serde_json::Value;
+
+use crate::common::*;
+use crate::daemon_common::{enroll_totp, Daemon};
+
+fn audit_rows(env: &Env) -> i64 {
+    let c = Connection::open(&env.db).unwrap();
+    c.query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// The README's "Backups and restore", step by step: a backup taken while authd serves
+/// signs in with the same password and authenticator after the original is lost.
+#[test]
+fn backup_while_serving_then_restore_as_the_readme_says() {
+    let env = Env::init();
+    env.add_user("alice", STRONG, &[]);
+    let (mut app, _) = enroll_totp(&env, "alice");
+    let d = Daemon::start(&env, &[]);
+    d.login_totp("alice", STRONG, &mut app);
+
+    // 1. authctl backup FILE, while authd serves (a login runs meanwhile).
+    let backup = env.path("backup.db");
+    let b = env.json(&["backup", backup.to_str().unwrap()]);
+    assert!(b["bytes"].as_u64().unwrap() > 0, "{b}");
+    assert_eq!(b["key_file"], env.key().to_str().unwrap(), "{b}");
+    let text = env.ctl(&["backup", env.path("b2.db").to_str().unwrap()]);
+    text.ok().stdout_has("The key file is NOT in the backup");
+    d.login_totp("alice", STRONG, &mut app);
+    // Never over an existing file.
+    env.ctl(&["backup", backup.to_str().unwrap()])
+        .fails(4)
+        .stderr_has("exists already");
+    // 2. Keep the key file apart: here, a copy beside the backup.
+    let key_copy = env.path("backup.key");
+    std::fs::copy(env.key(), &key_copy).unwrap();
+    drop(d);
+
+    // The disaster: the database and its key are gone.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", env.db.display()));
+    }
+    std::fs::remove_file(env.key()).unwrap();
+
+    // 3. Restore: copy the backup into place and the key beside it, then verify.
+    std::fs::copy(&backup, &env.db).unwrap();
+    std::fs::copy(&key_copy, env.key()).unwrap();
+    let v = env.json(&["verify"]);
+    assert_eq!(v["ok"], true, "{v:#}");
+    // 4. Start authd: the same password and authenticator sign in.
+    let d = Daemon::start(&env, &[]);
+    d.login_totp("alice", STRONG, &mut app);
+    // A wrong key is named, not misread.
+    drop(d);
+    let other = Env::init();
+    std::fs::copy(other.key(), env.key()).unwrap();
+    let out = env.ctl(&["verify"]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    out.stderr_has("key");
+}
+
+#[test]
+fn verify_reports_what_is_wrong_and_exits_non_zero() {
+    let env = Env::init();
+    env.add_user("alice", STRONG, &[]);
+    enroll_totp(&env, "alice");
+    env.ctl(&["verify"])
+        .ok()
+        .stdout_has("the key opens every TOTP secret");
+    let c = Connection::open(&env.db).unwrap();
+    c.execute("UPDATE totp_credentials SET secret_enc = x'0011'", [])
+        .unwrap();
+    drop(c);
+    let out = env.ctl(&["--json", "verify"]);
+    out.code(1);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let failed: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, vec!["secrets"], "{v:#}");
+}
+
+#[test]
+fn audit_verify_finds_edits_deletions_and_reordering_by_row() {
+    let env = Env::init();
+    env.add_user("alice", STRONG, &[]);
+    for _ in 0..3 {
+        env.ctl(&["unlock", "alice"]).ok();
+    }
+    env.ctl(&["audit", "verify"])
+        .ok()
+        .stdout_has("rows verified");
+    let n = audit_rows(&env);
+    assert!(n >= 5, "{n}");
+    let c = Connection::open(&env.db).unwrap();
+    // An edit: someone with write access but no key rewrites a refusal as a success.
+    c.execute("UPDATE audit SET outcome='failure' WHERE id=3", [])
+        .unwrap();
+    let out = env.ctl(&["--json", "audit", "verify"]);
+    let v: Value = serde_json::from_str(&out.code(1).stdout).unwrap();
+    assert_eq!(v["broken"]["id"], 3, "{v}");
+    env.ctl(&["audit", "verify"])
+        .code(1)
+        .stdout_has("broken at row 3");
+    c.execute("UPDATE audit SET outcome='success' WHERE id=3", [])
+        .unwrap();
+    env.ctl(&["audit", "verify"]).ok();
+    // A deletion in the middle.
+    c.execute("DELETE FROM audit WHERE id=2", []).unwrap();
+    let v: Value =
+        serde_json::from_str(&env.ctl(&["--json", "audit", "verify"]).code(1).stdout).unwrap();
+    assert_eq!(v["broken"]["id"], 3, "{v}");
+    // A pruned log refuses to prune further while broken.
+    env.ctl(&["audit", "prune", "--before", "1s"])
+        .fails(2)
+        .stderr_has("broken");
+}
+
+#[test]
+fn prune_keeps_the_chain_and_export_ships_rows_with_their_macs() {
+    let env = Env::init();
+    env.add_user("alice", STRONG, &[]);
+    env.ctl(&["unlock", "alice"]).ok();
+    // Everything so far is more than a second old after this pause.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    env.ctl(&["unlock", "alice"]).ok();
+    let before = audit_rows(&env);
+    let v = env.json(&["audit", "prune", "--before", "1s"]);
+    let deleted = v["deleted"].as_i64().unwrap();
+    assert!(deleted >= 3, "{v}");
+    // The prune's own row is kept.
+    assert_eq!(audit_rows(&env), before - deleted + 1);
+    env.ctl(&["audit", "verify"])
+        .ok()
+        .stdout_has("pruned through row");
+    // Export: JSON lines, oldest first, each with a MAC; --after-id continues.
+    let out = env.ctl(&["audit", "export"]);
+    let rows: Vec<Value> = out
+        .ok()
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len() as i64, audit_rows(&env), "{rows:?}");
+    assert!(rows
+        .iter()
+        .all(|r| r["mac"].as_str().is_some_and(|m| m.len() == 64)));
+    let first = rows[0]["id"].as_i64().unwrap();
+    let after = env.ctl(&["audit", "export", "--after-id", &first.to_string()]);
+    assert_eq!(after.ok().stdout.lines().count(), rows.len() - 1);
+    env.ctl(&["audit", "export", "--since", "yesterday-ish"])
+        .fails(2);
+}
