@@ -82,9 +82,7 @@ impl Core {
     /// key opens every TOTP secret, and the audit chain. Reads only (unsealed audit rows
     /// are counted, not sealed).
     pub fn verify(&self, actor: &Actor) -> Result<Verification> {
-        if let Err(e) = require_global(actor) {
-            return Err(e);
-        }
+        require_global(actor)?;
         let key = self.key().clone();
         self.read(|c| {
             let mut checks = Vec::new();
