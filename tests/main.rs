@@ -44,3 +44,10 @@ mod faults;
 // mail, terminal and plotting crates; rust-version covers every dependency's.
 #[path = "it/boundary.rs"]
 mod boundary;
+
+// Running it for years (issue 16): the systemd unit (systemd-analyze verify and security,
+// the Type=notify protocol) and the Debian package (built, installed, run, purged).
+#[path = "it/package.rs"]
+mod package;
+#[path = "it/systemd.rs"]
+mod systemd;
