@@ -4,7 +4,7 @@
 # then `cargo deb -p authd --no-build`. The package's contents are declared in
 # daemon/Cargo.toml ([package.metadata.deb]); its maintainer scripts and the commented
 # /etc/authd/authd.toml live in packaging/. Prints the .deb's path as its last line
-# (target/debian/authd_VERSION-1_ARCH.deb).
+# (an absolute path: …/target/debian/authd_VERSION-1_ARCH.deb).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,4 +23,4 @@ if [ ! -f "$deb" ]; then
     echo "package.sh: cargo deb printed no package path (got: $deb)" >&2
     exit 1
 fi
-echo "$deb"
+realpath "$deb"

@@ -74,7 +74,10 @@ fn deb() -> &'static Path {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let last = stdout.lines().last().unwrap_or_default().trim();
         let p = repo_root().join(last);
-        assert!(p.is_file(), "package.sh's last line is not the .deb: {stdout}");
+        assert!(
+            p.is_file(),
+            "package.sh's last line is not the .deb: {stdout}"
+        );
         p
     })
 }
@@ -180,7 +183,10 @@ fn the_package_installs_runs_and_purges_cleanly() {
     let deb = deb();
     // A package left by an earlier, interrupted run goes first.
     let _ = output(Command::new("dpkg").args(["--purge", "authd"]));
-    assert!(!user_exists("authd"), "an `authd` user exists before the install");
+    assert!(
+        !user_exists("authd"),
+        "an `authd` user exists before the install"
+    );
 
     // What the package holds.
     let contents = ok(Command::new("dpkg-deb").arg("--contents").arg(deb));
@@ -197,13 +203,19 @@ fn the_package_installs_runs_and_purges_cleanly() {
         "./etc/authd/authd.toml",
     ] {
         assert!(
-            contents.lines().any(|l| l.ends_with(path)
-                || l.contains(&format!("{path}.gz"))),
+            contents
+                .lines()
+                .any(|l| l.ends_with(path) || l.contains(&format!("{path}.gz"))),
             "the package lacks {path}:\n{contents}"
         );
     }
     let info = ok(Command::new("dpkg-deb").arg("--info").arg(deb));
-    for needle in ["Package: authd", "Section: admin", "Priority: optional", "Maintainer: "] {
+    for needle in [
+        "Package: authd",
+        "Section: admin",
+        "Priority: optional",
+        "Maintainer: ",
+    ] {
         assert!(info.contains(needle), "no `{needle}` in:\n{info}");
     }
 
@@ -227,15 +239,28 @@ fn the_package_installs_runs_and_purges_cleanly() {
     // The user, its state directory and the config file.
     assert!(user_exists("authd") && group_exists("authd"));
     let passwd = ok(Command::new("getent").args(["passwd", "authd"]));
-    assert!(passwd.trim_end().ends_with(":/var/lib/authd:/usr/sbin/nologin"), "{passwd}");
+    assert!(
+        passwd
+            .trim_end()
+            .ends_with(":/var/lib/authd:/usr/sbin/nologin"),
+        "{passwd}"
+    );
     let uid = uid_of("authd");
     assert!(uid < 1000, "authd must be a system user, uid {uid}");
     let state = std::fs::metadata("/var/lib/authd").expect("/var/lib/authd exists");
     assert!(state.is_dir());
-    assert_eq!(state.permissions().mode() & 0o7777, 0o700, "/var/lib/authd's mode");
+    assert_eq!(
+        state.permissions().mode() & 0o7777,
+        0o700,
+        "/var/lib/authd's mode"
+    );
     assert_eq!(state.uid(), uid, "/var/lib/authd's owner");
     let conf = std::fs::metadata("/etc/authd/authd.toml").expect("the config file");
-    assert_eq!(conf.permissions().mode() & 0o777, 0o640, "authd.toml's mode");
+    assert_eq!(
+        conf.permissions().mode() & 0o777,
+        0o640,
+        "authd.toml's mode"
+    );
     assert_eq!(conf.uid(), 0);
     let shipped = std::fs::read_to_string(repo_root().join("packaging/authd.toml"))
         .expect("packaging/authd.toml");
@@ -245,8 +270,8 @@ fn the_package_installs_runs_and_purges_cleanly() {
     );
 
     // authd from the installed unit's command line, as its user, in its directory.
-    let unit = std::fs::read_to_string("/lib/systemd/system/authd.service")
-        .expect("the installed unit");
+    let unit =
+        std::fs::read_to_string("/lib/systemd/system/authd.service").expect("the installed unit");
     let exec = exec_start(&unit);
     let user = unit_value(&unit, "User").expect("User= in the unit");
     let workdir = unit_value(&unit, "WorkingDirectory").expect("WorkingDirectory= in the unit");
@@ -279,14 +304,21 @@ fn the_package_installs_runs_and_purges_cleanly() {
     for f in ["/var/lib/authd/authd.db", "/var/lib/authd/authd.db.key"] {
         let m = std::fs::metadata(f).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert_eq!(m.uid(), uid, "{f} must belong to authd");
-        assert_eq!(m.permissions().mode() & 0o077, 0, "{f} must be closed to others");
+        assert_eq!(
+            m.permissions().mode() & 0o077,
+            0,
+            "{f} must be closed to others"
+        );
     }
 
     // Remove keeps the state and the user; purge takes everything.
     ok(Command::new("dpkg").args(["--remove", "authd"]));
     assert!(!Path::new("/usr/bin/authd").exists());
     assert!(!Path::new("/lib/systemd/system/authd.service").exists());
-    assert!(Path::new("/var/lib/authd/authd.db").exists(), "remove must keep the state");
+    assert!(
+        Path::new("/var/lib/authd/authd.db").exists(),
+        "remove must keep the state"
+    );
     assert!(user_exists("authd"), "remove must keep the user");
     ok(Command::new("dpkg").args(["--purge", "authd"]));
     for gone in [
@@ -298,10 +330,19 @@ fn the_package_installs_runs_and_purges_cleanly() {
         "/etc/authd",
         "/var/lib/authd",
     ] {
-        assert!(!Path::new(gone).exists(), "{gone} is still there after the purge");
+        assert!(
+            !Path::new(gone).exists(),
+            "{gone} is still there after the purge"
+        );
     }
-    assert!(!user_exists("authd"), "the authd user is still there after the purge");
-    assert!(!group_exists("authd"), "the authd group is still there after the purge");
+    assert!(
+        !user_exists("authd"),
+        "the authd user is still there after the purge"
+    );
+    assert!(
+        !group_exists("authd"),
+        "the authd group is still there after the purge"
+    );
     let status = output(Command::new("dpkg-query").args(["-W", "-f=${Status}", "authd"]));
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(
@@ -319,8 +360,8 @@ fn template_settings() -> Vec<(String, String)> {
         .filter_map(|l| {
             let setting = l.strip_prefix('#')?;
             let (key, _) = setting.split_once(" = ")?;
-            let is_key = !key.is_empty()
-                && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            let is_key =
+                !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
             is_key.then(|| (key.to_string(), setting.to_string()))
         })
         .collect()
@@ -330,7 +371,11 @@ fn template_settings() -> Vec<(String, String)> {
 fn the_shipped_config_file_names_every_setting_with_a_value_authd_accepts() {
     let settings = template_settings();
     let keys: BTreeSet<&str> = settings.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys.len(), settings.len(), "a key appears twice: {settings:?}");
+    assert_eq!(
+        keys.len(),
+        settings.len(),
+        "a key appears twice: {settings:?}"
+    );
 
     // Every setting authd reads (its AUTHD_* variables, as `authd --help` lists them) has
     // its key: the variable's name in lower case, durations with a _secs suffix.
@@ -339,7 +384,10 @@ fn the_shipped_config_file_names_every_setting_with_a_value_authd_accepts() {
         .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
         .filter(|w| w.starts_with("AUTHD_") && w.len() > "AUTHD_".len())
         .collect();
-    assert!(envs.len() > 20, "too few AUTHD_ variables in authd --help: {envs:?}");
+    assert!(
+        envs.len() > 20,
+        "too few AUTHD_ variables in authd --help: {envs:?}"
+    );
     let missing: Vec<&str> = envs
         .iter()
         .filter(|e| **e != "AUTHD_CONFIG")
@@ -359,7 +407,10 @@ fn the_shipped_config_file_names_every_setting_with_a_value_authd_accepts() {
     // opens anything, which shows the file was read past.)
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("authd.toml");
-    let text: String = settings.iter().map(|(_, line)| format!("{line}\n")).collect();
+    let text: String = settings
+        .iter()
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
     std::fs::write(&file, &text).expect("write the uncommented file");
     let mut cmd = Command::new(AUTHD);
     for (k, _) in std::env::vars_os() {

@@ -37,7 +37,10 @@ fn offline_root(unit_text: &str) -> tempfile::TempDir {
 
     let exec = exec_start(unit_text);
     let bin = Path::new(&exec[0]);
-    assert!(bin.is_absolute(), "ExecStart= must name an absolute path: {exec:?}");
+    assert!(
+        bin.is_absolute(),
+        "ExecStart= must name an absolute path: {exec:?}"
+    );
     let in_root = r.join(bin.strip_prefix("/").expect("absolute"));
     std::fs::create_dir_all(in_root.parent().expect("a parent")).expect("mkdir bin dir");
     std::fs::copy(AUTHD.path(), &in_root).expect("copy authd into the root");
@@ -108,15 +111,27 @@ fn the_unit_passes_systemd_analyze_verify() {
     // ignores both with a warning, so any output fails the check above).
     let typo = text.replace("ProtectSystem=strict", "ProtectSystm=strict");
     let (_, said) = verify(&typo);
-    assert!(said.contains("ProtectSystm"), "a misspelt key went unreported: {said}");
+    assert!(
+        said.contains("ProtectSystm"),
+        "a misspelt key went unreported: {said}"
+    );
     let bad = text.replace("Type=notify", "Type=notifyy");
     let (_, said) = verify(&bad);
-    assert!(said.contains("notifyy"), "a bad Type= went unreported: {said}");
+    assert!(
+        said.contains("notifyy"),
+        "a bad Type= went unreported: {said}"
+    );
 
     // The daemon's real flag names: `authd --config FILE` is what the unit runs.
     let exec = exec_start(&text);
-    assert_eq!(exec, ["/usr/bin/authd", "--config", "/etc/authd/authd.toml"]);
-    let help = Command::new(AUTHD).arg("--help").output().expect("authd --help");
+    assert_eq!(
+        exec,
+        ["/usr/bin/authd", "--config", "/etc/authd/authd.toml"]
+    );
+    let help = Command::new(AUTHD)
+        .arg("--help")
+        .output()
+        .expect("authd --help");
     assert!(String::from_utf8_lossy(&help.stdout).contains("--config <FILE>"));
 }
 
@@ -131,7 +146,10 @@ fn exposure(unit_text: &str) -> (f64, String) {
     let marker = "Overall exposure level for authd.service:";
     let score = text
         .lines()
-        .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim().to_string()))
+        .find_map(|l| {
+            l.split_once(marker)
+                .map(|(_, rest)| rest.trim().to_string())
+        })
         .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
         .unwrap_or_else(|| {
             panic!(
@@ -276,7 +294,10 @@ fn authd_notifies_ready_once_it_answers_and_stopping_on_sigterm() {
         if let Some(s) = authd.0.try_wait().expect("wait for authd") {
             break s;
         }
-        assert!(Instant::now() < deadline, "authd did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "authd did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "authd exited with {status}");
