@@ -16,8 +16,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::common::{have, is_root, repo_root, AUTHD};
-use crate::daemon_common::{closed_port, http_raw};
-use crate::systemd::exec_start;
+use crate::daemon_common::closed_port;
+use crate::systemd::{authd_command, exec_start, healthz, stop, Reap};
 
 /// How long building the package (a release build of authd and authctl) may take.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(25 * 60);
@@ -54,7 +54,25 @@ fn deb() -> &'static Path {
             return p;
         }
         eprintln!("package: building the .deb with scripts/package.sh (a release build)");
-        let mut child = Command::new("bash")
+        let mut cmd = Command::new("bash");
+        // Not the variables Cargo sets for this test (CARGO_PKG_NAME…): build scripts
+        // that watch them would make the release build start over.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            let ours = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|p| k.starts_with(p));
+            if ours || k == "OUT_DIR" || k == "CARGO_PRIMARY_PACKAGE" || k == "CARGO_TARGET_TMPDIR"
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        let mut child = cmd
             .arg(repo_root().join("scripts/package.sh"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -113,16 +131,6 @@ impl Drop for Installed {
     }
 }
 
-/// Kills a daemon left running by a failing test.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn user_exists(name: &str) -> bool {
     output(Command::new("getent").args(["passwd", name]))
         .status
@@ -155,12 +163,7 @@ fn wait_healthy(addr: SocketAddr, authd: &mut Child, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            let r = http_raw(
-                addr,
-                "GET /healthz",
-                format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
+            let r = healthz(addr);
             assert_eq!(r.status, 200, "{r:?}");
             return;
         }
@@ -261,7 +264,17 @@ fn the_package_installs_runs_and_purges_cleanly() {
         0o640,
         "authd.toml's mode"
     );
-    assert_eq!(conf.uid(), 0);
+    let group = ok(Command::new("getent").args(["group", "authd"]));
+    let gid: u32 = group
+        .split(':')
+        .nth(2)
+        .and_then(|g| g.parse().ok())
+        .expect("a gid");
+    assert_eq!(
+        (conf.uid(), conf.gid()),
+        (0, gid),
+        "authd.toml must be root:authd"
+    );
     let shipped = std::fs::read_to_string(repo_root().join("packaging/authd.toml"))
         .expect("packaging/authd.toml");
     assert_eq!(
@@ -291,15 +304,7 @@ fn the_package_installs_runs_and_purges_cleanly() {
         .stderr(Stdio::null());
     let mut authd = Reap(cmd.spawn().expect("start the installed authd"));
     wait_healthy(addr, &mut authd.0, Duration::from_secs(30));
-    ok(Command::new("kill").args(["-TERM", &authd.0.id().to_string()]));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = authd.0.try_wait().expect("wait for authd") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "authd did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = stop(&mut authd.0);
     assert!(status.success(), "authd exited with {status}");
     for f in ["/var/lib/authd/authd.db", "/var/lib/authd/authd.db.key"] {
         let m = std::fs::metadata(f).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -412,12 +417,7 @@ fn the_shipped_config_file_names_every_setting_with_a_value_authd_accepts() {
         .map(|(_, line)| format!("{line}\n"))
         .collect();
     std::fs::write(&file, &text).expect("write the uncommented file");
-    let mut cmd = Command::new(AUTHD);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("AUTHD_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = authd_command();
     cmd.arg("--config")
         .arg(&file)
         .args(["--body-limit", "0"])

@@ -7,11 +7,11 @@
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{repo_root, require, AUTHD};
-use crate::daemon_common::{closed_port, http_raw};
+use crate::daemon_common::{closed_port, http_raw, Resp};
 
 /// The worst `systemd-analyze security` exposure accepted (0.0 best … 10.0 worst). The
 /// unit measured 1.1 with systemd 252 (Debian 12); the README states the measured value.
@@ -227,13 +227,50 @@ impl Notify {
     }
 }
 
-/// Kills the daemon if the test fails half-way.
-struct Reap(Child);
+/// A daemon started by a test, killed if the test fails half-way.
+pub struct Reap(pub Child);
 
 impl Drop for Reap {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// `authd` with no `AUTHD_*` variable of the test's environment.
+pub fn authd_command() -> Command {
+    let mut cmd = Command::new(AUTHD);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AUTHD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// `GET /healthz` at `addr`.
+pub fn healthz(addr: SocketAddr) -> Resp {
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_raw(addr, "GET /healthz", req.as_bytes())
+}
+
+/// Send SIGTERM to `child` and wait (at most 30 s) for its exit status.
+pub fn stop(child: &mut Child) -> ExitStatus {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().expect("wait for authd") {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "authd did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -243,13 +280,7 @@ fn authd_notifies_ready_once_it_answers_and_stopping_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = closed_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
-    let mut cmd = Command::new(AUTHD);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("AUTHD_") {
-            cmd.env_remove(k);
-        }
-    }
-    let child = cmd
+    let child = authd_command()
         .arg("--db")
         .arg(dir.path().join("authd.db"))
         .args(["--listen", &addr.to_string()])
@@ -267,38 +298,19 @@ fn authd_notifies_ready_once_it_answers_and_stopping_on_sigterm() {
         "the first notification must be READY=1: {first:?}"
     );
     // At the moment READY=1 arrives the port already answers.
-    let health = http_raw(
-        addr,
-        "GET /healthz",
-        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    );
+    let health = healthz(addr);
     assert_eq!(health.status, 200, "{health:?}");
     assert!(
         first.contains(&format!("STATUS=listening on {addr}")),
         "{first:?}"
     );
 
-    let pid = authd.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    // (The datagram sent before the exit waits in the socket.)
+    let status = stop(&mut authd.0);
     let stopping = notify.recv("STOPPING=1", Duration::from_secs(30), &mut authd.0);
     assert!(
         stopping.lines().any(|l| l == "STOPPING=1"),
         "after SIGTERM authd must send STOPPING=1: {stopping:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = authd.0.try_wait().expect("wait for authd") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "authd did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
     assert!(status.success(), "authd exited with {status}");
 }
