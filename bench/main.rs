@@ -7,6 +7,7 @@
 //! duration and request count. `authbench bare-server` is the baseline HTTP server.
 #![forbid(unsafe_code)]
 
+mod breached;
 mod cpu;
 mod daemon;
 mod load;
@@ -104,6 +105,8 @@ enum Part {
     Steps,
     /// Item 5: authctl import vs the argon2 ceiling.
     Import,
+    /// Issue 14: lookups in a sorted breached-password list of 10 M lines, on disk.
+    Breached,
 }
 
 /// Sizes and durations of one mode.
@@ -129,6 +132,9 @@ struct Plan {
     scale_secs: f64,
     inprocess_flows: u64,
     import_users: u64,
+    /// Lines of the generated breached-password list, and lookups in it.
+    breached_lines: u64,
+    breached_lookups: u64,
     cli_repeats: usize,
 }
 
@@ -157,6 +163,8 @@ impl Plan {
             scale_secs: 5.0,
             inprocess_flows: 10_000,
             import_users: 10_000,
+            breached_lines: 10_000_000,
+            breached_lookups: 20_000,
             cli_repeats: 5,
         }
     }
@@ -179,6 +187,8 @@ impl Plan {
             scale_secs: 2.0,
             inprocess_flows: 2_000,
             import_users: 200,
+            breached_lines: 1_000_000,
+            breached_lookups: 5_000,
             cli_repeats: 3,
         }
     }
@@ -1685,6 +1695,63 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// The breached-password list: time per lookup and memory, on a generated file.
+    fn breached(&mut self) -> Result<()> {
+        eprintln!("== breached-password list (issue 14)");
+        let path = self.work.join("pwned.txt");
+        let lines = self.plan.breached_lines;
+        let t0 = Instant::now();
+        breached::generate(&path, lines)?;
+        eprintln!(
+            "  generated {lines} lines in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        let m = breached::measure(&path, lines, self.plan.breached_lookups)?;
+        let _ = std::fs::remove_file(&path);
+        eprintln!(
+            "  {} lookups: mean {:.1} µs p50 {:.0} µs p99 {:.0} µs max {:.0} µs; RSS grew {} KiB",
+            m.lookups, m.mean_us, m.p50_us, m.p99_us, m.max_us, m.rss_growth_kib
+        );
+        let note = format!(
+            "{} lines, {} MiB (`SHA1HEX:COUNT`, CRLF, sorted), in the page cache; {} lookups, \
+             half listed · p50 {} µs · p99 {} µs · max {} µs",
+            num(m.lines as f64, ""),
+            num(m.file_mib, "MiB"),
+            num(m.lookups as f64, ""),
+            num(m.p50_us, "µs"),
+            num(m.p99_us, "µs"),
+            num(m.max_us, "µs"),
+        );
+        self.fig(
+            Figure::new(
+                7,
+                "breached_lookup_ms",
+                &format!(
+                    "Breached-password lookup, {} lines on disk (mean)",
+                    num(m.lines as f64, "")
+                ),
+                m.mean_us / 1000.0,
+                "ms",
+            )
+            .goal("< 1 ms", m.mean_us < 1000.0 && m.p99_us < 1000.0)
+            .note(&note),
+        );
+        self.fig(
+            Figure::new(
+                7,
+                "breached_rss_growth_kib",
+                "Memory growth over those lookups (VmRSS after − before)",
+                m.rss_growth_kib as f64,
+                "KiB",
+            )
+            .goal("flat (< 1 MiB)", m.rss_growth_kib < 1024)
+            .note(&format!("the file is {} MiB", num(m.file_mib, "MiB"))),
+        );
+        Ok(())
+    }
+}
+
 struct CliTime {
     median_ms: f64,
     min_ms: f64,
@@ -1849,6 +1916,10 @@ fn run(a: RunArgs) -> Result<()> {
     if want(Part::Import) {
         quiet(&b);
         b.import()?;
+    }
+    if want(Part::Breached) {
+        quiet(&b);
+        b.breached()?;
     }
     b.notes.splice(0..0, standard_notes(&b, a.client_threads));
     let foreign = b.foreign.lock().map(|v| v.clone()).unwrap_or_default();

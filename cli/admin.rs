@@ -1,30 +1,25 @@
-//! `init`, `org …`, `group …`, `policy …`.
+//! `init`, `org …`, `group …`, `policy …`, `session …`, `terms …`.
 
 use anyhow::Result;
-use authcore::db::{self, Location};
-use authcore::kinds::{AuditEvent, MfaMethod};
+use authcore::db;
+use authcore::kinds::MfaMethod;
+use authcore::ops::{lifts_2fa, members};
+use authcore::password::Hashing;
 use authcore::store::orgs;
-use authcore::util::now;
+use authcore::Core;
 use serde_json::json;
 
 use crate::args::{Global, GroupCmd, InitArgs, OrgCmd, PolicyCmd, SessionCmd, TermsCmd};
-use crate::ctx::{os_user, record, Ctx};
-use crate::output::{self, emit, Refused};
+use crate::ctx::{location, operator, Ctx};
+use crate::factors::target;
+use crate::output::{self, audited_not_found, emit, Refused};
 
 pub fn init(g: &Global, _a: InitArgs) -> Result<i32> {
-    let loc = Location::new(&g.db, g.key_file.clone());
+    let loc = location(g);
     // The database and key file hold secrets: nobody else may read them. Files are made
     // 0600 by an explicit mode, and the umask covers SQLite's -wal and -shm files too.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let (conn, _key) = db::create(&loc)?;
-    let t = now();
-    authcore::audit::record(
-        &conn,
-        &authcore::audit::Entry::new(AuditEvent::AdminInit, authcore::audit::Outcome::Success)
-            .actor(&os_user())
-            .detail(json!({"via": "authctl"})),
-        t,
-    )?;
+    Core::create(&loc, Hashing::new(1), Core::system_clock(), &operator())?;
     let v = json!({
         "db": loc.db.display().to_string(),
         "key_file": loc.key.display().to_string(),
@@ -42,25 +37,16 @@ pub fn init(g: &Global, _a: InitArgs) -> Result<i32> {
 }
 
 pub fn org(g: &Global, c: OrgCmd) -> Result<i32> {
-    let mut ctx = Ctx::open(g)?;
-    let t = now();
+    let ctx = Ctx::open(g)?;
     match c {
         OrgCmd::Add { name, mfa_method } => {
-            let entry = ctx.entry(AuditEvent::AdminOrgAdd);
-            let tx = ctx.tx()?;
-            let o = orgs::add_org(&tx, &name, mfa_method.map(MfaMethod::from), t)?;
-            record(
-                &tx,
-                entry
-                    .org(Some(o.id))
-                    .detail(json!({"via": "authctl", "org": o.name})),
-                t,
-            )?;
-            tx.commit()?;
+            let o = ctx
+                .core
+                .add_org(&ctx.actor, &name, mfa_method.map(MfaMethod::from))?;
             emit(ctx.json, &o, || format!("created organisation {}", o.name));
         }
         OrgCmd::List => {
-            let list = orgs::list_orgs(&ctx.conn)?;
+            let list = ctx.core.orgs()?;
             emit(ctx.json, &list, || {
                 let mut tb = output::table(&["organisation", "users", "default 2FA", "created"]);
                 for o in &list {
@@ -75,15 +61,7 @@ pub fn org(g: &Global, c: OrgCmd) -> Result<i32> {
             });
         }
         OrgCmd::Delete { name } => {
-            let entry = ctx.entry(AuditEvent::AdminOrgDelete);
-            let tx = ctx.tx()?;
-            let o = orgs::delete_org(&tx, &name)?;
-            record(
-                &tx,
-                entry.detail(json!({"via": "authctl", "org": o.name})),
-                t,
-            )?;
-            tx.commit()?;
+            let o = ctx.core.delete_org(&ctx.actor, &name)?;
             emit(ctx.json, &json!({"deleted": o.name}), || {
                 format!("deleted organisation {}", o.name)
             });
@@ -93,21 +71,10 @@ pub fn org(g: &Global, c: OrgCmd) -> Result<i32> {
 }
 
 pub fn group(g: &Global, c: GroupCmd) -> Result<i32> {
-    let mut ctx = Ctx::open(g)?;
-    let t = now();
+    let ctx = Ctx::open(g)?;
     match c {
         GroupCmd::Add { name, require_2fa } => {
-            let entry = ctx.entry(AuditEvent::AdminGroupAdd);
-            let tx = ctx.tx()?;
-            let gr = orgs::add_group(&tx, &name, require_2fa, t)?;
-            record(
-                &tx,
-                entry.detail(
-                    json!({"via": "authctl", "group": gr.name, "require_2fa": require_2fa}),
-                ),
-                t,
-            )?;
-            tx.commit()?;
+            let gr = ctx.core.add_group(&ctx.actor, &name, require_2fa)?;
             emit(ctx.json, &gr, || {
                 format!(
                     "created group {}{}",
@@ -117,23 +84,13 @@ pub fn group(g: &Global, c: GroupCmd) -> Result<i32> {
             });
         }
         GroupCmd::Set { name, require_2fa } => {
-            let entry = ctx.entry(AuditEvent::AdminGroupSet);
-            let tx = ctx.tx()?;
-            let gr = orgs::set_group_require_2fa(&tx, &name, require_2fa)?;
-            record(
-                &tx,
-                entry.detail(
-                    json!({"via": "authctl", "group": gr.name, "require_2fa": require_2fa}),
-                ),
-                t,
-            )?;
-            tx.commit()?;
+            let gr = ctx.core.set_group(&ctx.actor, &name, require_2fa)?;
             emit(ctx.json, &gr, || {
                 format!("group {}: require 2FA = {}", gr.name, gr.require_2fa)
             });
         }
         GroupCmd::List => {
-            let list = orgs::list_groups(&ctx.conn)?;
+            let list = ctx.core.groups()?;
             emit(ctx.json, &list, || {
                 let mut tb = output::table(&["group", "requires 2FA", "members", "created"]);
                 for gr in &list {
@@ -154,41 +111,18 @@ pub fn group(g: &Global, c: GroupCmd) -> Result<i32> {
         GroupCmd::Delete { name } => {
             // Deleting a group that requires a second factor quietly lifts that
             // requirement from its members: name them and ask first (like `user delete`).
-            let before = orgs::get_group(&ctx.conn, &name)?;
-            let lifts = |gr: &orgs::Group| gr.require_2fa && gr.members > 0;
-            if lifts(&before) {
+            let before = ctx.core.group(&name)?;
+            if lifts_2fa(&before) {
                 crate::prompt::confirm(&lift_question(&before), ctx.yes)?;
             }
-            let (entry, yes) = (ctx.entry(AuditEvent::AdminGroupDelete), ctx.yes);
-            let tx = ctx.tx()?;
-            let gr = orgs::get_group(&tx, &name)?;
-            // The group may have changed while the question was on the screen: what was
-            // confirmed must still be what is deleted.
-            if lifts(&gr)
-                && !yes
-                && (gr.id != before.id || gr.members != before.members || !lifts(&before))
-            {
-                return Err(authcore::Error::Conflict(format!(
-                    "group {} changed meanwhile (it now requires a second factor for {}); nothing was changed: run the command again",
-                    gr.name,
-                    members(gr.members)
-                ))
-                .into());
-            }
-            let gr = orgs::delete_group(&tx, &gr.name)?;
-            record(
-                &tx,
-                entry.detail(
-                    json!({"via": "authctl", "group": gr.name, "members": gr.members,
-                    "require_2fa": gr.require_2fa}),
-                ),
-                t,
-            )?;
-            tx.commit()?;
+            // The group may change while the question is on the screen: the core deletes
+            // only what was confirmed.
+            let confirmed = (!ctx.yes).then_some(&before);
+            let gr = ctx.core.delete_group(&ctx.actor, &name, confirmed)?;
             let v =
                 json!({"deleted": gr.name, "members": gr.members, "require_2fa": gr.require_2fa});
             emit(ctx.json, &v, || {
-                if lifts(&gr) {
+                if lifts_2fa(&gr) {
                     format!(
                         "deleted group {}: its {} lost the second-factor requirement it set",
                         gr.name,
@@ -216,19 +150,11 @@ fn lift_question(gr: &orgs::Group) -> String {
     )
 }
 
-fn members(n: i64) -> String {
-    if n == 1 {
-        "1 member".into()
-    } else {
-        format!("{n} members")
-    }
-}
-
 pub fn policy(g: &Global, c: PolicyCmd) -> Result<i32> {
-    let mut ctx = Ctx::open(g)?;
+    let ctx = Ctx::open(g)?;
     match c {
         PolicyCmd::Show => {
-            let list = authcore::policy::entries(&ctx.conn)?;
+            let list = ctx.core.policy_entries()?;
             emit(ctx.json, &list, || {
                 let mut tb = output::table(&["key", "value", "default", "meaning"]);
                 for e in &list {
@@ -247,7 +173,6 @@ pub fn policy(g: &Global, c: PolicyCmd) -> Result<i32> {
             });
         }
         PolicyCmd::Set { settings } => {
-            // Parse and validate everything before writing anything: all or nothing.
             let mut pairs = Vec::new();
             for s in &settings {
                 let Some((k, v)) = s.split_once('=') else {
@@ -257,24 +182,10 @@ pub fn policy(g: &Global, c: PolicyCmd) -> Result<i32> {
                         format!("'{s}' is not KEY=VALUE"),
                     ));
                 };
-                let k = k.trim();
-                pairs.push((k.to_string(), authcore::policy::validate(k, v)?));
+                pairs.push((k.to_string(), v.to_string()));
             }
-            let t = now();
-            let entry = ctx.entry(AuditEvent::AdminPolicySet);
-            let tx = ctx.tx()?;
-            let mut changed = Vec::new();
-            for (k, v) in &pairs {
-                let before = authcore::policy::get(&tx, k)?;
-                let value = authcore::policy::set(&tx, k, v, t)?;
-                changed.push(json!({"key": k, "value": value, "previous": before}));
-            }
-            record(
-                &tx,
-                entry.detail(json!({"via": "authctl", "changes": changed})),
-                t,
-            )?;
-            tx.commit()?;
+            // The core validates every setting before it writes any: all or nothing.
+            let pairs = ctx.core.set_policy(&ctx.actor, &pairs)?;
             let out: Vec<_> = pairs
                 .iter()
                 .map(|(k, v)| json!({"key": k, "value": v}))
@@ -292,17 +203,10 @@ pub fn policy(g: &Global, c: PolicyCmd) -> Result<i32> {
 }
 
 pub fn session(g: &Global, c: SessionCmd) -> Result<i32> {
-    use authcore::store::{sessions, users};
-    let mut ctx = Ctx::open(g)?;
-    let t = now();
+    let ctx = Ctx::open(g)?;
     match c {
         SessionCmd::List { user } => {
-            let uid = user
-                .as_deref()
-                .map(|n| users::get(&ctx.conn, n))
-                .transpose()?
-                .map(|u| u.id);
-            let list = sessions::list(&ctx.conn, uid, t)?;
+            let list = ctx.core.sessions(&ctx.actor, user.as_deref())?;
             emit(ctx.json, &list, || {
                 if list.is_empty() {
                     return "no live sessions".into();
@@ -331,53 +235,12 @@ pub fn session(g: &Global, c: SessionCmd) -> Result<i32> {
             });
         }
         SessionCmd::Revoke { id, user } => {
-            let entry = ctx.entry(AuditEvent::AdminSessionRevoke);
-            let tx = ctx.tx()?;
-            let (n, who) = match (id, user) {
-                (Some(id), _) => {
-                    let Some(s) = sessions::list(&tx, None, t)?
-                        .into_iter()
-                        .find(|s| s.id == id)
-                    else {
-                        return Err(authcore::Error::NotFound(format!(
-                            "no live session with id {id}"
-                        ))
-                        .into());
-                    };
-                    sessions::revoke(&tx, id, t)?;
-                    let u = users::by_id(&tx, s.user_id)?;
-                    record(
-                        &tx,
-                        entry
-                            .username(&u.username)
-                            .user(u.id, u.org_id)
-                            .detail(json!({"via": "authctl", "session": id})),
-                        t,
-                    )?;
-                    (1, u.username)
-                }
-                (None, Some(name)) => {
-                    let u = users::get(&tx, &name)?;
-                    let n = sessions::end_all_for_user(&tx, u.id, t)?;
-                    record(
-                        &tx,
-                        entry
-                            .username(&u.username)
-                            .user(u.id, u.org_id)
-                            .detail(json!({"via": "authctl", "sessions": n})),
-                        t,
-                    )?;
-                    (n, u.username)
-                }
-                (None, None) => {
-                    return Err(Refused::err(
-                        "invalid_input",
-                        2,
-                        "give a session id or --user",
-                    ))
-                }
-            };
-            tx.commit()?;
+            let name = user.clone().unwrap_or_default();
+            let t = target(id, user, "session")?;
+            let (who, n) = ctx
+                .core
+                .revoke_sessions(&ctx.actor, &t)?
+                .ok_or_else(|| audited_not_found(&name))?;
             emit(ctx.json, &json!({"username": who, "revoked": n}), || {
                 format!("ended {n} session(s) of {who}")
             });
@@ -387,24 +250,11 @@ pub fn session(g: &Global, c: SessionCmd) -> Result<i32> {
 }
 
 pub fn terms(g: &Global, c: TermsCmd) -> Result<i32> {
-    use authcore::store::terms;
-    let mut ctx = Ctx::open(g)?;
+    let ctx = Ctx::open(g)?;
     match c {
         TermsCmd::Set { version, file } => {
             let text = read_terms(&file)?;
-            let t = now();
-            let entry = ctx.entry(AuditEvent::AdminTermsSet);
-            let tx = ctx.tx()?;
-            let published = terms::set(&tx, &version, &text, t)?;
-            let mode = authcore::policy::get(&tx, "terms.mode")?;
-            record(
-                &tx,
-                entry.detail(
-                    json!({"via": "authctl", "version": published.version, "bytes": text.len()}),
-                ),
-                t,
-            )?;
-            tx.commit()?;
+            let (published, mode) = ctx.core.set_terms(&ctx.actor, &version, &text)?;
             emit(
                 ctx.json,
                 &json!({"version": published.version, "bytes": text.len(), "mode": mode}),
@@ -423,7 +273,7 @@ pub fn terms(g: &Global, c: TermsCmd) -> Result<i32> {
             );
         }
         TermsCmd::Show => {
-            let cur = terms::current(&ctx.conn)?;
+            let cur = ctx.core.terms()?;
             emit(ctx.json, &cur, || match &cur {
                 Some(t) => format!("version {}\n\n{}", t.version, t.text),
                 None => "no terms are set: users are not asked to accept any".into(),

@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use authcore::audit::{self, Filter, Outcome, Row};
-use authcore::store::orgs;
-use authcore::util::{now, parse_time};
+use authcore::audit::{Filter, Outcome, Row};
+use authcore::util::parse_time;
 
 use crate::args::{AuditArgs, AuditFormat, Global, OutcomeArg};
 use crate::ctx::Ctx;
@@ -15,7 +14,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
 pub fn run(g: &Global, a: AuditArgs) -> Result<i32> {
     let ctx = Ctx::open(g)?;
-    let t = now();
+    let t = ctx.core.now();
     let bad_time = |e: String| Refused::err("invalid_input", 2, e);
     let since = a
         .since
@@ -36,12 +35,7 @@ pub fn run(g: &Global, a: AuditArgs) -> Result<i32> {
             "--limit must be 0 (no limit) or more",
         ));
     }
-    let org_id = a
-        .org
-        .as_deref()
-        .map(|o| orgs::get_org(&ctx.conn, o))
-        .transpose()?
-        .map(|o| o.id);
+    let org_id = a.org.as_deref().map(|o| ctx.core.org_id(o)).transpose()?;
     let mut filter = Filter {
         user: a.user.clone(),
         org_id,
@@ -65,7 +59,7 @@ pub fn run(g: &Global, a: AuditArgs) -> Result<i32> {
     };
     let format = if g.json { AuditFormat::Json } else { a.format };
     // Newest N, shown oldest first like a log.
-    let mut rows = audit::query(&ctx.conn, &filter)?;
+    let mut rows = ctx.core.audit_query(&ctx.actor, &filter)?;
     let left_out = a.limit > 0 && rows.len() as i64 > a.limit;
     if left_out {
         rows.truncate(a.limit as usize);
@@ -88,14 +82,14 @@ pub fn run(g: &Global, a: AuditArgs) -> Result<i32> {
         return Ok(0);
     }
     if rows.is_empty() {
-        last = audit::last_id(&ctx.conn)?;
+        last = ctx.core.audit_last_id()?;
     }
     print_rows(&rows, format, true, true);
     filter.limit = None;
     loop {
         std::thread::sleep(FOLLOW_POLL);
         filter.after_id = Some(last);
-        let new = audit::query(&ctx.conn, &filter)?;
+        let new = ctx.core.audit_query(&ctx.actor, &filter)?;
         if let Some(r) = new.last() {
             last = r.id;
             print_rows(&new, format, false, true);

@@ -1,19 +1,19 @@
-//! What every command needs: the open database, the key file (loaded on demand), who is
-//! acting, and how to write an audit row in the same transaction as the change.
+//! What every command needs: the database's core ([`authcore::Core`], opened on the
+//! database and its key file), who is acting, and the output switches. Every change and
+//! its audit row are the core's: authctl holds no SQL and reads no clock.
 
 use anyhow::Result;
-use authcore::audit::{self, Entry, Outcome};
-use authcore::crypto::SecretKey;
-use authcore::db::{self, Location};
+use authcore::admin::Actor;
+use authcore::db::Location;
 use authcore::kinds::AuditEvent;
-use rusqlite::Connection;
+use authcore::password::Hashing;
+use authcore::Core;
 
 use crate::args::Global;
 
 pub struct Ctx {
-    pub conn: Connection,
-    pub loc: Location,
-    pub actor: String,
+    pub core: Core,
+    pub actor: Actor,
     pub json: bool,
     pub yes: bool,
 }
@@ -27,47 +27,39 @@ pub fn os_user() -> String {
     }
 }
 
+/// The operator at the server: the OS user, managing everyone.
+pub fn operator() -> Actor {
+    Actor::operator(&os_user())
+}
+
+/// The database and key file the flags name.
+pub fn location(g: &Global) -> Location {
+    Location::new(&g.db, g.key_file.clone())
+}
+
 impl Ctx {
+    /// The core of the existing database (one hashing slot: a command hashes at most one
+    /// password; `import` hashes on every core itself).
     pub fn open(g: &Global) -> Result<Ctx> {
-        let loc = Location::new(&g.db, g.key_file.clone());
-        let conn = db::open_initialised(&loc.db)?;
+        Ctx::open_with(g, Hashing::new(1))
+    }
+
+    /// The core with these hashing slots.
+    pub fn open_with(g: &Global, hashing: Hashing) -> Result<Ctx> {
+        let core = Core::open(&location(g), hashing, Core::system_clock())?;
         Ok(Ctx {
-            conn,
-            loc,
-            actor: os_user(),
+            core,
+            actor: operator(),
             json: g.json,
             yes: g.yes,
         })
     }
-
-    /// The key file, loaded and checked against the database.
-    pub fn key(&self) -> Result<SecretKey> {
-        Ok(db::load_key(&self.conn, &self.loc.key)?)
-    }
-
-    /// Begin a write transaction (rolls back unless committed).
-    pub fn tx(&mut self) -> Result<db::WriteTx<'_>> {
-        Ok(db::write_tx(&mut self.conn)?)
-    }
-
-    /// An admin audit entry with this actor.
-    pub fn entry(&self, event: AuditEvent) -> Entry {
-        Entry::new(event, Outcome::Success)
-            .actor(&self.actor)
-            .detail(serde_json::json!({"via": "authctl"}))
-    }
 }
 
-/// Record a successful admin action inside `tx`.
-pub fn record(tx: &Connection, e: Entry, now: i64) -> Result<()> {
-    audit::record(tx, &e, now)?;
-    Ok(())
-}
-
-/// Record a refused admin action (best effort, its own transaction): the database may be
-/// the very thing that failed.
+/// Record a refused admin action through the core (best effort, its own transaction: the
+/// database may be the very thing that failed, and without it nothing is recorded).
 pub fn record_failure(g: &Global, event: AuditEvent, target: &str, err: &anyhow::Error) {
-    let Ok(conn) = db::open_initialised(&g.db) else {
+    let Ok(core) = Core::open(&location(g), Hashing::new(1), Core::system_clock()) else {
         return;
     };
     let reason = err
@@ -75,10 +67,5 @@ pub fn record_failure(g: &Global, event: AuditEvent, target: &str, err: &anyhow:
         .map(|e| e.code())
         .or_else(|| err.downcast_ref::<crate::output::Refused>().map(|r| r.code))
         .unwrap_or("error");
-    let e = Entry::new(event, Outcome::Failure)
-        .username(target)
-        .reason(reason)
-        .actor(&os_user())
-        .detail(serde_json::json!({"via": "authctl", "message": err.to_string()}));
-    let _ = audit::record(&conn, &e, authcore::util::now());
+    let _ = core.audit_refusal(&operator(), event, target, reason, &err.to_string());
 }

@@ -1,19 +1,16 @@
 //! `enroll`, `totp test`, `reset-2fa`, `unlock` and `device …`.
 
 use anyhow::{Context, Result};
-use authcore::admin::{self, Actor};
-use authcore::kinds::{AuditEvent, MfaMethod};
-use authcore::policy::Policy;
-use authcore::store::{factors, users};
+use authcore::kinds::MfaMethod;
+use authcore::ops::Target;
 use authcore::totp;
-use authcore::util::now;
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
 use serde_json::json;
 
-use crate::args::{DeviceCmd, EnrollArgs, Global, MethodArg, NameArg, TotpCmd};
-use crate::ctx::{record, Ctx};
-use crate::output::{self, emit, Audited, Refused};
+use crate::args::{DeviceCmd, EnrollArgs, Global, NameArg, TotpCmd};
+use crate::ctx::Ctx;
+use crate::output::{self, audited_not_found, emit, Refused};
 
 /// The QR code as Unicode half-blocks, light modules drawn (for dark terminals, like
 /// `qrencode -t UTF8`), with the standard 4-module quiet zone.
@@ -56,21 +53,10 @@ pub fn qr_png(code: &QrCode) -> Result<Vec<u8>> {
 }
 
 pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
-    let mut ctx = Ctx::open(g)?;
-    let policy = Policy::load(&ctx.conn)?;
-    let t = now();
-    let entry = ctx.entry(AuditEvent::AdminEnroll);
-    let u = users::get(&ctx.conn, &a.name)?;
-    let (secret, uri) = match a.method {
-        MethodArg::Totp => {
-            let s = totp::generate_secret();
-            let uri = totp::otpauth_uri(&policy.totp_issuer, &u.username, &s)
-                .map_err(|e| anyhow::anyhow!("cannot build the otpauth URI: {e}"))?;
-            (Some(s), Some(uri))
-        }
-        MethodArg::Email => (None, None),
-    };
+    let ctx = Ctx::open(g)?;
     let method = MfaMethod::from(a.method);
+    let prepared = ctx.core.prepare_enrollment(&ctx.actor, &a.name, method)?;
+    let uri = prepared.otpauth_uri.clone();
     // Render before writing anything, so a bad --png path changes nothing.
     let qr = uri
         .as_deref()
@@ -87,27 +73,12 @@ pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
             "--png needs --method totp",
         ));
     }
-    let key = ctx.key()?;
-    let tx = authcore::db::write_tx(&mut ctx.conn)?;
-    let u = users::by_id(&tx, u.id)?;
-    match &secret {
-        Some(s) => factors::set_totp(&tx, &key, u.id, s, Some(t), t)?,
-        None => {
-            factors::remove_totp(&tx, u.id)?;
-        }
-    }
-    users::set_mfa_method(&tx, u.id, Some(method), t)?;
-    let codes = factors::rotate_recovery_codes(&tx, &key, u.id, policy.recovery_count, t)?;
-    record(
-        &tx,
-        entry
-            .username(&u.username)
-            .user(u.id, u.org_id)
-            .detail(json!({"via": "authctl", "method": method, "replaced": u.mfa_method})),
-        t,
-    )?;
-    tx.commit()?;
-    let secret_b32 = secret.as_deref().map(totp::secret_base32);
+    let done = ctx
+        .core
+        .enroll(&ctx.actor, &a.name, &prepared)?
+        .ok_or_else(|| audited_not_found(&a.name))?;
+    let (u, codes) = (done.user, done.recovery_codes);
+    let secret_b32 = prepared.secret.as_deref().map(totp::secret_base32);
     let v = json!({
         "username": u.username,
         "method": method,
@@ -141,73 +112,37 @@ pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// How far `totp test` looks for a matching code, in steps either side (5 minutes).
-const DIAGNOSIS_WINDOW: i64 = 10;
-
 pub fn totp(g: &Global, c: TotpCmd) -> Result<i32> {
+    use authcore::ops::DIAGNOSIS_WINDOW;
     let TotpCmd::Test(a) = c;
     let ctx = Ctx::open(g)?;
-    let policy = Policy::load(&ctx.conn)?;
-    let u = users::get(&ctx.conn, &a.name)?;
-    let key = ctx.key()?;
-    let cred = factors::get_totp(&ctx.conn, &key, u.id)?.ok_or_else(|| {
-        authcore::Error::NotFound(format!(
-            "user '{}' has no authenticator enrolled",
-            u.username
-        ))
-    })?;
-    let code = a.code.trim();
-    if code.len() != totp::DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Refused::err(
-            "invalid_input",
-            2,
-            format!("'{}' is not a 6-digit code", a.code.escape_debug()),
-        ));
-    }
-    let t = now();
-    let found = totp::find_offset(&cred.secret, code, t, DIAGNOSIS_WINDOW);
-    let matched = found.is_some_and(|m| m.offset.abs() <= policy.totp_skew);
-    let replayed = found.is_some_and(|m| cred.last_step.is_some_and(|l| m.step <= l));
-    {
-        let entry = ctx.entry(AuditEvent::AdminTotpTest);
-        let e = entry
-            .username(&u.username)
-            .user(u.id, u.org_id)
-            .detail(json!({"via": "authctl", "match": matched, "offset": found.map(|m| m.offset)}));
-        authcore::audit::record(&ctx.conn, &e, t)?;
-    }
-    let v = json!({
-        "username": u.username,
-        "match": matched,
-        "offset": found.map(|m| m.offset),
-        "step": found.map(|m| m.step),
-        "already_used": replayed,
-        "accepted_window": policy.totp_skew,
-    });
-    emit(ctx.json, &v, || {
-        match found {
-        Some(m) if matched => format!(
+    let d = ctx.core.totp_test(&ctx.actor, &a.name, &a.code)?;
+    let skew = d.accepted_window;
+    emit(ctx.json, &d, || {
+        match d.offset {
+        Some(offset) if d.matched => format!(
             "match at offset {:+} ({} s){}",
-            m.offset,
-            m.offset * 30,
-            if replayed { "; this step was already used for a login, so a login would refuse it" } else { "" }
+            offset,
+            offset * 30,
+            if d.already_used { "; this step was already used for a login, so a login would refuse it" } else { "" }
         ),
-        Some(m) => format!(
+        Some(offset) => format!(
             "no match within ±{} step(s); the code matches at offset {:+} ({:+} s): the device clock is off",
-            policy.totp_skew,
-            m.offset,
-            m.offset * 30
+            skew,
+            offset,
+            offset * 30
         ),
         None => format!("no match within ±{DIAGNOSIS_WINDOW} steps (±{} min): wrong secret or a clock far off", DIAGNOSIS_WINDOW / 2),
     }
     });
-    Ok(if matched { 0 } else { 1 })
+    Ok(if d.matched { 0 } else { 1 })
 }
 
 pub fn reset_2fa(g: &Global, a: NameArg) -> Result<i32> {
-    let mut ctx = Ctx::open(g)?;
-    let actor = Actor::operator(&ctx.actor);
-    let (u, s) = admin::reset_2fa(&mut ctx.conn, &actor, &a.name, now())?
+    let ctx = Ctx::open(g)?;
+    let (u, s) = ctx
+        .core
+        .admin_reset_2fa(&ctx.actor, &a.name)?
         .ok_or_else(|| audited_not_found(&a.name))?;
     let mut v = serde_json::to_value(&s)?;
     v["username"] = json!(u.username);
@@ -225,9 +160,10 @@ pub fn reset_2fa(g: &Global, a: NameArg) -> Result<i32> {
 }
 
 pub fn unlock(g: &Global, a: NameArg) -> Result<i32> {
-    let mut ctx = Ctx::open(g)?;
-    let actor = Actor::operator(&ctx.actor);
-    let (u, was_locked) = admin::unlock(&mut ctx.conn, &actor, &a.name, now())?
+    let ctx = Ctx::open(g)?;
+    let (u, was_locked) = ctx
+        .core
+        .admin_unlock(&ctx.actor, &a.name)?
         .ok_or_else(|| audited_not_found(&a.name))?;
     emit(
         ctx.json,
@@ -243,22 +179,32 @@ pub fn unlock(g: &Global, a: NameArg) -> Result<i32> {
     Ok(0)
 }
 
-/// A user the core found missing: it has audited the refusal already.
-fn audited_not_found(name: &str) -> anyhow::Error {
-    anyhow::Error::new(Audited(authcore::Error::not_found("user", name)))
+/// What `device revoke` / `session revoke` target: an id or `--user`.
+pub fn target(id: Option<i64>, user: Option<String>, what: &str) -> Result<Target> {
+    match (id, user) {
+        (Some(id), _) => Ok(Target::Id(id)),
+        (None, Some(name)) => Ok(Target::User(name)),
+        (None, None) => Err(Refused::err(
+            "invalid_input",
+            2,
+            format!("give a {what} id or --user"),
+        )),
+    }
+}
+
+/// The name a revocation's refusal names: the user's, or the id's owner as found.
+fn target_name(t: &Target) -> &str {
+    match t {
+        Target::User(n) => n,
+        Target::Id(_) => "",
+    }
 }
 
 pub fn device(g: &Global, c: DeviceCmd) -> Result<i32> {
-    let mut ctx = Ctx::open(g)?;
-    let t = now();
+    let ctx = Ctx::open(g)?;
     match c {
         DeviceCmd::List { user } => {
-            let uid = user
-                .as_deref()
-                .map(|n| users::get(&ctx.conn, n))
-                .transpose()?
-                .map(|u| u.id);
-            let list = factors::list_devices(&ctx.conn, uid, t)?;
+            let list = ctx.core.devices(&ctx.actor, user.as_deref())?;
             emit(ctx.json, &list, || {
                 if list.is_empty() {
                     return "no remembered devices".into();
@@ -285,55 +231,11 @@ pub fn device(g: &Global, c: DeviceCmd) -> Result<i32> {
             });
         }
         DeviceCmd::Revoke { id, user } => {
-            let entry = ctx.entry(AuditEvent::AdminDeviceRevoke);
-            let tx = ctx.tx()?;
-            let (n, who) = match (id, user) {
-                (Some(id), _) => {
-                    let owner: Option<(i64, String, i64)> =
-                        authcore::store::factors::list_devices(&tx, None, t)?
-                            .into_iter()
-                            .find(|d| d.id == id)
-                            .map(|d| (d.user_id, d.username, 0));
-                    let Some((uid, uname, _)) = owner else {
-                        return Err(authcore::Error::NotFound(format!(
-                            "no live remembered device with id {id}"
-                        ))
-                        .into());
-                    };
-                    factors::revoke_device(&tx, id, t)?;
-                    let u = users::by_id(&tx, uid)?;
-                    record(
-                        &tx,
-                        entry
-                            .username(&uname)
-                            .user(uid, u.org_id)
-                            .detail(json!({"via": "authctl", "device": id})),
-                        t,
-                    )?;
-                    (1, uname)
-                }
-                (None, Some(name)) => {
-                    let u = users::get(&tx, &name)?;
-                    let n = factors::revoke_devices(&tx, u.id, t)?;
-                    record(
-                        &tx,
-                        entry
-                            .username(&u.username)
-                            .user(u.id, u.org_id)
-                            .detail(json!({"via": "authctl", "devices": n})),
-                        t,
-                    )?;
-                    (n, u.username)
-                }
-                (None, None) => {
-                    return Err(Refused::err(
-                        "invalid_input",
-                        2,
-                        "give a device id or --user",
-                    ))
-                }
-            };
-            tx.commit()?;
+            let t = target(id, user, "device")?;
+            let (who, n) = ctx
+                .core
+                .revoke_devices(&ctx.actor, &t)?
+                .ok_or_else(|| audited_not_found(target_name(&t)))?;
             emit(ctx.json, &json!({"username": who, "revoked": n}), || {
                 format!("revoked {n} device(s) of {who}")
             });

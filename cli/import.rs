@@ -10,11 +10,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
-use authcore::kinds::AuditEvent;
+use authcore::ops::ImportUser;
+use authcore::password::Hashing;
 use authcore::policy::Policy;
-use authcore::store::orgs;
-use authcore::store::users::{self, NewUser, Role};
-use authcore::util::now;
+use authcore::store::users::{NewUser, Role};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -22,7 +21,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::args::{Global, ImportArgs, ImportFormat};
-use crate::ctx::{record, Ctx};
+use crate::ctx::Ctx;
 use crate::output::emit;
 
 #[derive(Debug, Deserialize)]
@@ -214,7 +213,7 @@ fn validate(
     if let Some(o) = &rec.org {
         let ok = *org_ok
             .entry(authcore::names::key_of(o))
-            .or_insert_with(|| orgs::find_org(&ctx.conn, o).ok().flatten().is_some());
+            .or_insert_with(|| ctx.core.org_exists(o).unwrap_or(false));
         if !ok {
             return Err(format!("organisation '{o}' does not exist"));
         }
@@ -222,7 +221,7 @@ fn validate(
     for g in &rec.groups {
         let ok = *group_ok
             .entry(authcore::names::key_of(g))
-            .or_insert_with(|| orgs::get_group(&ctx.conn, g).is_ok());
+            .or_insert_with(|| ctx.core.group_exists(g).unwrap_or(false));
         if !ok {
             return Err(format!("group '{g}' does not exist"));
         }
@@ -241,9 +240,10 @@ fn validate(
             ));
         }
     }
-    if users::find(&ctx.conn, &name.display)
+    if ctx
+        .core
+        .user_exists(&name.display)
         .map_err(|e| e.to_string())?
-        .is_some()
     {
         return Err(format!("user '{}' already exists", name.display));
     }
@@ -257,7 +257,8 @@ fn validate(
 }
 
 pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
-    let mut ctx = Ctx::open(g)?;
+    // One hashing slot per core: rayon runs one hash per core.
+    let ctx = Ctx::open_with(g, Hashing::per_core())?;
     // Bytes: a line that is not UTF-8 is one bad line, not a bad file.
     let bytes = match std::fs::read(&a.file) {
         Ok(b) => b,
@@ -284,7 +285,7 @@ pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
         ImportFormat::Jsonl => parse_jsonl(&bytes),
         ImportFormat::Csv => parse_csv(&bytes)?,
     };
-    let policy = Policy::load(&ctx.conn)?;
+    let policy = ctx.core.policy()?;
     let mut errors = Vec::new();
     let mut valid = Vec::new();
     let (mut seen, mut org_ok, mut group_ok) = (HashSet::new(), HashMap::new(), HashMap::new());
@@ -304,8 +305,7 @@ pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
     {
         bar.set_style(style);
     }
-    // One slot per core: rayon runs one hash per core.
-    let hashing = authcore::password::Hashing::per_core();
+    let hashing = ctx.core.hashing();
     let hashes: Vec<Result<Option<String>, String>> = if a.dry_run {
         valid.iter().map(|_| Ok(None)).collect()
     } else {
@@ -318,7 +318,7 @@ pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
                     .as_ref()
                     .map(|p| {
                         let p = Zeroizing::new(p.clone());
-                        authcore::password::hash_password(&hashing, &p, policy.argon2)
+                        authcore::password::hash_password(hashing, &p, policy.argon2)
                     })
                     .transpose();
                 bar.inc(1);
@@ -330,59 +330,37 @@ pub fn run(g: &Global, a: ImportArgs) -> Result<i32> {
 
     let mut imported = 0usize;
     if !a.dry_run {
-        let t = now();
-        let entry = ctx.entry(AuditEvent::AdminUserAdd);
-        let summary = ctx.entry(AuditEvent::AdminImport);
-        let mut tx = ctx.tx()?;
+        let mut batch = Vec::new();
         for (v, h) in valid.iter().zip(hashes) {
-            let hash = match h {
-                Ok(h) => h,
-                Err(e) => {
-                    errors.push(LineError {
-                        line: v.line,
-                        error: format!("cannot hash the password: {e}"),
-                    });
-                    continue;
-                }
-            };
-            let sp = tx.savepoint()?;
-            let created = users::create(
-                &sp,
-                &NewUser {
-                    username: &v.rec.username,
-                    email: &v.rec.email,
-                    org: v.rec.org.as_deref(),
-                    groups: &v.rec.groups,
-                    role: v.role,
-                    password_hash: hash,
-                    must_change_password: v.rec.must_change_password,
-                },
-                t,
-            );
-            match created {
-                Ok(u) => {
-                    record(
-                        &sp,
-                        entry
-                            .clone()
-                            .username(&u.username)
-                            .user(u.id, u.org_id)
-                            .detail(json!({"via": "authctl import", "line": v.line})),
-                        t,
-                    )?;
-                    sp.commit()?;
-                    imported += 1;
-                }
-                Err(e) => {
-                    errors.push(LineError {
-                        line: v.line,
-                        error: e.to_string(),
-                    });
-                }
+            match h {
+                Ok(password_hash) => batch.push(ImportUser {
+                    line: v.line,
+                    user: NewUser {
+                        username: &v.rec.username,
+                        email: &v.rec.email,
+                        org: v.rec.org.as_deref(),
+                        groups: &v.rec.groups,
+                        role: v.role,
+                        password_hash,
+                        must_change_password: v.rec.must_change_password,
+                    },
+                }),
+                Err(e) => errors.push(LineError {
+                    line: v.line,
+                    error: format!("cannot hash the password: {e}"),
+                }),
             }
         }
-        record(&tx, summary.detail(json!({"via": "authctl", "file": a.file.display().to_string(), "imported": imported, "failed": errors.len()})), t)?;
-        tx.commit()?;
+        let file = a.file.display().to_string();
+        let (n, failed) = ctx
+            .core
+            .import_users(&ctx.actor, batch, &file, errors.len())?;
+        imported = n;
+        errors.extend(
+            failed
+                .into_iter()
+                .map(|(line, error)| LineError { line, error }),
+        );
     }
     errors.sort_by_key(|e| e.line);
     for e in &errors {

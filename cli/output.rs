@@ -92,6 +92,11 @@ pub fn report_error(e: &anyhow::Error, json: bool) -> i32 {
 #[error("{0}")]
 pub struct Audited(pub authcore::Error);
 
+/// A user the core found missing (or not visible): it has audited the refusal already.
+pub fn audited_not_found(name: &str) -> anyhow::Error {
+    anyhow::Error::new(Audited(authcore::Error::not_found("user", name)))
+}
+
 /// An error raised by the CLI itself with its own code and exit status.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

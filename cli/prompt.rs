@@ -134,27 +134,5 @@ pub fn new_password(src: &PasswordSource, policy: &PasswordPolicy) -> Result<Opt
 
 /// The policy error for a weak password, naming each unmet rule.
 pub fn weak(checks: Vec<authcore::password::RuleResult>) -> authcore::Error {
-    let unmet: Vec<String> = checks
-        .iter()
-        .filter(|r| !r.met)
-        .map(|r| r.description.clone())
-        .collect();
-    authcore::Error::Policy {
-        message: format!(
-            "the password does not meet the policy: {}",
-            unmet.join(", ")
-        ),
-        rules: checks,
-    }
-}
-
-/// Check a password against the policy and hash it (slow: call outside transactions).
-pub fn check_and_hash(pw: &str, policy: &authcore::policy::Policy) -> Result<String> {
-    let checks = policy.password.check(pw);
-    if !PasswordPolicy::is_ok(&checks) {
-        return Err(weak(checks).into());
-    }
-    let hashing = authcore::password::Hashing::new(1);
-    authcore::password::hash_password(&hashing, pw, policy.argon2)
-        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
+    authcore::ops::weak_password(checks)
 }

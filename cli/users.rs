@@ -1,28 +1,25 @@
 //! `user …` and `passwd`.
 
 use anyhow::Result;
-use authcore::kinds::AuditEvent;
-use authcore::policy::Policy;
-use authcore::store::users::{self, NewUser, User};
-use authcore::store::{factors, orgs};
-use authcore::util::now;
+use authcore::ops::{PasswordChange, UserChanges, UserQuery, UserSpec};
+use authcore::store::users::User;
 use serde_json::json;
 
 use crate::args::{Global, PasswdArgs, UserAddArgs, UserCmd, UserListArgs, UserSetArgs};
-use crate::ctx::{record, Ctx};
-use crate::output::{self, emit, Refused};
+use crate::ctx::Ctx;
+use crate::output::{self, audited_not_found, emit, Refused};
 use crate::prompt;
 
 pub fn run(g: &Global, cmd: UserCmd) -> Result<i32> {
-    let mut ctx = Ctx::open(g)?;
+    let ctx = Ctx::open(g)?;
     match cmd {
-        UserCmd::Add(a) => add(&mut ctx, a),
+        UserCmd::Add(a) => add(&ctx, a),
         UserCmd::List(a) => list(&ctx, a),
         UserCmd::Show(a) => show(&ctx, &a.name),
-        UserCmd::Set(a) => set(&mut ctx, a),
-        UserCmd::Disable(a) => set_disabled(&mut ctx, &a.name, true),
-        UserCmd::Enable(a) => set_disabled(&mut ctx, &a.name, false),
-        UserCmd::Delete(a) => delete(&mut ctx, &a.name),
+        UserCmd::Set(a) => set(&ctx, a),
+        UserCmd::Disable(a) => set_disabled(&ctx, &a.name, true),
+        UserCmd::Enable(a) => set_disabled(&ctx, &a.name, false),
+        UserCmd::Delete(a) => delete(&ctx, &a.name),
     }
 }
 
@@ -80,43 +77,29 @@ fn user_detail(u: &User, extra: &[(&str, String)]) -> String {
     output::kv(&rows)
 }
 
-fn add(ctx: &mut Ctx, a: UserAddArgs) -> Result<i32> {
-    // Validate cheap things before the slow hash, so a typo fails fast.
+fn add(ctx: &Ctx, a: UserAddArgs) -> Result<i32> {
+    // Cheap checks before asking for the password, so a typo fails fast.
     authcore::names::normalize("username", &a.name)?;
     authcore::names::email(&a.email)?;
-    let policy = Policy::load(&ctx.conn)?;
-    if users::find(&ctx.conn, &a.name)?.is_some() {
+    let policy = ctx.core.policy()?;
+    if ctx.core.user_exists(&a.name)? {
         return Err(
             authcore::Error::Conflict(format!("user '{}' already exists", a.name.trim())).into(),
         );
     }
     let pw = prompt::new_password(&a.password, &policy.password)?;
-    let hash = pw
-        .as_ref()
-        .map(|p| prompt::check_and_hash(&p.password, &policy))
-        .transpose()?;
-    let t = now();
-    let actor_entry = ctx.entry(AuditEvent::AdminUserAdd);
-    let tx = ctx.tx()?;
-    let u = users::create(
-        &tx,
-        &NewUser {
+    let u = ctx.core.add_user(
+        &ctx.actor,
+        &UserSpec {
             username: &a.name,
             email: &a.email,
             org: a.org.as_deref(),
             groups: &a.groups,
             role: a.role.role(),
-            password_hash: hash,
+            password: pw.as_ref().map(|p| p.password.as_str()),
             must_change_password: a.must_change_password,
         },
-        t,
     )?;
-    record(
-        &tx,
-        actor_entry.username(&u.username).user(u.id, u.org_id),
-        t,
-    )?;
-    tx.commit()?;
     let mut v = serde_json::to_value(&u)?;
     let generated = pw.filter(|p| p.generated).map(|p| p.password);
     if let Some(g) = &generated {
@@ -141,25 +124,12 @@ fn add(ctx: &mut Ctx, a: UserAddArgs) -> Result<i32> {
 }
 
 fn list(ctx: &Ctx, a: UserListArgs) -> Result<i32> {
-    let org_id = a
-        .org
-        .as_deref()
-        .map(|o| orgs::get_org(&ctx.conn, o))
-        .transpose()?
-        .map(|o| o.id);
-    let group_id = a
-        .group
-        .as_deref()
-        .map(|g| orgs::get_group(&ctx.conn, g))
-        .transpose()?
-        .map(|g| g.id);
-    let list = users::list(
-        &ctx.conn,
-        &users::ListFilter {
-            org_id,
+    let list = ctx.core.users(
+        &ctx.actor,
+        &UserQuery {
+            org: a.org,
             locked: a.locked,
-            group_id,
-            limit: None,
+            group: a.group,
         },
     )?;
     emit(ctx.json, &list, || {
@@ -173,79 +143,42 @@ fn list(ctx: &Ctx, a: UserListArgs) -> Result<i32> {
 }
 
 fn show(ctx: &Ctx, name: &str) -> Result<i32> {
-    let u = users::get(&ctx.conn, name)?;
-    let remaining = factors::remaining_recovery_codes(&ctx.conn, u.id)?;
-    let sessions = authcore::store::sessions::list(&ctx.conn, Some(u.id), now())?.len();
-    let devices = factors::list_devices(&ctx.conn, Some(u.id), now())?.len();
-    let mut v = serde_json::to_value(&u)?;
-    v["recovery_codes_remaining"] = json!(remaining);
-    v["sessions"] = json!(sessions);
-    v["devices"] = json!(devices);
-    emit(ctx.json, &v, || {
+    let o = ctx.core.user_overview(&ctx.actor, name)?;
+    emit(ctx.json, &o, || {
         user_detail(
-            &u,
+            &o.user,
             &[
-                ("recovery codes left", remaining.to_string()),
-                ("live sessions", sessions.to_string()),
-                ("remembered devices", devices.to_string()),
+                (
+                    "recovery codes left",
+                    o.recovery_codes_remaining.to_string(),
+                ),
+                ("live sessions", o.sessions.to_string()),
+                ("remembered devices", o.devices.to_string()),
             ],
         )
     });
     Ok(0)
 }
 
-fn set(ctx: &mut Ctx, a: UserSetArgs) -> Result<i32> {
-    if a.email.is_none()
-        && a.org.is_none()
-        && a.role.is_none()
-        && a.add_groups.is_empty()
-        && a.remove_groups.is_empty()
-    {
+fn set(ctx: &Ctx, a: UserSetArgs) -> Result<i32> {
+    let changes = UserChanges {
+        email: a.email,
+        org: a.org,
+        role: a.role.map(|r| r.role()),
+        add_groups: a.add_groups,
+        remove_groups: a.remove_groups,
+    };
+    if changes.is_empty() {
         return Err(Refused::err(
             "invalid_input",
             2,
             "nothing to change: give --email, --org, --role, --add-group or --remove-group",
         ));
     }
-    let t = now();
-    let entry = ctx.entry(AuditEvent::AdminUserSet);
-    let tx = ctx.tx()?;
-    let u = users::get(&tx, &a.name)?;
-    let mut changes = serde_json::Map::new();
-    if let Some(e) = &a.email {
-        users::set_email(&tx, u.id, e, t)?;
-        changes.insert("email".into(), json!(e));
-    }
-    if let Some(o) = &a.org {
-        users::set_org(&tx, u.id, o, t)?;
-        changes.insert("org".into(), json!(o));
-    }
-    if let Some(r) = a.role {
-        users::set_role(&tx, u.id, r.role(), t)?;
-        changes.insert("role".into(), json!(r.role().as_str()));
-    }
-    for gname in &a.add_groups {
-        users::add_to_group(&tx, u.id, gname)?;
-    }
-    for gname in &a.remove_groups {
-        users::remove_from_group(&tx, u.id, gname)?;
-    }
-    if !a.add_groups.is_empty() {
-        changes.insert("add_groups".into(), json!(a.add_groups));
-    }
-    if !a.remove_groups.is_empty() {
-        changes.insert("remove_groups".into(), json!(a.remove_groups));
-    }
-    let after = users::by_id(&tx, u.id)?;
-    record(
-        &tx,
-        entry
-            .username(&u.username)
-            .user(u.id, after.org_id)
-            .detail(json!({"via": "authctl", "changes": changes})),
-        t,
-    )?;
-    tx.commit()?;
+    let after = ctx
+        .core
+        .set_user(&ctx.actor, &a.name, &changes)?
+        .ok_or_else(|| audited_not_found(&a.name))?;
     emit(ctx.json, &after, || {
         format!(
             "updated user {}\n{}",
@@ -256,19 +189,11 @@ fn set(ctx: &mut Ctx, a: UserSetArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn set_disabled(ctx: &mut Ctx, name: &str, disabled: bool) -> Result<i32> {
-    let t = now();
-    let entry = ctx.entry(if disabled {
-        AuditEvent::AdminUserDisable
-    } else {
-        AuditEvent::AdminUserEnable
-    });
-    let tx = ctx.tx()?;
-    let u = users::get(&tx, name)?;
-    users::set_disabled(&tx, u.id, disabled, t)?;
-    record(&tx, entry.username(&u.username).user(u.id, u.org_id), t)?;
-    let after = users::by_id(&tx, u.id)?;
-    tx.commit()?;
+fn set_disabled(ctx: &Ctx, name: &str, disabled: bool) -> Result<i32> {
+    let after = ctx
+        .core
+        .set_disabled(&ctx.actor, name, disabled)?
+        .ok_or_else(|| audited_not_found(name))?;
     emit(ctx.json, &after, || {
         format!(
             "{} user {}",
@@ -279,8 +204,8 @@ fn set_disabled(ctx: &mut Ctx, name: &str, disabled: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn delete(ctx: &mut Ctx, name: &str) -> Result<i32> {
-    let u = users::get(&ctx.conn, name)?;
+fn delete(ctx: &Ctx, name: &str) -> Result<i32> {
+    let u = ctx.core.user(&ctx.actor, name)?;
     prompt::confirm(
         &format!(
             "Delete user {} and all their factors, sessions and devices?",
@@ -288,13 +213,10 @@ fn delete(ctx: &mut Ctx, name: &str) -> Result<i32> {
         ),
         ctx.yes,
     )?;
-    let t = now();
-    let entry = ctx.entry(AuditEvent::AdminUserDelete);
-    let tx = ctx.tx()?;
-    let u = users::get(&tx, name)?;
-    users::delete(&tx, u.id)?;
-    record(&tx, entry.username(&u.username).user(u.id, u.org_id), t)?;
-    tx.commit()?;
+    let u = ctx
+        .core
+        .delete_user(&ctx.actor, name)?
+        .ok_or_else(|| audited_not_found(name))?;
     emit(ctx.json, &json!({"deleted": u.username}), || {
         format!("deleted user {}", u.username)
     });
@@ -302,9 +224,9 @@ fn delete(ctx: &mut Ctx, name: &str) -> Result<i32> {
 }
 
 pub fn passwd(g: &Global, a: PasswdArgs) -> Result<i32> {
-    let mut ctx = Ctx::open(g)?;
-    let u = users::get(&ctx.conn, &a.name)?;
-    let policy = Policy::load(&ctx.conn)?;
+    let ctx = Ctx::open(g)?;
+    ctx.core.user(&ctx.actor, &a.name)?;
+    let policy = ctx.core.policy()?;
     let source_given = a.password.password_stdin || a.password.generate_password;
     let pw = if a.expire && !source_given {
         None
@@ -320,44 +242,21 @@ pub fn passwd(g: &Global, a: PasswdArgs) -> Result<i32> {
             }
         }
     };
-    let hash = pw
-        .as_ref()
-        .map(|p| prompt::check_and_hash(&p.password, &policy))
-        .transpose()?;
-    if let (Some(p), Some(old)) = (&pw, &u.password_hash) {
-        let hashing = authcore::password::Hashing::new(1);
-        if authcore::password::verify_password(&hashing, &p.password, old) {
-            return Err(authcore::Error::Policy {
-                message: "the new password must differ from the current one".into(),
-                rules: vec![],
-            }
-            .into());
-        }
-    }
-    let t = now();
-    let entry = ctx.entry(if hash.is_some() {
-        AuditEvent::AdminPasswd
-    } else {
-        AuditEvent::AdminPasswdExpire
-    });
-    let tx = ctx.tx()?;
-    let u = users::by_id(&tx, u.id)?;
-    match &hash {
-        Some(h) => users::set_password(&tx, u.id, h, a.expire, t)?,
-        None => users::expire_password(&tx, u.id, t)?,
-    }
-    record(
-        &tx,
-        entry
-            .username(&u.username)
-            .user(u.id, u.org_id)
-            .detail(json!({"via": "authctl", "expire": a.expire})),
-        t,
-    )?;
-    tx.commit()?;
+    let change = match &pw {
+        Some(p) => PasswordChange::Set {
+            password: &p.password,
+            expire: a.expire,
+        },
+        None => PasswordChange::Expire,
+    };
+    let changed = pw.is_some();
+    let u = ctx
+        .core
+        .set_password(&ctx.actor, &a.name, change)?
+        .ok_or_else(|| audited_not_found(&a.name))?;
     let mut v = json!({
         "username": u.username,
-        "password_changed": hash.is_some(),
+        "password_changed": changed,
         "must_change_password": a.expire,
     });
     let generated = pw.filter(|p| p.generated).map(|p| p.password);
@@ -366,7 +265,7 @@ pub fn passwd(g: &Global, a: PasswdArgs) -> Result<i32> {
     }
     emit(ctx.json, &v, || {
         let mut s = String::new();
-        if hash.is_some() {
+        if changed {
             s.push_str(&format!("password of {} changed", u.username));
         }
         if a.expire {

@@ -101,7 +101,8 @@ impl Actor {
         e.detail(self.detail(json!({})))
     }
 
-    fn detail(&self, mut d: serde_json::Value) -> serde_json::Value {
+    /// `d` with this actor's `via` and acting account's id added.
+    pub(crate) fn detail(&self, mut d: serde_json::Value) -> serde_json::Value {
         d["via"] = json!(self.door.as_str());
         if let Some(id) = self.user_id {
             d["admin_id"] = json!(id);
@@ -112,7 +113,7 @@ impl Actor {
 
 /// Find `name` as `actor` may see it; None (audited under `event`) when it does not
 /// exist or belongs to another organisation.
-fn visible_user(
+pub(crate) fn visible_user(
     conn: &Connection,
     actor: &Actor,
     event: AuditEvent,
@@ -166,39 +167,70 @@ pub fn show_user(
     Ok(u)
 }
 
+/// The refusal of an action on `u` that the actor's role does not allow, audited.
+fn refuse_role(
+    tx: &Connection,
+    actor: &Actor,
+    event: AuditEvent,
+    u: &User,
+    now: i64,
+) -> Result<()> {
+    audit::record(
+        tx,
+        &actor
+            .entry(event, Outcome::Failure)
+            .username(&u.username)
+            .user(u.id, u.org_id)
+            .reason("insufficient_role"),
+        now,
+    )?;
+    Ok(())
+}
+
 /// One action on `name` in one transaction: find the user as `actor` may see them (None
 /// when not visible), refuse accounts the actor may not manage, apply `act` (its value
-/// and what to audit besides the actor's `via` and id), and audit `event`.
-fn action<T>(
+/// and what to audit besides the actor's `via` and id; it may update the user it is
+/// given, whose organisation the audit row then names), and audit `event`. A
+/// `Forbidden` from `act` undoes what it did and is audited (`insufficient_role`).
+pub(crate) fn action<T>(
     conn: &mut Connection,
     actor: &Actor,
     event: AuditEvent,
     name: &str,
     now: i64,
-    act: impl FnOnce(&Connection, &User) -> Result<(T, serde_json::Value)>,
+    act: impl FnOnce(&Connection, &mut User) -> Result<(T, serde_json::Value)>,
 ) -> Result<Option<(User, T)>> {
-    let tx = crate::db::write_tx(conn)?;
+    let mut tx = crate::db::write_tx(conn)?;
     let Some(u) = visible_user(&tx, actor, event, name, now)? else {
         tx.commit()?;
         return Ok(None);
     };
     if !actor.manages_admins && u.role != Role::User {
-        audit::record(
-            &tx,
-            &actor
-                .entry(event, Outcome::Failure)
-                .username(&u.username)
-                .user(u.id, u.org_id)
-                .reason("insufficient_role"),
-            now,
-        )?;
+        refuse_role(&tx, actor, event, &u, now)?;
         tx.commit()?;
         return Err(Error::Forbidden(
             "org admins manage plain users only; an admin manages admin and org-admin accounts"
                 .into(),
         ));
     }
-    let (value, detail) = act(&tx, &u)?;
+    let mut u = u;
+    let acted = {
+        let sp = tx.savepoint()?;
+        let r = act(&sp, &mut u);
+        if r.is_ok() {
+            sp.commit()?;
+        }
+        r
+    };
+    let (value, detail) = match acted {
+        Ok(v) => v,
+        Err(e @ Error::Forbidden(_)) => {
+            refuse_role(&tx, actor, event, &u, now)?;
+            tx.commit()?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     audit::record(
         &tx,
         &actor
@@ -252,7 +284,7 @@ pub fn reset_2fa(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::orgs;
     use crate::store::users::NewUser;
@@ -280,7 +312,8 @@ mod tests {
         u
     }
 
-    fn org_admin(of: &User) -> Actor {
+    /// An org admin of `of`'s organisation, signed in as `of`.
+    pub(crate) fn org_admin(of: &User) -> Actor {
         Actor {
             name: of.username.clone(),
             user_id: Some(of.id),

@@ -71,8 +71,19 @@ struct Inner {
     writer: GroupCommit,
     sessions: SessionCache,
     clock: Clock,
-    /// Dropped with the core: the checkpoint thread then stops.
-    _stop_checkpoints: mpsc::Sender<()>,
+    /// Dropped with the core: the checkpoint thread then seals what is left of the audit
+    /// log and stops, and the drop waits for it.
+    stop_checkpoints: Option<mpsc::Sender<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.stop_checkpoints.take());
+        if let Some(t) = self.checkpointer.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The handle on one database's core; see the module documentation.
@@ -89,7 +100,7 @@ impl Core {
         clock: Clock,
     ) -> std::io::Result<Core> {
         let (stop, stopped) = mpsc::channel();
-        spawn_checkpointer(path.to_path_buf(), stopped)?;
+        let checkpointer = spawn_checkpointer(path.to_path_buf(), key.clone(), stopped)?;
         Ok(Core(Arc::new(Inner {
             path: path.to_path_buf(),
             key,
@@ -101,7 +112,8 @@ impl Core {
             writer: GroupCommit::start(path.to_path_buf())?,
             sessions: SessionCache::new(path),
             clock,
-            _stop_checkpoints: stop,
+            stop_checkpoints: Some(stop),
+            checkpointer: Some(checkpointer),
         })))
     }
 
@@ -203,23 +215,37 @@ impl Core {
 /// Checkpoint the WAL of `path` every [`CHECKPOINT_EVERY`] on a thread of its own until
 /// `stop`'s sender is dropped, so no request waits for the copy and its fsync. A passive
 /// checkpoint never blocks readers or writers; a failed one (disk full, read-only file)
-/// is retried on the next tick.
+/// is retried on the next tick. The same tick seals the audit rows written since the last
+/// one ([`crate::store::audit_chain`]), and a last seal runs when the core stops.
 fn spawn_checkpointer(
     path: PathBuf,
+    key: SecretKey,
     stop: mpsc::Receiver<()>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("authd-checkpoint".into())
         .spawn(move || {
             let mut conn: Option<Connection> = None;
-            while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+            loop {
+                let stopping = !matches!(
+                    stop.recv_timeout(CHECKPOINT_EVERY),
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                );
                 if conn.is_none() {
                     conn = crate::db::open(&path).ok();
                 }
-                if let Some(c) = &conn {
+                if let Some(c) = conn.as_mut() {
+                    if let Err(e) = crate::db::seal_audit(c, &key) {
+                        tracing::debug!(error = %e, "sealing the audit log failed; retrying");
+                    }
+                    if stopping {
+                        break;
+                    }
                     if let Err(e) = crate::db::checkpoint(c) {
                         tracing::debug!(error = %e, "WAL checkpoint failed; retrying");
                     }
+                } else if stopping {
+                    break;
                 }
             }
         })
@@ -296,9 +322,9 @@ mod tests {
     #[test]
     fn the_checkpoint_thread_stops_when_its_sender_goes() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, _) = db(dir.path(), "c.db");
+        let (path, key) = db(dir.path(), "c.db");
         let (stop, stopped) = mpsc::channel();
-        let h = spawn_checkpointer(path, stopped).unwrap();
+        let h = spawn_checkpointer(path, key, stopped).unwrap();
         std::thread::sleep(CHECKPOINT_EVERY * 2);
         assert!(!h.is_finished(), "it checkpoints while its core lives");
         drop(stop);
@@ -307,5 +333,43 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the thread lingers");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Audit rows written through a core are sealed into the chain within a tick or two,
+    /// and whatever is left when the core stops is sealed before the drop returns.
+    #[test]
+    fn the_core_seals_the_audit_log_while_it_runs_and_when_it_stops() {
+        use crate::store::audit_chain;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = db(dir.path(), "s.db");
+        let verify = |path: &Path, key: &SecretKey| {
+            let c = crate::db::open(path).unwrap();
+            audit_chain::verify(&c, key).unwrap()
+        };
+        let key2 = key.clone();
+        let core = Core::start(&path, key, Hashing::new(1), Core::system_clock()).unwrap();
+        let op = Actor::operator("root");
+        let write = |core: &Core| {
+            // A refused unlock of an unknown user: one audit row.
+            assert!(core.admin_unlock(&op, "nobody").unwrap().is_none());
+        };
+        write(&core);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = verify(&path, &key2);
+            assert_eq!(v.broken, None);
+            if v.unsealed == 0 && v.sealed > 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "not sealed: {v:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for _ in 0..5 {
+            write(&core);
+        }
+        drop(core);
+        let v = verify(&path, &key2);
+        assert_eq!((v.unsealed, &v.broken), (0, &None), "{v:?}");
+        assert!(v.sealed >= 6, "{v:?}");
     }
 }

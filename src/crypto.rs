@@ -68,7 +68,9 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-/// The secret-encryption key, loaded from its key file.
+/// The secret-encryption key, loaded from its key file. A clone is another zeroized copy
+/// (the core's background thread holds one to seal the audit log).
+#[derive(Clone)]
 pub struct SecretKey {
     key: Zeroizing<[u8; 32]>,
 }

@@ -16,7 +16,10 @@ use crate::error::{Error, Result};
 pub const SCHEMA: &str = include_str!("../schema.sql");
 
 /// Migration steps after the base schema: `MIGRATIONS[i]` takes user_version i+1 to i+2.
-pub const MIGRATIONS: &[&str] = &[include_str!("../migrations/0002_session_epoch.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0002_session_epoch.sql"),
+    include_str!("../migrations/0003_audit_chain.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
@@ -587,6 +590,36 @@ pub fn checkpoint(conn: &Connection) -> Result<(i64, i64)> {
     Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok((r.get(1)?, r.get(2)?))
     })?)
+}
+
+/// Rows sealed per transaction by [`seal_audit`]: a backlog (rows of an older version, or
+/// a burst) is sealed over several short transactions, never one long one.
+const SEAL_BATCH: usize = 2000;
+
+/// Seal the audit rows written since the last seal ([`crate::store::audit_chain::seal`]):
+/// nothing to do costs two indexed reads; otherwise one short write transaction per
+/// [`SEAL_BATCH`] rows, each taking the writer turn. Returns how many were sealed.
+pub fn seal_audit(conn: &mut Connection, key: &crypto::SecretKey) -> Result<usize> {
+    let pending: bool = conn
+        .prepare_cached(
+            "SELECT coalesce((SELECT max(id) FROM audit), 0) >
+                    coalesce((SELECT CAST(value AS INTEGER) FROM meta
+                              WHERE key='audit_sealed_through'), 0)",
+        )?
+        .query_row([], |r| r.get(0))?;
+    if !pending {
+        return Ok(0);
+    }
+    let mut total = 0;
+    loop {
+        let tx = write_tx(conn)?;
+        let n = crate::store::audit_chain::seal(&tx, key, SEAL_BATCH)?;
+        tx.commit()?;
+        total += n;
+        if n < SEAL_BATCH {
+            return Ok(total);
+        }
+    }
 }
 
 #[cfg(test)]

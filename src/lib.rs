@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod breached;
 pub mod core;
 pub mod crypto;
 pub mod db;
@@ -19,6 +20,7 @@ pub mod kinds;
 pub mod lockout;
 pub mod login;
 pub mod names;
+pub mod ops;
 pub mod password;
 pub mod policy;
 pub mod recovery;

@@ -12,6 +12,7 @@
 //!   UI can show a checklist; lengths are counted as a person sees them (characters) for
 //!   the minimum and as storage sees them (bytes) for the maximum.
 
+use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, OnceLock};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -268,10 +269,17 @@ pub struct PasswordPolicy {
     pub require_upper: bool,
     pub require_digit: bool,
     pub require_special: bool,
+    /// The lowest zxcvbn strength score (0–4) accepted; 0 checks nothing.
+    #[serde(default)]
+    pub min_score: u8,
+    /// A sorted list of breached or common passwords ([`crate::breached`]); None: none.
+    #[serde(default)]
+    pub breached: Option<PathBuf>,
 }
 
 impl Default for PasswordPolicy {
-    /// At least 8 characters, at most 1024 bytes, one of each character class.
+    /// At least 8 characters, at most 1024 bytes, one of each character class; no
+    /// strength score, no list (the seed's rules).
     fn default() -> Self {
         PasswordPolicy {
             min_length: 8,
@@ -280,9 +288,15 @@ impl Default for PasswordPolicy {
             require_upper: true,
             require_digit: true,
             require_special: true,
+            min_score: 0,
+            breached: None,
         }
     }
 }
+
+/// zxcvbn reads at most this many characters: its cost grows with the length, and a
+/// longer password is not made weak by what follows.
+const SCORED_CHARS: usize = 100;
 
 /// One rule of the policy, as shown to a user.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -330,7 +344,41 @@ impl PasswordPolicy {
             format!("At most {} byte{plural}", self.max_length),
         );
         push("no_control", "No control characters".to_string());
+        if self.min_score > 0 || self.breached.is_some() {
+            push(
+                "not_common",
+                "Not a commonly used or breached password".to_string(),
+            );
+        }
         rules
+    }
+
+    /// Whether `password` passes the strength score and is not on the breached list.
+    /// `user_inputs` (the username, the email address…) count as known words. A list
+    /// that cannot be read fails the rule (and says why in the log): a check that could
+    /// not run does not pass.
+    fn not_common(&self, password: &str, user_inputs: &[&str]) -> bool {
+        if self.min_score > 0 {
+            let scored: String = password.chars().take(SCORED_CHARS).collect();
+            if u8::from(zxcvbn::zxcvbn(&scored, user_inputs).score()) < self.min_score {
+                return false;
+            }
+        }
+        match &self.breached {
+            None => true,
+            Some(path) => match crate::breached::open(path)
+                .map_err(|e| e.to_string())
+                .and_then(|l| {
+                    l.contains(password)
+                        .map_err(|e| format!("{}: {e}", path.display()))
+                }) {
+                Ok(listed) => !listed,
+                Err(e) => {
+                    tracing::error!(error = %e, "the breached-password list cannot be read; refusing new passwords until it can");
+                    false
+                }
+            },
+        }
     }
 
     /// Each rule of [`rules`](Self::rules) with met/unmet, in the same order.
@@ -342,7 +390,15 @@ impl PasswordPolicy {
     /// - min_length: at least `min_length` characters (Unicode scalar values).
     /// - max_length: at most `max_length` bytes of UTF-8.
     /// - no_control: no control character at all (NUL, tab, newline, DEL, C1 controls…).
+    /// - not_common (only with `min_score` > 0 or a breached list): a zxcvbn score of at
+    ///   least `min_score` and not on the list.
     pub fn check(&self, password: &str) -> Vec<RuleResult> {
+        self.check_for(password, &[])
+    }
+
+    /// [`check`](Self::check), with what zxcvbn should treat as known words of this user
+    /// (their username and email address).
+    pub fn check_for(&self, password: &str, user_inputs: &[&str]) -> Vec<RuleResult> {
         self.rules()
             .into_iter()
             .map(|rule| {
@@ -354,6 +410,7 @@ impl PasswordPolicy {
                     "min_length" => password.chars().count() >= self.min_length,
                     "max_length" => password.len() <= self.max_length,
                     "no_control" => !password.chars().any(char::is_control),
+                    "not_common" => self.not_common(password, user_inputs),
                     _ => false,
                 };
                 RuleResult {
@@ -635,12 +692,96 @@ mod tests {
             require_upper: false,
             require_digit: false,
             require_special: false,
+            ..PasswordPolicy::default()
         };
         assert!(PasswordPolicy::is_ok(&policy.check("abcd")));
         assert_eq!(unmet(&policy, "abc"), vec!["min_length"]);
         assert_eq!(unmet(&policy, "abc\u{7}"), vec!["no_control"]);
         let ids: Vec<_> = policy.rules().into_iter().map(|r| r.id).collect();
         assert_eq!(ids, vec!["min_length", "max_length", "no_control"]);
+    }
+
+    /// The breached/common rule: zxcvbn's score and an on-disk list, each alone; shown
+    /// only when one of them is on; a list that cannot be read fails the rule.
+    #[test]
+    fn common_and_breached_passwords_are_refused() {
+        use sha1::{Digest, Sha1};
+        let loose = PasswordPolicy {
+            min_length: 1,
+            require_lower: false,
+            require_upper: false,
+            require_digit: false,
+            require_special: false,
+            ..PasswordPolicy::default()
+        };
+        assert!(!loose.rules().iter().any(|r| r.id == "not_common"));
+        assert!(PasswordPolicy::is_ok(&loose.check("password1")));
+
+        let scored = PasswordPolicy {
+            min_score: 3,
+            ..loose.clone()
+        };
+        let rule = scored.rules().into_iter().last().unwrap();
+        assert_eq!(
+            (rule.id, rule.description.as_str()),
+            ("not_common", "Not a commonly used or breached password")
+        );
+        for weak in [
+            "password1",
+            "qwerty123",
+            "letmein",
+            "Passw0rd!",
+            "alice2024",
+        ] {
+            assert_eq!(unmet(&scored, weak), vec!["not_common"], "{weak:?}");
+        }
+        for strong in ["correct horse battery staple orbit", "vq7#Lm!x9Pz@e2Rw"] {
+            assert!(unmet(&scored, strong).is_empty(), "{strong:?}");
+        }
+        // The user's own name counts as a known word.
+        let p = "mallory.rutherford";
+        assert!(unmet(&scored, p).is_empty());
+        assert_eq!(
+            scored
+                .check_for(p, &["mallory.rutherford"])
+                .iter()
+                .filter(|r| !r.met)
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            vec!["not_common"]
+        );
+        // Very long input is scored on its first characters only (and stays fast).
+        let long = "ab".repeat(500);
+        assert_eq!(unmet(&scored, &long), vec!["not_common"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("pwned.txt");
+        let mut lines: Vec<String> = ["Tr0ub4dor&3", "hunter2", "correct horse battery staple"]
+            .iter()
+            .map(|p| {
+                let h = Sha1::digest(p.as_bytes());
+                let hex: String = h.iter().map(|b| format!("{b:02X}")).collect();
+                format!("{hex}:12")
+            })
+            .collect();
+        lines.sort();
+        std::fs::write(&list, lines.join("\r\n") + "\r\n").unwrap();
+        let listed = PasswordPolicy {
+            breached: Some(list.clone()),
+            ..loose.clone()
+        };
+        assert_eq!(unmet(&listed, "Tr0ub4dor&3"), vec!["not_common"]);
+        assert_eq!(
+            unmet(&listed, "correct horse battery staple"),
+            vec!["not_common"]
+        );
+        assert!(unmet(&listed, "Tr0ub4dor&4").is_empty());
+        std::fs::remove_file(&list).unwrap();
+        assert_eq!(
+            unmet(&listed, "Tr0ub4dor&4"),
+            vec!["not_common"],
+            "no list, no pass"
+        );
     }
 
     #[test]

@@ -13,10 +13,18 @@ use crate::password::{Argon2Params, PasswordPolicy};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     Bool,
     Choice(&'static [&'static str]),
-    Text { max: usize },
+    Text {
+        max: usize,
+    },
+    /// An absolute path to a sorted password list ([`crate::breached`]), checked when
+    /// set; empty for none.
+    PasswordList,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +82,18 @@ pub const KEYS: &[KeyDef] = &[
         default: "true",
         kind: Kind::Bool,
         description: "require a special character",
+    },
+    KeyDef {
+        key: "password.min_score",
+        default: "0",
+        kind: int(0, 4),
+        description: "lowest zxcvbn strength score (0-4) a new password needs; 0 checks nothing",
+    },
+    KeyDef {
+        key: "password.breached_passwords",
+        default: "",
+        kind: Kind::PasswordList,
+        description: "absolute path of a sorted breached/common password list (Pwned Passwords SHA1HEX:COUNT or one password per line), searched on disk; empty for none",
     },
     KeyDef {
         key: "password.max_age_days",
@@ -253,6 +273,19 @@ pub fn validate(key: &str, value: &str) -> Result<String> {
                 )))
             }
         }
+        Kind::PasswordList => {
+            if v.is_empty() {
+                return Ok(String::new());
+            }
+            let path = std::path::Path::new(v);
+            if !path.is_absolute() || v.chars().any(char::is_control) {
+                return Err(Error::Invalid(format!(
+                    "{key} takes an absolute path (or nothing), not '{v}'"
+                )));
+            }
+            crate::breached::open(path).map_err(|e| Error::Invalid(format!("{key}: {e}")))?;
+            Ok(v.to_string())
+        }
         Kind::Text { max } => {
             if v.is_empty()
                 || v.chars().count() > max
@@ -369,6 +402,10 @@ impl Policy {
                 require_upper: flag("password.require_upper"),
                 require_digit: flag("password.require_digit"),
                 require_special: flag("password.require_special"),
+                min_score: int("password.min_score")?.clamp(0, 4) as u8,
+                breached: Some(get("password.breached_passwords"))
+                    .filter(|v| !v.is_empty())
+                    .map(std::path::PathBuf::from),
             },
             password_max_age_days: int("password.max_age_days")?,
             argon2: Argon2Params {

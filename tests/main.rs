@@ -8,6 +8,8 @@ mod common;
 
 #[path = "it/at_rest.rs"]
 mod at_rest;
+#[path = "it/breached.rs"]
+mod breached;
 #[path = "it/cli.rs"]
 mod cli;
 #[path = "it/generated.rs"]
@@ -44,6 +46,11 @@ mod faults;
 // mail, terminal and plotting crates; rust-version covers every dependency's.
 #[path = "it/boundary.rs"]
 mod boundary;
+
+// authctl on the core (issue 12, item 2): no database crate of its own, no SQL, clock read
+// or audit row in cli/.
+#[path = "it/cli_boundary.rs"]
+mod cli_boundary;
 
 // Running it for years (issue 16): the systemd unit (systemd-analyze verify and security,
 // the Type=notify protocol) and the Debian package (built, installed, run, purged).

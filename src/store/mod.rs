@@ -2,6 +2,7 @@
 //! (and `audit`, `policy`, `db`) issues SQL. Callers wrap writes in `db::write_tx` so a
 //! change and its audit row commit together.
 
+pub mod audit_chain;
 pub mod email;
 pub mod factors;
 pub mod orgs;

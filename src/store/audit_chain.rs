@@ -1,0 +1,488 @@
+//! The tamper-evident audit chain. Each audit row is sealed with a MAC — HMAC-SHA-256 under
+//! a subkey of the key file — over the previous row's MAC and the row's own content
+//! (its id included), so editing, deleting or reordering rows is detected by anyone
+//! holding the key, even against someone who can write the database file but does not
+//! have the key.
+//!
+//! Rows are written unsealed (`mac` NULL) by [`crate::audit::record`], in the transaction
+//! of their decision, and sealed in order shortly after by [`seal`]: the core's background
+//! thread does it every tick, authctl before it exits. Sealing after the fact keeps the
+//! MAC out of every decision's transaction (no key needed where rows are written) at the
+//! cost of a short window (one tick, 100 ms) in which the newest rows are not yet sealed;
+//! [`verify`] counts them apart.
+//!
+//! Pruning keeps the chain verifiable: [`prune`] deletes the oldest sealed rows and keeps,
+//! in `meta`, a signed anchor holding the id and MAC of the last deleted row, from which
+//! the chain continues. The anchor's signature stops an attacker from cutting the log
+//! further without the key.
+//!
+//! What the chain cannot tell alone: deleting the newest rows (a truncated tail is a
+//! valid shorter chain). Rows shipped elsewhere (`authctl audit export`) bound that.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::json;
+
+use crate::crypto::SecretKey;
+use crate::error::{Error, Result};
+
+const ROW_DOMAIN: &str = "audit chain v1";
+const ANCHOR_DOMAIN: &str = "audit anchor v1";
+
+/// meta keys: the last sealed id (a hint: [`verify`] trusts only the MACs) and the anchor.
+const SEALED_THROUGH: &str = "audit_sealed_through";
+const ANCHOR: &str = "audit_anchor";
+
+/// Where the chain starts: after the last pruned row, or at the beginning.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Anchor {
+    /// The id of the last pruned row (0: nothing was ever pruned).
+    pub id: i64,
+    /// Its MAC: the first kept row chains from it.
+    pub mac: String,
+    /// The key's signature over `id` and `mac`.
+    pub sig: String,
+}
+
+fn anchor_sig(key: &SecretKey, id: i64, mac: &str) -> String {
+    key.keyed_hash(ANCHOR_DOMAIN, format!("{id}\n{mac}").as_bytes())
+}
+
+/// The MAC of one row after `prev`.
+fn row_mac(key: &SecretKey, prev: &str, row: &RawRow) -> String {
+    let content = json!([
+        row.id,
+        row.at,
+        row.event,
+        row.outcome,
+        row.reason,
+        row.username,
+        row.username_key,
+        row.user_id,
+        row.org_id,
+        row.ip,
+        row.user_agent,
+        row.actor,
+        row.detail
+    ]);
+    key.keyed_hash(ROW_DOMAIN, format!("{prev}\n{content}").as_bytes())
+}
+
+/// A row as stored, every column the MAC covers.
+struct RawRow {
+    id: i64,
+    at: i64,
+    event: String,
+    outcome: String,
+    reason: String,
+    username: String,
+    username_key: String,
+    user_id: Option<i64>,
+    org_id: Option<i64>,
+    ip: String,
+    user_agent: String,
+    actor: String,
+    detail: String,
+    mac: Option<String>,
+}
+
+const COLUMNS: &str = "id, at, event, outcome, reason, username, username_key, user_id, org_id,
+                       ip, user_agent, actor, detail, mac";
+
+fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        event: r.get(2)?,
+        outcome: r.get(3)?,
+        reason: r.get(4)?,
+        username: r.get(5)?,
+        username_key: r.get(6)?,
+        user_id: r.get(7)?,
+        org_id: r.get(8)?,
+        ip: r.get(9)?,
+        user_agent: r.get(10)?,
+        actor: r.get(11)?,
+        detail: r.get(12)?,
+        mac: r.get(13)?,
+    })
+}
+
+fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key=?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
+}
+
+/// The stored anchor, or the start of the chain. Its signature is not checked here.
+fn anchor(conn: &Connection) -> Result<Option<Anchor>> {
+    match meta_get(conn, ANCHOR)? {
+        None => Ok(None),
+        Some(v) => serde_json::from_str(&v)
+            .map(Some)
+            .map_err(|_| Error::Invalid("the audit anchor in meta is not readable".into())),
+    }
+}
+
+/// Seal up to `max_rows` unsealed rows, oldest first, in the caller's write transaction;
+/// returns how many. Sealing continues from the last sealed row (or the anchor).
+pub fn seal(conn: &Connection, key: &SecretKey, max_rows: usize) -> Result<usize> {
+    let hint: i64 = meta_get(conn, SEALED_THROUGH)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // The MAC to continue from: the hinted row's when it is sealed, else the anchor's (a
+    // missing or unsealed hinted row: start again from where the chain starts).
+    let hinted: Option<(i64, Option<String>)> = if hint > 0 {
+        conn.prepare_cached("SELECT id, mac FROM audit WHERE id=?1")?
+            .query_row([hint], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+    } else {
+        None
+    };
+    let (mut after, mut prev) = match hinted {
+        Some((id, Some(mac))) => (id, mac),
+        // The hint is gone or wrong: the last sealed row (a backward scan over the
+        // unsealed tail), else where the chain starts.
+        _ => match conn
+            .prepare_cached(
+                "SELECT id, mac FROM audit WHERE mac IS NOT NULL ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+        {
+            Some(last) => last,
+            None => match anchor(conn)? {
+                Some(a) => (a.id, a.mac),
+                None => (0, String::new()),
+            },
+        },
+    };
+    let mut sealed = 0;
+    let mut select = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2"
+    ))?;
+    let mut update = conn.prepare_cached("UPDATE audit SET mac=?1 WHERE id=?2")?;
+    'batches: while sealed < max_rows {
+        let rows: Vec<RawRow> = select
+            .query_map(params![after, (max_rows - sealed) as i64], raw_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            if let Some(mac) = &row.mac {
+                // Sealed already (rows after a lost hint): follow the stored chain.
+                prev = mac.clone();
+            } else {
+                prev = row_mac(key, &prev, row);
+                update.execute(params![prev, row.id])?;
+                sealed += 1;
+            }
+            after = row.id;
+            if sealed == max_rows {
+                break 'batches;
+            }
+        }
+    }
+    if after != hint {
+        meta_set(conn, SEALED_THROUGH, &after.to_string())?;
+    }
+    Ok(sealed)
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Verified {
+    /// Rows whose MAC is right.
+    pub sealed: u64,
+    /// The newest rows, not sealed yet (authd seals within a tick of writing them).
+    pub unsealed: u64,
+    /// The id of the last pruned row, when the log was pruned.
+    pub pruned_through: Option<i64>,
+    /// The first row that breaks the chain, and why; None: the chain holds.
+    pub broken: Option<Broken>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Broken {
+    /// The first row that does not verify (0: the anchor itself).
+    pub id: i64,
+    pub why: String,
+}
+
+/// Walk the whole log in id order and check every MAC against the key.
+pub fn verify(conn: &Connection, key: &SecretKey) -> Result<Verified> {
+    let mut out = Verified {
+        sealed: 0,
+        unsealed: 0,
+        pruned_through: None,
+        broken: None,
+    };
+    let (start, mut prev) = match anchor(conn)? {
+        Some(a) => {
+            out.pruned_through = Some(a.id);
+            let good = anchor_sig(key, a.id, &a.mac);
+            if !crate::crypto::ct_eq(good.as_bytes(), a.sig.as_bytes()) {
+                out.broken = Some(Broken {
+                    id: 0,
+                    why:
+                        "the prune anchor's signature is wrong (edited, or not made with this key)"
+                            .into(),
+                });
+                return Ok(out);
+            }
+            (a.id, a.mac)
+        }
+        None => (0, String::new()),
+    };
+    let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY id"))?;
+    let mut rows = st.query([])?;
+    let mut first_unsealed: Option<i64> = None;
+    while let Some(r) = rows.next()? {
+        let row = raw_row(r)?;
+        if row.id <= start {
+            out.broken = Some(Broken {
+                id: row.id,
+                why: format!(
+                    "the row is older than the prune anchor (row {start}) yet still present"
+                ),
+            });
+            return Ok(out);
+        }
+        match &row.mac {
+            None => {
+                first_unsealed.get_or_insert(row.id);
+                out.unsealed += 1;
+            }
+            Some(mac) => {
+                if let Some(u) = first_unsealed {
+                    out.broken = Some(Broken {
+                        id: u,
+                        why: format!("the row is not sealed, but the later row {} is", row.id),
+                    });
+                    return Ok(out);
+                }
+                let good = row_mac(key, &prev, &row);
+                if !crate::crypto::ct_eq(good.as_bytes(), mac.as_bytes()) {
+                    out.broken = Some(Broken {
+                        id: row.id,
+                        why: "its MAC does not match: the row was edited, or a row before it \
+                              was deleted, inserted or moved"
+                            .into(),
+                    });
+                    return Ok(out);
+                }
+                prev = mac.clone();
+                out.sealed += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Delete the rows written before `before` (Unix seconds) — every row up to the last one
+/// written before it — and move the signed anchor to the cut, in the caller's write
+/// transaction. Unsealed rows are sealed first; a chain that does not verify is not
+/// pruned (that would destroy the evidence). Returns how many rows were deleted.
+pub fn prune(conn: &Connection, key: &SecretKey, before: i64) -> Result<u64> {
+    while seal(conn, key, 10_000)? > 0 {}
+    let v = verify(conn, key)?;
+    if let Some(b) = v.broken {
+        return Err(Error::Invalid(format!(
+            "the audit chain is broken at row {}: {}; not pruning (run authctl audit verify)",
+            b.id, b.why
+        )));
+    }
+    let cut: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT id, mac FROM audit WHERE id = (SELECT max(id) FROM audit WHERE at < ?1)",
+            [before],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((id, mac)) = cut else {
+        return Ok(0);
+    };
+    let n = conn.execute("DELETE FROM audit WHERE id <= ?1", [id])?;
+    let a = Anchor {
+        id,
+        sig: anchor_sig(key, id, &mac),
+        mac,
+    };
+    meta_set(
+        conn,
+        ANCHOR,
+        &serde_json::to_string(&a).map_err(|e| Error::Invalid(e.to_string()))?,
+    )?;
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{record, Entry, Outcome};
+    use crate::kinds::AuditEvent;
+
+    fn db() -> (tempfile::TempDir, Connection, SecretKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = crate::db::Location::new(dir.path().join("a.db"), None);
+        let (conn, key) = crate::db::create(&loc).unwrap();
+        (dir, conn, key)
+    }
+
+    fn write(conn: &Connection, n: i64, at0: i64) {
+        for i in 0..n {
+            let e = Entry::new(AuditEvent::LoginPassword, Outcome::Failure)
+                .username(&format!("user{i}"))
+                .reason("wrong_password")
+                .client("192.0.2.7", "tests");
+            record(conn, &e, at0 + i).unwrap();
+        }
+    }
+
+    fn seal_all(conn: &Connection, key: &SecretKey) {
+        while seal(conn, key, 7).unwrap() > 0 {}
+    }
+
+    fn broken_at(conn: &Connection, key: &SecretKey) -> Option<i64> {
+        verify(conn, key).unwrap().broken.map(|b| b.id)
+    }
+
+    #[test]
+    fn a_sealed_log_verifies_and_new_rows_wait_for_their_seal() {
+        let (_d, conn, key) = db();
+        write(&conn, 30, 1000);
+        let v = verify(&conn, &key).unwrap();
+        assert_eq!((v.sealed, v.unsealed, v.broken), (0, 30, None));
+        seal_all(&conn, &key);
+        write(&conn, 5, 2000);
+        let v = verify(&conn, &key).unwrap();
+        assert_eq!((v.sealed, v.unsealed, v.broken), (30, 5, None));
+        seal_all(&conn, &key);
+        let v = verify(&conn, &key).unwrap();
+        assert_eq!((v.sealed, v.unsealed, v.broken), (35, 0, None));
+        // Another key sees every row as forged, from the first.
+        assert_eq!(broken_at(&conn, &SecretKey::generate()), Some(1));
+    }
+
+    #[test]
+    fn edits_deletions_insertions_and_reorders_are_found_at_the_first_bad_row() {
+        let (_d, conn, key) = db();
+        write(&conn, 20, 1000);
+        seal_all(&conn, &key);
+        // An edit of one column of row 7.
+        conn.execute("UPDATE audit SET reason='success' WHERE id=7", [])
+            .unwrap();
+        assert_eq!(broken_at(&conn, &key), Some(7));
+        conn.execute("UPDATE audit SET reason='wrong_password' WHERE id=7", [])
+            .unwrap();
+        assert_eq!(broken_at(&conn, &key), None, "restored");
+        // Swapping the contents (MACs included) of rows 3 and 4.
+        conn.execute_batch(
+            "UPDATE audit SET id=-3 WHERE id=3; UPDATE audit SET id=3 WHERE id=4;
+             UPDATE audit SET id=4 WHERE id=-3;",
+        )
+        .unwrap();
+        assert_eq!(broken_at(&conn, &key), Some(3));
+        conn.execute_batch(
+            "UPDATE audit SET id=-3 WHERE id=3; UPDATE audit SET id=3 WHERE id=4;
+             UPDATE audit SET id=4 WHERE id=-3;",
+        )
+        .unwrap();
+        assert_eq!(broken_at(&conn, &key), None);
+        // Deleting row 12: row 13 no longer follows its predecessor.
+        let saved: (i64, String) = conn
+            .query_row("SELECT at, mac FROM audit WHERE id=12", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        conn.execute("DELETE FROM audit WHERE id=12", []).unwrap();
+        assert_eq!(broken_at(&conn, &key), Some(13));
+        // A forged row inserted in the gap with a made-up MAC.
+        conn.execute(
+            "INSERT INTO audit(id, at, event, outcome, mac) VALUES (12, ?1, 'login.password', 'success', 'ab')",
+            [saved.0],
+        )
+        .unwrap();
+        assert_eq!(broken_at(&conn, &key), Some(12));
+        // An unsealed row in the middle of sealed ones.
+        conn.execute("UPDATE audit SET mac=NULL WHERE id=12", [])
+            .unwrap();
+        let b = verify(&conn, &key).unwrap().broken.unwrap();
+        assert_eq!(b.id, 12);
+        assert!(b.why.contains("not sealed"), "{}", b.why);
+    }
+
+    #[test]
+    fn pruning_keeps_the_chain_verifiable_and_the_anchor_cannot_be_moved() {
+        let (_d, conn, key) = db();
+        write(&conn, 50, 1000); // at 1000..1049
+        seal_all(&conn, &key);
+        write(&conn, 3, 5000); // unsealed: prune seals them first
+        assert_eq!(prune(&conn, &key, 1020).unwrap(), 20);
+        let v = verify(&conn, &key).unwrap();
+        assert_eq!(
+            (v.sealed, v.unsealed, v.pruned_through, v.broken),
+            (33, 0, Some(20), None)
+        );
+        // New rows after the prune chain on.
+        write(&conn, 2, 6000);
+        seal_all(&conn, &key);
+        assert_eq!(broken_at(&conn, &key), None);
+        // Someone with write access deletes more old rows and moves the anchor to the new
+        // cut, copying the MAC there: the signature gives it away.
+        let (id, mac): (i64, String) = conn
+            .query_row("SELECT id, mac FROM audit WHERE id=25", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        let a: Anchor = anchor(&conn).unwrap().unwrap();
+        conn.execute("DELETE FROM audit WHERE id<=25", []).unwrap();
+        let forged = Anchor {
+            id,
+            mac,
+            sig: a.sig,
+        };
+        meta_set(&conn, ANCHOR, &serde_json::to_string(&forged).unwrap()).unwrap();
+        assert_eq!(broken_at(&conn, &key), Some(0));
+        // Dropping the anchor altogether: the first row no longer starts a chain.
+        conn.execute("DELETE FROM meta WHERE key=?1", [ANCHOR])
+            .unwrap();
+        assert_eq!(broken_at(&conn, &key), Some(26));
+        // A broken chain is not pruned.
+        let e = prune(&conn, &key, 99_999).unwrap_err();
+        assert!(e.to_string().contains("broken"), "{e}");
+        assert!(
+            conn.query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+                > 0
+        );
+    }
+
+    #[test]
+    fn a_wrong_hint_does_not_break_sealing() {
+        let (_d, conn, key) = db();
+        write(&conn, 10, 1000);
+        seal_all(&conn, &key);
+        write(&conn, 4, 2000);
+        // The hint points past the real end, or at a row that is gone.
+        meta_set(&conn, SEALED_THROUGH, "9999").unwrap();
+        seal_all(&conn, &key);
+        assert_eq!(verify(&conn, &key).unwrap().unsealed, 0);
+        assert_eq!(broken_at(&conn, &key), None);
+        meta_set(&conn, SEALED_THROUGH, "3").unwrap();
+        write(&conn, 2, 3000);
+        seal_all(&conn, &key);
+        let v = verify(&conn, &key).unwrap();
+        assert_eq!((v.sealed, v.unsealed, v.broken), (16, 0, None));
+    }
+}
