@@ -300,6 +300,7 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
     let signal = shutdown_signal();
     tokio::spawn(async move {
         signal.await;
+        sd_notify_state(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
     });
     {
@@ -312,6 +313,12 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
             .and_then(|_| writeln!(out, "listening on {addr}"))
             .and_then(|_| out.flush());
     }
+    // Type=notify under systemd: ready once everything listens (no-op without NOTIFY_SOCKET).
+    let status = format!("listening on {addr}");
+    sd_notify_state(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
     let db_path = app.config.db.clone();
     let served = server::run(listener, app, Door::Main, stopped(stop_rx)).await;
     if let Some((task, _)) = metrics_server {
@@ -329,6 +336,13 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells the service manager (systemd's `$NOTIFY_SOCKET`, when set) the daemon's state.
+fn sd_notify_state(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
 }
 
 /// Resolves on SIGTERM or ctrl-c (SIGINT). SIGTERM is watched from the call on (not

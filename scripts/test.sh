@@ -56,6 +56,12 @@ install_test_dependencies() {
         (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
     fi
 
+    # The systemd unit's tests (tests/it/systemd.rs): systemd-analyze verify / security,
+    # run offline. The package test (tests/it/package.rs) uses dpkg, dpkg-deb and setpriv
+    # (util-linux), there on every Debian system; scripts/package.sh installs cargo-deb.
+    apt_install systemd-analyze systemd
+    apt_install setpriv util-linux
+
     # --- Later issues add their tools here, in the same style, e.g.: ---
     # Python SMTP sink for email OTP tests (pip, only when missing):
     #   python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q aiosmtpd
@@ -77,6 +83,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 # authd binaries of the member crates: build them all first.
 echo "test.sh: cargo build --workspace" >&2
 cargo build --workspace
+
+# The Debian package (a release build, once): tests/it/package.rs installs this one.
+echo "test.sh: scripts/package.sh" >&2
+AUTHD_DEB=$(bash scripts/package.sh | tail -n 1)
+export AUTHD_DEB
 
 echo "test.sh: cargo test --workspace --all-targets" >&2
 cargo test --workspace --all-targets

@@ -53,3 +53,10 @@ mod boundary;
 // or audit row in cli/.
 #[path = "it/cli_boundary.rs"]
 mod cli_boundary;
+
+// Running it for years (issue 16): the systemd unit (systemd-analyze verify and security,
+// the Type=notify protocol) and the Debian package (built, installed, run, purged).
+#[path = "it/package.rs"]
+mod package;
+#[path = "it/systemd.rs"]
+mod systemd;
