@@ -30,6 +30,20 @@ const POOL_IDLE: usize = 16;
 /// How often the background thread copies the WAL back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
+/// When the background thread prunes the audit log to its retention.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    first_after: Duration,
+    every: Duration,
+}
+
+impl Retention {
+    const DAILY: Retention = Retention {
+        first_after: Duration::from_secs(60),
+        every: Duration::from_secs(24 * 3600),
+    };
+}
+
 /// What reads the time: [`crate::util::now`] in the binaries, a fixed or stepped time in
 /// tests.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -100,7 +114,13 @@ impl Core {
         clock: Clock,
     ) -> std::io::Result<Core> {
         let (stop, stopped) = mpsc::channel();
-        let checkpointer = spawn_checkpointer(path.to_path_buf(), key.clone(), stopped)?;
+        let checkpointer = spawn_checkpointer(
+            path.to_path_buf(),
+            key.clone(),
+            clock.clone(),
+            Retention::DAILY,
+            stopped,
+        )?;
         Ok(Core(Arc::new(Inner {
             path: path.to_path_buf(),
             key,
@@ -217,15 +237,22 @@ impl Core {
 /// checkpoint never blocks readers or writers; a failed one (disk full, read-only file)
 /// is retried on the next tick. The same tick seals the audit rows written since the last
 /// one ([`crate::store::audit_chain`]), and a last seal runs when the core stops.
+///
+/// A core that runs for a while (authd; not a short authctl command) also prunes the
+/// audit log to `audit.retention_days` ([`crate::maintenance::retention_prune`]): first
+/// [`Retention::first_after`] after it starts, then every [`Retention::every`].
 fn spawn_checkpointer(
     path: PathBuf,
     key: SecretKey,
+    clock: Clock,
+    retention: Retention,
     stop: mpsc::Receiver<()>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("authd-checkpoint".into())
         .spawn(move || {
             let mut conn: Option<Connection> = None;
+            let mut next_prune = std::time::Instant::now() + retention.first_after;
             loop {
                 let stopping = !matches!(
                     stop.recv_timeout(CHECKPOINT_EVERY),
@@ -240,6 +267,14 @@ fn spawn_checkpointer(
                     }
                     if stopping {
                         break;
+                    }
+                    if std::time::Instant::now() >= next_prune {
+                        next_prune += retention.every;
+                        match crate::maintenance::retention_prune(c, &key, clock()) {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(rows = n, "audit log pruned to its retention"),
+                            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
+                        }
                     }
                     if let Err(e) = crate::db::checkpoint(c) {
                         tracing::debug!(error = %e, "WAL checkpoint failed; retrying");
@@ -324,7 +359,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, key) = db(dir.path(), "c.db");
         let (stop, stopped) = mpsc::channel();
-        let h = spawn_checkpointer(path, key, stopped).unwrap();
+        let h =
+            spawn_checkpointer(path, key, Core::system_clock(), Retention::DAILY, stopped).unwrap();
         std::thread::sleep(CHECKPOINT_EVERY * 2);
         assert!(!h.is_finished(), "it checkpoints while its core lives");
         drop(stop);
@@ -371,5 +407,74 @@ mod tests {
         let v = verify(&path, &key2);
         assert_eq!((v.unsealed, &v.broken), (0, &None), "{v:?}");
         assert!(v.sealed >= 6, "{v:?}");
+    }
+
+    /// A running core prunes the audit log to `audit.retention_days` by its own clock, and
+    /// the chain still verifies; with retention 0 nothing is pruned.
+    #[test]
+    fn the_background_thread_prunes_to_the_retention() {
+        use crate::audit::{record, Entry, Outcome};
+        use crate::kinds::AuditEvent;
+        use crate::store::audit_chain;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = db(dir.path(), "r.db");
+        let day = 86_400;
+        {
+            let c = crate::db::open(&path).unwrap();
+            for at in [10 * day, 11 * day, 40 * day] {
+                record(
+                    &c,
+                    &Entry::new(AuditEvent::LoginPassword, Outcome::Failure),
+                    at,
+                )
+                .unwrap();
+            }
+        }
+        let rows = |p: &Path| -> i64 {
+            let c = crate::db::open(p).unwrap();
+            c.query_row(
+                "SELECT count(*) FROM audit WHERE event='login.password'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let fast = Retention {
+            first_after: Duration::from_millis(0),
+            every: Duration::from_millis(50),
+        };
+        let run = |days: &str| {
+            let c = crate::db::open(&path).unwrap();
+            crate::policy::set(&c, "audit.retention_days", days, 1).unwrap();
+            drop(c);
+            let (stop, stopped) = mpsc::channel();
+            let h = spawn_checkpointer(
+                path.clone(),
+                key.clone(),
+                Arc::new(move || 45 * day),
+                fast,
+                stopped,
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            drop(stop);
+            h.join().unwrap();
+        };
+        run("0");
+        assert_eq!(rows(&path), 3, "retention 0 keeps everything");
+        run("30");
+        assert_eq!(rows(&path), 1, "rows older than 30 days at day 45 are gone");
+        let c = crate::db::open(&path).unwrap();
+        let v = audit_chain::verify(&c, &key).unwrap();
+        assert_eq!((&v.broken, v.unsealed), (&None, 0), "{v:?}");
+        assert!(v.pruned_through.is_some());
+        let pruned: i64 = c
+            .query_row(
+                "SELECT count(*) FROM audit WHERE event='admin.audit.prune' AND actor='authd'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(pruned, 1, "the prune is audited once");
     }
 }

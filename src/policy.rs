@@ -198,6 +198,12 @@ pub const KEYS: &[KeyDef] = &[
         kind: int(0, 3600),
         description: "minimum wait between two emailed codes",
     },
+    KeyDef {
+        key: "audit.retention_days",
+        default: "0",
+        kind: int(0, 36500),
+        description: "days of audit log authd keeps: older rows are pruned daily, the chain kept verifiable; 0 keeps everything",
+    },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -235,6 +241,7 @@ pub struct Policy {
     pub email_otp_ttl_minutes: i64,
     pub email_otp_max_tries: i64,
     pub email_otp_resend_seconds: i64,
+    pub audit_retention_days: i64,
 }
 
 fn def(key: &str) -> Result<&'static KeyDef> {
@@ -433,6 +440,7 @@ impl Policy {
             email_otp_ttl_minutes: int("email_otp.ttl_minutes")?,
             email_otp_max_tries: int("email_otp.max_tries")?,
             email_otp_resend_seconds: int("email_otp.resend_seconds")?,
+            audit_retention_days: int("audit.retention_days")?,
         })
     }
 }
