@@ -62,6 +62,10 @@ install_test_dependencies() {
     apt_install systemd-analyze systemd
     apt_install setpriv util-linux
 
+    # The audit chain's tests (tests/it/upkeep.rs): the sqlite3 shell plays the attacker
+    # with write access to the database file.
+    apt_install sqlite3 sqlite3
+
     # --- Later issues add their tools here, in the same style, e.g.: ---
     # Python SMTP sink for email OTP tests (pip, only when missing):
     #   python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q aiosmtpd

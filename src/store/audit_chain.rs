@@ -16,8 +16,10 @@
 //! the chain continues. The anchor's signature stops an attacker from cutting the log
 //! further without the key.
 //!
-//! What the chain cannot tell alone: deleting the newest rows (a truncated tail is a
-//! valid shorter chain). Rows shipped elsewhere (`authctl audit export`) bound that.
+//! Deleting the newest rows would leave a valid shorter chain; a signed head in `meta` (the
+//! id and MAC of the newest sealed row, rewritten by each seal) catches that. What stays
+//! out of reach without a copy elsewhere: someone who saved an older database file and
+//! puts it back whole. Rows shipped off the machine (`authctl audit export`) bound that.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
@@ -31,6 +33,11 @@ const ANCHOR_DOMAIN: &str = "audit anchor v1";
 /// meta keys: the last sealed id (a hint: [`verify`] trusts only the MACs) and the anchor.
 const SEALED_THROUGH: &str = "audit_sealed_through";
 const ANCHOR: &str = "audit_anchor";
+/// The signed head: the id and MAC of the newest sealed row, rewritten by every seal. A
+/// log whose newest rows were deleted ends before its head; an attacker without the key
+/// cannot sign an older head.
+const HEAD: &str = "audit_head";
+const HEAD_DOMAIN: &str = "audit head v1";
 
 /// Where the chain starts: after the last pruned row, or at the beginning.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +52,10 @@ pub struct Anchor {
 
 fn anchor_sig(key: &SecretKey, id: i64, mac: &str) -> String {
     key.keyed_hash(ANCHOR_DOMAIN, format!("{id}\n{mac}").as_bytes())
+}
+
+fn head_sig(key: &SecretKey, id: i64, mac: &str) -> String {
+    key.keyed_hash(HEAD_DOMAIN, format!("{id}\n{mac}").as_bytes())
 }
 
 /// The MAC of one row after `prev`.
@@ -196,6 +207,18 @@ pub fn seal(conn: &Connection, key: &SecretKey, max_rows: usize) -> Result<usize
     if after != hint {
         meta_set(conn, SEALED_THROUGH, &after.to_string())?;
     }
+    if after > 0 && (sealed > 0 || after != hint) {
+        let head = Anchor {
+            id: after,
+            sig: head_sig(key, after, &prev),
+            mac: prev,
+        };
+        meta_set(
+            conn,
+            HEAD,
+            &serde_json::to_string(&head).map_err(|e| Error::Invalid(e.to_string()))?,
+        )?;
+    }
     Ok(sealed)
 }
 
@@ -244,6 +267,24 @@ pub fn verify(conn: &Connection, key: &SecretKey) -> Result<Verified> {
         }
         None => (0, String::new()),
     };
+    let head: Option<Anchor> = match meta_get(conn, HEAD)? {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_str(&v)
+                .map_err(|_| Error::Invalid("the audit head in meta is not readable".into()))?,
+        ),
+    };
+    if let Some(h) = &head {
+        let good = head_sig(key, h.id, &h.mac);
+        if !crate::crypto::ct_eq(good.as_bytes(), h.sig.as_bytes()) {
+            out.broken = Some(Broken {
+                id: 0,
+                why: "the log's signed head is wrong (edited, or not made with this key)".into(),
+            });
+            return Ok(out);
+        }
+    }
+    let mut last = start;
     let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY id"))?;
     let mut rows = st.query([])?;
     let mut first_unsealed: Option<i64> = None;
@@ -281,10 +322,40 @@ pub fn verify(conn: &Connection, key: &SecretKey) -> Result<Verified> {
                     });
                     return Ok(out);
                 }
+                if head
+                    .as_ref()
+                    .is_some_and(|h| h.id == row.id && h.mac != *mac)
+                {
+                    out.broken = Some(Broken {
+                        id: row.id,
+                        why: "the row differs from what the signed head recorded".into(),
+                    });
+                    return Ok(out);
+                }
                 prev = mac.clone();
+                last = row.id;
                 out.sealed += 1;
             }
         }
+    }
+    match &head {
+        Some(h) if h.id > last => {
+            out.broken = Some(Broken {
+                id: last + 1,
+                why: format!(
+                    "the newest rows were deleted: the log's signed head is row {}, the last \
+                     sealed row present is {last}",
+                    h.id
+                ),
+            });
+        }
+        None if out.sealed > 0 => {
+            out.broken = Some(Broken {
+                id: 0,
+                why: "the log's signed head is missing".into(),
+            });
+        }
+        _ => {}
     }
     Ok(out)
 }
@@ -408,7 +479,10 @@ mod tests {
         seal_all(&conn, &key);
         let v = verify(&conn, &key).unwrap();
         assert_eq!((v.sealed, v.unsealed, v.broken), (35, 0, None));
-        // Another key sees every row as forged, from the first.
+        // Another key sees the signed head as forged, and without the head every row.
+        assert_eq!(broken_at(&conn, &SecretKey::generate()), Some(0));
+        conn.execute("DELETE FROM meta WHERE key=?1", [HEAD])
+            .unwrap();
         assert_eq!(broken_at(&conn, &SecretKey::generate()), Some(1));
     }
 
@@ -504,6 +578,35 @@ mod tests {
                 .unwrap()
                 > 0
         );
+    }
+
+    #[test]
+    fn a_truncated_tail_and_a_replayed_head_are_found() {
+        let (_d, conn, key) = db();
+        write(&conn, 10, 1000);
+        seal_all(&conn, &key);
+        let old_head = meta_get(&conn, HEAD).unwrap().unwrap();
+        write(&conn, 5, 2000);
+        seal_all(&conn, &key);
+        assert_eq!(broken_at(&conn, &key), None);
+        // The attacker deletes the newest rows ...
+        conn.execute("DELETE FROM audit WHERE id > 12", []).unwrap();
+        let b = verify(&conn, &key).unwrap().broken.unwrap();
+        assert_eq!(b.id, 13, "{b:?}");
+        assert!(b.why.contains("newest rows were deleted"), "{}", b.why);
+        // ... and puts back the head they saw earlier (row 10): row 10 is not the end.
+        meta_set(&conn, HEAD, &old_head).unwrap();
+        conn.execute("DELETE FROM audit WHERE id > 10", []).unwrap();
+        assert_eq!(
+            broken_at(&conn, &key),
+            None,
+            "a replayed head matching a real end"
+        );
+        // (Exactly the old state: without a copy elsewhere, that is indistinguishable.)
+        // Dropping the head altogether is seen.
+        conn.execute("DELETE FROM meta WHERE key=?1", [HEAD])
+            .unwrap();
+        assert_eq!(broken_at(&conn, &key), Some(0));
     }
 
     #[test]

@@ -89,37 +89,65 @@ fn verify_reports_what_is_wrong_and_exits_non_zero() {
     assert_eq!(failed, vec!["secrets"], "{v:#}");
 }
 
+/// The attacker: the sqlite3 shell on the database file (write access, no key).
+fn attack(env: &Env, sql: &str) {
+    require("sqlite3", "sqlite3");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&env.db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sqlite3 {sql}: {out:?}");
+}
+
+/// The first broken row `authctl audit verify --json` names (exit 1), or None (exit 0).
+fn broken(env: &Env) -> Option<i64> {
+    let out = env.ctl(&["--json", "audit", "verify"]);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+    match out.code {
+        Some(0) => {
+            assert!(v["broken"].is_null(), "{v}");
+            None
+        }
+        Some(1) => Some(v["broken"]["id"].as_i64().unwrap()),
+        _ => panic!("audit verify: {out:?}"),
+    }
+}
+
 #[test]
-fn audit_verify_finds_edits_deletions_and_reordering_by_row() {
+fn audit_verify_finds_edits_deletions_swaps_and_truncation() {
     let env = Env::init();
     env.add_user("alice", STRONG, &[]);
-    for _ in 0..3 {
+    for _ in 0..4 {
         env.ctl(&["unlock", "alice"]).ok();
     }
     env.ctl(&["audit", "verify"])
         .ok()
         .stdout_has("rows verified");
     let n = audit_rows(&env);
-    assert!(n >= 5, "{n}");
-    let c = Connection::open(&env.db).unwrap();
-    // An edit: someone with write access but no key rewrites a refusal as a success.
-    c.execute("UPDATE audit SET outcome='failure' WHERE id=3", [])
-        .unwrap();
-    let out = env.ctl(&["--json", "audit", "verify"]);
-    let v: Value = serde_json::from_str(&out.code(1).stdout).unwrap();
-    assert_eq!(v["broken"]["id"], 3, "{v}");
+    assert!(n >= 6, "{n}");
+    // An edit: a success rewritten as a failure.
+    attack(&env, "UPDATE audit SET outcome='failure' WHERE id=3");
+    assert_eq!(broken(&env), Some(3));
     env.ctl(&["audit", "verify"])
         .code(1)
         .stdout_has("broken at row 3");
-    c.execute("UPDATE audit SET outcome='success' WHERE id=3", [])
-        .unwrap();
-    env.ctl(&["audit", "verify"]).ok();
+    attack(&env, "UPDATE audit SET outcome='success' WHERE id=3");
+    assert_eq!(broken(&env), None);
+    // A swap of two rows (their MACs moved with them).
+    let swap = "UPDATE audit SET id=-4 WHERE id=4; UPDATE audit SET id=4 WHERE id=5; \
+                UPDATE audit SET id=5 WHERE id=-4;";
+    attack(&env, swap);
+    assert_eq!(broken(&env), Some(4));
+    attack(&env, swap);
+    assert_eq!(broken(&env), None);
+    // A truncated tail: the newest rows deleted.
+    attack(&env, &format!("DELETE FROM audit WHERE id > {}", n - 2));
+    assert_eq!(broken(&env), Some(n - 1));
     // A deletion in the middle.
-    c.execute("DELETE FROM audit WHERE id=2", []).unwrap();
-    let v: Value =
-        serde_json::from_str(&env.ctl(&["--json", "audit", "verify"]).code(1).stdout).unwrap();
-    assert_eq!(v["broken"]["id"], 3, "{v}");
-    // A pruned log refuses to prune further while broken.
+    attack(&env, "DELETE FROM audit WHERE id=2");
+    assert_eq!(broken(&env), Some(3));
+    // A broken log is not pruned (that would destroy the evidence).
     env.ctl(&["audit", "prune", "--before", "1s"])
         .fails(2)
         .stderr_has("broken");
