@@ -24,9 +24,27 @@ fn backup_while_serving_then_restore_as_the_readme_says() {
     let d = Daemon::start(&env, &[]);
     d.login_totp("alice", STRONG, &mut app);
 
-    // 1. authctl backup FILE, while authd serves (a login runs meanwhile).
+    // 1. authctl backup FILE, while authd serves: logins of bob run meanwhile.
+    env.add_user("bob", STRONG, &[]);
     let backup = env.path("backup.db");
-    let b = env.json(&["backup", backup.to_str().unwrap()]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (b, logins) = std::thread::scope(|s| {
+        let d = &d;
+        let stop = &stop;
+        let t = s.spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200 {
+                d.login_session("bob", STRONG);
+                n += 1;
+            }
+            n
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let b = env.json(&["backup", backup.to_str().unwrap()]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (b, t.join().unwrap())
+    });
+    assert!(logins > 0);
     assert!(b["bytes"].as_u64().unwrap() > 0, "{b}");
     assert_eq!(b["key_file"], env.key().to_str().unwrap(), "{b}");
     let text = env.ctl(&["backup", env.path("b2.db").to_str().unwrap()]);
@@ -55,6 +73,7 @@ fn backup_while_serving_then_restore_as_the_readme_says() {
     // 4. Start authd: the same password and authenticator sign in.
     let d = Daemon::start(&env, &[]);
     d.login_totp("alice", STRONG, &mut app);
+    d.login_session("bob", STRONG);
     // A wrong key is named, not misread.
     drop(d);
     let other = Env::init();
