@@ -16,7 +16,10 @@ use crate::error::{Error, Result};
 pub const SCHEMA: &str = include_str!("../schema.sql");
 
 /// Migration steps after the base schema: `MIGRATIONS[i]` takes user_version i+1 to i+2.
-pub const MIGRATIONS: &[&str] = &[include_str!("../migrations/0002_session_epoch.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0002_session_epoch.sql"),
+    include_str!("../migrations/0003_smart_lockout.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;

@@ -4,6 +4,7 @@
 
 pub mod email;
 pub mod factors;
+pub mod familiar;
 pub mod orgs;
 pub mod sessions;
 pub mod terms;

@@ -1,0 +1,20 @@
+-- Schema version 3: smart lockout (src/lockout.rs). The account counter and lock stay in
+-- `failed_attempts` / `locked_at`; these columns add the unfamiliar sources' counter and
+-- lock, the timed lock's end and streak, and what the last full sign-in reported. None of
+-- them is read by a session check except through `locked_at` (already watched by the
+-- session-epoch trigger of version 2), so the trigger stays as it is.
+ALTER TABLE users ADD COLUMN unfamiliar_failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN unfamiliar_locked_at INTEGER;  -- NULL = not locked out
+ALTER TABLE users ADD COLUMN lock_until INTEGER;            -- timed: the lock lifts then
+ALTER TABLE users ADD COLUMN lock_streak INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN last_lock_at INTEGER;
+ALTER TABLE users ADD COLUMN last_sign_in_failures INTEGER NOT NULL DEFAULT 0;
+
+-- The networks (IPv4 /24, IPv6 /64) each user completed a sign-in from, and when last:
+-- a source from one of them within lockout.familiar_days is familiar.
+CREATE TABLE sign_in_networks (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    network TEXT NOT NULL,
+    last_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, network)
+) STRICT, WITHOUT ROWID;
