@@ -528,6 +528,39 @@ mod tests {
     }
 
     #[test]
+    fn what_a_session_check_reads_moves_the_session_epoch() {
+        let conn = crate::db::open_memory().unwrap();
+        let u = create(&conn, &new_user("erin", &[]), 1).unwrap();
+        let epoch = || crate::db::session_epoch(&conn).unwrap();
+        let timed = lockout::Settings {
+            mode: lockout::Mode::Timed,
+            max_failures: 2,
+            familiar_days: 30,
+            duration_minutes: 15,
+        };
+        let e0 = epoch();
+        record_failure_from(&conn, u.id, &timed, lockout::Source::Unfamiliar, 10).unwrap();
+        assert_eq!(epoch(), e0, "a count alone is not read by a session check");
+        record_success(&conn, u.id, 11).unwrap();
+        assert!(epoch() > e0, "the failures reported at sign-in are");
+        let e1 = epoch();
+        record_success(&conn, u.id, 12).unwrap();
+        assert!(epoch() > e1, "and their reset");
+        let e2 = epoch();
+        record_success(&conn, u.id, 13).unwrap();
+        assert_eq!(epoch(), e2, "nothing changed");
+        record_failure_from(&conn, u.id, &timed, lockout::Source::Unfamiliar, 20).unwrap();
+        record_failure_from(&conn, u.id, &timed, lockout::Source::Unfamiliar, 20).unwrap();
+        assert_eq!(by_id(&conn, u.id).unwrap().locked_until, Some(20 + 15 * 60));
+        assert!(epoch() > e2, "a timed lock");
+        // The lapsed lock cleared at the next sign-in moves it again.
+        let e3 = epoch();
+        record_success(&conn, u.id, 20 + 15 * 60).unwrap();
+        assert!(epoch() > e3);
+        assert_eq!(by_id(&conn, u.id).unwrap().locked_at, None);
+    }
+
+    #[test]
     fn mfa_method_is_stored_as_its_string_and_read_strictly() {
         let conn = crate::db::open_memory().unwrap();
         let u = create(&conn, &new_user("dave", &[]), 1).unwrap();
