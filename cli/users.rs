@@ -48,6 +48,19 @@ fn user_detail(u: &User, extra: &[(&str, String)]) -> String {
         ("status", u.status.to_string()),
         ("failed attempts", u.failed_attempts.to_string()),
         ("locked at", output::time(u.locked_at)),
+        ("locked until", output::time(u.locked_until)),
+        (
+            "unfamiliar sources",
+            format!(
+                "{}{} failed attempts",
+                if u.unfamiliar_locked {
+                    "locked out, "
+                } else {
+                    ""
+                },
+                u.unfamiliar_failures
+            ),
+        ),
         (
             "password",
             if u.has_password {

@@ -477,6 +477,8 @@ pub(crate) fn user_json(u: &User) -> serde_json::Value {
         "id": u.id, "username": u.username, "email": u.email, "org": u.org, "role": u.role,
         "status": u.status, "locked_at": u.locked_at.map(authcore::util::rfc3339),
         "failed_attempts": u.failed_attempts, "mfa_method": u.mfa_method, "groups": u.groups,
+        "locked_until": u.locked_until.map(authcore::util::rfc3339),
+        "unfamiliar_locked": u.unfamiliar_locked, "unfamiliar_failures": u.unfamiliar_failures,
         "must_change_password": u.must_change_password,
         "password_changed_at": u.password_changed_at.map(authcore::util::rfc3339),
     })

@@ -19,6 +19,7 @@ pub const SCHEMA: &str = include_str!("../schema.sql");
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_session_epoch.sql"),
     include_str!("../migrations/0003_audit_chain.sql"),
+    include_str!("../migrations/0004_smart_lockout.sql"),
 ];
 
 /// The schema version this build writes.

@@ -21,10 +21,11 @@ use crate::crypto::{self, SecretKey};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::kinds::{AuditEvent, LoginStep};
+use crate::lockout;
 use crate::login::{check_new_password, Client, Decision, Status};
 use crate::password::{self, Hashing};
 use crate::policy::Policy;
-use crate::store::{sessions, users};
+use crate::store::{familiar, sessions, users};
 
 pub const MIN_QUESTIONS: usize = 2;
 pub const MAX_QUESTIONS: usize = 5;
@@ -354,33 +355,49 @@ pub fn reset(
         .client(&client.ip, &client.user_agent)
         .username(&user.username)
         .user(user.id, user.org_id);
-    if user.disabled || user.locked_at.is_some() {
+    // Security answers count toward the lockout as their source's (no device token here).
+    let lock = policy.lockout();
+    let source = familiar::source_of(&tx, user.id, &client.ip, None, lock.familiar_days, now)?;
+    let refusal = if user.disabled {
+        Some("disabled")
+    } else {
+        user.lock_state().refusal(lock.mode, source, now)
+    };
+    if let Some(reason) = refusal {
         sessions::consume_flow(&tx, flow.id)?;
-        audit::record(
-            &tx,
-            &base.reason(if user.disabled { "disabled" } else { "locked" }),
-            now,
-        )?;
+        audit::record(&tx, &base.reason(reason).detail(source.detail()), now)?;
         tx.commit()?;
         return Ok(Decision::refused(Error::InvalidCredentials, "locked"));
     }
     let Some(hash) = new_hash else {
-        let locked_now = users::record_failure(&tx, user.id, policy.lockout_max_failures, now)?;
-        audit::record(&tx, &base.reason("wrong_answers"), now)?;
-        if locked_now {
+        let o = users::record_failure_from(&tx, user.id, &lock, source, now)?;
+        audit::record(
+            &tx,
+            &base.reason("wrong_answers").detail(source.detail()),
+            now,
+        )?;
+        let lock_reason = match o.lock {
+            lockout::Lock::None => None,
+            lockout::Lock::Account => Some(("too_many_failures", "account")),
+            lockout::Lock::Unfamiliar => {
+                Some(("too_many_unfamiliar_failures", "unfamiliar_sources"))
+            }
+        };
+        if let Some((reason, scope)) = lock_reason {
             audit::record(
                 &tx,
                 &Entry::new(AuditEvent::AccountLocked, Outcome::Success)
                     .client(&client.ip, &client.user_agent)
                     .username(&user.username)
                     .user(user.id, user.org_id)
-                    .reason("too_many_failures"),
+                    .reason(reason)
+                    .detail(json!({"failed_attempts": lock.max_failures, "scope": scope})),
                 now,
             )?;
         }
         tx.commit()?;
         let mut d = Decision::refused(Error::InvalidCredentials, "wrong_answers");
-        d.locked_now = locked_now;
+        d.locked_now = lock_reason.is_some();
         return Ok(d);
     };
     sessions::consume_flow(&tx, flow.id)?;

@@ -39,11 +39,12 @@ use crate::crypto::{self, SecretKey};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::kinds::{AuditEvent, LoginStep, MfaMethod};
+use crate::lockout;
 use crate::names;
 use crate::password::{self, Hashing, PasswordPolicy, Rule};
 use crate::policy::{MfaRequired, Policy, TermsMode};
 use crate::store::users::{self, Role, User};
-use crate::store::{email, factors, sessions, terms};
+use crate::store::{email, factors, familiar, sessions, terms};
 use crate::totp;
 
 /// Who is asking: recorded in audit rows and sessions.
@@ -63,6 +64,10 @@ struct FlowState {
     /// of this login (terms) still skip the second factor.
     #[serde(default)]
     device_ok: bool,
+    /// Where the password step came from (smart lockout): later steps count their
+    /// failures as this source's. Flows without it are unfamiliar.
+    #[serde(default)]
+    source: lockout::Source,
 }
 
 /// The public view of a user in answers.
@@ -101,6 +106,10 @@ pub enum Status {
         device_token: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         warning: Option<String>,
+        /// Failed attempts on the account (any source) since its previous sign-in;
+        /// left out when none.
+        #[serde(skip_serializing_if = "is_zero")]
+        failed_attempts_since_last_sign_in: i64,
     },
     SecondFactorRequired {
         flow: String,
@@ -231,7 +240,12 @@ fn password_expired(user: &User, policy: &Policy, now: i64) -> bool {
                 .is_some_and(|t| t.saturating_add(policy.password_max_age_days * 86_400) <= now))
 }
 
-/// Issue the session that ends a login: reset the failure count, create the session.
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// Issue the session that ends a login: reset the failure counts (reporting what they
+/// held), remember the client's network as familiar, create the session.
 fn authenticate(
     tx: &Connection,
     user: &User,
@@ -241,7 +255,8 @@ fn authenticate(
     warning: Option<String>,
     now: i64,
 ) -> Result<Status> {
-    users::record_success(tx, user.id)?;
+    users::record_success(tx, user.id, now)?;
+    familiar::record_sign_in(tx, user.id, &client.ip, now)?;
     let (_, token) = sessions::create(
         tx,
         user.id,
@@ -256,6 +271,7 @@ fn authenticate(
         user: UserView::from(user),
         device_token,
         warning,
+        failed_attempts_since_last_sign_in: user.lock_state().failures_to_report(),
     })
 }
 
@@ -379,6 +395,35 @@ pub fn password_step(
         tx.commit()?;
         return Ok(Decision::refused(Error::InvalidCredentials, reason));
     };
+    // Smart lockout: while unfamiliar sources are locked out, an attempt from one is
+    // refused here, before its password is looked at (no argon2, nothing counted).
+    let lock = policy.lockout();
+    let early = familiar::source_of(
+        conn,
+        before.id,
+        &client.ip,
+        device_token,
+        lock.familiar_days,
+        now,
+    )?;
+    if before.lock_state().refusal(lock.mode, early, now) == Some("unfamiliar_locked") {
+        let tx = db::write_tx(conn)?;
+        let user = users::by_id(&tx, before.id)?;
+        audit::record(
+            &tx,
+            &entry(AuditEvent::LoginPassword, Outcome::Failure, client)
+                .username(&typed)
+                .user(user.id, user.org_id)
+                .reason("unfamiliar_locked")
+                .detail(early.detail()),
+            now,
+        )?;
+        tx.commit()?;
+        return Ok(Decision::refused(
+            Error::InvalidCredentials,
+            "unfamiliar_locked",
+        ));
+    }
     let hash = before.password_hash.clone().unwrap_or_default();
     let ok = password::verify_password(hashing, password, &hash);
     let upgraded = if ok && password::needs_rehash(&hash, policy.argon2) {
@@ -389,32 +434,40 @@ pub fn password_step(
 
     let tx = db::write_tx(conn)?;
     let user = users::by_id(&tx, before.id)?;
+    let source = familiar::source_of(
+        &tx,
+        user.id,
+        &client.ip,
+        device_token,
+        lock.familiar_days,
+        now,
+    )?;
     let base = entry(AuditEvent::LoginPassword, Outcome::Failure, client)
         .username(&typed)
-        .user(user.id, user.org_id);
-    let refuse =
-        |tx: db::WriteTx, reason: &'static str, locked_now: bool| -> Result<Decision<Status>> {
-            audit::record(&tx, &base.clone().reason(reason), now)?;
-            if locked_now {
-                let detail = json!({"failed_attempts": policy.lockout_max_failures});
-                audit_lock(&tx, &user, client, Some(detail), now)?;
-            }
-            tx.commit()?;
-            Ok(credential_refusal(reason, locked_now))
-        };
+        .user(user.id, user.org_id)
+        .detail(source.detail());
+    let refuse = |tx: db::WriteTx,
+                  reason: &'static str,
+                  locked: lockout::Lock|
+     -> Result<Decision<Status>> {
+        audit::record(&tx, &base.clone().reason(reason), now)?;
+        let locked_now = audit_lock(&tx, &user, locked, policy.lockout_max_failures, client, now)?;
+        tx.commit()?;
+        Ok(credential_refusal(reason, locked_now))
+    };
     if user.disabled {
-        return refuse(tx, "disabled", false);
+        return refuse(tx, "disabled", lockout::Lock::None);
     }
-    if user.locked_at.is_some() {
-        return refuse(tx, "locked", false);
+    if let Some(reason) = user.lock_state().refusal(lock.mode, source, now) {
+        return refuse(tx, reason, lockout::Lock::None);
     }
     if !ok {
-        let locked_now = users::record_failure(&tx, user.id, policy.lockout_max_failures, now)?;
-        return refuse(tx, "wrong_password", locked_now);
+        let o = users::record_failure_from(&tx, user.id, &lock, source, now)?;
+        return refuse(tx, "wrong_password", o.lock);
     }
     if user.password_hash.as_deref() != Some(hash.as_str()) {
         // The password changed while we were hashing: decide nothing on stale data.
-        return refuse(tx, "password_changed_concurrently", false);
+        return refuse(tx, "password_changed_concurrently", lockout::Lock::None);
     }
     if let Some(h) = &upgraded {
         users::upgrade_password_hash(&tx, user.id, h)?;
@@ -434,6 +487,7 @@ pub fn password_step(
         &FlowState {
             terms_ok: false,
             device_ok,
+            source,
         },
         client,
         &mut mail,
@@ -492,20 +546,27 @@ fn load_flow(
         return Ok(Err("invalid_flow"));
     };
     let user = users::by_id(tx, flow.user_id)?;
-    if user.disabled || user.locked_at.is_some() {
+    let state: FlowState = serde_json::from_str(&flow.data).unwrap_or_default();
+    // A flow of an unfamiliar source ends once unfamiliar sources are locked out: its
+    // code is never looked at.
+    let mode = lockout::Mode::parse(&crate::policy::get(tx, "lockout.mode")?);
+    let refusal = if user.disabled {
+        Some("disabled")
+    } else {
+        user.lock_state().refusal(mode, state.source, now)
+    };
+    if let Some(reason) = refusal {
         sessions::consume_flow(tx, flow.id)?;
-        let reason = if user.disabled { "disabled" } else { "locked" };
-        audit::record(
-            tx,
-            &entry(event, Outcome::Failure, client)
-                .username(&user.username)
-                .user(user.id, user.org_id)
-                .reason(reason),
-            now,
-        )?;
+        let mut e = entry(event, Outcome::Failure, client)
+            .username(&user.username)
+            .user(user.id, user.org_id)
+            .reason(reason);
+        if reason == "unfamiliar_locked" {
+            e = e.detail(state.source.detail());
+        }
+        audit::record(tx, &e, now)?;
         return Ok(Err(reason));
     }
-    let state = serde_json::from_str(&flow.data).unwrap_or_default();
     Ok(Ok((flow, user, state)))
 }
 
@@ -788,7 +849,8 @@ fn well_formed_code(code: &str) -> Result<()> {
     }
 }
 
-/// Count a failed factor in `tx` and audit it; returns the refusal.
+/// Count a failed factor from `source` in `tx` and audit it; returns the refusal. A
+/// replayed code counts as an unfamiliar source's, whatever the flow's source.
 #[allow(clippy::too_many_arguments)]
 fn factor_failure<T>(
     tx: db::WriteTx,
@@ -796,42 +858,53 @@ fn factor_failure<T>(
     policy: &Policy,
     event: AuditEvent,
     reason: &'static str,
+    source: lockout::Source,
     client: &Client,
     now: i64,
 ) -> Result<Decision<T>> {
-    let locked_now = users::record_failure(&tx, user.id, policy.lockout_max_failures, now)?;
+    let source = if reason == "replayed_code" {
+        lockout::Source::Unfamiliar
+    } else {
+        source
+    };
+    let o = users::record_failure_from(&tx, user.id, &policy.lockout(), source, now)?;
     audit::record(
         &tx,
         &entry(event, Outcome::Failure, client)
             .username(&user.username)
             .user(user.id, user.org_id)
-            .reason(reason),
+            .reason(reason)
+            .detail(source.detail()),
         now,
     )?;
-    if locked_now {
-        audit_lock(&tx, user, client, None, now)?;
-    }
+    let locked_now = audit_lock(&tx, user, o.lock, policy.lockout_max_failures, client, now)?;
     tx.commit()?;
     Ok(credential_refusal(reason, locked_now))
 }
 
-/// Audit the lock a counted failure just caused.
+/// Audit the lock a counted failure just caused (`account.locked`; reason
+/// `too_many_failures` for the account, `too_many_unfamiliar_failures` when only
+/// unfamiliar sources are locked out). Returns whether there was one.
 fn audit_lock(
     tx: &Connection,
     user: &User,
+    lock: lockout::Lock,
+    max_failures: i64,
     client: &Client,
-    detail: Option<serde_json::Value>,
     now: i64,
-) -> Result<()> {
-    let mut e = entry(AuditEvent::AccountLocked, Outcome::Success, client)
+) -> Result<bool> {
+    let (reason, scope) = match lock {
+        lockout::Lock::None => return Ok(false),
+        lockout::Lock::Account => ("too_many_failures", "account"),
+        lockout::Lock::Unfamiliar => ("too_many_unfamiliar_failures", "unfamiliar_sources"),
+    };
+    let e = entry(AuditEvent::AccountLocked, Outcome::Success, client)
         .username(&user.username)
         .user(user.id, user.org_id)
-        .reason("too_many_failures");
-    if let Some(d) = detail {
-        e = e.detail(d);
-    }
+        .reason(reason)
+        .detail(json!({"failed_attempts": max_failures, "scope": scope}));
     audit::record(tx, &e, now)?;
-    Ok(())
+    Ok(true)
 }
 
 /// The generic credential refusal (`reason` is for the audit log and metrics only).
@@ -854,7 +927,7 @@ pub fn enroll_confirm_step(
 ) -> Result<Decision<Status>> {
     well_formed_code(code)?;
     let policy = Policy::load(conn)?;
-    let (tx, flow, user, _) = match open_step(
+    let (tx, flow, user, state) = match open_step(
         conn,
         flow_token,
         LoginStep::EnrollConfirm,
@@ -879,6 +952,7 @@ pub fn enroll_confirm_step(
                 &policy,
                 AuditEvent::LoginEnrollConfirm,
                 reason,
+                state.source,
                 client,
                 now,
             );
@@ -913,7 +987,7 @@ pub fn totp_step(
 ) -> Result<Decision<Status>> {
     well_formed_code(code)?;
     let policy = Policy::load(conn)?;
-    let (tx, flow, user, _) = match open_step(
+    let (tx, flow, user, state) = match open_step(
         conn,
         flow_token,
         LoginStep::SecondFactor,
@@ -931,6 +1005,7 @@ pub fn totp_step(
             &policy,
             AuditEvent::LoginTotp,
             "method_not_enrolled",
+            state.source,
             client,
             now,
         );
@@ -960,6 +1035,7 @@ pub fn totp_step(
                 &policy,
                 AuditEvent::LoginTotp,
                 reason,
+                state.source,
                 client,
                 now,
             )
@@ -1022,7 +1098,7 @@ pub fn recovery_step(
         ));
     }
     let policy = Policy::load(conn)?;
-    let (tx, flow, user, _) = match open_step(
+    let (tx, flow, user, state) = match open_step(
         conn,
         flow_token,
         LoginStep::SecondFactor,
@@ -1067,6 +1143,7 @@ pub fn recovery_step(
             &policy,
             AuditEvent::LoginRecovery,
             "bad_recovery_code",
+            state.source,
             client,
             now,
         ),
@@ -1085,7 +1162,7 @@ pub fn email_step(
 ) -> Result<Decision<Status>> {
     well_formed_code(code)?;
     let policy = Policy::load(conn)?;
-    let (tx, flow, user, _) = match open_step(
+    let (tx, flow, user, state) = match open_step(
         conn,
         flow_token,
         LoginStep::SecondFactor,
@@ -1103,6 +1180,7 @@ pub fn email_step(
             &policy,
             AuditEvent::LoginEmail,
             "method_not_enrolled",
+            state.source,
             client,
             now,
         );
@@ -1135,6 +1213,7 @@ pub fn email_step(
             &policy,
             AuditEvent::LoginEmail,
             "bad_code",
+            state.source,
             client,
             now,
         ),
@@ -1144,6 +1223,7 @@ pub fn email_step(
             &policy,
             AuditEvent::LoginEmail,
             "too_many_tries",
+            state.source,
             client,
             now,
         ),
@@ -1153,6 +1233,7 @@ pub fn email_step(
             &policy,
             AuditEvent::LoginEmail,
             "expired_code",
+            state.source,
             client,
             now,
         ),
@@ -1162,6 +1243,7 @@ pub fn email_step(
             &policy,
             AuditEvent::LoginEmail,
             "no_code",
+            state.source,
             client,
             now,
         ),
@@ -1246,6 +1328,10 @@ pub struct SessionInfo {
     /// The idle limit the check applied, in seconds.
     #[serde(skip)]
     pub idle_secs: i64,
+    /// Failed attempts on the account (any source) before its latest sign-in; left out
+    /// when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub failed_attempts_since_last_sign_in: i64,
 }
 
 /// Check a session token: live, not idle, and its user still allowed in.
@@ -1262,7 +1348,7 @@ pub fn check_session(conn: &Connection, token: &str, now: i64) -> Result<Option<
         return Ok(None);
     };
     let user = users::by_id(conn, s.user_id)?;
-    if user.disabled || user.locked_at.is_some() {
+    if user.disabled || user.account_locked(now) {
         return Ok(None);
     }
     Ok(Some(SessionInfo {
@@ -1273,6 +1359,7 @@ pub fn check_session(conn: &Connection, token: &str, now: i64) -> Result<Option<
         org_id: user.org_id,
         session: s,
         idle_secs,
+        failed_attempts_since_last_sign_in: user.last_sign_in_failures,
     }))
 }
 
@@ -1346,6 +1433,7 @@ pub fn change_password(
             &policy,
             AuditEvent::PasswordChange,
             "wrong_password",
+            lockout::Source::Session,
             client,
             now,
         ),

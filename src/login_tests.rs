@@ -41,6 +41,12 @@ impl Fx {
     fn conn(&self) -> Connection {
         db::open(&self.loc.db).unwrap()
     }
+    /// The seed's lockout (one counter, locked for everyone), for the tests that count
+    /// failures of a user who never signed in.
+    fn account_lockout(self) -> Fx {
+        crate::policy::set(&self.conn(), "lockout.mode", "account", 0).unwrap();
+        self
+    }
     fn user(&self, name: &str, groups: &[String], role: Role) -> User {
         let conn = self.conn();
         let hash = password::hash_password(
@@ -262,7 +268,7 @@ fn generic_failures_and_lockout() {
 
 #[test]
 fn concurrent_wrong_passwords_never_pass_the_limit() {
-    let fx = Fx::new();
+    let fx = Fx::new().account_lockout();
     let u = fx.user("carol", &[], Role::User);
     let fx = std::sync::Arc::new(fx);
     let handles: Vec<_> = (0..40)
@@ -487,7 +493,7 @@ fn remembered_device_skips_only_the_second_factor() {
 
 #[test]
 fn a_lock_ends_pending_flows() {
-    let fx = Fx::new();
+    let fx = Fx::new().account_lockout();
     let u = fx.user("ivy", &[], Role::User);
     factors::set_totp(
         &fx.conn(),
@@ -729,7 +735,7 @@ fn emailed_code_resend_expiry_and_tries() {
 #[test]
 fn forgotten_password_through_security_questions() {
     use crate::forgot::{self, QuestionAnswer};
-    let fx = Fx::new();
+    let fx = Fx::new().account_lockout();
     let u = fx.user("lee", &[], Role::User);
     let secret = totp::generate_secret();
     factors::set_totp(&fx.conn(), &fx.key, u.id, &secret, Some(T0), T0).unwrap();
@@ -814,4 +820,375 @@ fn forgotten_password_through_security_questions() {
         users::by_id(&fx.conn(), u.id).unwrap().status,
         AccountStatus::Locked
     );
+}
+
+// ---- Smart and timed lockout (src/lockout.rs) ----
+
+const HOME: &str = "203.0.113.5";
+
+impl Fx {
+    fn login_from(
+        &self,
+        ip: &str,
+        name: &str,
+        pw: &str,
+        device: Option<&str>,
+        now: i64,
+    ) -> Decision<Status> {
+        self.login_with(&H, ip, name, pw, device, now)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn login_with(
+        &self,
+        h: &password::Hashing,
+        ip: &str,
+        name: &str,
+        pw: &str,
+        device: Option<&str>,
+        now: i64,
+    ) -> Decision<Status> {
+        let client = Client {
+            ip: ip.into(),
+            user_agent: "test".into(),
+        };
+        password_step(
+            h,
+            &mut self.conn(),
+            &self.key,
+            &client,
+            name,
+            pw,
+            device,
+            now,
+        )
+        .unwrap()
+    }
+    fn user_now(&self, name: &str) -> User {
+        users::get(&self.conn(), name).unwrap()
+    }
+    fn failure_sources(&self) -> Vec<(String, String)> {
+        crate::audit::query(&self.conn(), &crate::audit::Filter::default())
+            .unwrap()
+            .into_iter()
+            .rev()
+            .filter(|r| r.outcome == "failure")
+            .map(|r| {
+                let d: serde_json::Value = serde_json::from_str(&r.detail).unwrap_or_default();
+                (r.reason, d["source"].as_str().unwrap_or("").to_string())
+            })
+            .collect()
+    }
+}
+
+fn is_authenticated(d: &Decision<Status>) -> bool {
+    matches!(d.result, Ok(Status::Authenticated { .. }))
+}
+
+#[test]
+fn smart_lockout_locks_out_unfamiliar_sources_only() {
+    let fx = Fx::new();
+    fx.user("sam", &[], Role::User);
+    // The owner signed in once from home: that /24 is familiar for 30 days.
+    assert!(is_authenticated(&fx.login_from(HOME, "sam", PW, None, T0)));
+    // 9 wrong passwords from a stranger's address lock out unfamiliar sources.
+    for i in 1..=9 {
+        let d = fx.login_from("192.0.2.1", "sam", "Wrong-pass-1", None, T0 + i);
+        assert_eq!((d.reason, d.locked_now), ("wrong_password", i == 9), "{i}");
+    }
+    let u = fx.user_now("sam");
+    assert!(u.unfamiliar_locked);
+    assert_eq!((u.unfamiliar_failures, u.failed_attempts), (9, 0));
+    assert_eq!(
+        u.status,
+        AccountStatus::Active,
+        "the account itself is not locked"
+    );
+    // A 10th guess from a new address is refused before argon2: even the right password,
+    // and this Hashing instance never ran a hash.
+    let fresh = password::Hashing::new(1);
+    let d = fx.login_with(&fresh, "198.51.100.1", "sam", PW, None, T0 + 20);
+    assert_eq!(d.reason, "unfamiliar_locked");
+    assert!(matches!(d.result, Err(Error::InvalidCredentials)));
+    assert_eq!(fresh.peak(), 0, "the password was not evaluated");
+    assert_eq!(fx.user_now("sam").unfamiliar_failures, 9, "not counted");
+    // The owner from another address of the home /24 signs in, and is told.
+    let d = fx.login_from("203.0.113.77", "sam", PW, None, T0 + 30);
+    let Ok(Status::Authenticated {
+        session,
+        failed_attempts_since_last_sign_in,
+        ..
+    }) = d.result
+    else {
+        panic!("{:?}", d.result)
+    };
+    assert_eq!(failed_attempts_since_last_sign_in, 9);
+    let info = check_session(&fx.conn(), &session, T0 + 31)
+        .unwrap()
+        .unwrap();
+    let json = serde_json::to_value(&info).unwrap();
+    assert_eq!(json["failed_attempts_since_last_sign_in"], 9, "{json}");
+    // Strangers stay locked out after the owner's sign-in.
+    assert_eq!(
+        fx.login_from("198.51.100.1", "sam", PW, None, T0 + 32)
+            .reason,
+        "unfamiliar_locked"
+    );
+    // The audit rows say which source each failure came from.
+    let rows = fx.failure_sources();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.0 == "wrong_password" && r.1 == "unfamiliar")
+            .count(),
+        9
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.0 == "unfamiliar_locked").count(),
+        2
+    );
+    // Familiar failures count into the account counter, which locks for everyone.
+    for i in 1..=9 {
+        let d = fx.login_from(HOME, "sam", "Wrong-pass-1", None, T0 + 40 + i);
+        assert_eq!(d.locked_now, i == 9);
+    }
+    assert_eq!(fx.user_now("sam").status, AccountStatus::Locked);
+    assert_eq!(
+        fx.login_from(HOME, "sam", PW, None, T0 + 60).reason,
+        "locked"
+    );
+    assert_eq!(fx.audit_reasons(AuditEvent::AccountLocked).len(), 2);
+    // An admin unlock clears both.
+    let id = fx.user_now("sam").id;
+    assert!(users::unlock(&fx.conn(), id, T0 + 70).unwrap());
+    let u = fx.user_now("sam");
+    assert!(!u.unfamiliar_locked && u.locked_at.is_none());
+    assert_eq!((u.failed_attempts, u.unfamiliar_failures), (0, 0));
+    assert!(is_authenticated(&fx.login_from(
+        "198.51.100.1",
+        "sam",
+        PW,
+        None,
+        T0 + 71
+    )));
+}
+
+#[test]
+fn smart_lockout_familiarity_ends_and_account_mode_ignores_it() {
+    let fx = Fx::new();
+    fx.user("uma", &[], Role::User);
+    assert!(is_authenticated(&fx.login_from(HOME, "uma", PW, None, T0)));
+    // After lockout.familiar_days the home network is unfamiliar again.
+    let later = T0 + 31 * 86_400;
+    for _ in 0..9 {
+        fx.login_from(HOME, "uma", "Wrong-pass-1", None, later);
+    }
+    let u = fx.user_now("uma");
+    assert_eq!((u.unfamiliar_failures, u.failed_attempts), (9, 0));
+    assert_eq!(
+        fx.login_from(HOME, "uma", PW, None, later).reason,
+        "unfamiliar_locked"
+    );
+    // In account mode the unfamiliar lock means nothing and every failure is the account's.
+    crate::policy::set(&fx.conn(), "lockout.mode", "account", 0).unwrap();
+    assert!(is_authenticated(&fx.login_from(
+        "192.0.2.9",
+        "uma",
+        PW,
+        None,
+        later
+    )));
+    for i in 1..=9 {
+        let d = fx.login_from("192.0.2.9", "uma", "Wrong-pass-1", None, later + i);
+        assert_eq!(d.locked_now, i == 9);
+    }
+    assert_eq!(fx.user_now("uma").status, AccountStatus::Locked);
+    assert_eq!(
+        fx.login_from(HOME, "uma", PW, None, later + 20).reason,
+        "locked"
+    );
+}
+
+#[test]
+fn smart_lockout_second_factor_steps_keep_their_source() {
+    let fx = Fx::new();
+    let u = fx.user("val", &[], Role::User);
+    let secret = totp::generate_secret();
+    factors::set_totp(&fx.conn(), &fx.key, u.id, &secret, Some(T0), T0).unwrap();
+    users::set_mfa_method(&fx.conn(), u.id, Some(MfaMethod::Totp), T0).unwrap();
+    let s32 = totp::secret_base32(&secret);
+    let client = |ip: &str| Client {
+        ip: ip.into(),
+        user_agent: "test".into(),
+    };
+    let totp_from = |ip: &str, flow: &str, c: &str, remember: bool, now: i64| {
+        totp_step(&mut fx.conn(), &fx.key, &client(ip), flow, c, remember, now).unwrap()
+    };
+    // The owner signs in at home and remembers the device.
+    let flow = flow_of(&fx.login_from(HOME, "val", PW, None, T0).result.unwrap());
+    let Ok(Status::Authenticated { device_token, .. }) =
+        totp_from(HOME, &flow, &code(&s32, T0), true, T0).result
+    else {
+        panic!()
+    };
+    let device = device_token.unwrap();
+    // A replay of that spent code from the familiar network counts as unfamiliar.
+    let flow = flow_of(&fx.login_from(HOME, "val", PW, None, T0 + 1).result.unwrap());
+    assert_eq!(
+        totp_from(HOME, &flow, &code(&s32, T0), false, T0 + 1).reason,
+        "replayed_code"
+    );
+    let u = fx.user_now("val");
+    assert_eq!((u.unfamiliar_failures, u.failed_attempts), (1, 0));
+    // A flow opened from an unfamiliar address (the password is known to the attacker).
+    let stranger = flow_of(
+        &fx.login_from("192.0.2.50", "val", PW, None, T0 + 2)
+            .result
+            .unwrap(),
+    );
+    // Wrong codes in that flow count as unfamiliar, and lock out unfamiliar sources.
+    let mut locked = false;
+    for i in 0..8 {
+        let d = totp_from("192.0.2.51", &stranger, "000000", false, T0 + 3 + i);
+        assert_eq!(d.reason, "bad_code");
+        locked |= d.locked_now;
+    }
+    assert!(locked);
+    let u = fx.user_now("val");
+    assert!(u.unfamiliar_locked);
+    assert_eq!((u.unfamiliar_failures, u.failed_attempts), (9, 0));
+    // The flow now fails before its code is looked at: even the right code is refused,
+    // whatever address sends it.
+    let now = T0 + 120;
+    let d = totp_from(HOME, &stranger, &code(&s32, now), false, now);
+    assert_eq!(d.reason, "unfamiliar_locked");
+    // The owner on the remembered device, from a network never used, still signs in.
+    let d = fx.login_from("198.51.100.7", "val", PW, Some(&device), now);
+    assert!(is_authenticated(&d), "{:?}", d.result);
+    // So does the owner at home, with the second factor (the same code: it was not spent).
+    let flow = flow_of(&fx.login_from(HOME, "val", PW, None, now).result.unwrap());
+    assert!(is_authenticated(&totp_from(
+        HOME,
+        &flow,
+        &code(&s32, now),
+        false,
+        now
+    )));
+    // Familiar factor failures go to the account counter.
+    let flow = flow_of(
+        &fx.login_from(HOME, "val", PW, None, now + 30)
+            .result
+            .unwrap(),
+    );
+    totp_from(HOME, &flow, "000000", false, now + 30);
+    let u = fx.user_now("val");
+    assert_eq!((u.unfamiliar_failures, u.failed_attempts), (0, 1));
+    let rows = fx.failure_sources();
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.0 == "bad_code" && r.1 == "unfamiliar")
+            .count(),
+        8
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.0 == "bad_code" && r.1 == "familiar")
+            .count(),
+        1
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.0 == "replayed_code" && r.1 == "unfamiliar")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn smart_lockout_concurrent_guesses_from_many_addresses_stop_at_the_limit() {
+    let fx = std::sync::Arc::new(Fx::new());
+    fx.user("wes", &[], Role::User);
+    let handles: Vec<_> = (0..60)
+        .map(|i| {
+            let fx = fx.clone();
+            std::thread::spawn(move || {
+                let ip = format!("192.0.{}.{}", i % 20, 1 + i / 20);
+                fx.login_from(&ip, "wes", &format!("Wrong-pass-{i}"), None, T0)
+                    .reason
+            })
+        })
+        .collect();
+    let reasons: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "wrong_password").count(),
+        9,
+        "{reasons:?}"
+    );
+    assert!(reasons
+        .iter()
+        .all(|r| ["wrong_password", "unfamiliar_locked"].contains(r)));
+    assert_eq!(fx.user_now("wes").unfamiliar_failures, 9);
+}
+
+#[test]
+fn timed_lockout_lifts_after_the_duration_and_doubles_within_a_day() {
+    let fx = Fx::new();
+    crate::policy::set(&fx.conn(), "lockout.mode", "timed", 0).unwrap();
+    crate::policy::set(&fx.conn(), "lockout.duration_minutes", "15", 0).unwrap();
+    fx.user("xia", &[], Role::User);
+    // A session from before the lock does not come back when the lock lifts.
+    let Ok(Status::Authenticated { session, .. }) = fx.login_from(HOME, "xia", PW, None, T0).result
+    else {
+        panic!()
+    };
+    let lock_at = |t: i64| {
+        for i in 1..=9 {
+            let d = fx.login_from("192.0.2.1", "xia", "Wrong-pass-1", None, t);
+            assert_eq!(d.locked_now, i == 9, "{i}");
+        }
+    };
+    let t1 = T0 + 100;
+    lock_at(t1);
+    assert_eq!(fx.user_now("xia").locked_until, Some(t1 + 15 * 60));
+    assert_eq!(
+        fx.login_from(HOME, "xia", PW, None, t1 + 15 * 60 - 1)
+            .reason,
+        "locked"
+    );
+    assert!(check_session(&fx.conn(), &session, t1 + 15 * 60)
+        .unwrap()
+        .is_none());
+    let d = fx.login_from(HOME, "xia", PW, None, t1 + 15 * 60);
+    assert!(
+        is_authenticated(&d),
+        "lifted after 15 minutes: {:?}",
+        d.result
+    );
+    assert_eq!(fx.user_now("xia").status, AccountStatus::Active);
+    // The second lock within a day lasts 30 minutes.
+    let t2 = t1 + 3600;
+    lock_at(t2);
+    assert_eq!(
+        fx.login_from(HOME, "xia", PW, None, t2 + 30 * 60 - 1)
+            .reason,
+        "locked"
+    );
+    // Once lifted, failures count from zero again (the 9th locks, now for 60 minutes).
+    let t3 = t2 + 30 * 60;
+    lock_at(t3);
+    assert_eq!(fx.user_now("xia").locked_until, Some(t3 + 60 * 60));
+    assert_eq!(fx.audit_reasons(AuditEvent::AccountLocked).len(), 3);
+    // One notice per lock.
+    let notices: i64 = fx
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE kind='account_locked'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(notices, 3);
+    // An admin unlock clears the lock and the streak: the next lock is 15 minutes again.
+    let id = fx.user_now("xia").id;
+    users::unlock(&fx.conn(), id, t3 + 1).unwrap();
+    lock_at(t3 + 2);
+    assert_eq!(fx.user_now("xia").locked_until, Some(t3 + 2 + 15 * 60));
 }

@@ -56,6 +56,12 @@ impl Hashing {
         }
     }
 
+    /// The most hashes seen running at once (0: this instance never hashed).
+    #[cfg(test)]
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// One slot per core.
     pub fn per_core() -> Hashing {
         Hashing::new(

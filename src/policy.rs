@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::lockout;
 use crate::password::{Argon2Params, PasswordPolicy};
 
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +46,25 @@ pub const KEYS: &[KeyDef] = &[
         key: "lockout.max_failures",
         default: "9",
         kind: int(0, 1000),
-        description: "consecutive failures (any factor) that lock an account; 0 never locks",
+        description: "consecutive failures (any factor) that lock an account (smart mode: lock out unfamiliar sources); 0 never locks",
+    },
+    KeyDef {
+        key: "lockout.mode",
+        default: "smart",
+        kind: Kind::Choice(&["smart", "account", "timed"]),
+        description: "smart: failures from unfamiliar sources lock out only unfamiliar sources; account: the account is locked for everyone until an admin unlocks it; timed: as account, lifting after lockout.duration_minutes (doubling within a day)",
+    },
+    KeyDef {
+        key: "lockout.familiar_days",
+        default: "30",
+        kind: int(1, 3650),
+        description: "smart mode: a network the user completed a sign-in from within this many days is familiar",
+    },
+    KeyDef {
+        key: "lockout.duration_minutes",
+        default: "15",
+        kind: int(1, 525_600),
+        description: "timed mode: how long a lock lasts, doubled for each further lock within a day",
     },
     KeyDef {
         key: "password.min_length",
@@ -225,6 +244,9 @@ pub enum TermsMode {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Policy {
     pub lockout_max_failures: i64,
+    pub lockout_mode: lockout::Mode,
+    pub lockout_familiar_days: i64,
+    pub lockout_duration_minutes: i64,
     pub password: PasswordPolicy,
     pub password_max_age_days: i64,
     pub argon2: Argon2Params,
@@ -364,6 +386,16 @@ pub fn entries(conn: &Connection) -> Result<Vec<Entry>> {
 }
 
 impl Policy {
+    /// The lockout settings of this policy.
+    pub fn lockout(&self) -> lockout::Settings {
+        lockout::Settings {
+            mode: self.lockout_mode,
+            max_failures: self.lockout_max_failures,
+            familiar_days: self.lockout_familiar_days,
+            duration_minutes: self.lockout_duration_minutes,
+        }
+    }
+
     /// The policy in force.
     pub fn load(conn: &Connection) -> Result<Policy> {
         let e = entries(conn)?;
@@ -402,6 +434,9 @@ impl Policy {
         };
         Ok(Policy {
             lockout_max_failures: int("lockout.max_failures")?,
+            lockout_mode: lockout::Mode::parse(get("lockout.mode")),
+            lockout_familiar_days: int("lockout.familiar_days")?,
+            lockout_duration_minutes: int("lockout.duration_minutes")?,
             password: PasswordPolicy {
                 min_length: int("password.min_length")?.max(1) as usize,
                 max_length: int("password.max_length")?.max(8) as usize,
@@ -456,6 +491,11 @@ mod tests {
         }
         let p = Policy::defaults();
         assert_eq!(p.lockout_max_failures, 9);
+        assert_eq!(p.lockout_mode, lockout::Mode::Smart);
+        assert_eq!(
+            (p.lockout_familiar_days, p.lockout_duration_minutes),
+            (30, 15)
+        );
         assert_eq!(p.password.min_length, 8);
         assert_eq!(p.remember_device_days, 30);
         assert_eq!(p.argon2, Argon2Params::default());
@@ -479,6 +519,8 @@ mod tests {
             ("lockout.max_failures", "-1"),
             ("lockout.max_failures", "nine"),
             ("mfa.required", "sometimes"),
+            ("lockout.mode", "seed"),
+            ("lockout.duration_minutes", "0"),
             ("password.require_upper", "maybe"),
             ("no.such.key", "1"),
             ("totp.issuer", "a:b"),

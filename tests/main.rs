@@ -44,6 +44,10 @@ mod attack;
 #[path = "it/faults.rs"]
 mod faults;
 
+// Smart lockout (issue 14, part 1): strangers locked out, the owner still signs in.
+#[path = "it/lockout.rs"]
+mod lockout;
+
 // The workspace (refactor item 1): the core crate's dependencies stay free of HTTP, async,
 // mail, terminal and plotting crates; rust-version covers every dependency's.
 #[path = "it/boundary.rs"]

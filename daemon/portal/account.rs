@@ -475,7 +475,10 @@ impl UserRow<'_> {
             name_qs: html::qs(&u.username),
             badge: status_badge(u),
             mfa: mfa_text(u),
-            unlockable: u.locked_at.is_some() || u.failed_attempts > 0,
+            unlockable: u.locked_at.is_some()
+                || u.failed_attempts > 0
+                || u.unfamiliar_locked
+                || u.unfamiliar_failures > 0,
         }
     }
 }

@@ -221,8 +221,20 @@ async fn after(
             session,
             device_token,
             warning,
+            failed_attempts_since_last_sign_in: failed,
             ..
-        } => signed_in(ctx, &session, device_token.as_deref(), warning, carry).await,
+        } => {
+            // Smart lockout: tell the owner about failed attempts since the last sign-in.
+            let warning = match (warning, failed) {
+                (w, 0) => w,
+                (w, n) => Some(format!(
+                    "{n} failed sign-in attempt{} on your account since your last sign-in; if they were not yours, change your password{}",
+                    if n == 1 { "" } else { "s" },
+                    w.map(|w| format!(". Also: {w}")).unwrap_or_default()
+                )),
+            };
+            signed_in(ctx, &session, device_token.as_deref(), warning, carry).await
+        }
         Status::SecondFactorRequired { flow, methods } => {
             let mut sf = SecondFactor {
                 flow,

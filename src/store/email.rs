@@ -135,6 +135,8 @@ pub struct Notice {
 /// Kinds of notices users receive.
 pub mod notice {
     pub const LOCKED: &str = "account_locked";
+    /// Smart lockout: sign-ins from unfamiliar devices and networks are locked out.
+    pub const UNFAMILIAR_LOCKED: &str = "unfamiliar_locked";
     pub const RESET_2FA: &str = "two_factor_reset";
     pub const PASSWORD_CHANGED: &str = "password_changed";
 }
@@ -154,6 +156,10 @@ pub fn notify(conn: &Connection, user_id: i64, kind: &str, now: i64) -> Result<(
         notice::LOCKED => (
             "Your account has been locked",
             format!("Hello {username},\n\nYour account was locked at {when} after too many failed sign-in attempts.\nAn administrator can unlock it. If these attempts were not yours, tell your administrator.\n"),
+        ),
+        notice::UNFAMILIAR_LOCKED => (
+            "Sign-ins to your account from unfamiliar places were blocked",
+            format!("Hello {username},\n\nAt {when}, after too many failed sign-in attempts from devices and networks you have not used lately, sign-ins from unfamiliar places were blocked.\nYou can still sign in from a remembered device or a network you signed in from recently. An administrator can lift the block. If these attempts were not yours, tell your administrator.\n"),
         ),
         notice::RESET_2FA => (
             "Your two-factor authentication was reset",

@@ -5,6 +5,7 @@
 pub mod audit_chain;
 pub mod email;
 pub mod factors;
+pub mod familiar;
 pub mod orgs;
 pub mod sessions;
 pub mod terms;

@@ -50,8 +50,25 @@ pub struct User {
     /// active, locked or disabled (disabled wins).
     pub status: AccountStatus,
     pub disabled: bool,
+    /// When the account was locked for everyone (see [`crate::lockout`]).
     pub locked_at: Option<i64>,
+    /// Timed lockout: when that lock lifts (None: until an administrator unlocks).
+    pub locked_until: Option<i64>,
+    /// Failures counted into the account counter.
     pub failed_attempts: i64,
+    /// Smart lockout: whether unfamiliar sources are locked out, and since when.
+    pub unfamiliar_locked: bool,
+    pub unfamiliar_locked_at: Option<i64>,
+    /// Smart lockout: failures from unfamiliar sources.
+    pub unfamiliar_failures: i64,
+    #[serde(skip)]
+    pub lock_streak: i64,
+    #[serde(skip)]
+    pub last_lock_at: Option<i64>,
+    /// Failed attempts the latest full sign-in reported (both counters, before it reset
+    /// them).
+    #[serde(skip)]
+    pub last_sign_in_failures: i64,
     pub has_password: bool,
     pub password_changed_at: Option<i64>,
     pub must_change_password: bool,
@@ -71,7 +88,9 @@ const USER_SELECT: &str = "SELECT u.id, u.username, u.email, u.org_id, o.name, u
     (SELECT group_concat(name, char(31)) FROM (SELECT g.name FROM memberships m
         JOIN groups g ON g.id=m.group_id WHERE m.user_id=u.id ORDER BY g.name_key)),
     EXISTS (SELECT 1 FROM memberships m JOIN groups g ON g.id=m.group_id
-        WHERE m.user_id=u.id AND g.require_2fa=1)
+        WHERE m.user_id=u.id AND g.require_2fa=1),
+    u.unfamiliar_failures, u.unfamiliar_locked_at, u.lock_until, u.lock_streak,
+    u.last_lock_at, u.last_sign_in_failures
     FROM users u JOIN orgs o ON o.id=u.org_id";
 
 fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
@@ -80,6 +99,7 @@ fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
     let role: String = r.get(5)?;
     let hash: Option<String> = r.get(9)?;
     let groups: Option<String> = r.get(14)?;
+    let unfamiliar_locked_at: Option<i64> = r.get(17)?;
     Ok(User {
         id: r.get(0)?,
         username: r.get(1)?,
@@ -90,7 +110,14 @@ fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
         status: AccountStatus::of(disabled, locked_at.is_some()),
         disabled,
         locked_at,
+        locked_until: r.get(18)?,
         failed_attempts: r.get(8)?,
+        unfamiliar_locked: unfamiliar_locked_at.is_some(),
+        unfamiliar_locked_at,
+        unfamiliar_failures: r.get(16)?,
+        lock_streak: r.get(19)?,
+        last_lock_at: r.get(20)?,
+        last_sign_in_failures: r.get(21)?,
         has_password: hash.is_some(),
         password_hash: hash,
         password_changed_at: r.get(10)?,
@@ -102,6 +129,26 @@ fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
             .unwrap_or_default(),
         group_requires_2fa: r.get(15)?,
     })
+}
+
+impl User {
+    /// The account's lockout state.
+    pub fn lock_state(&self) -> lockout::State {
+        lockout::State {
+            failed_attempts: self.failed_attempts,
+            locked_at: self.locked_at,
+            lock_until: self.locked_until,
+            lock_streak: self.lock_streak,
+            last_lock_at: self.last_lock_at,
+            unfamiliar_failures: self.unfamiliar_failures,
+            unfamiliar_locked_at: self.unfamiliar_locked_at,
+        }
+    }
+
+    /// Whether the account is locked for everyone at `now` (a lapsed timed lock is not).
+    pub fn account_locked(&self, now: i64) -> bool {
+        self.lock_state().account_locked(now)
+    }
 }
 
 pub struct NewUser<'a> {
@@ -301,53 +348,102 @@ pub fn expire_password(conn: &Connection, id: i64, now: i64) -> Result<()> {
     touch(conn, id, now)
 }
 
-/// Clear the lock and the failure count. Returns whether the account was locked.
-/// Unlocking a locked account ends its sessions (someone was guessing).
+/// Clear every lockout state (both counters, both locks, the timed streak) in every
+/// mode. Returns whether the account or its unfamiliar sources were locked. Unlocking an
+/// account locked for everyone ends its sessions (someone was guessing).
 pub fn unlock(conn: &Connection, id: i64, now: i64) -> Result<bool> {
-    let was_locked: bool = conn.query_row(
-        "SELECT locked_at IS NOT NULL FROM users WHERE id=?1",
-        [id],
-        |r| r.get(0),
-    )?;
-    conn.execute(
-        "UPDATE users SET locked_at=NULL, failed_attempts=0, updated_at=?1 WHERE id=?2",
-        params![now, id],
-    )?;
-    if was_locked {
-        super::sessions::end_all_for_user(conn, id, now)?;
-    }
-    Ok(was_locked)
-}
-
-/// Count one failed attempt (any factor) and lock at the limit. Call inside the write
-/// transaction that checked the attempt. Returns whether this failure locked the account.
-/// Locking ends the account's pending login flows.
-pub fn record_failure(conn: &Connection, id: i64, max_failures: i64, now: i64) -> Result<bool> {
-    let (count, locked): (i64, bool) = conn.query_row(
-        "SELECT failed_attempts, locked_at IS NOT NULL FROM users WHERE id=?1",
+    let (account, unfamiliar): (bool, bool) = conn.query_row(
+        "SELECT locked_at IS NOT NULL, unfamiliar_locked_at IS NOT NULL FROM users WHERE id=?1",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if locked {
-        return Ok(false);
-    }
-    let o = lockout::register_failure(count, max_failures);
     conn.execute(
-        "UPDATE users SET failed_attempts=?1, locked_at=CASE WHEN ?2 THEN ?3 ELSE locked_at END
-         WHERE id=?4",
-        params![o.failed_attempts, o.lock_now, now, id],
+        "UPDATE users SET locked_at=NULL, failed_attempts=0, lock_until=NULL, lock_streak=0,
+            last_lock_at=NULL, unfamiliar_failures=0, unfamiliar_locked_at=NULL, updated_at=?1
+         WHERE id=?2",
+        params![now, id],
     )?;
-    if o.lock_now {
-        super::sessions::end_flows_for_user(conn, id)?;
-        super::email::notify(conn, id, super::email::notice::LOCKED, now)?;
+    if account {
+        super::sessions::end_all_for_user(conn, id, now)?;
     }
-    Ok(o.lock_now)
+    Ok(account || unfamiliar)
 }
 
-/// A fully successful attempt resets the failure count.
-pub fn record_success(conn: &Connection, id: i64) -> Result<()> {
-    conn.prepare_cached("UPDATE users SET failed_attempts=0 WHERE id=?1 AND failed_attempts<>0")?
-        .execute([id])?;
+/// Count one failed attempt (any factor) from `source` under `settings`, and lock at the
+/// limit ([`lockout::register_failure`]). Call inside the write transaction that checked
+/// the attempt. A lock of the account ends its pending login flows (and, timed, its
+/// sessions, which would otherwise come back when the lock lifts); every lock queues one
+/// notice to the user, so notices go out at most once per lock period.
+pub fn record_failure_from(
+    conn: &Connection,
+    id: i64,
+    settings: &lockout::Settings,
+    source: lockout::Source,
+    now: i64,
+) -> Result<lockout::FailureOutcome> {
+    let before = by_id(conn, id)?.lock_state();
+    let o = lockout::register_failure(before, settings, source, now);
+    let s = &o.state;
+    if s != &before {
+        conn.execute(
+            "UPDATE users SET failed_attempts=?1, locked_at=?2, lock_until=?3, lock_streak=?4,
+                last_lock_at=?5, unfamiliar_failures=?6, unfamiliar_locked_at=?7 WHERE id=?8",
+            params![
+                s.failed_attempts,
+                s.locked_at,
+                s.lock_until,
+                s.lock_streak,
+                s.last_lock_at,
+                s.unfamiliar_failures,
+                s.unfamiliar_locked_at,
+                id
+            ],
+        )?;
+    }
+    match o.lock {
+        lockout::Lock::Account => {
+            super::sessions::end_flows_for_user(conn, id)?;
+            if settings.mode == lockout::Mode::Timed {
+                super::sessions::end_all_for_user(conn, id, now)?;
+            }
+            super::email::notify(conn, id, super::email::notice::LOCKED, now)?;
+        }
+        lockout::Lock::Unfamiliar => {
+            super::email::notify(conn, id, super::email::notice::UNFAMILIAR_LOCKED, now)?;
+        }
+        lockout::Lock::None => {}
+    }
+    Ok(o)
+}
+
+/// [`record_failure_from`] in `account` mode (the seed's one counter): whether this
+/// failure locked the account.
+pub fn record_failure(conn: &Connection, id: i64, max_failures: i64, now: i64) -> Result<bool> {
+    let settings = lockout::Settings {
+        mode: lockout::Mode::Account,
+        max_failures,
+        familiar_days: 0,
+        duration_minutes: 0,
+    };
+    Ok(
+        record_failure_from(conn, id, &settings, lockout::Source::Unfamiliar, now)?.lock
+            == lockout::Lock::Account,
+    )
+}
+
+/// A fully successful attempt: both counters reset, remembering what they held (the
+/// failed attempts this sign-in reports); a lapsed timed lock is cleared. The locks
+/// themselves stay (a familiar source signing in does not let strangers back in).
+pub fn record_success(conn: &Connection, id: i64, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE users SET last_sign_in_failures = failed_attempts + unfamiliar_failures,
+            failed_attempts=0, unfamiliar_failures=0,
+            locked_at = CASE WHEN lock_until <= ?2 THEN NULL ELSE locked_at END,
+            lock_until = CASE WHEN lock_until <= ?2 THEN NULL ELSE lock_until END
+         WHERE id=?1 AND (failed_attempts<>0 OR unfamiliar_failures<>0
+            OR last_sign_in_failures<>0 OR lock_until <= ?2)",
+    )?
+    .execute(params![id, now])?;
     Ok(())
 }
 
@@ -413,7 +509,7 @@ mod tests {
         for i in 1..=8 {
             assert!(!record_failure(&conn, u.id, 9, 10).unwrap(), "{i}");
         }
-        record_success(&conn, u.id).unwrap();
+        record_success(&conn, u.id, 10).unwrap();
         assert_eq!(by_id(&conn, u.id).unwrap().failed_attempts, 0);
         for _ in 1..=8 {
             record_failure(&conn, u.id, 9, 10).unwrap();
@@ -429,6 +525,39 @@ mod tests {
         assert!(unlock(&conn, u.id, 13).unwrap());
         let u2 = by_id(&conn, u.id).unwrap();
         assert_eq!((u2.status, u2.failed_attempts), (AccountStatus::Active, 0));
+    }
+
+    #[test]
+    fn what_a_session_check_reads_moves_the_session_epoch() {
+        let conn = crate::db::open_memory().unwrap();
+        let u = create(&conn, &new_user("erin", &[]), 1).unwrap();
+        let epoch = || crate::db::session_epoch(&conn).unwrap();
+        let timed = lockout::Settings {
+            mode: lockout::Mode::Timed,
+            max_failures: 2,
+            familiar_days: 30,
+            duration_minutes: 15,
+        };
+        let e0 = epoch();
+        record_failure_from(&conn, u.id, &timed, lockout::Source::Unfamiliar, 10).unwrap();
+        assert_eq!(epoch(), e0, "a count alone is not read by a session check");
+        record_success(&conn, u.id, 11).unwrap();
+        assert!(epoch() > e0, "the failures reported at sign-in are");
+        let e1 = epoch();
+        record_success(&conn, u.id, 12).unwrap();
+        assert!(epoch() > e1, "and their reset");
+        let e2 = epoch();
+        record_success(&conn, u.id, 13).unwrap();
+        assert_eq!(epoch(), e2, "nothing changed");
+        record_failure_from(&conn, u.id, &timed, lockout::Source::Unfamiliar, 20).unwrap();
+        record_failure_from(&conn, u.id, &timed, lockout::Source::Unfamiliar, 20).unwrap();
+        assert_eq!(by_id(&conn, u.id).unwrap().locked_until, Some(20 + 15 * 60));
+        assert!(epoch() > e2, "a timed lock");
+        // The lapsed lock cleared at the next sign-in moves it again.
+        let e3 = epoch();
+        record_success(&conn, u.id, 20 + 15 * 60).unwrap();
+        assert!(epoch() > e3);
+        assert_eq!(by_id(&conn, u.id).unwrap().locked_at, None);
     }
 
     #[test]

@@ -218,6 +218,9 @@ fn refusals_are_indistinguishable_by_answer_and_timing() {
     }
     // Wrong passwords must stay wrong passwords for the whole run: never lock.
     policy(&env, &["lockout.max_failures=0"]);
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     env.ctl(&["--yes", "user", "disable", "disabled"]).ok();
     sql(
         &env,
@@ -321,6 +324,9 @@ fn refusals_are_indistinguishable_by_answer_and_timing() {
 #[test]
 fn two_hundred_concurrent_wrong_passwords_evaluate_at_most_the_limit() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     add_user(&env, "cc200", "school", &[], "user");
     let uid = user_id(&env, "cc200");
     let d = Arc::new(Daemon::start(&env, &[]));
@@ -357,6 +363,9 @@ fn two_hundred_concurrent_wrong_passwords_evaluate_at_most_the_limit() {
 #[test]
 fn restarting_the_login_for_every_guess_shares_one_counter() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     env.ctl(&["group", "add", "casework", "--require-2fa"]).ok();
     add_user(&env, "rs", "school", &["pupil-data"], "user");
     add_user(&env, "rsc", "school", &["pupil-data"], "user");
@@ -451,6 +460,9 @@ fn restarting_the_login_for_every_guess_shares_one_counter() {
 #[test]
 fn spellings_of_one_username_share_one_counter() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     add_user(&env, "fiona-kay", "school", &[], "user");
     env.json_stdin(
         &[
@@ -554,6 +566,9 @@ fn spellings_of_one_username_share_one_counter() {
 #[test]
 fn totp_races_and_older_steps_after_newer_ones_fail() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     for u in ["r1", "r2", "r3"] {
         add_user(&env, u, "school", &["pupil-data"], "user");
     }
@@ -1395,6 +1410,9 @@ fn forgotten_password_resets_cannot_cross_users_skip_2fa_or_be_brute_forced() {
 #[test]
 fn org_admins_cannot_reach_another_org_by_name_id_spelling_or_body() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     add_user(&env, "head", "school", &[], "org-admin");
     add_user(&env, "pupil", "school", &[], "user");
     let out_id = add_user(&env, "outsider", "other", &["pupil-data"], "user")["id"]
@@ -2795,6 +2813,8 @@ mod fuzz {
         let (mut conn, key) = authcore::db::create(&loc).expect("create a database");
         authcore::policy::set(&conn, "argon2.m_kib", "8", T0).expect("policy");
         authcore::policy::set(&conn, "argon2.t", "1", T0).expect("policy");
+        // The model is the seed's one counter (smart lockout: src/login_tests.rs).
+        authcore::policy::set(&conn, "lockout.mode", "account", T0).expect("policy");
         let pol = Policy::load(&conn).expect("policy");
         let hashing = authcore::password::Hashing::new(1);
         let hash = authcore::password::hash_password(&hashing, PW, pol.argon2).expect("hash");

@@ -19,6 +19,9 @@ use crate::daemon_common::*;
 #[test]
 fn authenticator_app_journey_from_first_login_to_logout() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     add_user(&env, "alice", "school", &["pupil-data"], "user");
     let mut d = Daemon::start(&env, &[]);
 
@@ -404,6 +407,9 @@ fn terms_every_login_then_once_per_version() {
 #[test]
 fn lockout_resets_on_success_locks_at_nine_and_unlock_restores() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     add_user(&env, "lou", "school", &[], "user");
     add_user(&env, "dis", "school", &[], "user");
     env.ctl(&["--yes", "user", "disable", "dis"]).ok();
@@ -471,6 +477,9 @@ fn lockout_resets_on_success_locks_at_nine_and_unlock_restores() {
 #[test]
 fn lockout_counts_every_factor_and_ends_pending_flows() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     add_user(&env, "tina", "school", &["pupil-data"], "user");
     let (mut app, recovery) = enroll_totp(&env, "tina");
     let mut d = Daemon::start(&env, &[]);
@@ -525,6 +534,9 @@ fn lockout_counts_every_factor_and_ends_pending_flows() {
 #[test]
 fn concurrent_wrong_passwords_lock_at_exactly_the_limit() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     add_user(&env, "cc", "school", &[], "user");
     let d = Arc::new(Daemon::start(&env, &[]));
     let n = 100;
@@ -605,6 +617,9 @@ fn one_totp_code_on_fifty_concurrent_flows_succeeds_exactly_once() {
 #[test]
 fn org_admin_unlocks_and_resets_inside_their_org_only() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     add_user(&env, "head", "school", &[], "org-admin");
     add_user(&env, "boss", "school", &[], "org-admin");
     add_user(&env, "pupil", "school", &["pupil-data"], "user");
@@ -797,6 +812,9 @@ fn org_admin_unlocks_and_resets_inside_their_org_only() {
 #[test]
 fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     add_user(&env, "victim", "school", &[], "user");
     add_user(&env, "vt", "school", &["pupil-data"], "user");
     let (mut app, _) = enroll_totp(&env, "vt");
@@ -1473,6 +1491,9 @@ fn client_address_is_the_socket_unless_the_peer_is_a_trusted_proxy() {
 #[test]
 fn concurrent_wrong_codes_and_answers_lock_at_exactly_the_limit() {
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     add_user(&env, "wc", "school", &["pupil-data"], "user");
     add_user(&env, "wa", "school", &[], "user");
     let (app, _) = enroll_totp(&env, "wc");
@@ -1535,6 +1556,9 @@ fn concurrent_wrong_codes_and_answers_lock_at_exactly_the_limit() {
 #[test]
 fn unknown_users_take_about_as_long_as_wrong_passwords() {
     let env = Env::init_default();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     env.ctl(&["org", "add", "school"]).ok();
     add_user(&env, "timed", "school", &[], "user");
     let d = Daemon::start(&env, &[]);

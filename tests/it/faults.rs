@@ -294,6 +294,9 @@ fn noise_client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Seen {
 fn kill_9_under_mixed_load_loses_nothing() {
     let rounds = env_usize("AUTHD_PROOF_KILLS", 3);
     let env = provision();
+    // Seed lockout: this test counts failures of a user who never signed in (smart
+    // lockout would count them as unfamiliar sources'; see tests/it/lockout.rs).
+    policy(&env, &["lockout.mode=account"]);
     for i in 0..4 {
         add_user(&env, &format!("p{i}"), "school", &[], "user");
     }

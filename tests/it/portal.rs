@@ -655,6 +655,8 @@ fn forms_without_the_right_csrf_token_are_refused_and_change_nothing() {
     env.ctl(&["policy", "set", "mfa.admins_required=false"])
         .ok();
     env.ctl(&["policy", "set", "lockout.max_failures=2"]).ok();
+    // Seed lockout: frank never signed in (smart lockout would lock out only strangers).
+    env.ctl(&["policy", "set", "lockout.mode=account"]).ok();
     let d = Daemon::start(&env, &[]);
     // frank is locked (two wrong passwords through the API).
     for _ in 0..2 {
