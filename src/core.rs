@@ -239,7 +239,7 @@ impl Core {
 /// one ([`crate::store::audit_chain`]), and a last seal runs when the core stops.
 ///
 /// A core that runs for a while (authd; not a short authctl command) also prunes the
-/// audit log to `audit.retention_days` ([`crate::maintenance::retention_prune`]): first
+/// audit log to `audit.retention_days` ([`crate::db::retention_prune`]): first
 /// [`Retention::first_after`] after it starts, then every [`Retention::every`].
 fn spawn_checkpointer(
     path: PathBuf,
@@ -270,7 +270,7 @@ fn spawn_checkpointer(
                     }
                     if std::time::Instant::now() >= next_prune {
                         next_prune += retention.every;
-                        match crate::maintenance::retention_prune(c, &key, clock()) {
+                        match crate::db::retention_prune(c, &key, clock()) {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(rows = n, "audit log pruned to its retention"),
                             Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),

@@ -644,6 +644,33 @@ pub fn seal_audit(conn: &mut Connection, key: &crypto::SecretKey) -> Result<usiz
     }
 }
 
+/// Prune the audit log to `audit.retention_days` at `now` (0: keep everything), audited
+/// `admin.audit.prune` by actor `authd` when rows went: what a running core does daily.
+pub fn retention_prune(conn: &mut Connection, key: &SecretKey, now: i64) -> Result<u64> {
+    let days = crate::policy::Policy::load(conn)?.audit_retention_days;
+    if days <= 0 {
+        return Ok(0);
+    }
+    let before = now.saturating_sub(days.saturating_mul(86_400));
+    let tx = write_tx(conn)?;
+    let n = crate::store::audit_chain::prune(&tx, key, before)?;
+    if n > 0 {
+        crate::audit::record(
+            &tx,
+            &crate::audit::Entry::new(
+                crate::kinds::AuditEvent::AdminAuditPrune,
+                crate::audit::Outcome::Success,
+            )
+                .actor("authd")
+                .reason("retention")
+                .detail(serde_json::json!({"before": crate::util::rfc3339(before), "deleted": n, "retention_days": days})),
+            now,
+        )?;
+    }
+    tx.commit()?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

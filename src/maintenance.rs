@@ -186,34 +186,6 @@ impl Core {
     }
 }
 
-/// Prune the audit log to `audit.retention_days` at `now` (0: keep everything), audited
-/// `admin.audit.prune` by actor `authd` when rows went: what a running core does daily.
-pub(crate) fn retention_prune(
-    conn: &mut rusqlite::Connection,
-    key: &crate::crypto::SecretKey,
-    now: i64,
-) -> Result<u64> {
-    let days = crate::policy::Policy::load(conn)?.audit_retention_days;
-    if days <= 0 {
-        return Ok(0);
-    }
-    let before = now.saturating_sub(days.saturating_mul(86_400));
-    let tx = crate::db::write_tx(conn)?;
-    let n = audit_chain::prune(&tx, key, before)?;
-    if n > 0 {
-        audit::record(
-            &tx,
-            &audit::Entry::new(AuditEvent::AdminAuditPrune, Outcome::Success)
-                .actor("authd")
-                .reason("retention")
-                .detail(json!({"before": crate::util::rfc3339(before), "deleted": n, "retention_days": days})),
-            now,
-        )?;
-    }
-    tx.commit()?;
-    Ok(n)
-}
-
 /// The audit chain's state in one sentence.
 pub fn describe(v: &Verified) -> String {
     let pruned = v

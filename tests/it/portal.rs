@@ -1088,6 +1088,8 @@ fn browser_journeys() {
     let env = kit::provision();
     env.ctl(&["policy", "set", "email_otp.resend_seconds=0"])
         .ok();
+    // The seed's lockout (frank below is locked for everyone, and the admin unlocks him).
+    env.ctl(&["policy", "set", "lockout.mode=account"]).ok();
     // The default terms.mode, every_login, as in seed 000: the box is ticked at every
     // sign-in, and a remembered device (seed 004) still skips the code after it.
     kit::add(&env, "alice", "school", "user", &["pupil-data"]);
