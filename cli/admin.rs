@@ -172,6 +172,45 @@ pub fn policy(g: &Global, c: PolicyCmd) -> Result<i32> {
                 tb.to_string()
             });
         }
+        PolicyCmd::Preset { name, show } => {
+            let changes = ctx.core.preset_changes(&name)?;
+            let changing = changes.iter().filter(|(s, cur)| s.value != cur).count();
+            if show {
+                let rows: Vec<_> = changes
+                    .iter()
+                    .map(|(s, cur)| {
+                        json!({"key": s.key, "current": cur, "preset": s.value,
+                               "changes": s.value != cur, "why": s.why})
+                    })
+                    .collect();
+                emit(ctx.json, &rows, || {
+                    let mut tb = output::table(&["key", "now", "preset", "why"]);
+                    for (s, cur) in &changes {
+                        let mark = if s.value != cur { " *" } else { "" };
+                        tb.add_row(vec![
+                            s.key.to_string(),
+                            cur.clone(),
+                            format!("{}{mark}", s.value),
+                            s.why.to_string(),
+                        ]);
+                    }
+                    format!("{tb}\n{changing} setting(s) would change (*); nothing was changed")
+                });
+                return Ok(0);
+            }
+            crate::prompt::confirm(
+                &format!("Apply the {name} preset ({changing} setting(s) change)?"),
+                ctx.yes,
+            )?;
+            let pairs = ctx.core.apply_preset(&ctx.actor, &name)?;
+            let out: Vec<_> = pairs
+                .iter()
+                .map(|(k, v)| json!({"key": k, "value": v}))
+                .collect();
+            emit(ctx.json, &out, || {
+                format!("applied the {name} preset: {changing} setting(s) changed")
+            });
+        }
         PolicyCmd::Set { settings } => {
             let mut pairs = Vec::new();
             for s in &settings {

@@ -445,6 +445,17 @@ pub enum PolicyCmd {
         #[arg(required = true, value_name = "KEY=VALUE")]
         settings: Vec<String>,
     },
+    /// Apply a named set of settings: `seed` (the rules authd was first built to: character
+    /// classes, 8+, 9 failures lock the account) or `nist-800-63b` (15+ characters, no
+    /// composition rules or expiry, common passwords refused, smart lockout). Asks first
+    /// (--yes for scripts); --show prints what would change and changes nothing.
+    Preset {
+        #[arg(value_parser = ["seed", "nist-800-63b"])]
+        name: String,
+        /// Print each setting, its current and its preset value and why; change nothing.
+        #[arg(long)]
+        show: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

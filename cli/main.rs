@@ -63,6 +63,9 @@ fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
         Command::Group(GroupCmd::Set { name, .. }) => (AuditEvent::AdminGroupSet, name.clone()),
         Command::Group(GroupCmd::Delete { name }) => (AuditEvent::AdminGroupDelete, name.clone()),
         Command::Policy(PolicyCmd::Set { .. }) => (AuditEvent::AdminPolicySet, String::new()),
+        Command::Policy(PolicyCmd::Preset { show: false, name }) => {
+            (AuditEvent::AdminPolicySet, format!("preset {name}"))
+        }
         Command::Import(_) => (AuditEvent::AdminImport, String::new()),
         Command::Session(SessionCmd::Revoke { user, .. }) => (
             AuditEvent::AdminSessionRevoke,

@@ -262,6 +262,9 @@ _authctl() {
             authctl__subcmd__help__subcmd__org,list)
                 cmd="authctl__subcmd__help__subcmd__org__subcmd__list"
                 ;;
+            authctl__subcmd__help__subcmd__policy,preset)
+                cmd="authctl__subcmd__help__subcmd__policy__subcmd__preset"
+                ;;
             authctl__subcmd__help__subcmd__policy,set)
                 cmd="authctl__subcmd__help__subcmd__policy__subcmd__set"
                 ;;
@@ -331,6 +334,9 @@ _authctl() {
             authctl__subcmd__policy,help)
                 cmd="authctl__subcmd__policy__subcmd__help"
                 ;;
+            authctl__subcmd__policy,preset)
+                cmd="authctl__subcmd__policy__subcmd__preset"
+                ;;
             authctl__subcmd__policy,set)
                 cmd="authctl__subcmd__policy__subcmd__set"
                 ;;
@@ -339,6 +345,9 @@ _authctl() {
                 ;;
             authctl__subcmd__policy__subcmd__help,help)
                 cmd="authctl__subcmd__policy__subcmd__help__subcmd__help"
+                ;;
+            authctl__subcmd__policy__subcmd__help,preset)
+                cmd="authctl__subcmd__policy__subcmd__help__subcmd__preset"
                 ;;
             authctl__subcmd__policy__subcmd__help,set)
                 cmd="authctl__subcmd__policy__subcmd__help__subcmd__set"
@@ -1551,8 +1560,22 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help__subcmd__policy)
-            opts="show set"
+            opts="show set preset"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__policy__subcmd__preset)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2091,7 +2114,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__policy)
-            opts="-y -h -V --db --key-file --json --yes --help --version show set help"
+            opts="-y -h -V --db --key-file --json --yes --help --version show set preset help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2113,7 +2136,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__policy__subcmd__help)
-            opts="show set help"
+            opts="show set preset help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2127,6 +2150,20 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__policy__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__policy__subcmd__help__subcmd__preset)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2161,6 +2198,28 @@ _authctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__policy__subcmd__preset)
+            opts="-y -h -V --show --db --key-file --json --yes --help --version seed nist-800-63b"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

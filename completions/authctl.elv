@@ -578,6 +578,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --version 'Print version'
             cand show 'Show every setting, its value and default'
             cand set 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+            cand preset 'Apply a named set of settings: `seed` (the rules authd was first built to: character classes, 8+, 9 failures lock the account) or `nist-800-63b` (15+ characters, no composition rules or expiry, common passwords refused, smart lockout). Asks first (--yes for scripts); --show prints what would change and changes nothing'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'authctl;policy;show'= {
@@ -602,14 +603,29 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'authctl;policy;preset'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --show 'Print each setting, its current and its preset value and why; change nothing'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'authctl;policy;help'= {
             cand show 'Show every setting, its value and default'
             cand set 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+            cand preset 'Apply a named set of settings: `seed` (the rules authd was first built to: character classes, 8+, 9 failures lock the account) or `nist-800-63b` (15+ characters, no composition rules or expiry, common passwords refused, smart lockout). Asks first (--yes for scripts); --show prints what would change and changes nothing'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'authctl;policy;help;show'= {
         }
         &'authctl;policy;help;set'= {
+        }
+        &'authctl;policy;help;preset'= {
         }
         &'authctl;policy;help;help'= {
         }
@@ -881,10 +897,13 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;help;policy'= {
             cand show 'Show every setting, its value and default'
             cand set 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+            cand preset 'Apply a named set of settings: `seed` (the rules authd was first built to: character classes, 8+, 9 failures lock the account) or `nist-800-63b` (15+ characters, no composition rules or expiry, common passwords refused, smart lockout). Asks first (--yes for scripts); --show prints what would change and changes nothing'
         }
         &'authctl;help;policy;show'= {
         }
         &'authctl;help;policy;set'= {
+        }
+        &'authctl;help;policy;preset'= {
         }
         &'authctl;help;session'= {
             cand list 'List live sessions'

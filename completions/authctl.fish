@@ -348,15 +348,16 @@ complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_s
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "list" -d 'List groups'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -l db -d 'The database file' -r -F
-complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
-complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
-complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
-complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -s h -l help -d 'Print help'
-complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -s V -l version -d 'Print version'
-complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -f -a "show" -d 'Show every setting, its value and default'
-complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -f -a "set" -d 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
-complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set preset help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set preset help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set preset help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set preset help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set preset help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set preset help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set preset help" -f -a "show" -d 'Show every setting, its value and default'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set preset help" -f -a "set" -d 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set preset help" -f -a "preset" -d 'Apply a named set of settings: `seed` (the rules authd was first built to: character classes, 8+, 9 failures lock the account) or `nist-800-63b` (15+ characters, no composition rules or expiry, common passwords refused, smart lockout). Asks first (--yes for scripts); --show prints what would change and changes nothing'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and not __fish_seen_subcommand_from show set preset help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from show" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from show" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from show" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
@@ -369,8 +370,16 @@ complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from set" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from set" -s h -l help -d 'Print help'
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from set" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from preset" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from preset" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from preset" -l show -d 'Print each setting, its current and its preset value and why; change nothing'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from preset" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from preset" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from preset" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from preset" -s V -l version -d 'Print version'
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show every setting, its value and default'
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "set" -d 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "preset" -d 'Apply a named set of settings: `seed` (the rules authd was first built to: character classes, 8+, 9 failures lock the account) or `nist-800-63b` (15+ characters, no composition rules or expiry, common passwords refused, smart lockout). Asks first (--yes for scripts); --show prints what would change and changes nothing'
 complete -c authctl -n "__fish_authctl_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand session; and not __fish_seen_subcommand_from list revoke help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
@@ -499,6 +508,7 @@ complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_su
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "delete" -d 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "show" -d 'Show every setting, its value and default'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "set" -d 'Change settings: KEY=VALUE… (all or nothing), e.g. lockout.max_failures=9'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "preset" -d 'Apply a named set of settings: `seed` (the rules authd was first built to: character classes, 8+, 9 failures lock the account) or `nist-800-63b` (15+ characters, no composition rules or expiry, common passwords refused, smart lockout). Asks first (--yes for scripts); --show prints what would change and changes nothing'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "list" -d 'List live sessions'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from session" -f -a "revoke" -d 'End one session by id, or every session of a user'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from terms" -f -a "set" -d 'Publish a new version; users accept it at their next login (see the terms.mode policy)'

@@ -924,6 +924,30 @@ impl Core {
         Ok(pairs)
     }
 
+    /// What applying the preset `name` would change: (key, current value, preset value,
+    /// why) for each setting it names.
+    pub fn preset_changes(&self, name: &str) -> Result<Vec<(policy::PresetSetting, String)>> {
+        let p = policy::preset(name)?;
+        self.read(|c| {
+            p.settings
+                .iter()
+                .map(|s| Ok((*s, policy::get(c, s.key)?)))
+                .collect()
+        })
+    }
+
+    /// Apply the preset `name` (every setting in one transaction, audited
+    /// `admin.policy.set` like `set_policy`); returns the settings it set.
+    pub fn apply_preset(&self, actor: &Actor, name: &str) -> Result<Settings> {
+        let p = policy::preset(name)?;
+        let pairs: Settings = p
+            .settings
+            .iter()
+            .map(|s| (s.key.to_string(), s.value.to_string()))
+            .collect();
+        self.set_policy(actor, &pairs)
+    }
+
     /// Publish a terms version, audited `admin.terms.set`: the terms and the `terms.mode`
     /// in force.
     pub fn set_terms(&self, actor: &Actor, version: &str, text: &str) -> Result<(Terms, String)> {

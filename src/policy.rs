@@ -225,6 +225,74 @@ pub const KEYS: &[KeyDef] = &[
     },
 ];
 
+/// A named set of settings (`authctl policy preset NAME`): each setting with the rule or
+/// clause it comes from. A preset sets only the keys it names.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Preset {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub settings: &'static [PresetSetting],
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PresetSetting {
+    pub key: &'static str,
+    pub value: &'static str,
+    pub why: &'static str,
+}
+
+const fn ps(key: &'static str, value: &'static str, why: &'static str) -> PresetSetting {
+    PresetSetting { key, value, why }
+}
+
+/// The presets, in the order `policy preset --help` lists them.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "seed",
+        about: "the rules authd was first built to: character classes, 8 or more, 9 failures lock the account until an admin unlocks it",
+        settings: &[
+            ps("lockout.mode", "account", "seed 004: 9 attempts, then the account is locked"),
+            ps("lockout.max_failures", "9", "seed 004: 9 total login attempts"),
+            ps("password.min_length", "8", "seed 004: 8 characters minimum"),
+            ps("password.require_lower", "true", "seed 004: a lowercase letter"),
+            ps("password.require_upper", "true", "seed 004: an uppercase letter"),
+            ps("password.require_digit", "true", "seed 004: a number"),
+            ps("password.require_special", "true", "seed 004: a special character"),
+            ps("password.min_score", "0", "seed: no strength estimate"),
+        ],
+    },
+    Preset {
+        name: "nist-800-63b",
+        about: "NIST SP 800-63B-4: long passwords without composition rules or expiry, checked against common and breached passwords; smart lockout",
+        settings: &[
+            ps("lockout.mode", "smart", "3.2.2: limit failed attempts without letting an attacker lock the subscriber out"),
+            ps("lockout.max_failures", "9", "3.2.2: no more than 100 consecutive failed attempts"),
+            ps("password.min_length", "15", "3.1.1.2: at least 15 characters when the password is the only factor"),
+            ps("password.max_length", "1024", "3.1.1.2: at least 64 characters allowed"),
+            ps("password.require_lower", "false", "3.1.1.2: no composition rules"),
+            ps("password.require_upper", "false", "3.1.1.2: no composition rules"),
+            ps("password.require_digit", "false", "3.1.1.2: no composition rules"),
+            ps("password.require_special", "false", "3.1.1.2: no composition rules"),
+            ps("password.max_age_days", "0", "3.1.1.2: no periodic changes"),
+            ps("password.min_score", "3", "3.1.1.2: refuse commonly used and expected values"),
+        ],
+    },
+];
+
+/// The preset called `name`.
+pub fn preset(name: &str) -> Result<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "no preset '{name}'; the presets are {}",
+            PRESETS
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MfaRequired {
@@ -483,6 +551,30 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every preset names only real keys, with values their validation accepts, once each.
+    #[test]
+    fn presets_set_valid_values_of_real_keys() {
+        for p in PRESETS {
+            let mut seen = std::collections::HashSet::new();
+            for s in p.settings {
+                assert!(seen.insert(s.key), "{} sets {} twice", p.name, s.key);
+                assert_eq!(
+                    validate(s.key, s.value).unwrap(),
+                    s.value,
+                    "{}: {}",
+                    p.name,
+                    s.key
+                );
+                assert!(!s.why.is_empty());
+            }
+        }
+        assert!(preset("nist-800-63b").is_ok());
+        assert!(preset("nist")
+            .unwrap_err()
+            .to_string()
+            .contains("seed, nist-800-63b"));
+    }
 
     #[test]
     fn defaults_are_valid_and_match_the_seed() {

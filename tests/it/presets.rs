@@ -1,0 +1,95 @@
+//! Compliance presets (issue 14, part 2): `authctl policy preset seed|nist-800-63b`, with
+//! `--show` (changes nothing) and `--yes` (scripts), checked key by key and by what the
+//! password rules then accept.
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn settings(env: &Env) -> Vec<(String, String)> {
+    env.json(&["policy", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn value(env: &Env, key: &str) -> String {
+    settings(env)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .unwrap_or_else(|| panic!("no {key}"))
+        .1
+}
+
+fn add(env: &Env, name: &str, pw: &str) -> Out {
+    env.ctl_stdin(
+        &[
+            "user",
+            "add",
+            name,
+            "--email",
+            "x@example.org",
+            "--password-stdin",
+        ],
+        &format!("{pw}\n"),
+    )
+}
+
+#[test]
+fn presets_show_then_apply_every_key_and_the_rules_follow() {
+    let env = Env::init();
+    let before = settings(&env);
+    // --show: every setting of the preset, what it is now, and why; nothing changes.
+    let shown = env.json(&["policy", "preset", "nist-800-63b", "--show"]);
+    let rows = shown.as_array().unwrap();
+    assert!(rows.len() >= 8, "{shown:#}");
+    for r in rows {
+        assert!(!r["why"].as_str().unwrap().is_empty(), "{r}");
+    }
+    assert_eq!(settings(&env), before, "--show changed something");
+    // Without a terminal and without --yes: refused, nothing changed.
+    env.ctl(&["policy", "preset", "nist-800-63b"])
+        .fails(1)
+        .stderr_has("--yes");
+    assert_eq!(settings(&env), before);
+    // An unknown preset is a usage error.
+    env.ctl(&["policy", "preset", "nist"]).fails(2);
+
+    env.ctl(&["policy", "preset", "nist-800-63b", "--yes"]).ok();
+    for r in rows {
+        let key = r["key"].as_str().unwrap();
+        assert_eq!(value(&env, key), r["preset"].as_str().unwrap(), "{key}");
+    }
+    assert_eq!(value(&env, "lockout.mode"), "smart");
+    assert_eq!(value(&env, "password.min_length"), "15");
+    assert_eq!(value(&env, "password.require_special"), "false");
+    // Under NIST: a long passphrase without character classes is accepted; a common
+    // password is refused naming the rule, even at length; a short one by its length.
+    add(&env, "ann", "quiet lantern orbit meadow").ok();
+    add(&env, "ben", "passwordpassword1")
+        .fails(5)
+        .stderr_has("Not a commonly used or breached password");
+    add(&env, "cat", "Zq7#mL2!pW")
+        .fails(5)
+        .stderr_has("15 characters minimum");
+    // The change is audited.
+    let rows: Vec<Value> = env.audit(&["--event", "admin.policy.set"]);
+    assert!(!rows.is_empty(), "no audit row");
+
+    // Back to the seed: the account lockout and the character classes.
+    env.ctl(&["policy", "preset", "seed", "--yes"]).ok();
+    assert_eq!(value(&env, "lockout.mode"), "account");
+    assert_eq!(value(&env, "password.min_length"), "8");
+    assert_eq!(value(&env, "password.require_special"), "true");
+    add(&env, "dan", "quiet lantern orbit meadow")
+        .fails(5)
+        .stderr_has("One upper-case character");
+    add(&env, "dan", STRONG).ok();
+}
