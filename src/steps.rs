@@ -413,3 +413,181 @@ impl Core {
         self.with_conn(|conn, _| email::notice_failed(conn, id, error, max_attempts, now))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::password::{Argon2Params, Hashing};
+    use crate::store::users::{NewUser, Role};
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::{mpsc, Arc};
+
+    const T0: i64 = 1_800_000_000;
+    const PW: &str = "Correct-Horse-9";
+
+    struct Fx {
+        _dir: tempfile::TempDir,
+        core: Core,
+        clock: Arc<AtomicI64>,
+        client: Client,
+    }
+
+    impl Fx {
+        fn new() -> Fx {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            let (conn, key) = crate::db::create(&crate::db::Location::new(&path, None)).unwrap();
+            crate::policy::set(&conn, "argon2.m_kib", "1024", 0).unwrap();
+            crate::policy::set(&conn, "argon2.t", "1", 0).unwrap();
+            let hashing = Hashing::new(1);
+            let params = Argon2Params {
+                m_kib: 1024,
+                t: 1,
+                p: 1,
+            };
+            let hash = crate::password::hash_password(&hashing, PW, params).unwrap();
+            users::create(
+                &conn,
+                &NewUser {
+                    username: "alice",
+                    email: "alice@example.org",
+                    org: None,
+                    groups: &[],
+                    // Admins need a second factor (the default policy).
+                    role: Role::Admin,
+                    password_hash: Some(hash),
+                    must_change_password: false,
+                },
+                T0,
+            )
+            .unwrap();
+            let clock = Arc::new(AtomicI64::new(T0));
+            let c = clock.clone();
+            let core = Core::start(
+                &path,
+                key,
+                hashing,
+                Arc::new(move || c.load(Ordering::SeqCst)),
+            )
+            .unwrap();
+            Fx {
+                _dir: dir,
+                core,
+                clock,
+                client: Client {
+                    ip: "127.0.0.1".into(),
+                    user_agent: "test".into(),
+                },
+            }
+        }
+        fn at(&self, t: i64) {
+            self.clock.store(t, Ordering::SeqCst);
+        }
+        fn login(&self) -> Status {
+            self.core
+                .password_step(&self.client, "alice", PW, None)
+                .unwrap()
+                .result
+                .unwrap()
+        }
+    }
+
+    fn flow_of(s: &Status) -> String {
+        match s {
+            Status::SecondFactorRequired { flow, .. } | Status::EnrollmentRequired { flow, .. } => {
+                flow.clone()
+            }
+            other => panic!("no flow in {other:?}"),
+        }
+    }
+
+    fn code(secret_b32: &str, now: i64) -> String {
+        let s = crate::totp::parse_base32(secret_b32).unwrap();
+        crate::totp::code_at_step(
+            &s,
+            crate::totp::step_of(now),
+            crate::totp::Algorithm::Sha1,
+            6,
+        )
+    }
+
+    /// A login from the password to a session and back out through the core's methods
+    /// alone, the short steps on its writer; a write step reads the clock when it runs
+    /// on the writer, not when it is built.
+    #[test]
+    fn a_login_through_the_cores_methods_reads_the_clock_when_a_step_runs() {
+        let fx = Fx::new();
+        let s = fx.login();
+        let flow = flow_of(&s);
+        assert!(matches!(s, Status::EnrollmentRequired { .. }), "{s:?}");
+        let e = fx
+            .core
+            .enroll_step(&fx.client, &flow)
+            .unwrap()
+            .result
+            .unwrap();
+        let pending = fx.core.pending_enrollment(&e.flow).unwrap().unwrap();
+        assert_eq!(pending.secret, e.secret);
+        assert_eq!(pending.otpauth_uri, e.otpauth_uri);
+        let confirm =
+            fx.core
+                .enroll_confirm_step(fx.client.clone(), e.flow.clone(), code(&e.secret, T0));
+        let done = fx.core.run(confirm).unwrap().result.unwrap();
+        assert!(matches!(done, Status::Enrolled { .. }), "{done:?}");
+        assert!(fx.core.pending_enrollment(&e.flow).unwrap().is_none());
+
+        // Sign in again ten minutes on, and build the TOTP step while the clock still
+        // reads ten minutes earlier: the code is right only at the later time.
+        let t1 = T0 + 600;
+        fx.at(t1);
+        let flow = flow_of(&fx.login());
+        fx.at(T0);
+        let step = fx
+            .core
+            .totp_step(fx.client.clone(), flow, code(&e.secret, t1), false);
+        fx.at(t1);
+        let (tx, rx) = mpsc::channel();
+        let queued = fx.core.submit(step, move |a| {
+            let _ = tx.send(a);
+        });
+        assert!(queued.is_ok());
+        let ok = rx.recv().unwrap().unwrap().result.unwrap();
+        let Status::Authenticated { session, .. } = ok else {
+            panic!("{ok:?}")
+        };
+        assert!(fx.core.check_session(&session).unwrap().is_some());
+
+        // Logout ends it; a second logout finds nothing to end.
+        let out = fx.core.logout(fx.client.clone(), session.clone());
+        assert!(fx.core.run(out).unwrap());
+        assert!(fx.core.check_session(&session).unwrap().is_none());
+        let again = fx.core.logout(fx.client.clone(), session);
+        assert!(!fx.core.run(again).unwrap());
+    }
+
+    /// A refused write step answers as a step error (its group committed), with its
+    /// counted failure kept.
+    #[test]
+    fn a_refused_write_step_answers_its_error_and_keeps_its_count() {
+        let fx = Fx::new();
+        let step = fx.core.recovery_step(
+            fx.client.clone(),
+            "not-a-live-flow".into(),
+            "abcde-12345".into(),
+        );
+        let d = fx.core.run(step).unwrap();
+        assert!(
+            matches!(d.result, Err(Error::InvalidFlow)),
+            "{:?}",
+            d.result
+        );
+        let rows = fx
+            .core
+            .audit_query(&Filter {
+                event: Some(AuditEvent::LoginRecovery.as_str().into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(rows.len(), 1, "the refusal was audited: {rows:?}");
+    }
+}
