@@ -1,22 +1,25 @@
 //! The shared state of the daemon and the request/response types handlers use.
 //!
-//! Blocking work never runs on the reactor: [`App::db`] runs a closure on the blocking
-//! pool with a pooled SQLite connection, and [`App::db_hashing`] does the same while
-//! holding one of a fixed number of password permits (twice the hashing slots of
-//! `authcore::password`, which run `--hash-concurrency` hashes at a time), so a flood of
-//! password logins queues instead of allocating argon2's memory without bound.
+//! The daemon decides nothing itself: every step is a method of the core
+//! ([`authcore::Core`]), and blocking work never runs on the reactor. [`App::call`] runs
+//! a blocking core method on the blocking pool under the database admission bound,
+//! [`App::call_hashing`] does the same while holding one of a fixed number of password
+//! permits (twice the hashing slots of `authcore::password`, which run
+//! `--hash-concurrency` hashes at a time), so a flood of password logins queues instead
+//! of allocating argon2's memory without bound, and [`App::write`] queues a core's write
+//! step on its group-commit writer and awaits its answer.
 
 use std::sync::Arc;
 
 use authcore::core::Core;
 use authcore::crypto::SecretKey;
+use authcore::group_commit::{Step, WriteStep};
 use authcore::login::Client;
 use authcore::session_cache::{Checked, Lookup};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
-use rusqlite::Connection;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -91,16 +94,8 @@ impl App {
         self
     }
 
-    /// Run `f` with a database connection on the blocking pool.
-    pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
-    {
-        self.call(move |core| core.with_conn(f)).await
-    }
-
-    /// Run a decision of the core (a blocking [`Core`] method) on the blocking pool.
+    /// Run a decision of the core (a blocking [`Core`] method) on the blocking pool,
+    /// under the database admission bound (`--db-concurrency`).
     pub async fn call<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
@@ -118,24 +113,32 @@ impl App {
             .map_err(ApiError::from)
     }
 
-    /// Run `f` on the core's group-commit writer (see writer.rs): for short steps that
-    /// write and never hash a password.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, ApiError>
+    /// Like [`App::call`], holding a hashing permit for the duration: for the core's
+    /// methods that hash a password.
+    pub async fn call_hashing<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
+        F: FnOnce(&Core) -> authcore::Result<T> + Send + 'static,
     {
-        let core = self.core.clone();
-        Ok(crate::writer::write(self.core.writer(), move |conn| f(conn, core.key())).await?)
+        let _permit = self
+            .hash_permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::unavailable())?;
+        self.call(f).await
     }
 
-    /// The live session of `token` at `now`, or None: from memory (the core's session
-    /// cache), else from the database on the blocking pool.
-    pub async fn check_session(
-        &self,
-        token: &str,
-        now: i64,
-    ) -> Result<Option<Arc<Checked>>, ApiError> {
+    /// Run a write step of the core (`core.totp_step(…)` and the like) on its
+    /// group-commit writer (see writer.rs): for short steps that write and never hash a
+    /// password.
+    pub async fn write<S: Step>(&self, step: WriteStep<S>) -> Result<S::Output, ApiError> {
+        Ok(crate::writer::write(&self.core, step).await?)
+    }
+
+    /// The live session of `token` now (the core's clock), or None: from memory (the
+    /// core's session cache), else from the database on the blocking pool.
+    pub async fn check_session(&self, token: &str) -> Result<Option<Arc<Checked>>, ApiError> {
+        let now = self.core.now();
         let ticket = match self.core.lookup_session(token, now) {
             Lookup::Hit(c) => return Ok(Some(c)),
             Lookup::Miss(t) => t,
@@ -156,30 +159,16 @@ impl App {
             loop {
                 tokio::time::sleep(crate::mail::OUTBOX_POLL).await;
                 let due = app
-                    .db(|conn, _| {
-                        authcore::store::email::due_notices(
-                            conn,
-                            authcore::util::now(),
-                            crate::mail::OUTBOX_BATCH,
-                        )
-                    })
+                    .call(|core| core.due_notices(crate::mail::OUTBOX_BATCH))
                     .await;
                 let Ok(due) = due else { continue };
                 for n in due {
                     let r = mailer.send(&n.recipient, &n.subject, &n.body).await;
                     let id = n.id;
                     let res = app
-                        .db(move |conn, _| match &r {
-                            Ok(()) => {
-                                authcore::store::email::notice_sent(conn, id, authcore::util::now())
-                            }
-                            Err(e) => authcore::store::email::notice_failed(
-                                conn,
-                                id,
-                                e,
-                                crate::mail::OUTBOX_MAX_ATTEMPTS,
-                                authcore::util::now(),
-                            ),
+                        .call(move |core| match &r {
+                            Ok(()) => core.notice_sent(id),
+                            Err(e) => core.notice_failed(id, e, crate::mail::OUTBOX_MAX_ATTEMPTS),
                         })
                         .await;
                     if let Err(e) = res {
@@ -188,20 +177,6 @@ impl App {
                 }
             }
         });
-    }
-
-    /// Like [`App::db`], holding a hashing permit for the duration (password work).
-    pub async fn db_hashing<T, F>(&self, f: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<T> + Send + 'static,
-    {
-        let _permit = self
-            .hash_permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::unavailable())?;
-        self.db(f).await
     }
 }
 
@@ -366,9 +341,9 @@ impl ApiError {
     }
 }
 
-impl From<crate::writer::WriteError> for ApiError {
-    fn from(e: crate::writer::WriteError) -> ApiError {
-        use crate::writer::WriteError as W;
+impl From<authcore::group_commit::WriteError> for ApiError {
+    fn from(e: authcore::group_commit::WriteError) -> ApiError {
+        use authcore::group_commit::WriteError as W;
         match e {
             W::Step(e) => ApiError::from(e),
             W::Unavailable => ApiError::unavailable(),

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use authcore::admin::{Actor, Door};
 use authcore::audit::{self, Outcome};
 use authcore::login::{self, Decision, SessionInfo};
-use authcore::policy::Policy;
 use authcore::store::users::{Role, User};
-use authcore::util::now;
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,7 +14,7 @@ use crate::app::{empty_resp, json_resp, text_resp, ApiError, App, Req, Resp};
 use authcore::session_cache::Checked;
 
 pub async fn healthz(app: &App) -> Result<Resp, ApiError> {
-    let ok = app.db(|conn, _| authcore::db::ping(conn)).await;
+    let ok = app.call(|core| core.ping()).await;
     Ok(match ok {
         Ok(_) => text_resp(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
         Err(_) => text_resp(
@@ -108,19 +106,9 @@ struct LoginBody {
 pub async fn login(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: LoginBody = req.json()?;
     let client = req.client.clone();
-    let core = app.core.clone();
     let d = app
-        .db_hashing(move |conn, key| {
-            login::password_step(
-                core.hashing(),
-                conn,
-                key,
-                &client,
-                &b.username,
-                &b.password,
-                b.device_token.as_deref(),
-                now(),
-            )
+        .call_hashing(move |core| {
+            core.password_step(&client, &b.username, &b.password, b.device_token.as_deref())
         })
         .await?;
     decided(app, d).await
@@ -137,7 +125,7 @@ pub async fn login_terms(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: TermsBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .write(move |conn, key| login::terms_step(conn, key, &client, &b.flow, b.accept, now()))
+        .write(app.core.terms_step(client, b.flow, b.accept))
         .await?;
     decided(app, d).await
 }
@@ -153,19 +141,9 @@ struct NewPasswordBody {
 pub async fn login_password(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: NewPasswordBody = req.json()?;
     let client = req.client.clone();
-    let core = app.core.clone();
     let d = app
-        .db_hashing(move |conn, key| {
-            login::expired_password_step(
-                core.hashing(),
-                conn,
-                key,
-                &client,
-                &b.flow,
-                &b.new_password,
-                &b.confirm_password,
-                now(),
-            )
+        .call_hashing(move |core| {
+            core.expired_password_step(&client, &b.flow, &b.new_password, &b.confirm_password)
         })
         .await?;
     decided(app, d).await
@@ -191,7 +169,7 @@ pub async fn login_enroll(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: FlowBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .db(move |conn, key| login::enroll_step(conn, key, &client, &b.flow, now()))
+        .call(move |core| core.enroll_step(&client, &b.flow))
         .await?;
     app.metrics.login(d.outcome(), d.reason);
     let e = d.result?;
@@ -215,9 +193,7 @@ pub async fn login_enroll_confirm(app: &App, req: Req) -> Result<Resp, ApiError>
     let b: CodeBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .write(move |conn, key| {
-            login::enroll_confirm_step(conn, key, &client, &b.flow, &b.code, now())
-        })
+        .write(app.core.enroll_confirm_step(client, b.flow, b.code))
         .await?;
     decided(app, d).await
 }
@@ -226,17 +202,10 @@ pub async fn login_totp(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: CodeBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .write(move |conn, key| {
-            login::totp_step(
-                conn,
-                key,
-                &client,
-                &b.flow,
-                &b.code,
-                b.remember_device,
-                now(),
-            )
-        })
+        .write(
+            app.core
+                .totp_step(client, b.flow, b.code, b.remember_device),
+        )
         .await?;
     decided(app, d).await
 }
@@ -252,17 +221,10 @@ pub async fn login_email(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: CodeBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .write(move |conn, key| {
-            login::email_step(
-                conn,
-                key,
-                &client,
-                &b.flow,
-                &b.code,
-                b.remember_device,
-                now(),
-            )
-        })
+        .write(
+            app.core
+                .email_step(client, b.flow, b.code, b.remember_device),
+        )
         .await?;
     decided(app, d).await
 }
@@ -271,7 +233,7 @@ pub async fn login_email_resend(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: FlowBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .write(move |conn, key| login::email_resend_step(conn, key, &client, &b.flow, now()))
+        .write(app.core.email_resend_step(client, b.flow))
         .await?;
     decided(app, d).await
 }
@@ -280,7 +242,7 @@ pub async fn login_recovery(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: RecoveryBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .write(move |conn, key| login::recovery_step(conn, key, &client, &b.flow, &b.code, now()))
+        .write(app.core.recovery_step(client, b.flow, b.code))
         .await?;
     decided(app, d).await
 }
@@ -289,7 +251,7 @@ pub async fn login_recovery(app: &App, req: Req) -> Result<Resp, ApiError> {
 /// session_cache.rs), or 401.
 async fn checked_session(app: &App, req: &Req) -> Result<Arc<Checked>, ApiError> {
     let token = req.bearer().ok_or_else(ApiError::unauthorized)?;
-    app.check_session(token, now())
+    app.check_session(token)
         .await?
         .ok_or_else(ApiError::unauthorized)
 }
@@ -307,10 +269,7 @@ pub async fn session(app: &App, req: Req) -> Result<Resp, ApiError> {
 pub async fn logout(app: &App, req: Req) -> Result<Resp, ApiError> {
     let token = req.bearer().ok_or_else(ApiError::unauthorized)?.to_string();
     let client = req.client.clone();
-    if app
-        .write(move |conn, _| login::logout(conn, &client, &token, now()))
-        .await?
-    {
+    if app.write(app.core.logout(client, token)).await? {
         Ok(empty_resp(StatusCode::NO_CONTENT))
     } else {
         Err(ApiError::unauthorized())
@@ -318,7 +277,7 @@ pub async fn logout(app: &App, req: Req) -> Result<Resp, ApiError> {
 }
 
 pub async fn password_policy(app: &App) -> Result<Resp, ApiError> {
-    let p = app.db(|conn, _| Policy::load(conn)).await?;
+    let p = app.call(|core| core.policy()).await?;
     Ok(json_resp(
         StatusCode::OK,
         &json!({"rules": p.password.rules()}),
@@ -333,7 +292,7 @@ struct CheckBody {
 
 pub async fn password_check(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: CheckBody = req.json()?;
-    let p = app.db(|conn, _| Policy::load(conn)).await?;
+    let p = app.call(|core| core.policy()).await?;
     let rules = p.password.check(&b.password);
     let ok = authcore::password::PasswordPolicy::is_ok(&rules);
     Ok(json_resp(
@@ -354,18 +313,14 @@ pub async fn password_change(app: &App, req: Req) -> Result<Resp, ApiError> {
     let s = session_of(app, &req).await?;
     let b: ChangeBody = req.json()?;
     let client = req.client.clone();
-    let core = app.core.clone();
     let d = app
-        .db_hashing(move |conn, _| {
-            login::change_password(
-                core.hashing(),
-                conn,
+        .call_hashing(move |core| {
+            core.change_password(
                 &client,
                 s.user_id,
                 &b.current_password,
                 &b.new_password,
                 &b.confirm_password,
-                now(),
             )
         })
         .await?;
@@ -382,14 +337,10 @@ pub async fn set_security_questions(app: &App, req: Req) -> Result<Resp, ApiErro
     let s = session_of(app, &req).await?;
     let b: QuestionsBody = req.json()?;
     let client = req.client.clone();
-    let core = app.core.clone();
     let questions = app
-        .db_hashing(move |conn, _| {
-            let policy = Policy::load(conn)?;
-            let prepared =
-                authcore::forgot::prepare_questions(core.hashing(), &b.questions, &policy)?;
-            authcore::forgot::store_questions(conn, &client, s.user_id, &prepared, now())?;
-            authcore::forgot::questions(conn, s.user_id)
+        .call_hashing(move |core| {
+            core.set_security_questions(&client, s.user_id, &b.questions)?;
+            core.security_questions(s.user_id)
         })
         .await?;
     Ok(json_resp(StatusCode::OK, &json!({"questions": questions})))
@@ -398,7 +349,7 @@ pub async fn set_security_questions(app: &App, req: Req) -> Result<Resp, ApiErro
 pub async fn get_security_questions(app: &App, req: Req) -> Result<Resp, ApiError> {
     let s = session_of(app, &req).await?;
     let questions = app
-        .db(move |conn, _| authcore::forgot::questions(conn, s.user_id))
+        .call(move |core| core.security_questions(s.user_id))
         .await?;
     Ok(json_resp(StatusCode::OK, &json!({"questions": questions})))
 }
@@ -413,7 +364,7 @@ pub async fn password_forgot(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: ForgotBody = req.json()?;
     let client = req.client.clone();
     let d = app
-        .db(move |conn, key| authcore::forgot::forgot(conn, key, &client, &b.username, now()))
+        .call(move |core| core.forgot(&client, &b.username))
         .await?;
     // Unknown names and names without questions are answered alike: always 200.
     let v = d.result?;
@@ -432,18 +383,14 @@ struct ForgotResetBody {
 pub async fn password_forgot_reset(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: ForgotResetBody = req.json()?;
     let client = req.client.clone();
-    let core = app.core.clone();
     let d = app
-        .db_hashing(move |conn, _| {
-            authcore::forgot::reset(
-                core.hashing(),
-                conn,
+        .call_hashing(move |core| {
+            core.forgot_reset(
                 &client,
                 &b.flow,
                 &b.answers,
                 &b.new_password,
                 &b.confirm_password,
-                now(),
             )
         })
         .await?;
@@ -527,8 +474,8 @@ pub async fn admin_reset_2fa(app: &App, req: Req, name: String) -> Result<Resp, 
 }
 
 pub async fn admin_audit(app: &App, req: Req) -> Result<Resp, ApiError> {
-    let admin = admin_of(app, &req).await?;
-    let t = now();
+    let actor = api_actor(app, &req).await?;
+    let t = app.core.now();
     let since = req
         .query("since")
         .map(|s| authcore::util::parse_time(s, t))
@@ -555,7 +502,8 @@ pub async fn admin_audit(app: &App, req: Req) -> Result<Resp, ApiError> {
     };
     let filter = audit::Filter {
         user: req.query("user").map(str::to_string),
-        org_id: (admin.role != Role::Admin).then_some(admin.org_id),
+        // The core confines an org admin to their organisation.
+        org_id: None,
         event: req.query("event").map(str::to_string),
         outcome,
         ip: None,
@@ -564,6 +512,8 @@ pub async fn admin_audit(app: &App, req: Req) -> Result<Resp, ApiError> {
         after_id: None,
         limit: Some(limit),
     };
-    let rows = app.db(move |conn, _| audit::query(conn, &filter)).await?;
+    let rows = app
+        .call(move |core| core.audit_query(&actor, &filter))
+        .await?;
     Ok(json_resp(StatusCode::OK, &json!({"rows": rows})))
 }

@@ -10,24 +10,78 @@
 //! after the commit; if the commit fails, nothing of the group is kept. A panicking step
 //! rolls back its group; the thread goes on with a fresh connection.
 //!
-//! The engine knows no async runtime: a front end queues [`Job`]s and answers its callers
-//! from [`Done::send`] (the daemon bridges it to its tasks in daemon/writer.rs).
+//! A step is a [`WriteStep`], built by the core's methods ([`crate::Core::totp_step`]
+//! and the others of src/steps.rs) from plain values; the clock is read when it runs
+//! on the writer. The engine knows no async runtime: a front end queues a step with a
+//! reply callback ([`GroupCommit::submit`], called exactly once: with the step's answer
+//! after its group's commit, [`WriteError::Unavailable`] when the group could not begin
+//! or commit, [`WriteError::Panicked`] when a step of its group panicked), or runs it
+//! and blocks for its answer ([`GroupCommit::run`]). The daemon turns the callback into
+//! a tokio oneshot (daemon/writer.rs).
 
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use rusqlite::Connection;
+
+use crate::error::{Error, Result};
 
 /// Most steps committed together: bounds how long the first waits for the last.
 pub const MAX_GROUP: usize = 64;
 
-/// Steps waiting for the writer, beyond which [`GroupCommit::try_push`] refuses.
+/// Steps waiting for the writer, beyond which [`GroupCommit::submit`] refuses.
 const QUEUE: usize = 1024;
 
+/// How long [`GroupCommit::run`] waits before pushing again into a full queue.
+const FULL_WAIT: Duration = Duration::from_millis(1);
+
+/// Why a write step brought no value back.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The step ran and decided an error (kept as the step left it: its group committed).
+    Step(Error),
+    /// The group could not begin or commit, or the writer is gone: nothing was kept.
+    Unavailable,
+    /// A step of the group panicked: the group was rolled back.
+    Panicked,
+}
+
+/// What a write step does on the writer's connection, inside its group's transaction.
+/// Any `FnOnce(&mut Connection) -> Result<T>` is one.
+pub trait Step: Send + 'static {
+    type Output: Send + 'static;
+    fn run(self, conn: &mut Connection) -> Result<Self::Output>;
+}
+
+impl<T, F> Step for F
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+{
+    type Output = T;
+    fn run(self, conn: &mut Connection) -> Result<T> {
+        self(conn)
+    }
+}
+
+/// A short write step to run on the writer, built by a method of the core; nothing
+/// happens until it is submitted ([`GroupCommit::submit`], [`crate::Core::submit`]) or
+/// run ([`crate::Core::run`]). Its answer is a `Result<S::Output, WriteError>`.
+#[must_use = "a write step does nothing until it is submitted or run"]
+pub struct WriteStep<S>(S);
+
+impl<S: Step> WriteStep<S> {
+    pub(crate) fn new(step: S) -> WriteStep<S> {
+        WriteStep(step)
+    }
+}
+
 /// One queued step, its result type erased.
-pub trait Job: Send {
+trait Job: Send {
     /// Run the step on the writer's connection (inside the group's transaction).
     fn run(self: Box<Self>, conn: &mut Connection) -> Box<dyn Done>;
     /// Answer without running (the group could not begin).
@@ -35,17 +89,77 @@ pub trait Job: Send {
 }
 
 /// A step that ran, waiting for its group's commit.
-pub trait Done: Send {
+trait Done: Send {
     fn send(self: Box<Self>, committed: bool);
 }
 
-/// Why a job was not queued.
-pub enum Refused {
-    /// The queue is full for now: the job comes back, to be pushed again.
-    Full(Box<dyn Job>),
-    /// The writer thread is gone.
-    Gone,
+/// The reply callback of one step: called once, with [`WriteError::Panicked`] when it is
+/// dropped unanswered (its step, or another of its group, panicked).
+struct Reply<T, R: FnOnce(std::result::Result<T, WriteError>)> {
+    f: Option<R>,
+    _t: PhantomData<fn(T)>,
 }
+
+impl<T, R: FnOnce(std::result::Result<T, WriteError>)> Reply<T, R> {
+    fn send(mut self, answer: std::result::Result<T, WriteError>) {
+        if let Some(f) = self.f.take() {
+            f(answer);
+        }
+    }
+}
+
+impl<T, R: FnOnce(std::result::Result<T, WriteError>)> Drop for Reply<T, R> {
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            f(Err(WriteError::Panicked));
+        }
+    }
+}
+
+struct Pending<S: Step, R: FnOnce(std::result::Result<S::Output, WriteError>)> {
+    step: S,
+    reply: Reply<S::Output, R>,
+}
+
+struct Ran<T, R: FnOnce(std::result::Result<T, WriteError>)> {
+    result: Result<T>,
+    reply: Reply<T, R>,
+}
+
+impl<S, R> Job for Pending<S, R>
+where
+    S: Step,
+    R: FnOnce(std::result::Result<S::Output, WriteError>) + Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &mut Connection) -> Box<dyn Done> {
+        let Pending { step, reply } = *self;
+        // A panic here drops `reply`: the caller hears `Panicked`.
+        let result = step.run(conn);
+        Box::new(Ran { result, reply })
+    }
+    fn fail(self: Box<Self>) {
+        self.reply.send(Err(WriteError::Unavailable));
+    }
+}
+
+impl<T, R> Done for Ran<T, R>
+where
+    T: Send + 'static,
+    R: FnOnce(std::result::Result<T, WriteError>) + Send + 'static,
+{
+    fn send(self: Box<Self>, committed: bool) {
+        let Ran { result, reply } = *self;
+        reply.send(if committed {
+            result.map_err(WriteError::Step)
+        } else {
+            Err(WriteError::Unavailable)
+        });
+    }
+}
+
+/// A step the queue had no room for (rare: the writer is far faster than any network):
+/// push it again with [`GroupCommit::retry`] after a moment.
+pub struct Full(Box<dyn Job>);
 
 /// Groups committed and steps run (steps ÷ groups = steps per commit).
 #[derive(Default)]
@@ -73,12 +187,52 @@ impl GroupCommit {
         Ok(GroupCommit { queue, counts })
     }
 
-    /// Queue a job without waiting.
-    pub fn try_push(&self, job: Box<dyn Job>) -> Result<(), Refused> {
-        self.queue.try_send(job).map_err(|e| match e {
-            mpsc::TrySendError::Full(j) => Refused::Full(j),
-            mpsc::TrySendError::Disconnected(_) => Refused::Gone,
-        })
+    /// Queue `step` without waiting; `reply` gets its answer (see the module
+    /// documentation), exactly once. `Err(Full)` when the queue has no room: the step
+    /// was not queued and `reply` not called; push it again with [`GroupCommit::retry`].
+    pub fn submit<S, R>(&self, step: WriteStep<S>, reply: R) -> std::result::Result<(), Full>
+    where
+        S: Step,
+        R: FnOnce(std::result::Result<S::Output, WriteError>) + Send + 'static,
+    {
+        self.push(Box::new(Pending {
+            step: step.0,
+            reply: Reply {
+                f: Some(reply),
+                _t: PhantomData,
+            },
+        }))
+    }
+
+    /// Push again a step the queue had no room for.
+    pub fn retry(&self, full: Full) -> std::result::Result<(), Full> {
+        self.push(full.0)
+    }
+
+    fn push(&self, job: Box<dyn Job>) -> std::result::Result<(), Full> {
+        match self.queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::TrySendError::Full(j)) => Err(Full(j)),
+            // The writer thread is gone: nothing can be kept.
+            Err(mpsc::TrySendError::Disconnected(j)) => {
+                j.fail();
+                Ok(())
+            }
+        }
+    }
+
+    /// Run `step` on the writer and wait for its answer (blocks; for threads that may
+    /// block, never an async reactor).
+    pub fn run<S: Step>(&self, step: WriteStep<S>) -> std::result::Result<S::Output, WriteError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let mut queued = self.submit(step, move |answer| {
+            let _ = tx.send(answer);
+        });
+        while let Err(full) = queued {
+            std::thread::sleep(FULL_WAIT);
+            queued = self.retry(full);
+        }
+        rx.recv().unwrap_or(Err(WriteError::Panicked))
     }
 
     /// Groups committed so far.
@@ -161,5 +315,157 @@ fn run(db: PathBuf, rx: mpsc::Receiver<Box<dyn Job>>, counts: &Counts) {
                 conn = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::thread::JoinHandle;
+
+    struct Db {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    }
+
+    fn scratch() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let (conn, _) = crate::db::create(&crate::db::Location::new(&path, None)).unwrap();
+        conn.execute_batch("CREATE TABLE t(x INTEGER)").unwrap();
+        Db { _dir: dir, path }
+    }
+
+    fn rows(path: &Path) -> Vec<i64> {
+        let c = crate::db::open(path).unwrap();
+        let mut st = c.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        let v = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<std::result::Result<Vec<i64>, _>>()
+            .unwrap();
+        v
+    }
+
+    fn insert(c: &mut Connection, x: i64, keep: bool) -> Result<()> {
+        let tx = crate::db::write_tx(c)?;
+        tx.execute("INSERT INTO t VALUES (?1)", [x])?;
+        if keep {
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    type Answer<T> = mpsc::Receiver<std::result::Result<T, WriteError>>;
+
+    /// Queue `f` and return where its answer arrives.
+    fn submit<T: Send + 'static>(
+        w: &GroupCommit,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Answer<T> {
+        let (tx, rx) = mpsc::channel();
+        let queued = w.submit(WriteStep::new(f), move |a| {
+            let _ = tx.send(a);
+        });
+        assert!(queued.is_ok(), "the queue has room");
+        rx
+    }
+
+    /// Occupy the writer for a moment so that what is queued meanwhile forms one group.
+    fn stall(w: &Arc<GroupCommit>) -> JoinHandle<std::result::Result<(), WriteError>> {
+        let w = w.clone();
+        let h = std::thread::spawn(move || {
+            w.run(WriteStep::new(|c: &mut Connection| {
+                std::thread::sleep(Duration::from_millis(300));
+                insert(c, 0, true)
+            }))
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        h
+    }
+
+    #[test]
+    fn a_burst_commits_as_one_group_and_each_step_keeps_its_own_outcome() {
+        let db = scratch();
+        let w = Arc::new(GroupCommit::start(db.path.clone()).unwrap());
+        let first = stall(&w);
+        let steps: Vec<Answer<i64>> = (1..=30i64)
+            .map(|i| {
+                submit(&w, move |c| match i % 3 {
+                    // Committed.
+                    0 => insert(c, i, true).map(|_| i),
+                    // Refused: its transaction rolls back, the others' do not.
+                    1 => insert(c, i, false).map(|_| i),
+                    // Committed, then an error answer (as a counted failure is).
+                    _ => {
+                        insert(c, i, true)?;
+                        Err(Error::InvalidFlow)
+                    }
+                })
+            })
+            .collect();
+        first.join().unwrap().unwrap();
+        for (i, s) in (1..=30i64).zip(steps) {
+            match s.recv().unwrap() {
+                Ok(v) => {
+                    assert_ne!(i % 3, 2);
+                    assert_eq!(v, i);
+                }
+                Err(e) => {
+                    assert_eq!(i % 3, 2, "step {i}: {e:?}");
+                    assert!(
+                        matches!(e, WriteError::Step(Error::InvalidFlow)),
+                        "step {i}: {e:?}"
+                    );
+                }
+            }
+        }
+        let want: Vec<i64> = std::iter::once(0)
+            .chain((1..=30).filter(|i| i % 3 != 1))
+            .collect();
+        assert_eq!(rows(&db.path), want);
+        assert_eq!(w.steps(), 31);
+        assert_eq!(
+            w.groups(),
+            2,
+            "the 30 steps queued behind the first were committed together"
+        );
+    }
+
+    #[test]
+    fn a_panicking_step_rolls_back_its_group_and_the_writer_goes_on() {
+        let db = scratch();
+        let w = Arc::new(GroupCommit::start(db.path.clone()).unwrap());
+        let first = stall(&w);
+        let kept = submit(&w, |c| insert(c, 1, true));
+        let boom = submit(&w, |c| -> Result<()> {
+            insert(c, 2, true)?;
+            panic!("a step that panics")
+        });
+        first.join().unwrap().unwrap();
+        let e = kept.recv().unwrap().unwrap_err();
+        assert!(matches!(e, WriteError::Panicked), "{e:?}");
+        let e = boom.recv().unwrap().unwrap_err();
+        assert!(matches!(e, WriteError::Panicked), "{e:?}");
+        assert_eq!(
+            rows(&db.path),
+            vec![0],
+            "nothing of the failed group was kept"
+        );
+        // The writer still serves.
+        w.run(WriteStep::new(|c: &mut Connection| insert(c, 3, true)))
+            .unwrap();
+        assert_eq!(rows(&db.path), vec![0, 3]);
+    }
+
+    #[test]
+    fn a_step_for_a_writer_that_cannot_open_its_file_answers_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = GroupCommit::start(dir.path().join("missing/none.db")).unwrap();
+        let e = w
+            .run(WriteStep::new(|_: &mut Connection| Ok(())))
+            .unwrap_err();
+        assert!(matches!(e, WriteError::Unavailable), "{e:?}");
     }
 }

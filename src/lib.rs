@@ -26,6 +26,7 @@ pub mod password;
 pub mod policy;
 pub mod recovery;
 pub mod session_cache;
+pub mod steps;
 pub mod store;
 pub mod totp;
 pub mod util;

@@ -7,16 +7,11 @@
 
 use askama::Template;
 use authcore::admin::{Actor, Door};
-use authcore::audit::{self, Entry, Outcome};
 use authcore::forgot::QuestionAnswer;
-use authcore::kinds::{AccountStatus, AuditEvent, MfaMethod};
+use authcore::kinds::{AccountStatus, MfaMethod};
 use authcore::login::{SessionInfo, UserView};
-use authcore::policy::Policy;
-use authcore::store::factors;
 use authcore::store::users::{Role, User};
-use authcore::util::now;
 use hyper::StatusCode;
-use serde_json::json;
 
 use super::ctx::{Ctx, Form};
 use super::html::{self, Layout, Notice};
@@ -111,17 +106,11 @@ pub async fn home(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
         Err(r) => return Ok(r),
     };
     let uid = s.1.user_id;
-    let (devices, questions, remember_days) = ctx
-        .app
-        .db(move |conn, _| {
-            let t = now();
-            Ok((
-                factors::list_devices(conn, Some(uid), t)?,
-                authcore::forgot::questions(conn, uid)?,
-                Policy::load(conn)?.remember_device_days,
-            ))
-        })
-        .await?;
+    let authcore::steps::AccountOverview {
+        devices,
+        questions,
+        remember_device_days: remember_days,
+    } = ctx.app.call(move |core| core.account_overview(uid)).await?;
     let csrf = ctx.csrf_session(&s.0);
     let u = &s.1.user;
     let groups = if u.groups.is_empty() {
@@ -211,9 +200,7 @@ pub async fn logout_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErro
         return Ok(ctx.forbidden());
     }
     let client = ctx.req.client.clone();
-    ctx.app
-        .db(move |conn, _| authcore::login::logout(conn, &client, &token, now()))
-        .await?;
+    ctx.app.write(ctx.app.core.logout(client, token)).await?;
     ctx.set_cookie(CookieName::Session, "", Some(0));
     Ok(ctx.redirect(&format!("{}?m=signed_out", ctx.url("/login"))))
 }
@@ -238,31 +225,7 @@ pub async fn revoke_device_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, 
     let client = ctx.req.client.clone();
     let done = ctx
         .app
-        .db(move |conn, _| {
-            let t = now();
-            let tx = authcore::db::write_tx(conn)?;
-            let mine = factors::list_devices(&tx, Some(info.user_id), t)?
-                .iter()
-                .any(|d| d.id == id);
-            let ok = mine && factors::revoke_device(&tx, id, t)?;
-            let outcome = if ok {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            };
-            let mut e = Entry::new(AuditEvent::DeviceRevoke, outcome)
-                .client(&client.ip, &client.user_agent)
-                .username(&info.user.username)
-                .user(info.user_id, info.org_id)
-                .actor(&info.user.username)
-                .detail(json!({"via": "portal", "device": id}));
-            if !ok {
-                e = e.reason("not_found");
-            }
-            audit::record(&tx, &e, t)?;
-            tx.commit()?;
-            Ok(ok)
-        })
+        .call(move |core| core.revoke_own_device(&client, &info, id, Door::Portal))
         .await?;
     if !done {
         return Ok(ctx.message_page(
@@ -295,7 +258,7 @@ pub async fn questions_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let uid = s.1.user_id;
     let current = ctx
         .app
-        .db(move |conn, _| authcore::forgot::questions(conn, uid))
+        .call(move |core| core.security_questions(uid))
         .await?;
     render_questions(ctx, StatusCode::OK, &s, &current, &[], &[])
 }
@@ -378,27 +341,22 @@ pub async fn questions_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiE
         .collect();
     let uid = s.1.user_id;
     let client = ctx.req.client.clone();
-    let core = ctx.app.core.clone();
     let r = ctx
         .app
-        .db_hashing(move |conn, _| {
-            let policy = Policy::load(conn)?;
-            let prepared =
-                match authcore::forgot::prepare_questions(core.hashing(), &pairs, &policy) {
-                    Ok(p) => p,
-                    Err(e @ authcore::Error::Invalid(_)) => return Ok(Err(e.to_string())),
-                    Err(e) => return Err(e),
-                };
-            authcore::forgot::store_questions(conn, &client, uid, &prepared, now())?;
-            Ok(Ok(()))
-        })
+        .call_hashing(
+            move |core| match core.set_security_questions(&client, uid, &pairs) {
+                Ok(()) => Ok(Ok(())),
+                Err(e @ authcore::Error::Invalid(_)) => Ok(Err(e.to_string())),
+                Err(e) => Err(e),
+            },
+        )
         .await?;
     match r {
         Ok(()) => Ok(ctx.redirect(&format!("{}?m=questions_saved", ctx.url("/")))),
         Err(msg) => {
             let current = ctx
                 .app
-                .db(move |conn, _| authcore::forgot::questions(conn, uid))
+                .call(move |core| core.security_questions(uid))
                 .await?;
             let mut m = msg;
             if let Some(f) = m.get(..1) {

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use askama::Template;
 use authcore::login::SessionInfo;
-use authcore::util::now;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{
@@ -309,7 +308,7 @@ impl<'a> Ctx<'a> {
         };
         let token = token.to_string();
         // The API's session check: the core's session cache, else the database.
-        let checked = self.app.check_session(&token, now()).await?;
+        let checked = self.app.check_session(&token).await?;
         Ok(checked.map(|c| (token, c.info.clone())))
     }
 

@@ -3,16 +3,13 @@
 //! `303` to where the login should go, with the session cookie).
 
 use askama::Template;
-use authcore::crypto::SecretKey;
-use authcore::kinds::LoginStep;
-use authcore::login::{self, Decision, Mail, Status};
+use authcore::group_commit::{Step, WriteError, WriteStep};
+use authcore::login::{Decision, Mail, Status};
 use authcore::password::RuleResult;
 use authcore::policy::Policy;
-use authcore::store::{factors, sessions, terms, users};
-use authcore::util::now;
-use authcore::Error;
+use authcore::store::terms;
+use authcore::{Core, Error};
 use hyper::StatusCode;
-use rusqlite::Connection;
 
 use super::ctx::{Ctx, Form};
 use super::html::{self, Layout, NewPassword, Notice};
@@ -61,8 +58,9 @@ fn is_server_error(e: &Error) -> bool {
     )
 }
 
-/// Run one decided step off the reactor; count it. Answers for the person (refusals,
-/// bad input) stay `authcore::Error`s; server trouble is an `ApiError`.
+/// Run one blocking step of the core off the reactor (password work behind a hashing
+/// permit, as the API does); count it. Answers for the person (refusals, bad input) stay
+/// `authcore::Error`s; server trouble is an `ApiError`.
 async fn step<T, F>(
     ctx: &Ctx<'_>,
     hashing: bool,
@@ -70,16 +68,38 @@ async fn step<T, F>(
 ) -> Result<(authcore::Result<T>, Option<Mail>), ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&mut Connection, &SecretKey) -> authcore::Result<Decision<T>> + Send + 'static,
+    F: FnOnce(&Core) -> authcore::Result<Decision<T>> + Send + 'static,
 {
-    let wrapped = move |c: &mut Connection, k: &SecretKey| Ok(f(c, k));
-    // The same doors as the API's: password work behind a hashing permit, the short
-    // steps through the core's group-commit writer.
+    let wrapped = move |core: &Core| Ok(f(core));
     let r = if hashing {
-        ctx.app.db_hashing(wrapped).await?
+        ctx.app.call_hashing(wrapped).await?
     } else {
-        ctx.app.write(wrapped).await?
+        ctx.app.call(wrapped).await?
     };
+    settle(ctx, r)
+}
+
+/// Run one short write step of the core on its group-commit writer, as the API does;
+/// count it (as [`step`]).
+async fn write_step<T, S>(
+    ctx: &Ctx<'_>,
+    step: WriteStep<S>,
+) -> Result<(authcore::Result<T>, Option<Mail>), ApiError>
+where
+    S: Step<Output = Decision<T>>,
+{
+    match crate::writer::write(&ctx.app.core, step).await {
+        Ok(d) => settle(ctx, Ok(d)),
+        Err(WriteError::Step(e)) => settle(ctx, Err(e)),
+        Err(e) => Err(ApiError::from(e)),
+    }
+}
+
+/// A step's decision as what the pages need: its result and the code to mail.
+fn settle<T>(
+    ctx: &Ctx<'_>,
+    r: authcore::Result<Decision<T>>,
+) -> Result<(authcore::Result<T>, Option<Mail>), ApiError> {
     match r {
         Ok(mut d) => {
             handlers::count(ctx.app, &d);
@@ -92,7 +112,7 @@ where
 }
 
 async fn policy(ctx: &Ctx<'_>) -> Result<Policy, ApiError> {
-    ctx.app.db(|conn, _| Policy::load(conn)).await
+    ctx.app.call(|core| core.policy()).await
 }
 
 // ---- Sign in ---------------------------------------------------------------------------
@@ -120,7 +140,7 @@ async fn render_login(
     notices: &[Notice],
     carry: &Carry,
 ) -> Result<Resp, ApiError> {
-    let terms = ctx.app.db(|conn, _| terms::current(conn)).await?;
+    let terms = ctx.app.call(|core| core.current_terms()).await?;
     let csrf = ctx.csrf(None);
     let page = LoginPage {
         layout: ctx.layout("Sign in", notices, None),
@@ -160,18 +180,8 @@ pub async fn login_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError
     }
     let client = ctx.req.client.clone();
     let device = ctx.cookie(CookieName::Device).map(str::to_string);
-    let core = ctx.app.core.clone();
-    let (result, mail) = step(ctx, true, move |conn, key| {
-        login::password_step(
-            core.hashing(),
-            conn,
-            key,
-            &client,
-            &username,
-            &password,
-            device.as_deref(),
-            now(),
-        )
+    let (result, mail) = step(ctx, true, move |core| {
+        core.password_step(&client, &username, &password, device.as_deref())
     })
     .await?;
     let status = match result {
@@ -183,10 +193,8 @@ pub async fn login_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError
         if form.ticked("accept_terms") {
             let flow = flow.clone();
             let client = ctx.req.client.clone();
-            let (result, mail) = step(ctx, false, move |conn, key| {
-                login::terms_step(conn, key, &client, &flow, true, now())
-            })
-            .await?;
+            let (result, mail) =
+                write_step(ctx, ctx.app.core.terms_step(client, flow, true)).await?;
             return match result {
                 Ok(s) => after(ctx, s, mail, &carry).await,
                 Err(e) => refused(ctx, e, &carry).await,
@@ -265,10 +273,7 @@ async fn after(
         Status::EnrollmentRequired { flow, .. } => {
             let client = ctx.req.client.clone();
             let f = flow.clone();
-            let (result, _) = step(ctx, false, move |conn, key| {
-                login::enroll_step(conn, key, &client, &f, now())
-            })
-            .await?;
+            let (result, _) = step(ctx, false, move |core| core.enroll_step(&client, &f)).await?;
             match result {
                 Ok(e) => enroll_page(
                     ctx,
@@ -350,7 +355,7 @@ fn capitalise(s: &str) -> String {
 
 /// `GET /terms`: the current terms and conditions, to read before ticking the box.
 pub async fn terms_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
-    let t = ctx.app.db(|conn, _| terms::current(conn)).await?;
+    let t = ctx.app.call(|core| core.current_terms()).await?;
     let page = TermsPage {
         layout: ctx.layout("Terms and conditions", &[], None),
         terms: t.as_ref(),
@@ -405,14 +410,11 @@ pub async fn terms_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError
     let accept = form.ticked("accept");
     let client = ctx.req.client.clone();
     let f = flow.clone();
-    let (result, mail) = step(ctx, false, move |conn, key| {
-        login::terms_step(conn, key, &client, &f, accept, now())
-    })
-    .await?;
+    let (result, mail) = write_step(ctx, ctx.app.core.terms_step(client, f, accept)).await?;
     match result {
         Ok(s) => after(ctx, s, mail, &carry).await,
         Err(Error::Invalid(m)) => {
-            let current = ctx.app.db(|conn, _| terms::current(conn)).await?;
+            let current = ctx.app.call(|core| core.current_terms()).await?;
             match current {
                 Some(t) => terms_step_page(
                     ctx,
@@ -497,18 +499,8 @@ pub async fn expired_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErr
     let confirm = form.text("confirm_password").to_string();
     let client = ctx.req.client.clone();
     let f = flow.clone();
-    let core = ctx.app.core.clone();
-    let (result, mail) = step(ctx, true, move |conn, key| {
-        login::expired_password_step(
-            core.hashing(),
-            conn,
-            key,
-            &client,
-            &f,
-            &new,
-            &confirm,
-            now(),
-        )
+    let (result, mail) = step(ctx, true, move |core| {
+        core.expired_password_step(&client, &f, &new, &confirm)
     })
     .await?;
     match result {
@@ -593,26 +585,15 @@ async fn pending_enrollment(
     ctx: &Ctx<'_>,
     flow: &str,
 ) -> Result<Option<(String, String)>, ApiError> {
+    if !super::security::is_token(flow) {
+        return Ok(None);
+    }
     let flow = flow.to_string();
-    ctx.app
-        .db(move |conn, key| {
-            if !super::security::is_token(&flow) {
-                return Ok(None);
-            }
-            let t = now();
-            let Some(f) = sessions::find_flow(conn, &flow, LoginStep::EnrollConfirm, t)? else {
-                return Ok(None);
-            };
-            let Some(cred) = factors::get_totp(conn, key, f.user_id)? else {
-                return Ok(None);
-            };
-            let user = users::by_id(conn, f.user_id)?;
-            let p = Policy::load(conn)?;
-            let uri = authcore::totp::otpauth_uri(&p.totp_issuer, &user.username, &cred.secret)
-                .map_err(Error::Invalid)?;
-            Ok(Some((authcore::totp::secret_base32(&cred.secret), uri)))
-        })
-        .await
+    let pending = ctx
+        .app
+        .call(move |core| core.pending_enrollment(&flow))
+        .await?;
+    Ok(pending.map(|p| (p.secret, p.otpauth_uri)))
 }
 
 /// `POST /login/enroll/confirm`: the first code from the app.
@@ -625,10 +606,7 @@ pub async fn enroll_confirm_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp,
     let code = form.text("code").to_string();
     let client = ctx.req.client.clone();
     let f = flow.clone();
-    let (result, mail) = step(ctx, false, move |conn, key| {
-        login::enroll_confirm_step(conn, key, &client, &f, &code, now())
-    })
-    .await?;
+    let (result, mail) = write_step(ctx, ctx.app.core.enroll_confirm_step(client, f, code)).await?;
     match result {
         Ok(s) => after(ctx, s, mail, &carry).await,
         Err(e @ (Error::Invalid(_) | Error::InvalidCredentials)) => {
@@ -793,10 +771,7 @@ pub async fn totp_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError>
     let remember = form.ticked("remember_device");
     let client = ctx.req.client.clone();
     let f = sf.flow.clone();
-    let (result, mail) = step(ctx, false, move |conn, key| {
-        login::totp_step(conn, key, &client, &f, &code, remember, now())
-    })
-    .await?;
+    let (result, mail) = write_step(ctx, ctx.app.core.totp_step(client, f, code, remember)).await?;
     match result {
         Ok(s) => after(ctx, s, mail, &carry).await,
         Err(e) => code_refused(ctx, e, &sf, &carry).await,
@@ -814,10 +789,8 @@ pub async fn email_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError
     let remember = form.ticked("remember_device");
     let client = ctx.req.client.clone();
     let f = sf.flow.clone();
-    let (result, mail) = step(ctx, false, move |conn, key| {
-        login::email_step(conn, key, &client, &f, &code, remember, now())
-    })
-    .await?;
+    let (result, mail) =
+        write_step(ctx, ctx.app.core.email_step(client, f, code, remember)).await?;
     match result {
         Ok(s) => after(ctx, s, mail, &carry).await,
         Err(e) => code_refused(ctx, e, &sf, &carry).await,
@@ -833,10 +806,7 @@ pub async fn email_resend_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, A
     let carry = Carry::from_form(ctx, form);
     let client = ctx.req.client.clone();
     let f = sf.flow.clone();
-    let (result, mail) = step(ctx, false, move |conn, key| {
-        login::email_resend_step(conn, key, &client, &f, now())
-    })
-    .await?;
+    let (result, mail) = write_step(ctx, ctx.app.core.email_resend_step(client, f)).await?;
     match result {
         Ok(_) => {
             let (status, notice) = match mail {
@@ -879,10 +849,7 @@ pub async fn recovery_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiEr
     let code = form.text("code").to_string();
     let client = ctx.req.client.clone();
     let f = sf.flow.clone();
-    let (result, mail) = step(ctx, false, move |conn, key| {
-        login::recovery_step(conn, key, &client, &f, &code, now())
-    })
-    .await?;
+    let (result, mail) = write_step(ctx, ctx.app.core.recovery_step(client, f, code)).await?;
     match result {
         Ok(s) => after(ctx, s, mail, &carry).await,
         Err(e) => code_refused(ctx, e, &sf, &carry).await,
@@ -929,10 +896,7 @@ pub async fn forgot_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErro
     }
     let client = ctx.req.client.clone();
     let name = username.clone();
-    let (result, _) = step(ctx, false, move |conn, key| {
-        authcore::forgot::forgot(conn, key, &client, &name, now())
-    })
-    .await?;
+    let (result, _) = step(ctx, false, move |core| core.forgot(&client, &name)).await?;
     match result {
         Ok(f) => {
             let rules = html::rules_unchecked(policy(ctx).await?.password.rules());
@@ -1009,18 +973,8 @@ pub async fn forgot_reset_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, A
     let confirm = form.text("confirm_password").to_string();
     let client = ctx.req.client.clone();
     let f = flow.clone();
-    let core = ctx.app.core.clone();
-    let (result, mail) = step(ctx, true, move |conn, _| {
-        authcore::forgot::reset(
-            core.hashing(),
-            conn,
-            &client,
-            &f,
-            &answers,
-            &new,
-            &confirm,
-            now(),
-        )
+    let (result, mail) = step(ctx, true, move |core| {
+        core.forgot_reset(&client, &f, &answers, &new, &confirm)
     })
     .await?;
     let e = match result {

@@ -20,7 +20,6 @@
 //! Hosts and paths are normalised before any rule sees them ([`crate::target`]).
 
 use authcore::login::SessionInfo;
-use authcore::util::now;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
@@ -75,7 +74,7 @@ pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
         .or_else(|| req.bearer())
         .filter(|t| security::is_token(t));
     let session = match token {
-        Some(t) => app.check_session(t, now()).await?,
+        Some(t) => app.check_session(t).await?,
         None => None,
     };
     let Some(s) = session else {

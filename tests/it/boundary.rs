@@ -201,6 +201,53 @@ fn the_core_depends_on_no_http_async_mail_terminal_or_plotting_crate() {
     );
 }
 
+/// The crates `package` declares itself (`[dependencies]`, `[dev-dependencies]`,
+/// `[build-dependencies]`, renamed or not), as Cargo read its manifest.
+fn declared_dependencies(package: &Value) -> BTreeSet<String> {
+    package["dependencies"]
+        .as_array()
+        .expect("dependencies")
+        .iter()
+        .flat_map(|d| {
+            let name = d["name"].as_str().map(str::to_string);
+            let rename = d["rename"].as_str().map(str::to_string);
+            name.into_iter().chain(rename)
+        })
+        .collect()
+}
+
+/// The daemon reaches the database only through the core's methods (`authcore::Core`):
+/// it holds no SQL and names no `rusqlite` type, so it does not depend on rusqlite
+/// itself (only through authcore).
+#[test]
+fn the_daemon_reaches_the_database_only_through_the_core() {
+    let meta = metadata();
+    let packages = workspace_packages(&meta);
+    let authd = packages.get("authd").expect("the workspace has authd");
+    let direct = declared_dependencies(authd);
+    // The list is the real one: the daemon's own dependencies are in it.
+    for needed in ["authcore", "hyper", "tokio"] {
+        assert!(
+            direct.contains(needed),
+            "authd's declared dependencies lack {needed}: {direct:?}"
+        );
+    }
+    // rusqlite is there, through the core, and only so.
+    let closure = normal_closure(&meta, authd["id"].as_str().unwrap());
+    assert!(
+        closure.contains("rusqlite"),
+        "authd's closure lacks rusqlite (through authcore): {closure:?}"
+    );
+    for banned in ["rusqlite", "libsqlite3-sys"] {
+        assert!(
+            !direct.contains(banned),
+            "daemon/Cargo.toml declares {banned}: the daemon reaches the database only \
+             through authcore::Core's methods (src/steps.rs, src/core.rs); add a method \
+             there instead"
+        );
+    }
+}
+
 #[test]
 fn the_workspace_rust_version_is_at_least_every_dependencys() {
     let meta = metadata();
