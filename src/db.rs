@@ -616,7 +616,7 @@ pub fn vacuum_into(conn: &Connection, dest: &str) -> Result<()> {
 
 /// Rows sealed per transaction by [`seal_audit`]: a backlog (rows of an older version, or
 /// a burst) is sealed over several short transactions, never one long one.
-const SEAL_BATCH: usize = 2000;
+const SEAL_BATCH: usize = 256;
 
 /// Seal the audit rows written since the last seal ([`crate::store::audit_chain::seal`]):
 /// nothing to do costs two indexed reads; otherwise one short write transaction per

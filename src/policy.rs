@@ -431,7 +431,7 @@ pub struct Entry {
 
 /// Every key with its current value.
 pub fn entries(conn: &Connection) -> Result<Vec<Entry>> {
-    let mut stmt = conn.prepare("SELECT key, value FROM policy")?;
+    let mut stmt = conn.prepare_cached("SELECT key, value FROM policy")?;
     let stored: std::collections::HashMap<String, String> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;

@@ -8,14 +8,16 @@ use crate::error::Result;
 use crate::lockout::{self, Source};
 
 /// Remember that `user_id` completed a sign-in from `ip`'s network at `now` (nothing when
-/// `ip` is not an address).
+/// `ip` is not an address). A network seen within the hour is left as it is: a repeated
+/// sign-in writes nothing (familiarity is counted in days).
 pub fn record_sign_in(conn: &Connection, user_id: i64, ip: &str, now: i64) -> Result<()> {
     let Some(net) = lockout::network_of(ip) else {
         return Ok(());
     };
     conn.prepare_cached(
         "INSERT INTO sign_in_networks(user_id, network, last_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT(user_id, network) DO UPDATE SET last_at=max(last_at, excluded.last_at)",
+         ON CONFLICT(user_id, network) DO UPDATE SET last_at=excluded.last_at
+         WHERE excluded.last_at >= last_at + 3600",
     )?
     .execute(params![user_id, net, now])?;
     Ok(())
