@@ -121,6 +121,7 @@ impl Core {
             Retention::DAILY,
             stopped,
         )?;
+        let writer = GroupCommit::start(path.to_path_buf(), Some(key.clone()))?;
         Ok(Core(Arc::new(Inner {
             path: path.to_path_buf(),
             key,
@@ -129,7 +130,7 @@ impl Core {
                 path: path.to_path_buf(),
                 idle: Mutex::new(Vec::new()),
             },
-            writer: GroupCommit::start(path.to_path_buf())?,
+            writer,
             sessions: SessionCache::new(path),
             clock,
             stop_checkpoints: Some(stop),

@@ -176,14 +176,21 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Start the writer thread for the database at `db`; it ends when the last handle
-    /// on its queue is dropped.
-    pub fn start(db: PathBuf) -> std::io::Result<GroupCommit> {
+    /// on its queue is dropped. With `seal`, each group also seals the audit rows written
+    /// so far (its own among them) before it commits
+    /// ([`crate::store::audit_chain::seal`], at most [`GROUP_SEAL_MAX`] rows): the
+    /// steps' audit rows are sealed in the transaction that wrote them, and the core's
+    /// background thread is left only the rows other transactions wrote.
+    pub fn start(
+        db: PathBuf,
+        seal: Option<crate::crypto::SecretKey>,
+    ) -> std::io::Result<GroupCommit> {
         let (queue, rx) = mpsc::sync_channel::<Box<dyn Job>>(QUEUE);
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
         std::thread::Builder::new()
             .name("authd-writer".into())
-            .spawn(move || run(db, rx, &c))?;
+            .spawn(move || run(db, seal, rx, &c))?;
         Ok(GroupCommit { queue, counts })
     }
 
@@ -246,7 +253,16 @@ impl GroupCommit {
     }
 }
 
-fn run(db: PathBuf, rx: mpsc::Receiver<Box<dyn Job>>, counts: &Counts) {
+/// Audit rows a group seals at most (a larger backlog, e.g. rows of an older version, is
+/// left to the core's background thread in short transactions of its own).
+pub const GROUP_SEAL_MAX: usize = 1024;
+
+fn run(
+    db: PathBuf,
+    seal: Option<crate::crypto::SecretKey>,
+    rx: mpsc::Receiver<Box<dyn Job>>,
+    counts: &Counts,
+) {
     let mut conn: Option<Connection> = None;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -278,7 +294,13 @@ fn run(db: PathBuf, rx: mpsc::Receiver<Box<dyn Job>>, counts: &Counts) {
         let group = std::panic::catch_unwind(AssertUnwindSafe(|| {
             crate::db::batch(c, |c| {
                 let jobs = queued.take().unwrap_or_default();
-                jobs.into_iter().map(|j| j.run(c)).collect::<Vec<_>>()
+                let done = jobs.into_iter().map(|j| j.run(c)).collect::<Vec<_>>();
+                if let Some(key) = &seal {
+                    if let Err(e) = crate::store::audit_chain::seal(c, key, GROUP_SEAL_MAX) {
+                        tracing::debug!(error = %e, "sealing in the group failed; the background thread will");
+                    }
+                }
+                done
             })
         }));
         match group {
@@ -388,7 +410,7 @@ mod tests {
     #[test]
     fn a_burst_commits_as_one_group_and_each_step_keeps_its_own_outcome() {
         let db = scratch();
-        let w = Arc::new(GroupCommit::start(db.path.clone()).unwrap());
+        let w = Arc::new(GroupCommit::start(db.path.clone(), None).unwrap());
         let first = stall(&w);
         let steps: Vec<Answer<i64>> = (1..=30i64)
             .map(|i| {
@@ -436,7 +458,7 @@ mod tests {
     #[test]
     fn a_panicking_step_rolls_back_its_group_and_the_writer_goes_on() {
         let db = scratch();
-        let w = Arc::new(GroupCommit::start(db.path.clone()).unwrap());
+        let w = Arc::new(GroupCommit::start(db.path.clone(), None).unwrap());
         let first = stall(&w);
         let kept = submit(&w, |c| insert(c, 1, true));
         let boom = submit(&w, |c| -> Result<()> {
@@ -462,7 +484,7 @@ mod tests {
     #[test]
     fn a_step_for_a_writer_that_cannot_open_its_file_answers_unavailable() {
         let dir = tempfile::tempdir().unwrap();
-        let w = GroupCommit::start(dir.path().join("missing/none.db")).unwrap();
+        let w = GroupCommit::start(dir.path().join("missing/none.db"), None).unwrap();
         let e = w
             .run(WriteStep::new(|_: &mut Connection| Ok(())))
             .unwrap_err();
