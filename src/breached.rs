@@ -100,7 +100,9 @@ impl BreachedList {
     /// Whether `password` is on the list.
     pub fn contains(&self, password: &str) -> std::io::Result<bool> {
         let target = match self.format {
-            Format::Sha1 => hex_upper(&Sha1::digest(password.as_bytes())).into_bytes(),
+            Format::Sha1 => data_encoding::HEXUPPER
+                .encode(&Sha1::digest(password.as_bytes()))
+                .into_bytes(),
             Format::Plain => password.as_bytes().to_vec(),
         };
         let mut file = File::open(&self.path)?;
@@ -197,21 +199,13 @@ fn key(format: Format, line: &[u8]) -> Vec<u8> {
     }
 }
 
-fn hex_upper(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(40), |mut s, b| {
-        let _ = write!(s, "{b:02X}");
-        s
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write as _;
 
     fn sha1_hex(p: &str) -> String {
-        hex_upper(&Sha1::digest(p.as_bytes()))
+        data_encoding::HEXUPPER.encode(&Sha1::digest(p.as_bytes()))
     }
 
     fn write(dir: &Path, name: &str, lines: &[String], crlf: bool) -> PathBuf {

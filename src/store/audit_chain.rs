@@ -50,12 +50,9 @@ pub struct Anchor {
     pub sig: String,
 }
 
-fn anchor_sig(key: &SecretKey, id: i64, mac: &str) -> String {
-    key.keyed_hash(ANCHOR_DOMAIN, format!("{id}\n{mac}").as_bytes())
-}
-
-fn head_sig(key: &SecretKey, id: i64, mac: &str) -> String {
-    key.keyed_hash(HEAD_DOMAIN, format!("{id}\n{mac}").as_bytes())
+/// The key's signature over a chain position (an anchor or the head) in `domain`.
+fn sign(key: &SecretKey, domain: &str, id: i64, mac: &str) -> String {
+    key.keyed_hash(domain, format!("{id}\n{mac}").as_bytes())
 }
 
 /// The MAC of one row after `prev`.
@@ -134,14 +131,20 @@ fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// The stored anchor, or the start of the chain. Its signature is not checked here.
-fn anchor(conn: &Connection) -> Result<Option<Anchor>> {
-    match meta_get(conn, ANCHOR)? {
+/// A signed chain position stored in `meta` under `name` (the anchor or the head), if
+/// any. Its signature is not checked here.
+fn position(conn: &Connection, name: &str) -> Result<Option<Anchor>> {
+    match meta_get(conn, name)? {
         None => Ok(None),
         Some(v) => serde_json::from_str(&v)
             .map(Some)
-            .map_err(|_| Error::Invalid("the audit anchor in meta is not readable".into())),
+            .map_err(|_| Error::Invalid(format!("the {name} row in meta is not readable"))),
     }
+}
+
+/// The stored anchor, or the start of the chain.
+fn anchor(conn: &Connection) -> Result<Option<Anchor>> {
+    position(conn, ANCHOR)
 }
 
 /// Seal up to `max_rows` unsealed rows, oldest first, in the caller's write transaction;
@@ -210,7 +213,7 @@ pub fn seal(conn: &Connection, key: &SecretKey, max_rows: usize) -> Result<usize
     if after > 0 && (sealed > 0 || after != hint) {
         let head = Anchor {
             id: after,
-            sig: head_sig(key, after, &prev),
+            sig: sign(key, HEAD_DOMAIN, after, &prev),
             mac: prev,
         };
         meta_set(
@@ -253,7 +256,7 @@ pub fn verify(conn: &Connection, key: &SecretKey) -> Result<Verified> {
     let (start, mut prev) = match anchor(conn)? {
         Some(a) => {
             out.pruned_through = Some(a.id);
-            let good = anchor_sig(key, a.id, &a.mac);
+            let good = sign(key, ANCHOR_DOMAIN, a.id, &a.mac);
             if !crate::crypto::ct_eq(good.as_bytes(), a.sig.as_bytes()) {
                 out.broken = Some(Broken {
                     id: 0,
@@ -267,15 +270,9 @@ pub fn verify(conn: &Connection, key: &SecretKey) -> Result<Verified> {
         }
         None => (0, String::new()),
     };
-    let head: Option<Anchor> = match meta_get(conn, HEAD)? {
-        None => None,
-        Some(v) => Some(
-            serde_json::from_str(&v)
-                .map_err(|_| Error::Invalid("the audit head in meta is not readable".into()))?,
-        ),
-    };
+    let head = position(conn, HEAD)?;
     if let Some(h) = &head {
-        let good = head_sig(key, h.id, &h.mac);
+        let good = sign(key, HEAD_DOMAIN, h.id, &h.mac);
         if !crate::crypto::ct_eq(good.as_bytes(), h.sig.as_bytes()) {
             out.broken = Some(Broken {
                 id: 0,
@@ -386,7 +383,7 @@ pub fn prune(conn: &Connection, key: &SecretKey, before: i64) -> Result<u64> {
     let n = conn.execute("DELETE FROM audit WHERE id <= ?1", [id])?;
     let a = Anchor {
         id,
-        sig: anchor_sig(key, id, &mac),
+        sig: sign(key, ANCHOR_DOMAIN, id, &mac),
         mac,
     };
     meta_set(
