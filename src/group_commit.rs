@@ -273,10 +273,7 @@ fn run(
             }
         }
         if conn.is_none() {
-            match crate::db::open(&db).and_then(|c| {
-                crate::db::defer_checkpoints(&c)?;
-                Ok(c)
-            }) {
+            match crate::db::open_group_writer(&db) {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::error!(error = %e, "the writer cannot open the database");
