@@ -23,7 +23,13 @@ apt_install() {
     if command -v "$cmd" >/dev/null 2>&1; then
         return 0
     fi
-    echo "test.sh: installing $* (for $cmd)" >&2
+    echo "test.sh: $cmd is missing" >&2
+    apt_updated_install "$@"
+}
+
+# apt_updated_install PACKAGE...: install PACKAGE... now (the caller checked it is missing).
+apt_updated_install() {
+    echo "test.sh: installing $*" >&2
     if [ "$apt_updated" -eq 0 ]; then
         as_root apt-get update -qq
         apt_updated=1
@@ -65,6 +71,13 @@ install_test_dependencies() {
     # The audit chain's tests (tests/it/upkeep.rs): the sqlite3 shell plays the attacker
     # with write access to the database file.
     apt_install sqlite3 sqlite3
+
+    # PostgreSQL (tests/it/pg.rs): its server programs, for private clusters that the
+    # tests start themselves (initdb into a temporary directory, a free loopback port,
+    # stopped at the end; no system service is used). Debian keeps them off PATH.
+    if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+        apt_updated_install postgresql
+    fi
 
     # --- Later issues add their tools here, in the same style, e.g.: ---
     # Python SMTP sink for email OTP tests (pip, only when missing):

@@ -18,6 +18,8 @@ mod generated;
 mod imports;
 #[path = "it/interop.rs"]
 mod interop;
+#[path = "it/pg.rs"]
+mod pg;
 #[path = "it/presets.rs"]
 mod presets;
 #[path = "it/upkeep.rs"]
