@@ -20,6 +20,8 @@ mod imports;
 mod interop;
 #[path = "it/presets.rs"]
 mod presets;
+#[path = "it/rotation.rs"]
+mod rotation;
 #[path = "it/upkeep.rs"]
 mod upkeep;
 
