@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod app;
+mod check;
 mod config;
 mod handlers;
 mod mail;
@@ -76,6 +77,7 @@ struct Args {
     /// A TOML file of settings (flags and environment variables override it).
     #[arg(
         long,
+        global = true,
         env = "AUTHD_CONFIG",
         value_name = "FILE",
         hide_env_values = true
@@ -133,6 +135,18 @@ where
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Check the settings without serving: reads flags, AUTHD_* variables and the --config
+    /// file exactly as start-up does, then checks that the file parses, every value, that
+    /// the listen addresses resolve, the database opens (read-only) at a schema this authd
+    /// knows and the key file belongs to it (and is closed to other users), that the public
+    /// URL suits the cookies, the forward-auth rules, the mail and metrics settings. Prints
+    /// the effective settings (secrets redacted), then each problem naming its key; exits 1
+    /// when there is one. Flags may come before or after the word.
+    #[command(name = "check-config")]
+    CheckConfig {
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
     /// Generate files from the command-line definition.
     #[command(subcommand)]
     Generate(Gen),
@@ -161,6 +175,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         return ExitCode::SUCCESS;
+    }
+    if let Some(Cmd::CheckConfig { settings }) = &args.command {
+        // Flags after the word over flags before it (both over the environment).
+        return check_config(
+            args.config.as_deref(),
+            (**settings).clone().or(args.settings.clone()),
+        );
     }
     let config = match args.config() {
         Ok(c) => c,
@@ -201,6 +222,49 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `authd check-config`: see [`check`].
+fn check_config(config_file: Option<&std::path::Path>, settings: Settings) -> ExitCode {
+    // The SMTP transport is built (not connected) as at start-up, inside a runtime.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(async { check::check(config_file, settings) });
+    let mut out = std::io::stdout().lock();
+    let width = report
+        .effective
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
+    for (k, v) in &report.effective {
+        let _ = writeln!(out, "{k:width$} = {v}");
+    }
+    let _ = out.flush();
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    for p in &report.problems {
+        eprintln!("problem: {p}");
+    }
+    if report.problems.is_empty() {
+        eprintln!("check-config: the configuration is usable");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "check-config: {} problem(s); authd would not start or would not work as meant",
+            report.problems.len()
+        );
+        ExitCode::FAILURE
     }
 }
 

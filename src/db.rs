@@ -326,6 +326,38 @@ fn describe(path: &Path, e: Error) -> Error {
     }
 }
 
+/// What [`inspect`] learns of a database and its key file.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// `PRAGMA user_version`: 0 for a blank file (authd initialises it).
+    pub schema_version: i64,
+    /// The key file's keys and its current one (None for a blank file: not checked).
+    pub keys: Option<(Vec<crypto::KeyId>, crypto::KeyId)>,
+}
+
+/// Look at an existing database and its key file without changing either (read-only: no
+/// WAL switch, no migration, no key registration): its schema version, and that the key
+/// file belongs to it. For `authd check-config`.
+pub fn inspect(path: &Path, key_path: &Path) -> Result<Inspection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let schema_version = user_version(&conn)?;
+    if schema_version == 0 {
+        refuse_foreign(&conn).map_err(|e| describe(path, e))?;
+        return Ok(Inspection {
+            schema_version,
+            keys: None,
+        });
+    }
+    let key = SecretKey::load_file(key_path)?;
+    check_key(&conn, &key, key_path)?;
+    Ok(Inspection {
+        schema_version,
+        keys: Some((key.ids(), key.current_id())),
+    })
+}
+
 /// Load the key file and check it belongs to this database.
 pub fn load_key(conn: &Connection, key_path: &Path) -> Result<SecretKey> {
     let key = SecretKey::load_file(key_path)?;

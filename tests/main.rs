@@ -29,6 +29,8 @@ mod upkeep;
 #[path = "it/daemon_common.rs"]
 mod daemon_common;
 
+#[path = "it/check_config.rs"]
+mod check_config;
 #[path = "it/daemon.rs"]
 mod daemon;
 #[path = "it/email.rs"]
