@@ -11,6 +11,7 @@ mod mail;
 mod metrics;
 mod portal;
 mod ratelimit;
+mod reload;
 mod routes;
 mod server;
 mod target;
@@ -204,7 +205,11 @@ fn main() -> ExitCode {
         }
     };
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    init_tracing(&config);
+    let reloader = reload::Reloader {
+        config_file: args.config.clone(),
+        cli: args.settings.clone(),
+        log: init_tracing(&config),
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -216,7 +221,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, metrics_token)) {
+    match runtime.block_on(serve(config, metrics_token, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -268,23 +273,35 @@ fn check_config(config_file: Option<&std::path::Path>, settings: Settings) -> Ex
     }
 }
 
-fn init_tracing(config: &Config) {
+/// The log subscriber on stderr; its filter can be changed later (SIGHUP) through the
+/// handle returned.
+fn init_tracing(config: &Config) -> Option<reload::LogHandle> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     // The filter was validated with the rest of the config.
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config::DEFAULT_LOG_LEVEL));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log_format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.log_format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => fmt.json().with_ansi(false).boxed(),
     };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .ok()
+        .map(|_| handle)
 }
 
 /// Open the database, bind, warm up, announce, serve until a signal, drain.
-async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> Result<(), String> {
+async fn serve(
+    config: Config,
+    metrics_token: Option<metrics::MetricsToken>,
+    reloader: reload::Reloader,
+) -> Result<(), String> {
     let loc = authcore::db::Location::new(&config.db, config.key_file.clone());
     let opened = tokio::task::spawn_blocking(move || {
         let (conn, key) = authcore::db::open_or_create(&loc)?;
@@ -351,6 +368,7 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
     })
     .await;
     app.spawn_outbox();
+    reloader.spawn(app.clone());
 
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -35,6 +35,8 @@ mod check_config;
 mod daemon;
 #[path = "it/email.rs"]
 mod email;
+#[path = "it/reload.rs"]
+mod reload;
 
 // The browser portal and forward-auth (issue 7): pages over raw HTTP, headless Chromium
 // journeys, and a real nginx with auth_request in front of authd.
