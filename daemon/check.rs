@@ -252,6 +252,7 @@ fn effective(c: &Config) -> Vec<(&'static str, String)> {
         ("metrics_token_file", path(&c.metrics_token_file)),
         ("log_level", c.log_level.clone()),
         ("log_format", format!("{:?}", c.log_format).to_lowercase()),
+        ("access_log", c.access_log.to_string()),
         (
             "header_read_timeout_secs",
             c.header_read_timeout.as_secs().to_string(),

@@ -50,6 +50,51 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which answered requests get an access-log line (`--access-log all|off|sample:N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    /// Every request.
+    #[default]
+    All,
+    /// None.
+    Off,
+    /// One request in N, and every answer of 400 or more.
+    Sample(u32),
+}
+
+impl std::str::FromStr for AccessLog {
+    type Err = String;
+    fn from_str(s: &str) -> Result<AccessLog, String> {
+        let bad = || format!("access_log {s:?}: write all, off or sample:N (N from 1 to 1000000)");
+        match s.trim() {
+            "all" => Ok(AccessLog::All),
+            "off" => Ok(AccessLog::Off),
+            t => {
+                let n: u32 = t
+                    .strip_prefix("sample:")
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .ok_or_else(bad)?;
+                Ok(if n == 1 {
+                    AccessLog::All
+                } else {
+                    AccessLog::Sample(n)
+                })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLog::All => f.write_str("all"),
+            AccessLog::Off => f.write_str("off"),
+            AccessLog::Sample(n) => write!(f, "sample:{n}"),
+        }
+    }
+}
+
 /// The resolved settings of the daemon.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -71,6 +116,8 @@ pub struct Config {
     pub db_concurrency: usize,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Which requests get an access-log line (`--access-log`).
+    pub access_log: AccessLog,
     /// Mail delivery (one-time codes, notices): an SMTP URL or a directory of .eml files.
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
@@ -250,6 +297,16 @@ settings! {
             hide_env_values = true
         )]
         pub log_level: Option<String>,
+        /// Which answered requests get an access-log line: all (the default), off, or
+        /// sample:N (one in N). Answers with a status of 400 or more are always logged
+        /// (except with off), and every decision's audit row is written whatever this says.
+        #[arg(
+            long,
+            env = "AUTHD_ACCESS_LOG",
+            value_name = "all|off|sample:N",
+            hide_env_values = true
+        )]
+        pub access_log: Option<String>,
         /// Deliver mail (email codes, lockout notices) through this SMTP server.
         #[arg(long, env = "AUTHD_SMTP_URL", value_name = "URL", hide_env_values = true)]
         pub smtp_url: Option<String>,
@@ -464,6 +521,13 @@ impl Config {
                 "invalid log_level {log_level:?} (use error, warn, info, debug or trace): {e}"
             ));
         }
+        let access_log = match s.access_log.as_deref().map(str::parse).transpose() {
+            Ok(a) => a.unwrap_or_default(),
+            Err(e) => {
+                problems.push(e);
+                AccessLog::All
+            }
+        };
         let db = s.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
         if db.as_os_str().is_empty() {
             problems.push("db must be a file path".into());
@@ -525,6 +589,7 @@ impl Config {
             db_concurrency,
             log_format: s.log_format.unwrap_or_default(),
             log_level,
+            access_log,
             smtp_url: s.smtp_url,
             mail_from: s.mail_from,
             mail_dir: s.mail_dir,

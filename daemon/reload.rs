@@ -184,6 +184,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     differs("db_concurrency", old.db_concurrency != new.db_concurrency);
     differs("log_format", old.log_format != new.log_format);
+    differs("access_log", old.access_log != new.access_log);
     differs(
         "smtp_url, mail_from, mail_dir",
         old.smtp_url != new.smtp_url

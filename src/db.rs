@@ -638,6 +638,19 @@ pub fn ping(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Readiness: the database answers a read and its schema is the one this build writes
+/// (migrations current). What authd's `/readyz` asks.
+pub fn ready(conn: &Connection) -> Result<()> {
+    ping(conn)?;
+    let v = user_version(conn)?;
+    if v != SCHEMA_VERSION {
+        return Err(Error::Unavailable(format!(
+            "the database's schema version is {v}, this build's {SCHEMA_VERSION}"
+        )));
+    }
+    Ok(())
+}
+
 /// A connection that only watches `path` for commits ([`data_version`]): never creates
 /// the file, never writes, never waits for a lock; a read-only file is watched read-only.
 pub fn open_watcher(path: &Path) -> Result<Connection> {

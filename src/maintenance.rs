@@ -168,6 +168,12 @@ impl Core {
         })
     }
 
+    /// Whether this core can serve: its database answers a read and its schema is current
+    /// (authd's `/readyz`).
+    pub fn ready(&self) -> Result<()> {
+        self.read(crate::db::ready)
+    }
+
     /// The audit chain, checked under the key ([`audit_chain::verify`]).
     pub fn audit_verify(&self, actor: &Actor) -> Result<Verified> {
         require_global(actor)?;

@@ -37,6 +37,8 @@ mod daemon;
 mod email;
 #[path = "it/reload.rs"]
 mod reload;
+#[path = "it/requests.rs"]
+mod requests;
 
 // The browser portal and forward-auth (issue 7): pages over raw HTTP, headless Chromium
 // journeys, and a real nginx with auth_request in front of authd.
