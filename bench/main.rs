@@ -107,6 +107,9 @@ enum Part {
     Import,
     /// Issue 14: lookups in a sorted breached-password list of 10 M lines, on disk.
     Breached,
+    /// Issue 16: session checks at 16 clients with `--access-log sample:100` against the
+    /// default (a line per request) and the bare server.
+    AccessLog,
 }
 
 /// Sizes and durations of one mode.
@@ -1237,6 +1240,76 @@ impl Bench {
         Ok(bare_stats)
     }
 
+    /// Issue 16: session checks at 16 clients through authd logging every request (the
+    /// default) and through one with `--access-log sample:100`, against the bare server,
+    /// on a small database of its own (sessions made through TOTP logins first).
+    fn access_log(&mut self) -> Result<()> {
+        eprintln!("== session checks with --access-log sample:100 (issue 16)");
+        const USERS: u64 = 2_000;
+        let c = 16;
+        let db = self.work.join("accesslog.db");
+        provision::steps_db(&db)?;
+        let key_path = authcore::db::Location::new(&db, None).key;
+        let key = {
+            let conn = authcore::db::open(&db)?;
+            authcore::db::load_key(&conn, &key_path)?
+        };
+        provision::grow(&db, &key, (0, USERS), (0, 10_000))?;
+        let d = self.authd(&db, &[], "accesslog-all")?;
+        let picked = Picker::default().take(1_000, USERS)?;
+        let (_, flows) = self.flows(&d, picked, "totp", c, "  (flows, not measured)")?;
+        let (_, tokens) = self.totp(&d, flows, c)?;
+        let w = Arc::new(SessionCheck {
+            tokens: Arc::new(tokens),
+        });
+        let dur = secs(self.plan.sweep_secs);
+        let bare = self.bare()?;
+        let b = self.load(
+            bare.addr,
+            &Spec::new(c, dur),
+            w.clone(),
+            "bare hyper 200, 16 clients",
+        )?;
+        let all = self.load(
+            d.addr,
+            &Spec::new(c, dur),
+            w.clone(),
+            "session check, --access-log all, 16 clients",
+        )?;
+        self.stop(d)?;
+        let d = self.authd(&db, &["--access-log", "sample:100"], "accesslog-sampled")?;
+        let sampled = self.load(
+            d.addr,
+            &Spec::new(c, dur),
+            w,
+            "session check, --access-log sample:100, 16 clients",
+        )?;
+        self.stop(d)?;
+        self.stop(bare)?;
+        for (name, st, goal) in [("all", &all, 0.6), ("sample100", &sampled, 0.7)] {
+            self.fig(
+                Figure::new(
+                    3,
+                    &format!("session_per_s_c16_access_{name}"),
+                    &format!(
+                        "Session checks (GET /v1/session), 16 clients, --access-log {}",
+                        if name == "all" {
+                            "all (the default)"
+                        } else {
+                            "sample:100"
+                        }
+                    ),
+                    st.rate(),
+                    "/s",
+                )
+                .vs(b.rate(), "bare hyper server, same clients")
+                .goal(&format!("≥ {goal} × bare"), st.rate() >= goal * b.rate())
+                .note(&lat_note(st)),
+            );
+        }
+        Ok(())
+    }
+
     /// Item 2, the email-code variant: users switched to emailed codes log in (the password
     /// step, which mails their codes into `--mail-dir`), their codes are read from the
     /// `.eml` files, then `POST /v1/login/email` is measured at each concurrency against
@@ -1920,6 +1993,10 @@ fn run(a: RunArgs) -> Result<()> {
     if want(Part::Breached) {
         quiet(&b);
         b.breached()?;
+    }
+    if want(Part::AccessLog) {
+        quiet(&b);
+        b.access_log()?;
     }
     b.notes.splice(0..0, standard_notes(&b, a.client_threads));
     let foreign = b.foreign.lock().map(|v| v.clone()).unwrap_or_default();

@@ -77,6 +77,9 @@ pub enum Command {
     /// Check the database: integrity, schema version, that the key opens every secret,
     /// the audit chain. Exits 1 naming what is wrong.
     Verify,
+    /// The key file's keys: list them, rotate to a new one, retire an old one.
+    #[command(subcommand)]
+    Key(KeyCmd),
     /// Organisations (tenants).
     #[command(subcommand)]
     Org(OrgCmd),
@@ -339,6 +342,27 @@ pub struct BackupArgs {
     /// The new file (refused if it exists).
     #[arg(value_name = "FILE")]
     pub file: std::path::PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// The keys of the key file (which one is current) and what still needs each.
+    List,
+    /// Add a new key to the key file and make it current, then encrypt the TOTP secrets
+    /// and seal the audit log again under it, in short batches while authd serves (a
+    /// running authd reads the changed key file within a second). Recovery and emailed
+    /// codes issued before stay valid under their old key until used.
+    Rotate,
+    /// Finish or repeat a rotation's re-encryption (after an interruption, or rows a
+    /// running authd sealed under the old key before it noticed the new one).
+    Rekey,
+    /// Remove key ID from the key file. Refused for the current key, and while anything
+    /// stored still needs it (each kind of value named with a count).
+    Retire {
+        /// The key's number (`authctl key list`).
+        #[arg(value_name = "ID")]
+        id: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ mod ctx;
 mod factors;
 mod generate;
 mod import;
+mod keys;
 mod maint;
 mod output;
 mod prompt;
@@ -73,6 +74,7 @@ fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
         ),
         Command::Terms(TermsCmd::Set { .. }) => (AuditEvent::AdminTermsSet, String::new()),
         Command::Backup(a) => (AuditEvent::AdminBackup, a.file.display().to_string()),
+        Command::Key(args::KeyCmd::Rotate) => (AuditEvent::AdminKeyRotate, String::new()),
         Command::Audit(args::AuditArgs {
             cmd: Some(args::AuditCmd::Prune { .. }),
             ..
@@ -100,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         },
         Command::Backup(a) => maint::backup(&g, a),
         Command::Verify => maint::verify(&g),
+        Command::Key(c) => keys::run(&g, c),
         Command::Org(c) => admin::org(&g, c),
         Command::Group(c) => admin::group(&g, c),
         Command::Policy(c) => admin::policy(&g, c),

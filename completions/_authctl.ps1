@@ -41,6 +41,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Query the audit log; `audit verify|prune|export` check, cut and ship it')
             [CompletionResult]::new('backup', 'backup', [CompletionResultType]::ParameterValue, 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong')
+            [CompletionResult]::new('key', 'key', [CompletionResultType]::ParameterValue, 'The key file''s keys: list them, rotate to a new one, retire an old one')
             [CompletionResult]::new('org', 'org', [CompletionResultType]::ParameterValue, 'Organisations (tenants)')
             [CompletionResult]::new('group', 'group', [CompletionResultType]::ParameterValue, 'Groups and whether they require two-factor authentication')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)')
@@ -473,6 +474,94 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'authctl;key' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'The keys of the key file (which one is current) and what still needs each')
+            [CompletionResult]::new('rotate', 'rotate', [CompletionResultType]::ParameterValue, 'Add a new key to the key file and make it current, then encrypt the TOTP secrets and seal the audit log again under it, in short batches while authd serves (a running authd reads the changed key file within a second). Recovery and emailed codes issued before stay valid under their old key until used')
+            [CompletionResult]::new('rekey', 'rekey', [CompletionResultType]::ParameterValue, 'Finish or repeat a rotation''s re-encryption (after an interruption, or rows a running authd sealed under the old key before it noticed the new one)')
+            [CompletionResult]::new('retire', 'retire', [CompletionResultType]::ParameterValue, 'Remove key ID from the key file. Refused for the current key, and while anything stored still needs it (each kind of value named with a count)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'authctl;key;list' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'authctl;key;rotate' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'authctl;key;rekey' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'authctl;key;retire' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'authctl;key;help' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'The keys of the key file (which one is current) and what still needs each')
+            [CompletionResult]::new('rotate', 'rotate', [CompletionResultType]::ParameterValue, 'Add a new key to the key file and make it current, then encrypt the TOTP secrets and seal the audit log again under it, in short batches while authd serves (a running authd reads the changed key file within a second). Recovery and emailed codes issued before stay valid under their old key until used')
+            [CompletionResult]::new('rekey', 'rekey', [CompletionResultType]::ParameterValue, 'Finish or repeat a rotation''s re-encryption (after an interruption, or rows a running authd sealed under the old key before it noticed the new one)')
+            [CompletionResult]::new('retire', 'retire', [CompletionResultType]::ParameterValue, 'Remove key ID from the key file. Refused for the current key, and while anything stored still needs it (each kind of value named with a count)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'authctl;key;help;list' {
+            break
+        }
+        'authctl;key;help;rotate' {
+            break
+        }
+        'authctl;key;help;rekey' {
+            break
+        }
+        'authctl;key;help;retire' {
+            break
+        }
+        'authctl;key;help;help' {
+            break
+        }
         'authctl;org' {
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
             [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
@@ -899,6 +988,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Query the audit log; `audit verify|prune|export` check, cut and ship it')
             [CompletionResult]::new('backup', 'backup', [CompletionResultType]::ParameterValue, 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong')
+            [CompletionResult]::new('key', 'key', [CompletionResultType]::ParameterValue, 'The key file''s keys: list them, rotate to a new one, retire an old one')
             [CompletionResult]::new('org', 'org', [CompletionResultType]::ParameterValue, 'Organisations (tenants)')
             [CompletionResult]::new('group', 'group', [CompletionResultType]::ParameterValue, 'Groups and whether they require two-factor authentication')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)')
@@ -992,6 +1082,25 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             break
         }
         'authctl;help;verify' {
+            break
+        }
+        'authctl;help;key' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'The keys of the key file (which one is current) and what still needs each')
+            [CompletionResult]::new('rotate', 'rotate', [CompletionResultType]::ParameterValue, 'Add a new key to the key file and make it current, then encrypt the TOTP secrets and seal the audit log again under it, in short batches while authd serves (a running authd reads the changed key file within a second). Recovery and emailed codes issued before stay valid under their old key until used')
+            [CompletionResult]::new('rekey', 'rekey', [CompletionResultType]::ParameterValue, 'Finish or repeat a rotation''s re-encryption (after an interruption, or rows a running authd sealed under the old key before it noticed the new one)')
+            [CompletionResult]::new('retire', 'retire', [CompletionResultType]::ParameterValue, 'Remove key ID from the key file. Refused for the current key, and while anything stored still needs it (each kind of value named with a count)')
+            break
+        }
+        'authctl;help;key;list' {
+            break
+        }
+        'authctl;help;key;rotate' {
+            break
+        }
+        'authctl;help;key;rekey' {
+            break
+        }
+        'authctl;help;key;retire' {
             break
         }
         'authctl;help;org' {

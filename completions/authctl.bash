@@ -43,6 +43,9 @@ _authctl() {
             authctl,init)
                 cmd="authctl__subcmd__init"
                 ;;
+            authctl,key)
+                cmd="authctl__subcmd__key"
+                ;;
             authctl,org)
                 cmd="authctl__subcmd__org"
                 ;;
@@ -190,6 +193,9 @@ _authctl() {
             authctl__subcmd__help,init)
                 cmd="authctl__subcmd__help__subcmd__init"
                 ;;
+            authctl__subcmd__help,key)
+                cmd="authctl__subcmd__help__subcmd__key"
+                ;;
             authctl__subcmd__help,org)
                 cmd="authctl__subcmd__help__subcmd__org"
                 ;;
@@ -253,6 +259,18 @@ _authctl() {
             authctl__subcmd__help__subcmd__group,set)
                 cmd="authctl__subcmd__help__subcmd__group__subcmd__set"
                 ;;
+            authctl__subcmd__help__subcmd__key,list)
+                cmd="authctl__subcmd__help__subcmd__key__subcmd__list"
+                ;;
+            authctl__subcmd__help__subcmd__key,rekey)
+                cmd="authctl__subcmd__help__subcmd__key__subcmd__rekey"
+                ;;
+            authctl__subcmd__help__subcmd__key,retire)
+                cmd="authctl__subcmd__help__subcmd__key__subcmd__retire"
+                ;;
+            authctl__subcmd__help__subcmd__key,rotate)
+                cmd="authctl__subcmd__help__subcmd__key__subcmd__rotate"
+                ;;
             authctl__subcmd__help__subcmd__org,add)
                 cmd="authctl__subcmd__help__subcmd__org__subcmd__add"
                 ;;
@@ -306,6 +324,36 @@ _authctl() {
                 ;;
             authctl__subcmd__help__subcmd__user,show)
                 cmd="authctl__subcmd__help__subcmd__user__subcmd__show"
+                ;;
+            authctl__subcmd__key,help)
+                cmd="authctl__subcmd__key__subcmd__help"
+                ;;
+            authctl__subcmd__key,list)
+                cmd="authctl__subcmd__key__subcmd__list"
+                ;;
+            authctl__subcmd__key,rekey)
+                cmd="authctl__subcmd__key__subcmd__rekey"
+                ;;
+            authctl__subcmd__key,retire)
+                cmd="authctl__subcmd__key__subcmd__retire"
+                ;;
+            authctl__subcmd__key,rotate)
+                cmd="authctl__subcmd__key__subcmd__rotate"
+                ;;
+            authctl__subcmd__key__subcmd__help,help)
+                cmd="authctl__subcmd__key__subcmd__help__subcmd__help"
+                ;;
+            authctl__subcmd__key__subcmd__help,list)
+                cmd="authctl__subcmd__key__subcmd__help__subcmd__list"
+                ;;
+            authctl__subcmd__key__subcmd__help,rekey)
+                cmd="authctl__subcmd__key__subcmd__help__subcmd__rekey"
+                ;;
+            authctl__subcmd__key__subcmd__help,retire)
+                cmd="authctl__subcmd__key__subcmd__help__subcmd__retire"
+                ;;
+            authctl__subcmd__key__subcmd__help,rotate)
+                cmd="authctl__subcmd__key__subcmd__help__subcmd__rotate"
                 ;;
             authctl__subcmd__org,add)
                 cmd="authctl__subcmd__org__subcmd__add"
@@ -458,7 +506,7 @@ _authctl() {
 
     case "${cmd}" in
         authctl)
-            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help"
+            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device audit backup verify key org group policy session terms import generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1196,7 +1244,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help)
-            opts="init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help"
+            opts="init user passwd enroll totp reset-2fa unlock device audit backup verify key org group policy session terms import generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1478,6 +1526,76 @@ _authctl() {
         authctl__subcmd__help__subcmd__init)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__key)
+            opts="list rotate rekey retire"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__key__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__key__subcmd__rekey)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__key__subcmd__retire)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__key__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1910,6 +2028,200 @@ _authctl() {
         authctl__subcmd__init)
             opts="-y -h -V --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key)
+            opts="-y -h -V --db --key-file --json --yes --help --version list rotate rekey retire help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key__subcmd__help)
+            opts="list rotate rekey retire help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key__subcmd__help__subcmd__rekey)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key__subcmd__help__subcmd__retire)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key__subcmd__help__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key__subcmd__list)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key__subcmd__rekey)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key__subcmd__retire)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__key__subcmd__rotate)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -38,6 +38,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand audit 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
             cand backup 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
             cand verify 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
+            cand key 'The key file''s keys: list them, rotate to a new one, retire an old one'
             cand org 'Organisations (tenants)'
             cand group 'Groups and whether they require two-factor authentication'
             cand policy 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
@@ -424,6 +425,83 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'authctl;key'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand list 'The keys of the key file (which one is current) and what still needs each'
+            cand rotate 'Add a new key to the key file and make it current, then encrypt the TOTP secrets and seal the audit log again under it, in short batches while authd serves (a running authd reads the changed key file within a second). Recovery and emailed codes issued before stay valid under their old key until used'
+            cand rekey 'Finish or repeat a rotation''s re-encryption (after an interruption, or rows a running authd sealed under the old key before it noticed the new one)'
+            cand retire 'Remove key ID from the key file. Refused for the current key, and while anything stored still needs it (each kind of value named with a count)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;key;list'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;key;rotate'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;key;rekey'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;key;retire'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;key;help'= {
+            cand list 'The keys of the key file (which one is current) and what still needs each'
+            cand rotate 'Add a new key to the key file and make it current, then encrypt the TOTP secrets and seal the audit log again under it, in short batches while authd serves (a running authd reads the changed key file within a second). Recovery and emailed codes issued before stay valid under their old key until used'
+            cand rekey 'Finish or repeat a rotation''s re-encryption (after an interruption, or rows a running authd sealed under the old key before it noticed the new one)'
+            cand retire 'Remove key ID from the key file. Refused for the current key, and while anything stored still needs it (each kind of value named with a count)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;key;help;list'= {
+        }
+        &'authctl;key;help;rotate'= {
+        }
+        &'authctl;key;help;rekey'= {
+        }
+        &'authctl;key;help;retire'= {
+        }
+        &'authctl;key;help;help'= {
+        }
         &'authctl;org'= {
             cand --db 'The database file'
             cand --key-file 'The secret-encryption key file [default: DB.key]'
@@ -799,6 +877,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand audit 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
             cand backup 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
             cand verify 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
+            cand key 'The key file''s keys: list them, rotate to a new one, retire an old one'
             cand org 'Organisations (tenants)'
             cand group 'Groups and whether they require two-factor authentication'
             cand policy 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
@@ -868,6 +947,20 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;help;backup'= {
         }
         &'authctl;help;verify'= {
+        }
+        &'authctl;help;key'= {
+            cand list 'The keys of the key file (which one is current) and what still needs each'
+            cand rotate 'Add a new key to the key file and make it current, then encrypt the TOTP secrets and seal the audit log again under it, in short batches while authd serves (a running authd reads the changed key file within a second). Recovery and emailed codes issued before stay valid under their old key until used'
+            cand rekey 'Finish or repeat a rotation''s re-encryption (after an interruption, or rows a running authd sealed under the old key before it noticed the new one)'
+            cand retire 'Remove key ID from the key file. Refused for the current key, and while anything stored still needs it (each kind of value named with a count)'
+        }
+        &'authctl;help;key;list'= {
+        }
+        &'authctl;help;key;rotate'= {
+        }
+        &'authctl;help;key;rekey'= {
+        }
+        &'authctl;help;key;retire'= {
         }
         &'authctl;help;org'= {
             cand add 'Create an organisation'

@@ -31,7 +31,10 @@ use crate::ratelimit::RateLimiter;
 pub type Resp = Response<Full<Bytes>>;
 
 pub struct Inner {
+    /// The settings read at start-up (what SIGHUP may change is in [`Inner::live`]).
     pub config: Config,
+    /// The settings SIGHUP reads again while authd serves (daemon/reload.rs).
+    pub live: std::sync::RwLock<Arc<Live>>,
     /// The core: database, writer, session cache, key and clock.
     pub core: Core,
     pub hash_permits: Semaphore,
@@ -42,6 +45,41 @@ pub struct Inner {
     pub mailer: Option<crate::mail::Mailer>,
     /// The bearer token `/metrics` asks for (`--metrics-token-file`); None: open.
     pub metrics_token: Option<crate::metrics::MetricsToken>,
+}
+
+/// The settings a SIGHUP may change while authd serves: the forward-auth rules and the
+/// answer for hosts no rule names. Requests take the current ones when they start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    pub forward_auth_rules: Vec<crate::config::ForwardAuthRule>,
+    pub forward_auth_default: crate::config::DefaultAccess,
+}
+
+impl Live {
+    pub fn of(config: &Config) -> Live {
+        Live {
+            forward_auth_rules: config.forward_auth_rules.clone(),
+            forward_auth_default: config.forward_auth_default,
+        }
+    }
+}
+
+impl Inner {
+    /// The live settings now.
+    pub fn live(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(l) => Arc::clone(&l),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Replace the live settings (a SIGHUP).
+    pub fn set_live(&self, live: Live) {
+        match self.live.write() {
+            Ok(mut l) => *l = Arc::new(live),
+            Err(p) => *p.into_inner() = Arc::new(live),
+        }
+    }
 }
 
 /// Cheap to clone; one per connection task.
@@ -74,6 +112,7 @@ impl App {
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
             mailer: None,
             metrics_token: None,
+            live: std::sync::RwLock::new(Arc::new(Live::of(&config))),
             config,
         })))
     }

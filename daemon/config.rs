@@ -50,6 +50,51 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which answered requests get an access-log line (`--access-log all|off|sample:N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    /// Every request.
+    #[default]
+    All,
+    /// None.
+    Off,
+    /// One request in N, and every answer of 400 or more.
+    Sample(u32),
+}
+
+impl std::str::FromStr for AccessLog {
+    type Err = String;
+    fn from_str(s: &str) -> Result<AccessLog, String> {
+        let bad = || format!("access_log {s:?}: write all, off or sample:N (N from 1 to 1000000)");
+        match s.trim() {
+            "all" => Ok(AccessLog::All),
+            "off" => Ok(AccessLog::Off),
+            t => {
+                let n: u32 = t
+                    .strip_prefix("sample:")
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .ok_or_else(bad)?;
+                Ok(if n == 1 {
+                    AccessLog::All
+                } else {
+                    AccessLog::Sample(n)
+                })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLog::All => f.write_str("all"),
+            AccessLog::Off => f.write_str("off"),
+            AccessLog::Sample(n) => write!(f, "sample:{n}"),
+        }
+    }
+}
+
 /// The resolved settings of the daemon.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -71,6 +116,8 @@ pub struct Config {
     pub db_concurrency: usize,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Which requests get an access-log line (`--access-log`).
+    pub access_log: AccessLog,
     /// Mail delivery (one-time codes, notices): an SMTP URL or a directory of .eml files.
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
@@ -250,6 +297,16 @@ settings! {
             hide_env_values = true
         )]
         pub log_level: Option<String>,
+        /// Which answered requests get an access-log line: all (the default), off, or
+        /// sample:N (one in N). Answers with a status of 400 or more are always logged
+        /// (except with off), and every decision's audit row is written whatever this says.
+        #[arg(
+            long,
+            env = "AUTHD_ACCESS_LOG",
+            value_name = "all|off|sample:N",
+            hide_env_values = true
+        )]
+        pub access_log: Option<String>,
         /// Deliver mail (email codes, lockout notices) through this SMTP server.
         #[arg(long, env = "AUTHD_SMTP_URL", value_name = "URL", hide_env_values = true)]
         pub smtp_url: Option<String>,
@@ -383,31 +440,68 @@ impl Default for Config {
 
 impl Config {
     /// Merge the command line (flags over environment) over the config file over the
-    /// defaults, and check every value.
+    /// defaults, and check every value; the first problem is the error.
     pub fn resolve(cli: Settings, file: Option<Settings>) -> Result<Config, String> {
+        let (config, mut problems) = Config::resolve_all(cli, file);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.remove(0))
+        }
+    }
+
+    /// [`Config::resolve`], naming every problem (each message starts with or names its
+    /// setting's key; a bad value stands in as its default in the settings returned, so
+    /// the checks after it still run): what `authd check-config` prints.
+    pub fn resolve_all(cli: Settings, file: Option<Settings>) -> (Config, Vec<String>) {
         let s = cli.or(file.unwrap_or_default());
-        let secs = |name: &str, v: Option<u64>, default: u64| -> Result<Duration, String> {
+        let mut problems: Vec<String> = Vec::new();
+        let mut secs = |name: &str, v: Option<u64>, default: u64| -> Duration {
             match v.unwrap_or(default) {
-                s if (1..=MAX_TIMEOUT_SECS).contains(&s) => Ok(Duration::from_secs(s)),
-                s => Err(format!(
-                    "{name} must be between 1 and {MAX_TIMEOUT_SECS} seconds, not {s}"
-                )),
+                s if (1..=MAX_TIMEOUT_SECS).contains(&s) => Duration::from_secs(s),
+                s => {
+                    problems.push(format!(
+                        "{name}_secs must be between 1 and {MAX_TIMEOUT_SECS} seconds, not {s}"
+                    ));
+                    Duration::from_secs(default)
+                }
             }
         };
-        let at_least_one = |name: &str, v: Option<usize>| -> Result<Option<usize>, String> {
+        let header_read_timeout = secs(
+            "header_read_timeout",
+            s.header_read_timeout_secs,
+            DEFAULT_HEADER_READ_TIMEOUT_SECS,
+        );
+        let request_timeout = secs(
+            "request_timeout",
+            s.request_timeout_secs,
+            DEFAULT_REQUEST_TIMEOUT_SECS,
+        );
+        let shutdown_timeout = secs(
+            "shutdown_timeout",
+            s.shutdown_timeout_secs,
+            DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+        );
+        let mut at_least_one = |name: &str, v: Option<usize>| -> Option<usize> {
             match v {
-                Some(0) => Err(format!("{name} must be at least 1")),
-                v => Ok(v),
+                Some(0) => {
+                    problems.push(format!("{name} must be at least 1"));
+                    None
+                }
+                v => v,
             }
         };
+        let hash_concurrency = at_least_one("hash_concurrency", s.hash_concurrency);
+        let db_concurrency =
+            at_least_one("db_concurrency", s.db_concurrency).unwrap_or(DEFAULT_DB_CONCURRENCY);
 
         let listen = s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         if listen.trim().is_empty() {
-            return Err("listen must be an address such as 127.0.0.1:8080".into());
+            problems.push("listen must be an address such as 127.0.0.1:8080".into());
         }
         let body_limit = s.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
         if !(1..=MAX_BODY_LIMIT).contains(&body_limit) {
-            return Err(format!(
+            problems.push(format!(
                 "body_limit must be between 1 and {MAX_BODY_LIMIT} bytes, not {body_limit}"
             ));
         }
@@ -416,31 +510,45 @@ impl Config {
             .unwrap_or(DEFAULT_RATE_LIMIT_PER_MINUTE);
         let rate_limit_burst = s.rate_limit_burst.unwrap_or(DEFAULT_RATE_LIMIT_BURST);
         if rate_limit_per_minute > 0 && rate_limit_burst == 0 {
-            return Err(
+            problems.push(
                 "rate_limit_burst must be at least 1 (switch rate limiting off with rate_limit_per_minute = 0)"
                     .into(),
             );
         }
         let log_level = s.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
-            return Err(format!(
+            problems.push(format!(
                 "invalid log_level {log_level:?} (use error, warn, info, debug or trace): {e}"
             ));
         }
+        let access_log = match s.access_log.as_deref().map(str::parse).transpose() {
+            Ok(a) => a.unwrap_or_default(),
+            Err(e) => {
+                problems.push(e);
+                AccessLog::All
+            }
+        };
         let db = s.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
         if db.as_os_str().is_empty() {
-            return Err("db must be a file path".into());
+            problems.push("db must be a file path".into());
         }
-        let public_url = s.public_url.map(|u| PublicUrl::parse(&u)).transpose()?;
-        let allowed_redirect_origins = s
-            .allowed_redirect_origins
-            .unwrap_or_default()
-            .iter()
-            .map(|o| parse_origin(o).map_err(|e| format!("allowed_redirect_origin: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let public_url = match s.public_url.map(|u| PublicUrl::parse(&u)).transpose() {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        let mut allowed_redirect_origins = Vec::new();
+        for o in s.allowed_redirect_origins.unwrap_or_default() {
+            match parse_origin(&o) {
+                Ok(o) => allowed_redirect_origins.push(o),
+                Err(e) => problems.push(format!("allowed_redirect_origin: {e}")),
+            }
+        }
         let insecure_cookies = s.insecure_cookies;
         if insecure_cookies && !is_loopback_listen(&listen) {
-            return Err(format!(
+            problems.push(format!(
                 "insecure_cookies is allowed only when listening on a loopback address \
                  (127.0.0.1, ::1, localhost), not {listen}: elsewhere cookies must be Secure"
             ));
@@ -450,50 +558,38 @@ impl Config {
             .as_deref()
             .is_some_and(|l| l.trim().is_empty())
         {
-            return Err("metrics_listen must be an address such as 127.0.0.1:9090".into());
+            problems.push("metrics_listen must be an address such as 127.0.0.1:9090".into());
         }
         let metrics_token_file = s.metrics_token_file;
         if metrics_token_file
             .as_ref()
             .is_some_and(|p| p.as_os_str().is_empty())
         {
-            return Err("metrics_token_file must be a file path".into());
+            problems.push("metrics_token_file must be a file path".into());
         }
-        let forward_auth_rules = s
-            .forward_auth_rules
-            .unwrap_or_default()
-            .iter()
-            .map(|r| r.parse::<ForwardAuthRule>())
-            .collect::<Result<Vec<_>, _>>()?;
-
-        Ok(Config {
+        let mut forward_auth_rules = Vec::new();
+        for r in s.forward_auth_rules.unwrap_or_default() {
+            match r.parse::<ForwardAuthRule>() {
+                Ok(r) => forward_auth_rules.push(r),
+                Err(e) => problems.push(e),
+            }
+        }
+        let config = Config {
             db,
             key_file: s.key_file,
             listen,
-            header_read_timeout: secs(
-                "header_read_timeout",
-                s.header_read_timeout_secs,
-                DEFAULT_HEADER_READ_TIMEOUT_SECS,
-            )?,
-            request_timeout: secs(
-                "request_timeout",
-                s.request_timeout_secs,
-                DEFAULT_REQUEST_TIMEOUT_SECS,
-            )?,
-            shutdown_timeout: secs(
-                "shutdown_timeout",
-                s.shutdown_timeout_secs,
-                DEFAULT_SHUTDOWN_TIMEOUT_SECS,
-            )?,
+            header_read_timeout,
+            request_timeout,
+            shutdown_timeout,
             body_limit,
             rate_limit_per_minute,
             rate_limit_burst,
             trusted_proxies: s.trusted_proxies.unwrap_or_default(),
-            hash_concurrency: at_least_one("hash_concurrency", s.hash_concurrency)?,
-            db_concurrency: at_least_one("db_concurrency", s.db_concurrency)?
-                .unwrap_or(DEFAULT_DB_CONCURRENCY),
+            hash_concurrency,
+            db_concurrency,
             log_format: s.log_format.unwrap_or_default(),
             log_level,
+            access_log,
             smtp_url: s.smtp_url,
             mail_from: s.mail_from,
             mail_dir: s.mail_dir,
@@ -505,7 +601,8 @@ impl Config {
             forward_auth_rules,
             forward_auth_headers: s.forward_auth_headers.unwrap_or(HeaderSource::Forwarded),
             forward_auth_default: s.forward_auth_default.unwrap_or(DefaultAccess::Allow),
-        })
+        };
+        (config, problems)
     }
 }
 

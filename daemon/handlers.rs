@@ -13,15 +13,34 @@ use serde_json::json;
 use crate::app::{empty_resp, json_resp, text_resp, ApiError, App, Req, Resp};
 use authcore::session_cache::Checked;
 
-pub async fn healthz(app: &App) -> Result<Resp, ApiError> {
-    let ok = app.call(|core| core.ping()).await;
+/// Liveness: the process answers (nothing else is asked, so a busy or unwritable
+/// database does not get authd restarted).
+pub async fn healthz(_app: &App) -> Result<Resp, ApiError> {
+    Ok(text_resp(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        "ok\n".into(),
+    ))
+}
+
+/// Readiness: the database answers a read and its schema is current (503 otherwise, with
+/// the reason in the log).
+pub async fn readyz(app: &App) -> Result<Resp, ApiError> {
+    let ok = app.call(|core| core.ready()).await;
     Ok(match ok {
-        Ok(_) => text_resp(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
-        Err(_) => text_resp(
-            StatusCode::SERVICE_UNAVAILABLE,
+        Ok(_) => text_resp(
+            StatusCode::OK,
             "text/plain; charset=utf-8",
-            "database unavailable\n".into(),
+            "ready\n".into(),
         ),
+        Err(e) => {
+            tracing::warn!(error = ?e, "not ready");
+            text_resp(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                "not ready: database unavailable\n".into(),
+            )
+        }
     })
 }
 

@@ -4,12 +4,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod app;
+mod check;
 mod config;
 mod handlers;
 mod mail;
 mod metrics;
 mod portal;
 mod ratelimit;
+mod reload;
 mod routes;
 mod server;
 mod target;
@@ -76,6 +78,7 @@ struct Args {
     /// A TOML file of settings (flags and environment variables override it).
     #[arg(
         long,
+        global = true,
         env = "AUTHD_CONFIG",
         value_name = "FILE",
         hide_env_values = true
@@ -133,6 +136,18 @@ where
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Check the settings without serving: reads flags, AUTHD_* variables and the --config
+    /// file exactly as start-up does, then checks that the file parses, every value, that
+    /// the listen addresses resolve, the database opens (read-only) at a schema this authd
+    /// knows and the key file belongs to it (and is closed to other users), that the public
+    /// URL suits the cookies, the forward-auth rules, the mail and metrics settings. Prints
+    /// the effective settings (secrets redacted), then each problem naming its key; exits 1
+    /// when there is one. Flags may come before or after the word.
+    #[command(name = "check-config")]
+    CheckConfig {
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
     /// Generate files from the command-line definition.
     #[command(subcommand)]
     Generate(Gen),
@@ -162,6 +177,13 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    if let Some(Cmd::CheckConfig { settings }) = &args.command {
+        // Flags after the word over flags before it (both over the environment).
+        return check_config(
+            args.config.as_deref(),
+            (**settings).clone().or(args.settings.clone()),
+        );
+    }
     let config = match args.config() {
         Ok(c) => c,
         Err(e) => {
@@ -183,7 +205,11 @@ fn main() -> ExitCode {
         }
     };
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    init_tracing(&config);
+    let reloader = reload::Reloader {
+        config_file: args.config.clone(),
+        cli: args.settings.clone(),
+        log: init_tracing(&config),
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -195,7 +221,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, metrics_token)) {
+    match runtime.block_on(serve(config, metrics_token, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -204,23 +230,78 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(config: &Config) {
+/// `authd check-config`: see [`check`].
+fn check_config(config_file: Option<&std::path::Path>, settings: Settings) -> ExitCode {
+    // The SMTP transport is built (not connected) as at start-up, inside a runtime.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(async { check::check(config_file, settings) });
+    let mut out = std::io::stdout().lock();
+    let width = report
+        .effective
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
+    for (k, v) in &report.effective {
+        let _ = writeln!(out, "{k:width$} = {v}");
+    }
+    let _ = out.flush();
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    for p in &report.problems {
+        eprintln!("problem: {p}");
+    }
+    if report.problems.is_empty() {
+        eprintln!("check-config: the configuration is usable");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "check-config: {} problem(s); authd would not start or would not work as meant",
+            report.problems.len()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+/// The log subscriber on stderr; its filter can be changed later (SIGHUP) through the
+/// handle returned.
+fn init_tracing(config: &Config) -> Option<reload::LogHandle> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     // The filter was validated with the rest of the config.
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config::DEFAULT_LOG_LEVEL));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log_format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.log_format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => fmt.json().with_ansi(false).boxed(),
     };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .ok()
+        .map(|_| handle)
 }
 
 /// Open the database, bind, warm up, announce, serve until a signal, drain.
-async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> Result<(), String> {
+async fn serve(
+    config: Config,
+    metrics_token: Option<metrics::MetricsToken>,
+    reloader: reload::Reloader,
+) -> Result<(), String> {
     let loc = authcore::db::Location::new(&config.db, config.key_file.clone());
     let opened = tokio::task::spawn_blocking(move || {
         let (conn, key) = authcore::db::open_or_create(&loc)?;
@@ -287,6 +368,7 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
     })
     .await;
     app.spawn_outbox();
+    reloader.spawn(app.clone());
 
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

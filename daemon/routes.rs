@@ -107,7 +107,9 @@ macro_rules! named {
 
 /// The router of one listener and the labels of its routes.
 pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
-    let mut t = Table::new().route("/healthz", "healthz", get(healthz));
+    let mut t = Table::new()
+        .route("/healthz", "healthz", get(healthz))
+        .route("/readyz", "readyz", get(readyz));
     t = if door == Door::Metrics || app.config.metrics_listen.is_none() {
         t.route("/metrics", "metrics", get(metrics))
     } else {
@@ -226,6 +228,10 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
 
 async fn healthz(State(app): State<App>) -> Response {
     answer(h::healthz(&app).await)
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    answer(h::readyz(&app).await)
 }
 
 async fn metrics(State(app): State<App>, req: Req) -> Response {

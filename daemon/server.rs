@@ -38,6 +38,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -67,7 +68,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use authcore::login::Client;
 
 use crate::app::{ApiError, App, ClientAddr, Req};
-use crate::config::IpNet;
+use crate::config::{AccessLog, IpNet};
 use crate::routes::{self, Door, Labels};
 
 /// `Strict-Transport-Security` on every answer (unless `--insecure-cookies`): browsers
@@ -284,21 +285,71 @@ where
         app.metrics.in_flight_inc();
         let peer = self.o.peer;
         let ip = client_ip(peer, req.headers(), &app.config.trusted_proxies);
+        let id = request_id(req.headers());
+        let span = tracing::info_span!("request", id = %id.to_str().unwrap_or("?"));
         let seen = Seen {
             app: app.clone(),
             started,
             method: req.method().clone(),
             route: self.o.labels.of(req.uri().path()),
             ip,
+            id,
         };
         req.extensions_mut().insert(ClientAddr {
             peer,
             ip,
             started: tokio::time::Instant::from_std(started),
         });
+        let inner = {
+            let _in = span.enter();
+            self.inner.call(req)
+        };
         Observing {
-            inner: self.inner.call(req),
+            inner,
             seen: Some(seen),
+            span,
+        }
+    }
+}
+
+/// The header carrying a request's id, in and out.
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// The request's id: its one `X-Request-Id` when that is sane (1–128 characters of
+/// letters, digits and `-_.:@/+=`), else a new one — this process's random prefix and a
+/// counter. It is echoed in the answer's `X-Request-Id` and on every log line of the
+/// request (the `request{id=…}` span).
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let mut given = headers.get_all(X_REQUEST_ID).iter();
+    if let (Some(v), None) = (given.next(), given.next()) {
+        let b = v.as_bytes();
+        if (1..=128).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:@/+=".contains(c))
+        {
+            return v.clone();
+        }
+    }
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| authcore::crypto::random_token()[..10].to_string());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{prefix}-{n:x}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Whether this answer gets an access-log line (`--access-log`): every one, none, or one
+/// in N — answers of 400 or more always.
+fn logged(mode: AccessLog, status: u16) -> bool {
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    match mode {
+        AccessLog::All => true,
+        AccessLog::Off => false,
+        AccessLog::Sample(n) => {
+            status >= 400
+                || SEEN
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(u64::from(n))
         }
     }
 }
@@ -311,6 +362,7 @@ struct Seen {
     method: hyper::Method,
     route: &'static str,
     ip: IpAddr,
+    id: HeaderValue,
 }
 
 impl Seen {
@@ -320,6 +372,9 @@ impl Seen {
         self.app
             .metrics
             .request(self.route, status, elapsed.as_secs_f64());
+        if !logged(self.app.config.access_log, status) {
+            return;
+        }
         tracing::info!(
             method = %self.method,
             route = self.route,
@@ -343,6 +398,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         seen: Option<Seen>,
+        span: tracing::Span,
     }
 }
 
@@ -354,8 +410,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let answer = ready!(this.inner.poll(cx));
-        if let (Some(seen), Ok(resp)) = (this.seen.take(), &answer) {
+        let _in = this.span.enter();
+        let mut answer = ready!(this.inner.poll(cx));
+        if let (Some(mut seen), Ok(resp)) = (this.seen.take(), &mut answer) {
+            resp.headers_mut().insert(
+                X_REQUEST_ID,
+                std::mem::replace(&mut seen.id, HeaderValue::from_static("")),
+            );
             seen.answered(resp.status());
         }
         Poll::Ready(answer)

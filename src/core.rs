@@ -233,6 +233,32 @@ impl Core {
     }
 }
 
+/// How often the background thread looks whether the key file changed (one stat).
+const KEY_FILE_LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// When the key file changed on disk (`authctl key rotate|retire`), read it again, checked
+/// against the database; a file that does not fit is refused and the keys in use kept.
+fn look_at_key_file(conn: &Connection, key: &SecretKey) {
+    if !key.file_changed() {
+        return;
+    }
+    let Some(path) = key.path().map(Path::to_path_buf) else {
+        return;
+    };
+    match key.reload_with(|k| crate::db::check_key(conn, k, &path)) {
+        Ok(true) => tracing::info!(
+            key_file = %path.display(),
+            current = key.current_id(),
+            keys = ?key.ids(),
+            "key file read again"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "the changed key file was refused; keeping the keys in use")
+        }
+    }
+}
+
 /// Checkpoint the WAL of `path` every [`CHECKPOINT_EVERY`] on a thread of its own until
 /// `stop`'s sender is dropped, so no request waits for the copy and its fsync. A passive
 /// checkpoint never blocks readers or writers; a failed one (disk full, read-only file)
@@ -254,6 +280,7 @@ fn spawn_checkpointer(
         .spawn(move || {
             let mut conn: Option<Connection> = None;
             let mut next_prune = std::time::Instant::now() + retention.first_after;
+            let mut next_key_look = std::time::Instant::now() + KEY_FILE_LOOK_EVERY;
             loop {
                 let stopping = !matches!(
                     stop.recv_timeout(CHECKPOINT_EVERY),
@@ -268,6 +295,10 @@ fn spawn_checkpointer(
                     }
                     if stopping {
                         break;
+                    }
+                    if std::time::Instant::now() >= next_key_look {
+                        next_key_look = std::time::Instant::now() + KEY_FILE_LOOK_EVERY;
+                        look_at_key_file(c, &key);
                     }
                     if std::time::Instant::now() >= next_prune {
                         next_prune += retention.every;

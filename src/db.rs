@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
 use crate::crypto::{self, SecretKey};
 use crate::error::{Error, Result};
@@ -100,30 +100,72 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<()> {
-    let stored: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key='key_check'", [], |r| {
-            r.get(0)
-        })
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    match stored {
-        Some(s) if crypto::ct_eq(s.as_bytes(), key.check_value().as_bytes()) => Ok(()),
-        Some(_) => Err(Error::Key(format!(
-            "the key file {} does not belong to this database",
-            key_path.display()
-        ))),
-        None => {
-            conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('key_check', ?1)",
-                [key.check_value()],
-            )?;
-            Ok(())
+/// The meta row holding key `id`'s check value (key 1's is the row of the first format).
+pub(crate) fn key_check_name(id: crypto::KeyId) -> String {
+    if id == 1 {
+        "key_check".to_string()
+    } else {
+        format!("key_check.{id}")
+    }
+}
+
+/// Every key in the ring must be one this database knows (its check value stored by
+/// `init` or `authctl key rotate`); a fresh database learns its first key here. The error
+/// names the key that does not belong.
+pub fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<()> {
+    let known: i64 = conn.query_row(
+        "SELECT count(*) FROM meta WHERE key='key_check' OR key LIKE 'key_check.%'",
+        [],
+        |r| r.get(0),
+    )?;
+    for id in key.ids() {
+        let want = key.check_value_of(id).expect("the ring holds its ids");
+        let stored: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key=?1",
+                [key_check_name(id)],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        match stored {
+            Some(s) if crypto::ct_eq(s.as_bytes(), want.as_bytes()) => {}
+            Some(_) => {
+                return Err(Error::Key(format!(
+                    "key {id} of the key file {} does not belong to this database",
+                    key_path.display()
+                )))
+            }
+            None if known == 0 => {
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES (?1, ?2)",
+                    params![key_check_name(id), want],
+                )?;
+            }
+            None => {
+                return Err(Error::Key(format!(
+                    "key {id} of the key file {} is not one this database knows (keys are added with `authctl key rotate`)",
+                    key_path.display()
+                )))
+            }
         }
     }
+    Ok(())
+}
+
+/// Register key `id` of `key` (a key `authctl key rotate` is adding) in the database.
+pub fn register_key(conn: &Connection, key: &SecretKey, id: crypto::KeyId) -> Result<()> {
+    let want = key
+        .check_value_of(id)
+        .ok_or_else(|| Error::Key(format!("the ring holds no key {id}")))?;
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2)",
+        params![key_check_name(id), want],
+    )?;
+    Ok(())
 }
 
 /// Create a new database and its key file. Refuses to overwrite either.
@@ -282,6 +324,38 @@ fn describe(path: &Path, e: Error) -> Error {
         }
         e => e,
     }
+}
+
+/// What [`inspect`] learns of a database and its key file.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// `PRAGMA user_version`: 0 for a blank file (authd initialises it).
+    pub schema_version: i64,
+    /// The key file's keys and its current one (None for a blank file: not checked).
+    pub keys: Option<(Vec<crypto::KeyId>, crypto::KeyId)>,
+}
+
+/// Look at an existing database and its key file without changing either (read-only: no
+/// WAL switch, no migration, no key registration): its schema version, and that the key
+/// file belongs to it. For `authd check-config`.
+pub fn inspect(path: &Path, key_path: &Path) -> Result<Inspection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let schema_version = user_version(&conn)?;
+    if schema_version == 0 {
+        refuse_foreign(&conn).map_err(|e| describe(path, e))?;
+        return Ok(Inspection {
+            schema_version,
+            keys: None,
+        });
+    }
+    let key = SecretKey::load_file(key_path)?;
+    check_key(&conn, &key, key_path)?;
+    Ok(Inspection {
+        schema_version,
+        keys: Some((key.ids(), key.current_id())),
+    })
 }
 
 /// Load the key file and check it belongs to this database.
@@ -576,6 +650,19 @@ pub fn ping(conn: &Connection) -> Result<()> {
     let _: i64 = conn
         .prepare_cached("SELECT count(*) FROM meta")?
         .query_row([], |r| r.get(0))?;
+    Ok(())
+}
+
+/// Readiness: the database answers a read and its schema is the one this build writes
+/// (migrations current). What authd's `/readyz` asks.
+pub fn ready(conn: &Connection) -> Result<()> {
+    ping(conn)?;
+    let v = user_version(conn)?;
+    if v != SCHEMA_VERSION {
+        return Err(Error::Unavailable(format!(
+            "the database's schema version is {v}, this build's {SCHEMA_VERSION}"
+        )));
+    }
     Ok(())
 }
 

@@ -165,7 +165,7 @@ fn answer_hashes(conn: &Connection, user_id: i64) -> Result<Vec<String>> {
 
 /// Decoy questions for a name: stable for that name under this server's key.
 pub fn decoy_questions(key: &SecretKey, username: &str) -> Vec<String> {
-    let h = key.keyed_hash("decoy questions", crate::names::key_of(username).as_bytes());
+    let h = key.stable_hash("decoy questions", crate::names::key_of(username).as_bytes());
     let bytes = data_encoding::HEXLOWER
         .decode(h.as_bytes())
         .unwrap_or_default();

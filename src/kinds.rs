@@ -235,6 +235,8 @@ names! {
         AdminImport = "admin.import",
         AdminBackup = "admin.backup",
         AdminAuditPrune = "admin.audit.prune",
+        AdminKeyRotate = "admin.key.rotate",
+        AdminKeyRetire = "admin.key.retire",
     }
 }
 
@@ -395,6 +397,8 @@ mod tests {
                 "admin.import",
                 "admin.backup",
                 "admin.audit.prune",
+                "admin.key.rotate",
+                "admin.key.retire",
             ],
             &[
                 "",

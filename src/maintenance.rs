@@ -84,6 +84,7 @@ impl Core {
     pub fn verify(&self, actor: &Actor) -> Result<Verification> {
         require_global(actor)?;
         let key = self.key().clone();
+        let now = self.now();
         self.read(|c| {
             let mut checks = Vec::new();
             let problems = crate::db::integrity_problems(c)?;
@@ -123,6 +124,36 @@ impl Core {
                     )
                 },
             });
+            let held = key.ids();
+            let mut missing = Vec::new();
+            for id in crate::store::keys::registered(c)? {
+                if held.contains(&id) {
+                    continue;
+                }
+                let uses = crate::store::keys::uses_of(c, id, now)?;
+                if !uses.is_empty() {
+                    missing.push(format!(
+                        "key {id} is not in the key file and still needed by {}",
+                        uses.iter()
+                            .map(|(what, n)| format!("{n} {what}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+            checks.push(Check {
+                check: "keys",
+                ok: missing.is_empty(),
+                detail: if missing.is_empty() {
+                    format!(
+                        "the key file holds every key still needed (keys {:?}, current {})",
+                        held,
+                        key.current_id()
+                    )
+                } else {
+                    missing.join("; ")
+                },
+            });
             let audit = audit_chain::verify(c, &key)?;
             checks.push(Check {
                 check: "audit_chain",
@@ -135,6 +166,12 @@ impl Core {
                 audit,
             })
         })
+    }
+
+    /// Whether this core can serve: its database answers a read and its schema is current
+    /// (authd's `/readyz`).
+    pub fn ready(&self) -> Result<()> {
+        self.read(crate::db::ready)
     }
 
     /// The audit chain, checked under the key ([`audit_chain::verify`]).

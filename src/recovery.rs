@@ -33,9 +33,15 @@ pub fn normalize(input: &str) -> Option<String> {
     (s.len() == CODE_LEN && s.bytes().all(|b| ALPHABET.contains(&b))).then_some(s)
 }
 
-/// What the store keeps for a code.
+/// What the store keeps for a code (under the current key).
 pub fn hash(key: &crypto::SecretKey, code: &str) -> Option<String> {
     normalize(code).map(|c| key.keyed_hash("recovery code", c.as_bytes()))
+}
+
+/// What the store may hold for a code: its hash under every key still listed (codes
+/// issued before a rotation are under an older key).
+pub fn hashes(key: &crypto::SecretKey, code: &str) -> Option<Vec<String>> {
+    normalize(code).map(|c| key.keyed_hashes("recovery code", c.as_bytes()))
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ mod interop;
 mod pg;
 #[path = "it/presets.rs"]
 mod presets;
+#[path = "it/rotation.rs"]
+mod rotation;
 #[path = "it/upkeep.rs"]
 mod upkeep;
 
@@ -29,10 +31,16 @@ mod upkeep;
 #[path = "it/daemon_common.rs"]
 mod daemon_common;
 
+#[path = "it/check_config.rs"]
+mod check_config;
 #[path = "it/daemon.rs"]
 mod daemon;
 #[path = "it/email.rs"]
 mod email;
+#[path = "it/reload.rs"]
+mod reload;
+#[path = "it/requests.rs"]
+mod requests;
 
 // The browser portal and forward-auth (issue 7): pages over raw HTTP, headless Chromium
 // journeys, and a real nginx with auth_request in front of authd.

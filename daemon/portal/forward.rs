@@ -27,7 +27,7 @@ use hyper::{Response, StatusCode};
 
 use super::html;
 use super::security::{self, CookieName};
-use crate::app::{ApiError, App, Req, Resp};
+use crate::app::{ApiError, App, Live, Req, Resp};
 use crate::config::{Config, DefaultAccess, ForwardAuthRule};
 use crate::target::{self, Target};
 
@@ -42,6 +42,7 @@ pub fn peer_trusted(app: &App, req: &Req) -> bool {
 /// `GET|HEAD /v1/auth/verify`.
 pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
     let config = &app.config;
+    let live = app.live();
     let original = if peer_trusted(app, &req) {
         match target::target_from(config.forward_auth_headers, &req.headers) {
             Ok(t) => Some(t),
@@ -56,7 +57,7 @@ pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
     } else {
         None
     };
-    if !host_served(config, original.as_ref()) {
+    if !host_served(config, &live, original.as_ref()) {
         tracing::info!(
             host = original
                 .as_ref()
@@ -82,11 +83,7 @@ pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
         return Ok(unauthorized(app, original.as_ref(), redirect));
     };
     let s = &s.info;
-    match access(
-        &config.forward_auth_rules,
-        original.as_ref(),
-        &s.user.groups,
-    ) {
+    match access(&live.forward_auth_rules, original.as_ref(), &s.user.groups) {
         Ok(()) => Ok(allowed(s)),
         Err(need) => {
             tracing::info!(user = %s.user.username, need = %need, "forward-auth: group missing");
@@ -100,14 +97,14 @@ pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
 
 /// With `--forward-auth-default deny`, only hosts named by a rule, an allowed redirect
 /// origin or the public URL are served; an unknown target then is not served either.
-fn host_served(config: &Config, t: Option<&Target>) -> bool {
-    if config.forward_auth_default == DefaultAccess::Allow {
+fn host_served(config: &Config, live: &Live, t: Option<&Target>) -> bool {
+    if live.forward_auth_default == DefaultAccess::Allow {
         return true;
     }
     let Some(t) = t else {
         return false;
     };
-    let named_by_rule = config
+    let named_by_rule = live
         .forward_auth_rules
         .iter()
         .filter_map(|r| r.host.as_ref())

@@ -38,6 +38,10 @@ const ANCHOR: &str = "audit_anchor";
 /// cannot sign an older head.
 const HEAD: &str = "audit_head";
 const HEAD_DOMAIN: &str = "audit head v1";
+/// While a key rotation seals the log again under the new key ([`rekey`]): the last row
+/// done and the MAC it had before (the next row still chains from that), signed.
+const REKEY: &str = "audit_rekey";
+const REKEY_DOMAIN: &str = "audit rekey v1";
 
 /// Where the chain starts: after the last pruned row, or at the beginning.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,13 +54,33 @@ pub struct Anchor {
     pub sig: String,
 }
 
-/// The key's signature over a chain position (an anchor or the head) in `domain`.
+/// The key's signature over a chain position (an anchor or the head) in `domain`, under
+/// the current key.
 fn sign(key: &SecretKey, domain: &str, id: i64, mac: &str) -> String {
     key.keyed_hash(domain, format!("{id}\n{mac}").as_bytes())
 }
 
-/// The MAC of one row after `prev`.
+/// Whether `sig` is the signature of a position, under the key it names.
+fn sign_ok(key: &SecretKey, domain: &str, pos: &Anchor) -> bool {
+    key.keyed_hash_matches(
+        domain,
+        format!("{}\n{}", pos.id, pos.mac).as_bytes(),
+        &pos.sig,
+    )
+}
+
+/// The MAC of one row after `prev`, under the current key.
 fn row_mac(key: &SecretKey, prev: &str, row: &RawRow) -> String {
+    key.keyed_hash(ROW_DOMAIN, row_input(prev, row).as_bytes())
+}
+
+/// Whether `mac` is the MAC of `row` after `prev`, under the key it names.
+fn row_mac_ok(key: &SecretKey, prev: &str, row: &RawRow, mac: &str) -> bool {
+    key.keyed_hash_matches(ROW_DOMAIN, row_input(prev, row).as_bytes(), mac)
+}
+
+/// What a row's MAC covers: the previous MAC and every column.
+fn row_input(prev: &str, row: &RawRow) -> String {
     let content = json!([
         row.id,
         row.at,
@@ -72,7 +96,7 @@ fn row_mac(key: &SecretKey, prev: &str, row: &RawRow) -> String {
         row.actor,
         row.detail
     ]);
-    key.keyed_hash(ROW_DOMAIN, format!("{prev}\n{content}").as_bytes())
+    format!("{prev}\n{content}")
 }
 
 /// A row as stored, every column the MAC covers.
@@ -225,6 +249,147 @@ pub fn seal(conn: &Connection, key: &SecretKey, max_rows: usize) -> Result<usize
     Ok(sealed)
 }
 
+fn meta_delete(conn: &Connection, key: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM meta WHERE key=?1")?
+        .execute([key])?;
+    Ok(())
+}
+
+fn put_position(conn: &Connection, name: &str, pos: &Anchor) -> Result<()> {
+    meta_set(
+        conn,
+        name,
+        &serde_json::to_string(pos).map_err(|e| Error::Invalid(e.to_string()))?,
+    )
+}
+
+/// Seal up to `max_rows` sealed rows again under the current key, in the caller's write
+/// transaction, continuing from where the last call stopped (a signed position in
+/// `meta`); the prune anchor and the head are signed again under the current key. Each
+/// row's old MAC is checked first: a broken chain is not sealed again (that would
+/// launder the evidence). Returns how many rows were rewritten and whether the walk
+/// reached the newest sealed row (a later call starts again from the beginning).
+pub fn rekey(conn: &Connection, key: &SecretKey, max_rows: usize) -> Result<(usize, bool)> {
+    let broken = |id: i64, what: &str| {
+        Error::Invalid(format!(
+            "the audit chain is broken at {what} {id}; not sealing it again (run authctl audit verify)"
+        ))
+    };
+    let anchor = anchor(conn)?;
+    if let Some(a) = &anchor {
+        if !sign_ok(key, ANCHOR_DOMAIN, a) {
+            return Err(broken(0, "the prune anchor, row"));
+        }
+    }
+    let (mut after, mut prev_new, mut prev_old) = match position(conn, REKEY)? {
+        Some(p) => {
+            if !sign_ok(key, REKEY_DOMAIN, &p) {
+                return Err(broken(0, "the rotation's position, row"));
+            }
+            let now: String = conn
+                .query_row("SELECT mac FROM audit WHERE id=?1", [p.id], |r| r.get(0))
+                .map_err(|_| broken(p.id, "row"))?;
+            (p.id, now, p.mac)
+        }
+        None => match &anchor {
+            Some(a) => (a.id, a.mac.clone(), a.mac.clone()),
+            None => (0, String::new(), String::new()),
+        },
+    };
+    let current = key.current_id();
+    let rows: Vec<RawRow> = conn
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM audit WHERE id > ?1 AND mac IS NOT NULL ORDER BY id LIMIT ?2"
+        ))?
+        .query_map(params![after, max_rows as i64], raw_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let done = rows.len() < max_rows;
+    let mut rewritten = 0;
+    let mut update = conn.prepare_cached("UPDATE audit SET mac=?1 WHERE id=?2")?;
+    for row in &rows {
+        let mac = row.mac.as_deref().unwrap_or_default();
+        if crate::crypto::key_of_keyed_hash(mac) == current && row_mac_ok(key, &prev_new, row, mac)
+        {
+            prev_new = mac.to_string();
+            prev_old = prev_new.clone();
+        } else if row_mac_ok(key, &prev_old, row, mac) || row_mac_ok(key, &prev_new, row, mac) {
+            let new = row_mac(key, &prev_new, row);
+            update.execute(params![new, row.id])?;
+            prev_old = mac.to_string();
+            prev_new = new;
+            rewritten += 1;
+        } else {
+            return Err(broken(row.id, "row"));
+        }
+        after = row.id;
+    }
+    if let Some(a) = anchor {
+        put_position(
+            conn,
+            ANCHOR,
+            &Anchor {
+                sig: sign(key, ANCHOR_DOMAIN, a.id, &a.mac),
+                ..a
+            },
+        )?;
+    }
+    if let Some(h) = position(conn, HEAD)? {
+        if !sign_ok(key, HEAD_DOMAIN, &h) {
+            return Err(broken(0, "the signed head, row"));
+        }
+        let mac = if h.id <= after {
+            conn.query_row("SELECT mac FROM audit WHERE id=?1", [h.id], |r| r.get(0))
+                .map_err(|_| broken(h.id, "row"))?
+        } else {
+            h.mac
+        };
+        put_position(
+            conn,
+            HEAD,
+            &Anchor {
+                id: h.id,
+                sig: sign(key, HEAD_DOMAIN, h.id, &mac),
+                mac,
+            },
+        )?;
+    }
+    if done {
+        meta_delete(conn, REKEY)?;
+    } else {
+        put_position(
+            conn,
+            REKEY,
+            &Anchor {
+                id: after,
+                sig: sign(key, REKEY_DOMAIN, after, &prev_old),
+                mac: prev_old,
+            },
+        )?;
+    }
+    Ok((rewritten, done))
+}
+
+/// How many of the chain's MACs and signatures are under key `id`.
+pub fn uses_key(conn: &Connection, id: crate::crypto::KeyId) -> Result<u64> {
+    let rows: i64 = conn.query_row(
+        &format!(
+            "SELECT count(*) FROM audit WHERE mac IS NOT NULL AND {}",
+            super::keyed_by("mac", id)
+        ),
+        [],
+        |r| r.get(0),
+    )?;
+    let mut n = rows as u64;
+    for name in [ANCHOR, HEAD, REKEY] {
+        if let Some(p) = position(conn, name)? {
+            if crate::crypto::key_of_keyed_hash(&p.sig) == id {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Verified {
@@ -256,8 +421,7 @@ pub fn verify(conn: &Connection, key: &SecretKey) -> Result<Verified> {
     let (start, mut prev) = match anchor(conn)? {
         Some(a) => {
             out.pruned_through = Some(a.id);
-            let good = sign(key, ANCHOR_DOMAIN, a.id, &a.mac);
-            if !crate::crypto::ct_eq(good.as_bytes(), a.sig.as_bytes()) {
+            if !sign_ok(key, ANCHOR_DOMAIN, &a) {
                 out.broken = Some(Broken {
                     id: 0,
                     why:
@@ -271,9 +435,19 @@ pub fn verify(conn: &Connection, key: &SecretKey) -> Result<Verified> {
         None => (0, String::new()),
     };
     let head = position(conn, HEAD)?;
+    let rekeying = position(conn, REKEY)?;
+    if let Some(r) = &rekeying {
+        if !sign_ok(key, REKEY_DOMAIN, r) {
+            out.broken = Some(Broken {
+                id: 0,
+                why: "the key rotation's position in the log is wrong (edited, or not made with this key)"
+                    .into(),
+            });
+            return Ok(out);
+        }
+    }
     if let Some(h) = &head {
-        let good = sign(key, HEAD_DOMAIN, h.id, &h.mac);
-        if !crate::crypto::ct_eq(good.as_bytes(), h.sig.as_bytes()) {
+        if !sign_ok(key, HEAD_DOMAIN, h) {
             out.broken = Some(Broken {
                 id: 0,
                 why: "the log's signed head is wrong (edited, or not made with this key)".into(),
@@ -309,8 +483,13 @@ pub fn verify(conn: &Connection, key: &SecretKey) -> Result<Verified> {
                     });
                     return Ok(out);
                 }
-                let good = row_mac(key, &prev, &row);
-                if !crate::crypto::ct_eq(good.as_bytes(), mac.as_bytes()) {
+                // The row after a key rotation's position may still chain from the MAC
+                // its predecessor had before it was sealed again under the new key.
+                let ok = row_mac_ok(key, &prev, &row, mac)
+                    || rekeying
+                        .as_ref()
+                        .is_some_and(|r| r.id + 1 == row.id && row_mac_ok(key, &r.mac, &row, mac));
+                if !ok {
                     out.broken = Some(Broken {
                         id: row.id,
                         why: "its MAC does not match: the row was edited, or a row before it \
@@ -362,6 +541,13 @@ pub fn verify(conn: &Connection, key: &SecretKey) -> Result<Verified> {
 /// transaction. Unsealed rows are sealed first; a chain that does not verify is not
 /// pruned (that would destroy the evidence). Returns how many rows were deleted.
 pub fn prune(conn: &Connection, key: &SecretKey, before: i64) -> Result<u64> {
+    if position(conn, REKEY)?.is_some() {
+        return Err(Error::Conflict(
+            "a key rotation is sealing the audit log again under the new key; prune after it \
+             ends (authctl key rekey)"
+                .into(),
+        ));
+    }
     while seal(conn, key, 10_000)? > 0 {}
     let v = verify(conn, key)?;
     if let Some(b) = v.broken {
@@ -461,6 +647,62 @@ mod tests {
 
     fn broken_at(conn: &Connection, key: &SecretKey) -> Option<i64> {
         verify(conn, key).unwrap().broken.map(|b| b.id)
+    }
+
+    #[test]
+    fn a_rotation_seals_the_log_again_in_batches_and_it_verifies_throughout() {
+        let (_d, conn, old) = db();
+        write(&conn, 10, 1000);
+        seal_all(&conn, &old);
+        prune(&conn, &old, 1003).unwrap();
+        write(&conn, 20, 2000);
+        seal_all(&conn, &old);
+        let (new, id) = old.with_new_key();
+        assert_eq!(id, 2);
+        assert_eq!(uses_key(&conn, 1).unwrap(), 27 + 2, "rows, anchor and head");
+        let mut batches = 0;
+        loop {
+            let (_, done) = rekey(&conn, &new, 4).unwrap();
+            batches += 1;
+            assert_eq!(broken_at(&conn, &new), None, "after batch {batches}");
+            // Meanwhile rows are sealed: by a holder of the new ring, and by one that has
+            // not read the new key file yet.
+            write(&conn, 1, 3000 + batches);
+            seal_all(&conn, if batches % 2 == 0 { &new } else { &old });
+            assert_eq!(
+                broken_at(&conn, &new),
+                None,
+                "after a seal, batch {batches}"
+            );
+            if done {
+                break;
+            }
+            assert!(
+                prune(&conn, &new, 1005).is_err(),
+                "no prune while sealing again"
+            );
+        }
+        assert!(batches > 3, "{batches}");
+        // Rows the old holder sealed last are left for the next run, which ends them.
+        while !rekey(&conn, &new, 4).unwrap().1 {}
+        assert_eq!(uses_key(&conn, 1).unwrap(), 0);
+        let only_new = new.without_key(1).unwrap();
+        let v = verify(&conn, &only_new).unwrap();
+        assert_eq!(
+            (v.broken.clone(), v.pruned_through),
+            (None, Some(3)),
+            "{v:?}"
+        );
+        // The chain still catches an edit, and a broken chain is not sealed again.
+        conn.execute("UPDATE audit SET reason='success' WHERE id=9", [])
+            .unwrap();
+        assert_eq!(broken_at(&conn, &only_new), Some(9));
+        let (newer, _) = new.with_new_key();
+        // (In its write transaction, as the core runs it: the refusal undoes the batch.)
+        let tx = conn.unchecked_transaction().unwrap();
+        assert!(rekey(&tx, &newer, 100).is_err());
+        drop(tx);
+        assert_eq!(broken_at(&conn, &only_new), Some(9), "nothing laundered");
     }
 
     #[test]

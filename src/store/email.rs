@@ -12,11 +12,15 @@ use super::opt;
 use crate::crypto::{self, SecretKey};
 use crate::error::Result;
 
+const EMAIL_DOMAIN: &str = "email otp";
+
+fn code_input(flow_id: i64, user_id: i64, code: &str) -> String {
+    format!("{flow_id}:{user_id}:{code}")
+}
+
+/// The stored form of a code, under the current key (checked under the key it names).
 fn code_hash(key: &SecretKey, flow_id: i64, user_id: i64, code: &str) -> String {
-    key.keyed_hash(
-        "email otp",
-        format!("{flow_id}:{user_id}:{code}").as_bytes(),
-    )
+    key.keyed_hash(EMAIL_DOMAIN, code_input(flow_id, user_id, code).as_bytes())
 }
 
 /// A freshly issued code (to mail; never stored in clear).
@@ -107,8 +111,11 @@ pub fn check(
     if attempts >= max_tries {
         return Ok(Check::TooManyTries);
     }
-    let typed = code_hash(key, flow_id, user_id, code.trim());
-    if crypto::ct_eq(typed.as_bytes(), stored.as_bytes()) {
+    if key.keyed_hash_matches(
+        EMAIL_DOMAIN,
+        code_input(flow_id, user_id, code.trim()).as_bytes(),
+        &stored,
+    ) {
         let n = conn.prepare_cached(
             "UPDATE email_otp_challenges SET consumed_at=?1 WHERE id=?2 AND consumed_at IS NULL",
         )?

@@ -10,7 +10,7 @@ use crate::crypto::{self, SecretKey};
 use crate::error::{Error, Result};
 use crate::{recovery, totp};
 
-fn totp_aad(user_id: i64) -> String {
+pub(crate) fn totp_aad(user_id: i64) -> String {
     format!("totp:{user_id}")
 }
 
@@ -159,15 +159,22 @@ pub fn use_recovery_code(
     code: &str,
     now: i64,
 ) -> Result<Option<i64>> {
-    let Some(h) = recovery::hash(key, code) else {
+    let Some(hashes) = recovery::hashes(key, code) else {
         return Ok(None);
     };
-    let n = conn.execute(
-        "UPDATE recovery_codes SET used_at=?1
-         WHERE id = (SELECT id FROM recovery_codes
-                     WHERE user_id=?2 AND code_hash=?3 AND used_at IS NULL LIMIT 1)",
-        params![now, user_id, h],
-    )?;
+    let mut n = 0;
+    for h in hashes {
+        n = conn
+            .prepare_cached(
+                "UPDATE recovery_codes SET used_at=?1
+                 WHERE id = (SELECT id FROM recovery_codes
+                             WHERE user_id=?2 AND code_hash=?3 AND used_at IS NULL LIMIT 1)",
+            )?
+            .execute(params![now, user_id, h])?;
+        if n > 0 {
+            break;
+        }
+    }
     if n == 0 {
         return Ok(None);
     }

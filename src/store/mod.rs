@@ -6,6 +6,7 @@ pub mod audit_chain;
 pub mod email;
 pub mod factors;
 pub mod familiar;
+pub mod keys;
 pub mod orgs;
 pub mod sessions;
 pub mod terms;
@@ -28,4 +29,14 @@ pub(crate) fn conflict_on_unique(e: rusqlite::Error, msg: impl FnOnce() -> Strin
         }
     }
     e.into()
+}
+
+/// An SQL condition: the keyed hash in `column` (as `crypto::SecretKey::keyed_hash` writes
+/// it) is under key `id` (key 1's carry no `kN:` prefix; hex has no `k`).
+pub(crate) fn keyed_by(column: &str, id: crate::crypto::KeyId) -> String {
+    if id == 1 {
+        format!("{column} NOT LIKE 'k%:%'")
+    } else {
+        format!("{column} LIKE 'k{id}:%'")
+    }
 }

@@ -221,6 +221,10 @@ fn the_package_installs_runs_and_purges_cleanly() {
     ] {
         assert!(info.contains(needle), "no `{needle}` in:\n{info}");
     }
+    assert!(
+        info.contains("Maintainer: authd maintainers") && !info.contains("@localhost"),
+        "the maintainer is the project's, not a placeholder address:\n{info}"
+    );
 
     let guard = Installed;
     ok(Command::new("dpkg").arg("-i").arg(deb));

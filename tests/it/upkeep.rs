@@ -207,3 +207,66 @@ fn prune_keeps_the_chain_and_export_ships_rows_with_their_macs() {
     env.ctl(&["audit", "export", "--since", "yesterday-ish"])
         .fails(2);
 }
+
+/// A backup taken while two clients sign in as fast as they can is one moment of the
+/// database: every session in it has the audit row of the login that made it and no
+/// login's row lacks its session (no transaction half-present), the sign-ins after the
+/// backup began are not in it, and its audit chain verifies.
+#[test]
+fn backup_under_load_holds_whole_transactions_only() {
+    let env = Env::init();
+    env.add_user("bob", STRONG, &[]);
+    env.add_user("carol", STRONG, &[]);
+    let d = Daemon::start(&env, &[]);
+    let backup = env.path("under-load.db");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let logins = std::thread::scope(|s| {
+        let workers: Vec<_> = ["bob", "carol"]
+            .into_iter()
+            .map(|u| {
+                let (d, stop) = (&d, &stop);
+                s.spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        d.login_session(u, STRONG);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        env.json(&["backup", backup.to_str().unwrap()]);
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        workers.into_iter().map(|w| w.join().unwrap()).sum::<u64>()
+    });
+    drop(d);
+    let count = |db: &std::path::Path, sql: &str| -> i64 {
+        let c = Connection::open(db).unwrap();
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    let sessions = "SELECT count(*) FROM sessions";
+    let rows = "SELECT count(*) FROM audit WHERE event='login.password' AND outcome='success'";
+    let (b_sessions, b_rows) = (count(&backup, sessions), count(&backup, rows));
+    assert!(b_sessions > 0, "sign-ins before the backup are in it");
+    assert_eq!(
+        b_sessions, b_rows,
+        "each session with its login's audit row"
+    );
+    let (live_sessions, live_rows) = (count(&env.db, sessions), count(&env.db, rows));
+    assert_eq!(live_sessions, live_rows);
+    assert_eq!(live_sessions as u64, logins);
+    assert!(
+        live_sessions > b_sessions,
+        "the sign-ins after the backup began are not in it ({b_sessions} of {live_sessions})"
+    );
+    // The copy, restored with the key, verifies and serves.
+    let restored = Env::empty();
+    std::fs::copy(&backup, &restored.db).unwrap();
+    std::fs::copy(env.key(), restored.key()).unwrap();
+    let v = restored.json(&["verify"]);
+    assert_eq!(v["ok"], true, "{v:#}");
+    let d = Daemon::start(&restored, &[]);
+    d.login_session("carol", STRONG);
+}

@@ -1,0 +1,208 @@
+//! SIGHUP: read the settings again (flags and environment as at start-up, the `--config`
+//! file anew) and apply what can change while authd serves — the log level, the
+//! forward-auth rules and default — and read the key file again (authd also notices a
+//! changed key file by itself within a second; see `authcore::rotation`). A configuration
+//! that does not resolve is refused with a log line and the one in use kept. Settings that
+//! need a restart (listeners, database, timeouts…) are named in a warning and left as
+//! they are. Connections and requests in flight are not touched: a request keeps the
+//! settings it started with.
+
+use std::path::PathBuf;
+
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+use crate::app::{App, Live};
+use crate::config::{Config, Settings};
+
+/// Changes the log filter of the running subscriber.
+pub type LogHandle = reload::Handle<EnvFilter, Registry>;
+
+/// What a SIGHUP reads again: the command line as given and the config file's path.
+pub struct Reloader {
+    pub config_file: Option<PathBuf>,
+    pub cli: Settings,
+    pub log: Option<LogHandle>,
+}
+
+impl Reloader {
+    /// Serve SIGHUPs until the process ends.
+    pub fn spawn(self, app: App) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; settings are read at start only");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                self.reload(&app).await;
+            }
+        });
+    }
+
+    /// Read everything again and apply what may change; logs what changed.
+    pub async fn reload(&self, app: &App) {
+        tracing::info!("SIGHUP: reading the settings again");
+        let file = match self
+            .config_file
+            .as_deref()
+            .map(Settings::from_file)
+            .transpose()
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: the configuration is refused; keeping the one in use");
+                return;
+            }
+        };
+        let new = match Config::resolve(self.cli.clone(), file) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: the configuration is refused; keeping the one in use");
+                return;
+            }
+        };
+        let mut changed: Vec<String> = Vec::new();
+        let old_live = app.live();
+        let live = Live::of(&new);
+        if live.forward_auth_rules != old_live.forward_auth_rules {
+            changed.push(format!(
+                "forward_auth_rules ({} → {} rules)",
+                old_live.forward_auth_rules.len(),
+                live.forward_auth_rules.len()
+            ));
+        }
+        if live.forward_auth_default != old_live.forward_auth_default {
+            changed.push(format!(
+                "forward_auth_default ({:?} → {:?})",
+                old_live.forward_auth_default, live.forward_auth_default
+            ));
+        }
+        if *old_live != live {
+            app.set_live(live);
+        }
+        let restart = needs_restart(&app.config, &new);
+        if !restart.is_empty() {
+            tracing::warn!(
+                settings = %restart.join(", "),
+                "SIGHUP: these settings changed but take effect only at the next start"
+            );
+        }
+        let core = app.core.clone();
+        match tokio::task::spawn_blocking(move || core.reload_key()).await {
+            Ok(Ok(true)) => changed.push(format!(
+                "key file (current key {})",
+                app.core.key().current_id()
+            )),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "SIGHUP: the key file is refused; keeping the keys in use")
+            }
+            Err(e) => tracing::warn!(error = %e, "SIGHUP: reading the key file failed"),
+        }
+        // The log level last: the summary is written under the level in use until now,
+        // and a line under the new one says so.
+        let mut new_level = None;
+        if let Some(log) = &self.log {
+            let level = current_level(log);
+            if level.as_deref() != Some(new.log_level.as_str()) {
+                changed.push(format!(
+                    "log_level ({} → {})",
+                    level.unwrap_or_default(),
+                    new.log_level
+                ));
+                new_level = Some(log);
+            }
+        }
+        if changed.is_empty() {
+            tracing::info!("SIGHUP: nothing that can change without a restart changed");
+        } else {
+            tracing::info!(changed = %changed.join(", "), "SIGHUP: settings changed");
+        }
+        if let Some(log) = new_level {
+            match EnvFilter::try_new(&new.log_level).map(|f| log.reload(f)) {
+                Ok(Ok(())) => {
+                    tracing::info!(log_level = %new.log_level, "SIGHUP: log level changed")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "SIGHUP: cannot change the log level"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: cannot change the log level"),
+            }
+        }
+    }
+}
+
+fn current_level(log: &LogHandle) -> Option<String> {
+    log.with_current(|f| f.to_string()).ok()
+}
+
+/// The settings that differ between `old` and `new` and need a restart.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut differs = |name: &'static str, d: bool| {
+        if d {
+            out.push(name);
+        }
+    };
+    differs("db", old.db != new.db);
+    differs("key_file", old.key_file != new.key_file);
+    differs("listen", old.listen != new.listen);
+    differs("metrics_listen", old.metrics_listen != new.metrics_listen);
+    differs(
+        "metrics_token_file",
+        old.metrics_token_file != new.metrics_token_file,
+    );
+    differs(
+        "header_read_timeout_secs",
+        old.header_read_timeout != new.header_read_timeout,
+    );
+    differs(
+        "request_timeout_secs",
+        old.request_timeout != new.request_timeout,
+    );
+    differs(
+        "shutdown_timeout_secs",
+        old.shutdown_timeout != new.shutdown_timeout,
+    );
+    differs("body_limit", old.body_limit != new.body_limit);
+    differs(
+        "rate_limit_per_minute",
+        old.rate_limit_per_minute != new.rate_limit_per_minute,
+    );
+    differs(
+        "rate_limit_burst",
+        old.rate_limit_burst != new.rate_limit_burst,
+    );
+    differs(
+        "trusted_proxies",
+        old.trusted_proxies != new.trusted_proxies,
+    );
+    differs(
+        "hash_concurrency",
+        old.hash_concurrency != new.hash_concurrency,
+    );
+    differs("db_concurrency", old.db_concurrency != new.db_concurrency);
+    differs("log_format", old.log_format != new.log_format);
+    differs("access_log", old.access_log != new.access_log);
+    differs(
+        "smtp_url, mail_from, mail_dir",
+        old.smtp_url != new.smtp_url
+            || old.mail_from != new.mail_from
+            || old.mail_dir != new.mail_dir,
+    );
+    differs("public_url", old.public_url != new.public_url);
+    differs(
+        "allowed_redirect_origins",
+        old.allowed_redirect_origins != new.allowed_redirect_origins,
+    );
+    differs(
+        "insecure_cookies",
+        old.insecure_cookies != new.insecure_cookies,
+    );
+    differs(
+        "forward_auth_headers",
+        old.forward_auth_headers != new.forward_auth_headers,
+    );
+    out
+}
