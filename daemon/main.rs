@@ -286,7 +286,7 @@ async fn serve(config: Config, metrics_token: Option<metrics::MetricsToken>) -> 
         authcore::password::dummy_verify(core.hashing(), "warm-up", params)
     })
     .await;
-    app.spawn_outbox();
+    app.spawn_outbox(app.link_base(addr));
 
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

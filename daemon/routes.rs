@@ -190,6 +190,11 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
         credential(post(api!(h::password_forgot_reset))),
     )
     .route(
+        "/v1/password/reset",
+        "password",
+        credential(post(api!(h::password_reset_link))),
+    )
+    .route(
         "/v1/me/security-questions",
         "me",
         get(api!(h::get_security_questions)).put(api!(h::set_security_questions)),

@@ -192,6 +192,46 @@ pub struct Forgot {
     pub questions: Vec<String>,
 }
 
+/// What `POST /v1/password/forgot` answers: the questions, or (under `password.recovery
+/// = link`) that a link was mailed. Either is the same for every name.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Questions(Forgot),
+    Link(crate::reset_link::LinkSent),
+}
+
+/// Start a reset the way the policy says: questions, or a link by mail.
+pub fn start(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    username: &str,
+    now: i64,
+) -> Result<Decision<Answer>> {
+    let policy = Policy::load(conn)?;
+    Ok(match policy.password_recovery {
+        crate::policy::Recovery::Link => {
+            let d = crate::reset_link::request(conn, key, client, username, now)?;
+            Decision {
+                result: d.result.map(Answer::Link),
+                reason: d.reason,
+                locked_now: d.locked_now,
+                mail: d.mail,
+            }
+        }
+        crate::policy::Recovery::Questions => {
+            let d = forgot(conn, key, client, username, now)?;
+            Decision {
+                result: d.result.map(Answer::Questions),
+                reason: d.reason,
+                locked_now: d.locked_now,
+                mail: d.mail,
+            }
+        }
+    })
+}
+
 /// Start a reset: the user's questions and a flow token, or decoys of the same shape.
 pub fn forgot(
     conn: &mut Connection,
@@ -201,6 +241,13 @@ pub fn forgot(
     now: i64,
 ) -> Result<Decision<Forgot>> {
     let policy = Policy::load(conn)?;
+    if policy.password_recovery == crate::policy::Recovery::Link {
+        // No questions under this policy: nobody's are shown or checked.
+        return Ok(Decision::refused(
+            Error::Invalid("forgotten passwords are reset by an emailed link here".into()),
+            "questions_off",
+        ));
+    }
     let typed: String = username.chars().take(256).collect();
     let tx = db::write_tx(conn)?;
     let user = users::find(&tx, &typed)?;
@@ -274,6 +321,12 @@ pub fn reset(
     now: i64,
 ) -> Result<Decision<Status>> {
     let policy = Policy::load(conn)?;
+    if policy.password_recovery == crate::policy::Recovery::Link {
+        return Ok(Decision::refused(
+            Error::Invalid("forgotten passwords are reset by an emailed link here".into()),
+            "questions_off",
+        ));
+    }
     // Shape first: it does not depend on who the user is or on the answers.
     check_new_password(
         hashing,

@@ -181,6 +181,8 @@ names! {
         SecondFactor = "second_factor",
         /// Answer the security questions and set a new password.
         Forgot = "forgot",
+        /// Set a new password through an emailed or admin-issued one-time link.
+        ResetLink = "reset_link",
     }
 }
 
@@ -344,6 +346,7 @@ mod tests {
                 "enroll_confirm",
                 "second_factor",
                 "forgot",
+                "reset_link",
             ],
             &["", "Terms", "password", "totp", "second-factor", "session"],
         );

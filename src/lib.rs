@@ -25,6 +25,7 @@ pub mod ops;
 pub mod password;
 pub mod policy;
 pub mod recovery;
+pub mod reset_link;
 pub mod session_cache;
 pub mod steps;
 pub mod store;

@@ -19,11 +19,12 @@ use crate::admin::Door;
 use crate::audit::{self, Entry, Outcome};
 use crate::core::Core;
 use crate::error::{Error, Result};
-use crate::forgot::{self, Forgot, QuestionAnswer};
+use crate::forgot::{self, QuestionAnswer};
 use crate::group_commit::{Full, Step, WriteError, WriteStep};
 use crate::kinds::{AuditEvent, LoginStep};
 use crate::login::{self, Client, Decision, Enrollment, SessionInfo, Status};
 use crate::policy::Policy;
+use crate::reset_link;
 use crate::store::email::{self, Notice};
 use crate::store::factors::{self, Device};
 use crate::store::terms::{self, Terms};
@@ -340,9 +341,38 @@ impl Core {
 
     /// Start a forgotten-password reset ([`forgot::forgot`]: the same shape of answer
     /// for every name; blocks).
-    pub fn forgot(&self, client: &Client, username: &str) -> Result<Decision<Forgot>> {
+    pub fn forgot(&self, client: &Client, username: &str) -> Result<Decision<forgot::Answer>> {
         let now = self.now();
-        self.with_conn(|conn, key| forgot::forgot(conn, key, client, username, now))
+        self.with_conn(|conn, key| forgot::start(conn, key, client, username, now))
+    }
+
+    /// Whether `token` is a live reset link, and whose ([`reset_link::peek`]; blocks).
+    pub fn reset_link_user(&self, token: &str) -> Result<Option<String>> {
+        let now = self.now();
+        self.with_conn(|conn, _| reset_link::peek(conn, token, now))
+    }
+
+    /// Set a new password through a one-time link ([`reset_link::reset`]; hashes,
+    /// blocks).
+    pub fn reset_with_link(
+        &self,
+        client: &Client,
+        token: &str,
+        new_password: &str,
+        confirm_password: &str,
+    ) -> Result<Decision<Status>> {
+        let now = self.now();
+        self.with_conn(|conn, _| {
+            reset_link::reset(
+                self.hashing(),
+                conn,
+                client,
+                token,
+                new_password,
+                confirm_password,
+                now,
+            )
+        })
     }
 
     /// Finish a reset with the answers and the new password ([`forgot::reset`]; hashes,
@@ -387,7 +417,7 @@ impl Core {
     /// Up to `limit` notices due for mailing now (blocks).
     pub fn due_notices(&self, limit: i64) -> Result<Vec<Notice>> {
         let now = self.now();
-        self.with_conn(|conn, _| email::due_notices(conn, now, limit))
+        self.with_conn(|conn, key| email::due_notices(conn, key, now, limit))
     }
 
     /// Record that notice `id` was mailed (blocks).

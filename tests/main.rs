@@ -50,6 +50,10 @@ mod faults;
 #[path = "it/lockout.rs"]
 mod lockout;
 
+// Safer recovery (issue 14, part 4): forgotten passwords by an emailed one-time link.
+#[path = "it/reset_link.rs"]
+mod reset_link;
+
 // The workspace (refactor item 1): the core crate's dependencies stay free of HTTP, async,
 // mail, terminal and plotting crates; rust-version covers every dependency's.
 #[path = "it/boundary.rs"]

@@ -80,6 +80,7 @@ async fn get(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/login" => flow::login_page(ctx).await,
         "/terms" => flow::terms_page(ctx).await,
         "/forgot" => flow::forgot_page(ctx).await,
+        "/reset" => flow::reset_link_page(ctx).await,
         "/logout" => account::logout_page(ctx).await,
         "/security-questions" => account::questions_page(ctx).await,
         "/admin" => account::admin_page(ctx).await,
@@ -100,7 +101,7 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
     if !ctx.origin_ok() {
         return Ok(ctx.forbidden());
     }
-    let credential = path.starts_with("/login") || path.starts_with("/forgot");
+    let credential = path.starts_with("/login") || path.starts_with("/forgot") || path == "/reset";
     if credential {
         if let Some(resp) = ctx.rate_limited() {
             return Ok(resp);
@@ -117,6 +118,7 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/login/recovery" => flow::recovery_post(ctx, &form).await,
         "/forgot" => flow::forgot_post(ctx, &form).await,
         "/forgot/reset" => flow::forgot_reset_post(ctx, &form).await,
+        "/reset" => flow::reset_link_post(ctx, &form).await,
         "/logout" => account::logout_post(ctx, &form).await,
         "/devices/revoke" => account::revoke_device_post(ctx, &form).await,
         "/security-questions" => account::questions_post(ctx, &form).await,
