@@ -458,6 +458,111 @@ pub async fn password_reset_link(app: &App, req: Req) -> Result<Resp, ApiError> 
     decided(app, d).await
 }
 
+// ---- The security page (/v1/me/…) -----------------------------------------------
+
+/// `GET /v1/me/security`: factors, sessions, devices, recent activity.
+pub async fn me_security(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let v = app.call(move |core| core.security_overview(&s)).await?;
+    Ok(json_resp(StatusCode::OK, &v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReauthBody {
+    password: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// `POST /v1/me/reauth {"password","code"?}`: allows factor changes for 5 minutes.
+pub async fn me_reauth(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let b: ReauthBody = req.json()?;
+    let client = req.client.clone();
+    let until = app
+        .call_hashing(move |core| core.reauthenticate(&client, &s, &b.password, b.code.as_deref()))
+        .await?;
+    Ok(json_resp(
+        StatusCode::OK,
+        &json!({"reauthenticated_until": until}),
+    ))
+}
+
+/// `POST /v1/me/recovery-codes`: fresh recovery codes (re-authentication needed).
+pub async fn me_recovery_codes(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let client = req.client.clone();
+    let codes = app
+        .call(move |core| core.regenerate_recovery_codes(&client, &s))
+        .await?;
+    Ok(json_resp(StatusCode::OK, &json!({"recovery_codes": codes})))
+}
+
+/// `POST /v1/me/totp/remove`: remove the authenticator app (re-authentication needed).
+pub async fn me_totp_remove(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let client = req.client.clone();
+    app.call(move |core| core.remove_own_totp(&client, &s))
+        .await?;
+    Ok(empty_resp(StatusCode::NO_CONTENT))
+}
+
+fn id_of(segment: &str) -> Result<i64, ApiError> {
+    segment
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::bad_request("the id must be a positive whole number"))
+}
+
+/// `POST /v1/me/sessions/{id}/revoke`: end one of one's own sessions (404 otherwise).
+pub async fn me_session_revoke(app: &App, req: Req, id: String) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let id = id_of(&id)?;
+    let client = req.client.clone();
+    app.call(move |core| core.revoke_own_session(&client, &s, id))
+        .await?;
+    Ok(empty_resp(StatusCode::NO_CONTENT))
+}
+
+/// `POST /v1/me/sessions/revoke-others`: end every session but this one.
+pub async fn me_sessions_revoke_others(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let client = req.client.clone();
+    let n = app
+        .call(move |core| core.revoke_other_sessions(&client, &s))
+        .await?;
+    Ok(json_resp(StatusCode::OK, &json!({"revoked": n})))
+}
+
+/// `POST /v1/me/devices/{id}/revoke`: forget one of one's own devices (404 otherwise).
+pub async fn me_device_revoke(app: &App, req: Req, id: String) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let id = id_of(&id)?;
+    let client = req.client.clone();
+    let ok = app
+        .call(move |core| core.revoke_own_device(&client, &s, id, Door::Api))
+        .await?;
+    if ok {
+        Ok(empty_resp(StatusCode::NO_CONTENT))
+    } else {
+        Err(ApiError::from(authcore::Error::NotFound(format!(
+            "no remembered device {id} of yours"
+        ))))
+    }
+}
+
+/// `POST /v1/me/devices/revoke-all`: forget every remembered device.
+pub async fn me_devices_revoke_all(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let client = req.client.clone();
+    let n = app
+        .call(move |core| core.revoke_all_own_devices(&client, &s))
+        .await?;
+    Ok(json_resp(StatusCode::OK, &json!({"revoked": n})))
+}
+
 // ---- Admin API -------------------------------------------------------------------
 
 /// The admin behind the Bearer token: an org-admin or admin session, else 401/403.

@@ -212,6 +212,14 @@ names! {
         SecurityQuestionsSet = "security_questions.set",
         /// A user forgot one of their remembered devices (portal).
         DeviceRevoke = "device.revoke",
+        /// A signed-in user confirmed their password and second factor again.
+        SecurityReauth = "security.reauth",
+        /// A signed-in user ended one of their own sessions (or all others).
+        SessionRevoke = "session.revoke",
+        /// A signed-in user replaced their recovery codes.
+        RecoveryRegenerate = "recovery.regenerate",
+        /// A signed-in user removed their authenticator app.
+        FactorRemove = "factor.remove",
         AdminInit = "admin.init",
         AdminUserAdd = "admin.user.add",
         AdminUserSet = "admin.user.set",
@@ -373,6 +381,10 @@ mod tests {
                 "password.reset",
                 "security_questions.set",
                 "device.revoke",
+                "security.reauth",
+                "session.revoke",
+                "recovery.regenerate",
+                "factor.remove",
                 "admin.init",
                 "admin.user.add",
                 "admin.user.set",

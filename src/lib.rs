@@ -26,6 +26,7 @@ pub mod password;
 pub mod policy;
 pub mod recovery;
 pub mod reset_link;
+pub mod security;
 pub mod session_cache;
 pub mod steps;
 pub mod store;

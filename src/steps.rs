@@ -25,6 +25,7 @@ use crate::kinds::{AuditEvent, LoginStep};
 use crate::login::{self, Client, Decision, Enrollment, SessionInfo, Status};
 use crate::policy::Policy;
 use crate::reset_link;
+use crate::security;
 use crate::store::email::{self, Notice};
 use crate::store::factors::{self, Device};
 use crate::store::terms::{self, Terms};
@@ -344,6 +345,63 @@ impl Core {
     pub fn forgot(&self, client: &Client, username: &str) -> Result<Decision<forgot::Answer>> {
         let now = self.now();
         self.with_conn(|conn, key| forgot::start(conn, key, client, username, now))
+    }
+
+    // ---- the security page ([`security`]) -------------------------------------------
+
+    /// The session's user's security page (blocks).
+    pub fn security_overview(&self, s: &SessionInfo) -> Result<security::Overview> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::overview(conn, s, now))
+    }
+
+    /// Confirm the password and second factor again (hashes, blocks): until when factor
+    /// changes are allowed.
+    pub fn reauthenticate(
+        &self,
+        client: &Client,
+        s: &SessionInfo,
+        password: &str,
+        code: Option<&str>,
+    ) -> Result<String> {
+        let now = self.now();
+        self.with_conn(|conn, key| {
+            security::reauthenticate(self.hashing(), conn, key, client, s, password, code, now)
+        })
+    }
+
+    /// New recovery codes (needs a fresh re-authentication; blocks).
+    pub fn regenerate_recovery_codes(
+        &self,
+        client: &Client,
+        s: &SessionInfo,
+    ) -> Result<Vec<String>> {
+        let now = self.now();
+        self.with_conn(|conn, key| security::regenerate_recovery_codes(conn, key, client, s, now))
+    }
+
+    /// Remove the authenticator app (needs a fresh re-authentication; blocks).
+    pub fn remove_own_totp(&self, client: &Client, s: &SessionInfo) -> Result<()> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::remove_totp(conn, client, s, now))
+    }
+
+    /// End one of the user's own sessions (blocks).
+    pub fn revoke_own_session(&self, client: &Client, s: &SessionInfo, id: i64) -> Result<()> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::revoke_session(conn, client, s, id, now))
+    }
+
+    /// End every other session of the user (blocks).
+    pub fn revoke_other_sessions(&self, client: &Client, s: &SessionInfo) -> Result<usize> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::revoke_other_sessions(conn, client, s, now))
+    }
+
+    /// Forget every remembered device of the user (blocks).
+    pub fn revoke_all_own_devices(&self, client: &Client, s: &SessionInfo) -> Result<usize> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::revoke_all_devices(conn, client, s, now))
     }
 
     /// Whether `token` is a live reset link, and whose ([`reset_link::peek`]; blocks).

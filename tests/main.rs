@@ -54,6 +54,10 @@ mod lockout;
 #[path = "it/reset_link.rs"]
 mod reset_link;
 
+// A security page for each user (issue 14, part 5): /v1/me/….
+#[path = "it/security_page.rs"]
+mod security_page;
+
 // The workspace (refactor item 1): the core crate's dependencies stay free of HTTP, async,
 // mail, terminal and plotting crates; rust-version covers every dependency's.
 #[path = "it/boundary.rs"]

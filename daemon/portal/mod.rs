@@ -22,6 +22,7 @@ mod flow;
 mod forward;
 pub mod html;
 pub mod security;
+mod security_page;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -83,6 +84,7 @@ async fn get(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/reset" => flow::reset_link_page(ctx).await,
         "/logout" => account::logout_page(ctx).await,
         "/security-questions" => account::questions_page(ctx).await,
+        "/security" => security_page::page(ctx).await,
         "/admin" => account::admin_page(ctx).await,
         "/admin/user" => account::admin_user_page(ctx).await,
         _ => Ok(ctx.message_page(
@@ -122,6 +124,9 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/logout" => account::logout_post(ctx, &form).await,
         "/devices/revoke" => account::revoke_device_post(ctx, &form).await,
         "/security-questions" => account::questions_post(ctx, &form).await,
+        p if p.starts_with("/security/") => {
+            security_page::post(ctx, &form, &p["/security/".len()..]).await
+        }
         "/admin/unlock" => account::admin_action_post(ctx, &form, account::Action::Unlock).await,
         "/admin/reset-2fa" => {
             account::admin_action_post(ctx, &form, account::Action::Reset2fa).await
