@@ -649,6 +649,7 @@ impl Core {
                 None => factors::remove_totp(tx, u.id)?,
             }
             users::set_mfa_method(tx, u.id, Some(e.method), now)?;
+            crate::store::email::notify(tx, u.id, crate::store::email::notice::FACTOR_ADDED, now)?;
             let codes = factors::rotate_recovery_codes(tx, key, u.id, count, now)?;
             Ok((codes, json!({"method": e.method, "replaced": u.mfa_method})))
         })?;

@@ -58,6 +58,10 @@ mod reset_link;
 #[path = "it/security_page.rs"]
 mod security_page;
 
+// Security alerts by mail (issue 14, part 6).
+#[path = "it/alerts.rs"]
+mod alerts;
+
 // The workspace (refactor item 1): the core crate's dependencies stay free of HTTP, async,
 // mail, terminal and plotting crates; rust-version covers every dependency's.
 #[path = "it/boundary.rs"]

@@ -211,14 +211,39 @@ pub mod notice {
     pub const UNFAMILIAR_LOCKED: &str = "unfamiliar_locked";
     pub const RESET_2FA: &str = "two_factor_reset";
     pub const PASSWORD_CHANGED: &str = "password_changed";
+    /// Security alerts (at most one of a kind per user per hour, see [`ALERT_EVERY`]).
+    pub const NEW_SIGN_IN: &str = "new_sign_in";
+    pub const FACTOR_ADDED: &str = "factor_added";
+    pub const RECOVERY_CODE_USED: &str = "recovery_code_used";
     /// A one-time link to set a new password (emailed on request).
     pub const RESET_LINK: &str = "reset_link";
     /// A one-time link to set up an account (admin-issued).
     pub const ENROL_LINK: &str = "enrol_link";
 }
 
-/// Queue a notice to a user (same transaction as the event it tells about).
+/// Security alerts are mailed at most once per kind and user this often (seconds); lock
+/// notices are not limited this way (one per lock).
+pub const ALERT_EVERY: i64 = 3600;
+
+/// Whether `kind` is an alert limited to one per [`ALERT_EVERY`].
+fn is_alert(kind: &str) -> bool {
+    matches!(
+        kind,
+        notice::NEW_SIGN_IN
+            | notice::FACTOR_ADDED
+            | notice::RECOVERY_CODE_USED
+            | notice::RESET_2FA
+            | notice::PASSWORD_CHANGED
+    )
+}
+
+/// Queue a notice to a user (same transaction as the event it tells about). An alert of
+/// a kind already queued for the user within [`ALERT_EVERY`] is not queued again.
 pub fn notify(conn: &Connection, user_id: i64, kind: &str, now: i64) -> Result<()> {
+    if is_alert(kind) && last_notice_at(conn, user_id, kind)?.is_some_and(|t| now - t < ALERT_EVERY)
+    {
+        return Ok(());
+    }
     let row: Option<(String, String)> = opt(conn.query_row(
         "SELECT username, email FROM users WHERE id=?1",
         [user_id],
@@ -237,9 +262,21 @@ pub fn notify(conn: &Connection, user_id: i64, kind: &str, now: i64) -> Result<(
             "Sign-ins to your account from unfamiliar places were blocked",
             format!("Hello {username},\n\nAt {when}, after too many failed sign-in attempts from devices and networks you have not used lately, sign-ins from unfamiliar places were blocked.\nYou can still sign in from a remembered device or a network you signed in from recently. An administrator can lift the block. If these attempts were not yours, tell your administrator.\n"),
         ),
+        notice::NEW_SIGN_IN => (
+            "New sign-in to your account",
+            format!("Hello {username},\n\nYour account was signed in to at {when} from a device and network it had not used before.\nIf this was you, there is nothing to do. If it was not, change your password at once, sign out the other sessions on your security page, and tell your administrator.\n"),
+        ),
+        notice::FACTOR_ADDED => (
+            "A sign-in factor was added to your account",
+            format!("Hello {username},\n\nA second sign-in factor (an authenticator app or emailed codes) was set up for your account at {when}.\nIf this was not you, tell your administrator at once: someone may have your password.\n"),
+        ),
+        notice::RECOVERY_CODE_USED => (
+            "A recovery code was used",
+            format!("Hello {username},\n\nOne of your recovery codes was used to sign in at {when}.\nIf this was not you, change your password, make new recovery codes on your security page and tell your administrator.\n"),
+        ),
         notice::RESET_2FA => (
             "Your two-factor authentication was reset",
-            format!("Hello {username},\n\nYour two-factor authentication was reset at {when}. At your next sign-in you will set it up again.\nIf you did not ask for this, tell your administrator at once.\n"),
+            format!("Hello {username},\n\nYour two-factor authentication was reset (a sign-in factor removed) at {when}. At your next sign-in you will set it up again.\nIf you did not ask for this, tell your administrator at once.\n"),
         ),
         _ => (
             "Your password was changed",
