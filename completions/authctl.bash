@@ -52,6 +52,9 @@ _authctl() {
             authctl,policy)
                 cmd="authctl__subcmd__policy"
                 ;;
+            authctl,questions)
+                cmd="authctl__subcmd__questions"
+                ;;
             authctl,reset-2fa)
                 cmd="authctl__subcmd__reset__subcmd__2fa"
                 ;;
@@ -199,6 +202,9 @@ _authctl() {
             authctl__subcmd__help,policy)
                 cmd="authctl__subcmd__help__subcmd__policy"
                 ;;
+            authctl__subcmd__help,questions)
+                cmd="authctl__subcmd__help__subcmd__questions"
+                ;;
             authctl__subcmd__help,reset-2fa)
                 cmd="authctl__subcmd__help__subcmd__reset__subcmd__2fa"
                 ;;
@@ -270,6 +276,12 @@ _authctl() {
                 ;;
             authctl__subcmd__help__subcmd__policy,show)
                 cmd="authctl__subcmd__help__subcmd__policy__subcmd__show"
+                ;;
+            authctl__subcmd__help__subcmd__questions,set)
+                cmd="authctl__subcmd__help__subcmd__questions__subcmd__set"
+                ;;
+            authctl__subcmd__help__subcmd__questions,show)
+                cmd="authctl__subcmd__help__subcmd__questions__subcmd__show"
                 ;;
             authctl__subcmd__help__subcmd__session,list)
                 cmd="authctl__subcmd__help__subcmd__session__subcmd__list"
@@ -354,6 +366,24 @@ _authctl() {
                 ;;
             authctl__subcmd__policy__subcmd__help,show)
                 cmd="authctl__subcmd__policy__subcmd__help__subcmd__show"
+                ;;
+            authctl__subcmd__questions,help)
+                cmd="authctl__subcmd__questions__subcmd__help"
+                ;;
+            authctl__subcmd__questions,set)
+                cmd="authctl__subcmd__questions__subcmd__set"
+                ;;
+            authctl__subcmd__questions,show)
+                cmd="authctl__subcmd__questions__subcmd__show"
+                ;;
+            authctl__subcmd__questions__subcmd__help,help)
+                cmd="authctl__subcmd__questions__subcmd__help__subcmd__help"
+                ;;
+            authctl__subcmd__questions__subcmd__help,set)
+                cmd="authctl__subcmd__questions__subcmd__help__subcmd__set"
+                ;;
+            authctl__subcmd__questions__subcmd__help,show)
+                cmd="authctl__subcmd__questions__subcmd__help__subcmd__show"
                 ;;
             authctl__subcmd__session,help)
                 cmd="authctl__subcmd__session__subcmd__help"
@@ -458,7 +488,7 @@ _authctl() {
 
     case "${cmd}" in
         authctl)
-            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help"
+            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms questions import generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1196,7 +1226,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help)
-            opts="init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help"
+            opts="init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms questions import generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1602,6 +1632,48 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help__subcmd__policy__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__questions)
+            opts="set show"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__questions__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__questions__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2250,6 +2322,132 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__policy__subcmd__show)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions)
+            opts="-y -h -V --db --key-file --json --yes --help --version set show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__help)
+            opts="set show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__set)
+            opts="-y -h -V --file --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__show)
             opts="-y -h -V --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

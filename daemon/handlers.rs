@@ -348,10 +348,14 @@ pub async fn set_security_questions(app: &App, req: Req) -> Result<Resp, ApiErro
 
 pub async fn get_security_questions(app: &App, req: Req) -> Result<Resp, ApiError> {
     let s = session_of(app, &req).await?;
-    let questions = app
-        .call(move |core| core.security_questions(s.user_id))
+    let (questions, (offered, admin)) = app
+        .call(move |core| Ok((core.security_questions(s.user_id)?, core.question_list()?)))
         .await?;
-    Ok(json_resp(StatusCode::OK, &json!({"questions": questions})))
+    // `offered`: the list to pick from; `only_offered`: whether other questions are refused.
+    Ok(json_resp(
+        StatusCode::OK,
+        &json!({"questions": questions, "offered": offered, "only_offered": admin}),
+    ))
 }
 
 #[derive(Deserialize)]

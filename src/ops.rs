@@ -967,6 +967,23 @@ impl Core {
         })
     }
 
+    /// Set the list of security questions users pick from (and decoys are drawn from),
+    /// audited `admin.questions.set`.
+    pub fn set_question_list(&self, actor: &Actor, list: &[String]) -> Result<Vec<String>> {
+        let event = AuditEvent::AdminQuestionsSet;
+        self.global_write(actor, event, |tx, _, now| {
+            let stored = crate::forgot::set_question_list(tx, list)?;
+            audit::record(
+                tx,
+                &actor
+                    .entry(event, Outcome::Success)
+                    .detail(actor.detail(json!({"count": stored.len()}))),
+                now,
+            )?;
+            Ok(stored)
+        })
+    }
+
     // ---- import ----
 
     /// Create a batch of checked, hashed users in one transaction: each user with its

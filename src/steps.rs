@@ -282,9 +282,15 @@ impl Core {
         let now = self.now();
         self.with_conn(|conn, _| {
             let policy = Policy::load(conn)?;
+            forgot::check_offered(conn, questions)?;
             let prepared = forgot::prepare_questions(self.hashing(), questions, &policy)?;
             forgot::store_questions(conn, client, user_id, &prepared, now)
         })
+    }
+
+    /// The questions users pick from, and whether an admin set them (blocks).
+    pub fn question_list(&self) -> Result<(Vec<String>, bool)> {
+        self.with_conn(|conn, _| forgot::question_list(conn))
     }
 
     /// A user's security questions (the questions only; blocks).

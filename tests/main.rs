@@ -62,6 +62,10 @@ mod security_page;
 #[path = "it/alerts.rs"]
 mod alerts;
 
+// Security questions without enumeration (issue 14, part 4).
+#[path = "it/questions.rs"]
+mod questions;
+
 // The workspace (refactor item 1): the core crate's dependencies stay free of HTTP, async,
 // mail, terminal and plotting crates; rust-version covers every dependency's.
 #[path = "it/boundary.rs"]
