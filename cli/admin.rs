@@ -322,6 +322,52 @@ pub fn terms(g: &Global, c: TermsCmd) -> Result<i32> {
     Ok(0)
 }
 
+pub fn questions(g: &Global, c: crate::args::QuestionsCmd) -> Result<i32> {
+    use crate::args::QuestionsCmd;
+    let ctx = Ctx::open(g)?;
+    match c {
+        QuestionsCmd::Set { file } => {
+            let text = read_terms(&file)?;
+            let list: Vec<String> = text.lines().map(str::to_string).collect();
+            let stored = ctx.core.set_question_list(&ctx.actor, &list)?;
+            emit(
+                ctx.json,
+                &json!({"questions": stored, "source": "admin"}),
+                || {
+                    format!(
+                        "{} questions offered; users pick theirs from them",
+                        stored.len()
+                    )
+                },
+            );
+        }
+        QuestionsCmd::Show => {
+            let (list, admin) = ctx.core.question_list()?;
+            let source = if admin { "admin" } else { "default" };
+            emit(
+                ctx.json,
+                &json!({"questions": list, "source": source}),
+                || {
+                    let mut out = format!(
+                        "{} ({source} list{}):\n",
+                        list.len(),
+                        if admin {
+                            ""
+                        } else {
+                            "; users may still write their own questions until `questions set`"
+                        }
+                    );
+                    for q in &list {
+                        out.push_str(&format!("  {q}\n"));
+                    }
+                    out.trim_end().to_string()
+                },
+            );
+        }
+    }
+    Ok(0)
+}
+
 /// The terms text from FILE ('-': standard input), read up to the size limit and no
 /// further: a huge file, or /dev/zero, is refused after limit + 1 bytes.
 fn read_terms(file: &std::path::Path) -> Result<String> {

@@ -95,6 +95,10 @@ pub enum Command {
     /// Publish the terms and conditions users must accept.
     #[command(subcommand)]
     Terms(TermsCmd),
+    /// The list of security questions users pick from (unknown names are shown
+    /// questions of the same list, so the questions reveal nobody).
+    #[command(subcommand)]
+    Questions(QuestionsCmd),
     /// Create many users from a JSON-lines or CSV file.
     Import(ImportArgs),
     /// Generate shell completions and man pages.
@@ -321,6 +325,19 @@ pub enum TermsCmd {
         file: PathBuf,
     },
     /// Show the current version.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuestionsCmd {
+    /// Replace the list: one question per line (5 to 100; blank lines skipped). From now
+    /// on users pick their questions from it.
+    Set {
+        /// A UTF-8 text file, one question per line ('-' for standard input).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show the list in force (the admin's, or the built-in default).
     Show,
 }
 

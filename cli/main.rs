@@ -73,6 +73,9 @@ fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
             user.clone().unwrap_or_default(),
         ),
         Command::Terms(TermsCmd::Set { .. }) => (AuditEvent::AdminTermsSet, String::new()),
+        Command::Questions(args::QuestionsCmd::Set { .. }) => {
+            (AuditEvent::AdminQuestionsSet, String::new())
+        }
         Command::Backup(a) => (AuditEvent::AdminBackup, a.file.display().to_string()),
         Command::Key(args::KeyCmd::Rotate) => (AuditEvent::AdminKeyRotate, String::new()),
         Command::Audit(args::AuditArgs {
@@ -108,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Policy(c) => admin::policy(&g, c),
         Command::Session(c) => admin::session(&g, c),
         Command::Terms(c) => admin::terms(&g, c),
+        Command::Questions(c) => admin::questions(&g, c),
         Command::Import(a) => import::run(&g, a),
         Command::Generate(c) => generate::run(c),
     }

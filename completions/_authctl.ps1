@@ -47,6 +47,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)')
             [CompletionResult]::new('session', 'session', [CompletionResultType]::ParameterValue, 'List and revoke login sessions')
             [CompletionResult]::new('terms', 'terms', [CompletionResultType]::ParameterValue, 'Publish the terms and conditions users must accept')
+            [CompletionResult]::new('questions', 'questions', [CompletionResultType]::ParameterValue, 'The list of security questions users pick from (unknown names are shown questions of the same list, so the questions reveal nobody)')
             [CompletionResult]::new('import', 'import', [CompletionResultType]::ParameterValue, 'Create many users from a JSON-lines or CSV file')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Generate shell completions and man pages')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -906,6 +907,61 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         'authctl;terms;help;help' {
             break
         }
+        'authctl;questions' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Replace the list: one question per line (5 to 100; blank lines skipped). From now on users pick their questions from it')
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Show the list in force (the admin''s, or the built-in default)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'authctl;questions;set' {
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'A UTF-8 text file, one question per line (''-'' for standard input)')
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'authctl;questions;show' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'authctl;questions;help' {
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Replace the list: one question per line (5 to 100; blank lines skipped). From now on users pick their questions from it')
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Show the list in force (the admin''s, or the built-in default)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'authctl;questions;help;set' {
+            break
+        }
+        'authctl;questions;help;show' {
+            break
+        }
+        'authctl;questions;help;help' {
+            break
+        }
         'authctl;import' {
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'The file format [default: from the extension, .csv or else jsonl]')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
@@ -994,6 +1050,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)')
             [CompletionResult]::new('session', 'session', [CompletionResultType]::ParameterValue, 'List and revoke login sessions')
             [CompletionResult]::new('terms', 'terms', [CompletionResultType]::ParameterValue, 'Publish the terms and conditions users must accept')
+            [CompletionResult]::new('questions', 'questions', [CompletionResultType]::ParameterValue, 'The list of security questions users pick from (unknown names are shown questions of the same list, so the questions reveal nobody)')
             [CompletionResult]::new('import', 'import', [CompletionResultType]::ParameterValue, 'Create many users from a JSON-lines or CSV file')
             [CompletionResult]::new('generate', 'generate', [CompletionResultType]::ParameterValue, 'Generate shell completions and man pages')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -1172,6 +1229,17 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             break
         }
         'authctl;help;terms;show' {
+            break
+        }
+        'authctl;help;questions' {
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Replace the list: one question per line (5 to 100; blank lines skipped). From now on users pick their questions from it')
+            [CompletionResult]::new('show', 'show', [CompletionResultType]::ParameterValue, 'Show the list in force (the admin''s, or the built-in default)')
+            break
+        }
+        'authctl;help;questions;set' {
+            break
+        }
+        'authctl;help;questions;show' {
             break
         }
         'authctl;help;import' {

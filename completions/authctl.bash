@@ -43,9 +43,6 @@ _authctl() {
             authctl,init)
                 cmd="authctl__subcmd__init"
                 ;;
-            authctl,key)
-                cmd="authctl__subcmd__key"
-                ;;
             authctl,org)
                 cmd="authctl__subcmd__org"
                 ;;
@@ -54,6 +51,9 @@ _authctl() {
                 ;;
             authctl,policy)
                 cmd="authctl__subcmd__policy"
+                ;;
+            authctl,questions)
+                cmd="authctl__subcmd__questions"
                 ;;
             authctl,reset-2fa)
                 cmd="authctl__subcmd__reset__subcmd__2fa"
@@ -193,9 +193,6 @@ _authctl() {
             authctl__subcmd__help,init)
                 cmd="authctl__subcmd__help__subcmd__init"
                 ;;
-            authctl__subcmd__help,key)
-                cmd="authctl__subcmd__help__subcmd__key"
-                ;;
             authctl__subcmd__help,org)
                 cmd="authctl__subcmd__help__subcmd__org"
                 ;;
@@ -204,6 +201,9 @@ _authctl() {
                 ;;
             authctl__subcmd__help,policy)
                 cmd="authctl__subcmd__help__subcmd__policy"
+                ;;
+            authctl__subcmd__help,questions)
+                cmd="authctl__subcmd__help__subcmd__questions"
                 ;;
             authctl__subcmd__help,reset-2fa)
                 cmd="authctl__subcmd__help__subcmd__reset__subcmd__2fa"
@@ -259,18 +259,6 @@ _authctl() {
             authctl__subcmd__help__subcmd__group,set)
                 cmd="authctl__subcmd__help__subcmd__group__subcmd__set"
                 ;;
-            authctl__subcmd__help__subcmd__key,list)
-                cmd="authctl__subcmd__help__subcmd__key__subcmd__list"
-                ;;
-            authctl__subcmd__help__subcmd__key,rekey)
-                cmd="authctl__subcmd__help__subcmd__key__subcmd__rekey"
-                ;;
-            authctl__subcmd__help__subcmd__key,retire)
-                cmd="authctl__subcmd__help__subcmd__key__subcmd__retire"
-                ;;
-            authctl__subcmd__help__subcmd__key,rotate)
-                cmd="authctl__subcmd__help__subcmd__key__subcmd__rotate"
-                ;;
             authctl__subcmd__help__subcmd__org,add)
                 cmd="authctl__subcmd__help__subcmd__org__subcmd__add"
                 ;;
@@ -288,6 +276,12 @@ _authctl() {
                 ;;
             authctl__subcmd__help__subcmd__policy,show)
                 cmd="authctl__subcmd__help__subcmd__policy__subcmd__show"
+                ;;
+            authctl__subcmd__help__subcmd__questions,set)
+                cmd="authctl__subcmd__help__subcmd__questions__subcmd__set"
+                ;;
+            authctl__subcmd__help__subcmd__questions,show)
+                cmd="authctl__subcmd__help__subcmd__questions__subcmd__show"
                 ;;
             authctl__subcmd__help__subcmd__session,list)
                 cmd="authctl__subcmd__help__subcmd__session__subcmd__list"
@@ -324,36 +318,6 @@ _authctl() {
                 ;;
             authctl__subcmd__help__subcmd__user,show)
                 cmd="authctl__subcmd__help__subcmd__user__subcmd__show"
-                ;;
-            authctl__subcmd__key,help)
-                cmd="authctl__subcmd__key__subcmd__help"
-                ;;
-            authctl__subcmd__key,list)
-                cmd="authctl__subcmd__key__subcmd__list"
-                ;;
-            authctl__subcmd__key,rekey)
-                cmd="authctl__subcmd__key__subcmd__rekey"
-                ;;
-            authctl__subcmd__key,retire)
-                cmd="authctl__subcmd__key__subcmd__retire"
-                ;;
-            authctl__subcmd__key,rotate)
-                cmd="authctl__subcmd__key__subcmd__rotate"
-                ;;
-            authctl__subcmd__key__subcmd__help,help)
-                cmd="authctl__subcmd__key__subcmd__help__subcmd__help"
-                ;;
-            authctl__subcmd__key__subcmd__help,list)
-                cmd="authctl__subcmd__key__subcmd__help__subcmd__list"
-                ;;
-            authctl__subcmd__key__subcmd__help,rekey)
-                cmd="authctl__subcmd__key__subcmd__help__subcmd__rekey"
-                ;;
-            authctl__subcmd__key__subcmd__help,retire)
-                cmd="authctl__subcmd__key__subcmd__help__subcmd__retire"
-                ;;
-            authctl__subcmd__key__subcmd__help,rotate)
-                cmd="authctl__subcmd__key__subcmd__help__subcmd__rotate"
                 ;;
             authctl__subcmd__org,add)
                 cmd="authctl__subcmd__org__subcmd__add"
@@ -402,6 +366,24 @@ _authctl() {
                 ;;
             authctl__subcmd__policy__subcmd__help,show)
                 cmd="authctl__subcmd__policy__subcmd__help__subcmd__show"
+                ;;
+            authctl__subcmd__questions,help)
+                cmd="authctl__subcmd__questions__subcmd__help"
+                ;;
+            authctl__subcmd__questions,set)
+                cmd="authctl__subcmd__questions__subcmd__set"
+                ;;
+            authctl__subcmd__questions,show)
+                cmd="authctl__subcmd__questions__subcmd__show"
+                ;;
+            authctl__subcmd__questions__subcmd__help,help)
+                cmd="authctl__subcmd__questions__subcmd__help__subcmd__help"
+                ;;
+            authctl__subcmd__questions__subcmd__help,set)
+                cmd="authctl__subcmd__questions__subcmd__help__subcmd__set"
+                ;;
+            authctl__subcmd__questions__subcmd__help,show)
+                cmd="authctl__subcmd__questions__subcmd__help__subcmd__show"
                 ;;
             authctl__subcmd__session,help)
                 cmd="authctl__subcmd__session__subcmd__help"
@@ -506,7 +488,7 @@ _authctl() {
 
     case "${cmd}" in
         authctl)
-            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device audit backup verify key org group policy session terms import generate help"
+            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms questions import generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1244,7 +1226,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help)
-            opts="init user passwd enroll totp reset-2fa unlock device audit backup verify key org group policy session terms import generate help"
+            opts="init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms questions import generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1537,76 +1519,6 @@ _authctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        authctl__subcmd__help__subcmd__key)
-            opts="list rotate rekey retire"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__help__subcmd__key__subcmd__list)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__help__subcmd__key__subcmd__rekey)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__help__subcmd__key__subcmd__retire)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__help__subcmd__key__subcmd__rotate)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         authctl__subcmd__help__subcmd__org)
             opts="add list delete"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1720,6 +1632,48 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help__subcmd__policy__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__questions)
+            opts="set show"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__questions__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__questions__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2028,200 +1982,6 @@ _authctl() {
         authctl__subcmd__init)
             opts="-y -h -V --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key)
-            opts="-y -h -V --db --key-file --json --yes --help --version list rotate rekey retire help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key__subcmd__help)
-            opts="list rotate rekey retire help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key__subcmd__help__subcmd__help)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key__subcmd__help__subcmd__list)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key__subcmd__help__subcmd__rekey)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key__subcmd__help__subcmd__retire)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key__subcmd__help__subcmd__rotate)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key__subcmd__list)
-            opts="-y -h -V --db --key-file --json --yes --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key__subcmd__rekey)
-            opts="-y -h -V --db --key-file --json --yes --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key__subcmd__retire)
-            opts="-y -h -V --db --key-file --json --yes --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__key__subcmd__rotate)
-            opts="-y -h -V --db --key-file --json --yes --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2562,6 +2322,132 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__policy__subcmd__show)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions)
+            opts="-y -h -V --db --key-file --json --yes --help --version set show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__help)
+            opts="set show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__set)
+            opts="-y -h -V --file --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__questions__subcmd__show)
             opts="-y -h -V --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -44,6 +44,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand policy 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
             cand session 'List and revoke login sessions'
             cand terms 'Publish the terms and conditions users must accept'
+            cand questions 'The list of security questions users pick from (unknown names are shown questions of the same list, so the questions reveal nobody)'
             cand import 'Create many users from a JSON-lines or CSV file'
             cand generate 'Generate shell completions and man pages'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -803,6 +804,54 @@ set edit:completion:arg-completer[authctl] = {|@words|
         }
         &'authctl;terms;help;help'= {
         }
+        &'authctl;questions'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand set 'Replace the list: one question per line (5 to 100; blank lines skipped). From now on users pick their questions from it'
+            cand show 'Show the list in force (the admin''s, or the built-in default)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;questions;set'= {
+            cand --file 'A UTF-8 text file, one question per line (''-'' for standard input)'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;questions;show'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;questions;help'= {
+            cand set 'Replace the list: one question per line (5 to 100; blank lines skipped). From now on users pick their questions from it'
+            cand show 'Show the list in force (the admin''s, or the built-in default)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;questions;help;set'= {
+        }
+        &'authctl;questions;help;show'= {
+        }
+        &'authctl;questions;help;help'= {
+        }
         &'authctl;import'= {
             cand --format 'The file format [default: from the extension, .csv or else jsonl]'
             cand --db 'The database file'
@@ -883,6 +932,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand policy 'Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…)'
             cand session 'List and revoke login sessions'
             cand terms 'Publish the terms and conditions users must accept'
+            cand questions 'The list of security questions users pick from (unknown names are shown questions of the same list, so the questions reveal nobody)'
             cand import 'Create many users from a JSON-lines or CSV file'
             cand generate 'Generate shell completions and man pages'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -1013,6 +1063,14 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;help;terms;set'= {
         }
         &'authctl;help;terms;show'= {
+        }
+        &'authctl;help;questions'= {
+            cand set 'Replace the list: one question per line (5 to 100; blank lines skipped). From now on users pick their questions from it'
+            cand show 'Show the list in force (the admin''s, or the built-in default)'
+        }
+        &'authctl;help;questions;set'= {
+        }
+        &'authctl;help;questions;show'= {
         }
         &'authctl;help;import'= {
         }

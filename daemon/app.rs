@@ -187,9 +187,18 @@ impl App {
             .await
     }
 
+    /// The portal's address for links in mail: `--public-url`, else the listener's.
+    pub fn link_base(&self, listening: std::net::SocketAddr) -> String {
+        match &self.config.public_url {
+            Some(p) => format!("{}{}", p.origin, p.base),
+            None => format!("http://{listening}"),
+        }
+    }
+
     /// Drain the outbox of mailed notices forever (a background task; nothing to do
-    /// without a mailer).
-    pub fn spawn_outbox(&self) {
+    /// without a mailer). A link notice's `{link}` becomes `LINK_BASE/reset?token=TOKEN`
+    /// (see [`App::link_base`]), in memory only.
+    pub fn spawn_outbox(&self, link_base: String) {
         let app = self.clone();
         tokio::spawn(async move {
             let Some(mailer) = app.mailer.as_ref() else {
@@ -202,7 +211,14 @@ impl App {
                     .await;
                 let Ok(due) = due else { continue };
                 for n in due {
-                    let r = mailer.send(&n.recipient, &n.subject, &n.body).await;
+                    let body = match &n.link_token {
+                        Some(token) => n.body.replace(
+                            authcore::store::email::LINK_PLACEHOLDER,
+                            &format!("{link_base}/reset?token={}", token.as_str()),
+                        ),
+                        None => n.body.clone(),
+                    };
+                    let r = mailer.send(&n.recipient, &n.subject, &body).await;
                     let id = n.id;
                     let res = app
                         .call(move |core| match &r {

@@ -367,10 +367,14 @@ pub async fn set_security_questions(app: &App, req: Req) -> Result<Resp, ApiErro
 
 pub async fn get_security_questions(app: &App, req: Req) -> Result<Resp, ApiError> {
     let s = session_of(app, &req).await?;
-    let questions = app
-        .call(move |core| core.security_questions(s.user_id))
+    let (questions, (offered, admin)) = app
+        .call(move |core| Ok((core.security_questions(s.user_id)?, core.question_list()?)))
         .await?;
-    Ok(json_resp(StatusCode::OK, &json!({"questions": questions})))
+    // `offered`: the list to pick from; `only_offered`: whether other questions are refused.
+    Ok(json_resp(
+        StatusCode::OK,
+        &json!({"questions": questions, "offered": offered, "only_offered": admin}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -381,13 +385,53 @@ struct ForgotBody {
 
 pub async fn password_forgot(app: &App, req: Req) -> Result<Resp, ApiError> {
     let b: ForgotBody = req.json()?;
-    let client = req.client.clone();
-    let d = app
-        .call(move |core| core.forgot(&client, &b.username))
-        .await?;
     // Unknown names and names without questions are answered alike: always 200.
-    let v = d.result?;
+    let v = forgot_start(app, req.client.clone(), b.username).await?;
     Ok(json_resp(StatusCode::OK, &v))
+}
+
+/// Reset-link requests made after their answer, at most this many at once.
+static LINK_QUEUE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1024);
+/// How long after its answer a reset-link request is decided.
+const LINK_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Start a forgotten-password reset the way the policy says (API and portal). Under
+/// `password.recovery=link` the answer does not wait for the decision: the link is made
+/// and queued for mailing after it, so the answer and its time are the same for every
+/// name (a real user's flow and outbox rows cost more than an unknown name's audit row).
+pub async fn forgot_start(
+    app: &App,
+    client: authcore::login::Client,
+    username: String,
+) -> Result<authcore::forgot::Answer, ApiError> {
+    use authcore::forgot::Answer;
+    let recovery = app.call(|core| core.policy()).await?.password_recovery;
+    if recovery == authcore::policy::Recovery::Link {
+        // Bounded: past LINK_QUEUE pending requests (a flood the rate limiter let
+        // through), further ones are dropped, answered alike and logged.
+        match LINK_QUEUE.try_acquire() {
+            Ok(permit) => {
+                let bg = app.clone();
+                tokio::spawn(async move {
+                    // Later than the answer and later than the client's next request, so
+                    // the work of a real name does not slow down what follows it either.
+                    tokio::time::sleep(LINK_DELAY).await;
+                    match bg.call(move |core| core.forgot(&client, &username)).await {
+                        Ok(d) => count(&bg, &d),
+                        Err(e) => tracing::warn!(error = %e.message, "cannot make a reset link"),
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => tracing::warn!("too many pending reset-link requests: one dropped"),
+        }
+        return Ok(Answer::Link(authcore::reset_link::LinkSent::new()));
+    }
+    let d = app
+        .call(move |core| core.forgot(&client, &username))
+        .await?;
+    count(app, &d);
+    Ok(d.result?)
 }
 
 #[derive(Deserialize)]
@@ -414,6 +458,132 @@ pub async fn password_forgot_reset(app: &App, req: Req) -> Result<Resp, ApiError
         })
         .await?;
     decided(app, d).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkResetBody {
+    token: String,
+    new_password: String,
+    confirm_password: String,
+}
+
+/// `POST /v1/password/reset`: a new password through a one-time (emailed or
+/// admin-issued) link's token.
+pub async fn password_reset_link(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let b: LinkResetBody = req.json()?;
+    let client = req.client.clone();
+    let d = app
+        .call_hashing(move |core| {
+            core.reset_with_link(&client, &b.token, &b.new_password, &b.confirm_password)
+        })
+        .await?;
+    decided(app, d).await
+}
+
+// ---- The security page (/v1/me/…) -----------------------------------------------
+
+/// `GET /v1/me/security`: factors, sessions, devices, recent activity.
+pub async fn me_security(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let v = app.call(move |core| core.security_overview(&s)).await?;
+    Ok(json_resp(StatusCode::OK, &v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReauthBody {
+    password: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// `POST /v1/me/reauth {"password","code"?}`: allows factor changes for 5 minutes.
+pub async fn me_reauth(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let b: ReauthBody = req.json()?;
+    let client = req.client.clone();
+    let until = app
+        .call_hashing(move |core| core.reauthenticate(&client, &s, &b.password, b.code.as_deref()))
+        .await?;
+    Ok(json_resp(
+        StatusCode::OK,
+        &json!({"reauthenticated_until": until}),
+    ))
+}
+
+/// `POST /v1/me/recovery-codes`: fresh recovery codes (re-authentication needed).
+pub async fn me_recovery_codes(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let client = req.client.clone();
+    let codes = app
+        .call(move |core| core.regenerate_recovery_codes(&client, &s))
+        .await?;
+    Ok(json_resp(StatusCode::OK, &json!({"recovery_codes": codes})))
+}
+
+/// `POST /v1/me/totp/remove`: remove the authenticator app (re-authentication needed).
+pub async fn me_totp_remove(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let client = req.client.clone();
+    app.call(move |core| core.remove_own_totp(&client, &s))
+        .await?;
+    Ok(empty_resp(StatusCode::NO_CONTENT))
+}
+
+fn id_of(segment: &str) -> Result<i64, ApiError> {
+    segment
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::bad_request("the id must be a positive whole number"))
+}
+
+/// `POST /v1/me/sessions/{id}/revoke`: end one of one's own sessions (404 otherwise).
+pub async fn me_session_revoke(app: &App, req: Req, id: String) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let id = id_of(&id)?;
+    let client = req.client.clone();
+    app.call(move |core| core.revoke_own_session(&client, &s, id))
+        .await?;
+    Ok(empty_resp(StatusCode::NO_CONTENT))
+}
+
+/// `POST /v1/me/sessions/revoke-others`: end every session but this one.
+pub async fn me_sessions_revoke_others(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let client = req.client.clone();
+    let n = app
+        .call(move |core| core.revoke_other_sessions(&client, &s))
+        .await?;
+    Ok(json_resp(StatusCode::OK, &json!({"revoked": n})))
+}
+
+/// `POST /v1/me/devices/{id}/revoke`: forget one of one's own devices (404 otherwise).
+pub async fn me_device_revoke(app: &App, req: Req, id: String) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let id = id_of(&id)?;
+    let client = req.client.clone();
+    let ok = app
+        .call(move |core| core.revoke_own_device(&client, &s, id, Door::Api))
+        .await?;
+    if ok {
+        Ok(empty_resp(StatusCode::NO_CONTENT))
+    } else {
+        Err(ApiError::from(authcore::Error::NotFound(format!(
+            "no remembered device {id} of yours"
+        ))))
+    }
+}
+
+/// `POST /v1/me/devices/revoke-all`: forget every remembered device.
+pub async fn me_devices_revoke_all(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let client = req.client.clone();
+    let n = app
+        .call(move |core| core.revoke_all_own_devices(&client, &s))
+        .await?;
+    Ok(json_resp(StatusCode::OK, &json!({"revoked": n})))
 }
 
 // ---- Admin API -------------------------------------------------------------------

@@ -367,8 +367,9 @@ async fn serve(
         authcore::password::dummy_verify(core.hashing(), "warm-up", params)
     })
     .await;
-    app.spawn_outbox();
+
     reloader.spawn(app.clone());
+    app.spawn_outbox(app.link_base(addr));
 
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

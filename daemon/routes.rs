@@ -192,9 +192,42 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
         credential(post(api!(h::password_forgot_reset))),
     )
     .route(
+        "/v1/password/reset",
+        "password",
+        credential(post(api!(h::password_reset_link))),
+    )
+    .route(
         "/v1/me/security-questions",
         "me",
         get(api!(h::get_security_questions)).put(api!(h::set_security_questions)),
+    )
+    .route("/v1/me/security", "me", get(api!(h::me_security)))
+    .route("/v1/me/reauth", "me", credential(post(api!(h::me_reauth))))
+    .route(
+        "/v1/me/recovery-codes",
+        "me",
+        post(api!(h::me_recovery_codes)),
+    )
+    .route("/v1/me/totp/remove", "me", post(api!(h::me_totp_remove)))
+    .route(
+        "/v1/me/sessions/revoke-others",
+        "me",
+        post(api!(h::me_sessions_revoke_others)),
+    )
+    .route(
+        "/v1/me/sessions/{name}/revoke",
+        "me",
+        post(named!(h::me_session_revoke)),
+    )
+    .route(
+        "/v1/me/devices/revoke-all",
+        "me",
+        post(api!(h::me_devices_revoke_all)),
+    )
+    .route(
+        "/v1/me/devices/{name}/revoke",
+        "me",
+        post(named!(h::me_device_revoke)),
     )
     .route("/v1/admin/users", "admin", get(api!(h::admin_users)))
     .route(

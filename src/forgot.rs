@@ -47,6 +47,147 @@ const DECOYS: &[&str] = &[
     "In which town did your parents meet?",
 ];
 
+/// Where the admin's list of questions lives (`meta`, a JSON array), set with `authctl
+/// questions set`. Without it the built-in list ([`DECOYS`]) is offered and users may
+/// still write their own questions (the seed's behaviour).
+const LIST_KEY: &str = "security_questions.list";
+/// Bounds of an admin's list.
+pub const MIN_LIST: usize = MAX_QUESTIONS;
+pub const MAX_LIST: usize = 100;
+
+/// The questions users pick from, and whether an admin set them (else the defaults).
+pub fn question_list(conn: &Connection) -> Result<(Vec<String>, bool)> {
+    let stored: Option<String> = crate::store::opt(conn.query_row(
+        "SELECT value FROM meta WHERE key=?1",
+        [LIST_KEY],
+        |r| r.get(0),
+    ))?;
+    if let Some(text) = stored {
+        let list: Vec<String> = serde_json::from_str(&text)
+            .map_err(|e| Error::Invalid(format!("the stored question list is unreadable: {e}")))?;
+        return Ok((list, true));
+    }
+    Ok((DECOYS.iter().map(|q| q.to_string()).collect(), false))
+}
+
+/// Check and store the admin's list (replacing the previous one); the stored list.
+pub fn set_question_list(conn: &Connection, list: &[String]) -> Result<Vec<String>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (i, q) in list.iter().enumerate() {
+        let q: String = q.trim().nfkc().collect();
+        if q.is_empty() {
+            continue;
+        }
+        let n = i + 1;
+        if q.chars().count() < 5 || q.chars().count() > MAX_QUESTION_CHARS {
+            return Err(Error::Invalid(format!(
+                "question {n} must be 5 to {MAX_QUESTION_CHARS} characters"
+            )));
+        }
+        if q.chars().any(char::is_control) {
+            return Err(Error::Invalid(format!(
+                "question {n} contains control characters"
+            )));
+        }
+        if !seen.insert(normalize_answer(&q)) {
+            return Err(Error::Invalid(format!(
+                "question {n} repeats an earlier question"
+            )));
+        }
+        out.push(q);
+    }
+    if !(MIN_LIST..=MAX_LIST).contains(&out.len()) {
+        return Err(Error::Invalid(format!(
+            "give {MIN_LIST} to {MAX_LIST} questions (one per line), not {}",
+            out.len()
+        )));
+    }
+    let text = serde_json::to_string(&out).map_err(|e| Error::Invalid(e.to_string()))?;
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+        params![LIST_KEY, text],
+    )?;
+    Ok(out)
+}
+
+/// Under an admin's list, every question must be one of it (compared normalised).
+pub fn check_offered(conn: &Connection, qs: &[QuestionAnswer]) -> Result<()> {
+    let (list, admin) = question_list(conn)?;
+    if !admin {
+        return Ok(());
+    }
+    let offered: std::collections::HashSet<String> =
+        list.iter().map(|q| normalize_answer(q)).collect();
+    for (i, q) in qs.iter().enumerate() {
+        if !offered.contains(&normalize_answer(&q.question)) {
+            return Err(Error::Invalid(format!(
+                "question {} is not one of the questions offered here: pick from the list (GET /v1/me/security-questions shows it as \"offered\")",
+                i + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How many users have how many questions: (count, users), by count.
+fn count_histogram(conn: &Connection) -> Result<Vec<(usize, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT n, count(*) FROM (SELECT count(*) AS n FROM security_questions GROUP BY user_id)
+         GROUP BY n ORDER BY n",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Decoys for a name under an admin's list: questions of that list, as many as a real
+/// user has — the count drawn from how many users have how many — stable per name under
+/// this server's key (while the list and the counts stay as they are).
+pub fn decoys_from(
+    key: &SecretKey,
+    username: &str,
+    list: &[String],
+    histogram: &[(usize, i64)],
+) -> Vec<String> {
+    let h = key.keyed_hash(
+        "decoy questions from list",
+        crate::names::key_of(username).as_bytes(),
+    );
+    let bytes = data_encoding::HEXLOWER
+        .decode(h.as_bytes())
+        .unwrap_or_default();
+    let total: i64 = histogram.iter().map(|(_, n)| n).sum();
+    let pick = u64::from_be_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
+    let count = if total > 0 {
+        let mut at = (pick % total as u64) as i64;
+        let mut c = MIN_QUESTIONS;
+        for (n, users) in histogram {
+            if at < *users {
+                c = *n;
+                break;
+            }
+            at -= users;
+        }
+        c
+    } else {
+        MIN_QUESTIONS + (pick as usize % (MAX_QUESTIONS - MIN_QUESTIONS + 1))
+    }
+    .min(list.len());
+    // A keyed shuffle of the list's indices; the first `count` are the questions.
+    let mut idx: Vec<usize> = (0..list.len()).collect();
+    for i in (1..idx.len()).rev() {
+        let b = bytes.get(8 + (i % 24)).copied().unwrap_or(0) as usize;
+        let j = (b + i * 7 + (pick as usize >> (i % 32))) % (i + 1);
+        idx.swap(i, j);
+    }
+    idx.into_iter()
+        .take(count)
+        .map(|i| list[i].clone())
+        .collect()
+}
+
 /// Trim, case-fold, collapse inner whitespace: "  Fluffy   the Cat " == "fluffy the cat".
 pub fn normalize_answer(a: &str) -> String {
     let nfkc: String = a.nfkc().collect();
@@ -192,6 +333,46 @@ pub struct Forgot {
     pub questions: Vec<String>,
 }
 
+/// What `POST /v1/password/forgot` answers: the questions, or (under `password.recovery
+/// = link`) that a link was mailed. Either is the same for every name.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Questions(Forgot),
+    Link(crate::reset_link::LinkSent),
+}
+
+/// Start a reset the way the policy says: questions, or a link by mail.
+pub fn start(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    username: &str,
+    now: i64,
+) -> Result<Decision<Answer>> {
+    let policy = Policy::load(conn)?;
+    Ok(match policy.password_recovery {
+        crate::policy::Recovery::Link => {
+            let d = crate::reset_link::request(conn, key, client, username, now)?;
+            Decision {
+                result: d.result.map(Answer::Link),
+                reason: d.reason,
+                locked_now: d.locked_now,
+                mail: d.mail,
+            }
+        }
+        crate::policy::Recovery::Questions => {
+            let d = forgot(conn, key, client, username, now)?;
+            Decision {
+                result: d.result.map(Answer::Questions),
+                reason: d.reason,
+                locked_now: d.locked_now,
+                mail: d.mail,
+            }
+        }
+    })
+}
+
 /// Start a reset: the user's questions and a flow token, or decoys of the same shape.
 pub fn forgot(
     conn: &mut Connection,
@@ -201,6 +382,13 @@ pub fn forgot(
     now: i64,
 ) -> Result<Decision<Forgot>> {
     let policy = Policy::load(conn)?;
+    if policy.password_recovery == crate::policy::Recovery::Link {
+        // No questions under this policy: nobody's are shown or checked.
+        return Ok(Decision::refused(
+            Error::Invalid("forgotten passwords are reset by an emailed link here".into()),
+            "questions_off",
+        ));
+    }
     let typed: String = username.chars().take(256).collect();
     let tx = db::write_tx(conn)?;
     let user = users::find(&tx, &typed)?;
@@ -241,10 +429,16 @@ pub fn forgot(
                 e = e.user(u.id, u.org_id);
             }
             audit::record(&tx, &e, now)?;
+            let (list, admin) = question_list(&tx)?;
+            let questions = if admin {
+                decoys_from(key, &typed, &list, &count_histogram(&tx)?)
+            } else {
+                decoy_questions(key, &typed)
+            };
             (
                 Forgot {
                     flow: crypto::random_token(),
-                    questions: decoy_questions(key, &typed),
+                    questions,
                 },
                 reason,
             )
@@ -274,6 +468,12 @@ pub fn reset(
     now: i64,
 ) -> Result<Decision<Status>> {
     let policy = Policy::load(conn)?;
+    if policy.password_recovery == crate::policy::Recovery::Link {
+        return Ok(Decision::refused(
+            Error::Invalid("forgotten passwords are reset by an emailed link here".into()),
+            "questions_off",
+        ));
+    }
     // Shape first: it does not depend on who the user is or on the answers.
     check_new_password(
         hashing,

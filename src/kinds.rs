@@ -181,6 +181,8 @@ names! {
         SecondFactor = "second_factor",
         /// Answer the security questions and set a new password.
         Forgot = "forgot",
+        /// Set a new password through an emailed or admin-issued one-time link.
+        ResetLink = "reset_link",
     }
 }
 
@@ -210,6 +212,14 @@ names! {
         SecurityQuestionsSet = "security_questions.set",
         /// A user forgot one of their remembered devices (portal).
         DeviceRevoke = "device.revoke",
+        /// A signed-in user confirmed their password and second factor again.
+        SecurityReauth = "security.reauth",
+        /// A signed-in user ended one of their own sessions (or all others).
+        SessionRevoke = "session.revoke",
+        /// A signed-in user replaced their recovery codes.
+        RecoveryRegenerate = "recovery.regenerate",
+        /// A signed-in user removed their authenticator app.
+        FactorRemove = "factor.remove",
         AdminInit = "admin.init",
         AdminUserAdd = "admin.user.add",
         AdminUserSet = "admin.user.set",
@@ -232,6 +242,8 @@ names! {
         AdminGroupDelete = "admin.group.delete",
         AdminPolicySet = "admin.policy.set",
         AdminTermsSet = "admin.terms.set",
+        AdminQuestionsSet = "admin.questions.set",
+        AdminResetLink = "admin.reset_link",
         AdminImport = "admin.import",
         AdminBackup = "admin.backup",
         AdminAuditPrune = "admin.audit.prune",
@@ -346,6 +358,7 @@ mod tests {
                 "enroll_confirm",
                 "second_factor",
                 "forgot",
+                "reset_link",
             ],
             &["", "Terms", "password", "totp", "second-factor", "session"],
         );
@@ -372,6 +385,10 @@ mod tests {
                 "password.reset",
                 "security_questions.set",
                 "device.revoke",
+                "security.reauth",
+                "session.revoke",
+                "recovery.regenerate",
+                "factor.remove",
                 "admin.init",
                 "admin.user.add",
                 "admin.user.set",
@@ -394,6 +411,8 @@ mod tests {
                 "admin.group.delete",
                 "admin.policy.set",
                 "admin.terms.set",
+                "admin.questions.set",
+                "admin.reset_link",
                 "admin.import",
                 "admin.backup",
                 "admin.audit.prune",

@@ -26,6 +26,8 @@ pub mod password;
 pub mod policy;
 pub mod recovery;
 pub mod rotation;
+pub mod reset_link;
+pub mod security;
 pub mod session_cache;
 pub mod steps;
 pub mod store;

@@ -246,6 +246,8 @@ fn is_zero(n: &i64) -> bool {
 
 /// Issue the session that ends a login: reset the failure counts (reporting what they
 /// held), remember the client's network as familiar, create the session.
+// The login's parts and the session's extras (device token, warning, known device).
+#[allow(clippy::too_many_arguments)]
 fn authenticate(
     tx: &Connection,
     user: &User,
@@ -253,9 +255,15 @@ fn authenticate(
     client: &Client,
     device_token: Option<String>,
     warning: Option<String>,
+    known_device: bool,
     now: i64,
 ) -> Result<Status> {
     users::record_success(tx, user.id, now)?;
+    // A security alert: signed in without a remembered device from a network the user
+    // never signed in from (their first sign-in aside).
+    if !known_device && familiar::new_network(tx, user.id, &client.ip)? {
+        email::notify(tx, user.id, email::notice::NEW_SIGN_IN, now)?;
+    }
     familiar::record_sign_in(tx, user.id, &client.ip, now)?;
     let (_, token) = sessions::create(
         tx,
@@ -318,10 +326,10 @@ fn advance(
                 methods: vec!["totp"],
             });
         }
-        return authenticate(tx, user, policy, client, None, None, now);
+        return authenticate(tx, user, policy, client, None, None, false, now);
     }
     if state.device_ok {
-        return authenticate(tx, user, policy, client, None, None, now);
+        return authenticate(tx, user, policy, client, None, None, true, now);
     }
     let flow = sessions::create_flow(tx, user.id, LoginStep::SecondFactor, &data, ttl, now)?;
     if methods.first() == Some(&"email_otp") {
@@ -961,6 +969,7 @@ pub fn enroll_confirm_step(
     sessions::consume_flow(&tx, flow.id)?;
     factors::confirm_totp(&tx, user.id, now)?;
     users::set_mfa_method(&tx, user.id, Some(MfaMethod::Totp), now)?;
+    email::notify(&tx, user.id, email::notice::FACTOR_ADDED, now)?;
     let codes = factors::rotate_recovery_codes(&tx, key, user.id, policy.recovery_count, now)?;
     audit::record(
         &tx,
@@ -1068,7 +1077,16 @@ fn finish_second_factor(
     } else {
         None
     };
-    let status = authenticate(&tx, user, policy, client, device.clone(), warning, now)?;
+    let status = authenticate(
+        &tx,
+        user,
+        policy,
+        client,
+        device.clone(),
+        warning,
+        false,
+        now,
+    )?;
     let mut detail = detail;
     detail["remembered_device"] = json!(device.is_some());
     audit::record(
@@ -1111,6 +1129,7 @@ pub fn recovery_step(
     };
     match factors::use_recovery_code(&tx, key, user.id, code, now)? {
         Some(remaining) => {
+            email::notify(&tx, user.id, email::notice::RECOVERY_CODE_USED, now)?;
             let warning = (remaining == 0).then(|| {
                 "that was your last recovery code: enrol again or ask an administrator for new codes".to_string()
             });

@@ -649,6 +649,7 @@ impl Core {
                 None => factors::remove_totp(tx, u.id)?,
             }
             users::set_mfa_method(tx, u.id, Some(e.method), now)?;
+            crate::store::email::notify(tx, u.id, crate::store::email::notice::FACTOR_ADDED, now)?;
             let codes = factors::rotate_recovery_codes(tx, key, u.id, count, now)?;
             Ok((codes, json!({"method": e.method, "replaced": u.mfa_method})))
         })?;
@@ -963,6 +964,23 @@ impl Core {
                 now,
             )?;
             Ok((t, mode))
+        })
+    }
+
+    /// Set the list of security questions users pick from (and decoys are drawn from),
+    /// audited `admin.questions.set`.
+    pub fn set_question_list(&self, actor: &Actor, list: &[String]) -> Result<Vec<String>> {
+        let event = AuditEvent::AdminQuestionsSet;
+        self.global_write(actor, event, |tx, _, now| {
+            let stored = crate::forgot::set_question_list(tx, list)?;
+            audit::record(
+                tx,
+                &actor
+                    .entry(event, Outcome::Success)
+                    .detail(actor.detail(json!({"count": stored.len()}))),
+                now,
+            )?;
+            Ok(stored)
         })
     }
 

@@ -121,6 +121,12 @@ pub const KEYS: &[KeyDef] = &[
         description: "days before a password expires; 0 never expires",
     },
     KeyDef {
+        key: "password.recovery",
+        default: "questions",
+        kind: Kind::Choice(&["questions", "link"]),
+        description: "how a forgotten password is reset: questions (the user's security questions) or link (a one-time link mailed to the user's address, valid 30 minutes)",
+    },
+    KeyDef {
         key: "argon2.m_kib",
         default: "19456",
         kind: int(8, 4_194_304),
@@ -259,6 +265,7 @@ pub const PRESETS: &[Preset] = &[
             ps("password.require_digit", "true", "seed 004: a number"),
             ps("password.require_special", "true", "seed 004: a special character"),
             ps("password.min_score", "0", "seed: no strength estimate"),
+            ps("password.recovery", "questions", "seed 004: forgotten passwords through security questions"),
         ],
     },
     Preset {
@@ -275,6 +282,7 @@ pub const PRESETS: &[Preset] = &[
             ps("password.require_special", "false", "3.1.1.2: no composition rules"),
             ps("password.max_age_days", "0", "3.1.1.2: no periodic changes"),
             ps("password.min_score", "3", "3.1.1.2: refuse commonly used and expected values"),
+            ps("password.recovery", "link", "3.1.1.2: no knowledge-based prompts (security questions); recover through an emailed one-time link"),
         ],
     },
 ];
@@ -301,6 +309,16 @@ pub enum MfaRequired {
     All,
 }
 
+/// How a forgotten password is reset (`password.recovery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recovery {
+    /// The user's security questions ([`crate::forgot`]).
+    Questions,
+    /// A one-time link mailed to the user ([`crate::reset_link`]).
+    Link,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TermsMode {
@@ -317,6 +335,7 @@ pub struct Policy {
     pub lockout_duration_minutes: i64,
     pub password: PasswordPolicy,
     pub password_max_age_days: i64,
+    pub password_recovery: Recovery,
     pub argon2: Argon2Params,
     pub mfa_required: MfaRequired,
     pub mfa_admins_required: bool,
@@ -518,6 +537,10 @@ impl Policy {
                     .map(std::path::PathBuf::from),
             },
             password_max_age_days: int("password.max_age_days")?,
+            password_recovery: match get("password.recovery") {
+                "link" => Recovery::Link,
+                _ => Recovery::Questions,
+            },
             argon2: Argon2Params {
                 m_kib: u32_("argon2.m_kib")?,
                 t: u32_("argon2.t")?,

@@ -19,11 +19,13 @@ use crate::admin::Door;
 use crate::audit::{self, Entry, Outcome};
 use crate::core::Core;
 use crate::error::{Error, Result};
-use crate::forgot::{self, Forgot, QuestionAnswer};
+use crate::forgot::{self, QuestionAnswer};
 use crate::group_commit::{Full, Step, WriteError, WriteStep};
 use crate::kinds::{AuditEvent, LoginStep};
 use crate::login::{self, Client, Decision, Enrollment, SessionInfo, Status};
 use crate::policy::Policy;
+use crate::reset_link;
+use crate::security;
 use crate::store::email::{self, Notice};
 use crate::store::factors::{self, Device};
 use crate::store::terms::{self, Terms};
@@ -280,9 +282,15 @@ impl Core {
         let now = self.now();
         self.with_conn(|conn, _| {
             let policy = Policy::load(conn)?;
+            forgot::check_offered(conn, questions)?;
             let prepared = forgot::prepare_questions(self.hashing(), questions, &policy)?;
             forgot::store_questions(conn, client, user_id, &prepared, now)
         })
+    }
+
+    /// The questions users pick from, and whether an admin set them (blocks).
+    pub fn question_list(&self) -> Result<(Vec<String>, bool)> {
+        self.with_conn(|conn, _| forgot::question_list(conn))
     }
 
     /// A user's security questions (the questions only; blocks).
@@ -340,9 +348,95 @@ impl Core {
 
     /// Start a forgotten-password reset ([`forgot::forgot`]: the same shape of answer
     /// for every name; blocks).
-    pub fn forgot(&self, client: &Client, username: &str) -> Result<Decision<Forgot>> {
+    pub fn forgot(&self, client: &Client, username: &str) -> Result<Decision<forgot::Answer>> {
         let now = self.now();
-        self.with_conn(|conn, key| forgot::forgot(conn, key, client, username, now))
+        self.with_conn(|conn, key| forgot::start(conn, key, client, username, now))
+    }
+
+    // ---- the security page ([`security`]) -------------------------------------------
+
+    /// The session's user's security page (blocks).
+    pub fn security_overview(&self, s: &SessionInfo) -> Result<security::Overview> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::overview(conn, s, now))
+    }
+
+    /// Confirm the password and second factor again (hashes, blocks): until when factor
+    /// changes are allowed.
+    pub fn reauthenticate(
+        &self,
+        client: &Client,
+        s: &SessionInfo,
+        password: &str,
+        code: Option<&str>,
+    ) -> Result<String> {
+        let now = self.now();
+        self.with_conn(|conn, key| {
+            security::reauthenticate(self.hashing(), conn, key, client, s, password, code, now)
+        })
+    }
+
+    /// New recovery codes (needs a fresh re-authentication; blocks).
+    pub fn regenerate_recovery_codes(
+        &self,
+        client: &Client,
+        s: &SessionInfo,
+    ) -> Result<Vec<String>> {
+        let now = self.now();
+        self.with_conn(|conn, key| security::regenerate_recovery_codes(conn, key, client, s, now))
+    }
+
+    /// Remove the authenticator app (needs a fresh re-authentication; blocks).
+    pub fn remove_own_totp(&self, client: &Client, s: &SessionInfo) -> Result<()> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::remove_totp(conn, client, s, now))
+    }
+
+    /// End one of the user's own sessions (blocks).
+    pub fn revoke_own_session(&self, client: &Client, s: &SessionInfo, id: i64) -> Result<()> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::revoke_session(conn, client, s, id, now))
+    }
+
+    /// End every other session of the user (blocks).
+    pub fn revoke_other_sessions(&self, client: &Client, s: &SessionInfo) -> Result<usize> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::revoke_other_sessions(conn, client, s, now))
+    }
+
+    /// Forget every remembered device of the user (blocks).
+    pub fn revoke_all_own_devices(&self, client: &Client, s: &SessionInfo) -> Result<usize> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::revoke_all_devices(conn, client, s, now))
+    }
+
+    /// Whether `token` is a live reset link, and whose ([`reset_link::peek`]; blocks).
+    pub fn reset_link_user(&self, token: &str) -> Result<Option<String>> {
+        let now = self.now();
+        self.with_conn(|conn, _| reset_link::peek(conn, token, now))
+    }
+
+    /// Set a new password through a one-time link ([`reset_link::reset`]; hashes,
+    /// blocks).
+    pub fn reset_with_link(
+        &self,
+        client: &Client,
+        token: &str,
+        new_password: &str,
+        confirm_password: &str,
+    ) -> Result<Decision<Status>> {
+        let now = self.now();
+        self.with_conn(|conn, _| {
+            reset_link::reset(
+                self.hashing(),
+                conn,
+                client,
+                token,
+                new_password,
+                confirm_password,
+                now,
+            )
+        })
     }
 
     /// Finish a reset with the answers and the new password ([`forgot::reset`]; hashes,
@@ -387,7 +481,7 @@ impl Core {
     /// Up to `limit` notices due for mailing now (blocks).
     pub fn due_notices(&self, limit: i64) -> Result<Vec<Notice>> {
         let now = self.now();
-        self.with_conn(|conn, _| email::due_notices(conn, now, limit))
+        self.with_conn(|conn, key| email::due_notices(conn, key, now, limit))
     }
 
     /// Record that notice `id` was mailed (blocks).

@@ -60,6 +60,22 @@ mod faults;
 #[path = "it/lockout.rs"]
 mod lockout;
 
+// Safer recovery (issue 14, part 4): forgotten passwords by an emailed one-time link.
+#[path = "it/reset_link.rs"]
+mod reset_link;
+
+// A security page for each user (issue 14, part 5): /v1/me/….
+#[path = "it/security_page.rs"]
+mod security_page;
+
+// Security alerts by mail (issue 14, part 6).
+#[path = "it/alerts.rs"]
+mod alerts;
+
+// Security questions without enumeration (issue 14, part 4).
+#[path = "it/questions.rs"]
+mod questions;
+
 // The workspace (refactor item 1): the core crate's dependencies stay free of HTTP, async,
 // mail, terminal and plotting crates; rust-version covers every dependency's.
 #[path = "it/boundary.rs"]

@@ -19,7 +19,7 @@ use super::security::CookieName;
 use crate::app::{ApiError, Resp};
 
 /// The signed-in session, or the answer that sends the browser to sign in.
-async fn require_session(
+pub(super) async fn require_session(
     ctx: &mut Ctx<'_>,
 ) -> Result<Result<(String, SessionInfo), Resp>, ApiError> {
     match ctx.session().await? {

@@ -860,18 +860,20 @@ pub async fn recovery_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiEr
 
 /// `GET /forgot`: which account?
 pub async fn forgot_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
-    render_forgot(ctx, StatusCode::OK, &[])
+    render_forgot(ctx, StatusCode::OK, &[]).await
 }
 
-fn render_forgot(
+async fn render_forgot(
     ctx: &mut Ctx<'_>,
     status: StatusCode,
     notices: &[Notice],
 ) -> Result<Resp, ApiError> {
+    let by_link = policy(ctx).await?.password_recovery == authcore::policy::Recovery::Link;
     let csrf = ctx.csrf(None);
     let page = ForgotPage {
         layout: ctx.layout("Forgot your password?", notices, None),
         csrf: &csrf,
+        by_link,
     };
     Ok(ctx.page(status, &page))
 }
@@ -882,6 +884,8 @@ fn render_forgot(
 struct ForgotPage<'a> {
     layout: Layout<'a>,
     csrf: &'a str,
+    /// `password.recovery = link`: a link by mail, no questions.
+    by_link: bool,
 }
 
 /// `POST /forgot`: the questions (the same shape of answer for every name).
@@ -892,13 +896,18 @@ pub async fn forgot_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErro
     let username = form.text("username").trim().to_string();
     if username.is_empty() {
         let n = [Notice::Error("Enter your username.".into())];
-        return render_forgot(ctx, StatusCode::BAD_REQUEST, &n);
+        return render_forgot(ctx, StatusCode::BAD_REQUEST, &n).await;
     }
     let client = ctx.req.client.clone();
-    let name = username.clone();
-    let (result, _) = step(ctx, false, move |core| core.forgot(&client, &name)).await?;
+    let result = match handlers::forgot_start(ctx.app, client, username.clone()).await {
+        Err(e) if e.status.is_server_error() => return Err(e),
+        other => other,
+    };
     match result {
-        Ok(f) => {
+        Ok(authcore::forgot::Answer::Link(sent)) => {
+            Ok(ctx.message_page(StatusCode::OK, "Check your mail", sent.message))
+        }
+        Ok(authcore::forgot::Answer::Questions(f)) => {
             let rules = html::rules_unchecked(policy(ctx).await?.password.rules());
             questions_page(
                 ctx,
@@ -913,8 +922,8 @@ pub async fn forgot_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErro
             .await
         }
         Err(e) => {
-            let n = [Notice::Error(capitalise(&e.to_string()))];
-            render_forgot(ctx, StatusCode::BAD_REQUEST, &n)
+            let n = [Notice::Error(capitalise(&e.message))];
+            render_forgot(ctx, StatusCode::BAD_REQUEST, &n).await
         }
     }
 }
@@ -1003,6 +1012,103 @@ pub async fn forgot_reset_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, A
         &flow,
         &carry.username,
         &questions,
+        &rules,
+        &[notice],
+        mismatch,
+    )
+    .await
+}
+
+// ---- One-time links ---------------------------------------------------------------------
+
+/// A one-time link's page.
+#[derive(Template)]
+#[template(path = "reset_link.html")]
+struct ResetLinkPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    token: &'a str,
+    username: &'a str,
+    new_password: NewPassword<'a>,
+}
+
+fn dead_link(ctx: &mut Ctx<'_>) -> Resp {
+    ctx.message_page(
+        StatusCode::UNAUTHORIZED,
+        "This link no longer works",
+        "This link has expired or was already used. Ask for a new one on the \"Forgot your password?\" page.",
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn render_reset_link(
+    ctx: &mut Ctx<'_>,
+    status: StatusCode,
+    token: &str,
+    username: &str,
+    rules: &[RuleResult],
+    notices: &[Notice],
+    mismatch: bool,
+) -> Result<Resp, ApiError> {
+    let p = policy(ctx).await?;
+    let csrf = ctx.csrf(Some(token));
+    let page = ResetLinkPage {
+        layout: ctx.layout("Choose a new password", notices, None),
+        csrf: &csrf,
+        token,
+        username,
+        new_password: NewPassword::new(&p.password, rules, mismatch),
+    };
+    Ok(ctx.page(status, &page))
+}
+
+/// `GET /reset?token=T`: the link's form (spends nothing; the token moves into a hidden
+/// field, and no page sends a Referer).
+pub async fn reset_link_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
+    let token = ctx.query("token").unwrap_or("").to_string();
+    let t = token.clone();
+    let Some(username) = ctx.app.call(move |core| core.reset_link_user(&t)).await? else {
+        return Ok(dead_link(ctx));
+    };
+    let rules = html::rules_unchecked(policy(ctx).await?.password.rules());
+    render_reset_link(ctx, StatusCode::OK, &token, &username, &rules, &[], false).await
+}
+
+/// `POST /reset`: the new password, twice.
+pub async fn reset_link_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let token = form.text("token").to_string();
+    if !ctx.csrf_ok(form, Some(&token)) {
+        return Ok(ctx.forbidden());
+    }
+    let new = form.text("new_password").to_string();
+    let confirm = form.text("confirm_password").to_string();
+    let client = ctx.req.client.clone();
+    let t = token.clone();
+    let (result, _) = step(ctx, true, move |core| {
+        core.reset_with_link(&client, &t, &new, &confirm)
+    })
+    .await?;
+    let e = match result {
+        Ok(_) => return Ok(ctx.message_page(
+            StatusCode::OK,
+            "Password changed",
+            "Your password was changed. Sign in with it; your second factor is still asked for.",
+        )),
+        Err(e) => e,
+    };
+    let p = policy(ctx).await?;
+    let Some((rules, notice, mismatch)) = new_password_problem(&e, &p) else {
+        return Ok(dead_link(ctx));
+    };
+    let t = token.clone();
+    let Some(username) = ctx.app.call(move |core| core.reset_link_user(&t)).await? else {
+        return Ok(dead_link(ctx));
+    };
+    render_reset_link(
+        ctx,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &token,
+        &username,
         &rules,
         &[notice],
         mismatch,

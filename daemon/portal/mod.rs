@@ -22,6 +22,7 @@ mod flow;
 mod forward;
 pub mod html;
 pub mod security;
+mod security_page;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -80,8 +81,10 @@ async fn get(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/login" => flow::login_page(ctx).await,
         "/terms" => flow::terms_page(ctx).await,
         "/forgot" => flow::forgot_page(ctx).await,
+        "/reset" => flow::reset_link_page(ctx).await,
         "/logout" => account::logout_page(ctx).await,
         "/security-questions" => account::questions_page(ctx).await,
+        "/security" => security_page::page(ctx).await,
         "/admin" => account::admin_page(ctx).await,
         "/admin/user" => account::admin_user_page(ctx).await,
         _ => Ok(ctx.message_page(
@@ -100,7 +103,7 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
     if !ctx.origin_ok() {
         return Ok(ctx.forbidden());
     }
-    let credential = path.starts_with("/login") || path.starts_with("/forgot");
+    let credential = path.starts_with("/login") || path.starts_with("/forgot") || path == "/reset";
     if credential {
         if let Some(resp) = ctx.rate_limited() {
             return Ok(resp);
@@ -117,9 +120,13 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/login/recovery" => flow::recovery_post(ctx, &form).await,
         "/forgot" => flow::forgot_post(ctx, &form).await,
         "/forgot/reset" => flow::forgot_reset_post(ctx, &form).await,
+        "/reset" => flow::reset_link_post(ctx, &form).await,
         "/logout" => account::logout_post(ctx, &form).await,
         "/devices/revoke" => account::revoke_device_post(ctx, &form).await,
         "/security-questions" => account::questions_post(ctx, &form).await,
+        p if p.starts_with("/security/") => {
+            security_page::post(ctx, &form, &p["/security/".len()..]).await
+        }
         "/admin/unlock" => account::admin_action_post(ctx, &form, account::Action::Unlock).await,
         "/admin/reset-2fa" => {
             account::admin_action_post(ctx, &form, account::Action::Reset2fa).await

@@ -130,13 +130,85 @@ pub fn check(
 }
 
 /// A notice waiting in the outbox.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Notice {
     pub id: i64,
     pub recipient: String,
     pub subject: String,
+    /// May hold the placeholder [`LINK_PLACEHOLDER`], to be replaced by the link of
+    /// [`Notice::link_token`] before mailing.
     pub body: String,
     pub attempts: i64,
+    /// The one-time token of a link notice, decrypted for the mailer (memory only).
+    pub link_token: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notice")
+            .field("id", &self.id)
+            .field("recipient", &self.recipient)
+            .field("subject", &self.subject)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a link notice's body has its link (filled in by the mailer, from memory).
+pub const LINK_PLACEHOLDER: &str = "{link}";
+
+fn link_aad(user_id: i64) -> String {
+    format!("outbox link:{user_id}")
+}
+
+/// Queue a mail with a one-time link to a user (same transaction as the link's flow).
+/// The token is stored only encrypted under the key file, and erased once mailed.
+pub fn notify_link(
+    conn: &Connection,
+    key: &SecretKey,
+    user_id: i64,
+    kind: &str,
+    token: &str,
+    ttl_minutes: i64,
+    now: i64,
+) -> Result<bool> {
+    let row: Option<(String, String)> = opt(conn.query_row(
+        "SELECT username, email FROM users WHERE id=?1",
+        [user_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    ))?;
+    let Some((username, email)) = row else {
+        return Ok(false);
+    };
+    if email.trim().is_empty() {
+        return Ok(false);
+    }
+    let (subject, body) = match kind {
+        notice::ENROL_LINK => (
+            "Set up your account",
+            format!("Hello {username},\n\nOpen this link to set up your account (a password and a second factor):\n\n{LINK_PLACEHOLDER}\n\nIt works once, within {ttl_minutes} minutes.\nIf you did not expect this, tell your administrator.\n"),
+        ),
+        _ => (
+            "Reset your password",
+            format!("Hello {username},\n\nSomeone (we hope you) asked to reset the password of your account. Open this link to choose a new one:\n\n{LINK_PLACEHOLDER}\n\nIt works once, within {ttl_minutes} minutes. Your next sign-in still asks for your second factor.\nIf this was not you, ignore this mail: your password stays as it is. If it keeps happening, tell your administrator.\n"),
+        ),
+    };
+    let sealed = key.encrypt(token.as_bytes(), &link_aad(user_id));
+    conn.execute(
+        "INSERT INTO outbox(user_id, recipient, kind, subject, body, created_at, next_try_at, sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
+        params![user_id, email, kind, subject, body, now, sealed],
+    )?;
+    Ok(true)
+}
+
+/// When the last notice of `kind` was queued for a user, if ever.
+pub fn last_notice_at(conn: &Connection, user_id: i64, kind: &str) -> Result<Option<i64>> {
+    Ok(opt(conn
+        .prepare_cached(
+            "SELECT max(created_at) FROM outbox WHERE user_id=?1 AND kind=?2 HAVING count(*) > 0",
+        )?
+        .query_row(params![user_id, kind], |r| r.get(0)))?)
 }
 
 /// Kinds of notices users receive.
@@ -146,10 +218,39 @@ pub mod notice {
     pub const UNFAMILIAR_LOCKED: &str = "unfamiliar_locked";
     pub const RESET_2FA: &str = "two_factor_reset";
     pub const PASSWORD_CHANGED: &str = "password_changed";
+    /// Security alerts (at most one of a kind per user per hour, see [`ALERT_EVERY`]).
+    pub const NEW_SIGN_IN: &str = "new_sign_in";
+    pub const FACTOR_ADDED: &str = "factor_added";
+    pub const RECOVERY_CODE_USED: &str = "recovery_code_used";
+    /// A one-time link to set a new password (emailed on request).
+    pub const RESET_LINK: &str = "reset_link";
+    /// A one-time link to set up an account (admin-issued).
+    pub const ENROL_LINK: &str = "enrol_link";
 }
 
-/// Queue a notice to a user (same transaction as the event it tells about).
+/// Security alerts are mailed at most once per kind and user this often (seconds); lock
+/// notices are not limited this way (one per lock).
+pub const ALERT_EVERY: i64 = 3600;
+
+/// Whether `kind` is an alert limited to one per [`ALERT_EVERY`].
+fn is_alert(kind: &str) -> bool {
+    matches!(
+        kind,
+        notice::NEW_SIGN_IN
+            | notice::FACTOR_ADDED
+            | notice::RECOVERY_CODE_USED
+            | notice::RESET_2FA
+            | notice::PASSWORD_CHANGED
+    )
+}
+
+/// Queue a notice to a user (same transaction as the event it tells about). An alert of
+/// a kind already queued for the user within [`ALERT_EVERY`] is not queued again.
 pub fn notify(conn: &Connection, user_id: i64, kind: &str, now: i64) -> Result<()> {
+    if is_alert(kind) && last_notice_at(conn, user_id, kind)?.is_some_and(|t| now - t < ALERT_EVERY)
+    {
+        return Ok(());
+    }
     let row: Option<(String, String)> = opt(conn.query_row(
         "SELECT username, email FROM users WHERE id=?1",
         [user_id],
@@ -168,9 +269,21 @@ pub fn notify(conn: &Connection, user_id: i64, kind: &str, now: i64) -> Result<(
             "Sign-ins to your account from unfamiliar places were blocked",
             format!("Hello {username},\n\nAt {when}, after too many failed sign-in attempts from devices and networks you have not used lately, sign-ins from unfamiliar places were blocked.\nYou can still sign in from a remembered device or a network you signed in from recently. An administrator can lift the block. If these attempts were not yours, tell your administrator.\n"),
         ),
+        notice::NEW_SIGN_IN => (
+            "New sign-in to your account",
+            format!("Hello {username},\n\nYour account was signed in to at {when} from a device and network it had not used before.\nIf this was you, there is nothing to do. If it was not, change your password at once, sign out the other sessions on your security page, and tell your administrator.\n"),
+        ),
+        notice::FACTOR_ADDED => (
+            "A sign-in factor was added to your account",
+            format!("Hello {username},\n\nA second sign-in factor (an authenticator app or emailed codes) was set up for your account at {when}.\nIf this was not you, tell your administrator at once: someone may have your password.\n"),
+        ),
+        notice::RECOVERY_CODE_USED => (
+            "A recovery code was used",
+            format!("Hello {username},\n\nOne of your recovery codes was used to sign in at {when}.\nIf this was not you, change your password, make new recovery codes on your security page and tell your administrator.\n"),
+        ),
         notice::RESET_2FA => (
             "Your two-factor authentication was reset",
-            format!("Hello {username},\n\nYour two-factor authentication was reset at {when}. At your next sign-in you will set it up again.\nIf you did not ask for this, tell your administrator at once.\n"),
+            format!("Hello {username},\n\nYour two-factor authentication was reset (a sign-in factor removed) at {when}. At your next sign-in you will set it up again.\nIf you did not ask for this, tell your administrator at once.\n"),
         ),
         _ => (
             "Your password was changed",
@@ -185,29 +298,53 @@ pub fn notify(conn: &Connection, user_id: i64, kind: &str, now: i64) -> Result<(
     Ok(())
 }
 
-/// Notices due for a (re)try.
-pub fn due_notices(conn: &Connection, now: i64, limit: i64) -> Result<Vec<Notice>> {
+/// Notices due for a (re)try (a link notice's token decrypted under `key`).
+pub fn due_notices(
+    conn: &Connection,
+    key: &SecretKey,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<Notice>> {
     let mut stmt = conn.prepare(
-        "SELECT id, recipient, subject, body, attempts FROM outbox
+        "SELECT id, recipient, subject, body, attempts, user_id, sealed FROM outbox
          WHERE sent_at IS NULL AND next_try_at <= ?1 ORDER BY id LIMIT ?2",
     )?;
     let rows = stmt
         .query_map(params![now, limit], |r| {
-            Ok(Notice {
-                id: r.get(0)?,
-                recipient: r.get(1)?,
-                subject: r.get(2)?,
-                body: r.get(3)?,
-                attempts: r.get(4)?,
-            })
+            Ok((
+                Notice {
+                    id: r.get(0)?,
+                    recipient: r.get(1)?,
+                    subject: r.get(2)?,
+                    body: r.get(3)?,
+                    attempts: r.get(4)?,
+                    link_token: None,
+                },
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<Vec<u8>>>(6)?,
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    let mut out = Vec::with_capacity(rows.len());
+    for (mut n, user_id, sealed) in rows {
+        if let Some(blob) = sealed {
+            let plain = key.decrypt(&blob, &link_aad(user_id.unwrap_or(0)))?;
+            n.link_token = Some(Zeroizing::new(String::from_utf8_lossy(&plain).into_owned()));
+        } else if n.body.contains(LINK_PLACEHOLDER) {
+            // A link notice whose token is gone (given up): nothing left to mail.
+            continue;
+        }
+        out.push(n);
+    }
+    Ok(out)
 }
 
-/// Mark a notice sent.
+/// Mark a notice sent (and erase a link notice's token).
 pub fn notice_sent(conn: &Connection, id: i64, now: i64) -> Result<()> {
-    conn.execute("UPDATE outbox SET sent_at=?1 WHERE id=?2", params![now, id])?;
+    conn.execute(
+        "UPDATE outbox SET sent_at=?1, sealed=NULL WHERE id=?2",
+        params![now, id],
+    )?;
     Ok(())
 }
 
@@ -223,7 +360,8 @@ pub fn notice_failed(
     conn.execute(
         "UPDATE outbox SET attempts=attempts+1, last_error=?1,
             next_try_at = CASE WHEN attempts+1 >= ?2 THEN 9223372036854775807
-                               ELSE ?3 + min(3600, 15 * (1 << min(attempts, 8))) END
+                               ELSE ?3 + min(3600, 15 * (1 << min(attempts, 8))) END,
+            sealed = CASE WHEN attempts+1 >= ?2 THEN NULL ELSE sealed END
          WHERE id=?4",
         params![
             error.chars().take(500).collect::<String>(),

@@ -23,6 +23,20 @@ pub fn record_sign_in(conn: &Connection, user_id: i64, ip: &str, now: i64) -> Re
     Ok(())
 }
 
+/// Whether a sign-in from `ip` is from a network new to a user who signed in before (a
+/// security alert: "a new device or network").
+pub fn new_network(conn: &Connection, user_id: i64, ip: &str) -> Result<bool> {
+    let Some(net) = lockout::network_of(ip) else {
+        return Ok(false);
+    };
+    let (any, this): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(network=?2), 0) FROM sign_in_networks WHERE user_id=?1",
+        )?
+        .query_row(params![user_id, net], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(any > 0 && this == 0)
+}
+
 /// Whether `user_id` completed a sign-in from `ip`'s network at or after `since`.
 pub fn network_familiar(conn: &Connection, user_id: i64, ip: &str, since: i64) -> Result<bool> {
     let Some(net) = lockout::network_of(ip) else {

@@ -8,6 +8,7 @@ pub mod factors;
 pub mod familiar;
 pub mod keys;
 pub mod orgs;
+pub mod security;
 pub mod sessions;
 pub mod terms;
 pub mod users;

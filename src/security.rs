@@ -1,0 +1,414 @@
+//! A user's own security page (`/v1/me/…` and the portal's `/security`): what protects
+//! the account, its sessions and remembered devices, its recent sign-ins and failed
+//! attempts, and the actions on them.
+//!
+//! Ending one's own sessions or devices needs only the session. Changing a factor
+//! (regenerating recovery codes, removing the authenticator app) needs a fresh
+//! re-authentication of this session: the password and the second factor within the
+//! last [`REAUTH_SECONDS`]. A failed re-authentication counts toward the lockout as a
+//! failed sign-in from the session's address would. Every action is audited; a session
+//! or device of another user is refused exactly as a missing one (404).
+
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::{self, Entry, Outcome};
+use crate::crypto::SecretKey;
+use crate::db;
+use crate::error::{Error, Result};
+use crate::kinds::{AuditEvent, MfaMethod};
+use crate::login::{Client, SessionInfo};
+use crate::password::{self, Hashing};
+use crate::policy::Policy;
+use crate::store::security::{self as store, Activity};
+use crate::store::{factors, familiar, sessions, users};
+
+/// How long a re-authentication allows factor changes.
+pub const REAUTH_SECONDS: i64 = 5 * 60;
+/// How many sign-ins and failed attempts the page lists.
+pub const ACTIVITY: i64 = 20;
+
+/// One of the user's live sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct MySession {
+    pub id: i64,
+    pub ip: String,
+    pub user_agent: String,
+    pub created_at: String,
+    pub last_seen_at: String,
+    /// The session asking.
+    pub current: bool,
+}
+
+/// One of the user's remembered devices.
+#[derive(Debug, Clone, Serialize)]
+pub struct MyDevice {
+    pub id: i64,
+    pub user_agent: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+/// What protects the account.
+#[derive(Debug, Clone, Serialize)]
+pub struct Factors {
+    pub password: bool,
+    /// `totp`, `email` or none.
+    pub second_factor: Option<MfaMethod>,
+    pub recovery_codes_left: i64,
+}
+
+/// One line of recent activity, with its time as text.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivityView {
+    pub at: String,
+    pub kind: &'static str,
+    pub step: String,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// `GET /v1/me/security`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    pub username: String,
+    pub factors: Factors,
+    pub sessions: Vec<MySession>,
+    pub devices: Vec<MyDevice>,
+    pub activity: Vec<ActivityView>,
+    /// Until when factor changes are allowed without re-authenticating; absent when
+    /// they need it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reauthenticated_until: Option<String>,
+}
+
+fn t(s: i64) -> String {
+    crate::util::rfc3339(s)
+}
+
+/// The security page of the session's user.
+pub fn overview(conn: &Connection, s: &SessionInfo, now: i64) -> Result<Overview> {
+    let user = users::by_id(conn, s.user_id)?;
+    let sessions = sessions::list(conn, Some(s.user_id), now)?
+        .into_iter()
+        .map(|x| MySession {
+            current: x.id == s.session.id,
+            id: x.id,
+            ip: x.ip,
+            user_agent: x.user_agent,
+            created_at: t(x.created_at),
+            last_seen_at: t(x.last_seen_at),
+        })
+        .collect();
+    let devices = factors::list_devices(conn, Some(s.user_id), now)?
+        .into_iter()
+        .map(|d| MyDevice {
+            id: d.id,
+            user_agent: d.user_agent,
+            created_at: t(d.created_at),
+            expires_at: t(d.expires_at),
+        })
+        .collect();
+    let activity = store::recent_activity(conn, s.user_id, ACTIVITY)?
+        .into_iter()
+        .map(|a: Activity| ActivityView {
+            at: t(a.at),
+            kind: a.kind,
+            step: a.step,
+            ip: a.ip,
+            user_agent: a.user_agent,
+        })
+        .collect();
+    let until = store::reauth_at(conn, s.session.id)?
+        .map(|at| at + REAUTH_SECONDS)
+        .filter(|u| *u > now);
+    Ok(Overview {
+        username: user.username.clone(),
+        factors: Factors {
+            password: user.password_hash.is_some(),
+            second_factor: user.mfa_method,
+            recovery_codes_left: factors::remaining_recovery_codes(conn, s.user_id)?,
+        },
+        sessions,
+        devices,
+        activity,
+        reauthenticated_until: until.map(t),
+    })
+}
+
+fn entry(event: AuditEvent, outcome: Outcome, client: &Client, s: &SessionInfo) -> Entry {
+    Entry::new(event, outcome)
+        .client(&client.ip, &client.user_agent)
+        .username(&s.user.username)
+        .user(s.user_id, s.org_id)
+        .actor(&s.user.username)
+}
+
+/// Confirm the password and the second factor again (slow: argon2). Wrong ones are the
+/// generic refusal and count toward the lockout.
+#[allow(clippy::too_many_arguments)]
+pub fn reauthenticate(
+    hashing: &Hashing,
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    s: &SessionInfo,
+    password_typed: &str,
+    code: Option<&str>,
+    now: i64,
+) -> Result<String> {
+    let policy = Policy::load(conn)?;
+    let user = users::by_id(conn, s.user_id)?;
+    let password_ok = match &user.password_hash {
+        Some(h) => password::verify_password(hashing, password_typed, h),
+        None => password::dummy_verify(hashing, password_typed, policy.argon2),
+    };
+    let tx = db::write_tx(conn)?;
+    let code_ok = match user.mfa_method {
+        None => true,
+        Some(MfaMethod::Totp) => match code {
+            Some(c) if password_ok => {
+                factors::check_totp(&tx, key, s.user_id, c, now, policy.totp_skew)?.is_ok()
+            }
+            _ => false,
+        },
+        // An emailed code cannot be asked for here yet: a recovery code stands in.
+        Some(MfaMethod::Email) => false,
+    };
+    let code_ok = code_ok
+        || (password_ok
+            && code.is_some_and(|c| {
+                factors::use_recovery_code(&tx, key, s.user_id, c, now)
+                    .ok()
+                    .flatten()
+                    .is_some()
+            }));
+    if password_ok && code_ok {
+        store::set_reauth(&tx, s.session.id, now)?;
+        audit::record(
+            &tx,
+            &entry(AuditEvent::SecurityReauth, Outcome::Success, client, s),
+            now,
+        )?;
+        tx.commit()?;
+        return Ok(t(now + REAUTH_SECONDS));
+    }
+    let lock = policy.lockout();
+    let source = familiar::source_of(&tx, s.user_id, &client.ip, None, lock.familiar_days, now)?;
+    users::record_failure_from(&tx, s.user_id, &lock, source, now)?;
+    audit::record(
+        &tx,
+        &entry(AuditEvent::SecurityReauth, Outcome::Failure, client, s)
+            .reason(if password_ok {
+                "wrong_code"
+            } else {
+                "wrong_password"
+            })
+            .detail(source.detail()),
+        now,
+    )?;
+    tx.commit()?;
+    Err(Error::InvalidCredentials)
+}
+
+/// Refuse unless the session re-authenticated within [`REAUTH_SECONDS`].
+fn require_reauth(conn: &Connection, s: &SessionInfo, now: i64) -> Result<()> {
+    require_reauth_of(conn, s.session.id, now)
+}
+
+fn require_reauth_of(conn: &Connection, session_id: i64, now: i64) -> Result<()> {
+    match store::reauth_at(conn, session_id)? {
+        Some(at) if now - at < REAUTH_SECONDS && at <= now => Ok(()),
+        _ => Err(Error::Forbidden(
+            "re-authenticate first: confirm your password and second factor (POST /v1/me/reauth); it allows this for 5 minutes".into(),
+        )),
+    }
+}
+
+/// New recovery codes in place of the old ones (needs a fresh re-authentication).
+pub fn regenerate_recovery_codes(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    s: &SessionInfo,
+    now: i64,
+) -> Result<Vec<String>> {
+    let policy = Policy::load(conn)?;
+    let tx = db::write_tx(conn)?;
+    if let Err(e) = require_reauth(&tx, s, now) {
+        audit::record(
+            &tx,
+            &entry(AuditEvent::RecoveryRegenerate, Outcome::Failure, client, s)
+                .reason("reauth_required"),
+            now,
+        )?;
+        tx.commit()?;
+        return Err(e);
+    }
+    let user = users::by_id(&tx, s.user_id)?;
+    if user.mfa_method.is_none() {
+        return Err(Error::Invalid(
+            "recovery codes belong to a second factor: this account has none".into(),
+        ));
+    }
+    let codes = factors::rotate_recovery_codes(&tx, key, s.user_id, policy.recovery_count, now)?;
+    audit::record(
+        &tx,
+        &entry(AuditEvent::RecoveryRegenerate, Outcome::Success, client, s)
+            .detail(json!({"count": codes.len()})),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(codes)
+}
+
+/// Remove the authenticator app (needs a fresh re-authentication). Its recovery codes
+/// and remembered devices go with it, every session ends; a user whom policy requires to
+/// have a second factor enrols again at the next sign-in.
+pub fn remove_totp(
+    conn: &mut Connection,
+    client: &Client,
+    s: &SessionInfo,
+    now: i64,
+) -> Result<()> {
+    let tx = db::write_tx(conn)?;
+    if let Err(e) = require_reauth(&tx, s, now) {
+        audit::record(
+            &tx,
+            &entry(AuditEvent::FactorRemove, Outcome::Failure, client, s).reason("reauth_required"),
+            now,
+        )?;
+        tx.commit()?;
+        return Err(e);
+    }
+    let user = users::by_id(&tx, s.user_id)?;
+    if user.mfa_method != Some(MfaMethod::Totp) {
+        return Err(Error::NotFound(
+            "this account has no authenticator app".into(),
+        ));
+    }
+    // The seed's reset: secret, codes and devices go, every session ends (this one too),
+    // and the user is mailed a notice.
+    factors::reset_2fa(&tx, s.user_id, now)?;
+    audit::record(
+        &tx,
+        &entry(AuditEvent::FactorRemove, Outcome::Success, client, s)
+            .detail(json!({"factor": "totp"})),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// End one of the user's own sessions; a session of anybody else is "not found".
+pub fn revoke_session(
+    conn: &mut Connection,
+    client: &Client,
+    s: &SessionInfo,
+    id: i64,
+    now: i64,
+) -> Result<()> {
+    let tx = db::write_tx(conn)?;
+    let ok = store::revoke_own_session(&tx, s.user_id, id, now)?;
+    let outcome = if ok {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    let mut e = entry(AuditEvent::SessionRevoke, outcome, client, s).detail(json!({"session": id}));
+    if !ok {
+        e = e.reason("not_own_session");
+    }
+    audit::record(&tx, &e, now)?;
+    tx.commit()?;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("no session {id} of yours")))
+    }
+}
+
+/// End every session of the user but this one; how many.
+pub fn revoke_other_sessions(
+    conn: &mut Connection,
+    client: &Client,
+    s: &SessionInfo,
+    now: i64,
+) -> Result<usize> {
+    let tx = db::write_tx(conn)?;
+    let n = store::revoke_other_sessions(&tx, s.user_id, s.session.id, now)?;
+    audit::record(
+        &tx,
+        &entry(AuditEvent::SessionRevoke, Outcome::Success, client, s).detail(json!({"others": n})),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Forget every remembered device of the user; how many.
+pub fn revoke_all_devices(
+    conn: &mut Connection,
+    client: &Client,
+    s: &SessionInfo,
+    now: i64,
+) -> Result<usize> {
+    let tx = db::write_tx(conn)?;
+    let n = factors::revoke_devices(&tx, s.user_id, now)?;
+    audit::record(
+        &tx,
+        &entry(AuditEvent::DeviceRevoke, Outcome::Success, client, s).detail(json!({"all": n})),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::users::{NewUser, Role};
+
+    const T0: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_reauthentication_allows_factor_changes_for_5_minutes_of_its_session_only() {
+        let conn = crate::db::open_memory().unwrap();
+        let u = users::create(
+            &conn,
+            &NewUser {
+                username: "rae",
+                email: "rae@example.org",
+                org: None,
+                groups: &[],
+                role: Role::User,
+                password_hash: None,
+                must_change_password: false,
+            },
+            T0,
+        )
+        .unwrap();
+        let (a, _) = sessions::create(&conn, u.id, "192.0.2.1", "test", 3600, T0).unwrap();
+        let (b, _) = sessions::create(&conn, u.id, "192.0.2.1", "test", 3600, T0).unwrap();
+        assert!(
+            require_reauth_of(&conn, a, T0).is_err(),
+            "never re-authenticated"
+        );
+        store::set_reauth(&conn, a, T0 + 10).unwrap();
+        assert!(require_reauth_of(&conn, a, T0 + 10).is_ok());
+        assert!(require_reauth_of(&conn, a, T0 + 10 + REAUTH_SECONDS - 1).is_ok());
+        assert!(matches!(
+            require_reauth_of(&conn, a, T0 + 10 + REAUTH_SECONDS),
+            Err(Error::Forbidden(_))
+        ));
+        assert!(
+            require_reauth_of(&conn, b, T0 + 11).is_err(),
+            "another session"
+        );
+        assert!(
+            require_reauth_of(&conn, a, T0 + 5).is_err(),
+            "not from the future"
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! Forgotten passwords by an emailed one-time link (issue 14, part 4), against the real
+//! `authd` and a real SMTP server on loopback (the sink the email tests use).
+//!
+//! - the link is mailed to the user's address and works once; the page shows the form;
+//!   mismatched and weak passwords are refused with the checklist's answer;
+//! - the next sign-in still asks for the second factor; sessions ended;
+//! - an unknown name gets the same status, body and headers, within 10 % of the time,
+//!   and no mail; a smuggled username is refused;
+//! - under `password.recovery=link` no questions are shown or checked.
+//!
+//! Expiry (30 minutes, with an injected clock) and the sealed outbox are tested in
+//! `src/reset_link.rs`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::Env;
+use crate::daemon_common::*;
+
+const NEW: &str = "Reset-by-Link-42!";
+
+fn link_env() -> Env {
+    let env = provision();
+    policy(&env, &["password.recovery=link"]);
+    env
+}
+
+fn start(env: &Env, sink: &SmtpSink) -> Daemon {
+    Daemon::start(
+        env,
+        &[
+            "--smtp-url",
+            &sink.url(),
+            "--mail-from",
+            "authd@example.org",
+        ],
+    )
+}
+
+/// The token of the `n`-th (0-based) reset mail to `user`, waiting for it.
+#[track_caller]
+fn link_token(sink: &SmtpSink, user: &str, n: usize) -> String {
+    let to = format!("{user}@example.org");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let links: Vec<String> = sink
+            .messages()
+            .into_iter()
+            .filter(|m| m.is_to(&to) && m.body.contains("/reset?token="))
+            .map(|m| {
+                let at = m.body.find("/reset?token=").expect("link") + "/reset?token=".len();
+                m.body[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect()
+            })
+            .collect();
+        if let Some(t) = links.get(n) {
+            return t.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reset mail #{n} to {to} did not arrive: {:#?}",
+            sink.messages()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn reset(d: &Daemon, token: &str, new: &str, confirm: &str) -> Resp {
+    d.post(
+        "/v1/password/reset",
+        &json!({"token": token, "new_password": new, "confirm_password": confirm}),
+    )
+}
+
+#[test]
+fn an_emailed_link_resets_the_password_once_and_keeps_the_second_factor() {
+    let env = link_env();
+    add_user(&env, "lena", "school", &["pupil-data"], "user");
+    add_user(&env, "mo", "school", &[], "user");
+    let (mut app, _) = enroll_totp(&env, "lena");
+    let sink = SmtpSink::start();
+    let mut d = start(&env, &sink);
+    let session = d.login_totp("lena", PW, &mut app);
+
+    let v = d
+        .post("/v1/password/forgot", &json!({"username": "lena"}))
+        .expect(200);
+    assert_eq!(v["status"], "link_sent", "{v:#}");
+    assert!(
+        v.get("questions").is_none() && v.get("flow").is_none(),
+        "{v:#}"
+    );
+    let token = link_token(&sink, "lena", 0);
+    assert_eq!(token.len(), 43, "256 bits, base64url: {token}");
+    let mail = sink
+        .messages()
+        .into_iter()
+        .find(|m| m.body.contains(&token))
+        .expect("the mail");
+    assert!(
+        mail.body.contains("If this was not you"),
+        "says what to do: {}",
+        mail.body
+    );
+
+    // The page: a form with the token in a hidden field, the checklist.
+    let page = d.get(&format!("/reset?token={token}"));
+    assert_eq!(page.status, 200, "{page:?}");
+    let html = page.text();
+    assert!(html.contains("name=\"token\"") && html.contains("confirm_password"));
+    assert!(html.contains("lena"));
+    assert_eq!(d.get("/reset?token=forged").status, 401);
+
+    // A smuggled username, a mismatch and a weak password change nothing.
+    d.post(
+        "/v1/password/reset",
+        &json!({"token": token, "username": "mo", "new_password": NEW, "confirm_password": NEW}),
+    )
+    .expect_error(400, "invalid_input");
+    let e = reset(&d, &token, NEW, "Reset-by-Link-43!").expect_error(400, "invalid_input");
+    assert!(e["message"].as_str().unwrap_or("").contains("do not match"));
+    reset(&d, &token, "weakweak", "weakweak").expect_error(422, "policy_rejected");
+
+    let v = reset(&d, &token, NEW, NEW).expect(200);
+    assert_eq!(v, json!({"status": "password_changed"}), "never signs in");
+    // Single use.
+    reset(&d, &token, "Another-Pass-99!", "Another-Pass-99!").expect_generic();
+    assert_eq!(d.get(&format!("/reset?token={token}")).status, 401);
+
+    // Sessions ended; the old password fails; the new one still needs the code.
+    d.get_auth("/v1/session", &session)
+        .expect_error(401, "unauthorized");
+    d.login("lena", PW).expect_generic();
+    let v = d.login("lena", NEW).expect_status("second_factor_required");
+    d.totp(v["flow"].as_str().expect("flow"), &app.fresh())
+        .expect_status("authenticated");
+    // Mo's password is untouched.
+    d.login_session("mo", PW);
+    let resets = audit_events(&env, "lena", "password.reset");
+    assert!(
+        resets.iter().any(|r| r["outcome"] == "success"),
+        "{resets:#?}"
+    );
+    d.assert_healthy();
+}
+
+#[test]
+fn an_unknown_name_looks_the_same_and_mails_nothing() {
+    let env = link_env();
+    let n = 24;
+    for i in 0..n {
+        add_user(&env, &format!("known{i}"), "school", &[], "user");
+    }
+    let sink = SmtpSink::start();
+    let mut d = start(&env, &sink);
+    let ask = |name: &str| d.post("/v1/password/forgot", &json!({"username": name}));
+    let view = |r: &Resp| -> Vec<(String, String)> {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("date"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        h.sort();
+        h
+    };
+    // Warm up both paths.
+    let reference = ask("warm-unknown");
+    for i in 0..3 {
+        ask(&format!("warm-unknown-{i}"));
+    }
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..n {
+        let pair = [format!("known{i}"), format!("unknown{i}")];
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            let started = Instant::now();
+            let r = ask(&pair[k]);
+            let took = started.elapsed();
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(r.body, reference.body, "{}", pair[k]);
+            assert_eq!(view(&r), view(&reference), "{}", pair[k]);
+            if k == 0 {
+                known.push(took.as_secs_f64());
+            } else {
+                unknown.push(took.as_secs_f64());
+            }
+        }
+    }
+    // Paired: each known sample against the unknown one of its round.
+    let mut ratios: Vec<f64> = known.iter().zip(&unknown).map(|(k, u)| k / u).collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    let median = ratios[ratios.len() / 2];
+    assert!(
+        (median - 1.0).abs() < 0.10,
+        "known/unknown median time ratio {median:.3} (limit ±10 %): known {known:?} unknown {unknown:?}"
+    );
+    // The mails: one per known name, none for the unknown ones.
+    for i in 0..n {
+        link_token(&sink, &format!("known{i}"), 0);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stray: Vec<_> = sink
+        .messages()
+        .into_iter()
+        .filter(|m| m.rcpt_tos.iter().any(|r| r.contains("unknown")))
+        .collect();
+    assert!(stray.is_empty(), "{stray:#?}");
+    assert_eq!(
+        sink.messages().len(),
+        n,
+        "one mail per known name: {:#?}",
+        sink.messages()
+    );
+    d.assert_healthy();
+}
+
+#[test]
+fn the_link_policy_shows_no_questions_and_the_seed_keeps_them() {
+    let env = provision();
+    add_user(&env, "nia", "school", &[], "user");
+    let mut d = Daemon::start(&env, &[]);
+    let session = d.login_session("nia", PW);
+    d.put_auth(
+        "/v1/me/security-questions",
+        &session,
+        &json!({"questions": [
+            {"question": "What was the name of your first pet?", "answer": "rex"},
+            {"question": "In which city were you born?", "answer": "leeds"},
+        ]}),
+    )
+    .expect(200);
+    let v = d
+        .post("/v1/password/forgot", &json!({"username": "nia"}))
+        .expect(200);
+    assert!(
+        v["questions"].is_array(),
+        "the default keeps questions: {v:#}"
+    );
+    let flow = v["flow"].clone();
+
+    // authd reads the policy per request.
+    policy(&env, &["password.recovery=link"]);
+    let v: Value = d
+        .post("/v1/password/forgot", &json!({"username": "nia"}))
+        .expect(200);
+    assert_eq!(v["status"], "link_sent");
+    assert!(v.get("questions").is_none(), "{v:#}");
+    // Answers are not checked at all under the link policy.
+    d.post(
+        "/v1/password/forgot/reset",
+        &json!({"flow": flow, "answers": ["rex", "leeds"], "new_password": NEW, "confirm_password": NEW}),
+    )
+    .expect_error(400, "invalid_input");
+    let page = d.get("/forgot").text();
+    assert!(page.contains("a link"), "{page}");
+    assert!(!page.contains("security questions"), "{page}");
+    d.assert_healthy();
+}
