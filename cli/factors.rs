@@ -148,9 +148,10 @@ pub fn reset_2fa(g: &Global, a: NameArg) -> Result<i32> {
     v["username"] = json!(u.username);
     emit(ctx.json, &v, || {
         format!(
-            "two-factor reset for {}: TOTP secret {}, {} recovery code(s) and {} remembered device(s) removed, {} session(s) ended; they enrol again at the next login",
+            "two-factor reset for {}: TOTP secret {}, {} passkey(s), {} recovery code(s) and {} remembered device(s) removed, {} session(s) ended; they enrol again at the next login",
             u.username,
             if s.totp_removed { "removed" } else { "none" },
+            s.passkeys_removed,
             s.recovery_codes_removed,
             s.devices_revoked,
             s.sessions_ended

@@ -56,18 +56,22 @@ pub struct Client {
 
 /// What a flow carries between steps.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct FlowState {
+pub(crate) struct FlowState {
     /// The terms were accepted during this login.
     #[serde(default)]
-    terms_ok: bool,
+    pub(crate) terms_ok: bool,
     /// A remembered device was presented and checked at the password step: later steps
     /// of this login (terms) still skip the second factor.
     #[serde(default)]
-    device_ok: bool,
+    pub(crate) device_ok: bool,
+    /// The login began with a user-verified passkey (passwordless, src/passkey.rs): it
+    /// never needs a second factor.
+    #[serde(default)]
+    pub(crate) passkey_ok: bool,
     /// Where the password step came from (smart lockout): later steps count their
     /// failures as this source's. Flows without it are unfamiliar.
     #[serde(default)]
-    source: lockout::Source,
+    pub(crate) source: lockout::Source,
 }
 
 /// The public view of a user in answers.
@@ -114,6 +118,10 @@ pub enum Status {
     SecondFactorRequired {
         flow: String,
         methods: Vec<&'static str>,
+        /// With `"passkey"` in `methods`: `{"publicKey":{…}}`, the WebAuthn request
+        /// options of this flow's challenge (added by the core, src/passkey.rs).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        passkey: Option<serde_json::Value>,
     },
     EnrollmentRequired {
         flow: String,
@@ -196,7 +204,7 @@ impl<T> Decision<T> {
     }
 }
 
-fn entry(event: AuditEvent, outcome: Outcome, client: &Client) -> Entry {
+pub(crate) fn entry(event: AuditEvent, outcome: Outcome, client: &Client) -> Entry {
     Entry::new(event, outcome).client(&client.ip, &client.user_agent)
 }
 
@@ -208,7 +216,11 @@ pub fn mfa_required(user: &User, policy: &Policy) -> bool {
 }
 
 /// The second-factor methods this user has (empty: not enrolled).
-fn methods(conn: &Connection, key: &SecretKey, user: &User) -> Result<Vec<&'static str>> {
+pub(crate) fn methods(
+    conn: &Connection,
+    key: &SecretKey,
+    user: &User,
+) -> Result<Vec<&'static str>> {
     let mut m = Vec::new();
     match user.mfa_method {
         Some(MfaMethod::Totp)
@@ -225,6 +237,9 @@ fn methods(conn: &Connection, key: &SecretKey, user: &User) -> Result<Vec<&'stat
                 m.push("email_otp");
             }
         }
+    }
+    if crate::store::passkeys::count(conn, user.id)? > 0 {
+        m.push("passkey");
     }
     if !m.is_empty() && factors::remaining_recovery_codes(conn, user.id)? > 0 {
         m.push("recovery_code");
@@ -278,7 +293,7 @@ fn authenticate(
 /// After the password (and each later step that continues the login): the next thing
 /// the user must do, or the session.
 #[allow(clippy::too_many_arguments)]
-fn advance(
+pub(crate) fn advance(
     tx: &Connection,
     key: &SecretKey,
     user: &User,
@@ -320,7 +335,7 @@ fn advance(
         }
         return authenticate(tx, user, policy, client, None, None, now);
     }
-    if state.device_ok {
+    if state.device_ok || state.passkey_ok {
         return authenticate(tx, user, policy, client, None, None, now);
     }
     let flow = sessions::create_flow(tx, user.id, LoginStep::SecondFactor, &data, ttl, now)?;
@@ -329,7 +344,11 @@ fn advance(
             *mail = issue_email_code(tx, key, user, policy, f.id, now)?.ok();
         }
     }
-    Ok(Status::SecondFactorRequired { flow, methods })
+    Ok(Status::SecondFactorRequired {
+        flow,
+        methods,
+        passkey: None,
+    })
 }
 
 /// Issue an emailed code for a flow: the message to send, or Err(seconds to wait).
@@ -487,6 +506,7 @@ pub fn password_step(
         &FlowState {
             terms_ok: false,
             device_ok,
+            passkey_ok: false,
             source,
         },
         client,
@@ -509,7 +529,7 @@ pub fn password_step(
     })
 }
 
-fn status_name(s: &Status) -> &'static str {
+pub(crate) fn status_name(s: &Status) -> &'static str {
     match s {
         Status::Authenticated { .. } => "authenticated",
         Status::SecondFactorRequired { .. } => "second_factor_required",
@@ -573,7 +593,7 @@ fn load_flow(
 /// Open a step: its write transaction and its flow (see [`load_flow`]), or the step's
 /// refusal, audited and committed.
 #[allow(clippy::type_complexity)]
-fn open_step<'c, T>(
+pub(crate) fn open_step<'c, T>(
     conn: &'c mut Connection,
     token: &str,
     want: LoginStep,
@@ -852,7 +872,7 @@ fn well_formed_code(code: &str) -> Result<()> {
 /// Count a failed factor from `source` in `tx` and audit it; returns the refusal. A
 /// replayed code counts as an unfamiliar source's, whatever the flow's source.
 #[allow(clippy::too_many_arguments)]
-fn factor_failure<T>(
+pub(crate) fn factor_failure<T>(
     tx: db::WriteTx,
     user: &User,
     policy: &Policy,
@@ -885,7 +905,7 @@ fn factor_failure<T>(
 /// Audit the lock a counted failure just caused (`account.locked`; reason
 /// `too_many_failures` for the account, `too_many_unfamiliar_failures` when only
 /// unfamiliar sources are locked out). Returns whether there was one.
-fn audit_lock(
+pub(crate) fn audit_lock(
     tx: &Connection,
     user: &User,
     lock: lockout::Lock,
@@ -908,7 +928,7 @@ fn audit_lock(
 }
 
 /// The generic credential refusal (`reason` is for the audit log and metrics only).
-fn credential_refusal<T>(reason: &'static str, locked_now: bool) -> Decision<T> {
+pub(crate) fn credential_refusal<T>(reason: &'static str, locked_now: bool) -> Decision<T> {
     Decision {
         locked_now,
         ..Decision::refused(Error::InvalidCredentials, reason)
@@ -1044,7 +1064,7 @@ pub fn totp_step(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish_second_factor(
+pub(crate) fn finish_second_factor(
     tx: db::WriteTx,
     flow: sessions::Flow,
     user: &User,

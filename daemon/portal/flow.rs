@@ -243,7 +243,7 @@ async fn after(
             };
             signed_in(ctx, &session, device_token.as_deref(), warning, carry).await
         }
-        Status::SecondFactorRequired { flow, methods } => {
+        Status::SecondFactorRequired { flow, methods, .. } => {
             let mut sf = SecondFactor {
                 flow,
                 methods: methods.iter().map(|m| m.to_string()).collect(),

@@ -7,6 +7,7 @@ pub mod email;
 pub mod factors;
 pub mod familiar;
 pub mod orgs;
+pub mod passkeys;
 pub mod sessions;
 pub mod terms;
 pub mod users;
