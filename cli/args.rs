@@ -61,7 +61,8 @@ pub enum Command {
     /// Diagnose authenticator codes.
     #[command(subcommand)]
     Totp(TotpCmd),
-    /// Remove TOTP secret, recovery codes and remembered devices; the user enrols again.
+    /// Remove TOTP secret, passkeys, recovery codes and remembered devices; the user
+    /// enrols again.
     #[command(name = "reset-2fa")]
     Reset2fa(NameArg),
     /// Clear a user's lockout and failure count.
@@ -69,6 +70,9 @@ pub enum Command {
     /// List and revoke remembered devices.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// List and remove a user's passkeys (WebAuthn credentials they registered).
+    #[command(subcommand)]
+    Passkey(PasskeyCmd),
     /// Query the audit log; `audit verify|prune|export` check, cut and ship it.
     Audit(AuditArgs),
     /// A consistent copy of the database into FILE while authd serves (never over an
@@ -283,6 +287,24 @@ pub enum DeviceCmd {
         /// Revoke every device of this user.
         #[arg(long)]
         user: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PasskeyCmd {
+    /// List a user's passkeys: id, name, authenticator model (AAGUID), created, last
+    /// used, signature counter, backed up, user verified.
+    List {
+        /// The username (case-insensitive).
+        name: String,
+    },
+    /// Remove one passkey of a user (a lost or stolen authenticator); the other
+    /// factors stay. `reset-2fa` removes them all.
+    Remove {
+        /// The username (case-insensitive).
+        name: String,
+        /// The passkey id (from `passkey list NAME`).
+        id: i64,
     },
 }
 

@@ -46,6 +46,9 @@ _authctl() {
             authctl,org)
                 cmd="authctl__subcmd__org"
                 ;;
+            authctl,passkey)
+                cmd="authctl__subcmd__passkey"
+                ;;
             authctl,passwd)
                 cmd="authctl__subcmd__passwd"
                 ;;
@@ -193,6 +196,9 @@ _authctl() {
             authctl__subcmd__help,org)
                 cmd="authctl__subcmd__help__subcmd__org"
                 ;;
+            authctl__subcmd__help,passkey)
+                cmd="authctl__subcmd__help__subcmd__passkey"
+                ;;
             authctl__subcmd__help,passwd)
                 cmd="authctl__subcmd__help__subcmd__passwd"
                 ;;
@@ -262,6 +268,12 @@ _authctl() {
             authctl__subcmd__help__subcmd__org,list)
                 cmd="authctl__subcmd__help__subcmd__org__subcmd__list"
                 ;;
+            authctl__subcmd__help__subcmd__passkey,list)
+                cmd="authctl__subcmd__help__subcmd__passkey__subcmd__list"
+                ;;
+            authctl__subcmd__help__subcmd__passkey,remove)
+                cmd="authctl__subcmd__help__subcmd__passkey__subcmd__remove"
+                ;;
             authctl__subcmd__help__subcmd__policy,preset)
                 cmd="authctl__subcmd__help__subcmd__policy__subcmd__preset"
                 ;;
@@ -330,6 +342,24 @@ _authctl() {
                 ;;
             authctl__subcmd__org__subcmd__help,list)
                 cmd="authctl__subcmd__org__subcmd__help__subcmd__list"
+                ;;
+            authctl__subcmd__passkey,help)
+                cmd="authctl__subcmd__passkey__subcmd__help"
+                ;;
+            authctl__subcmd__passkey,list)
+                cmd="authctl__subcmd__passkey__subcmd__list"
+                ;;
+            authctl__subcmd__passkey,remove)
+                cmd="authctl__subcmd__passkey__subcmd__remove"
+                ;;
+            authctl__subcmd__passkey__subcmd__help,help)
+                cmd="authctl__subcmd__passkey__subcmd__help__subcmd__help"
+                ;;
+            authctl__subcmd__passkey__subcmd__help,list)
+                cmd="authctl__subcmd__passkey__subcmd__help__subcmd__list"
+                ;;
+            authctl__subcmd__passkey__subcmd__help,remove)
+                cmd="authctl__subcmd__passkey__subcmd__help__subcmd__remove"
                 ;;
             authctl__subcmd__policy,help)
                 cmd="authctl__subcmd__policy__subcmd__help"
@@ -458,7 +488,7 @@ _authctl() {
 
     case "${cmd}" in
         authctl)
-            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help"
+            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device passkey audit backup verify org group policy session terms import generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1196,7 +1226,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help)
-            opts="init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import generate help"
+            opts="init user passwd enroll totp reset-2fa unlock device passkey audit backup verify org group policy session terms import generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1532,6 +1562,48 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help__subcmd__org__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__passkey)
+            opts="list remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__passkey__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__passkey__subcmd__remove)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2070,6 +2142,128 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__org__subcmd__list)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey)
+            opts="-y -h -V --db --key-file --json --yes --help --version list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__help)
+            opts="list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__list)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__remove)
             opts="-y -h -V --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

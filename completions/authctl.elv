@@ -32,9 +32,10 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand passwd 'Set a user''s password (asked twice on a terminal) or force a change at next login'
             cand enroll 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
             cand totp 'Diagnose authenticator codes'
-            cand reset-2fa 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
+            cand reset-2fa 'Remove TOTP secret, passkeys, recovery codes and remembered devices; the user enrols again'
             cand unlock 'Clear a user''s lockout and failure count'
             cand device 'List and revoke remembered devices'
+            cand passkey 'List and remove a user''s passkeys (WebAuthn credentials they registered)'
             cand audit 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
             cand backup 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
             cand verify 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
@@ -325,6 +326,53 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;device;help;revoke'= {
         }
         &'authctl;device;help;help'= {
+        }
+        &'authctl;passkey'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand list 'List a user''s passkeys: id, name, authenticator model (AAGUID), created, last used, signature counter, backed up, user verified'
+            cand remove 'Remove one passkey of a user (a lost or stolen authenticator); the other factors stay. `reset-2fa` removes them all'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;passkey;list'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;passkey;remove'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;passkey;help'= {
+            cand list 'List a user''s passkeys: id, name, authenticator model (AAGUID), created, last used, signature counter, backed up, user verified'
+            cand remove 'Remove one passkey of a user (a lost or stolen authenticator); the other factors stay. `reset-2fa` removes them all'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;passkey;help;list'= {
+        }
+        &'authctl;passkey;help;remove'= {
+        }
+        &'authctl;passkey;help;help'= {
         }
         &'authctl;audit'= {
             cand --user 'Rows about this user (by account, or the username as typed)'
@@ -793,9 +841,10 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand passwd 'Set a user''s password (asked twice on a terminal) or force a change at next login'
             cand enroll 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
             cand totp 'Diagnose authenticator codes'
-            cand reset-2fa 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
+            cand reset-2fa 'Remove TOTP secret, passkeys, recovery codes and remembered devices; the user enrols again'
             cand unlock 'Clear a user''s lockout and failure count'
             cand device 'List and revoke remembered devices'
+            cand passkey 'List and remove a user''s passkeys (WebAuthn credentials they registered)'
             cand audit 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
             cand backup 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
             cand verify 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
@@ -853,6 +902,14 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;help;device;list'= {
         }
         &'authctl;help;device;revoke'= {
+        }
+        &'authctl;help;passkey'= {
+            cand list 'List a user''s passkeys: id, name, authenticator model (AAGUID), created, last used, signature counter, backed up, user verified'
+            cand remove 'Remove one passkey of a user (a lost or stolen authenticator); the other factors stay. `reset-2fa` removes them all'
+        }
+        &'authctl;help;passkey;list'= {
+        }
+        &'authctl;help;passkey;remove'= {
         }
         &'authctl;help;audit'= {
             cand verify 'Check every row''s MAC under the key: exits 1 naming the first row that was edited, deleted, inserted or moved'

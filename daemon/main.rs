@@ -8,6 +8,7 @@ mod config;
 mod handlers;
 mod mail;
 mod metrics;
+mod passkeys;
 mod portal;
 mod ratelimit;
 mod routes;

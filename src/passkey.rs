@@ -551,10 +551,10 @@ pub(crate) fn decorate(
         (Ok(Status::SecondFactorRequired { methods, .. }), None) => {
             methods.retain(|m| *m != "passkey");
         }
-        (Ok(Status::EnrollmentRequired { methods, .. }), Some(_)) => {
-            if !methods.contains(&"passkey") {
-                methods.push("passkey");
-            }
+        (Ok(Status::EnrollmentRequired { methods, .. }), Some(_))
+            if !methods.contains(&"passkey") =>
+        {
+            methods.push("passkey");
         }
         _ => {}
     }

@@ -31,6 +31,9 @@ mod daemon_common;
 mod daemon;
 #[path = "it/email.rs"]
 mod email;
+// Passkeys (issue 15): WebAuthn with a software authenticator.
+#[path = "it/passkeys.rs"]
+mod passkeys;
 
 // The browser portal and forward-auth (issue 7): pages over raw HTTP, headless Chromium
 // journeys, and a real nginx with auth_request in front of authd.
