@@ -182,7 +182,13 @@ pub async fn login_enroll(app: &App, req: Req) -> Result<Resp, ApiError> {
     let client = req.client.clone();
     match b.method.as_deref() {
         None | Some("totp") => {}
-        Some("passkey") => return crate::passkeys::login_enroll(app, client, b.flow).await,
+        Some("passkey") => {
+            let d = app
+                .call(move |core| core.passkey_enroll_step(&client, &b.flow))
+                .await?;
+            count(app, &d);
+            return Ok(json_resp(StatusCode::OK, &d.result?));
+        }
         Some(_) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -230,7 +236,11 @@ pub async fn login_enroll_confirm(app: &App, req: Req) -> Result<Resp, ApiError>
     let code = match (b.code, b.credential) {
         (Some(code), None) => code,
         (None, Some(credential)) => {
-            return crate::passkeys::login_enroll_confirm(app, client, b.flow, credential).await
+            let flow = b.flow;
+            let d = app
+                .call(move |core| core.passkey_enroll_confirm_step(&client, &flow, &credential))
+                .await?;
+            return decided(app, d).await;
         }
         _ => {
             return Err(ApiError::new(

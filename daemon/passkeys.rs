@@ -1,15 +1,15 @@
 //! The passkey (WebAuthn) endpoints of the API: a signed-in user's passkeys
-//! (`/v1/me/passkeys…`) and the login's passkey steps (`/v1/login/passkey…`, enrolment
-//! through `/v1/login/enroll…`). Each parses JSON and calls one method of the core
-//! (authcore's passkey_steps.rs), which does all the WebAuthn work with webauthn-rs.
+//! (`/v1/me/passkeys…`) and the login's passkey steps (`/v1/login/passkey…`; enrolment
+//! through `/v1/login/enroll…` is in handlers.rs, beside TOTP's). Each parses JSON and
+//! calls one method of the core (authcore's passkey_steps.rs), which does all the
+//! WebAuthn work with webauthn-rs.
 
-use authcore::login::Client;
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::{empty_resp, json_resp, ApiError, App, Req, Resp};
-use crate::handlers::{count, decided, session_of};
+use crate::handlers::{decided, session_of};
 
 /// A passkey id from the path (`/v1/me/passkeys/{id}`).
 fn passkey_id(s: &str) -> Result<i64, ApiError> {
@@ -127,28 +127,6 @@ pub async fn login(app: &App, req: Req) -> Result<Resp, ApiError> {
         .call(move |core| {
             core.passkey_login_step(&client, &b.flow, &b.credential, b.remember_device)
         })
-        .await?;
-    decided(app, d).await
-}
-
-/// `POST /v1/login/enroll {"flow","method":"passkey"}` → `{"publicKey":{…}}`.
-pub async fn login_enroll(app: &App, client: Client, flow: String) -> Result<Resp, ApiError> {
-    let d = app
-        .call(move |core| core.passkey_enroll_step(&client, &flow))
-        .await?;
-    count(app, &d);
-    Ok(json_resp(StatusCode::OK, &d.result?))
-}
-
-/// `POST /v1/login/enroll/confirm {"flow","credential"}` → `enrolled`.
-pub async fn login_enroll_confirm(
-    app: &App,
-    client: Client,
-    flow: String,
-    credential: Value,
-) -> Result<Resp, ApiError> {
-    let d = app
-        .call(move |core| core.passkey_enroll_confirm_step(&client, &flow, &credential))
         .await?;
     decided(app, d).await
 }
