@@ -21,6 +21,7 @@ mod ctx;
 mod flow;
 mod forward;
 pub mod html;
+mod passkeys;
 pub mod security;
 
 use bytes::Bytes;
@@ -84,6 +85,7 @@ async fn get(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/security-questions" => account::questions_page(ctx).await,
         "/admin" => account::admin_page(ctx).await,
         "/admin/user" => account::admin_user_page(ctx).await,
+        "/passkeys" => passkeys::page(ctx).await,
         _ => Ok(ctx.message_page(
             StatusCode::NOT_FOUND,
             "Page not found",
@@ -115,11 +117,16 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/login/email" => flow::email_post(ctx, &form).await,
         "/login/email/resend" => flow::email_resend_post(ctx, &form).await,
         "/login/recovery" => flow::recovery_post(ctx, &form).await,
+        "/login/passkey" => passkeys::login_post(ctx, &form).await,
         "/forgot" => flow::forgot_post(ctx, &form).await,
         "/forgot/reset" => flow::forgot_reset_post(ctx, &form).await,
         "/logout" => account::logout_post(ctx, &form).await,
         "/devices/revoke" => account::revoke_device_post(ctx, &form).await,
         "/security-questions" => account::questions_post(ctx, &form).await,
+        "/passkeys/new" => passkeys::new_post(ctx, &form).await,
+        "/passkeys/add" => passkeys::add_post(ctx, &form).await,
+        "/passkeys/rename" => passkeys::rename_post(ctx, &form).await,
+        "/passkeys/remove" => passkeys::remove_post(ctx, &form).await,
         "/admin/unlock" => account::admin_action_post(ctx, &form, account::Action::Unlock).await,
         "/admin/reset-2fa" => {
             account::admin_action_post(ctx, &form, account::Action::Reset2fa).await
