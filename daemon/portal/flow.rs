@@ -1054,6 +1054,7 @@ mod tests {
             next: Some(HOSTILE),
             username: HOSTILE,
             terms_version: Some(HOSTILE),
+            passkeys: true,
         }
         .render()
         .unwrap();
@@ -1078,6 +1079,7 @@ mod tests {
             flow: "f".into(),
             methods: vec!["email_otp".into(), "recovery_code".into()],
             sent_to: Some(HOSTILE.into()),
+            passkey: None,
         };
         let html = SecondFactorPage {
             layout: layout(&[]),
@@ -1088,10 +1090,32 @@ mod tests {
             email_minutes: 10,
             remember_days: 30,
             recovery: true,
+            passkey: None,
+            passkey_only: false,
         }
         .render()
         .unwrap();
         assert!(!html.contains("<script>"), "{html}");
+        // The passkey options ride in an attribute, escaped like everything else.
+        let with_passkey = SecondFactorPage {
+            layout: layout(&[]),
+            csrf: "tok",
+            sf: &sf,
+            carry: &carry,
+            emailed_to: None,
+            email_minutes: 10,
+            remember_days: 30,
+            recovery: false,
+            passkey: Some(HOSTILE),
+            passkey_only: true,
+        }
+        .render()
+        .unwrap();
+        assert!(
+            with_passkey.contains(&format!(r#"data-webauthn-options="{ESCAPED}""#)),
+            "{with_passkey}"
+        );
+        assert!(!with_passkey.contains("id=\"code-form\""), "{with_passkey}");
         assert!(html.contains(&format!("<strong>{ESCAPED}</strong>")));
         // Three forms (code, new code, recovery code), each carrying every hidden field.
         for name in ["sent_to", "next", "username"] {
