@@ -804,15 +804,17 @@ pub fn expired_password_step(
     Ok(Decision::ok(Status::PasswordChanged))
 }
 
-/// Step: start TOTP enrolment. The flow moves on to confirmation (same token).
-pub fn enroll_step(
-    conn: &mut Connection,
+/// Open an enrolment step (TOTP or passkey): its transaction, flow and user, or the
+/// refusal — also when the user enrolled a factor since the flow was issued (by another
+/// login or an administrator): never replace it.
+#[allow(clippy::type_complexity)]
+pub(crate) fn open_enrollment<'c, T>(
+    conn: &'c mut Connection,
     key: &SecretKey,
     client: &Client,
     flow_token: &str,
     now: i64,
-) -> Result<Decision<Enrollment>> {
-    let policy = Policy::load(conn)?;
+) -> Result<std::result::Result<(db::WriteTx<'c>, sessions::Flow, User), Decision<T>>> {
     let (tx, flow, user, _) = match open_step(
         conn,
         flow_token,
@@ -822,10 +824,8 @@ pub fn enroll_step(
         now,
     )? {
         Ok(opened) => opened,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(Err(refused)),
     };
-    // The flow was issued while the user had no second factor; one may have been enrolled
-    // since (by another login or an administrator). Never replace it.
     if !methods(&tx, key, &user)?.is_empty() {
         sessions::consume_flow(&tx, flow.id)?;
         audit::record(
@@ -837,8 +837,27 @@ pub fn enroll_step(
             now,
         )?;
         tx.commit()?;
-        return Ok(Decision::refused(Error::InvalidFlow, "already_enrolled"));
+        return Ok(Err(Decision::refused(
+            Error::InvalidFlow,
+            "already_enrolled",
+        )));
     }
+    Ok(Ok((tx, flow, user)))
+}
+
+/// Step: start TOTP enrolment. The flow moves on to confirmation (same token).
+pub fn enroll_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    flow_token: &str,
+    now: i64,
+) -> Result<Decision<Enrollment>> {
+    let policy = Policy::load(conn)?;
+    let (tx, flow, user) = match open_enrollment(conn, key, client, flow_token, now)? {
+        Ok(opened) => opened,
+        Err(refused) => return Ok(refused),
+    };
     let secret = totp::generate_secret();
     let uri =
         totp::otpauth_uri(&policy.totp_issuer, &user.username, &secret).map_err(Error::Invalid)?;

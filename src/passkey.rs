@@ -713,6 +713,22 @@ pub fn login_step(
     }
 }
 
+/// A failed step of a login flow: counted toward lockout as the flow's source and
+/// audited ([`login::factor_failure`]).
+#[allow(clippy::too_many_arguments)]
+fn counted(
+    tx: db::WriteTx,
+    user: &users::User,
+    policy: &Policy,
+    event: AuditEvent,
+    state: &FlowState,
+    client: &Client,
+    now: i64,
+    reason: &'static str,
+) -> Result<Decision<Status>> {
+    login::factor_failure(tx, user, policy, event, reason, state.source, client, now)
+}
+
 fn second_factor_step(
     conn: &mut Connection,
     rp: &RelyingParty,
@@ -735,15 +751,15 @@ fn second_factor_step(
         Err(refused) => return Ok(refused),
     };
     let fail = |tx, reason| {
-        login::factor_failure(
+        counted(
             tx,
             &user,
             &policy,
             AuditEvent::LoginPasskey,
-            reason,
-            state.source,
+            &state,
             client,
             now,
+            reason,
         )
     };
     let ceremony =
@@ -936,30 +952,10 @@ pub fn enroll_options(
     flow_token: &str,
     now: i64,
 ) -> Result<Decision<Value>> {
-    let (tx, flow, user, _) = match login::open_step(
-        conn,
-        flow_token,
-        LoginStep::Enroll,
-        AuditEvent::LoginEnroll,
-        client,
-        now,
-    )? {
+    let (tx, flow, user) = match login::open_enrollment(conn, key, client, flow_token, now)? {
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),
     };
-    if !login::methods(&tx, key, &user)?.is_empty() {
-        sessions::consume_flow(&tx, flow.id)?;
-        audit::record(
-            &tx,
-            &entry(AuditEvent::LoginEnroll, Outcome::Failure, client)
-                .username(&user.username)
-                .user(user.id, user.org_id)
-                .reason("already_enrolled"),
-            now,
-        )?;
-        tx.commit()?;
-        return Ok(Decision::refused(Error::InvalidFlow, "already_enrolled"));
-    }
     let (options, state) = start_registration(&tx, rp, user.id)?;
     passkeys::start_ceremony(
         &tx,
@@ -1008,15 +1004,15 @@ pub fn enroll_confirm(
         Err(refused) => return Ok(refused),
     };
     let fail = |tx, reason| {
-        login::factor_failure(
+        counted(
             tx,
             &user,
             &policy,
             AuditEvent::LoginEnrollConfirm,
-            reason,
-            state.source,
+            &state,
             client,
             now,
+            reason,
         )
     };
     let Some(ceremony) =

@@ -194,15 +194,28 @@ async fn refused(
     render(ctx, e.status, s, &n).await
 }
 
+/// The session of a signed-in form, or the answer (sign in first; a form that is not
+/// this session's is refused).
+async fn session_form(
+    ctx: &mut Ctx<'_>,
+    form: &Form,
+) -> Result<Result<(String, SessionInfo), Resp>, ApiError> {
+    let s = match require_session(ctx).await? {
+        Ok(s) => s,
+        Err(r) => return Ok(Err(r)),
+    };
+    if !ctx.csrf_session_ok(form, &s.0) {
+        return Ok(Err(ctx.forbidden()));
+    }
+    Ok(Ok(s))
+}
+
 /// `POST /passkeys/new {name}`: the registration ceremony page.
 pub async fn new_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
-    let s = match require_session(ctx).await? {
+    let s = match session_form(ctx, form).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
-    if !ctx.csrf_session_ok(form, &s.0) {
-        return Ok(ctx.forbidden());
-    }
     let name = form.text("name").trim().to_string();
     if let Err(e) = authcore::store::passkeys::check_name(&name) {
         return refused(ctx, &s, ApiError::from(e)).await;
@@ -237,13 +250,10 @@ pub async fn new_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> 
 
 /// `POST /passkeys/add {name, credential}`: store the new passkey.
 pub async fn add_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
-    let s = match require_session(ctx).await? {
+    let s = match session_form(ctx, form).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
-    if !ctx.csrf_session_ok(form, &s.0) {
-        return Ok(ctx.forbidden());
-    }
     let name = form.text("name").to_string();
     let Ok(credential) = serde_json::from_str::<Value>(form.text("credential")) else {
         let e = ApiError::bad_request("your device made no passkey: try again");
@@ -269,13 +279,10 @@ fn id_of(form: &Form) -> i64 {
 
 /// `POST /passkeys/rename {id, name}`.
 pub async fn rename_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
-    let s = match require_session(ctx).await? {
+    let s = match session_form(ctx, form).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
-    if !ctx.csrf_session_ok(form, &s.0) {
-        return Ok(ctx.forbidden());
-    }
     let (id, name, user_id) = (id_of(form), form.text("name").to_string(), s.1.user_id);
     let client = ctx.req.client.clone();
     match ctx
@@ -290,13 +297,10 @@ pub async fn rename_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErro
 
 /// `POST /passkeys/remove {id}`.
 pub async fn remove_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
-    let s = match require_session(ctx).await? {
+    let s = match session_form(ctx, form).await? {
         Ok(s) => s,
         Err(r) => return Ok(r),
     };
-    if !ctx.csrf_session_ok(form, &s.0) {
-        return Ok(ctx.forbidden());
-    }
     let (id, user_id) = (id_of(form), s.1.user_id);
     let client = ctx.req.client.clone();
     match ctx
