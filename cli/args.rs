@@ -444,12 +444,19 @@ pub enum GroupCmd {
         /// Members must use a second factor before they get a session.
         #[arg(long)]
         require_2fa: bool,
+        /// Members must use a passkey as their second factor (TOTP and emailed codes
+        /// refused) when the policy says so: `policy set mfa.passkey_required=groups`.
+        #[arg(long)]
+        require_passkey: bool,
     },
-    /// Change whether a group requires a second factor.
+    /// Change whether a group requires a second factor (and a passkey).
     Set {
         name: String,
         #[arg(long, action = clap::ArgAction::Set, value_name = "true|false")]
         require_2fa: bool,
+        /// Whether members must use a passkey (with mfa.passkey_required=groups).
+        #[arg(long, action = clap::ArgAction::Set, value_name = "true|false")]
+        require_passkey: Option<bool>,
     },
     /// List groups.
     List,

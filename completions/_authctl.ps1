@@ -611,7 +611,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Create a group')
-            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor')
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor (and a passkey)')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List groups')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -621,6 +621,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
             [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
             [CompletionResult]::new('--require-2fa', '--require-2fa', [CompletionResultType]::ParameterName, 'Members must use a second factor before they get a session')
+            [CompletionResult]::new('--require-passkey', '--require-passkey', [CompletionResultType]::ParameterName, 'Members must use a passkey as their second factor (TOTP and emailed codes refused) when the policy says so: `policy set mfa.passkey_required=groups`')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
             [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
@@ -632,6 +633,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         }
         'authctl;group;set' {
             [CompletionResult]::new('--require-2fa', '--require-2fa', [CompletionResultType]::ParameterName, 'require-2fa')
+            [CompletionResult]::new('--require-passkey', '--require-passkey', [CompletionResultType]::ParameterName, 'Whether members must use a passkey (with mfa.passkey_required=groups)')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
             [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
@@ -669,7 +671,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         }
         'authctl;group;help' {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Create a group')
-            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor')
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor (and a passkey)')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List groups')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -1078,7 +1080,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         }
         'authctl;help;group' {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Create a group')
-            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor')
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor (and a passkey)')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List groups')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)')
             break

@@ -1050,7 +1050,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__group__subcmd__add)
-            opts="-y -h -V --require-2fa --db --key-file --json --yes --help --version"
+            opts="-y -h -V --require-2fa --require-passkey --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1200,13 +1200,17 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__group__subcmd__set)
-            opts="-y -h -V --require-2fa --db --key-file --json --yes --help --version"
+            opts="-y -h -V --require-2fa --require-passkey --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --require-2fa)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --require-passkey)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;

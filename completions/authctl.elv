@@ -546,7 +546,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand add 'Create a group'
-            cand set 'Change whether a group requires a second factor'
+            cand set 'Change whether a group requires a second factor (and a passkey)'
             cand list 'List groups'
             cand delete 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -555,6 +555,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --db 'The database file'
             cand --key-file 'The secret-encryption key file [default: DB.key]'
             cand --require-2fa 'Members must use a second factor before they get a session'
+            cand --require-passkey 'Members must use a passkey as their second factor (TOTP and emailed codes refused) when the policy says so: `policy set mfa.passkey_required=groups`'
             cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
             cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
             cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
@@ -565,6 +566,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
         }
         &'authctl;group;set'= {
             cand --require-2fa 'require-2fa'
+            cand --require-passkey 'Whether members must use a passkey (with mfa.passkey_required=groups)'
             cand --db 'The database file'
             cand --key-file 'The secret-encryption key file [default: DB.key]'
             cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
@@ -599,7 +601,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
         }
         &'authctl;group;help'= {
             cand add 'Create a group'
-            cand set 'Change whether a group requires a second factor'
+            cand set 'Change whether a group requires a second factor (and a passkey)'
             cand list 'List groups'
             cand delete 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -939,7 +941,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
         }
         &'authctl;help;group'= {
             cand add 'Create a group'
-            cand set 'Change whether a group requires a second factor'
+            cand set 'Change whether a group requires a second factor (and a passkey)'
             cand list 'List groups'
             cand delete 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
         }

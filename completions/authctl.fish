@@ -337,18 +337,21 @@ complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_se
 complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -s h -l help -d 'Print help'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -s V -l version -d 'Print version'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "add" -d 'Create a group'
-complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "set" -d 'Change whether a group requires a second factor'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "set" -d 'Change whether a group requires a second factor (and a passkey)'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "list" -d 'List groups'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "delete" -d 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and not __fish_seen_subcommand_from add set list delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l require-2fa -d 'Members must use a second factor before they get a session'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l require-passkey -d 'Members must use a passkey as their second factor (TOTP and emailed codes refused) when the policy says so: `policy set mfa.passkey_required=groups`'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -l require-2fa -r -f -a "true\t''
+false\t''"
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -l require-passkey -d 'Whether members must use a passkey (with mfa.passkey_required=groups)' -r -f -a "true\t''
 false\t''"
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from set" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
@@ -369,7 +372,7 @@ complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_s
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "add" -d 'Create a group'
-complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "set" -d 'Change whether a group requires a second factor'
+complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "set" -d 'Change whether a group requires a second factor (and a passkey)'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "list" -d 'List groups'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
 complete -c authctl -n "__fish_authctl_using_subcommand group; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -531,7 +534,7 @@ complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_su
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from org" -f -a "list" -d 'List organisations'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from org" -f -a "delete" -d 'Delete an empty organisation'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "add" -d 'Create a group'
-complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "set" -d 'Change whether a group requires a second factor'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "set" -d 'Change whether a group requires a second factor (and a passkey)'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "list" -d 'List groups'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from group" -f -a "delete" -d 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "show" -d 'Show every setting, its value and default'

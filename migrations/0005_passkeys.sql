@@ -40,3 +40,7 @@ CREATE TABLE passkey_ceremonies (
 ) STRICT;
 CREATE INDEX passkey_ceremonies_flow ON passkey_ceremonies(flow_id);
 CREATE INDEX passkey_ceremonies_session ON passkey_ceremonies(session_id);
+
+-- A group may require a phishing-resistant factor (mfa.passkey_required = groups): its
+-- members' TOTP and emailed codes are not accepted as their second factor.
+ALTER TABLE groups ADD COLUMN require_passkey INTEGER NOT NULL DEFAULT 0;

@@ -215,14 +215,30 @@ pub fn mfa_required(user: &User, policy: &Policy) -> bool {
         || (policy.mfa_admins_required && user.role != Role::User)
 }
 
-/// The second-factor methods this user has (empty: not enrolled).
+/// Whether this user must use a passkey as second factor (`mfa.passkey_required`): their
+/// TOTP and emailed codes are then not accepted.
+pub(crate) fn passkey_required(conn: &Connection, user: &User) -> Result<bool> {
+    Ok(
+        match crate::policy::get(conn, "mfa.passkey_required")?.as_str() {
+            "all" => true,
+            "admins" => user.role != Role::User,
+            "groups" => crate::store::passkeys::group_requires_passkey(conn, user.id)?,
+            _ => false,
+        },
+    )
+}
+
+/// The second-factor methods this user has (empty: not enrolled). A user who must use a
+/// passkey has only their passkeys (and recovery codes beside them).
 pub(crate) fn methods(
     conn: &Connection,
     key: &SecretKey,
     user: &User,
 ) -> Result<Vec<&'static str>> {
     let mut m = Vec::new();
+    let codes_allowed = !passkey_required(conn, user)?;
     match user.mfa_method {
+        _ if !codes_allowed => {}
         Some(MfaMethod::Totp)
             if factors::get_totp(conn, key, user.id)?.is_some_and(|c| c.confirmed_at.is_some()) =>
         {
@@ -326,11 +342,16 @@ pub(crate) fn advance(
     }
     let methods = methods(tx, key, user)?;
     if methods.is_empty() {
-        if mfa_required(user, policy) {
+        let passkey = passkey_required(tx, user)?;
+        if mfa_required(user, policy) || passkey {
             let flow = sessions::create_flow(tx, user.id, LoginStep::Enroll, &data, ttl, now)?;
             return Ok(Status::EnrollmentRequired {
                 flow,
-                methods: vec!["totp"],
+                methods: if passkey {
+                    vec!["passkey"]
+                } else {
+                    vec!["totp"]
+                },
             });
         }
         return authenticate(tx, user, policy, client, None, None, now);
@@ -858,6 +879,23 @@ pub fn enroll_step(
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),
     };
+    if passkey_required(&tx, &user)? {
+        audit::record(
+            &tx,
+            &entry(AuditEvent::LoginEnroll, Outcome::Failure, client)
+                .username(&user.username)
+                .user(user.id, user.org_id)
+                .reason("passkey_required"),
+            now,
+        )?;
+        tx.commit()?;
+        return Ok(Decision::refused(
+            Error::Invalid(
+                "this account must use a passkey: enrol one with {\"method\":\"passkey\"}".into(),
+            ),
+            "passkey_required",
+        ));
+    }
     let secret = totp::generate_secret();
     let uri =
         totp::otpauth_uri(&policy.totp_issuer, &user.username, &secret).map_err(Error::Invalid)?;
@@ -1037,6 +1075,18 @@ pub fn totp_step(
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),
     };
+    if passkey_required(&tx, &user)? {
+        return factor_failure(
+            tx,
+            &user,
+            &policy,
+            AuditEvent::LoginTotp,
+            "passkey_required",
+            state.source,
+            client,
+            now,
+        );
+    }
     if user.mfa_method != Some(MfaMethod::Totp) {
         return factor_failure(
             tx,
@@ -1213,12 +1263,17 @@ pub fn email_step(
         Err(refused) => return Ok(refused),
     };
     if !methods(&tx, key, &user)?.contains(&"email_otp") {
+        let reason = if passkey_required(&tx, &user)? {
+            "passkey_required"
+        } else {
+            "method_not_enrolled"
+        };
         return factor_failure(
             tx,
             &user,
             &policy,
             AuditEvent::LoginEmail,
-            "method_not_enrolled",
+            reason,
             state.source,
             client,
             now,

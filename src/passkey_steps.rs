@@ -9,13 +9,14 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::admin::{self, Actor};
+use crate::audit::{self, Outcome};
 use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::kinds::AuditEvent;
 use crate::login::{Client, Decision, Status};
 use crate::passkey::{self, PasskeyView, Registered, RelyingParty};
-use crate::store::passkeys;
 use crate::store::users::User;
+use crate::store::{orgs, passkeys};
 
 impl Core {
     fn rp(&self) -> Result<Arc<RelyingParty>> {
@@ -200,6 +201,33 @@ impl Core {
                     Ok(((), json!({"passkey_id": id})))
                 },
             )
+        })
+    }
+
+    /// Make a group require a passkey (`authctl group add|set --require-passkey`),
+    /// audited `admin.group.set`; its members' TOTP and emailed codes are refused when
+    /// `mfa.passkey_required = groups`.
+    pub fn set_group_require_passkey(&self, actor: &Actor, name: &str, on: bool) -> Result<()> {
+        let event = AuditEvent::AdminGroupSet;
+        self.global_write(actor, event, |tx, _, now| {
+            let g = orgs::get_group(tx, name)?;
+            passkeys::set_group_requires_passkey(tx, g.id, on)?;
+            audit::record(
+                tx,
+                &actor
+                    .entry(event, Outcome::Success)
+                    .detail(actor.detail(json!({"group": g.name, "require_passkey": on}))),
+                now,
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Whether a group requires a passkey.
+    pub fn group_requires_passkey(&self, name: &str) -> Result<bool> {
+        self.with_conn(|conn, _| {
+            let g = orgs::get_group(conn, name)?;
+            passkeys::group_requires(conn, g.id)
         })
     }
 }

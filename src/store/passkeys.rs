@@ -292,6 +292,32 @@ pub fn take_ceremony(
         .map(|(user_id, state, _)| Ceremony { user_id, state }))
 }
 
+/// Whether one of the user's groups requires a passkey.
+pub fn group_requires_passkey(conn: &Connection, user_id: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM memberships m JOIN groups g ON g.id=m.group_id
+                           WHERE m.user_id=?1 AND g.require_passkey=1)",
+        )?
+        .query_row([user_id], |r| r.get(0))?)
+}
+
+/// Set whether a group requires a passkey (by its id).
+pub fn set_group_requires_passkey(conn: &Connection, group_id: i64, on: bool) -> Result<()> {
+    conn.execute(
+        "UPDATE groups SET require_passkey=?1 WHERE id=?2",
+        params![on, group_id],
+    )?;
+    Ok(())
+}
+
+/// Whether a group requires a passkey.
+pub fn group_requires(conn: &Connection, group_id: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT require_passkey FROM groups WHERE id=?1")?
+        .query_row([group_id], |r| r.get(0))?)
+}
+
 /// A passkey name: trimmed, 1 to 64 characters, no control characters.
 pub fn check_name(name: &str) -> Result<String> {
     let n = name.trim();

@@ -14,7 +14,9 @@ use webauthn_rs::prelude::{
     RequestChallengeResponse, Url,
 };
 
-use crate::daemon_common::{add_user, audit_events, failed_attempts, provision, sql, Daemon, PW};
+use crate::daemon_common::{
+    add_user, audit_events, failed_attempts, policy, provision, sql, Daemon, Totp, PW,
+};
 
 const ORIGIN: &str = "http://localhost:8443";
 
@@ -363,7 +365,14 @@ fn enrolment_in_the_login_flow_offers_and_registers_a_passkey() {
             .is_some_and(|m| m.contains(&json!("passkey"))),
         "{v}"
     );
-    let flow = v["flow"].as_str().expect("flow").to_string();
+    let mut a = enrol_in_login(&d, v["flow"].as_str().expect("flow"));
+    // Then the passkey is carol's second factor.
+    let (flow, options) = second_factor(&d, "carol");
+    passkey_step(&d, &flow, &assertion(&mut a, &options)).expect_status("authenticated");
+}
+
+/// Enrol a passkey inside a login flow (`enrollment_required`); the authenticator.
+fn enrol_in_login(d: &Daemon, flow: &str) -> Authenticator {
     let options = d
         .post(
             "/v1/login/enroll",
@@ -387,14 +396,73 @@ fn enrolment_in_the_login_flow_offers_and_registers_a_passkey() {
         Some(10),
         "{v}"
     );
-    // Then the passkey is carol's second factor.
-    let mut a = Authenticator {
+    Authenticator {
         soft,
         cred_id,
         user_handle: String::new(),
+    }
+}
+
+#[test]
+fn a_group_requiring_passkeys_refuses_totp_only_and_email_only_sign_in() {
+    let env = provision();
+    env.ctl(&["group", "add", "finance", "--require-passkey"])
+        .ok();
+    let mail = env.path("mail");
+    let d = daemon(&env, &["--mail-dir", mail.to_str().expect("path")]);
+    add_user(&env, "tina", "school", &["finance"], "user");
+    let mut app = Totp::from_enrollment(&env.enroll("tina"));
+    add_user(&env, "emma", "school", &["finance"], "user");
+    env.json(&["enroll", "emma", "--method", "email"]);
+    // Flows begun before the policy: a code each.
+    let tina_flow = d.second_factor_flow("tina", PW);
+    let emma_flow = d.second_factor_flow("emma", PW);
+
+    policy(&env, &["mfa.passkey_required=groups"]);
+    d.totp(&tina_flow, &app.fresh()).expect_generic();
+    d.post(
+        "/v1/login/email",
+        &json!({"flow": emma_flow, "code": "123456"}),
+    )
+    .expect_generic();
+    let reason = |user: &str, event: &str| {
+        audit_events(&env, user, event)
+            .last()
+            .map(|r| r["reason"].clone())
     };
-    let (flow, options) = second_factor(&d, "carol");
+    assert_eq!(
+        reason("tina", "login.totp"),
+        Some(json!("passkey_required"))
+    );
+    assert_eq!(
+        reason("emma", "login.email"),
+        Some(json!("passkey_required"))
+    );
+
+    // Their next sign-in asks for a passkey; a TOTP enrolment is refused.
+    let v = d.login("tina", PW).expect_status("enrollment_required");
+    assert_eq!(v["methods"], json!(["passkey"]), "{v}");
+    let flow = v["flow"].as_str().expect("flow").to_string();
+    d.post("/v1/login/enroll", &json!({"flow": flow}))
+        .expect_error(400, "invalid_input");
+    let v = d.login("tina", PW).expect_status("enrollment_required");
+    let mut a = enrol_in_login(&d, v["flow"].as_str().expect("flow"));
+    // Then only the passkey (and recovery codes) signs tina in.
+    let (flow, options) = second_factor(&d, "tina");
+    let v = d.login("tina", PW).expect_status("second_factor_required");
+    assert!(
+        !v["methods"]
+            .as_array()
+            .expect("methods")
+            .contains(&json!("totp")),
+        "{v}"
+    );
     passkey_step(&d, &flow, &assertion(&mut a, &options)).expect_status("authenticated");
+
+    // Outside the group, a TOTP user is not affected.
+    add_user(&env, "tom", "school", &[], "user");
+    let mut tom = Totp::from_enrollment(&env.enroll("tom"));
+    d.login_totp("tom", PW, &mut tom);
 }
 
 #[test]
