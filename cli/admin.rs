@@ -73,20 +73,48 @@ pub fn org(g: &Global, c: OrgCmd) -> Result<i32> {
 pub fn group(g: &Global, c: GroupCmd) -> Result<i32> {
     let ctx = Ctx::open(g)?;
     match c {
-        GroupCmd::Add { name, require_2fa } => {
+        GroupCmd::Add {
+            name,
+            require_2fa,
+            require_passkey,
+        } => {
             let gr = ctx.core.add_group(&ctx.actor, &name, require_2fa)?;
-            emit(ctx.json, &gr, || {
+            if require_passkey {
+                ctx.core
+                    .set_group_require_passkey(&ctx.actor, &name, true)?;
+            }
+            let mut v = serde_json::to_value(&gr)?;
+            v["require_passkey"] = json!(require_passkey);
+            emit(ctx.json, &v, || {
                 format!(
-                    "created group {}{}",
+                    "created group {}{}{}",
                     gr.name,
-                    if require_2fa { " (requires 2FA)" } else { "" }
+                    if require_2fa { " (requires 2FA)" } else { "" },
+                    if require_passkey {
+                        " (requires a passkey)"
+                    } else {
+                        ""
+                    }
                 )
             });
         }
-        GroupCmd::Set { name, require_2fa } => {
+        GroupCmd::Set {
+            name,
+            require_2fa,
+            require_passkey,
+        } => {
             let gr = ctx.core.set_group(&ctx.actor, &name, require_2fa)?;
-            emit(ctx.json, &gr, || {
-                format!("group {}: require 2FA = {}", gr.name, gr.require_2fa)
+            if let Some(on) = require_passkey {
+                ctx.core.set_group_require_passkey(&ctx.actor, &name, on)?;
+            }
+            let passkey = ctx.core.group_requires_passkey(&name)?;
+            let mut v = serde_json::to_value(&gr)?;
+            v["require_passkey"] = json!(passkey);
+            emit(ctx.json, &v, || {
+                format!(
+                    "group {}: require 2FA = {}, require a passkey = {passkey}",
+                    gr.name, gr.require_2fa
+                )
             });
         }
         GroupCmd::List => {

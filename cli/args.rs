@@ -61,7 +61,8 @@ pub enum Command {
     /// Diagnose authenticator codes.
     #[command(subcommand)]
     Totp(TotpCmd),
-    /// Remove TOTP secret, recovery codes and remembered devices; the user enrols again.
+    /// Remove TOTP secret, passkeys, recovery codes and remembered devices; the user
+    /// enrols again.
     #[command(name = "reset-2fa")]
     Reset2fa(NameArg),
     /// Clear a user's lockout and failure count.
@@ -69,6 +70,9 @@ pub enum Command {
     /// List and revoke remembered devices.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// List and remove a user's passkeys (WebAuthn credentials they registered).
+    #[command(subcommand)]
+    Passkey(PasskeyCmd),
     /// Query the audit log; `audit verify|prune|export` check, cut and ship it.
     Audit(AuditArgs),
     /// A consistent copy of the database into FILE while authd serves (never over an
@@ -294,6 +298,24 @@ pub enum DeviceCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PasskeyCmd {
+    /// List a user's passkeys: id, name, authenticator model (AAGUID), created, last
+    /// used, signature counter, backed up, user verified.
+    List {
+        /// The username (case-insensitive).
+        name: String,
+    },
+    /// Remove one passkey of a user (a lost or stolen authenticator); the other
+    /// factors stay. `reset-2fa` removes them all.
+    Remove {
+        /// The username (case-insensitive).
+        name: String,
+        /// The passkey id (from `passkey list NAME`).
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum SessionCmd {
     /// List live sessions.
     List {
@@ -463,12 +485,19 @@ pub enum GroupCmd {
         /// Members must use a second factor before they get a session.
         #[arg(long)]
         require_2fa: bool,
+        /// Members must use a passkey as their second factor (TOTP and emailed codes
+        /// refused) when the policy says so: `policy set mfa.passkey_required=groups`.
+        #[arg(long)]
+        require_passkey: bool,
     },
-    /// Change whether a group requires a second factor.
+    /// Change whether a group requires a second factor (and a passkey).
     Set {
         name: String,
         #[arg(long, action = clap::ArgAction::Set, value_name = "true|false")]
         require_2fa: bool,
+        /// Whether members must use a passkey (with mfa.passkey_required=groups).
+        #[arg(long, action = clap::ArgAction::Set, value_name = "true|false")]
+        require_passkey: Option<bool>,
     },
     /// List groups.
     List,

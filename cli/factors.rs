@@ -1,4 +1,4 @@
-//! `enroll`, `totp test`, `reset-2fa`, `unlock` and `device …`.
+//! `enroll`, `totp test`, `reset-2fa`, `unlock`, `device …` and `passkey …`.
 
 use anyhow::{Context, Result};
 use authcore::kinds::MfaMethod;
@@ -8,7 +8,7 @@ use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
 use serde_json::json;
 
-use crate::args::{DeviceCmd, EnrollArgs, Global, NameArg, TotpCmd};
+use crate::args::{DeviceCmd, EnrollArgs, Global, NameArg, PasskeyCmd, TotpCmd};
 use crate::ctx::Ctx;
 use crate::output::{self, audited_not_found, emit, Refused};
 
@@ -148,9 +148,10 @@ pub fn reset_2fa(g: &Global, a: NameArg) -> Result<i32> {
     v["username"] = json!(u.username);
     emit(ctx.json, &v, || {
         format!(
-            "two-factor reset for {}: TOTP secret {}, {} recovery code(s) and {} remembered device(s) removed, {} session(s) ended; they enrol again at the next login",
+            "two-factor reset for {}: TOTP secret {}, {} passkey(s), {} recovery code(s) and {} remembered device(s) removed, {} session(s) ended; they enrol again at the next login",
             u.username,
             if s.totp_removed { "removed" } else { "none" },
+            s.passkeys_removed,
             s.recovery_codes_removed,
             s.devices_revoked,
             s.sessions_ended
@@ -239,6 +240,59 @@ pub fn device(g: &Global, c: DeviceCmd) -> Result<i32> {
             emit(ctx.json, &json!({"username": who, "revoked": n}), || {
                 format!("revoked {n} device(s) of {who}")
             });
+        }
+    }
+    Ok(0)
+}
+
+pub fn passkey(g: &Global, c: PasskeyCmd) -> Result<i32> {
+    let ctx = Ctx::open(g)?;
+    match c {
+        PasskeyCmd::List { name } => {
+            let (u, list) = ctx
+                .core
+                .admin_passkeys(&ctx.actor, &name)?
+                .ok_or_else(|| audited_not_found(&name))?;
+            let v = json!({"username": u.username, "passkeys": list});
+            emit(ctx.json, &v, || {
+                if list.is_empty() {
+                    return format!("{} has no passkeys", u.username);
+                }
+                let mut tb = output::table(&[
+                    "id",
+                    "name",
+                    "aaguid",
+                    "created",
+                    "last used",
+                    "sign count",
+                    "backed up",
+                    "user verified",
+                ]);
+                for p in &list {
+                    tb.add_row(vec![
+                        p.id.to_string(),
+                        p.name.clone(),
+                        p.aaguid.clone(),
+                        p.created_at.clone(),
+                        p.last_used_at.clone().unwrap_or_else(|| "never".into()),
+                        p.sign_count.to_string(),
+                        if p.backed_up { "yes" } else { "no" }.into(),
+                        if p.user_verified { "yes" } else { "no" }.into(),
+                    ]);
+                }
+                tb.to_string()
+            });
+        }
+        PasskeyCmd::Remove { name, id } => {
+            let (u, ()) = ctx
+                .core
+                .admin_passkey_remove(&ctx.actor, &name, id)?
+                .ok_or_else(|| audited_not_found(&name))?;
+            emit(
+                ctx.json,
+                &json!({"username": u.username, "removed": id}),
+                || format!("removed passkey {id} of {}", u.username),
+            );
         }
     }
     Ok(0)

@@ -43,7 +43,7 @@ fn main() {
 
 /// The audit event and target of a state-changing command (None for read-only ones).
 fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
-    use args::{DeviceCmd, GroupCmd, OrgCmd, PolicyCmd, SessionCmd, TermsCmd, UserCmd};
+    use args::{DeviceCmd, GroupCmd, OrgCmd, PasskeyCmd, PolicyCmd, SessionCmd, TermsCmd, UserCmd};
     Some(match c {
         Command::User(UserCmd::Add(a)) => (AuditEvent::AdminUserAdd, a.name.clone()),
         Command::User(UserCmd::Set(a)) => (AuditEvent::AdminUserSet, a.name.clone()),
@@ -58,6 +58,9 @@ fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
             AuditEvent::AdminDeviceRevoke,
             user.clone().unwrap_or_default(),
         ),
+        Command::Passkey(PasskeyCmd::Remove { name, .. }) => {
+            (AuditEvent::AdminPasskeyRemove, name.clone())
+        }
         Command::Org(OrgCmd::Add { name, .. }) => (AuditEvent::AdminOrgAdd, name.clone()),
         Command::Org(OrgCmd::Delete { name }) => (AuditEvent::AdminOrgDelete, name.clone()),
         Command::Group(GroupCmd::Add { name, .. }) => (AuditEvent::AdminGroupAdd, name.clone()),
@@ -99,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Reset2fa(a) => factors::reset_2fa(&g, a),
         Command::Unlock(a) => factors::unlock(&g, a),
         Command::Device(c) => factors::device(&g, c),
+        Command::Passkey(c) => factors::passkey(&g, c),
         Command::Audit(a) => match a.cmd {
             Some(c) => maint::audit(&g, c),
             None => audit_cmd::run(&g, a),

@@ -35,9 +35,10 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('passwd', 'passwd', [CompletionResultType]::ParameterValue, 'Set a user''s password (asked twice on a terminal) or force a change at next login')
             [CompletionResult]::new('enroll', 'enroll', [CompletionResultType]::ParameterValue, 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes')
             [CompletionResult]::new('totp', 'totp', [CompletionResultType]::ParameterValue, 'Diagnose authenticator codes')
-            [CompletionResult]::new('reset-2fa', 'reset-2fa', [CompletionResultType]::ParameterValue, 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again')
+            [CompletionResult]::new('reset-2fa', 'reset-2fa', [CompletionResultType]::ParameterValue, 'Remove TOTP secret, passkeys, recovery codes and remembered devices; the user enrols again')
             [CompletionResult]::new('unlock', 'unlock', [CompletionResultType]::ParameterValue, 'Clear a user''s lockout and failure count')
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'List and revoke remembered devices')
+            [CompletionResult]::new('passkey', 'passkey', [CompletionResultType]::ParameterValue, 'List and remove a user''s passkeys (WebAuthn credentials they registered)')
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Query the audit log; `audit verify|prune|export` check, cut and ship it')
             [CompletionResult]::new('backup', 'backup', [CompletionResultType]::ParameterValue, 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong')
@@ -366,6 +367,60 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         'authctl;device;help;help' {
             break
         }
+        'authctl;passkey' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List a user''s passkeys: id, name, authenticator model (AAGUID), created, last used, signature counter, backed up, user verified')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove one passkey of a user (a lost or stolen authenticator); the other factors stay. `reset-2fa` removes them all')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'authctl;passkey;list' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'authctl;passkey;remove' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'authctl;passkey;help' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List a user''s passkeys: id, name, authenticator model (AAGUID), created, last used, signature counter, backed up, user verified')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove one passkey of a user (a lost or stolen authenticator); the other factors stay. `reset-2fa` removes them all')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'authctl;passkey;help;list' {
+            break
+        }
+        'authctl;passkey;help;remove' {
+            break
+        }
+        'authctl;passkey;help;help' {
+            break
+        }
         'authctl;audit' {
             [CompletionResult]::new('--user', '--user', [CompletionResultType]::ParameterName, 'Rows about this user (by account, or the username as typed)')
             [CompletionResult]::new('--org', '--org', [CompletionResultType]::ParameterName, 'Rows of this organisation')
@@ -646,7 +701,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Create a group')
-            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor')
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor (and a passkey)')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List groups')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -656,6 +711,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
             [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
             [CompletionResult]::new('--require-2fa', '--require-2fa', [CompletionResultType]::ParameterName, 'Members must use a second factor before they get a session')
+            [CompletionResult]::new('--require-passkey', '--require-passkey', [CompletionResultType]::ParameterName, 'Members must use a passkey as their second factor (TOTP and emailed codes refused) when the policy says so: `policy set mfa.passkey_required=groups`')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
             [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
             [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
@@ -667,6 +723,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         }
         'authctl;group;set' {
             [CompletionResult]::new('--require-2fa', '--require-2fa', [CompletionResultType]::ParameterName, 'require-2fa')
+            [CompletionResult]::new('--require-passkey', '--require-passkey', [CompletionResultType]::ParameterName, 'Whether members must use a passkey (with mfa.passkey_required=groups)')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
             [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
@@ -704,7 +761,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         }
         'authctl;group;help' {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Create a group')
-            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor')
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor (and a passkey)')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List groups')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -1038,9 +1095,10 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('passwd', 'passwd', [CompletionResultType]::ParameterValue, 'Set a user''s password (asked twice on a terminal) or force a change at next login')
             [CompletionResult]::new('enroll', 'enroll', [CompletionResultType]::ParameterValue, 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes')
             [CompletionResult]::new('totp', 'totp', [CompletionResultType]::ParameterValue, 'Diagnose authenticator codes')
-            [CompletionResult]::new('reset-2fa', 'reset-2fa', [CompletionResultType]::ParameterValue, 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again')
+            [CompletionResult]::new('reset-2fa', 'reset-2fa', [CompletionResultType]::ParameterValue, 'Remove TOTP secret, passkeys, recovery codes and remembered devices; the user enrols again')
             [CompletionResult]::new('unlock', 'unlock', [CompletionResultType]::ParameterValue, 'Clear a user''s lockout and failure count')
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'List and revoke remembered devices')
+            [CompletionResult]::new('passkey', 'passkey', [CompletionResultType]::ParameterValue, 'List and remove a user''s passkeys (WebAuthn credentials they registered)')
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Query the audit log; `audit verify|prune|export` check, cut and ship it')
             [CompletionResult]::new('backup', 'backup', [CompletionResultType]::ParameterValue, 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong')
@@ -1120,6 +1178,17 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         'authctl;help;device;revoke' {
             break
         }
+        'authctl;help;passkey' {
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List a user''s passkeys: id, name, authenticator model (AAGUID), created, last used, signature counter, backed up, user verified')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove one passkey of a user (a lost or stolen authenticator); the other factors stay. `reset-2fa` removes them all')
+            break
+        }
+        'authctl;help;passkey;list' {
+            break
+        }
+        'authctl;help;passkey;remove' {
+            break
+        }
         'authctl;help;audit' {
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check every row''s MAC under the key: exits 1 naming the first row that was edited, deleted, inserted or moved')
             [CompletionResult]::new('prune', 'prune', [CompletionResultType]::ParameterValue, 'Delete the rows written before T (RFC 3339, a date, or a duration back: 400d), keeping the chain verifiable from a signed anchor at the cut')
@@ -1177,7 +1246,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         }
         'authctl;help;group' {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Create a group')
-            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor')
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Change whether a group requires a second factor (and a passkey)')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List groups')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)')
             break

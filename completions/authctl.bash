@@ -46,14 +46,14 @@ _authctl() {
             authctl,org)
                 cmd="authctl__subcmd__org"
                 ;;
+            authctl,passkey)
+                cmd="authctl__subcmd__passkey"
+                ;;
             authctl,passwd)
                 cmd="authctl__subcmd__passwd"
                 ;;
             authctl,policy)
                 cmd="authctl__subcmd__policy"
-                ;;
-            authctl,questions)
-                cmd="authctl__subcmd__questions"
                 ;;
             authctl,reset-2fa)
                 cmd="authctl__subcmd__reset__subcmd__2fa"
@@ -196,14 +196,14 @@ _authctl() {
             authctl__subcmd__help,org)
                 cmd="authctl__subcmd__help__subcmd__org"
                 ;;
+            authctl__subcmd__help,passkey)
+                cmd="authctl__subcmd__help__subcmd__passkey"
+                ;;
             authctl__subcmd__help,passwd)
                 cmd="authctl__subcmd__help__subcmd__passwd"
                 ;;
             authctl__subcmd__help,policy)
                 cmd="authctl__subcmd__help__subcmd__policy"
-                ;;
-            authctl__subcmd__help,questions)
-                cmd="authctl__subcmd__help__subcmd__questions"
                 ;;
             authctl__subcmd__help,reset-2fa)
                 cmd="authctl__subcmd__help__subcmd__reset__subcmd__2fa"
@@ -268,6 +268,12 @@ _authctl() {
             authctl__subcmd__help__subcmd__org,list)
                 cmd="authctl__subcmd__help__subcmd__org__subcmd__list"
                 ;;
+            authctl__subcmd__help__subcmd__passkey,list)
+                cmd="authctl__subcmd__help__subcmd__passkey__subcmd__list"
+                ;;
+            authctl__subcmd__help__subcmd__passkey,remove)
+                cmd="authctl__subcmd__help__subcmd__passkey__subcmd__remove"
+                ;;
             authctl__subcmd__help__subcmd__policy,preset)
                 cmd="authctl__subcmd__help__subcmd__policy__subcmd__preset"
                 ;;
@@ -276,12 +282,6 @@ _authctl() {
                 ;;
             authctl__subcmd__help__subcmd__policy,show)
                 cmd="authctl__subcmd__help__subcmd__policy__subcmd__show"
-                ;;
-            authctl__subcmd__help__subcmd__questions,set)
-                cmd="authctl__subcmd__help__subcmd__questions__subcmd__set"
-                ;;
-            authctl__subcmd__help__subcmd__questions,show)
-                cmd="authctl__subcmd__help__subcmd__questions__subcmd__show"
                 ;;
             authctl__subcmd__help__subcmd__session,list)
                 cmd="authctl__subcmd__help__subcmd__session__subcmd__list"
@@ -343,6 +343,24 @@ _authctl() {
             authctl__subcmd__org__subcmd__help,list)
                 cmd="authctl__subcmd__org__subcmd__help__subcmd__list"
                 ;;
+            authctl__subcmd__passkey,help)
+                cmd="authctl__subcmd__passkey__subcmd__help"
+                ;;
+            authctl__subcmd__passkey,list)
+                cmd="authctl__subcmd__passkey__subcmd__list"
+                ;;
+            authctl__subcmd__passkey,remove)
+                cmd="authctl__subcmd__passkey__subcmd__remove"
+                ;;
+            authctl__subcmd__passkey__subcmd__help,help)
+                cmd="authctl__subcmd__passkey__subcmd__help__subcmd__help"
+                ;;
+            authctl__subcmd__passkey__subcmd__help,list)
+                cmd="authctl__subcmd__passkey__subcmd__help__subcmd__list"
+                ;;
+            authctl__subcmd__passkey__subcmd__help,remove)
+                cmd="authctl__subcmd__passkey__subcmd__help__subcmd__remove"
+                ;;
             authctl__subcmd__policy,help)
                 cmd="authctl__subcmd__policy__subcmd__help"
                 ;;
@@ -366,24 +384,6 @@ _authctl() {
                 ;;
             authctl__subcmd__policy__subcmd__help,show)
                 cmd="authctl__subcmd__policy__subcmd__help__subcmd__show"
-                ;;
-            authctl__subcmd__questions,help)
-                cmd="authctl__subcmd__questions__subcmd__help"
-                ;;
-            authctl__subcmd__questions,set)
-                cmd="authctl__subcmd__questions__subcmd__set"
-                ;;
-            authctl__subcmd__questions,show)
-                cmd="authctl__subcmd__questions__subcmd__show"
-                ;;
-            authctl__subcmd__questions__subcmd__help,help)
-                cmd="authctl__subcmd__questions__subcmd__help__subcmd__help"
-                ;;
-            authctl__subcmd__questions__subcmd__help,set)
-                cmd="authctl__subcmd__questions__subcmd__help__subcmd__set"
-                ;;
-            authctl__subcmd__questions__subcmd__help,show)
-                cmd="authctl__subcmd__questions__subcmd__help__subcmd__show"
                 ;;
             authctl__subcmd__session,help)
                 cmd="authctl__subcmd__session__subcmd__help"
@@ -488,7 +488,7 @@ _authctl() {
 
     case "${cmd}" in
         authctl)
-            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms questions import generate help"
+            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device passkey audit backup verify org group policy session terms import generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1050,7 +1050,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__group__subcmd__add)
-            opts="-y -h -V --require-2fa --db --key-file --json --yes --help --version"
+            opts="-y -h -V --require-2fa --require-passkey --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1200,13 +1200,17 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__group__subcmd__set)
-            opts="-y -h -V --require-2fa --db --key-file --json --yes --help --version"
+            opts="-y -h -V --require-2fa --require-passkey --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --require-2fa)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --require-passkey)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
@@ -1226,7 +1230,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help)
-            opts="init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms questions import generate help"
+            opts="init user passwd enroll totp reset-2fa unlock device passkey audit backup verify org group policy session terms import generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1575,6 +1579,48 @@ _authctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        authctl__subcmd__help__subcmd__passkey)
+            opts="list remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__passkey__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__passkey__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         authctl__subcmd__help__subcmd__passwd)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1632,48 +1678,6 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help__subcmd__policy__subcmd__show)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__help__subcmd__questions)
-            opts="set show"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__help__subcmd__questions__subcmd__set)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__help__subcmd__questions__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2163,6 +2167,128 @@ _authctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        authctl__subcmd__passkey)
+            opts="-y -h -V --db --key-file --json --yes --help --version list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__help)
+            opts="list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__list)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__passkey__subcmd__remove)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         authctl__subcmd__passwd)
             opts="-y -h -V --password-stdin --generate-password --expire --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -2322,132 +2448,6 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__policy__subcmd__show)
-            opts="-y -h -V --db --key-file --json --yes --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__questions)
-            opts="-y -h -V --db --key-file --json --yes --help --version set show help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__questions__subcmd__help)
-            opts="set show help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__questions__subcmd__help__subcmd__help)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__questions__subcmd__help__subcmd__set)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__questions__subcmd__help__subcmd__show)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__questions__subcmd__set)
-            opts="-y -h -V --file --db --key-file --json --yes --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__questions__subcmd__show)
             opts="-y -h -V --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

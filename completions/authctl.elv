@@ -32,9 +32,10 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand passwd 'Set a user''s password (asked twice on a terminal) or force a change at next login'
             cand enroll 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
             cand totp 'Diagnose authenticator codes'
-            cand reset-2fa 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
+            cand reset-2fa 'Remove TOTP secret, passkeys, recovery codes and remembered devices; the user enrols again'
             cand unlock 'Clear a user''s lockout and failure count'
             cand device 'List and revoke remembered devices'
+            cand passkey 'List and remove a user''s passkeys (WebAuthn credentials they registered)'
             cand audit 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
             cand backup 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
             cand verify 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
@@ -328,6 +329,53 @@ set edit:completion:arg-completer[authctl] = {|@words|
         }
         &'authctl;device;help;help'= {
         }
+        &'authctl;passkey'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand list 'List a user''s passkeys: id, name, authenticator model (AAGUID), created, last used, signature counter, backed up, user verified'
+            cand remove 'Remove one passkey of a user (a lost or stolen authenticator); the other factors stay. `reset-2fa` removes them all'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;passkey;list'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;passkey;remove'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;passkey;help'= {
+            cand list 'List a user''s passkeys: id, name, authenticator model (AAGUID), created, last used, signature counter, backed up, user verified'
+            cand remove 'Remove one passkey of a user (a lost or stolen authenticator); the other factors stay. `reset-2fa` removes them all'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;passkey;help;list'= {
+        }
+        &'authctl;passkey;help;remove'= {
+        }
+        &'authctl;passkey;help;help'= {
+        }
         &'authctl;audit'= {
             cand --user 'Rows about this user (by account, or the username as typed)'
             cand --org 'Rows of this organisation'
@@ -577,7 +625,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand add 'Create a group'
-            cand set 'Change whether a group requires a second factor'
+            cand set 'Change whether a group requires a second factor (and a passkey)'
             cand list 'List groups'
             cand delete 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -586,6 +634,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --db 'The database file'
             cand --key-file 'The secret-encryption key file [default: DB.key]'
             cand --require-2fa 'Members must use a second factor before they get a session'
+            cand --require-passkey 'Members must use a passkey as their second factor (TOTP and emailed codes refused) when the policy says so: `policy set mfa.passkey_required=groups`'
             cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
             cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
             cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
@@ -596,6 +645,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
         }
         &'authctl;group;set'= {
             cand --require-2fa 'require-2fa'
+            cand --require-passkey 'Whether members must use a passkey (with mfa.passkey_required=groups)'
             cand --db 'The database file'
             cand --key-file 'The secret-encryption key file [default: DB.key]'
             cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
@@ -630,7 +680,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
         }
         &'authctl;group;help'= {
             cand add 'Create a group'
-            cand set 'Change whether a group requires a second factor'
+            cand set 'Change whether a group requires a second factor (and a passkey)'
             cand list 'List groups'
             cand delete 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -920,9 +970,10 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand passwd 'Set a user''s password (asked twice on a terminal) or force a change at next login'
             cand enroll 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
             cand totp 'Diagnose authenticator codes'
-            cand reset-2fa 'Remove TOTP secret, recovery codes and remembered devices; the user enrols again'
+            cand reset-2fa 'Remove TOTP secret, passkeys, recovery codes and remembered devices; the user enrols again'
             cand unlock 'Clear a user''s lockout and failure count'
             cand device 'List and revoke remembered devices'
+            cand passkey 'List and remove a user''s passkeys (WebAuthn credentials they registered)'
             cand audit 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
             cand backup 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
             cand verify 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
@@ -983,6 +1034,14 @@ set edit:completion:arg-completer[authctl] = {|@words|
         }
         &'authctl;help;device;revoke'= {
         }
+        &'authctl;help;passkey'= {
+            cand list 'List a user''s passkeys: id, name, authenticator model (AAGUID), created, last used, signature counter, backed up, user verified'
+            cand remove 'Remove one passkey of a user (a lost or stolen authenticator); the other factors stay. `reset-2fa` removes them all'
+        }
+        &'authctl;help;passkey;list'= {
+        }
+        &'authctl;help;passkey;remove'= {
+        }
         &'authctl;help;audit'= {
             cand verify 'Check every row''s MAC under the key: exits 1 naming the first row that was edited, deleted, inserted or moved'
             cand prune 'Delete the rows written before T (RFC 3339, a date, or a duration back: 400d), keeping the chain verifiable from a signed anchor at the cut'
@@ -1025,7 +1084,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
         }
         &'authctl;help;group'= {
             cand add 'Create a group'
-            cand set 'Change whether a group requires a second factor'
+            cand set 'Change whether a group requires a second factor (and a passkey)'
             cand list 'List groups'
             cand delete 'Delete a group (members leave it). When the group requires a second factor and has members, asks for confirmation (--yes to skip)'
         }

@@ -104,6 +104,16 @@ impl App {
         // reads and waits at a slot when a hash ends.
         let hashing = authcore::password::Hashing::new(hashers);
         let core = Core::start(&config.db, key, hashing, Core::system_clock())?;
+        if let Some(p) = &config.passkeys {
+            // Explicit settings were checked by Config::resolve; settings derived from
+            // --public-url leave passkeys off when its origin cannot have them.
+            match p.relying_party() {
+                Ok(rp) => {
+                    core.set_relying_party(rp);
+                }
+                Err(e) => tracing::warn!("passkeys are off: {e}"),
+            }
+        }
         Ok(App(Arc::new(Inner {
             core,
             hash_permits: Semaphore::new(hashers * 2),

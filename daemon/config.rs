@@ -143,6 +143,25 @@ pub struct Config {
     pub forward_auth_headers: HeaderSource,
     /// Forward-auth: the answer for a host that no rule and no allowed origin names.
     pub forward_auth_default: DefaultAccess,
+    /// Passkeys (WebAuthn): the relying party, when they are on.
+    pub passkeys: Option<PasskeySettings>,
+}
+
+/// The WebAuthn relying party's settings (see [`Config::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeySettings {
+    pub rp_id: String,
+    pub origins: Vec<String>,
+    pub challenge_secs: u64,
+    /// Derived from --public-url (true) or given with --webauthn-rp-id.
+    pub from_public_url: bool,
+}
+
+impl PasskeySettings {
+    /// The relying party these settings describe (checked: https origins, or localhost).
+    pub fn relying_party(&self) -> Result<authcore::passkey::RelyingParty, String> {
+        authcore::passkey::RelyingParty::new(&self.rp_id, &self.origins, self.challenge_secs)
+    }
 }
 
 /// One setting from whichever source gives it: `self` if given, else `lower`.
@@ -398,6 +417,38 @@ settings! {
             hide_env_values = true
         )]
         pub forward_auth_default: Option<DefaultAccess>,
+        /// Passkeys: the WebAuthn relying party ID, a domain such as example.org
+        /// (passkeys then work on it and its subdomains); needs --webauthn-origin.
+        /// [default: the host of --public-url; no passkeys without either]
+        #[arg(
+            long,
+            env = "AUTHD_WEBAUTHN_RP_ID",
+            value_name = "DOMAIN",
+            hide_env_values = true
+        )]
+        pub webauthn_rp_id: Option<String>,
+        /// Passkeys: an origin (https://app.example.org) whose pages may use them;
+        /// repeatable (the environment variable takes a comma-separated list). Must be
+        /// https://, except http://localhost (any port); authd refuses to start otherwise.
+        /// [default: the origin of --public-url]
+        #[arg(
+            long = "webauthn-origin",
+            env = "AUTHD_WEBAUTHN_ORIGINS",
+            value_name = "ORIGIN",
+            value_delimiter = ',',
+            hide_env_values = true
+        )]
+        #[serde(alias = "webauthn_origin")]
+        pub webauthn_origins: Option<Vec<String>>,
+        /// Passkeys: how long a challenge (registration or sign-in) may be answered, in
+        /// seconds (single use either way) [default: 300]
+        #[arg(
+            long,
+            env = "AUTHD_WEBAUTHN_CHALLENGE_SECS",
+            value_name = "SECONDS",
+            hide_env_values = true
+        )]
+        pub webauthn_challenge_secs: Option<u64>,
     }
 }
 
@@ -546,6 +597,18 @@ impl Config {
                 Err(e) => problems.push(format!("allowed_redirect_origin: {e}")),
             }
         }
+        let passkeys = match passkey_settings(
+            s.webauthn_rp_id,
+            s.webauthn_origins,
+            s.webauthn_challenge_secs,
+            public_url.as_ref(),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
         let insecure_cookies = s.insecure_cookies;
         if insecure_cookies && !is_loopback_listen(&listen) {
             problems.push(format!(
@@ -601,8 +664,68 @@ impl Config {
             forward_auth_rules,
             forward_auth_headers: s.forward_auth_headers.unwrap_or(HeaderSource::Forwarded),
             forward_auth_default: s.forward_auth_default.unwrap_or(DefaultAccess::Allow),
+            passkeys,
         };
         (config, problems)
+    }
+}
+
+/// The relying party: from --webauthn-rp-id and --webauthn-origin (refused unless every
+/// origin is https:// or http://localhost), else from --public-url (its host and origin;
+/// passkeys stay off, with a warning at start-up, when that origin is plain http on
+/// another host), else none.
+fn passkey_settings(
+    rp_id: Option<String>,
+    origins: Option<Vec<String>>,
+    challenge_secs: Option<u64>,
+    public_url: Option<&PublicUrl>,
+) -> Result<Option<PasskeySettings>, String> {
+    let challenge_secs = challenge_secs.unwrap_or(authcore::passkey::DEFAULT_CHALLENGE_SECS);
+    let origins = origins.unwrap_or_default();
+    let settings = match (rp_id, public_url) {
+        (Some(rp_id), _) => {
+            let origins =
+                if origins.is_empty() {
+                    match public_url {
+                        Some(p) => vec![p.origin.clone()],
+                        None => return Err(
+                            "webauthn_rp_id needs at least one --webauthn-origin (or --public-url)"
+                                .into(),
+                        ),
+                    }
+                } else {
+                    origins
+                };
+            PasskeySettings {
+                rp_id,
+                origins,
+                challenge_secs,
+                from_public_url: false,
+            }
+        }
+        (None, _) if !origins.is_empty() => {
+            return Err(
+                "webauthn_origin needs --webauthn-rp-id (the domain passkeys are for)".into(),
+            )
+        }
+        (None, Some(p)) => {
+            let host = url::Url::parse(&p.origin)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            PasskeySettings {
+                rp_id: host,
+                origins: vec![p.origin.clone()],
+                challenge_secs,
+                from_public_url: true,
+            }
+        }
+        (None, None) => return Ok(None),
+    };
+    match settings.relying_party() {
+        Ok(_) => Ok(Some(settings)),
+        Err(_) if settings.from_public_url => Ok(Some(settings)),
+        Err(e) => Err(e),
     }
 }
 

@@ -95,7 +95,10 @@ pub(crate) async fn send_code(app: &App, m: &login::Mail) -> Result<(), ()> {
 /// Turn a decided login step into an answer, counting it in the metrics, and mail the
 /// one-time code it issued. A code that cannot be mailed fails the answer closed (503),
 /// with the flow so the client can resend or use a recovery code.
-async fn decided<T: serde::Serialize>(app: &App, mut d: Decision<T>) -> Result<Resp, ApiError> {
+pub(crate) async fn decided<T: serde::Serialize>(
+    app: &App,
+    mut d: Decision<T>,
+) -> Result<Resp, ApiError> {
     count(app, &d);
     let mail = d.mail.take();
     let v = serde_json::to_value(d.result?).map_err(|_| ApiError::internal())?;
@@ -184,9 +187,35 @@ fn qr_svg(uri: &str) -> Result<String, ApiError> {
         .build())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollBody {
+    flow: String,
+    /// `totp` (the default) or `passkey`.
+    #[serde(default)]
+    method: Option<String>,
+}
+
 pub async fn login_enroll(app: &App, req: Req) -> Result<Resp, ApiError> {
-    let b: FlowBody = req.json()?;
+    let b: EnrollBody = req.json()?;
     let client = req.client.clone();
+    match b.method.as_deref() {
+        None | Some("totp") => {}
+        Some("passkey") => {
+            let d = app
+                .call(move |core| core.passkey_enroll_step(&client, &b.flow))
+                .await?;
+            count(app, &d);
+            return Ok(json_resp(StatusCode::OK, &d.result?));
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "method must be \"totp\" or \"passkey\"",
+            ))
+        }
+    }
     let d = app
         .call(move |core| core.enroll_step(&client, &b.flow))
         .await?;
@@ -208,11 +237,40 @@ struct CodeBody {
     remember_device: bool,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollConfirmBody {
+    flow: String,
+    /// The first authenticator-app code (TOTP enrolment)…
+    #[serde(default)]
+    code: Option<String>,
+    /// …or the new passkey, as `credential.toJSON()` gives it (passkey enrolment).
+    #[serde(default)]
+    credential: Option<serde_json::Value>,
+}
+
 pub async fn login_enroll_confirm(app: &App, req: Req) -> Result<Resp, ApiError> {
-    let b: CodeBody = req.json()?;
+    let b: EnrollConfirmBody = req.json()?;
     let client = req.client.clone();
+    let code = match (b.code, b.credential) {
+        (Some(code), None) => code,
+        (None, Some(credential)) => {
+            let flow = b.flow;
+            let d = app
+                .call(move |core| core.passkey_enroll_confirm_step(&client, &flow, &credential))
+                .await?;
+            return decided(app, d).await;
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "give either code (authenticator app) or credential (passkey)",
+            ))
+        }
+    };
     let d = app
-        .write(app.core.enroll_confirm_step(client, b.flow, b.code))
+        .write(app.core.enroll_confirm_step(client, b.flow, code))
         .await?;
     decided(app, d).await
 }
@@ -276,7 +334,7 @@ async fn checked_session(app: &App, req: &Req) -> Result<Arc<Checked>, ApiError>
 }
 
 /// The session of the Bearer token, or 401.
-async fn session_of(app: &App, req: &Req) -> Result<SessionInfo, ApiError> {
+pub(crate) async fn session_of(app: &App, req: &Req) -> Result<SessionInfo, ApiError> {
     Ok(checked_session(app, req).await?.info.clone())
 }
 

@@ -9,6 +9,7 @@ mod config;
 mod handlers;
 mod mail;
 mod metrics;
+mod passkeys;
 mod portal;
 mod ratelimit;
 mod reload;

@@ -13,7 +13,7 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, MethodRouter};
+use axum::routing::{any, delete, get, post, MethodRouter};
 use axum::Router;
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Method, StatusCode};
@@ -168,6 +168,16 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
         "login_email_resend",
         credential(post(api!(h::login_email_resend))),
     )
+    .route(
+        "/v1/login/passkey",
+        "login_passkey",
+        credential(post(api!(crate::passkeys::login))),
+    )
+    .route(
+        "/v1/login/passkey/options",
+        "login_passkey_options",
+        credential(post(api!(crate::passkeys::login_options))),
+    )
     .route("/v1/session", "session", get(api!(h::session)))
     .route("/v1/logout", "logout", post(api!(h::logout)))
     .route("/v1/password/policy", "password", get(password_policy))
@@ -228,6 +238,20 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
         "/v1/me/devices/{name}/revoke",
         "me",
         post(named!(h::me_device_revoke)),
+    .route(
+        "/v1/me/passkeys",
+        "me",
+        get(api!(crate::passkeys::list)).post(api!(crate::passkeys::add)),
+    )
+    .route(
+        "/v1/me/passkeys/options",
+        "me",
+        post(api!(crate::passkeys::options)),
+    )
+    .route(
+        "/v1/me/passkeys/{id}",
+        "me",
+        delete(named!(crate::passkeys::remove)).patch(named!(crate::passkeys::rename)),
     )
     .route("/v1/admin/users", "admin", get(api!(h::admin_users)))
     .route(

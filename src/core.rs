@@ -85,6 +85,8 @@ struct Inner {
     writer: GroupCommit,
     sessions: SessionCache,
     clock: Clock,
+    /// The WebAuthn relying party, when passkeys are on (set once at start-up).
+    relying_party: std::sync::OnceLock<Arc<crate::passkey::RelyingParty>>,
     /// Dropped with the core: the checkpoint thread then seals what is left of the audit
     /// log and stops, and the drop waits for it.
     stop_checkpoints: Option<mpsc::Sender<()>>,
@@ -133,6 +135,7 @@ impl Core {
             writer,
             sessions: SessionCache::new(path),
             clock,
+            relying_party: std::sync::OnceLock::new(),
             stop_checkpoints: Some(stop),
             checkpointer: Some(checkpointer),
         })))
@@ -154,6 +157,16 @@ impl Core {
     /// The hashing slots: argon2 runs in one of them (see [`Hashing`]).
     pub fn hashing(&self) -> &Hashing {
         &self.0.hashing
+    }
+
+    /// Turn passkeys on with this relying party (once; false when already set).
+    pub fn set_relying_party(&self, rp: crate::passkey::RelyingParty) -> bool {
+        self.0.relying_party.set(Arc::new(rp)).is_ok()
+    }
+
+    /// The WebAuthn relying party, when passkeys are on.
+    pub fn relying_party(&self) -> Option<Arc<crate::passkey::RelyingParty>> {
+        self.0.relying_party.get().cloned()
     }
 
     /// The time, as this core's clock reads it.

@@ -200,6 +200,16 @@ names! {
         LoginRecovery = "login.recovery",
         LoginEmail = "login.email",
         LoginEmailResend = "login.email_resend",
+        /// A passkey assertion: second factor (detail `mode`) or passwordless sign-in.
+        LoginPasskey = "login.passkey",
+        /// A passkey challenge issued (register, enroll, second factor, passwordless).
+        PasskeyChallenge = "passkey.challenge",
+        /// A user registered a passkey (portal / API, or enrolment in a login).
+        PasskeyRegister = "passkey.register",
+        PasskeyRename = "passkey.rename",
+        PasskeyRemove = "passkey.remove",
+        /// A passkey's signature counter went backwards: possibly a cloned authenticator.
+        PasskeyCloneSuspected = "passkey.clone_suspected",
         /// A counted failure locked the account.
         AccountLocked = "account.locked",
         /// The last recovery code was used.
@@ -232,6 +242,8 @@ names! {
         AdminEnroll = "admin.enroll",
         AdminTotpTest = "admin.totp_test",
         AdminReset2fa = "admin.reset_2fa",
+        AdminPasskeyList = "admin.passkey.list",
+        AdminPasskeyRemove = "admin.passkey.remove",
         AdminUnlock = "admin.unlock",
         AdminDeviceRevoke = "admin.device.revoke",
         AdminSessionRevoke = "admin.session.revoke",
@@ -377,6 +389,12 @@ mod tests {
                 "login.recovery",
                 "login.email",
                 "login.email_resend",
+                "login.passkey",
+                "passkey.challenge",
+                "passkey.register",
+                "passkey.rename",
+                "passkey.remove",
+                "passkey.clone_suspected",
                 "account.locked",
                 "recovery.exhausted",
                 "session.logout",
@@ -401,6 +419,8 @@ mod tests {
                 "admin.enroll",
                 "admin.totp_test",
                 "admin.reset_2fa",
+                "admin.passkey.list",
+                "admin.passkey.remove",
                 "admin.unlock",
                 "admin.device.revoke",
                 "admin.session.revoke",

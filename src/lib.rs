@@ -22,6 +22,8 @@ pub mod login;
 pub mod maintenance;
 pub mod names;
 pub mod ops;
+pub mod passkey;
+pub mod passkey_steps;
 pub mod password;
 pub mod policy;
 pub mod recovery;

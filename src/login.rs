@@ -56,18 +56,22 @@ pub struct Client {
 
 /// What a flow carries between steps.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct FlowState {
+pub(crate) struct FlowState {
     /// The terms were accepted during this login.
     #[serde(default)]
-    terms_ok: bool,
+    pub(crate) terms_ok: bool,
     /// A remembered device was presented and checked at the password step: later steps
     /// of this login (terms) still skip the second factor.
     #[serde(default)]
-    device_ok: bool,
+    pub(crate) device_ok: bool,
+    /// The login began with a user-verified passkey (passwordless, src/passkey.rs): it
+    /// never needs a second factor.
+    #[serde(default)]
+    pub(crate) passkey_ok: bool,
     /// Where the password step came from (smart lockout): later steps count their
     /// failures as this source's. Flows without it are unfamiliar.
     #[serde(default)]
-    source: lockout::Source,
+    pub(crate) source: lockout::Source,
 }
 
 /// The public view of a user in answers.
@@ -114,6 +118,10 @@ pub enum Status {
     SecondFactorRequired {
         flow: String,
         methods: Vec<&'static str>,
+        /// With `"passkey"` in `methods`: `{"publicKey":{…}}`, the WebAuthn request
+        /// options of this flow's challenge (added by the core, src/passkey.rs).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        passkey: Option<serde_json::Value>,
     },
     EnrollmentRequired {
         flow: String,
@@ -196,7 +204,7 @@ impl<T> Decision<T> {
     }
 }
 
-fn entry(event: AuditEvent, outcome: Outcome, client: &Client) -> Entry {
+pub(crate) fn entry(event: AuditEvent, outcome: Outcome, client: &Client) -> Entry {
     Entry::new(event, outcome).client(&client.ip, &client.user_agent)
 }
 
@@ -207,10 +215,30 @@ pub fn mfa_required(user: &User, policy: &Policy) -> bool {
         || (policy.mfa_admins_required && user.role != Role::User)
 }
 
-/// The second-factor methods this user has (empty: not enrolled).
-fn methods(conn: &Connection, key: &SecretKey, user: &User) -> Result<Vec<&'static str>> {
+/// Whether this user must use a passkey as second factor (`mfa.passkey_required`): their
+/// TOTP and emailed codes are then not accepted.
+pub(crate) fn passkey_required(conn: &Connection, user: &User) -> Result<bool> {
+    Ok(
+        match crate::policy::get(conn, "mfa.passkey_required")?.as_str() {
+            "all" => true,
+            "admins" => user.role != Role::User,
+            "groups" => crate::store::passkeys::group_requires_passkey(conn, user.id)?,
+            _ => false,
+        },
+    )
+}
+
+/// The second-factor methods this user has (empty: not enrolled). A user who must use a
+/// passkey has only their passkeys (and recovery codes beside them).
+pub(crate) fn methods(
+    conn: &Connection,
+    key: &SecretKey,
+    user: &User,
+) -> Result<Vec<&'static str>> {
     let mut m = Vec::new();
+    let codes_allowed = !passkey_required(conn, user)?;
     match user.mfa_method {
+        _ if !codes_allowed => {}
         Some(MfaMethod::Totp)
             if factors::get_totp(conn, key, user.id)?.is_some_and(|c| c.confirmed_at.is_some()) =>
         {
@@ -225,6 +253,9 @@ fn methods(conn: &Connection, key: &SecretKey, user: &User) -> Result<Vec<&'stat
                 m.push("email_otp");
             }
         }
+    }
+    if crate::store::passkeys::count(conn, user.id)? > 0 {
+        m.push("passkey");
     }
     if !m.is_empty() && factors::remaining_recovery_codes(conn, user.id)? > 0 {
         m.push("recovery_code");
@@ -286,7 +317,7 @@ fn authenticate(
 /// After the password (and each later step that continues the login): the next thing
 /// the user must do, or the session.
 #[allow(clippy::too_many_arguments)]
-fn advance(
+pub(crate) fn advance(
     tx: &Connection,
     key: &SecretKey,
     user: &User,
@@ -319,17 +350,22 @@ fn advance(
     }
     let methods = methods(tx, key, user)?;
     if methods.is_empty() {
-        if mfa_required(user, policy) {
+        let passkey = passkey_required(tx, user)?;
+        if mfa_required(user, policy) || passkey {
             let flow = sessions::create_flow(tx, user.id, LoginStep::Enroll, &data, ttl, now)?;
             return Ok(Status::EnrollmentRequired {
                 flow,
-                methods: vec!["totp"],
+                methods: if passkey {
+                    vec!["passkey"]
+                } else {
+                    vec!["totp"]
+                },
             });
         }
         return authenticate(tx, user, policy, client, None, None, false, now);
     }
-    if state.device_ok {
-        return authenticate(tx, user, policy, client, None, None, true, now);
+    if state.device_ok || state.passkey_ok {
+        return authenticate(tx, user, policy, client, None, None, state.device_ok, now);
     }
     let flow = sessions::create_flow(tx, user.id, LoginStep::SecondFactor, &data, ttl, now)?;
     if methods.first() == Some(&"email_otp") {
@@ -337,7 +373,11 @@ fn advance(
             *mail = issue_email_code(tx, key, user, policy, f.id, now)?.ok();
         }
     }
-    Ok(Status::SecondFactorRequired { flow, methods })
+    Ok(Status::SecondFactorRequired {
+        flow,
+        methods,
+        passkey: None,
+    })
 }
 
 /// Issue an emailed code for a flow: the message to send, or Err(seconds to wait).
@@ -495,6 +535,7 @@ pub fn password_step(
         &FlowState {
             terms_ok: false,
             device_ok,
+            passkey_ok: false,
             source,
         },
         client,
@@ -517,7 +558,7 @@ pub fn password_step(
     })
 }
 
-fn status_name(s: &Status) -> &'static str {
+pub(crate) fn status_name(s: &Status) -> &'static str {
     match s {
         Status::Authenticated { .. } => "authenticated",
         Status::SecondFactorRequired { .. } => "second_factor_required",
@@ -581,7 +622,7 @@ fn load_flow(
 /// Open a step: its write transaction and its flow (see [`load_flow`]), or the step's
 /// refusal, audited and committed.
 #[allow(clippy::type_complexity)]
-fn open_step<'c, T>(
+pub(crate) fn open_step<'c, T>(
     conn: &'c mut Connection,
     token: &str,
     want: LoginStep,
@@ -792,15 +833,17 @@ pub fn expired_password_step(
     Ok(Decision::ok(Status::PasswordChanged))
 }
 
-/// Step: start TOTP enrolment. The flow moves on to confirmation (same token).
-pub fn enroll_step(
-    conn: &mut Connection,
+/// Open an enrolment step (TOTP or passkey): its transaction, flow and user, or the
+/// refusal — also when the user enrolled a factor since the flow was issued (by another
+/// login or an administrator): never replace it.
+#[allow(clippy::type_complexity)]
+pub(crate) fn open_enrollment<'c, T>(
+    conn: &'c mut Connection,
     key: &SecretKey,
     client: &Client,
     flow_token: &str,
     now: i64,
-) -> Result<Decision<Enrollment>> {
-    let policy = Policy::load(conn)?;
+) -> Result<std::result::Result<(db::WriteTx<'c>, sessions::Flow, User), Decision<T>>> {
     let (tx, flow, user, _) = match open_step(
         conn,
         flow_token,
@@ -810,10 +853,8 @@ pub fn enroll_step(
         now,
     )? {
         Ok(opened) => opened,
-        Err(refused) => return Ok(refused),
+        Err(refused) => return Ok(Err(refused)),
     };
-    // The flow was issued while the user had no second factor; one may have been enrolled
-    // since (by another login or an administrator). Never replace it.
     if !methods(&tx, key, &user)?.is_empty() {
         sessions::consume_flow(&tx, flow.id)?;
         audit::record(
@@ -825,7 +866,43 @@ pub fn enroll_step(
             now,
         )?;
         tx.commit()?;
-        return Ok(Decision::refused(Error::InvalidFlow, "already_enrolled"));
+        return Ok(Err(Decision::refused(
+            Error::InvalidFlow,
+            "already_enrolled",
+        )));
+    }
+    Ok(Ok((tx, flow, user)))
+}
+
+/// Step: start TOTP enrolment. The flow moves on to confirmation (same token).
+pub fn enroll_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    flow_token: &str,
+    now: i64,
+) -> Result<Decision<Enrollment>> {
+    let policy = Policy::load(conn)?;
+    let (tx, flow, user) = match open_enrollment(conn, key, client, flow_token, now)? {
+        Ok(opened) => opened,
+        Err(refused) => return Ok(refused),
+    };
+    if passkey_required(&tx, &user)? {
+        audit::record(
+            &tx,
+            &entry(AuditEvent::LoginEnroll, Outcome::Failure, client)
+                .username(&user.username)
+                .user(user.id, user.org_id)
+                .reason("passkey_required"),
+            now,
+        )?;
+        tx.commit()?;
+        return Ok(Decision::refused(
+            Error::Invalid(
+                "this account must use a passkey: enrol one with {\"method\":\"passkey\"}".into(),
+            ),
+            "passkey_required",
+        ));
     }
     let secret = totp::generate_secret();
     let uri =
@@ -860,7 +937,7 @@ fn well_formed_code(code: &str) -> Result<()> {
 /// Count a failed factor from `source` in `tx` and audit it; returns the refusal. A
 /// replayed code counts as an unfamiliar source's, whatever the flow's source.
 #[allow(clippy::too_many_arguments)]
-fn factor_failure<T>(
+pub(crate) fn factor_failure<T>(
     tx: db::WriteTx,
     user: &User,
     policy: &Policy,
@@ -893,7 +970,7 @@ fn factor_failure<T>(
 /// Audit the lock a counted failure just caused (`account.locked`; reason
 /// `too_many_failures` for the account, `too_many_unfamiliar_failures` when only
 /// unfamiliar sources are locked out). Returns whether there was one.
-fn audit_lock(
+pub(crate) fn audit_lock(
     tx: &Connection,
     user: &User,
     lock: lockout::Lock,
@@ -916,7 +993,7 @@ fn audit_lock(
 }
 
 /// The generic credential refusal (`reason` is for the audit log and metrics only).
-fn credential_refusal<T>(reason: &'static str, locked_now: bool) -> Decision<T> {
+pub(crate) fn credential_refusal<T>(reason: &'static str, locked_now: bool) -> Decision<T> {
     Decision {
         locked_now,
         ..Decision::refused(Error::InvalidCredentials, reason)
@@ -1007,6 +1084,18 @@ pub fn totp_step(
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),
     };
+    if passkey_required(&tx, &user)? {
+        return factor_failure(
+            tx,
+            &user,
+            &policy,
+            AuditEvent::LoginTotp,
+            "passkey_required",
+            state.source,
+            client,
+            now,
+        );
+    }
     if user.mfa_method != Some(MfaMethod::Totp) {
         return factor_failure(
             tx,
@@ -1053,7 +1142,7 @@ pub fn totp_step(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish_second_factor(
+pub(crate) fn finish_second_factor(
     tx: db::WriteTx,
     flow: sessions::Flow,
     user: &User,
@@ -1193,12 +1282,17 @@ pub fn email_step(
         Err(refused) => return Ok(refused),
     };
     if !methods(&tx, key, &user)?.contains(&"email_otp") {
+        let reason = if passkey_required(&tx, &user)? {
+            "passkey_required"
+        } else {
+            "method_not_enrolled"
+        };
         return factor_failure(
             tx,
             &user,
             &policy,
             AuditEvent::LoginEmail,
-            "method_not_enrolled",
+            reason,
             state.source,
             client,
             now,

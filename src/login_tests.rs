@@ -172,7 +172,7 @@ fn authenticator_journey_from_first_login_to_session() {
 
     // Log in again: the confirming code is spent, a fresh one works.
     let s = fx.login("alice", PW, T0 + 5).result.unwrap();
-    let Status::SecondFactorRequired { flow, methods } = &s else {
+    let Status::SecondFactorRequired { flow, methods, .. } = &s else {
         panic!("{s:?}")
     };
     assert_eq!(methods, &vec!["totp", "recovery_code"]);
@@ -564,7 +564,7 @@ fn emailed_code_journey_with_remembered_device() {
     let d = fx.login("jo", PW, T0);
     let mail = d.mail.expect("a code to mail");
     assert_eq!(mail.to, "u@example.org");
-    let Status::SecondFactorRequired { flow, methods } = d.result.unwrap() else {
+    let Status::SecondFactorRequired { flow, methods, .. } = d.result.unwrap() else {
         panic!()
     };
     assert_eq!(methods, vec!["email_otp"]);

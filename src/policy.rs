@@ -152,6 +152,12 @@ pub const KEYS: &[KeyDef] = &[
             "who must use a second factor: members of require-2fa groups, everyone, or no one",
     },
     KeyDef {
+        key: "mfa.passkey_required",
+        default: "none",
+        kind: Kind::Choice(&["none", "groups", "admins", "all"]),
+        description: "who must sign in with a passkey as second factor (TOTP and emailed codes refused): members of require-passkey groups, org-admin and admin accounts, everyone, or no one",
+    },
+    KeyDef {
         key: "mfa.admins_required",
         default: "true",
         kind: Kind::Bool,
@@ -319,6 +325,16 @@ pub enum Recovery {
     Link,
 }
 
+/// Who must use a passkey (a phishing-resistant factor) as their second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasskeyRequired {
+    None,
+    Groups,
+    Admins,
+    All,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TermsMode {
@@ -339,6 +355,7 @@ pub struct Policy {
     pub argon2: Argon2Params,
     pub mfa_required: MfaRequired,
     pub mfa_admins_required: bool,
+    pub mfa_passkey_required: PasskeyRequired,
     pub totp_skew: i64,
     pub totp_issuer: String,
     pub recovery_count: usize,
@@ -552,6 +569,12 @@ impl Policy {
                 _ => MfaRequired::Groups,
             },
             mfa_admins_required: flag("mfa.admins_required"),
+            mfa_passkey_required: match get("mfa.passkey_required") {
+                "groups" => PasskeyRequired::Groups,
+                "admins" => PasskeyRequired::Admins,
+                "all" => PasskeyRequired::All,
+                _ => PasskeyRequired::None,
+            },
             totp_skew: int("totp.skew")?,
             totp_issuer: get("totp.issuer").to_string(),
             recovery_count: int("recovery.count")?.max(1) as usize,

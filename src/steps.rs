@@ -23,6 +23,7 @@ use crate::forgot::{self, QuestionAnswer};
 use crate::group_commit::{Full, Step, WriteError, WriteStep};
 use crate::kinds::{AuditEvent, LoginStep};
 use crate::login::{self, Client, Decision, Enrollment, SessionInfo, Status};
+use crate::passkey;
 use crate::policy::Policy;
 use crate::reset_link;
 use crate::security;
@@ -97,8 +98,9 @@ impl Core {
         device_token: Option<&str>,
     ) -> Result<Decision<Status>> {
         let now = self.now();
+        let rp = self.relying_party();
         self.with_conn(|conn, key| {
-            login::password_step(
+            let d = login::password_step(
                 self.hashing(),
                 conn,
                 key,
@@ -107,7 +109,8 @@ impl Core {
                 password,
                 device_token,
                 now,
-            )
+            )?;
+            passkey::decorate(conn, rp.as_deref(), client, d, now)
         })
     }
 
@@ -118,8 +121,10 @@ impl Core {
         flow: String,
         accept: bool,
     ) -> WriteStep<impl Step<Output = Decision<Status>>> {
+        let rp = self.relying_party();
         self.write_step(move |conn, key, now| {
-            login::terms_step(conn, key, &client, &flow, accept, now)
+            let d = login::terms_step(conn, key, &client, &flow, accept, now)?;
+            passkey::decorate(conn, rp.as_deref(), &client, d, now)
         })
     }
 

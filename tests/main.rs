@@ -41,6 +41,9 @@ mod email;
 mod reload;
 #[path = "it/requests.rs"]
 mod requests;
+// Passkeys (issue 15): WebAuthn with a software authenticator.
+#[path = "it/passkeys.rs"]
+mod passkeys;
 
 // The browser portal and forward-auth (issue 7): pages over raw HTTP, headless Chromium
 // journeys, and a real nginx with auth_request in front of authd.

@@ -19,7 +19,7 @@ use super::security::CookieName;
 use crate::app::{ApiError, Resp};
 
 /// The signed-in session, or the answer that sends the browser to sign in.
-pub(super) async fn require_session(
+pub(crate) async fn require_session(
     ctx: &mut Ctx<'_>,
 ) -> Result<Result<(String, SessionInfo), Resp>, ApiError> {
     match ctx.session().await? {
@@ -43,7 +43,7 @@ pub(super) async fn require_session(
 
 /// The layout of a signed-in page: its header shows the user and a sign-out button,
 /// whose form carries `csrf` (the session's token, `Ctx::csrf_session`).
-fn signed_in_layout<'t>(
+pub(crate) fn signed_in_layout<'t>(
     ctx: &Ctx<'t>,
     title: &'t str,
     session: &'t (String, SessionInfo),

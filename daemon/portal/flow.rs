@@ -61,7 +61,7 @@ fn is_server_error(e: &Error) -> bool {
 /// Run one blocking step of the core off the reactor (password work behind a hashing
 /// permit, as the API does); count it. Answers for the person (refusals, bad input) stay
 /// `authcore::Error`s; server trouble is an `ApiError`.
-async fn step<T, F>(
+pub(crate) async fn step<T, F>(
     ctx: &Ctx<'_>,
     hashing: bool,
     f: F,
@@ -134,7 +134,7 @@ pub async fn login_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     render_login(ctx, StatusCode::OK, &notice, &carry).await
 }
 
-async fn render_login(
+pub(crate) async fn render_login(
     ctx: &mut Ctx<'_>,
     status: StatusCode,
     notices: &[Notice],
@@ -148,6 +148,7 @@ async fn render_login(
         next: carry.next.as_deref(),
         username: &carry.username,
         terms_version: terms.as_ref().map(|t| t.version.as_str()),
+        passkeys: ctx.app.core.relying_party().is_some(),
     };
     Ok(ctx.page(status, &page))
 }
@@ -162,6 +163,8 @@ struct LoginPage<'a> {
     next: Option<&'a str>,
     username: &'a str,
     terms_version: Option<&'a str>,
+    /// "Sign in with a passkey" (passkeys are on).
+    passkeys: bool,
 }
 
 /// `POST /login`: username and password (and the terms tick-box).
@@ -205,7 +208,7 @@ pub async fn login_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError
 }
 
 /// A refusal before or between steps: back to the sign-in form with the one message.
-async fn refused(ctx: &mut Ctx<'_>, e: Error, carry: &Carry) -> Result<Resp, ApiError> {
+pub(crate) async fn refused(ctx: &mut Ctx<'_>, e: Error, carry: &Carry) -> Result<Resp, ApiError> {
     let (status, msg) = match &e {
         Error::InvalidFlow => (
             StatusCode::UNAUTHORIZED,
@@ -218,7 +221,7 @@ async fn refused(ctx: &mut Ctx<'_>, e: Error, carry: &Carry) -> Result<Resp, Api
 }
 
 /// Where a login stands after a step, as the next page.
-async fn after(
+pub(crate) async fn after(
     ctx: &mut Ctx<'_>,
     status: Status,
     mail: Option<Mail>,
@@ -243,11 +246,16 @@ async fn after(
             };
             signed_in(ctx, &session, device_token.as_deref(), warning, carry).await
         }
-        Status::SecondFactorRequired { flow, methods } => {
+        Status::SecondFactorRequired {
+            flow,
+            methods,
+            passkey,
+        } => {
             let mut sf = SecondFactor {
                 flow,
                 methods: methods.iter().map(|m| m.to_string()).collect(),
                 sent_to: None,
+                passkey: passkey.map(|p| p.to_string()),
             };
             if sf.primary() == "email_otp" {
                 let mut notices = Vec::new();
@@ -666,15 +674,17 @@ struct RecoveryCodesPage<'a> {
 
 /// A second-factor step in progress (carried in hidden fields; `methods` and `sent_to`
 /// only choose what the page shows — the core decides what is accepted).
-struct SecondFactor {
-    flow: String,
+pub(crate) struct SecondFactor {
+    pub(crate) flow: String,
     methods: Vec<String>,
     sent_to: Option<String>,
+    /// The passkey challenge's options (`{"publicKey":{…}}` as JSON), when offered.
+    passkey: Option<String>,
 }
 
 impl SecondFactor {
-    fn from_form(form: &Form) -> SecondFactor {
-        let known = ["totp", "email_otp", "recovery_code"];
+    pub(crate) fn from_form(form: &Form) -> SecondFactor {
+        let known = ["totp", "email_otp", "recovery_code", "passkey"];
         SecondFactor {
             flow: form.text("flow").to_string(),
             methods: form
@@ -687,6 +697,7 @@ impl SecondFactor {
                 .get("sent_to")
                 .filter(|s| !s.is_empty() && s.len() <= 256)
                 .map(str::to_string),
+            passkey: None,
         }
     }
 
@@ -695,7 +706,7 @@ impl SecondFactor {
     }
 }
 
-async fn second_factor_page(
+pub(crate) async fn second_factor_page(
     ctx: &mut Ctx<'_>,
     status: StatusCode,
     sf: &SecondFactor,
@@ -719,6 +730,8 @@ async fn second_factor_page(
         email_minutes: p.email_otp_ttl_minutes,
         remember_days: p.remember_device_days,
         recovery: sf.methods.iter().any(|m| m == "recovery_code"),
+        passkey: sf.passkey.as_deref(),
+        passkey_only: sf.primary() == "passkey",
     };
     Ok(ctx.page(status, &page))
 }
@@ -736,6 +749,10 @@ struct SecondFactorPage<'a> {
     email_minutes: i64,
     remember_days: i64,
     recovery: bool,
+    /// The passkey form's options (JSON), when a passkey is offered.
+    passkey: Option<&'a str>,
+    /// The account's only factor is a passkey: no code form.
+    passkey_only: bool,
 }
 
 /// After a refused code: the same page again with the message (the flow survives wrong
@@ -1143,6 +1160,7 @@ mod tests {
             next: Some(HOSTILE),
             username: HOSTILE,
             terms_version: Some(HOSTILE),
+            passkeys: true,
         }
         .render()
         .unwrap();
@@ -1167,6 +1185,7 @@ mod tests {
             flow: "f".into(),
             methods: vec!["email_otp".into(), "recovery_code".into()],
             sent_to: Some(HOSTILE.into()),
+            passkey: None,
         };
         let html = SecondFactorPage {
             layout: layout(&[]),
@@ -1177,10 +1196,32 @@ mod tests {
             email_minutes: 10,
             remember_days: 30,
             recovery: true,
+            passkey: None,
+            passkey_only: false,
         }
         .render()
         .unwrap();
         assert!(!html.contains("<script>"), "{html}");
+        // The passkey options ride in an attribute, escaped like everything else.
+        let with_passkey = SecondFactorPage {
+            layout: layout(&[]),
+            csrf: "tok",
+            sf: &sf,
+            carry: &carry,
+            emailed_to: None,
+            email_minutes: 10,
+            remember_days: 30,
+            recovery: false,
+            passkey: Some(HOSTILE),
+            passkey_only: true,
+        }
+        .render()
+        .unwrap();
+        assert!(
+            with_passkey.contains(&format!(r#"data-webauthn-options="{ESCAPED}""#)),
+            "{with_passkey}"
+        );
+        assert!(!with_passkey.contains("id=\"code-form\""), "{with_passkey}");
         assert!(html.contains(&format!("<strong>{ESCAPED}</strong>")));
         // Three forms (code, new code, recovery code), each carrying every hidden field.
         for name in ["sent_to", "next", "username"] {

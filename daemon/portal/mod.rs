@@ -21,6 +21,7 @@ mod ctx;
 mod flow;
 mod forward;
 pub mod html;
+mod passkeys;
 pub mod security;
 mod security_page;
 
@@ -87,6 +88,7 @@ async fn get(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/security" => security_page::page(ctx).await,
         "/admin" => account::admin_page(ctx).await,
         "/admin/user" => account::admin_user_page(ctx).await,
+        "/passkeys" => passkeys::page(ctx).await,
         _ => Ok(ctx.message_page(
             StatusCode::NOT_FOUND,
             "Page not found",
@@ -118,6 +120,7 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/login/email" => flow::email_post(ctx, &form).await,
         "/login/email/resend" => flow::email_resend_post(ctx, &form).await,
         "/login/recovery" => flow::recovery_post(ctx, &form).await,
+        "/login/passkey" => passkeys::login_post(ctx, &form).await,
         "/forgot" => flow::forgot_post(ctx, &form).await,
         "/forgot/reset" => flow::forgot_reset_post(ctx, &form).await,
         "/reset" => flow::reset_link_post(ctx, &form).await,
@@ -127,6 +130,10 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         p if p.starts_with("/security/") => {
             security_page::post(ctx, &form, &p["/security/".len()..]).await
         }
+        "/passkeys/new" => passkeys::new_post(ctx, &form).await,
+        "/passkeys/add" => passkeys::add_post(ctx, &form).await,
+        "/passkeys/rename" => passkeys::rename_post(ctx, &form).await,
+        "/passkeys/remove" => passkeys::remove_post(ctx, &form).await,
         "/admin/unlock" => account::admin_action_post(ctx, &form, account::Action::Unlock).await,
         "/admin/reset-2fa" => {
             account::admin_action_post(ctx, &form, account::Action::Reset2fa).await

@@ -1,5 +1,6 @@
 //! Second factors at rest: TOTP credentials (encrypted), recovery codes (keyed hashes),
-//! remembered devices (hashed tokens), and the two-factor reset that removes them all.
+//! remembered devices (hashed tokens), and the two-factor reset that removes them all
+//! (passkeys too, `store::passkeys`).
 
 use rusqlite::{params, Connection};
 use serde::Serialize;
@@ -294,6 +295,7 @@ pub struct ResetSummary {
     pub recovery_codes_removed: usize,
     pub devices_revoked: usize,
     pub sessions_ended: usize,
+    pub passkeys_removed: usize,
 }
 
 /// Remove the TOTP secret, recovery codes and remembered devices, clear the enrolled
@@ -304,6 +306,7 @@ pub fn reset_2fa(conn: &Connection, user_id: i64, now: i64) -> Result<ResetSumma
     let recovery_codes_removed =
         conn.execute("DELETE FROM recovery_codes WHERE user_id=?1", [user_id])?;
     let devices_revoked = revoke_devices(conn, user_id, now)?;
+    let passkeys_removed = super::passkeys::remove_all(conn, user_id)?;
     conn.execute(
         "UPDATE users SET mfa_method=NULL, updated_at=?1 WHERE id=?2",
         params![now, user_id],
@@ -315,6 +318,7 @@ pub fn reset_2fa(conn: &Connection, user_id: i64, now: i64) -> Result<ResetSumma
         recovery_codes_removed,
         devices_revoked,
         sessions_ended,
+        passkeys_removed,
     })
 }
 

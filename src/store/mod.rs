@@ -9,6 +9,7 @@ pub mod familiar;
 pub mod keys;
 pub mod orgs;
 pub mod security;
+pub mod passkeys;
 pub mod sessions;
 pub mod terms;
 pub mod users;

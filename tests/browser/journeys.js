@@ -6,6 +6,8 @@
 //   AUTHD_URL   http://127.0.0.1:PORT          MAIL_DIR   authd's --mail-dir
 //   ARTIFACTS   where screenshots go            PASSWORD   every user's first password
 //   OLGA_SECRET the org admin's TOTP secret     CHROMIUM   the browser (default /usr/bin/chromium)
+// authd serves passkeys for http://localhost (any port): the passkey journey opens the
+// same server as http://localhost:PORT.
 // Exit status 0 when every journey passed; the first failure is printed with its page.
 "use strict";
 
@@ -508,6 +510,86 @@ async function phone(page) {
   await shot(page, "phone-reset");
 }
 
+/** paula (issue 15): passkeys with a CDP virtual authenticator (ctap2, internal, resident
+ *  keys, user verification). WebAuthn needs a domain, so this journey uses localhost. */
+const PK = BASE.replace("127.0.0.1", "localhost");
+
+async function paulaSignIn(page) {
+  await page.goto(`${PK}/login`);
+  await heading(page, "Sign in");
+  await page.fill("#username", "paula");
+  await page.fill("#password", PW);
+  await page.check("#accept_terms");
+  await submit(page, "#login-form button[type=submit]");
+}
+
+async function paulaSignOut(page) {
+  await page.goto(`${PK}/`);
+  await submit(page, "#sign-out");
+  await heading(page, "Sign in");
+}
+
+async function paula(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("WebAuthn.enable");
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: {
+      protocol: "ctap2",
+      transport: "internal",
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  // Add a passkey from the account page.
+  await paulaSignIn(page);
+  await signedInAs(page, "paula");
+  await submit(page, "#passkeys-link");
+  await heading(page, "Passkeys");
+  await page.locator("#no-passkeys").waitFor();
+  await page.fill("#passkey-name", "work laptop");
+  await submit(page, "#add-passkey button[type=submit]");
+  await heading(page, "Add a passkey");
+  await shot(page, "passkey-add");
+  await submit(page, "#webauthn-go");
+  await heading(page, "Passkeys");
+  await page.locator(".notice.info", { hasText: "Your passkey was added" }).waitFor();
+  assert.equal((await page.textContent("#passkey-list .passkey-name")).trim(), "work laptop");
+  const creds = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+  assert.equal(creds.credentials.length, 1);
+  assert.equal(creds.credentials[0].isResidentCredential, true, "a discoverable passkey");
+  await shot(page, "passkey-added");
+  await paulaSignOut(page);
+
+  // Password, then the passkey as the second factor.
+  await paulaSignIn(page);
+  await heading(page, "Enter your verification code");
+  await page.locator("#use-passkey").waitFor();
+  await shot(page, "passkey-second-factor");
+  await submit(page, "#use-passkey");
+  await signedInAs(page, "paula");
+  await paulaSignOut(page);
+
+  // Passwordless: no username, no password; the terms still come after it.
+  await submit(page, "#sign-in-with-passkey");
+  await heading(page, "Sign in with a passkey");
+  await shot(page, "passkey-passwordless");
+  await submit(page, "#webauthn-go");
+  await page.locator("#terms-text").waitFor();
+  await page.check("#accept");
+  await submit(page, "form[action$='/login/terms'] button[type=submit]");
+  await signedInAs(page, "paula");
+  await shot(page, "passkey-signed-in-passwordless");
+
+  // Remove it.
+  await page.goto(`${PK}/passkeys`);
+  await submit(page, "#passkey-list button[aria-label^='Remove passkey']");
+  await page.locator(".notice.info", { hasText: "The passkey was removed" }).waitFor();
+  await page.locator("#no-passkeys").waitFor();
+  await shot(page, "passkey-removed");
+}
+
 // ---- main -----------------------------------------------------------------------------
 
 async function main() {
@@ -542,6 +624,7 @@ async function main() {
   await run("erin (forgot password checklist, with JavaScript)", erinLive);
   await run("olga (org admin: unlock, reset two-factor)", olga);
   await run("alice again (enrols anew after the reset)", aliceAgain);
+  await run("paula (passkeys: add, password + passkey, passwordless, remove)", paula);
   assert.deepEqual(pageErrors, [], "no CSP violations or script errors");
   for (const r of results) console.log(r);
   console.log(`${results.length} passed, 0 failed`);

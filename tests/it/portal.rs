@@ -1105,10 +1105,20 @@ fn browser_journeys() {
         .expect("secret")
         .to_string();
     kit::add(&env, "zed", "other", "user", &[]);
+    kit::add(&env, "paula", "school", "user", &[]);
     let mail = env.path("mail");
     let d = Daemon::start(
         &env,
-        &["--insecure-cookies", "--mail-dir", kit::path_str(&mail)],
+        &[
+            "--insecure-cookies",
+            "--mail-dir",
+            kit::path_str(&mail),
+            // Passkeys (the paula journey, at http://localhost:PORT).
+            "--webauthn-rp-id",
+            "localhost",
+            "--webauthn-origin",
+            "http://localhost",
+        ],
     );
     // frank locks himself out (nine wrong passwords, the seed's limit).
     for _ in 0..9 {
@@ -1141,7 +1151,7 @@ fn browser_journeys() {
         art.display(),
         d.log()
     );
-    assert!(out.stdout.contains("8 passed, 0 failed"), "{out:?}");
+    assert!(out.stdout.contains("9 passed, 0 failed"), "{out:?}");
     let shots = std::fs::read_dir(&art).map(|d| d.count()).unwrap_or(0);
     assert!(shots >= 30, "only {shots} screenshots in {}", art.display());
 

@@ -1,5 +1,8 @@
 // authd portal: the only script. Everything works without it except the live password
-// checklist and the confirmation before a two-factor reset. No inline code (the CSP
+// checklist, the confirmation before a two-factor reset, and passkeys (WebAuthn needs
+// the browser's navigator.credentials: a form with data-webauthn="get|create" carries
+// the server's options in data-webauthn-options; this script asks the authenticator
+// and posts credential.toJSON() in the form's hidden "credential" field). No inline code (the CSP
 // allows scripts from this file only) and no network calls (connect-src is 'none'):
 // the rules are evaluated here exactly as the server does (authcore::password).
 (function () {
@@ -81,7 +84,76 @@
     }
   }
 
+  // WebAuthn's JSON forms (the server's options, credential.toJSON()) with the
+  // browser's own parsers; base64url conversion only where a browser lacks them.
+  function b64u(buf) {
+    var s = "", b = new Uint8Array(buf);
+    for (var i = 0; i < b.length; i++) { s += String.fromCharCode(b[i]); }
+    return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+  function unb64u(str) {
+    var s = atob(str.replace(/-/g, "+").replace(/_/g, "/"));
+    var b = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) { b[i] = s.charCodeAt(i); }
+    return b.buffer;
+  }
+  function parseOptions(mode, json) {
+    var PKC = window.PublicKeyCredential;
+    if (mode === "create" && PKC.parseCreationOptionsFromJSON) {
+      return PKC.parseCreationOptionsFromJSON(json);
+    }
+    if (mode === "get" && PKC.parseRequestOptionsFromJSON) {
+      return PKC.parseRequestOptionsFromJSON(json);
+    }
+    var o = Object.assign({}, json);
+    o.challenge = unb64u(json.challenge);
+    if (json.user) { o.user = Object.assign({}, json.user, { id: unb64u(json.user.id) }); }
+    ["excludeCredentials", "allowCredentials"].forEach(function (k) {
+      if (json[k]) {
+        o[k] = json[k].map(function (c) { return Object.assign({}, c, { id: unb64u(c.id) }); });
+      }
+    });
+    return o;
+  }
+  function credentialJSON(c) {
+    if (c.toJSON) { return c.toJSON(); }
+    var r = c.response, out = { id: c.id, rawId: b64u(c.rawId), type: c.type,
+      clientExtensionResults: c.getClientExtensionResults(), response: {
+        clientDataJSON: b64u(r.clientDataJSON) } };
+    if (r.attestationObject) { out.response.attestationObject = b64u(r.attestationObject); }
+    if (r.authenticatorData) { out.response.authenticatorData = b64u(r.authenticatorData); }
+    if (r.signature) { out.response.signature = b64u(r.signature); }
+    if (r.userHandle) { out.response.userHandle = b64u(r.userHandle); }
+    return out;
+  }
+  function webauthnForm(form) {
+    var mode = form.getAttribute("data-webauthn");
+    var status = form.querySelector("#webauthn-status");
+    form.addEventListener("submit", function (e) {
+      var field = form.querySelector("input[name=credential]");
+      if (field.value) { return; }
+      e.preventDefault();
+      if (!window.PublicKeyCredential || !navigator.credentials) {
+        if (status) { status.textContent = "This browser cannot use passkeys."; }
+        return;
+      }
+      var json = JSON.parse(form.getAttribute("data-webauthn-options")).publicKey;
+      var options = { publicKey: parseOptions(mode, json) };
+      var ask = mode === "create" ? navigator.credentials.create(options)
+                                  : navigator.credentials.get(options);
+      if (status) { status.textContent = "Waiting for your passkey\u2026"; }
+      ask.then(function (c) {
+        field.value = JSON.stringify(credentialJSON(c));
+        form.submit();
+      }, function (err) {
+        if (status) { status.textContent = "The passkey did not answer (" + err.name + "). Try again."; }
+      });
+    });
+  }
+
   function start() {
+    var wa = document.querySelectorAll("form[data-webauthn]");
+    for (var w = 0; w < wa.length; w++) { webauthnForm(wa[w]); }
     var pw = document.querySelectorAll("input[data-checklist]");
     for (var i = 0; i < pw.length; i++) { checklist(pw[i]); }
     var cf = document.querySelectorAll("input[data-confirm-of]");
