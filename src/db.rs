@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_session_epoch.sql"),
     include_str!("../migrations/0003_audit_chain.sql"),
     include_str!("../migrations/0004_smart_lockout.sql"),
+    include_str!("../migrations/0006_oidc.sql"),
 ];
 
 /// The schema version this build writes.

@@ -246,6 +246,7 @@ fn is_zero(n: &i64) -> bool {
 
 /// Issue the session that ends a login: reset the failure counts (reporting what they
 /// held), remember the client's network as familiar, create the session.
+#[allow(clippy::too_many_arguments)]
 fn authenticate(
     tx: &Connection,
     user: &User,
@@ -253,11 +254,12 @@ fn authenticate(
     client: &Client,
     device_token: Option<String>,
     warning: Option<String>,
+    factors: &str,
     now: i64,
 ) -> Result<Status> {
     users::record_success(tx, user.id, now)?;
     familiar::record_sign_in(tx, user.id, &client.ip, now)?;
-    let (_, token) = sessions::create(
+    let (id, token) = sessions::create(
         tx,
         user.id,
         &client.ip,
@@ -265,6 +267,7 @@ fn authenticate(
         policy.session_absolute_hours * 3600,
         now,
     )?;
+    sessions::set_factors(tx, id, factors)?;
     Ok(Status::Authenticated {
         session: token,
         expires_at: crate::util::rfc3339(now + policy.session_absolute_hours * 3600),
@@ -318,10 +321,10 @@ fn advance(
                 methods: vec!["totp"],
             });
         }
-        return authenticate(tx, user, policy, client, None, None, now);
+        return authenticate(tx, user, policy, client, None, None, "pwd", now);
     }
     if state.device_ok {
-        return authenticate(tx, user, policy, client, None, None, now);
+        return authenticate(tx, user, policy, client, None, None, "pwd device", now);
     }
     let flow = sessions::create_flow(tx, user.id, LoginStep::SecondFactor, &data, ttl, now)?;
     if methods.first() == Some(&"email_otp") {
@@ -1068,7 +1071,23 @@ fn finish_second_factor(
     } else {
         None
     };
-    let status = authenticate(&tx, user, policy, client, device.clone(), warning, now)?;
+    // The factors of this sign-in, for OpenID Connect's `amr` (src/oidc.rs).
+    let factors = match event {
+        AuditEvent::LoginTotp | AuditEvent::LoginEnrollConfirm => "pwd totp",
+        AuditEvent::LoginEmail => "pwd email",
+        AuditEvent::LoginRecovery => "pwd recovery",
+        _ => "pwd",
+    };
+    let status = authenticate(
+        &tx,
+        user,
+        policy,
+        client,
+        device.clone(),
+        warning,
+        factors,
+        now,
+    )?;
     let mut detail = detail;
     detail["remembered_device"] = json!(device.is_some());
     audit::record(

@@ -6,6 +6,7 @@ pub mod audit_chain;
 pub mod email;
 pub mod factors;
 pub mod familiar;
+pub mod oidc;
 pub mod orgs;
 pub mod sessions;
 pub mod terms;
