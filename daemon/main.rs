@@ -8,6 +8,7 @@ mod config;
 mod handlers;
 mod mail;
 mod metrics;
+mod oidc;
 mod portal;
 mod ratelimit;
 mod routes;

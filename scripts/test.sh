@@ -66,6 +66,11 @@ install_test_dependencies() {
     # with write access to the database file.
     apt_install sqlite3 sqlite3
 
+    # OpenID Connect (tests/it/oidc.rs): a real relying party, Python's Authlib (pip,
+    # only when missing; Debian's package where pip may not install system-wide).
+    python3 -c 'import authlib, requests' 2>/dev/null || python3 -m pip install -q authlib requests \
+        || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-authlib python3-requests
+
     # --- Later issues add their tools here, in the same style, e.g.: ---
     # Python SMTP sink for email OTP tests (pip, only when missing):
     #   python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q aiosmtpd

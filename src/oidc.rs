@@ -93,10 +93,14 @@ fn generate(alg: &str) -> Result<(String, Vec<u8>)> {
                 .to_vec()
         }
         "EdDSA" => {
+            // PKCS#8 v1 (the seed alone): what jsonwebtoken reads an Ed25519 key from.
             use ed25519_dalek::pkcs8::EncodePrivateKey;
             let mut seed = [0u8; 32];
             seed.copy_from_slice(&crypto::random_bytes(32));
-            let k = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let k = ed25519_dalek::ed25519::pkcs8::KeypairBytes {
+                secret_key: seed,
+                public_key: None,
+            };
             k.to_pkcs8_der()
                 .map_err(|e| Error::Io(format!("Ed25519 key encoding failed: {e}")))?
                 .as_bytes()
@@ -708,13 +712,13 @@ impl Core {
     }
 
     /// The authorization endpoint's decision for `req`, with the browser's portal session
-    /// (if any). `consent`: the user has just said yes on the consent page.
+    /// (if any). `consent`: the user's answer on the consent page (None: not asked).
     pub fn oidc_authorize(
         &self,
         issuer: &str,
         req: &AuthRequest,
         session: Option<&SessionInfo>,
-        consent: bool,
+        consent: Option<bool>,
         peer: &Peer,
     ) -> Result<Authorize> {
         ensure_keys(self)?;
@@ -809,6 +813,8 @@ impl Core {
             let (factors, auth_time) =
                 sessions::factors_of(tx, s.session.id)?.unwrap_or((String::new(), now));
             let stale = |limit: i64| now.saturating_sub(auth_time) > limit;
+            // max_age=0 asks for a new sign-in, as prompt=login does.
+            let max_age = max_age.map(|m| if m == 0 { FRESH_LOGIN_SECS } else { m });
             let wants_mfa = req
                 .acr_values
                 .as_deref()
@@ -851,8 +857,11 @@ impl Core {
                     });
                 }
             }
+            if consent == Some(false) {
+                return error("access_denied", "consent_refused", "the user said no");
+            }
             if !client.trusted {
-                if consent {
+                if consent == Some(true) {
                     store::set_consent(tx, s.user_id, client.id, &scope, now)?;
                     audit::record(
                         tx,

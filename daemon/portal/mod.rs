@@ -21,6 +21,7 @@ mod ctx;
 mod flow;
 mod forward;
 pub mod html;
+mod oidc;
 pub mod security;
 
 use bytes::Bytes;
@@ -84,6 +85,8 @@ async fn get(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/security-questions" => account::questions_page(ctx).await,
         "/admin" => account::admin_page(ctx).await,
         "/admin/user" => account::admin_user_page(ctx).await,
+        "/oidc/authorize" => oidc::authorize(ctx).await,
+        "/oidc/logout" => oidc::logout(ctx).await,
         _ => Ok(ctx.message_page(
             StatusCode::NOT_FOUND,
             "Page not found",
@@ -118,6 +121,7 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/forgot" => flow::forgot_post(ctx, &form).await,
         "/forgot/reset" => flow::forgot_reset_post(ctx, &form).await,
         "/logout" => account::logout_post(ctx, &form).await,
+        "/oidc/consent" => oidc::consent_post(ctx, &form).await,
         "/devices/revoke" => account::revoke_device_post(ctx, &form).await,
         "/security-questions" => account::questions_post(ctx, &form).await,
         "/admin/unlock" => account::admin_action_post(ctx, &form, account::Action::Unlock).await,
