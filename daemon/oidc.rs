@@ -246,14 +246,24 @@ pub async fn userinfo(app: &App, req: Req) -> Result<Resp, ApiError> {
     })
 }
 
+/// A revocation or introspection request: the client's authentication, the token, the
+/// issuer and the peer; or the OAuth error to answer.
+fn token_request(
+    app: &App,
+    req: &Req,
+) -> Result<(ClientAuth, String, String, authcore::login::Client), OAuthError> {
+    let p = form(req)?;
+    let auth = client_auth(req, &p)?;
+    let token = param(&p, "token").unwrap_or_default();
+    Ok((auth, token, issuer(app, &req.headers), req.client.clone()))
+}
+
 /// `POST /oidc/revoke` (RFC 7009): 200 whatever the token was.
 pub async fn revoke(app: &App, req: Req) -> Result<Resp, ApiError> {
-    let (auth, token) = match form(&req).and_then(|p| Ok((client_auth(&req, &p)?, p))) {
-        Ok((a, p)) => (a, param(&p, "token").unwrap_or_default()),
+    let (auth, token, iss, peer) = match token_request(app, &req) {
+        Ok(t) => t,
         Err(e) => return Ok(oauth_error(&e)),
     };
-    let iss = issuer(app, &req.headers);
-    let peer = req.client.clone();
     let ok = app
         .call(move |core| core.oidc_revoke(&iss, &auth, &token, &peer))
         .await?;
@@ -266,12 +276,10 @@ pub async fn revoke(app: &App, req: Req) -> Result<Resp, ApiError> {
 
 /// `POST /oidc/introspect` (RFC 7662): the calling client's own tokens only.
 pub async fn introspect(app: &App, req: Req) -> Result<Resp, ApiError> {
-    let (auth, token) = match form(&req).and_then(|p| Ok((client_auth(&req, &p)?, p))) {
-        Ok((a, p)) => (a, param(&p, "token").unwrap_or_default()),
+    let (auth, token, iss, peer) = match token_request(app, &req) {
+        Ok(t) => t,
         Err(e) => return Ok(oauth_error(&e)),
     };
-    let iss = issuer(app, &req.headers);
-    let peer = req.client.clone();
     let answer = app
         .call(move |core| core.oidc_introspect(&iss, &auth, &token, &peer))
         .await?;

@@ -629,13 +629,18 @@ impl Core {
         })
     }
 
-    /// Remove a client and everything issued to it, audited `admin.client.remove`.
-    pub fn oidc_client_remove(&self, actor: &Actor, name: &str) -> Result<Client> {
-        let event = AuditEvent::AdminClientRemove;
+    /// One admin action on the client `name` (by name or client_id) with its audit row.
+    fn client_action<T>(
+        &self,
+        actor: &Actor,
+        event: AuditEvent,
+        name: &str,
+        act: impl FnOnce(&Connection, &Client) -> Result<T>,
+    ) -> Result<(Client, T)> {
         self.global_write(actor, event, |tx, _, now| {
             let c = store::client_by_name(tx, name)?
                 .ok_or_else(|| Error::NotFound(format!("no client named {name}")))?;
-            store::remove_client(tx, c.id)?;
+            let v = act(tx, &c)?;
             audit::record(
                 tx,
                 &actor
@@ -643,17 +648,23 @@ impl Core {
                     .detail(actor.detail(json!({"client": c.name, "client_id": c.client_id}))),
                 now,
             )?;
-            Ok(c)
+            Ok((c, v))
         })
+    }
+
+    /// Remove a client and everything issued to it, audited `admin.client.remove`.
+    pub fn oidc_client_remove(&self, actor: &Actor, name: &str) -> Result<Client> {
+        let event = AuditEvent::AdminClientRemove;
+        let (c, ()) =
+            self.client_action(actor, event, name, |tx, c| store::remove_client(tx, c.id))?;
+        Ok(c)
     }
 
     /// A new secret for a confidential client (the old one stops working), audited
     /// `admin.client.rotate_secret`.
     pub fn oidc_client_rotate_secret(&self, actor: &Actor, name: &str) -> Result<NewClient> {
         let event = AuditEvent::AdminClientRotateSecret;
-        self.global_write(actor, event, |tx, _, now| {
-            let c = store::client_by_name(tx, name)?
-                .ok_or_else(|| Error::NotFound(format!("no client named {name}")))?;
+        let (c, secret) = self.client_action(actor, event, name, |tx, c| {
             if c.public {
                 return Err(Error::Invalid(format!(
                     "{} is a public client: it has no secret",
@@ -662,17 +673,11 @@ impl Core {
             }
             let secret = crypto::random_token();
             store::set_secret(tx, c.id, &crypto::hash_token(&secret))?;
-            audit::record(
-                tx,
-                &actor
-                    .entry(event, Outcome::Success)
-                    .detail(actor.detail(json!({"client": c.name, "client_id": c.client_id}))),
-                now,
-            )?;
-            Ok(NewClient {
-                client_id: c.client_id,
-                client_secret: Some(secret),
-            })
+            Ok(secret)
+        })?;
+        Ok(NewClient {
+            client_id: c.client_id,
+            client_secret: Some(secret),
         })
     }
 
