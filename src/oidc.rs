@@ -826,7 +826,9 @@ impl Core {
                 .is_some_and(|a| scopes(a).contains(&ACR_MFA));
             let again = (prompts.contains(&"login") && stale(FRESH_LOGIN_SECS))
                 || max_age.is_some_and(stale)
-                || (wants_mfa && acr(&factors) != ACR_MFA && factors.contains("pwd"));
+                || (wants_mfa
+                    && acr(&factors) != ACR_MFA
+                    && users::by_id(tx, s.user_id)?.mfa_method.is_some());
             if again {
                 if prompts.contains(&"none") {
                     return error("login_required", "reauthentication", "sign-in required");

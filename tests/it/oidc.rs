@@ -559,3 +559,155 @@ fn untrusted_clients_ask_for_consent_once() {
     assert_eq!(r.status, 403);
     assert_eq!(audit_events(&env, "alice", "oidc.consent").len(), 1);
 }
+
+/// The `kid` of a JWT.
+fn kid_of(jwt: &str) -> String {
+    jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap()
+}
+
+fn jwks_kids(d: &Daemon) -> Vec<String> {
+    d.get("/oidc/jwks").expect(200)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn rotated_keys_stay_published_until_their_tokens_expire() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let c = code(&d, &session, &id);
+    let old = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let old_access = old["access_token"].as_str().unwrap().to_string();
+    let old_kid = kid_of(&old_access);
+    assert_eq!(kid_of(old["id_token"].as_str().unwrap()), old_kid);
+
+    env.ctl(&["client", "rotate-keys"]).ok();
+    let kids = jwks_kids(&d);
+    assert!(
+        kids.contains(&old_kid),
+        "the old key stays published: {kids:?}"
+    );
+    assert_eq!(kids.len(), 4, "two retired, two new: {kids:?}");
+    d.get_auth("/oidc/userinfo", &old_access).expect(200);
+    let c = code(&d, &session, &id);
+    let new = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let new_kid = kid_of(new["access_token"].as_str().unwrap());
+    assert_ne!(new_kid, old_kid, "new tokens are signed by the new key");
+
+    // Once the old key's tokens have expired (the database stands in for the clock),
+    // it leaves the JWKS and what it signed is refused.
+    let moved = sql(
+        &env,
+        "UPDATE oidc_keys SET retired_at = retired_at - 601 WHERE retired_at IS NOT NULL",
+        &[],
+    );
+    assert_eq!(moved, 2);
+    let kids = jwks_kids(&d);
+    assert!(
+        !kids.contains(&old_kid) && kids.contains(&new_kid),
+        "{kids:?}"
+    );
+    assert_eq!(d.get_auth("/oidc/userinfo", &old_access).status, 401);
+    assert_eq!(
+        env.audit(&["--event", "admin.oidc.rotate_keys"]).len(),
+        1,
+        "audited"
+    );
+}
+
+#[test]
+fn rp_initiated_logout_ends_the_session_and_returns_only_to_a_registered_uri() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let c = code(&d, &session, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let id_token = t["id_token"].as_str().unwrap();
+    let cookie = format!("authd_session={session}");
+    // Not registered: the session ends, but the browser stays with authd.
+    let path = format!(
+        "/oidc/logout?id_token_hint={}&post_logout_redirect_uri={}&state=bye",
+        q(id_token),
+        q("https://evil.example/")
+    );
+    let r = d.request("GET", &path, &[("Cookie", &cookie)], None);
+    assert_eq!(r.status, 303, "{r:?}");
+    assert_eq!(r.header("location"), Some("/login?m=signed_out"));
+    d.get_auth("/v1/session", &session).expect(401);
+
+    // A new session, and a registered URI: back to the client with its state.
+    let mut app = Totp::from_enrollment(&env.enroll("alice"));
+    let session = d.login_totp("alice", PW, &mut app);
+    let cookie = format!("authd_session={session}");
+    let path = format!(
+        "/oidc/logout?id_token_hint={}&post_logout_redirect_uri={}&state=bye",
+        q(id_token),
+        q(REDIRECT)
+    );
+    let r = d.request("GET", &path, &[("Cookie", &cookie)], None);
+    assert_eq!(
+        r.header("location"),
+        Some(&*format!("{REDIRECT}?state=bye"))
+    );
+    d.get_auth("/v1/session", &session).expect(401);
+    assert_eq!(audit_events(&env, "alice", "oidc.logout").len(), 2);
+
+    // Without a hint, nothing ends without the portal's own confirmation form.
+    let session = d.login_totp("alice", PW, &mut app);
+    let cookie = format!("authd_session={session}");
+    let r = d.request("GET", "/oidc/logout", &[("Cookie", &cookie)], None);
+    assert_eq!(r.header("location"), Some("/logout"));
+    d.get_auth("/v1/session", &session).expect(200);
+}
+
+#[test]
+fn amr_acr_and_prompt_login_follow_the_sign_in() {
+    let (env, d, session) = setup();
+    add_user(&env, "bob", "school", &[], "user");
+    let bob = d.login_session("bob", PW);
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+
+    // bob signed in with a password alone: amr pwd, acr pwd.
+    let c = code(&d, &bob, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(t["id_token"].as_str().unwrap())
+        .unwrap()
+        .claims;
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+    assert_eq!(claims["acr"], "urn:authd:acr:pwd");
+    assert_eq!(claims["nonce"], "n0nce");
+    // Asking for a second factor bob does not have: refused to the client.
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("acr_values", "urn:authd:acr:mfa"));
+    let p = redirected(&authorize(&d, Some(&bob), &params), REDIRECT);
+    assert_eq!(get(&p, "error"), Some("unmet_authentication_requirements"));
+    // alice's session has one: a code.
+    let p = redirected(&authorize(&d, Some(&session), &params), REDIRECT);
+    assert!(get(&p, "code").is_some());
+
+    // prompt=login on a sign-in that is not fresh: the session ends, the sign-in page
+    // comes, with the way back and the login_hint.
+    sql(
+        &env,
+        "UPDATE sessions SET created_at = created_at - 1000",
+        &[],
+    );
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("prompt", "login"));
+    params.push(("login_hint", "alice"));
+    let r = authorize(&d, Some(&session), &params);
+    assert_eq!(r.status, 303, "{r:?}");
+    let loc = r.header("location").unwrap();
+    assert!(
+        loc.starts_with("/login?next=%2Foidc%2Fauthorize%3F"),
+        "{loc}"
+    );
+    assert!(loc.ends_with("&login_hint=alice"), "{loc}");
+    d.get_auth("/v1/session", &session).expect(401);
+    // max_age: the same for a sign-in older than it.
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("max_age", "300"));
+    assert_eq!(authorize(&d, Some(&bob), &params).status, 303);
+}
