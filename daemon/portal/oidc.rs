@@ -48,6 +48,15 @@ fn describe(scope: &str) -> String {
     .to_string()
 }
 
+/// Back to the client after one of our forms (see the template).
+#[derive(Template)]
+#[template(path = "oidc_continue.html")]
+struct ContinuePage<'a> {
+    layout: Layout<'a>,
+    to: &'a str,
+    client: &'a str,
+}
+
 #[derive(Template)]
 #[template(path = "consent.html")]
 struct ConsentPage<'a> {
@@ -107,6 +116,28 @@ async fn decide(
             &msg,
         )),
         Authorize::Redirect(to) => {
+            // After our own sign-in or consent form (a same-origin navigation), a
+            // redirect to the client's origin would be the form's, which the portal's
+            // CSP (form-action) forbids: a page that navigates anew instead.
+            let after_form = consent.is_some()
+                || ctx
+                    .req
+                    .headers
+                    .get("sec-fetch-site")
+                    .is_some_and(|v| v.as_bytes() == b"same-origin");
+            if after_form {
+                let client = to
+                    .split_once("://")
+                    .map(|(_, r)| r.split(['/', '?']).next().unwrap_or(""))
+                    .unwrap_or("")
+                    .to_string();
+                let page = ContinuePage {
+                    layout: ctx.layout("Signed in", &[], None),
+                    to: &to,
+                    client: &client,
+                };
+                return Ok(ctx.page(StatusCode::OK, &page));
+            }
             let mut r = ctx.redirect(&to);
             *r.status_mut() = StatusCode::FOUND;
             Ok(r)
