@@ -711,3 +711,96 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     params.push(("max_age", "300"));
     assert_eq!(authorize(&d, Some(&bob), &params).status, 303);
 }
+
+/// A stand-in client on 127.0.0.1:0 answering every request `200 signed in`; the
+/// request lines it saw.
+fn stand_in_client() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/callback", l.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(&conn);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            s.lock().unwrap().push(line.trim().to_string());
+            let _ = (&conn).write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nsigned in\n",
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
+    common::require("chromium", "chromium");
+    common::require("node", "nodejs");
+    common::require("oathtool", "oathtool");
+    let dir = common::repo_root().join("tests").join("browser");
+    assert!(
+        dir.join("node_modules").join("playwright-core").exists(),
+        "playwright-core is not installed in tests/browser: run scripts/test.sh (it runs npm ci there)"
+    );
+    let env = provision();
+    add_user(&env, "alice", "school", &["pupil-data"], "user");
+    let secret = env.enroll("alice")["secret"].as_str().unwrap().to_string();
+    let (client_url, seen) = stand_in_client();
+    let (id, client_secret) = add_client(&env, "Gallery", &client_url, &[]);
+    let d = Daemon::start(&env, &["--insecure-cookies"]);
+    let params = code_params(&id, &client_url);
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", q(v)))
+        .collect();
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("oidc.js"))
+        .current_dir(&dir)
+        .env("AUTHD_URL", format!("http://{}", d.addr))
+        .env("AUTHORIZE", format!("/oidc/authorize?{}", query.join("&")))
+        .env("CLIENT", &client_url)
+        .env("USERNAME", "alice")
+        .env("PASSWORD", PW)
+        .env("TOTP_SECRET", &secret)
+        .env("CHROMIUM", "/usr/bin/chromium");
+    let out = common::run(cmd, None, Duration::from_secs(120));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let back = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("back: "))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("GET /callback?code=")),
+        "the client saw {:?}",
+        seen.lock().unwrap()
+    );
+    let p: Vec<(String, String)> =
+        form_urlencoded::parse(back.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(get(&p, "state"), Some("st4te"));
+    let r = token(
+        &d,
+        Some((&id, &client_secret)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", get(&p, "code").unwrap()),
+            ("redirect_uri", &client_url),
+            ("code_verifier", VERIFIER),
+        ],
+    );
+    let t = r.expect(200);
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(t["id_token"].as_str().unwrap())
+        .unwrap()
+        .claims;
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(claims["groups"], serde_json::json!(["pupil-data"]));
+}
