@@ -804,3 +804,165 @@ fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
     assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
     assert_eq!(claims["groups"], serde_json::json!(["pupil-data"]));
 }
+
+/// Apache httpd with mod_auth_openidc in the foreground, killed when dropped.
+struct Apache {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Apache {
+    /// Apache on 127.0.0.1:`port` protecting /protected/ with authd at `authd` as the
+    /// provider (the client `id`/`secret`); /protected/index.shtml shows the claims.
+    fn start(port: u16, authd: &str, id: &str, secret: &str) -> Apache {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("a directory for Apache");
+        // Apache's workers (www-data when started as root) read the page.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("htdocs").join("protected");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(
+            root.join("index.shtml"),
+            "<!doctype html><title>protected</title>\n\
+             <p id=\"user\"><!--#echo var=\"REMOTE_USER\" --></p>\n\
+             <p id=\"email\"><!--#echo var=\"OIDC_CLAIM_email\" --></p>\n\
+             <p id=\"groups\"><!--#echo var=\"OIDC_CLAIM_groups\" --></p>\n\
+             <p id=\"amr\"><!--#echo var=\"OIDC_CLAIM_amr\" --></p>\n\
+             <p id=\"acr\"><!--#echo var=\"OIDC_CLAIM_acr\" --></p>\n",
+        )
+        .unwrap();
+        for d in [dir.path().join("htdocs"), root.clone()] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let m = "/usr/lib/apache2/modules";
+        let d = dir.path().display();
+        let conf = format!(
+            "ServerRoot {d}\nServerName 127.0.0.1\nListen 127.0.0.1:{port}\n\
+             PidFile {d}/apache.pid\nErrorLog {d}/error.log\nLogLevel warn\n\
+             User www-data\nGroup www-data\n\
+             LoadModule mpm_event_module {m}/mod_mpm_event.so\n\
+             LoadModule authz_core_module {m}/mod_authz_core.so\n\
+             LoadModule authz_user_module {m}/mod_authz_user.so\n\
+             LoadModule authn_core_module {m}/mod_authn_core.so\n\
+             LoadModule mime_module {m}/mod_mime.so\n\
+             LoadModule include_module {m}/mod_include.so\n\
+             LoadModule auth_openidc_module {m}/mod_auth_openidc.so\n\
+             TypesConfig /etc/mime.types\nDocumentRoot {d}/htdocs\n\
+             <Directory {d}/htdocs>\n  Options +Includes\n  AddType text/html .shtml\n  \
+             AddOutputFilter INCLUDES .shtml\n  Require all granted\n</Directory>\n\
+             OIDCProviderMetadataURL {authd}/.well-known/openid-configuration\n\
+             OIDCClientID {id}\nOIDCClientSecret {secret}\n\
+             OIDCRedirectURI http://127.0.0.1:{port}/protected/redirect_uri\n\
+             OIDCCryptoPassphrase only-a-test-passphrase\n\
+             OIDCScope \"openid email profile groups\"\nOIDCPKCEMethod S256\n\
+             OIDCRemoteUserClaim preferred_username\nOIDCPassClaimsAs environment\n\
+             <Location /protected>\n  AuthType openid-connect\n  Require valid-user\n</Location>\n"
+        );
+        let conf_path = dir.path().join("apache.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("apache2")
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-DFOREGROUND")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start apache2");
+        let a = Apache { child, dir };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Apache did not start: {}",
+                a.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        a
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+#[test]
+fn apache_mod_auth_openidc_protects_a_page_through_both_seed_journeys() {
+    common::require("chromium", "chromium");
+    common::require("node", "nodejs");
+    common::require("oathtool", "oathtool");
+    common::require("apache2", "apache2");
+    assert!(
+        std::path::Path::new("/usr/lib/apache2/modules/mod_auth_openidc.so").exists(),
+        "mod_auth_openidc is missing: scripts/test.sh installs libapache2-mod-auth-openidc"
+    );
+    let dir = common::repo_root().join("tests").join("browser");
+    assert!(
+        dir.join("node_modules").join("playwright-core").exists(),
+        "playwright-core is not installed in tests/browser: run scripts/test.sh (it runs npm ci there)"
+    );
+    let env = provision();
+    add_user(&env, "alice", "school", &["pupil-data"], "user");
+    add_user(&env, "carol", "school", &[], "user");
+    env.json(&["enroll", "carol", "--method", "email"]);
+    let mail = env.path("mail");
+    let d = Daemon::start(
+        &env,
+        &["--insecure-cookies", "--mail-dir", mail.to_str().unwrap()],
+    );
+    let authd = format!("http://{}", d.addr);
+    let port = closed_port();
+    let redirect = format!("http://127.0.0.1:{port}/protected/redirect_uri");
+    let (id, secret) = add_client(&env, "Intranet", &redirect, &["--trusted"]);
+    let apache = Apache::start(port, &authd, &id, &secret);
+
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("oidc_apache.js"))
+        .current_dir(&dir)
+        .env("AUTHD_URL", &authd)
+        .env("APP_URL", format!("http://127.0.0.1:{port}"))
+        .env("MAIL_DIR", &mail)
+        .env("PASSWORD", PW)
+        .env("CHROMIUM", "/usr/bin/chromium");
+    let out = common::run(cmd, None, Duration::from_secs(240));
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{out:?}\n--- apache ---\n{}\n--- authd ---\n{}",
+        apache.log(),
+        d.stderr()
+    );
+    let page = |who: &str| -> Value {
+        let line = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("page {who}: ")))
+            .unwrap_or_else(|| panic!("no page for {who}: {out:?}"));
+        serde_json::from_str(line).unwrap()
+    };
+    let a = page("alice");
+    assert_eq!(a["user"], "alice");
+    assert_eq!(a["email"], "alice@example.org");
+    assert_eq!(a["groups"], "pupil-data");
+    assert_eq!(a["amr"], "pwd,otp,mfa");
+    assert_eq!(a["acr"], "urn:authd:acr:mfa");
+    let c = page("carol");
+    assert_eq!(c["user"], "carol");
+    assert_eq!(c["amr"], "pwd,otp,mfa");
+    let again = page("carol (remembered device)");
+    assert_eq!(again["user"], "carol");
+    assert_eq!(again["amr"], "pwd,mfa", "the remembered device, no code");
+    for who in ["alice", "carol"] {
+        assert!(
+            !audit_events(&env, who, "oidc.token").is_empty(),
+            "{who}'s tokens are audited"
+        );
+    }
+}
