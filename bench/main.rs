@@ -11,6 +11,7 @@ mod breached;
 mod cpu;
 mod daemon;
 mod load;
+mod oidc;
 mod provision;
 mod report;
 
@@ -107,6 +108,8 @@ enum Part {
     Import,
     /// Issue 14: lookups in a sorted breached-password list of 10 M lines, on disk.
     Breached,
+    /// Issue 17: OpenID Connect code exchanges per second vs the RS256 signing ceiling.
+    Oidc,
 }
 
 /// Sizes and durations of one mode.
@@ -1920,6 +1923,10 @@ fn run(a: RunArgs) -> Result<()> {
     if want(Part::Breached) {
         quiet(&b);
         b.breached()?;
+    }
+    if want(Part::Oidc) {
+        quiet(&b);
+        b.oidc()?;
     }
     b.notes.splice(0..0, standard_notes(&b, a.client_threads));
     let foreign = b.foreign.lock().map(|v| v.clone()).unwrap_or_default();
