@@ -11,6 +11,7 @@ mod breached;
 mod cpu;
 mod daemon;
 mod load;
+mod oidc;
 mod provision;
 mod report;
 
@@ -110,6 +111,8 @@ enum Part {
     /// Issue 16: session checks at 16 clients with `--access-log sample:100` against the
     /// default (a line per request) and the bare server.
     AccessLog,
+    /// Issue 17: OpenID Connect code exchanges per second vs the RS256 signing ceiling.
+    Oidc,
 }
 
 /// Sizes and durations of one mode.
@@ -1997,6 +2000,9 @@ fn run(a: RunArgs) -> Result<()> {
     if want(Part::AccessLog) {
         quiet(&b);
         b.access_log()?;
+    if want(Part::Oidc) {
+        quiet(&b);
+        b.oidc()?;
     }
     b.notes.splice(0..0, standard_notes(&b, a.client_threads));
     let foreign = b.foreign.lock().map(|v| v.clone()).unwrap_or_default();

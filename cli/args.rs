@@ -105,6 +105,9 @@ pub enum Command {
     Questions(QuestionsCmd),
     /// Create many users from a JSON-lines or CSV file.
     Import(ImportArgs),
+    /// OpenID Connect clients (relying parties) and the provider's signing keys.
+    #[command(subcommand)]
+    Client(ClientCmd),
     /// Generate shell completions and man pages.
     #[command(subcommand)]
     Generate(GenerateCmd),
@@ -504,6 +507,42 @@ pub enum GroupCmd {
     /// Delete a group (members leave it). When the group requires a second factor and has
     /// members, asks for confirmation (--yes to skip).
     Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCmd {
+    /// Register an OpenID Connect client. Prints its client_id and, for a confidential
+    /// client, its secret: shown once, stored hashed (`--json` gives
+    /// {"client_id","client_secret"}).
+    Add {
+        /// A name for people (the consent page shows it).
+        name: String,
+        /// Where authd may send the browser back with a code (repeatable). Matched
+        /// exactly, byte for byte: register every URI the application uses.
+        #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+        redirect_uri: Vec<String>,
+        /// No secret (a single-page or native app): the client must use PKCE (S256).
+        #[arg(long)]
+        public: bool,
+        /// Skip the consent page (an application of this site).
+        #[arg(long)]
+        trusted: bool,
+        /// Only members of this group may sign in to the client (repeatable: any of them).
+        #[arg(long = "group", value_name = "G")]
+        group: Vec<String>,
+    },
+    /// List clients.
+    List,
+    /// Show one client (by name or client_id).
+    Show { name: String },
+    /// Remove a client and every code, token and consent issued to it.
+    Remove { name: String },
+    /// Give a confidential client a new secret (printed once); the old one stops working.
+    #[command(name = "rotate-secret")]
+    RotateSecret { name: String },
+    /// Make new signing keys; the old ones stay in the JWKS until their tokens expire.
+    #[command(name = "rotate-keys")]
+    RotateKeys,
 }
 
 #[derive(Debug, Subcommand)]

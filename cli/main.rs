@@ -5,6 +5,7 @@
 mod admin;
 mod args;
 mod audit_cmd;
+mod client;
 mod ctx;
 mod factors;
 mod generate;
@@ -71,6 +72,7 @@ fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
             (AuditEvent::AdminPolicySet, format!("preset {name}"))
         }
         Command::Import(_) => (AuditEvent::AdminImport, String::new()),
+        Command::Client(c) => return client::audit_label(c),
         Command::Session(SessionCmd::Revoke { user, .. }) => (
             AuditEvent::AdminSessionRevoke,
             user.clone().unwrap_or_default(),
@@ -117,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Terms(c) => admin::terms(&g, c),
         Command::Questions(c) => admin::questions(&g, c),
         Command::Import(a) => import::run(&g, a),
+        Command::Client(c) => client::run(&g, c),
         Command::Generate(c) => generate::run(c),
     }
 }

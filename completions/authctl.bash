@@ -22,6 +22,9 @@ _authctl() {
             authctl,backup)
                 cmd="authctl__subcmd__backup"
                 ;;
+            authctl,client)
+                cmd="authctl__subcmd__client"
+                ;;
             authctl,device)
                 cmd="authctl__subcmd__device"
                 ;;
@@ -45,9 +48,6 @@ _authctl() {
                 ;;
             authctl,org)
                 cmd="authctl__subcmd__org"
-                ;;
-            authctl,passkey)
-                cmd="authctl__subcmd__passkey"
                 ;;
             authctl,passwd)
                 cmd="authctl__subcmd__passwd"
@@ -99,6 +99,48 @@ _authctl() {
                 ;;
             authctl__subcmd__audit__subcmd__help,verify)
                 cmd="authctl__subcmd__audit__subcmd__help__subcmd__verify"
+                ;;
+            authctl__subcmd__client,add)
+                cmd="authctl__subcmd__client__subcmd__add"
+                ;;
+            authctl__subcmd__client,help)
+                cmd="authctl__subcmd__client__subcmd__help"
+                ;;
+            authctl__subcmd__client,list)
+                cmd="authctl__subcmd__client__subcmd__list"
+                ;;
+            authctl__subcmd__client,remove)
+                cmd="authctl__subcmd__client__subcmd__remove"
+                ;;
+            authctl__subcmd__client,rotate-keys)
+                cmd="authctl__subcmd__client__subcmd__rotate__subcmd__keys"
+                ;;
+            authctl__subcmd__client,rotate-secret)
+                cmd="authctl__subcmd__client__subcmd__rotate__subcmd__secret"
+                ;;
+            authctl__subcmd__client,show)
+                cmd="authctl__subcmd__client__subcmd__show"
+                ;;
+            authctl__subcmd__client__subcmd__help,add)
+                cmd="authctl__subcmd__client__subcmd__help__subcmd__add"
+                ;;
+            authctl__subcmd__client__subcmd__help,help)
+                cmd="authctl__subcmd__client__subcmd__help__subcmd__help"
+                ;;
+            authctl__subcmd__client__subcmd__help,list)
+                cmd="authctl__subcmd__client__subcmd__help__subcmd__list"
+                ;;
+            authctl__subcmd__client__subcmd__help,remove)
+                cmd="authctl__subcmd__client__subcmd__help__subcmd__remove"
+                ;;
+            authctl__subcmd__client__subcmd__help,rotate-keys)
+                cmd="authctl__subcmd__client__subcmd__help__subcmd__rotate__subcmd__keys"
+                ;;
+            authctl__subcmd__client__subcmd__help,rotate-secret)
+                cmd="authctl__subcmd__client__subcmd__help__subcmd__rotate__subcmd__secret"
+                ;;
+            authctl__subcmd__client__subcmd__help,show)
+                cmd="authctl__subcmd__client__subcmd__help__subcmd__show"
                 ;;
             authctl__subcmd__device,help)
                 cmd="authctl__subcmd__device__subcmd__help"
@@ -172,6 +214,9 @@ _authctl() {
             authctl__subcmd__help,backup)
                 cmd="authctl__subcmd__help__subcmd__backup"
                 ;;
+            authctl__subcmd__help,client)
+                cmd="authctl__subcmd__help__subcmd__client"
+                ;;
             authctl__subcmd__help,device)
                 cmd="authctl__subcmd__help__subcmd__device"
                 ;;
@@ -195,9 +240,6 @@ _authctl() {
                 ;;
             authctl__subcmd__help,org)
                 cmd="authctl__subcmd__help__subcmd__org"
-                ;;
-            authctl__subcmd__help,passkey)
-                cmd="authctl__subcmd__help__subcmd__passkey"
                 ;;
             authctl__subcmd__help,passwd)
                 cmd="authctl__subcmd__help__subcmd__passwd"
@@ -235,6 +277,24 @@ _authctl() {
             authctl__subcmd__help__subcmd__audit,verify)
                 cmd="authctl__subcmd__help__subcmd__audit__subcmd__verify"
                 ;;
+            authctl__subcmd__help__subcmd__client,add)
+                cmd="authctl__subcmd__help__subcmd__client__subcmd__add"
+                ;;
+            authctl__subcmd__help__subcmd__client,list)
+                cmd="authctl__subcmd__help__subcmd__client__subcmd__list"
+                ;;
+            authctl__subcmd__help__subcmd__client,remove)
+                cmd="authctl__subcmd__help__subcmd__client__subcmd__remove"
+                ;;
+            authctl__subcmd__help__subcmd__client,rotate-keys)
+                cmd="authctl__subcmd__help__subcmd__client__subcmd__rotate__subcmd__keys"
+                ;;
+            authctl__subcmd__help__subcmd__client,rotate-secret)
+                cmd="authctl__subcmd__help__subcmd__client__subcmd__rotate__subcmd__secret"
+                ;;
+            authctl__subcmd__help__subcmd__client,show)
+                cmd="authctl__subcmd__help__subcmd__client__subcmd__show"
+                ;;
             authctl__subcmd__help__subcmd__device,list)
                 cmd="authctl__subcmd__help__subcmd__device__subcmd__list"
                 ;;
@@ -267,12 +327,6 @@ _authctl() {
                 ;;
             authctl__subcmd__help__subcmd__org,list)
                 cmd="authctl__subcmd__help__subcmd__org__subcmd__list"
-                ;;
-            authctl__subcmd__help__subcmd__passkey,list)
-                cmd="authctl__subcmd__help__subcmd__passkey__subcmd__list"
-                ;;
-            authctl__subcmd__help__subcmd__passkey,remove)
-                cmd="authctl__subcmd__help__subcmd__passkey__subcmd__remove"
                 ;;
             authctl__subcmd__help__subcmd__policy,preset)
                 cmd="authctl__subcmd__help__subcmd__policy__subcmd__preset"
@@ -342,24 +396,6 @@ _authctl() {
                 ;;
             authctl__subcmd__org__subcmd__help,list)
                 cmd="authctl__subcmd__org__subcmd__help__subcmd__list"
-                ;;
-            authctl__subcmd__passkey,help)
-                cmd="authctl__subcmd__passkey__subcmd__help"
-                ;;
-            authctl__subcmd__passkey,list)
-                cmd="authctl__subcmd__passkey__subcmd__list"
-                ;;
-            authctl__subcmd__passkey,remove)
-                cmd="authctl__subcmd__passkey__subcmd__remove"
-                ;;
-            authctl__subcmd__passkey__subcmd__help,help)
-                cmd="authctl__subcmd__passkey__subcmd__help__subcmd__help"
-                ;;
-            authctl__subcmd__passkey__subcmd__help,list)
-                cmd="authctl__subcmd__passkey__subcmd__help__subcmd__list"
-                ;;
-            authctl__subcmd__passkey__subcmd__help,remove)
-                cmd="authctl__subcmd__passkey__subcmd__help__subcmd__remove"
                 ;;
             authctl__subcmd__policy,help)
                 cmd="authctl__subcmd__policy__subcmd__help"
@@ -488,7 +524,7 @@ _authctl() {
 
     case "${cmd}" in
         authctl)
-            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device passkey audit backup verify org group policy session terms import generate help"
+            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import client generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -718,6 +754,280 @@ _authctl() {
         authctl__subcmd__backup)
             opts="-y -h -V --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client)
+            opts="-y -h -V --db --key-file --json --yes --help --version add list show remove rotate-secret rotate-keys help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__add)
+            opts="-y -h -V --redirect-uri --public --trusted --group --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --redirect-uri)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__help)
+            opts="add list show remove rotate-secret rotate-keys help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__help__subcmd__rotate__subcmd__keys)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__help__subcmd__rotate__subcmd__secret)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__list)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__remove)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__rotate__subcmd__keys)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__rotate__subcmd__secret)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__client__subcmd__show)
+            opts="-y -h -V --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1050,7 +1360,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__group__subcmd__add)
-            opts="-y -h -V --require-2fa --require-passkey --db --key-file --json --yes --help --version"
+            opts="-y -h -V --require-2fa --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1200,17 +1510,13 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__group__subcmd__set)
-            opts="-y -h -V --require-2fa --require-passkey --db --key-file --json --yes --help --version"
+            opts="-y -h -V --require-2fa --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --require-2fa)
-                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
-                    return 0
-                    ;;
-                --require-passkey)
                     COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
@@ -1230,7 +1536,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help)
-            opts="init user passwd enroll totp reset-2fa unlock device passkey audit backup verify org group policy session terms import generate help"
+            opts="init user passwd enroll totp reset-2fa unlock device audit backup verify org group policy session terms import client generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1302,6 +1608,104 @@ _authctl() {
         authctl__subcmd__help__subcmd__backup)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__client)
+            opts="add list show remove rotate-secret rotate-keys"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__client__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__client__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__client__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__client__subcmd__rotate__subcmd__keys)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__client__subcmd__rotate__subcmd__secret)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__client__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1566,48 +1970,6 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help__subcmd__org__subcmd__list)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__help__subcmd__passkey)
-            opts="list remove"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__help__subcmd__passkey__subcmd__list)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__help__subcmd__passkey__subcmd__remove)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2146,128 +2508,6 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__org__subcmd__list)
-            opts="-y -h -V --db --key-file --json --yes --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__passkey)
-            opts="-y -h -V --db --key-file --json --yes --help --version list remove help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__passkey__subcmd__help)
-            opts="list remove help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__passkey__subcmd__help__subcmd__help)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__passkey__subcmd__help__subcmd__list)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__passkey__subcmd__help__subcmd__remove)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__passkey__subcmd__list)
-            opts="-y -h -V --db --key-file --json --yes --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --db)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --key-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        authctl__subcmd__passkey__subcmd__remove)
             opts="-y -h -V --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

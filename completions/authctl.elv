@@ -47,6 +47,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand terms 'Publish the terms and conditions users must accept'
             cand questions 'The list of security questions users pick from (unknown names are shown questions of the same list, so the questions reveal nobody)'
             cand import 'Create many users from a JSON-lines or CSV file'
+            cand client 'OpenID Connect clients (relying parties) and the provider''s signing keys'
             cand generate 'Generate shell completions and man pages'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -915,6 +916,117 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'authctl;client'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand add 'Register an OpenID Connect client. Prints its client_id and, for a confidential client, its secret: shown once, stored hashed (`--json` gives {"client_id","client_secret"})'
+            cand list 'List clients'
+            cand show 'Show one client (by name or client_id)'
+            cand remove 'Remove a client and every code, token and consent issued to it'
+            cand rotate-secret 'Give a confidential client a new secret (printed once); the old one stops working'
+            cand rotate-keys 'Make new signing keys; the old ones stay in the JWKS until their tokens expire'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;client;add'= {
+            cand --redirect-uri 'Where authd may send the browser back with a code (repeatable). Matched exactly, byte for byte: register every URI the application uses'
+            cand --group 'Only members of this group may sign in to the client (repeatable: any of them)'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --public 'No secret (a single-page or native app): the client must use PKCE (S256)'
+            cand --trusted 'Skip the consent page (an application of this site)'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;client;list'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;client;show'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;client;remove'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;client;rotate-secret'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;client;rotate-keys'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;client;help'= {
+            cand add 'Register an OpenID Connect client. Prints its client_id and, for a confidential client, its secret: shown once, stored hashed (`--json` gives {"client_id","client_secret"})'
+            cand list 'List clients'
+            cand show 'Show one client (by name or client_id)'
+            cand remove 'Remove a client and every code, token and consent issued to it'
+            cand rotate-secret 'Give a confidential client a new secret (printed once); the old one stops working'
+            cand rotate-keys 'Make new signing keys; the old ones stay in the JWKS until their tokens expire'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;client;help;add'= {
+        }
+        &'authctl;client;help;list'= {
+        }
+        &'authctl;client;help;show'= {
+        }
+        &'authctl;client;help;remove'= {
+        }
+        &'authctl;client;help;rotate-secret'= {
+        }
+        &'authctl;client;help;rotate-keys'= {
+        }
+        &'authctl;client;help;help'= {
+        }
         &'authctl;generate'= {
             cand --db 'The database file'
             cand --key-file 'The secret-encryption key file [default: DB.key]'
@@ -985,6 +1097,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand terms 'Publish the terms and conditions users must accept'
             cand questions 'The list of security questions users pick from (unknown names are shown questions of the same list, so the questions reveal nobody)'
             cand import 'Create many users from a JSON-lines or CSV file'
+            cand client 'OpenID Connect clients (relying parties) and the provider''s signing keys'
             cand generate 'Generate shell completions and man pages'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -1132,6 +1245,26 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;help;questions;show'= {
         }
         &'authctl;help;import'= {
+        }
+        &'authctl;help;client'= {
+            cand add 'Register an OpenID Connect client. Prints its client_id and, for a confidential client, its secret: shown once, stored hashed (`--json` gives {"client_id","client_secret"})'
+            cand list 'List clients'
+            cand show 'Show one client (by name or client_id)'
+            cand remove 'Remove a client and every code, token and consent issued to it'
+            cand rotate-secret 'Give a confidential client a new secret (printed once); the old one stops working'
+            cand rotate-keys 'Make new signing keys; the old ones stay in the JWKS until their tokens expire'
+        }
+        &'authctl;help;client;add'= {
+        }
+        &'authctl;help;client;list'= {
+        }
+        &'authctl;help;client;show'= {
+        }
+        &'authctl;help;client;remove'= {
+        }
+        &'authctl;help;client;rotate-secret'= {
+        }
+        &'authctl;help;client;rotate-keys'= {
         }
         &'authctl;help;generate'= {
             cand completions 'Shell completions (to standard output, or a file in --out-dir)'

@@ -10,6 +10,7 @@ mod handlers;
 mod mail;
 mod metrics;
 mod passkeys;
+mod oidc;
 mod portal;
 mod ratelimit;
 mod reload;

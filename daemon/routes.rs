@@ -90,6 +90,13 @@ macro_rules! api {
     };
 }
 
+/// An OpenID Connect handler `h(&App, Req)` (form bodies, OAuth's JSON errors).
+macro_rules! oidc {
+    ($h:path) => {
+        |State(app): State<App>, req: Req| async move { answer($h(&app, req).await) }
+    };
+}
+
 /// An admin handler `h(&App, Req, name)` of a `/v1/admin/users/{name}…` route: the
 /// name is the path's fifth segment, percent-decoded.
 macro_rules! named {
@@ -271,6 +278,32 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
     )
     .route("/v1/admin/audit", "admin", get(api!(h::admin_audit)))
     .route("/v1/auth/verify", "other", get(api!(crate::portal::verify)))
+    // OpenID Connect for relying parties (daemon/oidc.rs); the browser's side
+    // (/oidc/authorize, /oidc/consent, /oidc/logout) is the portal's.
+    .route(
+        "/.well-known/openid-configuration",
+        "oidc",
+        get(|State(app): State<App>, req: Req| async move {
+            answer(crate::oidc::discovery(&app, req).await)
+        }),
+    )
+    .route(
+        "/oidc/jwks",
+        "oidc",
+        get(|State(app): State<App>| async move { answer(crate::oidc::jwks(&app).await) }),
+    )
+    .route("/oidc/token", "oidc_token", post(oidc!(crate::oidc::token)))
+    .route(
+        "/oidc/userinfo",
+        "oidc",
+        get(oidc!(crate::oidc::userinfo)).post(oidc!(crate::oidc::userinfo)),
+    )
+    .route("/oidc/revoke", "oidc", post(oidc!(crate::oidc::revoke)))
+    .route(
+        "/oidc/introspect",
+        "oidc",
+        post(oidc!(crate::oidc::introspect)),
+    )
     // Nothing else under /v1 is a page.
     .route("/v1", "other", any(api_not_found))
     .route("/v1/", "other", any(api_not_found))

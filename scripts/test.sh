@@ -79,6 +79,18 @@ install_test_dependencies() {
         apt_updated_install postgresql
     fi
 
+    # OpenID Connect (tests/it/oidc.rs): a real relying party, Python's Authlib (pip,
+    # only when missing; Debian's package where pip may not install system-wide).
+    python3 -c 'import authlib, requests' 2>/dev/null || python3 -m pip install -q authlib requests \
+        || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-authlib python3-requests
+
+    # and a real relying party in front of a page: Apache httpd with mod_auth_openidc,
+    # clicked through in Chromium (the module checked by its file: it has no command).
+    apt_install apache2 apache2
+    if [ ! -e /usr/lib/apache2/modules/mod_auth_openidc.so ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libapache2-mod-auth-openidc
+    fi
+
     # --- Later issues add their tools here, in the same style, e.g.: ---
     # Python SMTP sink for email OTP tests (pip, only when missing):
     #   python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q aiosmtpd

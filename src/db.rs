@@ -21,7 +21,8 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_audit_chain.sql"),
     include_str!("../migrations/0004_smart_lockout.sql"),
     include_str!("../migrations/0005_passkeys.sql"),
-    include_str!("../migrations/0008_account_safety.sql"),
+    include_str!("../migrations/0006_oidc.sql"),
+    include_str!("../migrations/0007_account_safety.sql"),
 ];
 
 /// The schema version this build writes.

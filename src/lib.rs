@@ -21,6 +21,7 @@ pub mod lockout;
 pub mod login;
 pub mod maintenance;
 pub mod names;
+pub mod oidc;
 pub mod ops;
 pub mod passkey;
 pub mod passkey_steps;

@@ -275,9 +275,15 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
+/// The factors of a passwordless sign-in: a passkey (a hardware-bound key) with user
+/// verification (the device's PIN or biometric): two factors in one.
+pub(crate) const PASSWORDLESS: &str = "hwk uv";
+
 /// Issue the session that ends a login: reset the failure counts (reporting what they
 /// held), remember the client's network as familiar, create the session.
-// The login's parts and the session's extras (device token, warning, known device).
+// The login's parts, the session's extras (device token, warning) and the factors the
+// sign-in used (`sessions.factors`, for OpenID Connect's `amr`; "device" also marks a
+// remembered device, which raises no new-sign-in alert).
 #[allow(clippy::too_many_arguments)]
 fn authenticate(
     tx: &Connection,
@@ -286,17 +292,18 @@ fn authenticate(
     client: &Client,
     device_token: Option<String>,
     warning: Option<String>,
-    known_device: bool,
+    factors: &str,
     now: i64,
 ) -> Result<Status> {
     users::record_success(tx, user.id, now)?;
+    let known_device = factors.split(' ').any(|f| f == "device");
     // A security alert: signed in without a remembered device from a network the user
     // never signed in from (their first sign-in aside).
     if !known_device && familiar::new_network(tx, user.id, &client.ip)? {
         email::notify(tx, user.id, email::notice::NEW_SIGN_IN, now)?;
     }
     familiar::record_sign_in(tx, user.id, &client.ip, now)?;
-    let (_, token) = sessions::create(
+    let (id, token) = sessions::create(
         tx,
         user.id,
         &client.ip,
@@ -304,6 +311,7 @@ fn authenticate(
         policy.session_absolute_hours * 3600,
         now,
     )?;
+    sessions::set_factors(tx, id, factors)?;
     Ok(Status::Authenticated {
         session: token,
         expires_at: crate::util::rfc3339(now + policy.session_absolute_hours * 3600),
@@ -362,10 +370,14 @@ pub(crate) fn advance(
                 },
             });
         }
-        return authenticate(tx, user, policy, client, None, None, false, now);
+        let factors = if state.passkey_ok { PASSWORDLESS } else { "pwd" };
+        return authenticate(tx, user, policy, client, None, None, factors, now);
     }
-    if state.device_ok || state.passkey_ok {
-        return authenticate(tx, user, policy, client, None, None, state.device_ok, now);
+    if state.passkey_ok {
+        return authenticate(tx, user, policy, client, None, None, PASSWORDLESS, now);
+    }
+    if state.device_ok {
+        return authenticate(tx, user, policy, client, None, None, "pwd device", now);
     }
     let flow = sessions::create_flow(tx, user.id, LoginStep::SecondFactor, &data, ttl, now)?;
     if methods.first() == Some(&"email_otp") {
@@ -1166,6 +1178,14 @@ pub(crate) fn finish_second_factor(
     } else {
         None
     };
+    // The factors of this sign-in, for OpenID Connect's `amr` (src/oidc.rs).
+    let factors = match event {
+        AuditEvent::LoginTotp | AuditEvent::LoginEnrollConfirm => "pwd totp",
+        AuditEvent::LoginEmail => "pwd email",
+        AuditEvent::LoginRecovery => "pwd recovery",
+        AuditEvent::LoginPasskey => "pwd hwk",
+        _ => "pwd",
+    };
     let status = authenticate(
         &tx,
         user,
@@ -1173,7 +1193,7 @@ pub(crate) fn finish_second_factor(
         client,
         device.clone(),
         warning,
-        false,
+        factors,
         now,
     )?;
     let mut detail = detail;

@@ -95,3 +95,8 @@ mod cli_boundary;
 mod package;
 #[path = "it/systemd.rs"]
 mod systemd;
+
+// Single sign-on (issue 17): authd as an OpenID Connect provider, with Python's Authlib as
+// a real relying party and the refusals over raw HTTP.
+#[path = "it/oidc.rs"]
+mod oidc;

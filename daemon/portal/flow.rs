@@ -121,7 +121,8 @@ async fn policy(ctx: &Ctx<'_>) -> Result<Policy, ApiError> {
 pub async fn login_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let carry = Carry {
         next: ctx.next_from(ctx.query("next")),
-        username: String::new(),
+        // An OpenID Connect client's login_hint fills in the username.
+        username: ctx.query("login_hint").unwrap_or_default().to_string(),
     };
     if ctx.session().await?.is_some() {
         let to = carry.next.clone().unwrap_or_else(|| ctx.url("/"));

@@ -22,6 +22,7 @@ mod flow;
 mod forward;
 pub mod html;
 mod passkeys;
+mod oidc;
 pub mod security;
 mod security_page;
 
@@ -89,6 +90,8 @@ async fn get(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/admin" => account::admin_page(ctx).await,
         "/admin/user" => account::admin_user_page(ctx).await,
         "/passkeys" => passkeys::page(ctx).await,
+        "/oidc/authorize" => oidc::authorize(ctx).await,
+        "/oidc/logout" => oidc::logout(ctx).await,
         _ => Ok(ctx.message_page(
             StatusCode::NOT_FOUND,
             "Page not found",
@@ -125,6 +128,7 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/forgot/reset" => flow::forgot_reset_post(ctx, &form).await,
         "/reset" => flow::reset_link_post(ctx, &form).await,
         "/logout" => account::logout_post(ctx, &form).await,
+        "/oidc/consent" => oidc::consent_post(ctx, &form).await,
         "/devices/revoke" => account::revoke_device_post(ctx, &form).await,
         "/security-questions" => account::questions_post(ctx, &form).await,
         p if p.starts_with("/security/") => {

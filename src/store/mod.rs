@@ -7,6 +7,7 @@ pub mod email;
 pub mod factors;
 pub mod familiar;
 pub mod keys;
+pub mod oidc;
 pub mod orgs;
 pub mod security;
 pub mod passkeys;

@@ -69,6 +69,23 @@ pub fn create(
     Ok((conn.last_insert_rowid(), token))
 }
 
+/// Record the factors a session's sign-in used (space-separated: `pwd`, `totp`,
+/// `email`, `recovery`, `device`), for OpenID Connect's `amr`.
+pub fn set_factors(conn: &Connection, id: i64, factors: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE sessions SET factors=?1 WHERE id=?2")?
+        .execute(params![factors, id])?;
+    Ok(())
+}
+
+/// The factors and the sign-in time of a session (by id): what an OpenID Connect
+/// authorization is bound to.
+pub fn factors_of(conn: &Connection, id: i64) -> Result<Option<(String, i64)>> {
+    Ok(super::opt(
+        conn.prepare_cached("SELECT factors, created_at FROM sessions WHERE id=?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?))),
+    )?)
+}
+
 /// Revoke one session by id; false if no live session has that id.
 pub fn revoke(conn: &Connection, id: i64, now: i64) -> Result<bool> {
     Ok(conn.execute(

@@ -1,0 +1,131 @@
+// Headless Chromium signing in to a page that Apache's mod_auth_openidc protects with
+// authd as the OpenID Connect provider (issue 17): both seed journeys.
+//   alice (seed 000): first sign-in enrols TOTP (QR page, code, recovery codes), signs in
+//     again with a code, and ends on the protected page as alice;
+//   carol (seed 004): the emailed code with "Remember this device" ends on the protected
+//     page as carol; signed out everywhere, the remembered device skips the code.
+// Run by tests/it/oidc.rs, which starts authd, Apache and passes, in the environment:
+//   AUTHD_URL, APP_URL (Apache's http://127.0.0.1:PORT), MAIL_DIR, PASSWORD, CHROMIUM.
+// Prints one line `page USER: {…}` per protected page reached; exit 0 when both passed.
+"use strict";
+
+const { chromium } = require("playwright-core");
+const { execFileSync } = require("node:child_process");
+const fs = require("node:fs");
+const path = require("node:path");
+
+const env = (n) => {
+  if (!process.env[n]) {
+    console.error(`oidc_apache.js: ${n} is not set (run it through cargo test)`);
+    process.exit(2);
+  }
+  return process.env[n];
+};
+const AUTHD = env("AUTHD_URL");
+const APP = env("APP_URL");
+const MAIL = env("MAIL_DIR");
+const PW = env("PASSWORD");
+const T = 15000;
+
+const totp = (secret, offset = 0) =>
+  execFileSync("oathtool", ["--totp", "-b", "-N", `@${Math.floor(Date.now() / 1000) + offset}`, secret])
+    .toString().trim();
+const mails = () => (fs.existsSync(MAIL) ? fs.readdirSync(MAIL).filter((f) => f.endsWith(".eml")) : []);
+
+async function mailedCode(to, before) {
+  const deadline = Date.now() + T;
+  while (Date.now() < deadline) {
+    for (const f of mails()) {
+      if (before.includes(f)) continue;
+      const text = fs.readFileSync(path.join(MAIL, f), "utf8").replace(/=\r?\n/g, "");
+      const m = text.match(/sign-in code is:\s*(\d{6})/);
+      if (m && new RegExp(`^To: .*${to}`, "mi").test(text)) return m[1];
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`no sign-in code mailed to ${to} within ${T} ms`);
+}
+
+async function submit(page, selector) {
+  await Promise.all([page.waitForNavigation(), page.click(selector)]);
+}
+
+async function signIn(page, user) {
+  await page.waitForSelector("#username");
+  await page.fill("#username", user);
+  await page.fill("#password", PW);
+  await submit(page, "#login-form button[type=submit]");
+}
+
+/** The protected page's claims, once the browser is back on it. */
+async function protectedPage(page, user) {
+  await page.waitForURL((u) => u.toString().startsWith(`${APP}/protected/`), { timeout: T });
+  await page.waitForSelector("#user");
+  const seen = {};
+  for (const id of ["user", "email", "groups", "amr", "acr"]) {
+    seen[id] = (await page.textContent(`#${id}`)).trim();
+  }
+  console.log(`page ${user}: ${JSON.stringify(seen)}`);
+}
+
+async function alice(page) {
+  await page.goto(`${APP}/protected/index.shtml`);
+  await signIn(page, "alice");
+  await page.waitForSelector("#totp-secret");
+  const secret = (await page.textContent("#totp-secret")).trim();
+  await page.fill("#code", totp(secret));
+  await submit(page, "#enroll-form button[type=submit]");
+  await page.waitForSelector("#recovery-codes");
+  await submit(page, "#login-again");
+  await signIn(page, "alice");
+  await page.fill("#code", totp(secret, 30)); // the confirming step is spent: the next one
+  await submit(page, "#code-form button[type=submit]");
+  // Signed in at authd (the enrolment's "sign in again" does not carry the app's
+  // request): the app again, which now passes straight through.
+  await page.goto(`${APP}/protected/index.shtml`);
+  await protectedPage(page, "alice");
+}
+
+async function carol(page, context) {
+  let before = mails();
+  await page.goto(`${APP}/protected/index.shtml`);
+  await signIn(page, "carol");
+  const code = await mailedCode("carol@example.org", before);
+  await page.fill("#code", code);
+  await page.check("#remember_device");
+  await submit(page, "#code-form button[type=submit]");
+  await protectedPage(page, "carol");
+  // Signed out of authd and of the app (their cookies gone), the remembered device
+  // stays: the password alone signs carol in again.
+  const keep = (await context.cookies()).filter((c) => c.name === "authd_device");
+  await context.clearCookies();
+  await context.addCookies(keep);
+  before = mails();
+  await page.goto(`${APP}/protected/index.shtml`);
+  await signIn(page, "carol");
+  await protectedPage(page, "carol (remembered device)");
+  if (mails().length !== before.length) throw new Error("a code was mailed despite the device");
+}
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+  });
+  let failed = 0;
+  for (const [name, journey] of [["alice", alice], ["carol", carol]]) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.setDefaultTimeout(T);
+    try {
+      await journey(page, context);
+    } catch (e) {
+      failed += 1;
+      console.error(`oidc_apache.js: ${name} failed at ${page.url()}: ${e.message}`);
+      console.error((await page.content()).slice(0, 1500));
+    }
+    await context.close();
+  }
+  await browser.close();
+  process.exitCode = failed ? 1 : 0;
+})();

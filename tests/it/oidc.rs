@@ -1,0 +1,968 @@
+//! authd as an OpenID Connect provider (issue 17), against the real daemon over loopback
+//! HTTP: a real relying party (Python's Authlib, tests/oidc/rp.py: discovery, code +
+//! PKCE, the ID token checked against the JWKS, userinfo, introspection, refresh
+//! rotation and replay, revocation) and the refusals of the issue, each over raw HTTP.
+//!
+//! The sign-in itself is the API's (`POST /v1/login`, then the TOTP step): its session
+//! token is the portal's session cookie, as a browser would carry it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{self, Env};
+use crate::daemon_common::*;
+
+const REDIRECT: &str = "https://app.example.org/cb";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// `authctl client add NAME --redirect-uri URI EXTRA… --json`: (client_id, secret).
+fn add_client(env: &Env, name: &str, uri: &str, extra: &[&str]) -> (String, String) {
+    let mut a = vec!["client", "add", name, "--redirect-uri", uri];
+    a.extend_from_slice(extra);
+    let v = env.json(&a);
+    (
+        v["client_id"].as_str().unwrap().to_string(),
+        v["client_secret"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// A signed-in alice (password + TOTP, member of pupil-data) and a running authd.
+fn setup() -> (Env, Daemon, String) {
+    let env = provision();
+    add_user(&env, "alice", "school", &["pupil-data"], "user");
+    let mut app = Totp::from_enrollment(&env.enroll("alice"));
+    let d = Daemon::start(&env, &["--insecure-cookies"]);
+    let session = d.login_totp("alice", PW, &mut app);
+    (env, d, session)
+}
+
+fn q(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `GET /oidc/authorize?PARAMS` with the session cookie (None: no cookie).
+fn authorize(d: &Daemon, session: Option<&str>, params: &[(&str, &str)]) -> Resp {
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", q(v)))
+        .collect();
+    let path = format!("/oidc/authorize?{}", query.join("&"));
+    let cookie = session.map(|s| format!("authd_session={s}"));
+    let mut h = vec![];
+    if let Some(c) = &cookie {
+        h.push(("Cookie", c.as_str()));
+    }
+    d.request("GET", &path, &h, None)
+}
+
+/// The standard parameters of a code request with PKCE for `client_id`.
+fn code_params<'a>(client_id: &'a str, redirect: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", redirect),
+        ("scope", "openid profile email groups offline_access"),
+        ("state", "st4te"),
+        ("nonce", "n0nce"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ]
+}
+
+/// The query parameters of a redirect to the client.
+fn redirected(r: &Resp, to: &str) -> Vec<(String, String)> {
+    assert!(
+        r.status == 302 || r.status == 303,
+        "expected a redirect: {r:?}"
+    );
+    let loc = r.header("location").expect("a Location");
+    let rest = loc
+        .strip_prefix(&format!("{to}?"))
+        .unwrap_or_else(|| panic!("redirected to {loc}, not {to}"));
+    form_urlencoded::parse(rest.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn get<'a>(pairs: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+/// A code for `client_id` (signed in, PKCE).
+fn code(d: &Daemon, session: &str, client_id: &str) -> String {
+    let r = authorize(d, Some(session), &code_params(client_id, REDIRECT));
+    let p = redirected(&r, REDIRECT);
+    assert_eq!(get(&p, "state"), Some("st4te"));
+    get(&p, "code").expect("a code").to_string()
+}
+
+/// `POST /oidc/token` (form) with HTTP Basic `client_id:secret` when `basic` is given.
+fn token(d: &Daemon, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> Resp {
+    let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", q(v))).collect();
+    let body = body.join("&");
+    let auth = basic.map(|(i, s)| {
+        format!(
+            "Basic {}",
+            data_encoding::BASE64.encode(format!("{}:{}", q(i), q(s)).as_bytes())
+        )
+    });
+    let mut h = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    if let Some(a) = &auth {
+        h.push(("Authorization", a.as_str()));
+    }
+    d.request("POST", "/oidc/token", &h, Some(body.as_bytes()))
+}
+
+fn exchange(d: &Daemon, id: &str, secret: &str, code: &str, verifier: Option<&str>) -> Resp {
+    let mut f = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", REDIRECT),
+    ];
+    if let Some(v) = verifier {
+        f.push(("code_verifier", v));
+    }
+    token(d, Some((id, secret)), &f)
+}
+
+fn introspect(d: &Daemon, id: &str, secret: &str, t: &str) -> Value {
+    let body = format!("token={}", q(t));
+    let auth = format!(
+        "Basic {}",
+        data_encoding::BASE64.encode(format!("{id}:{secret}").as_bytes())
+    );
+    d.request(
+        "POST",
+        "/oidc/introspect",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Authorization", &auth),
+        ],
+        Some(body.as_bytes()),
+    )
+    .expect(200)
+}
+
+#[test]
+fn authlib_signs_in_with_code_and_pkce_and_uses_every_endpoint() {
+    common::require("python3", "python3");
+    let ok = Command::new("python3")
+        .args(["-c", "import authlib, requests"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "Python's authlib is missing: scripts/test.sh --install-only installs it"
+    );
+    let (env, d, session) = setup();
+    let issuer = format!("http://{}", d.addr);
+    let redirect = "http://127.0.0.1:9/callback";
+    let (id, secret) = add_client(&env, "Wiki", redirect, &["--trusted"]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc/rp.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).args([
+        &issuer,
+        &id,
+        &secret,
+        redirect,
+        &format!("authd_session={session}"),
+    ]);
+    let out = common::run(cmd, None, Duration::from_secs(120));
+    let seen: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("rp.py failed ({e}): {out:?}"));
+
+    assert_eq!(
+        seen["jwks_kty"],
+        serde_json::json!(["OKP", "RSA"]),
+        "{seen}"
+    );
+    assert_eq!(seen["id_token_alg"], "RS256");
+    let idt = &seen["id_token"];
+    assert_eq!(idt["preferred_username"], "alice");
+    assert_eq!(idt["email"], "alice@example.org");
+    assert_eq!(idt["org"], "school");
+    assert_eq!(idt["groups"], serde_json::json!(["pupil-data"]));
+    assert_eq!(idt["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(idt["acr"], "urn:authd:acr:mfa");
+    assert_eq!(seen["userinfo"]["preferred_username"], "alice");
+    assert_eq!(seen["introspect_access"]["active"], true);
+    assert_eq!(seen["introspect_access"]["username"], "alice");
+    assert_eq!(seen["replay"], serde_json::json!([400, "invalid_grant"]));
+    assert_eq!(seen["after_replay"], false, "the replay revokes the family");
+    assert_eq!(seen["revoke_status"], 200);
+    assert_eq!(seen["userinfo_after_revoke"], 401);
+    assert_eq!(seen["introspect_after_revoke"]["active"], false);
+
+    // Every grant and token is in the audit log.
+    let rows = audit_events(&env, "alice", "oidc.");
+    let count = |ev: &str, outcome: &str| {
+        rows.iter()
+            .filter(|r| r["event"] == ev && r["outcome"] == outcome)
+            .count()
+    };
+    assert_eq!(count("oidc.authorize", "success"), 2, "{rows:?}");
+    assert_eq!(count("oidc.token", "success"), 3, "{rows:?}");
+    assert!(count("oidc.token", "failure") >= 1, "the replay: {rows:?}");
+    assert_eq!(count("oidc.revoke", "success"), 1);
+}
+
+#[test]
+fn unregistered_redirect_uris_are_never_redirected_to() {
+    let (env, d, session) = setup();
+    let (id, _) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    for uri in [
+        "https://app.example.org/cb/x",            // extra path
+        "https://app.example.org/cb/../cb",        // dot segments
+        "https://app.example.org/cb?x=1",          // query
+        "https://app.example.org/cb#f",            // fragment
+        "https://APP.example.org/cb",              // host case
+        "https://app.example.org/CB",              // path case
+        "https://app.example.org/cb/",             // trailing slash
+        "https://evil.example@app.example.org/cb", // userinfo
+        "https://app.example.org@evil.example/cb", // userinfo, other host
+        "https://xn--pp-8cd.example.org/cb",       // IDN look-alike (punycode)
+        "https://\u{0430}pp.example.org/cb",       // IDN look-alike (Cyrillic a)
+        "http://app.example.org/cb",               // scheme
+        "https://app.example.org:443/cb",          // explicit port
+        "https://app.example.org%2fcb",            // encoded slash
+        "",
+    ] {
+        let r = authorize(&d, Some(&session), &code_params(&id, uri));
+        assert_eq!(r.status, 400, "{uri}: {r:?}");
+        assert!(r.header("location").is_none(), "{uri}: {r:?}");
+        assert!(r.text().contains("not registered"), "{uri}: {r:?}");
+    }
+    // An unknown client: a page, no redirect.
+    let r = authorize(&d, Some(&session), &code_params("nobody", REDIRECT));
+    assert_eq!(r.status, 400);
+    assert!(r.header("location").is_none());
+    // The registered URI itself works (so the refusals above are the URI's).
+    code(&d, &session, &id);
+    let refusals = env.audit(&["--event", "oidc.authorize", "--outcome", "failure"]);
+    assert_eq!(refusals.len(), 16, "each refusal is audited");
+}
+
+#[test]
+fn codes_are_single_use_bound_to_their_client_and_pkce_and_short_lived() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let (other, other_secret) = add_client(&env, "Other", REDIRECT, &["--trusted"]);
+
+    // A code used twice: refused, and the tokens of its first use revoked.
+    let c = code(&d, &session, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let access = t["access_token"].as_str().unwrap();
+    let refresh = t["refresh_token"].as_str().unwrap();
+    d.get_auth("/oidc/userinfo", access).expect(200);
+    assert_eq!(introspect(&d, &id, &secret, access)["active"], true);
+    let again = exchange(&d, &id, &secret, &c, Some(VERIFIER));
+    assert_eq!(again.expect(400)["error"], "invalid_grant");
+    assert_eq!(introspect(&d, &id, &secret, access)["active"], false);
+    assert_eq!(introspect(&d, &id, &secret, refresh)["active"], false);
+    assert_eq!(d.get_auth("/oidc/userinfo", access).status, 401);
+
+    // PKCE: a wrong verifier, and none at all (each burns the code: single use).
+    let c = code(&d, &session, &id);
+    let wrong = "x".repeat(43);
+    assert_eq!(
+        exchange(&d, &id, &secret, &c, Some(&wrong)).expect(400)["error"],
+        "invalid_grant"
+    );
+    let c = code(&d, &session, &id);
+    assert_eq!(
+        exchange(&d, &id, &secret, &c, None).expect(400)["error"],
+        "invalid_grant"
+    );
+
+    // Another client's code, even with that client's own valid secret.
+    let c = code(&d, &session, &id);
+    assert_eq!(
+        exchange(&d, &other, &other_secret, &c, Some(VERIFIER)).expect(400)["error"],
+        "invalid_grant"
+    );
+
+    // A wrong secret: 401 invalid_client; nothing issued.
+    let c = code(&d, &session, &id);
+    let r = exchange(&d, &id, "not-the-secret", &c, Some(VERIFIER));
+    assert_eq!(r.expect(401)["error"], "invalid_client");
+    // The code was not spent by the refused client: the right secret still works.
+    exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+
+    // An expired code (the database stands in for the clock).
+    let c = code(&d, &session, &id);
+    assert_eq!(
+        sql(
+            &env,
+            "UPDATE oidc_codes SET expires_at = 0 WHERE id = (SELECT max(id) FROM oidc_codes)",
+            &[]
+        ),
+        1
+    );
+    assert_eq!(
+        exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(400)["error"],
+        "invalid_grant"
+    );
+
+    // A redirect URI at the token endpoint other than the code's.
+    let c = code(&d, &session, &id);
+    let r = token(
+        &d,
+        Some((&id, &secret)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &c),
+            ("redirect_uri", "https://app.example.org/cb/x"),
+            ("code_verifier", VERIFIER),
+        ],
+    );
+    assert_eq!(r.expect(400)["error"], "invalid_grant");
+
+    let reasons: Vec<String> = env
+        .audit(&["--event", "oidc.token", "--outcome", "failure"])
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or("").to_string())
+        .collect();
+    for want in [
+        "code_reused",
+        "pkce",
+        "other_client",
+        "client_auth",
+        "code_expired",
+        "redirect_uri_mismatch",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.starts_with(want)),
+            "{want} in {reasons:?}"
+        );
+    }
+}
+
+#[test]
+fn public_clients_need_pkce_and_prompt_none_without_a_session_says_login_required() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "Spa", REDIRECT, &["--public", "--trusted"]);
+    assert_eq!(secret, "", "a public client has no secret");
+    // No PKCE: an error back to the client (the redirect URI is registered).
+    let r = authorize(
+        &d,
+        Some(&session),
+        &[
+            ("response_type", "code"),
+            ("client_id", &id),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid"),
+            ("state", "s1"),
+        ],
+    );
+    let p = redirected(&r, REDIRECT);
+    assert_eq!(get(&p, "error"), Some("invalid_request"));
+    assert_eq!(get(&p, "state"), Some("s1"));
+    assert!(get(&p, "code").is_none());
+    // With PKCE, a public client exchanges its code with no secret.
+    let c = code(&d, &session, &id);
+    let r = token(
+        &d,
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &id),
+            ("code", &c),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    );
+    r.expect(200);
+
+    // prompt=none without a session: login_required to the client, with its state.
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("prompt", "none"));
+    let p = redirected(&authorize(&d, None, &params), REDIRECT);
+    assert_eq!(get(&p, "error"), Some("login_required"));
+    assert_eq!(get(&p, "state"), Some("st4te"));
+    // Without prompt=none: the portal's sign-in page, then back here.
+    let r = authorize(&d, None, &code_params(&id, REDIRECT));
+    assert_eq!(r.status, 303, "{r:?}");
+    let loc = r.header("location").unwrap();
+    assert!(
+        loc.starts_with("/login?next=%2Foidc%2Fauthorize%3F"),
+        "{loc}"
+    );
+}
+
+/// A JWT of `header` and `claims` signed with `key` (or unsigned for `alg: none`).
+fn forged(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let b = |v: &[u8]| data_encoding::BASE64URL_NOPAD.encode(v);
+    let input = format!(
+        "{}.{}",
+        b(header.to_string().as_bytes()),
+        b(claims.to_string().as_bytes())
+    );
+    let sig = sign(input.as_bytes());
+    format!("{input}.{}", b(&sig))
+}
+
+#[test]
+fn unsigned_and_foreign_tokens_are_refused_at_userinfo_and_introspection() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let c = code(&d, &session, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let access = t["access_token"].as_str().unwrap().to_string();
+    let header = jsonwebtoken::decode_header(&access).unwrap();
+    let kid = header.kid.unwrap();
+    let claims: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(&access)
+        .unwrap()
+        .claims;
+    d.get_auth("/oidc/userinfo", &access).expect(200);
+
+    // alg: none, with the real kid and the real claims.
+    let none = forged(
+        &serde_json::json!({"alg": "none", "kid": kid}),
+        &claims,
+        |_| vec![],
+    );
+    // HS256 keyed with something public (the algorithm-confusion attack).
+    let jwks = d.get("/oidc/jwks").expect(200);
+    let n = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap()["n"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: Some(kid.clone()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        },
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(n.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    // RS256 signed by another key, under our kid.
+    let other = {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        let k = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048).unwrap();
+        k.to_pkcs1_der().unwrap().as_bytes().to_vec()
+    };
+    let foreign = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: Some(kid.clone()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256)
+        },
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_der(&other),
+    )
+    .unwrap();
+    // Our real token with its signature cut off.
+    let stripped = format!("{}.", access.rsplit_once('.').unwrap().0);
+    for (what, bad) in [
+        ("alg none", none),
+        ("HS256 confusion", hs),
+        ("another key", foreign),
+        ("no signature", stripped),
+    ] {
+        assert_eq!(
+            d.get_auth("/oidc/userinfo", &bad).status,
+            401,
+            "{what} at userinfo"
+        );
+        assert_eq!(
+            introspect(&d, &id, &secret, &bad)["active"],
+            false,
+            "{what} at introspection"
+        );
+    }
+    // The real one still passes (the refusals are the forgeries').
+    d.get_auth("/oidc/userinfo", &access).expect(200);
+    assert!(!env
+        .audit(&["--event", "oidc.userinfo", "--outcome", "failure"])
+        .is_empty());
+}
+
+#[test]
+fn group_restricted_clients_refuse_other_users_with_a_page() {
+    let (env, d, session) = setup();
+    env.ctl(&["group", "add", "staff"]).ok();
+    let (id, _) = add_client(
+        &env,
+        "Staff wiki",
+        REDIRECT,
+        &["--trusted", "--group", "staff"],
+    );
+    let r = authorize(&d, Some(&session), &code_params(&id, REDIRECT));
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.header("location").is_none());
+    assert!(r.text().contains("Staff wiki") && r.text().contains("staff"));
+    let rows = audit_events(&env, "alice", "oidc.authorize");
+    assert!(rows.iter().any(|r| r["reason"] == "group"), "{rows:?}");
+}
+
+#[test]
+fn untrusted_clients_ask_for_consent_once() {
+    let (env, d, session) = setup();
+    let (id, _) = add_client(&env, "Gallery", REDIRECT, &[]);
+    let r = authorize(&d, Some(&session), &code_params(&id, REDIRECT));
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    assert!(
+        page.contains("Gallery") && page.contains("id=\"allow\""),
+        "{page}"
+    );
+    let field = |name: &str| {
+        let at = page
+            .find(&format!("name=\"{name}\" value=\""))
+            .unwrap_or_else(|| panic!("no {name} in {page}"));
+        let rest = &page[at + name.len() + 15..];
+        rest[..rest.find('"').unwrap()]
+            .replace("&#38;", "&")
+            .replace("&amp;", "&")
+    };
+    let body = format!(
+        "csrf={}&request={}&answer=allow",
+        q(&field("csrf")),
+        q(&field("request"))
+    );
+    let cookie = format!("authd_session={session}");
+    let r = d.request(
+        "POST",
+        "/oidc/consent",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &cookie),
+        ],
+        Some(body.as_bytes()),
+    );
+    let p = redirected(&r, REDIRECT);
+    assert!(get(&p, "code").is_some(), "{p:?}");
+    // Remembered: the next request goes straight back with a code…
+    code(&d, &session, &id);
+    // …unless the client asks again (prompt=consent).
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("prompt", "consent"));
+    assert_eq!(authorize(&d, Some(&session), &params).status, 200);
+    // A forged consent (no CSRF token) is refused.
+    let r = d.request(
+        "POST",
+        "/oidc/consent",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &cookie),
+        ],
+        Some(format!("request={}&answer=allow", q(&field("request"))).as_bytes()),
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(audit_events(&env, "alice", "oidc.consent").len(), 1);
+}
+
+/// The `kid` of a JWT.
+fn kid_of(jwt: &str) -> String {
+    jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap()
+}
+
+fn jwks_kids(d: &Daemon) -> Vec<String> {
+    d.get("/oidc/jwks").expect(200)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn rotated_keys_stay_published_until_their_tokens_expire() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let c = code(&d, &session, &id);
+    let old = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let old_access = old["access_token"].as_str().unwrap().to_string();
+    let old_kid = kid_of(&old_access);
+    assert_eq!(kid_of(old["id_token"].as_str().unwrap()), old_kid);
+
+    env.ctl(&["client", "rotate-keys"]).ok();
+    let kids = jwks_kids(&d);
+    assert!(
+        kids.contains(&old_kid),
+        "the old key stays published: {kids:?}"
+    );
+    assert_eq!(kids.len(), 4, "two retired, two new: {kids:?}");
+    d.get_auth("/oidc/userinfo", &old_access).expect(200);
+    let c = code(&d, &session, &id);
+    let new = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let new_kid = kid_of(new["access_token"].as_str().unwrap());
+    assert_ne!(new_kid, old_kid, "new tokens are signed by the new key");
+
+    // Once the old key's tokens have expired (the database stands in for the clock),
+    // it leaves the JWKS and what it signed is refused.
+    let moved = sql(
+        &env,
+        "UPDATE oidc_keys SET retired_at = retired_at - 601 WHERE retired_at IS NOT NULL",
+        &[],
+    );
+    assert_eq!(moved, 2);
+    let kids = jwks_kids(&d);
+    assert!(
+        !kids.contains(&old_kid) && kids.contains(&new_kid),
+        "{kids:?}"
+    );
+    assert_eq!(d.get_auth("/oidc/userinfo", &old_access).status, 401);
+    assert_eq!(
+        env.audit(&["--event", "admin.oidc.rotate_keys"]).len(),
+        1,
+        "audited"
+    );
+}
+
+#[test]
+fn rp_initiated_logout_ends_the_session_and_returns_only_to_a_registered_uri() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let c = code(&d, &session, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let id_token = t["id_token"].as_str().unwrap();
+    let cookie = format!("authd_session={session}");
+    // Not registered: the session ends, but the browser stays with authd.
+    let path = format!(
+        "/oidc/logout?id_token_hint={}&post_logout_redirect_uri={}&state=bye",
+        q(id_token),
+        q("https://evil.example/")
+    );
+    let r = d.request("GET", &path, &[("Cookie", &cookie)], None);
+    assert_eq!(r.status, 303, "{r:?}");
+    assert_eq!(r.header("location"), Some("/login?m=signed_out"));
+    d.get_auth("/v1/session", &session).expect(401);
+
+    // A new session, and a registered URI: back to the client with its state.
+    let mut app = Totp::from_enrollment(&env.enroll("alice"));
+    let session = d.login_totp("alice", PW, &mut app);
+    let cookie = format!("authd_session={session}");
+    let path = format!(
+        "/oidc/logout?id_token_hint={}&post_logout_redirect_uri={}&state=bye",
+        q(id_token),
+        q(REDIRECT)
+    );
+    let r = d.request("GET", &path, &[("Cookie", &cookie)], None);
+    assert_eq!(
+        r.header("location"),
+        Some(&*format!("{REDIRECT}?state=bye"))
+    );
+    d.get_auth("/v1/session", &session).expect(401);
+    assert_eq!(audit_events(&env, "alice", "oidc.logout").len(), 2);
+
+    // Without a hint, nothing ends without the portal's own confirmation form.
+    let session = d.login_totp("alice", PW, &mut app);
+    let cookie = format!("authd_session={session}");
+    let r = d.request("GET", "/oidc/logout", &[("Cookie", &cookie)], None);
+    assert_eq!(r.header("location"), Some("/logout"));
+    d.get_auth("/v1/session", &session).expect(200);
+}
+
+#[test]
+fn amr_acr_and_prompt_login_follow_the_sign_in() {
+    let (env, d, session) = setup();
+    add_user(&env, "bob", "school", &[], "user");
+    let bob = d.login_session("bob", PW);
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+
+    // bob signed in with a password alone: amr pwd, acr pwd.
+    let c = code(&d, &bob, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(t["id_token"].as_str().unwrap())
+        .unwrap()
+        .claims;
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+    assert_eq!(claims["acr"], "urn:authd:acr:pwd");
+    assert_eq!(claims["nonce"], "n0nce");
+    // Asking for a second factor bob does not have: refused to the client.
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("acr_values", "urn:authd:acr:mfa"));
+    let p = redirected(&authorize(&d, Some(&bob), &params), REDIRECT);
+    assert_eq!(get(&p, "error"), Some("unmet_authentication_requirements"));
+    // alice's session has one: a code.
+    let p = redirected(&authorize(&d, Some(&session), &params), REDIRECT);
+    assert!(get(&p, "code").is_some());
+
+    // prompt=login on a sign-in that is not fresh: the session ends, the sign-in page
+    // comes, with the way back and the login_hint.
+    sql(
+        &env,
+        "UPDATE sessions SET created_at = created_at - 1000",
+        &[],
+    );
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("prompt", "login"));
+    params.push(("login_hint", "alice"));
+    let r = authorize(&d, Some(&session), &params);
+    assert_eq!(r.status, 303, "{r:?}");
+    let loc = r.header("location").unwrap();
+    assert!(
+        loc.starts_with("/login?next=%2Foidc%2Fauthorize%3F"),
+        "{loc}"
+    );
+    assert!(loc.ends_with("&login_hint=alice"), "{loc}");
+    d.get_auth("/v1/session", &session).expect(401);
+    // max_age: the same for a sign-in older than it.
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("max_age", "300"));
+    assert_eq!(authorize(&d, Some(&bob), &params).status, 303);
+}
+
+/// A stand-in client on 127.0.0.1:0 answering every request `200 signed in`; the
+/// request lines it saw.
+fn stand_in_client() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/callback", l.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(&conn);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            s.lock().unwrap().push(line.trim().to_string());
+            let _ = (&conn).write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nsigned in\n",
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
+    common::require("chromium", "chromium");
+    common::require("node", "nodejs");
+    common::require("oathtool", "oathtool");
+    let dir = common::repo_root().join("tests").join("browser");
+    assert!(
+        dir.join("node_modules").join("playwright-core").exists(),
+        "playwright-core is not installed in tests/browser: run scripts/test.sh (it runs npm ci there)"
+    );
+    let env = provision();
+    add_user(&env, "alice", "school", &["pupil-data"], "user");
+    let secret = env.enroll("alice")["secret"].as_str().unwrap().to_string();
+    let (client_url, seen) = stand_in_client();
+    let (id, client_secret) = add_client(&env, "Gallery", &client_url, &[]);
+    let d = Daemon::start(&env, &["--insecure-cookies"]);
+    let params = code_params(&id, &client_url);
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", q(v)))
+        .collect();
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("oidc.js"))
+        .current_dir(&dir)
+        .env("AUTHD_URL", format!("http://{}", d.addr))
+        .env("AUTHORIZE", format!("/oidc/authorize?{}", query.join("&")))
+        .env("CLIENT", &client_url)
+        .env("USERNAME", "alice")
+        .env("PASSWORD", PW)
+        .env("TOTP_SECRET", &secret)
+        .env("CHROMIUM", "/usr/bin/chromium");
+    let out = common::run(cmd, None, Duration::from_secs(120));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let back = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("back: "))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("GET /callback?code=")),
+        "the client saw {:?}",
+        seen.lock().unwrap()
+    );
+    let p: Vec<(String, String)> =
+        form_urlencoded::parse(back.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(get(&p, "state"), Some("st4te"));
+    let r = token(
+        &d,
+        Some((&id, &client_secret)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", get(&p, "code").unwrap()),
+            ("redirect_uri", &client_url),
+            ("code_verifier", VERIFIER),
+        ],
+    );
+    let t = r.expect(200);
+    let claims = jsonwebtoken::dangerous::insecure_decode::<Value>(t["id_token"].as_str().unwrap())
+        .unwrap()
+        .claims;
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(claims["groups"], serde_json::json!(["pupil-data"]));
+}
+
+/// Apache httpd with mod_auth_openidc in the foreground, killed when dropped.
+struct Apache {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Apache {
+    /// Apache on 127.0.0.1:`port` protecting /protected/ with authd at `authd` as the
+    /// provider (the client `id`/`secret`); /protected/index.shtml shows the claims.
+    fn start(port: u16, authd: &str, id: &str, secret: &str) -> Apache {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("a directory for Apache");
+        // Apache's workers (www-data when started as root) read the page.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("htdocs").join("protected");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(
+            root.join("index.shtml"),
+            "<!doctype html><title>protected</title>\n\
+             <p id=\"user\"><!--#echo var=\"REMOTE_USER\" --></p>\n\
+             <p id=\"email\"><!--#echo var=\"OIDC_CLAIM_email\" --></p>\n\
+             <p id=\"groups\"><!--#echo var=\"OIDC_CLAIM_groups\" --></p>\n\
+             <p id=\"amr\"><!--#echo var=\"OIDC_CLAIM_amr\" --></p>\n\
+             <p id=\"acr\"><!--#echo var=\"OIDC_CLAIM_acr\" --></p>\n",
+        )
+        .unwrap();
+        for d in [dir.path().join("htdocs"), root.clone()] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let m = "/usr/lib/apache2/modules";
+        let d = dir.path().display();
+        let conf = format!(
+            "ServerRoot {d}\nServerName 127.0.0.1\nListen 127.0.0.1:{port}\n\
+             PidFile {d}/apache.pid\nErrorLog {d}/error.log\nLogLevel warn\n\
+             User www-data\nGroup www-data\n\
+             LoadModule mpm_event_module {m}/mod_mpm_event.so\n\
+             LoadModule authz_core_module {m}/mod_authz_core.so\n\
+             LoadModule authz_user_module {m}/mod_authz_user.so\n\
+             LoadModule authn_core_module {m}/mod_authn_core.so\n\
+             LoadModule mime_module {m}/mod_mime.so\n\
+             LoadModule include_module {m}/mod_include.so\n\
+             LoadModule auth_openidc_module {m}/mod_auth_openidc.so\n\
+             TypesConfig /etc/mime.types\nDocumentRoot {d}/htdocs\n\
+             <Directory {d}/htdocs>\n  Options +Includes\n  AddType text/html .shtml\n  \
+             AddOutputFilter INCLUDES .shtml\n  Require all granted\n</Directory>\n\
+             OIDCProviderMetadataURL {authd}/.well-known/openid-configuration\n\
+             OIDCClientID {id}\nOIDCClientSecret {secret}\n\
+             OIDCRedirectURI http://127.0.0.1:{port}/protected/redirect_uri\n\
+             OIDCCryptoPassphrase only-a-test-passphrase\n\
+             OIDCScope \"openid email profile groups\"\nOIDCPKCEMethod S256\n\
+             OIDCRemoteUserClaim preferred_username\nOIDCPassClaimsAs environment\n\
+             <Location /protected>\n  AuthType openid-connect\n  Require valid-user\n</Location>\n"
+        );
+        let conf_path = dir.path().join("apache.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("apache2")
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-DFOREGROUND")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start apache2");
+        let a = Apache { child, dir };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Apache did not start: {}",
+                a.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        a
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+#[test]
+fn apache_mod_auth_openidc_protects_a_page_through_both_seed_journeys() {
+    common::require("chromium", "chromium");
+    common::require("node", "nodejs");
+    common::require("oathtool", "oathtool");
+    common::require("apache2", "apache2");
+    assert!(
+        std::path::Path::new("/usr/lib/apache2/modules/mod_auth_openidc.so").exists(),
+        "mod_auth_openidc is missing: scripts/test.sh installs libapache2-mod-auth-openidc"
+    );
+    let dir = common::repo_root().join("tests").join("browser");
+    assert!(
+        dir.join("node_modules").join("playwright-core").exists(),
+        "playwright-core is not installed in tests/browser: run scripts/test.sh (it runs npm ci there)"
+    );
+    let env = provision();
+    add_user(&env, "alice", "school", &["pupil-data"], "user");
+    add_user(&env, "carol", "school", &[], "user");
+    env.json(&["enroll", "carol", "--method", "email"]);
+    let mail = env.path("mail");
+    let d = Daemon::start(
+        &env,
+        &["--insecure-cookies", "--mail-dir", mail.to_str().unwrap()],
+    );
+    let authd = format!("http://{}", d.addr);
+    let port = closed_port();
+    let redirect = format!("http://127.0.0.1:{port}/protected/redirect_uri");
+    let (id, secret) = add_client(&env, "Intranet", &redirect, &["--trusted"]);
+    let apache = Apache::start(port, &authd, &id, &secret);
+
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("oidc_apache.js"))
+        .current_dir(&dir)
+        .env("AUTHD_URL", &authd)
+        .env("APP_URL", format!("http://127.0.0.1:{port}"))
+        .env("MAIL_DIR", &mail)
+        .env("PASSWORD", PW)
+        .env("CHROMIUM", "/usr/bin/chromium");
+    let out = common::run(cmd, None, Duration::from_secs(240));
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{out:?}\n--- apache ---\n{}\n--- authd ---\n{}",
+        apache.log(),
+        d.stderr()
+    );
+    let page = |who: &str| -> Value {
+        let line = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("page {who}: ")))
+            .unwrap_or_else(|| panic!("no page for {who}: {out:?}"));
+        serde_json::from_str(line).unwrap()
+    };
+    let a = page("alice");
+    assert_eq!(a["user"], "alice");
+    assert_eq!(a["email"], "alice@example.org");
+    assert_eq!(a["groups"], "pupil-data");
+    assert_eq!(a["amr"], "pwd,otp,mfa");
+    assert_eq!(a["acr"], "urn:authd:acr:mfa");
+    let c = page("carol");
+    assert_eq!(c["user"], "carol");
+    assert_eq!(c["amr"], "pwd,otp,mfa");
+    let again = page("carol (remembered device)");
+    assert_eq!(again["user"], "carol");
+    assert_eq!(again["amr"], "pwd,mfa", "the remembered device, no code");
+    for who in ["alice", "carol"] {
+        assert!(
+            !audit_events(&env, who, "oidc.token").is_empty(),
+            "{who}'s tokens are audited"
+        );
+    }
+}
