@@ -85,7 +85,7 @@ fn generate(alg: &str) -> Result<(String, Vec<u8>)> {
     let der = match alg {
         "RS256" => {
             use rsa::pkcs1::EncodeRsaPrivateKey;
-            let k = rsa::PrivateKey::new(&mut getrandom::SysRng, RSA_BITS)
+            let k = rsa::RsaPrivateKey::new(&mut getrandom::rand_core::UnwrapErr(getrandom::SysRng), RSA_BITS)
                 .map_err(|e| Error::Io(format!("RSA key generation failed: {e}")))?;
             k.to_pkcs1_der()
                 .map_err(|e| Error::Io(format!("RSA key encoding failed: {e}")))?
