@@ -590,6 +590,43 @@ async function paula(page) {
   await shot(page, "passkey-removed");
 }
 
+/** rita: in a group that requires a passkey (mfa.passkey_required=groups): her first
+ *  login enrols a passkey, not an authenticator app; then the passkey signs her in. */
+async function rita(page) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("WebAuthn.enable");
+  await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: {
+      protocol: "ctap2",
+      transport: "internal",
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  const signInRita = async () => {
+    await page.goto(`${PK}/login`);
+    await page.fill("#username", "rita");
+    await page.fill("#password", PW);
+    await page.check("#accept_terms");
+    await submit(page, "#login-form button[type=submit]");
+  };
+  await signInRita();
+  await heading(page, "Set up a passkey");
+  await a11y(page);
+  await shot(page, "passkey-enrol-required");
+  await submit(page, "#webauthn-go");
+  await heading(page, "Your recovery codes");
+  await submit(page, "#login-again");
+  await heading(page, "Sign in");
+  await signInRita();
+  await heading(page, "Enter your verification code");
+  assert.equal(await page.locator("#code-form").count(), 0, "no code form: a passkey only");
+  await submit(page, "#use-passkey");
+  await signedInAs(page, "rita");
+}
+
 // ---- main -----------------------------------------------------------------------------
 
 async function main() {
@@ -625,6 +662,7 @@ async function main() {
   await run("olga (org admin: unlock, reset two-factor)", olga);
   await run("alice again (enrols anew after the reset)", aliceAgain);
   await run("paula (passkeys: add, password + passkey, passwordless, remove)", paula);
+  await run("rita (a group that requires a passkey: enrols one at first login)", rita);
   assert.deepEqual(pageErrors, [], "no CSP violations or script errors");
   for (const r of results) console.log(r);
   console.log(`${results.length} passed, 0 failed`);
