@@ -318,7 +318,7 @@ pub(crate) async fn after(
 
 /// Enrolment of a passkey in the login (the account must use one): the ceremony page,
 /// posting to `/login/enroll/passkey`.
-async fn passkey_enrollment_page(
+pub(crate) async fn passkey_enrollment_page(
     ctx: &mut Ctx<'_>,
     flow: &str,
     carry: &Carry,
@@ -607,6 +607,7 @@ fn enroll_page(
         csrf: &csrf,
         flow,
         carry,
+        passkeys: ctx.app.core.relying_party().is_some(),
     };
     Ok(ctx.page(status, &page))
 }
@@ -622,6 +623,8 @@ struct EnrollPage<'a> {
     csrf: &'a str,
     flow: &'a str,
     carry: &'a Carry,
+    /// "Use a passkey instead" (passkeys are on).
+    passkeys: bool,
 }
 
 /// The secret and URI of the enrolment a confirm flow belongs to (to show the QR again

@@ -70,6 +70,10 @@ pub async fn enroll_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErro
         return Ok(ctx.forbidden());
     }
     let carry = Carry::from_form(ctx, form);
+    if form.text("credential").is_empty() {
+        // "Use a passkey instead" on the authenticator-app page: the ceremony.
+        return flow::passkey_enrollment_page(ctx, &flow, &carry).await;
+    }
     let Ok(credential) = serde_json::from_str::<Value>(form.text("credential")) else {
         let n = [Notice::Error(
             "Your device made no passkey. Sign in again to retry.".into(),

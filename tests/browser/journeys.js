@@ -617,6 +617,23 @@ async function rita(page) {
   await signedInAs(page, "rita");
 }
 
+/** pia: must use a second factor; on the authenticator-app page she picks a passkey. */
+async function pia(page) {
+  await virtualAuthenticator(page);
+  await pkSignIn(page, "pia");
+  await heading(page, "Set up two-factor authentication");
+  await shot(page, "enrol-choice-passkey");
+  await submit(page, "#enroll-passkey");
+  await heading(page, "Set up a passkey");
+  await submit(page, "#webauthn-go");
+  await heading(page, "Your recovery codes");
+  await submit(page, "#login-again");
+  await pkSignIn(page, "pia");
+  await heading(page, "Enter your verification code");
+  await submit(page, "#use-passkey");
+  await signedInAs(page, "pia");
+}
+
 // ---- main -----------------------------------------------------------------------------
 
 async function main() {
@@ -653,6 +670,7 @@ async function main() {
   await run("alice again (enrols anew after the reset)", aliceAgain);
   await run("paula (passkeys: add, password + passkey, passwordless, remove)", paula);
   await run("rita (a group that requires a passkey: enrols one at first login)", rita);
+  await run("pia (chooses a passkey over an authenticator app at enrolment)", pia);
   assert.deepEqual(pageErrors, [], "no CSP violations or script errors");
   for (const r of results) console.log(r);
   console.log(`${results.length} passed, 0 failed`);

@@ -365,7 +365,19 @@ fn enrolment_in_the_login_flow_offers_and_registers_a_passkey() {
             .is_some_and(|m| m.contains(&json!("passkey"))),
         "{v}"
     );
-    let mut a = enrol_in_login(&d, v["flow"].as_str().expect("flow"));
+    let flow = v["flow"].as_str().expect("flow").to_string();
+    // She starts with an authenticator app, then switches to a passkey (same flow).
+    let totp = d
+        .post("/v1/login/enroll", &json!({"flow": flow}))
+        .expect(200);
+    assert!(totp["secret"].is_string(), "{totp}");
+    let mut a = enrol_in_login(&d, &flow);
+    // The flow is spent: no TOTP confirmation after it.
+    d.post(
+        "/v1/login/enroll/confirm",
+        &json!({"flow": flow, "code": "123456"}),
+    )
+    .expect_invalid_flow();
     // Then the passkey is carol's second factor.
     let (flow, options) = second_factor(&d, "carol");
     passkey_step(&d, &flow, &assertion(&mut a, &options)).expect_status("authenticated");
