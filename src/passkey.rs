@@ -952,6 +952,15 @@ pub fn enroll_options(
     flow_token: &str,
     now: i64,
 ) -> Result<Decision<Value>> {
+    // An enrolment that began with an authenticator app (its flow awaits the app's first
+    // code) may switch to a passkey: the flow goes back to its enrolment step.
+    if !flow_token.is_empty() && flow_token.len() <= 128 {
+        if let Some(f) = sessions::find_flow(conn, flow_token, LoginStep::EnrollConfirm, now)? {
+            let tx = db::write_tx(conn)?;
+            sessions::set_flow_step(&tx, f.id, LoginStep::Enroll)?;
+            tx.commit()?;
+        }
+    }
     let (tx, flow, user) = match login::open_enrollment(conn, key, client, flow_token, now)? {
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),

@@ -279,6 +279,9 @@ pub(crate) async fn after(
                 second_factor_page(ctx, StatusCode::OK, &sf, &[], carry).await
             }
         }
+        Status::EnrollmentRequired { flow, methods } if methods == ["passkey"] => {
+            passkey_enrollment_page(ctx, &flow, carry).await
+        }
         Status::EnrollmentRequired { flow, .. } => {
             let client = ctx.req.client.clone();
             let f = flow.clone();
@@ -312,6 +315,40 @@ pub(crate) async fn after(
         Status::Enrolled { recovery_codes } => Ok(recovery_codes_page(ctx, &recovery_codes, carry)),
         Status::CodeSent { .. } => Err(ApiError::internal()),
     }
+}
+
+/// Enrolment of a passkey in the login (the account must use one): the ceremony page,
+/// posting to `/login/enroll/passkey`.
+pub(crate) async fn passkey_enrollment_page(
+    ctx: &mut Ctx<'_>,
+    flow: &str,
+    carry: &Carry,
+) -> Result<Resp, ApiError> {
+    let client = ctx.req.client.clone();
+    let f = flow.to_string();
+    let (result, _) = step(ctx, false, move |core| {
+        core.passkey_enroll_step(&client, &f)
+    })
+    .await?;
+    let options = match result {
+        Ok(v) => v.to_string(),
+        Err(e) => return refused(ctx, e, carry).await,
+    };
+    let csrf = ctx.csrf(Some(flow));
+    let page = html::CeremonyPage {
+        layout: ctx.layout("Set up a passkey", &[], None),
+        intro: "Your account signs in with a passkey. Press the button, then follow your device: it makes a passkey for this account.",
+        action: "/login/enroll/passkey",
+        mode: "create",
+        options: &options,
+        csrf: &csrf,
+        flow: Some(flow),
+        name: None,
+        next: carry.next.as_deref(),
+        button: "Create the passkey",
+        back: "/login",
+    };
+    Ok(ctx.page(StatusCode::OK, &page))
 }
 
 const MAIL_DOWN: &str =
@@ -571,6 +608,7 @@ fn enroll_page(
         csrf: &csrf,
         flow,
         carry,
+        passkeys: ctx.app.core.relying_party().is_some(),
     };
     Ok(ctx.page(status, &page))
 }
@@ -586,6 +624,8 @@ struct EnrollPage<'a> {
     csrf: &'a str,
     flow: &'a str,
     carry: &'a Carry,
+    /// "Use a passkey instead" (passkeys are on).
+    passkeys: bool,
 }
 
 /// The secret and URI of the enrolment a confirm flow belongs to (to show the QR again

@@ -102,6 +102,24 @@ pub fn when(t: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A WebAuthn ceremony page (see `passkey_ceremony.html`).
+#[derive(askama::Template)]
+#[template(path = "passkey_ceremony.html")]
+pub struct CeremonyPage<'a> {
+    pub layout: Layout<'a>,
+    pub intro: &'a str,
+    pub action: &'a str,
+    /// `get` (sign in) or `create` (add a passkey).
+    pub mode: &'a str,
+    pub options: &'a str,
+    pub csrf: &'a str,
+    pub flow: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub next: Option<&'a str>,
+    pub button: &'a str,
+    pub back: &'a str,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,6 +124,7 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/login/email/resend" => flow::email_resend_post(ctx, &form).await,
         "/login/recovery" => flow::recovery_post(ctx, &form).await,
         "/login/passkey" => passkeys::login_post(ctx, &form).await,
+        "/login/enroll/passkey" => passkeys::enroll_post(ctx, &form).await,
         "/forgot" => flow::forgot_post(ctx, &form).await,
         "/forgot/reset" => flow::forgot_reset_post(ctx, &form).await,
         "/reset" => flow::reset_link_post(ctx, &form).await,

@@ -17,26 +17,8 @@ use serde_json::Value;
 use super::account::{require_session, signed_in_layout};
 use super::ctx::{Ctx, Form};
 use super::flow::{self, Carry, SecondFactor};
-use super::html::{Layout, Notice};
+use super::html::{CeremonyPage, Layout, Notice};
 use crate::app::{ApiError, Resp};
-
-/// A WebAuthn ceremony page (see `passkey_ceremony.html`).
-#[derive(Template)]
-#[template(path = "passkey_ceremony.html")]
-struct CeremonyPage<'a> {
-    layout: Layout<'a>,
-    intro: &'a str,
-    action: &'a str,
-    /// `get` (sign in) or `create` (add a passkey).
-    mode: &'a str,
-    options: &'a str,
-    csrf: &'a str,
-    flow: Option<&'a str>,
-    name: Option<&'a str>,
-    next: Option<&'a str>,
-    button: &'a str,
-    back: &'a str,
-}
 
 /// `POST /login/passkey`: without a credential, start a passwordless sign-in (the
 /// ceremony page); with one, the assertion — of that passwordless flow, or of a
@@ -72,6 +54,35 @@ pub async fn login_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError
     let client = ctx.req.client.clone();
     let (result, mail) = flow::step(ctx, false, move |core| {
         core.passkey_login_step(&client, &flow, &credential, remember)
+    })
+    .await?;
+    match result {
+        Ok(status) => flow::after(ctx, status, mail, &carry).await,
+        Err(e) => flow::refused(ctx, e, &carry).await,
+    }
+}
+
+/// `POST /login/enroll/passkey {flow, credential}`: the passkey enrolled in a login;
+/// then the recovery codes, and sign in again.
+pub async fn enroll_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let flow = form.text("flow").to_string();
+    if !ctx.csrf_ok(form, Some(&flow)) {
+        return Ok(ctx.forbidden());
+    }
+    let carry = Carry::from_form(ctx, form);
+    if form.text("credential").is_empty() {
+        // "Use a passkey instead" on the authenticator-app page: the ceremony.
+        return flow::passkey_enrollment_page(ctx, &flow, &carry).await;
+    }
+    let Ok(credential) = serde_json::from_str::<Value>(form.text("credential")) else {
+        let n = [Notice::Error(
+            "Your device made no passkey. Sign in again to retry.".into(),
+        )];
+        return flow::render_login(ctx, StatusCode::BAD_REQUEST, &n, &carry).await;
+    };
+    let client = ctx.req.client.clone();
+    let (result, mail) = flow::step(ctx, false, move |core| {
+        core.passkey_enroll_confirm_step(&client, &flow, &credential)
     })
     .await?;
     match result {

@@ -514,22 +514,9 @@ async function phone(page) {
  *  keys, user verification). WebAuthn needs a domain, so this journey uses localhost. */
 const PK = BASE.replace("127.0.0.1", "localhost");
 
-async function paulaSignIn(page) {
-  await page.goto(`${PK}/login`);
-  await heading(page, "Sign in");
-  await page.fill("#username", "paula");
-  await page.fill("#password", PW);
-  await page.check("#accept_terms");
-  await submit(page, "#login-form button[type=submit]");
-}
-
-async function paulaSignOut(page) {
-  await page.goto(`${PK}/`);
-  await submit(page, "#sign-out");
-  await heading(page, "Sign in");
-}
-
-async function paula(page) {
+/** A CDP virtual authenticator on the page: a platform passkey provider (ctap2,
+ *  internal transport, resident keys, user verification that succeeds). */
+async function virtualAuthenticator(page) {
   const cdp = await page.context().newCDPSession(page);
   await cdp.send("WebAuthn.enable");
   const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
@@ -542,8 +529,29 @@ async function paula(page) {
       automaticPresenceSimulation: true,
     },
   });
+  return { cdp, authenticatorId };
+}
+
+/** Sign in at http://localhost:PORT (where passkeys work), ticking the terms box. */
+async function pkSignIn(page, user) {
+  await page.goto(`${PK}/login`);
+  await heading(page, "Sign in");
+  await page.fill("#username", user);
+  await page.fill("#password", PW);
+  await page.check("#accept_terms");
+  await submit(page, "#login-form button[type=submit]");
+}
+
+async function paulaSignOut(page) {
+  await page.goto(`${PK}/`);
+  await submit(page, "#sign-out");
+  await heading(page, "Sign in");
+}
+
+async function paula(page) {
+  const { cdp, authenticatorId } = await virtualAuthenticator(page);
   // Add a passkey from the account page.
-  await paulaSignIn(page);
+  await pkSignIn(page, "paula");
   await signedInAs(page, "paula");
   await submit(page, "#passkeys-link");
   await heading(page, "Passkeys");
@@ -563,7 +571,7 @@ async function paula(page) {
   await paulaSignOut(page);
 
   // Password, then the passkey as the second factor.
-  await paulaSignIn(page);
+  await pkSignIn(page, "paula");
   await heading(page, "Enter your verification code");
   await page.locator("#use-passkey").waitFor();
   await shot(page, "passkey-second-factor");
@@ -588,6 +596,42 @@ async function paula(page) {
   await page.locator(".notice.info", { hasText: "The passkey was removed" }).waitFor();
   await page.locator("#no-passkeys").waitFor();
   await shot(page, "passkey-removed");
+}
+
+/** rita: in a group that requires a passkey (mfa.passkey_required=groups): her first
+ *  login enrols a passkey, not an authenticator app; then the passkey signs her in. */
+async function rita(page) {
+  await virtualAuthenticator(page);
+  await pkSignIn(page, "rita");
+  await heading(page, "Set up a passkey");
+  await a11y(page);
+  await shot(page, "passkey-enrol-required");
+  await submit(page, "#webauthn-go");
+  await heading(page, "Your recovery codes");
+  await submit(page, "#login-again");
+  await heading(page, "Sign in");
+  await pkSignIn(page, "rita");
+  await heading(page, "Enter your verification code");
+  assert.equal(await page.locator("#code-form").count(), 0, "no code form: a passkey only");
+  await submit(page, "#use-passkey");
+  await signedInAs(page, "rita");
+}
+
+/** pia: must use a second factor; on the authenticator-app page she picks a passkey. */
+async function pia(page) {
+  await virtualAuthenticator(page);
+  await pkSignIn(page, "pia");
+  await heading(page, "Set up two-factor authentication");
+  await shot(page, "enrol-choice-passkey");
+  await submit(page, "#enroll-passkey");
+  await heading(page, "Set up a passkey");
+  await submit(page, "#webauthn-go");
+  await heading(page, "Your recovery codes");
+  await submit(page, "#login-again");
+  await pkSignIn(page, "pia");
+  await heading(page, "Enter your verification code");
+  await submit(page, "#use-passkey");
+  await signedInAs(page, "pia");
 }
 
 // ---- main -----------------------------------------------------------------------------
@@ -625,6 +669,8 @@ async function main() {
   await run("olga (org admin: unlock, reset two-factor)", olga);
   await run("alice again (enrols anew after the reset)", aliceAgain);
   await run("paula (passkeys: add, password + passkey, passwordless, remove)", paula);
+  await run("rita (a group that requires a passkey: enrols one at first login)", rita);
+  await run("pia (chooses a passkey over an authenticator app at enrolment)", pia);
   assert.deepEqual(pageErrors, [], "no CSP violations or script errors");
   for (const r of results) console.log(r);
   console.log(`${results.length} passed, 0 failed`);

@@ -2525,6 +2525,10 @@ mod fuzz {
         &["username"],
         &["flow", "answers", "new_password", "confirm_password"],
         &["questions"],
+        &["flow", "credential", "remember_device"],
+        &["flow"],
+        &["name", "credential"],
+        &["flow", "credential"],
     ];
 
     /// A value of (mostly) the right type for a field, with hostile contents.
@@ -2547,6 +2551,17 @@ mod fuzz {
             "answers" => prop_oneof![
                 4 => proptest::collection::vec(text, 0..7).prop_map(Value::Array),
                 1 => json_value(),
+            ]
+            .boxed(),
+            // A passkey credential: an object shaped like credential.toJSON(), or anything.
+            "credential" => prop_oneof![
+                3 => ("[A-Za-z0-9_-]{0,43}", "\\PC{0,40}", "\\PC{0,40}", "\\PC{0,40}")
+                    .prop_map(|(id, cd, ad, sig)| json!({
+                        "id": id, "rawId": id, "type": "public-key",
+                        "response": {"clientDataJSON": cd, "authenticatorData": ad,
+                                     "signature": sig, "attestationObject": ad}
+                    })),
+                2 => json_value(),
             ]
             .boxed(),
             "questions" => prop_oneof![
@@ -2603,7 +2618,16 @@ mod fuzz {
         add_user(&env, "plain", "school", &[], "user");
         add_user(&env, "victim", "school", &["pupil-data"], "user");
         enroll_totp(&env, "victim");
-        let mut d = Daemon::start(&env, &[]);
+        // Passkeys on (issue 15), so their endpoints decide rather than refuse outright.
+        let mut d = Daemon::start(
+            &env,
+            &[
+                "--webauthn-rp-id",
+                "localhost",
+                "--webauthn-origin",
+                "http://localhost:8443",
+            ],
+        );
         let session = d.login_session("plain", PW);
         let auth = format!("Bearer {session}");
         let endpoints: &[(&str, &str)] = &[
@@ -2621,6 +2645,10 @@ mod fuzz {
             ("POST", "/v1/password/forgot"),
             ("POST", "/v1/password/forgot/reset"),
             ("PUT", "/v1/me/security-questions"),
+            ("POST", "/v1/login/passkey"),
+            ("POST", "/v1/login/passkey/options"),
+            ("POST", "/v1/me/passkeys"),
+            ("POST", "/v1/login/enroll/confirm"),
         ];
         let statuses = std::cell::RefCell::new(std::collections::BTreeMap::<u16, usize>::new());
         let mut runner = TestRunner::new(config(cases));
@@ -2653,7 +2681,11 @@ mod fuzz {
                 r.status != 200
                     || matches!(
                         path,
-                        "/v1/password/check" | "/v1/password/forgot" | "/v1/me/security-questions"
+                        "/v1/password/check"
+                            | "/v1/password/forgot"
+                            | "/v1/me/security-questions"
+                            // `{}` starts a passwordless sign-in (a challenge, no session).
+                            | "/v1/login/passkey/options"
                     ),
                 "a random body was accepted: {:?}",
                 r

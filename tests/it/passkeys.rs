@@ -365,7 +365,19 @@ fn enrolment_in_the_login_flow_offers_and_registers_a_passkey() {
             .is_some_and(|m| m.contains(&json!("passkey"))),
         "{v}"
     );
-    let mut a = enrol_in_login(&d, v["flow"].as_str().expect("flow"));
+    let flow = v["flow"].as_str().expect("flow").to_string();
+    // She starts with an authenticator app, then switches to a passkey (same flow).
+    let totp = d
+        .post("/v1/login/enroll", &json!({"flow": flow}))
+        .expect(200);
+    assert!(totp["secret"].is_string(), "{totp}");
+    let mut a = enrol_in_login(&d, &flow);
+    // The flow is spent: no TOTP confirmation after it.
+    d.post(
+        "/v1/login/enroll/confirm",
+        &json!({"flow": flow, "code": "123456"}),
+    )
+    .expect_invalid_flow();
     // Then the passkey is carol's second factor.
     let (flow, options) = second_factor(&d, "carol");
     passkey_step(&d, &flow, &assertion(&mut a, &options)).expect_status("authenticated");
@@ -530,4 +542,82 @@ fn insecure_origins_are_refused_at_start_up_and_passkeys_off_say_so() {
             .is_some_and(|m| m.contains("--webauthn-rp-id")),
         "{e}"
     );
+}
+
+#[test]
+fn malformed_passkey_requests_are_clear_4xx_never_counted_never_5xx() {
+    let env = provision();
+    let mut d = daemon(&env, &[]);
+    add_user(&env, "alice", "school", &[], "user");
+    let session = d.login_session("alice", PW);
+    register(&d, &session, "laptop");
+    let (flow, _) = second_factor(&d, "alice");
+    let garbage = [
+        json!("not a credential"),
+        json!({}),
+        json!({"id": "x", "rawId": "!!!", "type": "public-key", "response": {}}),
+        json!({"id": 1, "response": {"clientDataJSON": 5}}),
+    ];
+    for bad in &garbage {
+        let e = passkey_step(&d, &flow, bad).expect_error(400, "invalid_input");
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("credential.toJSON()")),
+            "{e}"
+        );
+        d.post_auth(
+            "/v1/me/passkeys",
+            &session,
+            Some(&json!({"name": "x", "credential": bad})),
+        )
+        .expect_error(400, "invalid_input");
+        d.post(
+            "/v1/login/enroll/confirm",
+            &json!({"flow": flow, "credential": bad}),
+        )
+        .expect_error(400, "invalid_input");
+    }
+    // Missing fields, unknown fields, bad ids and names.
+    d.post("/v1/login/passkey", &json!({"flow": flow}))
+        .expect_error(400, "invalid_input");
+    d.post("/v1/login/passkey/options", &json!({"flw": ""}))
+        .expect_error(400, "invalid_input");
+    d.post(
+        "/v1/login/enroll/confirm",
+        &json!({"flow": flow, "code": "123456", "credential": {}}),
+    )
+    .expect_error(400, "invalid_input");
+    d.post("/v1/login/enroll", &json!({"flow": flow, "method": "sms"}))
+        .expect_error(400, "invalid_input");
+    let auth = format!("Bearer {session}");
+    for id in ["abc", "0", "-1", "99999999999999999999"] {
+        let r = d.request(
+            "DELETE",
+            &format!("/v1/me/passkeys/{id}"),
+            &[("Authorization", &auth)],
+            None,
+        );
+        r.expect_error(404, "not_found");
+    }
+    for name in ["", "   ", &"n".repeat(65), "tab\there"] {
+        let r = d.request(
+            "PATCH",
+            "/v1/me/passkeys/1",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            Some(json!({ "name": name }).to_string().as_bytes()),
+        );
+        r.expect_error(400, "invalid_input");
+    }
+    // Without a session, the user's endpoints answer 401.
+    d.get("/v1/me/passkeys").expect_error(401, "unauthorized");
+    assert_eq!(
+        failed_attempts(&env, "alice"),
+        0,
+        "bad input is not a guess"
+    );
+    d.assert_healthy();
 }

@@ -1106,6 +1106,13 @@ fn browser_journeys() {
         .to_string();
     kit::add(&env, "zed", "other", "user", &[]);
     kit::add(&env, "paula", "school", "user", &[]);
+    // A group that requires a passkey (issue 15's policy).
+    env.ctl(&["group", "add", "finance", "--require-passkey"])
+        .ok();
+    env.ctl(&["policy", "set", "mfa.passkey_required=groups"])
+        .ok();
+    kit::add(&env, "rita", "school", "user", &["finance"]);
+    kit::add(&env, "pia", "school", "user", &["pupil-data"]);
     let mail = env.path("mail");
     let d = Daemon::start(
         &env,
@@ -1151,7 +1158,7 @@ fn browser_journeys() {
         art.display(),
         d.log()
     );
-    assert!(out.stdout.contains("9 passed, 0 failed"), "{out:?}");
+    assert!(out.stdout.contains("11 passed, 0 failed"), "{out:?}");
     let shots = std::fs::read_dir(&art).map(|d| d.count()).unwrap_or(0);
     assert!(shots >= 30, "only {shots} screenshots in {}", art.display());
 
