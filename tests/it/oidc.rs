@@ -538,8 +538,23 @@ fn untrusted_clients_ask_for_consent_once() {
         ],
         Some(body.as_bytes()),
     );
-    let p = redirected(&r, REDIRECT);
+    // After a form of ours: a page that goes on to the client (not a redirect, which
+    // the portal's form-action would block), with the link and a meta refresh.
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    let at = page.find("id=\"continue\"").expect("a Continue link");
+    let href = &page[..at];
+    let href = &href[href.rfind("href=\"").unwrap() + 6..];
+    let href = href[..href.find('"').unwrap()].replace("&#38;", "&");
+    assert!(page.contains(&format!("content=\"0;url={}", href.replace('&', "&#38;"))));
+    let rest = href
+        .strip_prefix(&format!("{REDIRECT}?"))
+        .expect("to the client");
+    let p: Vec<(String, String)> = form_urlencoded::parse(rest.as_bytes())
+        .into_owned()
+        .collect();
     assert!(get(&p, "code").is_some(), "{p:?}");
+    assert_eq!(get(&p, "state"), Some("st4te"));
     // Remembered: the next request goes straight back with a code…
     code(&d, &session, &id);
     // …unless the client asks again (prompt=consent).
@@ -965,4 +980,66 @@ fn apache_mod_auth_openidc_protects_a_page_through_both_seed_journeys() {
             "{who}'s tokens are audited"
         );
     }
+}
+
+#[test]
+fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_tokens() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(
+        &env,
+        "Modern",
+        REDIRECT,
+        &["--trusted", "--id-token-alg", "EdDSA"],
+    );
+    let c = code(&d, &session, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let id_token = t["id_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(d.get("/oidc/jwks").expect(200)).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("its key in the JWKS");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&[&id]);
+    v.set_issuer(&[format!("http://{}", d.addr)]);
+    let claims = jsonwebtoken::decode::<Value>(
+        id_token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .expect("the EdDSA ID token verifies against the published key")
+    .claims;
+    assert_eq!(claims["preferred_username"], "alice");
+    // The access token stays RS256 (authd reads it, at userinfo and introspection).
+    let access = t["access_token"].as_str().unwrap();
+    d.get_auth("/oidc/userinfo", access).expect(200);
+    assert!(
+        env.ctl(&[
+            "client",
+            "add",
+            "Bad",
+            "--redirect-uri",
+            REDIRECT,
+            "--id-token-alg",
+            "none"
+        ])
+        .code
+            != Some(0)
+    );
+
+    // A disabled account: its access token and refresh token stop working.
+    env.ctl(&["user", "disable", "alice"]).ok();
+    assert_eq!(d.get_auth("/oidc/userinfo", access).status, 401);
+    assert_eq!(introspect(&d, &id, &secret, access)["active"], false);
+    let r = token(
+        &d,
+        Some((&id, &secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ],
+    );
+    assert_eq!(r.expect(400)["error"], "invalid_grant");
 }
