@@ -561,6 +561,7 @@ impl Core {
 
     /// Register a client, audited `admin.client.add`. The secret (None for a public
     /// client) is returned once; only its hash is kept.
+    #[allow(clippy::too_many_arguments)]
     pub fn oidc_client_add(
         &self,
         actor: &Actor,
