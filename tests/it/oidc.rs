@@ -3,8 +3,10 @@
 //! PKCE, the ID token checked against the JWKS, userinfo, introspection, refresh
 //! rotation and replay, revocation) and the refusals of the issue, each over raw HTTP.
 //!
-//! The sign-in itself is the API's (`POST /v1/login`, then the TOTP step): its session
-//! token is the portal's session cookie, as a browser would carry it.
+//! Most tests sign in through the API (`POST /v1/login`, then the TOTP step): its session
+//! token is the portal's session cookie, as a browser would carry it. Two tests click
+//! through the portal in headless Chromium (tests/browser/oidc.js, oidc_apache.js), one of
+//! them through Apache's mod_auth_openidc as the relying party.
 
 use std::process::Command;
 use std::time::Duration;
@@ -573,6 +575,27 @@ fn untrusted_clients_ask_for_consent_once() {
     );
     assert_eq!(r.status, 403);
     assert_eq!(audit_events(&env, "alice", "oidc.consent").len(), 1);
+    // "Deny": access_denied to the client, and no code.
+    let page = authorize(&d, Some(&session), &params).text();
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = &page[at..at + page[at..].find('"').unwrap()];
+    let body = format!(
+        "csrf={}&request={}&answer=deny",
+        q(csrf),
+        q(&field("request"))
+    );
+    let r = d.request(
+        "POST",
+        "/oidc/consent",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &cookie),
+        ],
+        Some(body.as_bytes()),
+    );
+    let text = r.text();
+    assert!(text.contains("error=access_denied"), "{r:?}");
+    assert!(!text.contains("code="), "{r:?}");
 }
 
 /// The `kid` of a JWT.
