@@ -505,6 +505,20 @@ fn group_restricted_clients_refuse_other_users_with_a_page() {
     assert!(rows.iter().any(|r| r["reason"] == "group"), "{rows:?}");
 }
 
+/// `POST /oidc/consent` with the session cookie and a form `body`.
+fn consent_post(d: &Daemon, session: &str, body: &str) -> Resp {
+    let cookie = format!("authd_session={session}");
+    d.request(
+        "POST",
+        "/oidc/consent",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &cookie),
+        ],
+        Some(body.as_bytes()),
+    )
+}
+
 #[test]
 fn untrusted_clients_ask_for_consent_once() {
     let (env, d, session) = setup();
@@ -530,16 +544,7 @@ fn untrusted_clients_ask_for_consent_once() {
         q(&field("csrf")),
         q(&field("request"))
     );
-    let cookie = format!("authd_session={session}");
-    let r = d.request(
-        "POST",
-        "/oidc/consent",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Cookie", &cookie),
-        ],
-        Some(body.as_bytes()),
-    );
+    let r = consent_post(&d, &session, &body);
     // After a form of ours: a page that goes on to the client (not a redirect, which
     // the portal's form-action would block), with the link and a meta refresh.
     assert_eq!(r.status, 200, "{r:?}");
@@ -564,14 +569,10 @@ fn untrusted_clients_ask_for_consent_once() {
     params.push(("prompt", "consent"));
     assert_eq!(authorize(&d, Some(&session), &params).status, 200);
     // A forged consent (no CSRF token) is refused.
-    let r = d.request(
-        "POST",
-        "/oidc/consent",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Cookie", &cookie),
-        ],
-        Some(format!("request={}&answer=allow", q(&field("request"))).as_bytes()),
+    let r = consent_post(
+        &d,
+        &session,
+        &format!("request={}&answer=allow", q(&field("request"))),
     );
     assert_eq!(r.status, 403);
     assert_eq!(audit_events(&env, "alice", "oidc.consent").len(), 1);
@@ -584,15 +585,7 @@ fn untrusted_clients_ask_for_consent_once() {
         q(csrf),
         q(&field("request"))
     );
-    let r = d.request(
-        "POST",
-        "/oidc/consent",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Cookie", &cookie),
-        ],
-        Some(body.as_bytes()),
-    );
+    let r = consent_post(&d, &session, &body);
     let text = r.text();
     assert!(text.contains("error=access_denied"), "{r:?}");
     assert!(!text.contains("code="), "{r:?}");
@@ -775,14 +768,7 @@ fn stand_in_client() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) 
 
 #[test]
 fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
-    common::require("chromium", "chromium");
-    common::require("node", "nodejs");
-    common::require("oathtool", "oathtool");
-    let dir = common::repo_root().join("tests").join("browser");
-    assert!(
-        dir.join("node_modules").join("playwright-core").exists(),
-        "playwright-core is not installed in tests/browser: run scripts/test.sh (it runs npm ci there)"
-    );
+    let dir = common::browser_dir();
     let env = provision();
     add_user(&env, "alice", "school", &["pupil-data"], "user");
     let secret = env.enroll("alice")["secret"].as_str().unwrap().to_string();
@@ -933,19 +919,12 @@ impl Apache {
 
 #[test]
 fn apache_mod_auth_openidc_protects_a_page_through_both_seed_journeys() {
-    common::require("chromium", "chromium");
-    common::require("node", "nodejs");
-    common::require("oathtool", "oathtool");
     common::require("apache2", "apache2");
     assert!(
         std::path::Path::new("/usr/lib/apache2/modules/mod_auth_openidc.so").exists(),
         "mod_auth_openidc is missing: scripts/test.sh installs libapache2-mod-auth-openidc"
     );
-    let dir = common::repo_root().join("tests").join("browser");
-    assert!(
-        dir.join("node_modules").join("playwright-core").exists(),
-        "playwright-core is not installed in tests/browser: run scripts/test.sh (it runs npm ci there)"
-    );
+    let dir = common::browser_dir();
     let env = provision();
     add_user(&env, "alice", "school", &["pupil-data"], "user");
     add_user(&env, "carol", "school", &[], "user");
