@@ -698,6 +698,8 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     let (env, d, session) = setup();
     add_user(&env, "bob", "school", &[], "user");
     let bob = d.login_session("bob", PW);
+    add_user(&env, "dora", "school", &[], "user");
+    let dora = d.login_session("dora", PW);
     let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
 
     // bob signed in with a password alone: amr pwd, acr pwd.
@@ -717,6 +719,16 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     // alice's session has one: a code.
     let p = redirected(&authorize(&d, Some(&session), &params), REDIRECT);
     assert!(get(&p, "code").is_some());
+    // bob enrols a second factor after signing in: his password-only session cannot
+    // meet the request, so it ends and he signs in again (through the new factor).
+    env.enroll("bob");
+    let r = authorize(&d, Some(&bob), &params);
+    assert_eq!(r.status, 303, "{r:?}");
+    assert!(r
+        .header("location")
+        .unwrap()
+        .starts_with("/login?next=%2Foidc%2Fauthorize%3F"));
+    d.get_auth("/v1/session", &bob).expect(401);
 
     // prompt=login on a sign-in that is not fresh: the session ends, the sign-in page
     // comes, with the way back and the login_hint.
@@ -740,7 +752,9 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     // max_age: the same for a sign-in older than it.
     let mut params = code_params(&id, REDIRECT);
     params.push(("max_age", "300"));
-    assert_eq!(authorize(&d, Some(&bob), &params).status, 303);
+    let r = authorize(&d, Some(&dora), &params);
+    assert_eq!(r.status, 303, "{r:?}");
+    d.get_auth("/v1/session", &dora).expect(401);
 }
 
 /// A stand-in client on 127.0.0.1:0 answering every request `200 signed in`; the
