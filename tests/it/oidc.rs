@@ -850,7 +850,19 @@ struct Apache {
 }
 
 impl Drop for Apache {
+    /// SIGTERM to the parent, which stops its workers (SIGKILL would orphan them), then
+    /// SIGKILL if it has not gone within 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
