@@ -74,7 +74,11 @@ impl Bench {
     pub(crate) fn oidc(&mut self) -> Result<()> {
         eprintln!("== OpenID Connect token endpoint (issue 17)");
         let db = self.password_db()?;
-        let (n_codes, run_secs) = if self.quick { (600, 10.0) } else { (6000, 30.0) };
+        let (n_codes, run_secs) = if self.quick {
+            (600, 10.0)
+        } else {
+            (6000, 30.0)
+        };
         let client = {
             let core = authcore::Core::open(
                 &authcore::db::Location::new(&db, None),
@@ -83,7 +87,15 @@ impl Bench {
             )?;
             let actor = authcore::admin::Actor::operator("authbench");
             let name = format!("bench-{}", std::process::id());
-            core.oidc_client_add(&actor, &name, &[REDIRECT.to_string()], false, true, &[])?
+            core.oidc_client_add(
+                &actor,
+                &name,
+                &[REDIRECT.to_string()],
+                false,
+                true,
+                &[],
+                "RS256",
+            )?
         };
         let secret = client.client_secret.clone().unwrap_or_default();
         let basic = HeaderValue::from_str(&format!(
@@ -149,7 +161,10 @@ impl Bench {
                 stats.rate(),
                 "/s",
             )
-            .vs(per_exchange, "RS256 signing ceiling ÷ 2 (access + ID token)")
+            .vs(
+                per_exchange,
+                "RS256 signing ceiling ÷ 2 (access + ID token)",
+            )
             .info("near the ceiling")
             .note(&format!(
                 "{}; p50 {} ms, p99 {} ms; RS256-2048 signs {} /s on {} cores ({} ms each)",

@@ -38,6 +38,7 @@ pub fn run(g: &Global, c: ClientCmd) -> Result<i32> {
             public,
             trusted,
             group,
+            id_token_alg,
         } => {
             let n = ctx.core.oidc_client_add(
                 &ctx.actor,
@@ -46,6 +47,7 @@ pub fn run(g: &Global, c: ClientCmd) -> Result<i32> {
                 public,
                 trusted,
                 &group,
+                &id_token_alg,
             )?;
             emit(ctx.json, &n, || {
                 secret_note(&n.client_id, n.client_secret.as_deref())

@@ -796,7 +796,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__client__subcmd__add)
-            opts="-y -h -V --redirect-uri --public --trusted --group --db --key-file --json --yes --help --version"
+            opts="-y -h -V --redirect-uri --public --trusted --group --id-token-alg --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -808,6 +808,10 @@ _authctl() {
                     ;;
                 --group)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --id-token-alg)
+                    COMPREPLY=($(compgen -W "RS256 EdDSA" -- "${cur}"))
                     return 0
                     ;;
                 --db)

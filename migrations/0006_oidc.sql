@@ -15,6 +15,7 @@ CREATE TABLE oidc_clients (
     trusted       INTEGER NOT NULL DEFAULT 0 CHECK (trusted IN (0, 1)), -- no consent screen
     redirect_uris TEXT NOT NULL,              -- JSON array, matched exactly
     groups        TEXT NOT NULL DEFAULT '[]', -- JSON array: only members of one may sign in
+    id_token_alg  TEXT NOT NULL DEFAULT 'RS256' CHECK (id_token_alg IN ('RS256', 'EdDSA')),
     created_at    INTEGER NOT NULL
 ) STRICT;
 

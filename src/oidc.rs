@@ -451,11 +451,14 @@ fn issue(
     now: i64,
 ) -> Result<Tokens> {
     let keys = load_keys(tx, key, now)?;
-    let signer = keys
-        .iter()
-        .find(|(s, active)| *active && s.alg == Algorithm::RS256)
-        .map(|(s, _)| s)
-        .ok_or_else(|| Error::Io("no active RS256 signing key".into()))?;
+    let active = |alg: Algorithm| {
+        keys.iter()
+            .find(|(s, active)| *active && s.alg == alg)
+            .map(|(s, _)| s)
+            .ok_or_else(|| Error::Io(format!("no active {alg:?} signing key")))
+    };
+    let signer = active(Algorithm::RS256)?;
+    let id_signer = active(alg_of(&client.id_token_alg)?)?;
     let jti = crypto::random_token();
     let sub = code.user_id.to_string();
     let exp = now + TOKEN_TTL;
@@ -490,7 +493,7 @@ fn issue(
         if let Some(n) = nonce {
             c["nonce"] = json!(n);
         }
-        Some(sign(signer, &c)?)
+        Some(sign(id_signer, &c)?)
     } else {
         None
     };
@@ -561,6 +564,7 @@ impl Core {
 
     /// Register a client, audited `admin.client.add`. The secret (None for a public
     /// client) is returned once; only its hash is kept.
+    #[allow(clippy::too_many_arguments)]
     pub fn oidc_client_add(
         &self,
         actor: &Actor,
@@ -569,7 +573,13 @@ impl Core {
         public: bool,
         trusted: bool,
         groups: &[String],
+        id_token_alg: &str,
     ) -> Result<NewClient> {
+        if !matches!(id_token_alg, "RS256" | "EdDSA") {
+            return Err(Error::Invalid(format!(
+                "ID tokens are signed RS256 or EdDSA, not {id_token_alg:?}"
+            )));
+        }
         if name.trim().is_empty() || name.len() > 128 {
             return Err(Error::Invalid(
                 "a client needs a name (at most 128 bytes)".into(),
@@ -600,6 +610,7 @@ impl Core {
                 trusted,
                 redirect_uris,
                 &names,
+                id_token_alg,
                 now,
             )?;
             audit::record(
@@ -609,6 +620,7 @@ impl Core {
                     .detail(actor.detail(json!({
                         "client": c.name, "client_id": c.client_id, "public": public,
                         "trusted": trusted, "redirect_uris": redirect_uris, "groups": names,
+                    "id_token_alg": id_token_alg,
                     }))),
                 now,
             )?;

@@ -21,13 +21,15 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     /// When not empty, only members of one of these groups may sign in.
     pub groups: Vec<String>,
+    /// How its ID tokens are signed: RS256 (every client reads it) or EdDSA.
+    pub id_token_alg: String,
     pub created_at: i64,
     #[serde(skip)]
     pub secret_hash: Option<String>,
 }
 
 const CLIENT_COLUMNS: &str =
-    "id, client_id, name, secret_hash, trusted, redirect_uris, groups, created_at";
+    "id, client_id, name, secret_hash, trusted, redirect_uris, groups, created_at, id_token_alg";
 
 fn client_row(r: &Row<'_>) -> rusqlite::Result<Client> {
     let secret_hash: Option<String> = r.get(3)?;
@@ -43,6 +45,7 @@ fn client_row(r: &Row<'_>) -> rusqlite::Result<Client> {
         redirect_uris: serde_json::from_str(&uris).unwrap_or_default(),
         groups: serde_json::from_str(&groups).unwrap_or_default(),
         created_at: r.get(7)?,
+        id_token_alg: r.get(8)?,
     })
 }
 
@@ -56,12 +59,13 @@ pub fn add_client(
     trusted: bool,
     redirect_uris: &[String],
     groups: &[String],
+    id_token_alg: &str,
     now: i64,
 ) -> Result<Client> {
     conn.execute(
         "INSERT INTO oidc_clients(client_id, name, name_key, secret_hash, trusted, redirect_uris,
-                                  groups, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                  groups, created_at, id_token_alg)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             client_id,
             name,
@@ -70,7 +74,8 @@ pub fn add_client(
             trusted,
             serde_json::to_string(redirect_uris).unwrap_or_else(|_| "[]".into()),
             serde_json::to_string(groups).unwrap_or_else(|_| "[]".into()),
-            now
+            now,
+            id_token_alg
         ],
     )
     .map_err(|e| super::conflict_on_unique(e, || format!("client {name} already exists")))?;

@@ -17,6 +17,7 @@ const { execFileSync } = require("node:child_process");
 const fs = require("node:fs");
 const os = require("node:os");
 const path = require("node:path");
+const mail = require("./mail.js");
 
 const BASE = need("AUTHD_URL");
 const MAIL = need("MAIL_DIR");
@@ -132,24 +133,8 @@ function totp(secret, offset = 0) {
   return execFileSync("oathtool", ["--totp", "-b", "-N", `@${t}`, secret]).toString().trim();
 }
 
-function mails() {
-  return fs.existsSync(MAIL) ? fs.readdirSync(MAIL).filter((f) => f.endsWith(".eml")) : [];
-}
-
-/** The code of the first sign-in mail to `to` that is not in `before`. */
-async function mailedCode(to, before) {
-  const deadline = Date.now() + T;
-  while (Date.now() < deadline) {
-    for (const f of mails()) {
-      if (before.includes(f)) continue;
-      const text = fs.readFileSync(path.join(MAIL, f), "utf8").replace(/=\r?\n/g, "");
-      const m = text.match(/sign-in code is:\s*(\d{6})/);
-      if (m && new RegExp(`^To: .*${to}`, "mi").test(text)) return m[1];
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`no sign-in code mailed to ${to} within ${T} ms`);
-}
+const mails = () => mail.mails(MAIL);
+const mailedCode = (to, before) => mail.mailedCode(MAIL, to, before, T);
 
 /** Fill the sign-in form and send it (ticking the terms box, which every login needs). */
 async function signIn(page, user, password, { terms = true, next } = {}) {

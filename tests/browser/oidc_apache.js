@@ -11,8 +11,7 @@
 
 const { chromium } = require("playwright-core");
 const { execFileSync } = require("node:child_process");
-const fs = require("node:fs");
-const path = require("node:path");
+const mail = require("./mail.js");
 
 const env = (n) => {
   if (!process.env[n]) {
@@ -30,21 +29,8 @@ const T = 15000;
 const totp = (secret, offset = 0) =>
   execFileSync("oathtool", ["--totp", "-b", "-N", `@${Math.floor(Date.now() / 1000) + offset}`, secret])
     .toString().trim();
-const mails = () => (fs.existsSync(MAIL) ? fs.readdirSync(MAIL).filter((f) => f.endsWith(".eml")) : []);
-
-async function mailedCode(to, before) {
-  const deadline = Date.now() + T;
-  while (Date.now() < deadline) {
-    for (const f of mails()) {
-      if (before.includes(f)) continue;
-      const text = fs.readFileSync(path.join(MAIL, f), "utf8").replace(/=\r?\n/g, "");
-      const m = text.match(/sign-in code is:\s*(\d{6})/);
-      if (m && new RegExp(`^To: .*${to}`, "mi").test(text)) return m[1];
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`no sign-in code mailed to ${to} within ${T} ms`);
-}
+const mails = () => mail.mails(MAIL);
+const mailedCode = (to, before) => mail.mailedCode(MAIL, to, before, T);
 
 async function submit(page, selector) {
   await Promise.all([page.waitForNavigation(), page.click(selector)]);

@@ -139,6 +139,20 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// tests/browser, after checking that what the headless-Chromium journeys need is there
+/// (Debian's chromium, node, oathtool, playwright-core from `npm ci`).
+pub fn browser_dir() -> PathBuf {
+    require("chromium", "chromium");
+    require("node", "nodejs");
+    require("oathtool", "oathtool");
+    let dir = repo_root().join("tests").join("browser");
+    assert!(
+        dir.join("node_modules").join("playwright-core").exists(),
+        "playwright-core is not installed in tests/browser: run scripts/test.sh (it runs npm ci there)"
+    );
+    dir
+}
+
 /// What a finished command left behind.
 pub struct Out {
     /// What the command was (for failure messages).

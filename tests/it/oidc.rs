@@ -3,8 +3,10 @@
 //! PKCE, the ID token checked against the JWKS, userinfo, introspection, refresh
 //! rotation and replay, revocation) and the refusals of the issue, each over raw HTTP.
 //!
-//! The sign-in itself is the API's (`POST /v1/login`, then the TOTP step): its session
-//! token is the portal's session cookie, as a browser would carry it.
+//! Most tests sign in through the API (`POST /v1/login`, then the TOTP step): its session
+//! token is the portal's session cookie, as a browser would carry it. Two tests click
+//! through the portal in headless Chromium (tests/browser/oidc.js, oidc_apache.js), one of
+//! them through Apache's mod_auth_openidc as the relying party.
 
 use std::process::Command;
 use std::time::Duration;
@@ -503,6 +505,20 @@ fn group_restricted_clients_refuse_other_users_with_a_page() {
     assert!(rows.iter().any(|r| r["reason"] == "group"), "{rows:?}");
 }
 
+/// `POST /oidc/consent` with the session cookie and a form `body`.
+fn consent_post(d: &Daemon, session: &str, body: &str) -> Resp {
+    let cookie = format!("authd_session={session}");
+    d.request(
+        "POST",
+        "/oidc/consent",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", &cookie),
+        ],
+        Some(body.as_bytes()),
+    )
+}
+
 #[test]
 fn untrusted_clients_ask_for_consent_once() {
     let (env, d, session) = setup();
@@ -528,18 +544,24 @@ fn untrusted_clients_ask_for_consent_once() {
         q(&field("csrf")),
         q(&field("request"))
     );
-    let cookie = format!("authd_session={session}");
-    let r = d.request(
-        "POST",
-        "/oidc/consent",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Cookie", &cookie),
-        ],
-        Some(body.as_bytes()),
-    );
-    let p = redirected(&r, REDIRECT);
+    let r = consent_post(&d, &session, &body);
+    // After a form of ours: a page that goes on to the client (not a redirect, which
+    // the portal's form-action would block), with the link and a meta refresh.
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    let at = page.find("id=\"continue\"").expect("a Continue link");
+    let href = &page[..at];
+    let href = &href[href.rfind("href=\"").unwrap() + 6..];
+    let href = href[..href.find('"').unwrap()].replace("&#38;", "&");
+    assert!(page.contains(&format!("content=\"0;url={}", href.replace('&', "&#38;"))));
+    let rest = href
+        .strip_prefix(&format!("{REDIRECT}?"))
+        .expect("to the client");
+    let p: Vec<(String, String)> = form_urlencoded::parse(rest.as_bytes())
+        .into_owned()
+        .collect();
     assert!(get(&p, "code").is_some(), "{p:?}");
+    assert_eq!(get(&p, "state"), Some("st4te"));
     // Remembered: the next request goes straight back with a code…
     code(&d, &session, &id);
     // …unless the client asks again (prompt=consent).
@@ -547,17 +569,26 @@ fn untrusted_clients_ask_for_consent_once() {
     params.push(("prompt", "consent"));
     assert_eq!(authorize(&d, Some(&session), &params).status, 200);
     // A forged consent (no CSRF token) is refused.
-    let r = d.request(
-        "POST",
-        "/oidc/consent",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Cookie", &cookie),
-        ],
-        Some(format!("request={}&answer=allow", q(&field("request"))).as_bytes()),
+    let r = consent_post(
+        &d,
+        &session,
+        &format!("request={}&answer=allow", q(&field("request"))),
     );
     assert_eq!(r.status, 403);
     assert_eq!(audit_events(&env, "alice", "oidc.consent").len(), 1);
+    // "Deny": access_denied to the client, and no code.
+    let page = authorize(&d, Some(&session), &params).text();
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = &page[at..at + page[at..].find('"').unwrap()];
+    let body = format!(
+        "csrf={}&request={}&answer=deny",
+        q(csrf),
+        q(&field("request"))
+    );
+    let r = consent_post(&d, &session, &body);
+    let text = r.text();
+    assert!(text.contains("error=access_denied"), "{r:?}");
+    assert!(!text.contains("code="), "{r:?}");
 }
 
 /// The `kid` of a JWT.
@@ -667,6 +698,8 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     let (env, d, session) = setup();
     add_user(&env, "bob", "school", &[], "user");
     let bob = d.login_session("bob", PW);
+    add_user(&env, "dora", "school", &[], "user");
+    let dora = d.login_session("dora", PW);
     let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
 
     // bob signed in with a password alone: amr pwd, acr pwd.
@@ -686,6 +719,16 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     // alice's session has one: a code.
     let p = redirected(&authorize(&d, Some(&session), &params), REDIRECT);
     assert!(get(&p, "code").is_some());
+    // bob enrols a second factor after signing in: his password-only session cannot
+    // meet the request, so it ends and he signs in again (through the new factor).
+    env.enroll("bob");
+    let r = authorize(&d, Some(&bob), &params);
+    assert_eq!(r.status, 303, "{r:?}");
+    assert!(r
+        .header("location")
+        .unwrap()
+        .starts_with("/login?next=%2Foidc%2Fauthorize%3F"));
+    d.get_auth("/v1/session", &bob).expect(401);
 
     // prompt=login on a sign-in that is not fresh: the session ends, the sign-in page
     // comes, with the way back and the login_hint.
@@ -709,7 +752,9 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     // max_age: the same for a sign-in older than it.
     let mut params = code_params(&id, REDIRECT);
     params.push(("max_age", "300"));
-    assert_eq!(authorize(&d, Some(&bob), &params).status, 303);
+    let r = authorize(&d, Some(&dora), &params);
+    assert_eq!(r.status, 303, "{r:?}");
+    d.get_auth("/v1/session", &dora).expect(401);
 }
 
 /// A stand-in client on 127.0.0.1:0 answering every request `200 signed in`; the
@@ -737,14 +782,7 @@ fn stand_in_client() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) 
 
 #[test]
 fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
-    common::require("chromium", "chromium");
-    common::require("node", "nodejs");
-    common::require("oathtool", "oathtool");
-    let dir = common::repo_root().join("tests").join("browser");
-    assert!(
-        dir.join("node_modules").join("playwright-core").exists(),
-        "playwright-core is not installed in tests/browser: run scripts/test.sh (it runs npm ci there)"
-    );
+    let dir = common::browser_dir();
     let env = provision();
     add_user(&env, "alice", "school", &["pupil-data"], "user");
     let secret = env.enroll("alice")["secret"].as_str().unwrap().to_string();
@@ -812,7 +850,19 @@ struct Apache {
 }
 
 impl Drop for Apache {
+    /// SIGTERM to the parent, which stops its workers (SIGKILL would orphan them), then
+    /// SIGKILL if it has not gone within 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -895,19 +945,12 @@ impl Apache {
 
 #[test]
 fn apache_mod_auth_openidc_protects_a_page_through_both_seed_journeys() {
-    common::require("chromium", "chromium");
-    common::require("node", "nodejs");
-    common::require("oathtool", "oathtool");
     common::require("apache2", "apache2");
     assert!(
         std::path::Path::new("/usr/lib/apache2/modules/mod_auth_openidc.so").exists(),
         "mod_auth_openidc is missing: scripts/test.sh installs libapache2-mod-auth-openidc"
     );
-    let dir = common::repo_root().join("tests").join("browser");
-    assert!(
-        dir.join("node_modules").join("playwright-core").exists(),
-        "playwright-core is not installed in tests/browser: run scripts/test.sh (it runs npm ci there)"
-    );
+    let dir = common::browser_dir();
     let env = provision();
     add_user(&env, "alice", "school", &["pupil-data"], "user");
     add_user(&env, "carol", "school", &[], "user");
@@ -965,4 +1008,66 @@ fn apache_mod_auth_openidc_protects_a_page_through_both_seed_journeys() {
             "{who}'s tokens are audited"
         );
     }
+}
+
+#[test]
+fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_tokens() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(
+        &env,
+        "Modern",
+        REDIRECT,
+        &["--trusted", "--id-token-alg", "EdDSA"],
+    );
+    let c = code(&d, &session, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let id_token = t["id_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(d.get("/oidc/jwks").expect(200)).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("its key in the JWKS");
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&[&id]);
+    v.set_issuer(&[format!("http://{}", d.addr)]);
+    let claims = jsonwebtoken::decode::<Value>(
+        id_token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .expect("the EdDSA ID token verifies against the published key")
+    .claims;
+    assert_eq!(claims["preferred_username"], "alice");
+    // The access token stays RS256 (authd reads it, at userinfo and introspection).
+    let access = t["access_token"].as_str().unwrap();
+    d.get_auth("/oidc/userinfo", access).expect(200);
+    assert!(
+        env.ctl(&[
+            "client",
+            "add",
+            "Bad",
+            "--redirect-uri",
+            REDIRECT,
+            "--id-token-alg",
+            "none"
+        ])
+        .code
+            != Some(0)
+    );
+
+    // A disabled account: its access token and refresh token stop working.
+    env.ctl(&["user", "disable", "alice"]).ok();
+    assert_eq!(d.get_auth("/oidc/userinfo", access).status, 401);
+    assert_eq!(introspect(&d, &id, &secret, access)["active"], false);
+    let r = token(
+        &d,
+        Some((&id, &secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ],
+    );
+    assert_eq!(r.expect(400)["error"], "invalid_grant");
 }

@@ -1076,14 +1076,7 @@ fn artifacts() -> PathBuf {
 
 #[test]
 fn browser_journeys() {
-    common::require("chromium", "chromium");
-    common::require("node", "nodejs");
-    common::require("oathtool", "oathtool");
-    let dir = common::repo_root().join("tests").join("browser");
-    assert!(
-        dir.join("node_modules").join("playwright-core").exists(),
-        "playwright-core is not installed in tests/browser: run scripts/test.sh (it runs npm ci there)"
-    );
+    let dir = common::browser_dir();
 
     let env = kit::provision();
     env.ctl(&["policy", "set", "email_otp.resend_seconds=0"])
