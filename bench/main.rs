@@ -2000,6 +2000,7 @@ fn run(a: RunArgs) -> Result<()> {
     if want(Part::AccessLog) {
         quiet(&b);
         b.access_log()?;
+    }
     if want(Part::Oidc) {
         quiet(&b);
         b.oidc()?;

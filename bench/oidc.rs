@@ -183,7 +183,10 @@ impl Bench {
     /// `secs` seconds: (signatures/s, ms per signature on one core).
     fn signing_ceiling(&self, dur: f64) -> Result<(f64, f64)> {
         use rsa::pkcs1::EncodeRsaPrivateKey;
-        let key = rsa::RsaPrivateKey::new(&mut getrandom::rand_core::UnwrapErr(getrandom::SysRng), 2048)?;
+        let key = rsa::RsaPrivateKey::new(
+            &mut getrandom::rand_core::UnwrapErr(getrandom::SysRng),
+            2048,
+        )?;
         let der = key.to_pkcs1_der()?.as_bytes().to_vec();
         let key = jsonwebtoken::EncodingKey::from_rsa_der(&der);
         let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);

@@ -245,6 +245,7 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
         "/v1/me/devices/{name}/revoke",
         "me",
         post(named!(h::me_device_revoke)),
+    )
     .route(
         "/v1/me/passkeys",
         "me",

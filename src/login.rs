@@ -370,7 +370,11 @@ pub(crate) fn advance(
                 },
             });
         }
-        let factors = if state.passkey_ok { PASSWORDLESS } else { "pwd" };
+        let factors = if state.passkey_ok {
+            PASSWORDLESS
+        } else {
+            "pwd"
+        };
         return authenticate(tx, user, policy, client, None, None, factors, now);
     }
     if state.passkey_ok {

@@ -85,8 +85,11 @@ fn generate(alg: &str) -> Result<(String, Vec<u8>)> {
     let der = match alg {
         "RS256" => {
             use rsa::pkcs1::EncodeRsaPrivateKey;
-            let k = rsa::RsaPrivateKey::new(&mut getrandom::rand_core::UnwrapErr(getrandom::SysRng), RSA_BITS)
-                .map_err(|e| Error::Io(format!("RSA key generation failed: {e}")))?;
+            let k = rsa::RsaPrivateKey::new(
+                &mut getrandom::rand_core::UnwrapErr(getrandom::SysRng),
+                RSA_BITS,
+            )
+            .map_err(|e| Error::Io(format!("RSA key generation failed: {e}")))?;
             k.to_pkcs1_der()
                 .map_err(|e| Error::Io(format!("RSA key encoding failed: {e}")))?
                 .as_bytes()

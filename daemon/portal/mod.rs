@@ -21,8 +21,8 @@ mod ctx;
 mod flow;
 mod forward;
 pub mod html;
-mod passkeys;
 mod oidc;
+mod passkeys;
 pub mod security;
 mod security_page;
 

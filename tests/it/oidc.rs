@@ -449,7 +449,11 @@ fn unsigned_and_foreign_tokens_are_refused_at_userinfo_and_introspection() {
     // RS256 signed by another key, under our kid.
     let other = {
         use rsa::pkcs1::EncodeRsaPrivateKey;
-        let k = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048).unwrap();
+        let k = rsa::RsaPrivateKey::new(
+            &mut getrandom::rand_core::UnwrapErr(getrandom::SysRng),
+            2048,
+        )
+        .unwrap();
         k.to_pkcs1_der().unwrap().as_bytes().to_vec()
     };
     let foreign = jsonwebtoken::encode(
