@@ -268,7 +268,8 @@ CREATE TABLE oidc_clients (
     trusted       BIGINT NOT NULL DEFAULT 0 CHECK (trusted IN (0, 1)),
     redirect_uris TEXT NOT NULL,
     groups        TEXT NOT NULL DEFAULT '[]',
-    created_at    BIGINT NOT NULL
+    created_at    BIGINT NOT NULL,
+    id_token_alg  TEXT NOT NULL DEFAULT 'RS256' CHECK (id_token_alg IN ('RS256', 'EdDSA'))
 );
 
 CREATE TABLE oidc_codes (
