@@ -49,6 +49,7 @@ fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
         Command::User(UserCmd::Disable(a)) => (AuditEvent::AdminUserDisable, a.name.clone()),
         Command::User(UserCmd::Enable(a)) => (AuditEvent::AdminUserEnable, a.name.clone()),
         Command::User(UserCmd::Delete(a)) => (AuditEvent::AdminUserDelete, a.name.clone()),
+        Command::User(UserCmd::ResetLink(a)) => (AuditEvent::AdminResetLink, a.name.clone()),
         Command::Passwd(a) => (AuditEvent::AdminPasswd, a.name.clone()),
         Command::Enroll(a) => (AuditEvent::AdminEnroll, a.name.clone()),
         Command::Reset2fa(a) => (AuditEvent::AdminReset2fa, a.name.clone()),

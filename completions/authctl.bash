@@ -313,6 +313,9 @@ _authctl() {
             authctl__subcmd__help__subcmd__user,list)
                 cmd="authctl__subcmd__help__subcmd__user__subcmd__list"
                 ;;
+            authctl__subcmd__help__subcmd__user,reset-link)
+                cmd="authctl__subcmd__help__subcmd__user__subcmd__reset__subcmd__link"
+                ;;
             authctl__subcmd__help__subcmd__user,set)
                 cmd="authctl__subcmd__help__subcmd__user__subcmd__set"
                 ;;
@@ -451,6 +454,9 @@ _authctl() {
             authctl__subcmd__user,list)
                 cmd="authctl__subcmd__user__subcmd__list"
                 ;;
+            authctl__subcmd__user,reset-link)
+                cmd="authctl__subcmd__user__subcmd__reset__subcmd__link"
+                ;;
             authctl__subcmd__user,set)
                 cmd="authctl__subcmd__user__subcmd__set"
                 ;;
@@ -474,6 +480,9 @@ _authctl() {
                 ;;
             authctl__subcmd__user__subcmd__help,list)
                 cmd="authctl__subcmd__user__subcmd__help__subcmd__list"
+                ;;
+            authctl__subcmd__user__subcmd__help,reset-link)
+                cmd="authctl__subcmd__user__subcmd__help__subcmd__reset__subcmd__link"
                 ;;
             authctl__subcmd__user__subcmd__help,set)
                 cmd="authctl__subcmd__user__subcmd__help__subcmd__set"
@@ -1828,7 +1837,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help__subcmd__user)
-            opts="add list show set disable enable delete"
+            opts="add list show set disable enable delete reset-link"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1898,6 +1907,20 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help__subcmd__user__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__user__subcmd__reset__subcmd__link)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2860,7 +2883,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__user)
-            opts="-y -h -V --db --key-file --json --yes --help --version add list show set disable enable delete help"
+            opts="-y -h -V --db --key-file --json --yes --help --version add list show set disable enable delete reset-link help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2986,7 +3009,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__user__subcmd__help)
-            opts="add list show set disable enable delete help"
+            opts="add list show set disable enable delete reset-link help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3083,6 +3106,20 @@ _authctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        authctl__subcmd__user__subcmd__help__subcmd__reset__subcmd__link)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         authctl__subcmd__user__subcmd__help__subcmd__set)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -3123,6 +3160,36 @@ _authctl() {
                     return 0
                     ;;
                 --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__user__subcmd__reset__subcmd__link)
+            opts="-y -h -V --enrol --ttl --url --no-qr --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -967,6 +967,31 @@ impl Core {
         })
     }
 
+    /// A one-time link for `name` to set a password (`enrol`: and to set up the account),
+    /// valid `ttl` seconds, audited `admin.reset_link` (without the token). None for a
+    /// user the actor cannot see. The token is returned once; only its hash is kept.
+    pub fn issue_reset_link(
+        &self,
+        actor: &Actor,
+        name: &str,
+        ttl: i64,
+        enrol: bool,
+    ) -> Result<Option<(User, (String, i64))>> {
+        self.user_action(actor, AuditEvent::AdminResetLink, name, |tx, _, u, now| {
+            if u.disabled {
+                return Err(Error::Conflict(format!(
+                    "{} is disabled: enable the account first",
+                    u.username
+                )));
+            }
+            let token = crate::reset_link::issue(tx, u.id, ttl, enrol, now)?;
+            Ok((
+                (token, now + ttl),
+                json!({"ttl_seconds": ttl, "enrol": enrol}),
+            ))
+        })
+    }
+
     /// Set the list of security questions users pick from (and decoys are drawn from),
     /// audited `admin.questions.set`.
     pub fn set_question_list(&self, actor: &Actor, list: &[String]) -> Result<Vec<String>> {
