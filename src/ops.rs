@@ -616,6 +616,12 @@ impl Core {
         method: MfaMethod,
     ) -> Result<Enrollment> {
         let u = self.user(actor, name)?;
+        if method == MfaMethod::Email && !self.policy()?.mfa_email_enrolment {
+            return Err(Error::Policy {
+                message: "emailed codes are not accepted for new second-factor enrolments here (mfa.email_enrolment=false): use --method totp".into(),
+                rules: Vec::new(),
+            });
+        }
         let (secret, otpauth_uri) = match method {
             MfaMethod::Totp => {
                 let issuer = self.policy()?.totp_issuer;
