@@ -1105,6 +1105,7 @@ fn browser_journeys() {
         .expect("secret")
         .to_string();
     kit::add(&env, "zed", "other", "user", &[]);
+    kit::add(&env, "sofia", "school", "user", &[]);
     let mail = env.path("mail");
     let d = Daemon::start(
         &env,
@@ -1133,6 +1134,12 @@ fn browser_journeys() {
         .env("ARTIFACTS", &art)
         .env("PASSWORD", STRONG)
         .env("OLGA_SECRET", &olga_secret)
+        .env(
+            "SOFIA_LINK",
+            env.json(&["user", "reset-link", "sofia", "--url", &d.url()])["url"]
+                .as_str()
+                .expect("the link"),
+        )
         .env("CHROMIUM", "/usr/bin/chromium");
     let out = common::run(cmd, None, Duration::from_secs(300));
     assert!(
@@ -1141,7 +1148,7 @@ fn browser_journeys() {
         art.display(),
         d.log()
     );
-    assert!(out.stdout.contains("8 passed, 0 failed"), "{out:?}");
+    assert!(out.stdout.contains("9 passed, 0 failed"), "{out:?}");
     let shots = std::fs::read_dir(&art).map(|d| d.count()).unwrap_or(0);
     assert!(shots >= 30, "only {shots} screenshots in {}", art.display());
 
