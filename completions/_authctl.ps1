@@ -255,6 +255,10 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             break
         }
         'authctl;enroll' {
+            [CompletionResult]::new('--group', '--group', [CompletionResultType]::ParameterName, 'Every member of GROUP instead: write an enrolment letter per member (with --letters), each with the QR code of a one-time set-up link, and an index')
+            [CompletionResult]::new('--letters', '--letters', [CompletionResultType]::ParameterName, 'The folder for the letters (created; existing letters are not overwritten)')
+            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'With --letters: how long each link works (1 minute to 30 days)')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'With --letters: the portal''s public URL the links start with (authd''s --public-url)')
             [CompletionResult]::new('--method', '--method', [CompletionResultType]::ParameterName, 'The second factor: an authenticator app (TOTP) or codes sent by email')
             [CompletionResult]::new('--png', '--png', [CompletionResultType]::ParameterName, 'Also write the QR code as a PNG image to FILE')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')

@@ -877,12 +877,28 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__enroll)
-            opts="-y -h -V --method --png --no-qr --db --key-file --json --yes --help --version"
+            opts="-y -h -V --group --letters --ttl --url --method --png --no-qr --db --key-file --json --yes --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --letters)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --method)
                     COMPREPLY=($(compgen -W "totp email" -- "${cur}"))
                     return 0

@@ -230,6 +230,10 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --version 'Print version'
         }
         &'authctl;enroll'= {
+            cand --group 'Every member of GROUP instead: write an enrolment letter per member (with --letters), each with the QR code of a one-time set-up link, and an index'
+            cand --letters 'The folder for the letters (created; existing letters are not overwritten)'
+            cand --ttl 'With --letters: how long each link works (1 minute to 30 days)'
+            cand --url 'With --letters: the portal''s public URL the links start with (authd''s --public-url)'
             cand --method 'The second factor: an authenticator app (TOTP) or codes sent by email'
             cand --png 'Also write the QR code as a PNG image to FILE'
             cand --db 'The database file'

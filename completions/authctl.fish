@@ -160,6 +160,10 @@ complete -c authctl -n "__fish_authctl_using_subcommand passwd" -l json -d 'Mach
 complete -c authctl -n "__fish_authctl_using_subcommand passwd" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
 complete -c authctl -n "__fish_authctl_using_subcommand passwd" -s h -l help -d 'Print help'
 complete -c authctl -n "__fish_authctl_using_subcommand passwd" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l group -d 'Every member of GROUP instead: write an enrolment letter per member (with --letters), each with the QR code of a one-time set-up link, and an index' -r
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l letters -d 'The folder for the letters (created; existing letters are not overwritten)' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l ttl -d 'With --letters: how long each link works (1 minute to 30 days)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l url -d 'With --letters: the portal\'s public URL the links start with (authd\'s --public-url)' -r
 complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l method -d 'The second factor: an authenticator app (TOTP) or codes sent by email' -r -f -a "totp\t''
 email\t''"
 complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l png -d 'Also write the QR code as a PNG image to FILE' -r -F

@@ -321,3 +321,50 @@ fn an_admin_issued_link_works_once_and_keeps_the_second_factor() {
         .expect_status("authenticated");
     d.assert_healthy();
 }
+
+/// `authctl enroll --group G --letters DIR`: one printable page per member with the QR
+/// code of its one-time set-up link, and an index; each link works once, for its user.
+#[test]
+fn enrolment_letters_carry_one_time_links_for_each_member() {
+    let env = provision();
+    env.ctl(&["group", "add", "class-7b"]).ok();
+    for u in ["wren", "yara"] {
+        add_user(&env, u, "school", &["class-7b"], "user");
+    }
+    add_user(&env, "zack", "school", &[], "user");
+    env.ctl(&["enroll"]).fails(2);
+    env.ctl(&["enroll", "--group", "class-7b"]).fails(2);
+    let dir = env.path("letters");
+    let dir_s = dir.to_str().expect("utf-8 path");
+    let v = env.json(&[
+        "enroll",
+        "--group",
+        "class-7b",
+        "--letters",
+        dir_s,
+        "--ttl",
+        "2d",
+    ]);
+    assert_eq!(v["letters"].as_array().map(Vec::len), Some(2), "{v:#}");
+    let index = std::fs::read_to_string(dir.join("index.html")).expect("index");
+    assert!(
+        index.contains("wren.html") && index.contains("yara.html"),
+        "{index}"
+    );
+    assert!(!index.contains("zack"), "only members");
+    let mut d = Daemon::start(&env, &[]);
+    for u in ["wren", "yara"] {
+        let page = std::fs::read_to_string(dir.join(format!("{u}.html"))).expect("letter");
+        assert!(page.contains("<svg") && page.contains(u), "{page}");
+        let at = page.find("token=").expect("a link") + "token=".len();
+        let token: String = page[at..].chars().take(43).collect();
+        reset(&d, &token, NEW, NEW).expect(200);
+        reset(&d, &token, NEW, NEW).expect_generic();
+        d.login_session(u, NEW);
+    }
+    d.login_session("zack", PW);
+    // Letters are never overwritten.
+    env.ctl(&["enroll", "--group", "class-7b", "--letters", dir_s])
+        .fails(4);
+    d.assert_healthy();
+}
