@@ -65,14 +65,7 @@ fn html_text(s: &str) -> String {
 /// one-time set-up link, and index.html. Existing files are never overwritten.
 fn letters(ctx: &Ctx, a: &EnrollArgs, group: &str, dir: &std::path::Path) -> Result<i32> {
     let ttl = authcore::reset_link::parse_ttl(&a.ttl)?;
-    let base = a.url.trim_end_matches('/');
-    if !(base.starts_with("https://") || base.starts_with("http://")) || base.contains('?') {
-        return Err(authcore::Error::Invalid(format!(
-            "--url takes the portal's http(s) URL without a query, not '{}'",
-            a.url
-        ))
-        .into());
-    }
+    let base = authcore::reset_link::link_base(&a.url)?;
     let members = ctx.core.users(
         &ctx.actor,
         &authcore::ops::UserQuery {
@@ -105,7 +98,7 @@ fn letters(ctx: &Ctx, a: &EnrollArgs, group: &str, dir: &std::path::Path) -> Res
         else {
             continue;
         };
-        let url = format!("{base}/reset?token={token}");
+        let url = authcore::reset_link::link(&base, &token);
         let svg = QrCode::new(url.as_bytes())
             .context("cannot make the QR code")?
             .render::<qrcode::render::svg::Color>()

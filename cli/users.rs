@@ -27,19 +27,12 @@ pub fn run(g: &Global, cmd: UserCmd) -> Result<i32> {
 /// `user reset-link NAME`: the one-time URL, and its QR code on a terminal.
 fn reset_link(ctx: &Ctx, a: crate::args::ResetLinkArgs) -> Result<i32> {
     let ttl = authcore::reset_link::parse_ttl(&a.ttl)?;
-    let base = a.url.trim_end_matches('/');
-    if !(base.starts_with("https://") || base.starts_with("http://")) || base.contains('?') {
-        return Err(authcore::Error::Invalid(format!(
-            "--url takes the portal's http(s) URL without a query, not '{}'",
-            a.url
-        ))
-        .into());
-    }
+    let base = authcore::reset_link::link_base(&a.url)?;
     let (u, (token, expires_at)) = ctx
         .core
         .issue_reset_link(&ctx.actor, &a.name, ttl, a.enrol)?
         .ok_or_else(|| crate::output::audited_not_found(&a.name))?;
-    let url = format!("{base}/reset?token={token}");
+    let url = authcore::reset_link::link(&base, &token);
     let v = serde_json::json!({
         "username": u.username,
         "url": url,

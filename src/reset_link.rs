@@ -141,6 +141,23 @@ pub fn parse_ttl(s: &str) -> Result<i64> {
     Ok(secs)
 }
 
+/// The portal's URL a link starts with (`--url`), checked: http(s), no query, no
+/// trailing slash.
+pub fn link_base(url: &str) -> Result<String> {
+    let base = url.trim().trim_end_matches('/');
+    if !(base.starts_with("https://") || base.starts_with("http://")) || base.contains(['?', '#']) {
+        return Err(Error::Invalid(format!(
+            "--url takes the portal's http(s) URL without a query, not '{url}'"
+        )));
+    }
+    Ok(base.to_string())
+}
+
+/// The page address of a link's token under `base` (see [`link_base`]).
+pub fn link(base: &str, token: &str) -> String {
+    format!("{base}/reset?token={token}")
+}
+
 /// An admin-issued one-time link for a user (`authctl user reset-link`): the token, given
 /// once. `enrol` marks a set-up link (a new account: a password, then the second factor
 /// at the first sign-in). Call in the transaction that audits it.
