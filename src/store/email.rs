@@ -215,7 +215,7 @@ pub mod notice {
     pub const UNFAMILIAR_LOCKED: &str = "unfamiliar_locked";
     pub const RESET_2FA: &str = "two_factor_reset";
     pub const PASSWORD_CHANGED: &str = "password_changed";
-    /// Security alerts (at most one of a kind per user per hour, see [`ALERT_EVERY`]).
+    /// Security alerts (at most one of a kind per user per hour, see [`super::ALERT_EVERY`]).
     pub const NEW_SIGN_IN: &str = "new_sign_in";
     pub const FACTOR_ADDED: &str = "factor_added";
     pub const RECOVERY_CODE_USED: &str = "recovery_code_used";
