@@ -170,6 +170,36 @@ pub enum UserCmd {
     Enable(NameArg),
     /// Delete a user and everything attached (asks for confirmation; --yes to skip).
     Delete(NameArg),
+    /// Print a one-time link (and its QR code) with which the user sets a new password.
+    ///
+    /// The link works once, for --ttl; its token is stored only as a hash. Hand it over
+    /// in person or on paper; with --enrol it is a set-up link for a new account (the
+    /// second factor is then set up at the first sign-in).
+    #[command(name = "reset-link")]
+    ResetLink(ResetLinkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResetLinkArgs {
+    /// The username (case-insensitive).
+    pub name: String,
+    /// A set-up link for a new account rather than a password reset.
+    #[arg(long)]
+    pub enrol: bool,
+    /// How long the link works: 30m, 24h, 7d… (1 minute to 30 days).
+    #[arg(long, default_value = "24h", value_name = "DURATION")]
+    pub ttl: String,
+    /// The portal's public URL the link starts with (authd's --public-url).
+    #[arg(
+        long,
+        env = "AUTHCTL_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub url: String,
+    /// Do not print the QR code.
+    #[arg(long)]
+    pub no_qr: bool,
 }
 
 #[derive(Debug, Args)]
@@ -255,7 +285,37 @@ impl From<MethodArg> for authcore::kinds::MfaMethod {
 
 #[derive(Debug, Args)]
 pub struct EnrollArgs {
-    pub name: String,
+    /// The user to enrol now (or --group with --letters).
+    #[arg(required_unless_present = "group")]
+    pub name: Option<String>,
+    /// Every member of GROUP instead: write an enrolment letter per member (with
+    /// --letters), each with the QR code of a one-time set-up link, and an index.
+    #[arg(
+        long,
+        value_name = "GROUP",
+        conflicts_with = "name",
+        requires = "letters"
+    )]
+    pub group: Option<String>,
+    /// The folder for the letters (created; existing letters are not overwritten).
+    #[arg(long, value_name = "DIR", requires = "group")]
+    pub letters: Option<PathBuf>,
+    /// With --letters: how long each link works (1 minute to 30 days).
+    #[arg(
+        long,
+        default_value = "7d",
+        value_name = "DURATION",
+        requires = "group"
+    )]
+    pub ttl: String,
+    /// With --letters: the portal's public URL the links start with (authd's --public-url).
+    #[arg(
+        long,
+        env = "AUTHCTL_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub url: String,
     /// The second factor: an authenticator app (TOTP) or codes sent by email.
     #[arg(long, value_enum, default_value = "totp")]
     pub method: MethodArg,

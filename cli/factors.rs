@@ -52,10 +52,106 @@ pub fn qr_png(code: &QrCode) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Text for an HTML page (the letters): `& < > " '` as character references.
+fn html_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// `enroll --group G --letters DIR`: a printable page per member with the QR code of a
+/// one-time set-up link, and index.html. Existing files are never overwritten.
+fn letters(ctx: &Ctx, a: &EnrollArgs, group: &str, dir: &std::path::Path) -> Result<i32> {
+    let ttl = authcore::reset_link::parse_ttl(&a.ttl)?;
+    let base = authcore::reset_link::link_base(&a.url)?;
+    let members = ctx.core.users(
+        &ctx.actor,
+        &authcore::ops::UserQuery {
+            org: None,
+            locked: false,
+            group: Some(group.to_string()),
+        },
+    )?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    let style = "body{font-family:sans-serif;max-width:40em;margin:2em auto}svg{width:14em;height:14em}@media print{a{color:black}}";
+    let mut index = Vec::new();
+    let mut written = Vec::new();
+    for u in &members {
+        if u.disabled {
+            continue;
+        }
+        let file = format!("{}.html", u.username.replace(['/', '\\'], "_"));
+        let path = dir.join(&file);
+        if path.exists() {
+            return Err(authcore::Error::Conflict(format!(
+                "{} exists: letters are never overwritten (choose an empty folder)",
+                path.display()
+            ))
+            .into());
+        }
+        let Some((_, (token, expires_at))) =
+            ctx.core
+                .issue_reset_link(&ctx.actor, &u.username, ttl, true)?
+        else {
+            continue;
+        };
+        let url = authcore::reset_link::link(&base, &token);
+        let svg = QrCode::new(url.as_bytes())
+            .context("cannot make the QR code")?
+            .render::<qrcode::render::svg::Color>()
+            .min_dimensions(200, 200)
+            .build();
+        let name = html_text(&u.username);
+        let until = authcore::util::rfc3339(expires_at);
+        let page = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Set up your account: {name}</title><style>{style}</style></head><body>\n<h1>Set up your account</h1>\n<p>Username: <strong>{name}</strong></p>\n<p>Scan this code with your phone's camera (or type the address below) to choose your password. It works once, until {until}.</p>\n{svg}\n<p><code>{}</code></p>\n<p>At your first sign-in you will set up your second factor: install an authenticator app first. If this letter was not meant for you, give it back to your administrator.</p>\n</body></html>\n",
+            html_text(&url)
+        );
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        index.push(format!(
+            "<li><a href=\"{}\">{name}</a> (until {until})</li>",
+            html_text(&file)
+        ));
+        written.push(json!({"username": u.username, "file": path.display().to_string(), "expires_at": until}));
+    }
+    let index_path = dir.join("index.html");
+    std::fs::write(
+        &index_path,
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Enrolment letters: {g}</title><style>{style}</style></head><body>\n<h1>Enrolment letters: {g}</h1>\n<ul>\n{}\n</ul>\n</body></html>\n",
+            index.join("\n"),
+            g = html_text(group)
+        ),
+    )
+    .with_context(|| format!("cannot write {}", index_path.display()))?;
+    let v = json!({"group": group, "letters": written, "index": index_path.display().to_string()});
+    emit(ctx.json, &v, || {
+        format!(
+            "{} letter(s) for group {group} in {} (open index.html to print them)",
+            written.len(),
+            dir.display()
+        )
+    });
+    Ok(0)
+}
+
 pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
     let ctx = Ctx::open(g)?;
+    let name = match (&a.name, &a.group, &a.letters) {
+        (Some(n), _, _) => n.clone(),
+        (None, Some(group), Some(dir)) => return letters(&ctx, &a, group, dir),
+        _ => {
+            return Err(authcore::Error::Invalid(
+                "name a user, or --group GROUP with --letters DIR".into(),
+            )
+            .into())
+        }
+    };
     let method = MfaMethod::from(a.method);
-    let prepared = ctx.core.prepare_enrollment(&ctx.actor, &a.name, method)?;
+    let prepared = ctx.core.prepare_enrollment(&ctx.actor, &name, method)?;
     let uri = prepared.otpauth_uri.clone();
     // Render before writing anything, so a bad --png path changes nothing.
     let qr = uri
@@ -75,8 +171,8 @@ pub fn enroll(g: &Global, a: EnrollArgs) -> Result<i32> {
     }
     let done = ctx
         .core
-        .enroll(&ctx.actor, &a.name, &prepared)?
-        .ok_or_else(|| audited_not_found(&a.name))?;
+        .enroll(&ctx.actor, &name, &prepared)?
+        .ok_or_else(|| audited_not_found(&name))?;
     let (u, codes) = (done.user, done.recovery_codes);
     let secret_b32 = prepared.secret.as_deref().map(totp::secret_base32);
     let v = json!({

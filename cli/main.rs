@@ -51,8 +51,12 @@ fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
         Command::User(UserCmd::Disable(a)) => (AuditEvent::AdminUserDisable, a.name.clone()),
         Command::User(UserCmd::Enable(a)) => (AuditEvent::AdminUserEnable, a.name.clone()),
         Command::User(UserCmd::Delete(a)) => (AuditEvent::AdminUserDelete, a.name.clone()),
+        Command::User(UserCmd::ResetLink(a)) => (AuditEvent::AdminResetLink, a.name.clone()),
         Command::Passwd(a) => (AuditEvent::AdminPasswd, a.name.clone()),
-        Command::Enroll(a) => (AuditEvent::AdminEnroll, a.name.clone()),
+        Command::Enroll(a) => match (&a.name, &a.group) {
+            (Some(n), _) => (AuditEvent::AdminEnroll, n.clone()),
+            (None, g) => (AuditEvent::AdminResetLink, g.clone().unwrap_or_default()),
+        },
         Command::Reset2fa(a) => (AuditEvent::AdminReset2fa, a.name.clone()),
         Command::Unlock(a) => (AuditEvent::AdminUnlock, a.name.clone()),
         Command::Device(DeviceCmd::Revoke { user, .. }) => (

@@ -20,7 +20,42 @@ pub fn run(g: &Global, cmd: UserCmd) -> Result<i32> {
         UserCmd::Disable(a) => set_disabled(&ctx, &a.name, true),
         UserCmd::Enable(a) => set_disabled(&ctx, &a.name, false),
         UserCmd::Delete(a) => delete(&ctx, &a.name),
+        UserCmd::ResetLink(a) => reset_link(&ctx, a),
     }
+}
+
+/// `user reset-link NAME`: the one-time URL, and its QR code on a terminal.
+fn reset_link(ctx: &Ctx, a: crate::args::ResetLinkArgs) -> Result<i32> {
+    let ttl = authcore::reset_link::parse_ttl(&a.ttl)?;
+    let base = authcore::reset_link::link_base(&a.url)?;
+    let (u, (token, expires_at)) = ctx
+        .core
+        .issue_reset_link(&ctx.actor, &a.name, ttl, a.enrol)?
+        .ok_or_else(|| crate::output::audited_not_found(&a.name))?;
+    let url = authcore::reset_link::link(&base, &token);
+    let v = serde_json::json!({
+        "username": u.username,
+        "url": url,
+        "expires_at": authcore::util::rfc3339(expires_at),
+        "enrol": a.enrol,
+    });
+    emit(ctx.json, &v, || {
+        let mut out = String::new();
+        if !a.no_qr {
+            if let Ok(code) = qrcode::QrCode::new(url.as_bytes()) {
+                out.push_str(&crate::factors::qr_terminal(&code));
+                out.push('\n');
+            }
+        }
+        out.push_str(&format!(
+            "{url}\n{} link for {}: works once, until {}",
+            if a.enrol { "set-up" } else { "password reset" },
+            u.username,
+            authcore::util::rfc3339(expires_at)
+        ));
+        out
+    });
+    Ok(0)
 }
 
 pub fn user_table(users: &[User]) -> String {

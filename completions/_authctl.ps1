@@ -84,6 +84,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('disable', 'disable', [CompletionResultType]::ParameterValue, 'Disable a user: no login; sessions and remembered devices end')
             [CompletionResult]::new('enable', 'enable', [CompletionResultType]::ParameterValue, 'Enable a disabled user')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a user and everything attached (asks for confirmation; --yes to skip)')
+            [CompletionResult]::new('reset-link', 'reset-link', [CompletionResultType]::ParameterValue, 'Print a one-time link (and its QR code) with which the user sets a new password')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -186,6 +187,22 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'authctl;user;reset-link' {
+            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'How long the link works: 30m, 24h, 7d… (1 minute to 30 days)')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'The portal''s public URL the link starts with (authd''s --public-url)')
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--enrol', '--enrol', [CompletionResultType]::ParameterName, 'A set-up link for a new account rather than a password reset')
+            [CompletionResult]::new('--no-qr', '--no-qr', [CompletionResultType]::ParameterName, 'Do not print the QR code')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'authctl;user;help' {
             [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Create a user')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List users')
@@ -194,6 +211,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('disable', 'disable', [CompletionResultType]::ParameterValue, 'Disable a user: no login; sessions and remembered devices end')
             [CompletionResult]::new('enable', 'enable', [CompletionResultType]::ParameterValue, 'Enable a disabled user')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a user and everything attached (asks for confirmation; --yes to skip)')
+            [CompletionResult]::new('reset-link', 'reset-link', [CompletionResultType]::ParameterValue, 'Print a one-time link (and its QR code) with which the user sets a new password')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -218,6 +236,9 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
         'authctl;user;help;delete' {
             break
         }
+        'authctl;user;help;reset-link' {
+            break
+        }
         'authctl;user;help;help' {
             break
         }
@@ -237,6 +258,10 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             break
         }
         'authctl;enroll' {
+            [CompletionResult]::new('--group', '--group', [CompletionResultType]::ParameterName, 'Every member of GROUP instead: write an enrolment letter per member (with --letters), each with the QR code of a one-time set-up link, and an index')
+            [CompletionResult]::new('--letters', '--letters', [CompletionResultType]::ParameterName, 'The folder for the letters (created; existing letters are not overwritten)')
+            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'With --letters: how long each link works (1 minute to 30 days)')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'With --letters: the portal''s public URL the links start with (authd''s --public-url)')
             [CompletionResult]::new('--method', '--method', [CompletionResultType]::ParameterName, 'The second factor: an authenticator app (TOTP) or codes sent by email')
             [CompletionResult]::new('--png', '--png', [CompletionResultType]::ParameterName, 'Also write the QR code as a PNG image to FILE')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
@@ -1254,6 +1279,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('disable', 'disable', [CompletionResultType]::ParameterValue, 'Disable a user: no login; sessions and remembered devices end')
             [CompletionResult]::new('enable', 'enable', [CompletionResultType]::ParameterValue, 'Enable a disabled user')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a user and everything attached (asks for confirmation; --yes to skip)')
+            [CompletionResult]::new('reset-link', 'reset-link', [CompletionResultType]::ParameterValue, 'Print a one-time link (and its QR code) with which the user sets a new password')
             break
         }
         'authctl;help;user;add' {
@@ -1275,6 +1301,9 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             break
         }
         'authctl;help;user;delete' {
+            break
+        }
+        'authctl;help;user;reset-link' {
             break
         }
         'authctl;help;passwd' {

@@ -79,6 +79,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand disable 'Disable a user: no login; sessions and remembered devices end'
             cand enable 'Enable a disabled user'
             cand delete 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+            cand reset-link 'Print a one-time link (and its QR code) with which the user sets a new password'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'authctl;user;add'= {
@@ -173,6 +174,21 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'authctl;user;reset-link'= {
+            cand --ttl 'How long the link works: 30m, 24h, 7d… (1 minute to 30 days)'
+            cand --url 'The portal''s public URL the link starts with (authd''s --public-url)'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --enrol 'A set-up link for a new account rather than a password reset'
+            cand --no-qr 'Do not print the QR code'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'authctl;user;help'= {
             cand add 'Create a user'
             cand list 'List users'
@@ -181,6 +197,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand disable 'Disable a user: no login; sessions and remembered devices end'
             cand enable 'Enable a disabled user'
             cand delete 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+            cand reset-link 'Print a one-time link (and its QR code) with which the user sets a new password'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'authctl;user;help;add'= {
@@ -196,6 +213,8 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;user;help;enable'= {
         }
         &'authctl;user;help;delete'= {
+        }
+        &'authctl;user;help;reset-link'= {
         }
         &'authctl;user;help;help'= {
         }
@@ -214,6 +233,10 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --version 'Print version'
         }
         &'authctl;enroll'= {
+            cand --group 'Every member of GROUP instead: write an enrolment letter per member (with --letters), each with the QR code of a one-time set-up link, and an index'
+            cand --letters 'The folder for the letters (created; existing letters are not overwritten)'
+            cand --ttl 'With --letters: how long each link works (1 minute to 30 days)'
+            cand --url 'With --letters: the portal''s public URL the links start with (authd''s --public-url)'
             cand --method 'The second factor: an authenticator app (TOTP) or codes sent by email'
             cand --png 'Also write the QR code as a PNG image to FILE'
             cand --db 'The database file'
@@ -1112,6 +1135,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand disable 'Disable a user: no login; sessions and remembered devices end'
             cand enable 'Enable a disabled user'
             cand delete 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+            cand reset-link 'Print a one-time link (and its QR code) with which the user sets a new password'
         }
         &'authctl;help;user;add'= {
         }
@@ -1126,6 +1150,8 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;help;user;enable'= {
         }
         &'authctl;help;user;delete'= {
+        }
+        &'authctl;help;user;reset-link'= {
         }
         &'authctl;help;passwd'= {
         }

@@ -59,20 +59,21 @@ complete -c authctl -n "__fish_authctl_using_subcommand init" -l json -d 'Machin
 complete -c authctl -n "__fish_authctl_using_subcommand init" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
 complete -c authctl -n "__fish_authctl_using_subcommand init" -s h -l help -d 'Print help'
 complete -c authctl -n "__fish_authctl_using_subcommand init" -s V -l version -d 'Print version'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -l db -d 'The database file' -r -F
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -s h -l help -d 'Print help'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -s V -l version -d 'Print version'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "add" -d 'Create a user'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "list" -d 'List users'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "show" -d 'Show one user'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "set" -d 'Change a user\'s email, organisation, role or groups'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "disable" -d 'Disable a user: no login; sessions and remembered devices end'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "enable" -d 'Enable a disabled user'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "delete" -d 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
-complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -s h -l help -d 'Print help'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -f -a "add" -d 'Create a user'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -f -a "list" -d 'List users'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -f -a "show" -d 'Show one user'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -f -a "set" -d 'Change a user\'s email, organisation, role or groups'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -f -a "disable" -d 'Disable a user: no login; sessions and remembered devices end'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -f -a "enable" -d 'Enable a disabled user'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -f -a "delete" -d 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -f -a "reset-link" -d 'Print a one-time link (and its QR code) with which the user sets a new password'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and not __fish_seen_subcommand_from add list show set disable enable delete reset-link help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l email -d 'The user\'s email address (for emailed codes and notices)' -r
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l org -d 'The organisation [default: "default", created on first use]' -r
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from add" -l group -d 'A group to join (repeatable). Groups must exist (`authctl group add`)' -r
@@ -134,6 +135,16 @@ complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_su
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from delete" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l ttl -d 'How long the link works: 30m, 24h, 7d… (1 minute to 30 days)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l url -d 'The portal\'s public URL the link starts with (authd\'s --public-url)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l db -d 'The database file' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l enrol -d 'A set-up link for a new account rather than a password reset'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l no-qr -d 'Do not print the QR code'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -s V -l version -d 'Print version'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "add" -d 'Create a user'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "list" -d 'List users'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one user'
@@ -141,6 +152,7 @@ complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_su
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "disable" -d 'Disable a user: no login; sessions and remembered devices end'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "enable" -d 'Enable a disabled user'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "reset-link" -d 'Print a one-time link (and its QR code) with which the user sets a new password'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c authctl -n "__fish_authctl_using_subcommand passwd" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand passwd" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
@@ -151,6 +163,10 @@ complete -c authctl -n "__fish_authctl_using_subcommand passwd" -l json -d 'Mach
 complete -c authctl -n "__fish_authctl_using_subcommand passwd" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'
 complete -c authctl -n "__fish_authctl_using_subcommand passwd" -s h -l help -d 'Print help'
 complete -c authctl -n "__fish_authctl_using_subcommand passwd" -s V -l version -d 'Print version'
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l group -d 'Every member of GROUP instead: write an enrolment letter per member (with --letters), each with the QR code of a one-time set-up link, and an index' -r
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l letters -d 'The folder for the letters (created; existing letters are not overwritten)' -r -F
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l ttl -d 'With --letters: how long each link works (1 minute to 30 days)' -r
+complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l url -d 'With --letters: the portal\'s public URL the links start with (authd\'s --public-url)' -r
 complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l method -d 'The second factor: an authenticator app (TOTP) or codes sent by email' -r -f -a "totp\t''
 email\t''"
 complete -c authctl -n "__fish_authctl_using_subcommand enroll" -l png -d 'Also write the QR code as a PNG image to FILE' -r -F
@@ -655,6 +671,7 @@ complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_su
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "disable" -d 'Disable a user: no login; sessions and remembered devices end'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "enable" -d 'Enable a disabled user'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "delete" -d 'Delete a user and everything attached (asks for confirmation; --yes to skip)'
+complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from user" -f -a "reset-link" -d 'Print a one-time link (and its QR code) with which the user sets a new password'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from totp" -f -a "test" -d 'Check whether CODE matches the user\'s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "list" -d 'List live remembered devices'
 complete -c authctl -n "__fish_authctl_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "revoke" -d 'Revoke one device by id, or all of a user\'s devices'

@@ -224,7 +224,7 @@ impl App {
                     let body = match &n.link_token {
                         Some(token) => n.body.replace(
                             authcore::store::email::LINK_PLACEHOLDER,
-                            &format!("{link_base}/reset?token={}", token.as_str()),
+                            &authcore::reset_link::link(&link_base, token),
                         ),
                         None => n.body.clone(),
                     };

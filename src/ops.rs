@@ -616,6 +616,12 @@ impl Core {
         method: MfaMethod,
     ) -> Result<Enrollment> {
         let u = self.user(actor, name)?;
+        if method == MfaMethod::Email && !self.policy()?.mfa_email_enrolment {
+            return Err(Error::Policy {
+                message: "emailed codes are not accepted for new second-factor enrolments here (mfa.email_enrolment=false): use --method totp".into(),
+                rules: Vec::new(),
+            });
+        }
         let (secret, otpauth_uri) = match method {
             MfaMethod::Totp => {
                 let issuer = self.policy()?.totp_issuer;
@@ -964,6 +970,31 @@ impl Core {
                 now,
             )?;
             Ok((t, mode))
+        })
+    }
+
+    /// A one-time link for `name` to set a password (`enrol`: and to set up the account),
+    /// valid `ttl` seconds, audited `admin.reset_link` (without the token). None for a
+    /// user the actor cannot see. The token is returned once; only its hash is kept.
+    pub fn issue_reset_link(
+        &self,
+        actor: &Actor,
+        name: &str,
+        ttl: i64,
+        enrol: bool,
+    ) -> Result<Option<(User, (String, i64))>> {
+        self.user_action(actor, AuditEvent::AdminResetLink, name, |tx, _, u, now| {
+            if u.disabled {
+                return Err(Error::Conflict(format!(
+                    "{} is disabled: enable the account first",
+                    u.username
+                )));
+            }
+            let token = crate::reset_link::issue(tx, u.id, ttl, enrol, now)?;
+            Ok((
+                (token, now + ttl),
+                json!({"ttl_seconds": ttl, "enrol": enrol}),
+            ))
         })
     }
 

@@ -164,6 +164,12 @@ pub const KEYS: &[KeyDef] = &[
         description: "org-admin and admin accounts must use a second factor",
     },
     KeyDef {
+        key: "mfa.email_enrolment",
+        default: "true",
+        kind: Kind::Bool,
+        description: "new second-factor enrolments may choose emailed codes (authctl enroll --method email); users already enrolled, and organisations' email default, keep them",
+    },
+    KeyDef {
         key: "totp.skew",
         default: "1",
         kind: int(0, 10),
@@ -272,6 +278,7 @@ pub const PRESETS: &[Preset] = &[
             ps("password.require_special", "true", "seed 004: a special character"),
             ps("password.min_score", "0", "seed: no strength estimate"),
             ps("password.recovery", "questions", "seed 004: forgotten passwords through security questions"),
+            ps("mfa.email_enrolment", "true", "seed 004: a 6-digit code by email"),
         ],
     },
     Preset {
@@ -289,6 +296,7 @@ pub const PRESETS: &[Preset] = &[
             ps("password.max_age_days", "0", "3.1.1.2: no periodic changes"),
             ps("password.min_score", "3", "3.1.1.2: refuse commonly used and expected values"),
             ps("password.recovery", "link", "3.1.1.2: no knowledge-based prompts (security questions); recover through an emailed one-time link"),
+            ps("mfa.email_enrolment", "false", "800-63B-4 3.1.3: email is not an accepted out-of-band authenticator for new enrolments"),
         ],
     },
 ];
@@ -356,6 +364,7 @@ pub struct Policy {
     pub mfa_required: MfaRequired,
     pub mfa_admins_required: bool,
     pub mfa_passkey_required: PasskeyRequired,
+    pub mfa_email_enrolment: bool,
     pub totp_skew: i64,
     pub totp_issuer: String,
     pub recovery_count: usize,
@@ -575,6 +584,7 @@ impl Policy {
                 "all" => PasskeyRequired::All,
                 _ => PasskeyRequired::None,
             },
+            mfa_email_enrolment: flag("mfa.email_enrolment"),
             totp_skew: int("totp.skew")?,
             totp_issuer: get("totp.issuer").to_string(),
             recovery_count: int("recovery.count")?.max(1) as usize,

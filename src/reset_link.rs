@@ -122,6 +122,50 @@ pub fn request(
     })
 }
 
+/// The longest an admin-issued link may live.
+pub const MAX_ADMIN_TTL_SECONDS: i64 = 30 * 86_400;
+
+/// A TTL such as `24h`, `30m`, `7d` in seconds (1 minute to 30 days).
+pub fn parse_ttl(s: &str) -> Result<i64> {
+    let d = humantime::parse_duration(s.trim()).map_err(|_| {
+        Error::Invalid(format!(
+            "--ttl takes a duration such as 30m, 24h or 7d, not '{s}'"
+        ))
+    })?;
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if !(60..=MAX_ADMIN_TTL_SECONDS).contains(&secs) {
+        return Err(Error::Invalid(format!(
+            "--ttl must be from 1 minute to 30 days, not '{s}'"
+        )));
+    }
+    Ok(secs)
+}
+
+/// The portal's URL a link starts with (`--url`), checked: http(s), no query, no
+/// trailing slash.
+pub fn link_base(url: &str) -> Result<String> {
+    let base = url.trim().trim_end_matches('/');
+    if !(base.starts_with("https://") || base.starts_with("http://")) || base.contains(['?', '#']) {
+        return Err(Error::Invalid(format!(
+            "--url takes the portal's http(s) URL without a query, not '{url}'"
+        )));
+    }
+    Ok(base.to_string())
+}
+
+/// The page address of a link's token under `base` (see [`link_base`]).
+pub fn link(base: &str, token: &str) -> String {
+    format!("{base}/reset?token={token}")
+}
+
+/// An admin-issued one-time link for a user (`authctl user reset-link`): the token, given
+/// once. `enrol` marks a set-up link (a new account: a password, then the second factor
+/// at the first sign-in). Call in the transaction that audits it.
+pub fn issue(conn: &Connection, user_id: i64, ttl: i64, enrol: bool, now: i64) -> Result<String> {
+    let data = if enrol { r#"{"enrol":true}"# } else { "{}" };
+    sessions::create_flow(conn, user_id, STEP, data, ttl, now)
+}
+
 /// Whether `token` is a live reset link (for the page; spends nothing). The user's name.
 pub fn peek(conn: &Connection, token: &str, now: i64) -> Result<Option<String>> {
     if token.is_empty() || token.len() > 128 {

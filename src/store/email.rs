@@ -154,6 +154,15 @@ impl std::fmt::Debug for Notice {
     }
 }
 
+/// A user's name and address, if the user exists.
+fn recipient(conn: &Connection, user_id: i64) -> Result<Option<(String, String)>> {
+    Ok(opt(conn.query_row(
+        "SELECT username, email FROM users WHERE id=?1",
+        [user_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    ))?)
+}
+
 /// Where a link notice's body has its link (filled in by the mailer, from memory).
 pub const LINK_PLACEHOLDER: &str = "{link}";
 
@@ -172,12 +181,7 @@ pub fn notify_link(
     ttl_minutes: i64,
     now: i64,
 ) -> Result<bool> {
-    let row: Option<(String, String)> = opt(conn.query_row(
-        "SELECT username, email FROM users WHERE id=?1",
-        [user_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    ))?;
-    let Some((username, email)) = row else {
+    let Some((username, email)) = recipient(conn, user_id)? else {
         return Ok(false);
     };
     if email.trim().is_empty() {
@@ -218,7 +222,7 @@ pub mod notice {
     pub const UNFAMILIAR_LOCKED: &str = "unfamiliar_locked";
     pub const RESET_2FA: &str = "two_factor_reset";
     pub const PASSWORD_CHANGED: &str = "password_changed";
-    /// Security alerts (at most one of a kind per user per hour, see [`ALERT_EVERY`]).
+    /// Security alerts (at most one of a kind per user per hour, see [`super::ALERT_EVERY`]).
     pub const NEW_SIGN_IN: &str = "new_sign_in";
     pub const FACTOR_ADDED: &str = "factor_added";
     pub const RECOVERY_CODE_USED: &str = "recovery_code_used";
@@ -251,12 +255,7 @@ pub fn notify(conn: &Connection, user_id: i64, kind: &str, now: i64) -> Result<(
     {
         return Ok(());
     }
-    let row: Option<(String, String)> = opt(conn.query_row(
-        "SELECT username, email FROM users WHERE id=?1",
-        [user_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    ))?;
-    let Some((username, email)) = row else {
+    let Some((username, email)) = recipient(conn, user_id)? else {
         return Ok(());
     };
     let when = crate::util::rfc3339(now);

@@ -426,6 +426,38 @@ async function erin(page) {
   await signOut(page);
 }
 
+/** Issue 14: an admin's one-time link sets the password, then the security page:
+ *  confirm it is you, then sign out everywhere else. */
+async function sofia(page) {
+  await page.goto(need("SOFIA_LINK"));
+  await heading(page, "Choose a new password");
+  await a11y(page);
+  await page.fill("#new_password", "Sofia-New-Pass-42!");
+  await page.fill("#confirm_password", "Sofia-New-Pass-42!");
+  await shot(page, "reset-link");
+  await submit(page, "#reset-link-form button[type=submit]");
+  await heading(page, "Password changed");
+  // The link works once.
+  await page.goto(need("SOFIA_LINK"));
+  await heading(page, "This link no longer works");
+  await signIn(page, "sofia", "Sofia-New-Pass-42!");
+  await signedInAs(page, "sofia");
+  await submit(page, "#security-link");
+  await heading(page, "Security");
+  await a11y(page);
+  for (const id of ["#factors", "#sessions", "#devices", "#activity"]) {
+    await page.locator(id).waitFor();
+  }
+  assert.ok((await page.locator("#activity tr.sign_in").count()) >= 1);
+  await page.fill("#password", "Sofia-New-Pass-42!");
+  await submit(page, "#reauth-form button[type=submit]");
+  await page.locator("#reauth-until").waitFor();
+  await shot(page, "security-page");
+  await submit(page, "#revoke-others");
+  await page.locator(".notice.info", { hasText: "Every other session was signed out" }).waitFor();
+  await signOut(page);
+}
+
 /** The forgot-password page with the script: the checklist is live there too. */
 async function erinLive(page) {
   await page.goto(`${BASE}/forgot`);
@@ -656,6 +688,7 @@ async function main() {
   await run("paula (passkeys: add, password + passkey, passwordless, remove)", paula);
   await run("rita (a group that requires a passkey: enrols one at first login)", rita);
   await run("pia (chooses a passkey over an authenticator app at enrolment)", pia);
+  await run("sofia (one-time link, security page)", sofia);
   assert.deepEqual(pageErrors, [], "no CSP violations or script errors");
   for (const r of results) console.log(r);
   console.log(`${results.length} passed, 0 failed`);

@@ -6,22 +6,10 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::Env;
 use crate::daemon_common::*;
-
-fn post_from(d: &Daemon, ip: &str, path: &str, body: &Value) -> Resp {
-    d.request(
-        "POST",
-        path,
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Forwarded-For", ip),
-        ],
-        Some(body.to_string().as_bytes()),
-    )
-}
 
 /// A full sign-in (password, then a TOTP code) from client address `ip`.
 fn sign_in_from(d: &Daemon, ip: &str, user: &str, app: &mut Totp) -> String {

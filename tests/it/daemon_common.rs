@@ -633,6 +633,20 @@ impl Drop for Daemon {
     }
 }
 
+/// `POST path` with a JSON body, as from client address `ip` (authd must trust
+/// 127.0.0.1 as a proxy: `--trusted-proxy 127.0.0.1/32`).
+pub fn post_from(d: &Daemon, ip: &str, path: &str, body: &Value) -> Resp {
+    d.request(
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Forwarded-For", ip),
+        ],
+        Some(body.to_string().as_bytes()),
+    )
+}
+
 /// A port nothing listens on (bound, then released).
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");

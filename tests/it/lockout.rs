@@ -31,19 +31,6 @@ fn start(env: &Env) -> Daemon {
     Daemon::start(env, &["--trusted-proxy", "127.0.0.1/32"])
 }
 
-/// `POST path` with a JSON body, from client address `ip`.
-fn post_from(d: &Daemon, ip: &str, path: &str, body: &Value) -> Resp {
-    d.request(
-        "POST",
-        path,
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Forwarded-For", ip),
-        ],
-        Some(body.to_string().as_bytes()),
-    )
-}
-
 fn login_from(d: &Daemon, ip: &str, user: &str, pw: &str) -> Resp {
     post_from(
         d,

@@ -1106,6 +1106,7 @@ fn browser_journeys() {
         .ok();
     kit::add(&env, "rita", "school", "user", &["finance"]);
     kit::add(&env, "pia", "school", "user", &["pupil-data"]);
+    kit::add(&env, "sofia", "school", "user", &[]);
     let mail = env.path("mail");
     let d = Daemon::start(
         &env,
@@ -1143,6 +1144,12 @@ fn browser_journeys() {
         .env("ARTIFACTS", &art)
         .env("PASSWORD", STRONG)
         .env("OLGA_SECRET", &olga_secret)
+        .env(
+            "SOFIA_LINK",
+            env.json(&["user", "reset-link", "sofia", "--url", &d.url()])["url"]
+                .as_str()
+                .expect("the link"),
+        )
         .env("CHROMIUM", "/usr/bin/chromium");
     let out = common::run(cmd, None, Duration::from_secs(300));
     assert!(
@@ -1151,7 +1158,7 @@ fn browser_journeys() {
         art.display(),
         d.log()
     );
-    assert!(out.stdout.contains("11 passed, 0 failed"), "{out:?}");
+    assert!(out.stdout.contains("12 passed, 0 failed"), "{out:?}");
     let shots = std::fs::read_dir(&art).map(|d| d.count()).unwrap_or(0);
     assert!(shots >= 30, "only {shots} screenshots in {}", art.display());
 

@@ -93,3 +93,23 @@ fn presets_show_then_apply_every_key_and_the_rules_follow() {
         .stderr_has("One upper-case character");
     add(&env, "dan", STRONG).ok();
 }
+
+/// Under `nist-800-63b`: no emailed codes for new enrolments (authctl refuses them, exit
+/// 5), forgotten passwords by link; `seed` brings both back.
+#[test]
+fn nist_refuses_email_for_new_enrolments_and_recovers_by_link() {
+    let env = Env::init();
+    env.add_user("xan", STRONG, &[]);
+    env.ctl(&["policy", "preset", "nist-800-63b", "--yes"]).ok();
+    assert_eq!(value(&env, "mfa.email_enrolment"), "false");
+    assert_eq!(value(&env, "password.recovery"), "link");
+    let out = env.ctl(&["enroll", "xan", "--method", "email"]);
+    out.fails(5);
+    assert!(out.stderr.contains("mfa.email_enrolment"), "{}", out.stderr);
+    env.ctl(&["enroll", "xan", "--method", "totp", "--no-qr"])
+        .ok();
+    env.ctl(&["policy", "preset", "seed", "--yes"]).ok();
+    assert_eq!(value(&env, "mfa.email_enrolment"), "true");
+    assert_eq!(value(&env, "password.recovery"), "questions");
+    env.ctl(&["enroll", "xan", "--method", "email"]).ok();
+}

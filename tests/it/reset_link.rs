@@ -261,3 +261,110 @@ fn the_link_policy_shows_no_questions_and_the_seed_keeps_them() {
     assert!(!page.contains("security questions"), "{page}");
     d.assert_healthy();
 }
+
+/// `authctl user reset-link`: a one-time URL (and its QR code on a terminal) that sets a
+/// password once and keeps the second factor; bad TTLs and unknown users refused.
+#[test]
+fn an_admin_issued_link_works_once_and_keeps_the_second_factor() {
+    let env = provision();
+    add_user(&env, "vic", "school", &["pupil-data"], "user");
+    let (mut app, _) = enroll_totp(&env, "vic");
+    env.ctl(&["user", "reset-link", "vic", "--ttl", "10s"])
+        .fails(2);
+    env.ctl(&["user", "reset-link", "vic", "--ttl", "40d"])
+        .fails(2);
+    env.ctl(&["user", "reset-link", "nobody"]).fails(3);
+    env.ctl(&["user", "reset-link", "vic", "--url", "ftp://x"])
+        .fails(2);
+    let human = env.ctl(&[
+        "user",
+        "reset-link",
+        "vic",
+        "--url",
+        "https://auth.example.org/",
+    ]);
+    let text = human.ok().stdout.clone();
+    assert!(
+        text.contains("https://auth.example.org/reset?token="),
+        "{text}"
+    );
+    assert!(
+        text.contains('█') || text.contains('▀'),
+        "a QR code: {text}"
+    );
+    let v = env.json(&["user", "reset-link", "vic", "--ttl", "1h", "--enrol"]);
+    assert_eq!(v["enrol"], true);
+    let url = v["url"].as_str().expect("url");
+    let token = url.split("token=").nth(1).expect("token").to_string();
+    assert_eq!(token.len(), 43);
+    let rows = env.audit(&["--event", "admin.reset_link", "--user", "vic"]);
+    assert!(
+        rows.iter().all(|r| !r.to_string().contains(&token)),
+        "no token in the audit log"
+    );
+
+    let mut d = Daemon::start(&env, &[]);
+    assert_eq!(d.get(&format!("/reset?token={token}")).status, 200);
+    reset(&d, &token, NEW, NEW).expect(200);
+    reset(&d, &token, "Another-Pass-99!", "Another-Pass-99!").expect_generic();
+    // The first (human) link was ended with the reset too.
+    let first = text
+        .split("token=")
+        .nth(1)
+        .expect("token")
+        .chars()
+        .take(43)
+        .collect::<String>();
+    reset(&d, &first, "Another-Pass-99!", "Another-Pass-99!").expect_generic();
+    let v = d.login("vic", NEW).expect_status("second_factor_required");
+    d.totp(v["flow"].as_str().expect("flow"), &app.fresh())
+        .expect_status("authenticated");
+    d.assert_healthy();
+}
+
+/// `authctl enroll --group G --letters DIR`: one printable page per member with the QR
+/// code of its one-time set-up link, and an index; each link works once, for its user.
+#[test]
+fn enrolment_letters_carry_one_time_links_for_each_member() {
+    let env = provision();
+    env.ctl(&["group", "add", "class-7b"]).ok();
+    for u in ["wren", "yara"] {
+        add_user(&env, u, "school", &["class-7b"], "user");
+    }
+    add_user(&env, "zack", "school", &[], "user");
+    env.ctl(&["enroll"]).fails(2);
+    env.ctl(&["enroll", "--group", "class-7b"]).fails(2);
+    let dir = env.path("letters");
+    let dir_s = dir.to_str().expect("utf-8 path");
+    let v = env.json(&[
+        "enroll",
+        "--group",
+        "class-7b",
+        "--letters",
+        dir_s,
+        "--ttl",
+        "2d",
+    ]);
+    assert_eq!(v["letters"].as_array().map(Vec::len), Some(2), "{v:#}");
+    let index = std::fs::read_to_string(dir.join("index.html")).expect("index");
+    assert!(
+        index.contains("wren.html") && index.contains("yara.html"),
+        "{index}"
+    );
+    assert!(!index.contains("zack"), "only members");
+    let mut d = Daemon::start(&env, &[]);
+    for u in ["wren", "yara"] {
+        let page = std::fs::read_to_string(dir.join(format!("{u}.html"))).expect("letter");
+        assert!(page.contains("<svg") && page.contains(u), "{page}");
+        let at = page.find("token=").expect("a link") + "token=".len();
+        let token: String = page[at..].chars().take(43).collect();
+        reset(&d, &token, NEW, NEW).expect(200);
+        reset(&d, &token, NEW, NEW).expect_generic();
+        d.login_session(u, NEW);
+    }
+    d.login_session("zack", PW);
+    // Letters are never overwritten.
+    env.ctl(&["enroll", "--group", "class-7b", "--letters", dir_s])
+        .fails(4);
+    d.assert_healthy();
+}
