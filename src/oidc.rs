@@ -76,9 +76,7 @@ fn alg_of(s: &str) -> Result<Algorithm> {
     }
 }
 
-fn aad(kid: &str) -> String {
-    format!("oidc-key:{kid}")
-}
+use crate::store::oidc::key_aad as aad;
 
 /// A new key pair of `alg`: (kid, private DER).
 fn generate(alg: &str) -> Result<(String, Vec<u8>)> {

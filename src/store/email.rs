@@ -166,7 +166,7 @@ fn recipient(conn: &Connection, user_id: i64) -> Result<Option<(String, String)>
 /// Where a link notice's body has its link (filled in by the mailer, from memory).
 pub const LINK_PLACEHOLDER: &str = "{link}";
 
-fn link_aad(user_id: i64) -> String {
+pub(crate) fn link_aad(user_id: i64) -> String {
     format!("outbox link:{user_id}")
 }
 

@@ -25,22 +25,43 @@ pub struct Encrypted {
     /// What it is, for messages.
     pub what: &'static str,
     pub table: &'static str,
-    /// The row's key column (an integer).
+    /// An integer column that orders the rows (the key, or SQLite's `rowid`).
     pub id: &'static str,
-    /// The encrypted column (a blob from `SecretKey::encrypt`).
+    /// The encrypted column (a blob from `SecretKey::encrypt`; NULL: nothing stored).
     pub column: &'static str,
-    /// The associated data the value was encrypted with, from the row's key.
-    pub aad: fn(i64) -> String,
+    /// The column the associated data is made from (read as text).
+    pub aad_of: &'static str,
+    /// The associated data the value was encrypted with, from `aad_of`.
+    pub aad: fn(&str) -> String,
 }
 
 /// Every column of encrypted values.
-pub const ENCRYPTED: &[Encrypted] = &[Encrypted {
-    what: "TOTP secrets",
-    table: "totp_credentials",
-    id: "user_id",
-    column: "secret_enc",
-    aad: super::factors::totp_aad,
-}];
+pub const ENCRYPTED: &[Encrypted] = &[
+    Encrypted {
+        what: "TOTP secrets",
+        table: "totp_credentials",
+        id: "user_id",
+        column: "secret_enc",
+        aad_of: "user_id",
+        aad: |user_id| super::factors::totp_aad(user_id.parse().unwrap_or(-1)),
+    },
+    Encrypted {
+        what: "OpenID Connect signing keys",
+        table: "oidc_keys",
+        id: "rowid",
+        column: "private_enc",
+        aad_of: "kid",
+        aad: super::oidc::key_aad,
+    },
+    Encrypted {
+        what: "one-time links waiting in the outbox",
+        table: "outbox",
+        id: "id",
+        column: "sealed",
+        aad_of: "user_id",
+        aad: |user_id| super::email::link_aad(user_id.parse().unwrap_or(-1)),
+    },
+];
 
 /// A column of keyed hashes that may still be checked.
 pub struct Keyed {
@@ -78,15 +99,16 @@ pub fn reencrypt(
     max_rows: usize,
 ) -> Result<(usize, Option<i64>)> {
     let current = key.current_id();
-    let rows: Vec<(i64, Vec<u8>)> = conn
+    let rows: Vec<(i64, Option<Vec<u8>>, String)> = conn
         .prepare(&format!(
-            "SELECT {id}, {col} FROM {t} WHERE {id} > ?1 ORDER BY {id} LIMIT ?2",
+            "SELECT {id}, {col}, CAST({aad_of} AS TEXT) FROM {t} WHERE {id} > ?1 ORDER BY {id} LIMIT ?2",
             id = e.id,
             col = e.column,
+            aad_of = e.aad_of,
             t = e.table
         ))?
         .query_map(params![after, max_rows as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default()))
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut update = conn.prepare(&format!(
@@ -96,11 +118,12 @@ pub fn reencrypt(
         t = e.table
     ))?;
     let mut done = 0;
-    for (id, blob) in &rows {
+    for (id, blob, aad_of) in &rows {
+        let Some(blob) = blob else { continue };
         if crypto::key_of_encrypted(blob) == Some(current) {
             continue;
         }
-        let aad = (e.aad)(*id);
+        let aad = (e.aad)(aad_of);
         let plain = key.decrypt(blob, &aad)?;
         update.execute(params![key.encrypt(&plain, &aad), id, blob])?;
         done += 1;
@@ -108,7 +131,7 @@ pub fn reencrypt(
     let last = if rows.len() < max_rows {
         None
     } else {
-        rows.last().map(|(id, _)| *id)
+        rows.last().map(|(id, _, _)| *id)
     };
     Ok((done, last))
 }
@@ -133,7 +156,11 @@ pub fn registered(conn: &Connection) -> Result<Vec<KeyId>> {
 pub fn uses_of(conn: &Connection, id: KeyId, now: i64) -> Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
     for e in ENCRYPTED {
-        let mut st = conn.prepare(&format!("SELECT {} FROM {}", e.column, e.table))?;
+        let mut st = conn.prepare(&format!(
+            "SELECT {c} FROM {t} WHERE {c} IS NOT NULL",
+            c = e.column,
+            t = e.table
+        ))?;
         let mut rows = st.query([])?;
         let mut n = 0u64;
         while let Some(r) = rows.next()? {

@@ -4,6 +4,11 @@
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 
+/// The associated data of a signing key's encrypted private half: bound to its kid.
+pub(crate) fn key_aad(kid: &str) -> String {
+    format!("oidc-key:{kid}")
+}
+
 use crate::crypto;
 use crate::error::{Error, Result};
 
