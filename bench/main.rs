@@ -1008,12 +1008,7 @@ impl Bench {
 
     fn steps(&mut self) -> Result<()> {
         let db = self.work.join("steps.db");
-        provision::steps_db(&db)?;
-        let key_path = authcore::db::Location::new(&db, None).key;
-        let key = {
-            let conn = authcore::db::open(&db)?;
-            authcore::db::load_key(&conn, &key_path)?
-        };
+        let key = provision::steps_db(&db)?;
         let mut picker = Picker::default();
         let (mut users, mut audit) = (0u64, 0u64);
         let mut first: Option<StageResult> = None;
@@ -1251,12 +1246,7 @@ impl Bench {
         const USERS: u64 = 2_000;
         let c = 16;
         let db = self.work.join("accesslog.db");
-        provision::steps_db(&db)?;
-        let key_path = authcore::db::Location::new(&db, None).key;
-        let key = {
-            let conn = authcore::db::open(&db)?;
-            authcore::db::load_key(&conn, &key_path)?
-        };
+        let key = provision::steps_db(&db)?;
         provision::grow(&db, &key, (0, USERS), (0, 10_000))?;
         let d = self.authd(&db, &[], "accesslog-all")?;
         let picked = Picker::default().take(1_000, USERS)?;

@@ -114,8 +114,9 @@ pub fn password_db(path: &Path, n: usize) -> Result<()> {
 }
 
 /// An empty steps database with the cheap policy.
-pub fn steps_db(path: &Path) -> Result<()> {
-    let (conn, _key) = db::create(&Location::new(path, None))?;
+/// The steps database, created with cheap settings; returns its key.
+pub fn steps_db(path: &Path) -> Result<SecretKey> {
+    let (conn, key) = db::create(&Location::new(path, None))?;
     let now = authcore::util::now();
     for (k, v) in [
         ("argon2.m_kib", CHEAP.m_kib.to_string()),
@@ -126,7 +127,7 @@ pub fn steps_db(path: &Path) -> Result<()> {
     ] {
         authcore::policy::set(&conn, k, &v, now)?;
     }
-    Ok(())
+    Ok(key)
 }
 
 /// Grow the steps database from `from_users` to `to_users` users, and add

@@ -2,22 +2,11 @@
 //! ([`authcore::rotation`]).
 
 use anyhow::Result;
-use authcore::rotation::{KeyInfo, Rekeyed, Use};
+use authcore::rotation::{describe_uses, KeyInfo, Rekeyed};
 
 use crate::args::{Global, KeyCmd};
 use crate::ctx::Ctx;
 use crate::output::{emit, table};
-
-fn uses_text(uses: &[Use]) -> String {
-    if uses.is_empty() {
-        "nothing".into()
-    } else {
-        uses.iter()
-            .map(|u| format!("{} {}", u.count, u.what))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
 
 fn keys_table(keys: &[KeyInfo]) -> String {
     let mut t = table(&["key", "current", "still needed by"]);
@@ -25,7 +14,7 @@ fn keys_table(keys: &[KeyInfo]) -> String {
         t.add_row(vec![
             k.id.to_string(),
             if k.current { "yes" } else { "" }.to_string(),
-            uses_text(&k.uses),
+            describe_uses(&k.uses),
         ]);
     }
     t.to_string()
@@ -46,7 +35,7 @@ fn rekeyed_text(r: &Rekeyed) -> String {
             s.push_str(&format!(
                 "\nkey {}: still needed by {}",
                 k.id,
-                uses_text(&k.uses)
+                describe_uses(&k.uses)
             ));
         }
     }

@@ -213,15 +213,8 @@ fn main() -> ExitCode {
         log: init_tracing(&config),
     };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(serve(config, metrics_token, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -232,18 +225,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async runtime `builder` makes (I/O and timers on), or None with the error printed.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("error: cannot start the async runtime: {e}"))
+        .ok()
+}
+
 /// `authd check-config`: see [`check`].
 fn check_config(config_file: Option<&std::path::Path>, settings: Settings) -> ExitCode {
     // The SMTP transport is built (not connected) as at start-up, inside a runtime.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     let report = runtime.block_on(async { check::check(config_file, settings) });
     let mut out = std::io::stdout().lock();

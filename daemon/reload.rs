@@ -140,69 +140,40 @@ fn current_level(log: &LogHandle) -> Option<String> {
 /// The settings that differ between `old` and `new` and need a restart.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
-    let mut differs = |name: &'static str, d: bool| {
-        if d {
-            out.push(name);
-        }
-    };
-    differs("db", old.db != new.db);
-    differs("key_file", old.key_file != new.key_file);
-    differs("listen", old.listen != new.listen);
-    differs("metrics_listen", old.metrics_listen != new.metrics_listen);
-    differs(
-        "metrics_token_file",
-        old.metrics_token_file != new.metrics_token_file,
-    );
-    differs(
-        "header_read_timeout_secs",
-        old.header_read_timeout != new.header_read_timeout,
-    );
-    differs(
-        "request_timeout_secs",
-        old.request_timeout != new.request_timeout,
-    );
-    differs(
-        "shutdown_timeout_secs",
-        old.shutdown_timeout != new.shutdown_timeout,
-    );
-    differs("body_limit", old.body_limit != new.body_limit);
-    differs(
-        "rate_limit_per_minute",
-        old.rate_limit_per_minute != new.rate_limit_per_minute,
-    );
-    differs(
-        "rate_limit_burst",
-        old.rate_limit_burst != new.rate_limit_burst,
-    );
-    differs(
-        "trusted_proxies",
-        old.trusted_proxies != new.trusted_proxies,
-    );
-    differs(
-        "hash_concurrency",
-        old.hash_concurrency != new.hash_concurrency,
-    );
-    differs("db_concurrency", old.db_concurrency != new.db_concurrency);
-    differs("log_format", old.log_format != new.log_format);
-    differs("access_log", old.access_log != new.access_log);
-    differs(
-        "smtp_url, mail_from, mail_dir",
-        old.smtp_url != new.smtp_url
-            || old.mail_from != new.mail_from
-            || old.mail_dir != new.mail_dir,
-    );
-    differs("public_url", old.public_url != new.public_url);
-    differs(
-        "allowed_redirect_origins",
-        old.allowed_redirect_origins != new.allowed_redirect_origins,
-    );
-    differs(
-        "insecure_cookies",
-        old.insecure_cookies != new.insecure_cookies,
-    );
-    differs(
-        "forward_auth_headers",
-        old.forward_auth_headers != new.forward_auth_headers,
+    // Each `field` (named by its key `key` when they differ).
+    macro_rules! compare {
+        ($($field:ident $(as $key:literal)?),* $(,)?) => {$(
+            if old.$field != new.$field {
+                out.push(compare!(@key $field $($key)?));
+            }
+        )*};
+        (@key $field:ident) => { stringify!($field) };
+        (@key $field:ident $key:literal) => { $key };
+    }
+    compare!(
+        db,
+        key_file,
+        listen,
+        metrics_listen,
+        metrics_token_file,
+        header_read_timeout as "header_read_timeout_secs",
+        request_timeout as "request_timeout_secs",
+        shutdown_timeout as "shutdown_timeout_secs",
+        body_limit,
+        rate_limit_per_minute,
+        rate_limit_burst,
+        trusted_proxies,
+        hash_concurrency,
+        db_concurrency,
+        log_format,
+        access_log,
+        smtp_url,
+        mail_from,
+        mail_dir,
+        public_url,
+        allowed_redirect_origins,
+        insecure_cookies,
+        forward_auth_headers,
     );
     out
 }

@@ -112,15 +112,17 @@ pub(crate) fn key_check_name(id: crypto::KeyId) -> String {
     }
 }
 
-/// Every key in the ring must be one this database knows (its check value stored by
-/// `init` or `authctl key rotate`); a fresh database learns its first key here. The error
-/// names the key that does not belong.
+/// Every key in the ring that this database knows (its check value stored by `init` or
+/// `authctl key rotate`) must match it, and at least one must be known; keys newer than
+/// the database (a backup restored beside a later key file) are learnt; a fresh database
+/// learns its first key here. The error names the key that does not belong.
 pub fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<()> {
     let known: i64 = conn.query_row(
         "SELECT count(*) FROM meta WHERE key='key_check' OR key LIKE 'key_check.%'",
         [],
         |r| r.get(0),
     )?;
+    let mut unknown = Vec::new();
     for id in key.ids() {
         let want = key.check_value_of(id).expect("the ring holds its ids");
         let stored: Option<String> = conn
@@ -148,13 +150,30 @@ pub fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<
                     params![key_check_name(id), want],
                 )?;
             }
-            None => {
-                return Err(Error::Key(format!(
-                    "key {id} of the key file {} is not one this database knows (keys are added with `authctl key rotate`)",
-                    key_path.display()
-                )))
-            }
+            None => unknown.push((id, want)),
         }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    if unknown.len() == key.ids().len() {
+        return Err(Error::Key(format!(
+            "no key of the key file {} belongs to this database (key {} is not one it knows; keys are added with `authctl key rotate`)",
+            key_path.display(),
+            unknown[0].0
+        )));
+    }
+    // Some keys belong and the others are newer than this database: a backup from before
+    // a rotation, restored beside today's key file. They are learnt (not on a read-only
+    // connection: `authd check-config` only looks).
+    for (id, want) in unknown {
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            break;
+        }
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?1, ?2)",
+            params![key_check_name(id), want],
+        )?;
     }
     Ok(())
 }

@@ -130,14 +130,11 @@ impl Core {
                 if held.contains(&id) {
                     continue;
                 }
-                let uses = crate::store::keys::uses_of(c, id, now)?;
+                let uses = crate::rotation::uses(crate::store::keys::uses_of(c, id, now)?);
                 if !uses.is_empty() {
                     missing.push(format!(
                         "key {id} is not in the key file and still needed by {}",
-                        uses.iter()
-                            .map(|(what, n)| format!("{n} {what}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        crate::rotation::describe_uses(&uses)
                     ));
                 }
             }

@@ -69,7 +69,36 @@ pub struct Retired {
     pub keys: Vec<KeyId>,
 }
 
-fn uses(list: Vec<(String, u64)>) -> Vec<Use> {
+/// `3 unused recovery codes, 2 TOTP secrets` (or `nothing`).
+pub fn describe_uses(uses: &[Use]) -> String {
+    if uses.is_empty() {
+        return "nothing".into();
+    }
+    uses.iter()
+        .map(|u| format!("{} {}", u.count, u.what))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The audit row of a change to the key file: the key and the keys after it.
+fn key_changed(
+    tx: &rusqlite::Connection,
+    actor: &Actor,
+    event: AuditEvent,
+    id: KeyId,
+    keys: Vec<KeyId>,
+    now: i64,
+) -> Result<i64> {
+    audit::record(
+        tx,
+        &actor
+            .entry(event, Outcome::Success)
+            .detail(actor.detail(json!({"key": id, "keys": keys}))),
+        now,
+    )
+}
+
+pub(crate) fn uses(list: Vec<(String, u64)>) -> Vec<Use> {
     list.into_iter()
         .map(|(what, count)| Use { what, count })
         .collect()
@@ -111,13 +140,7 @@ impl Core {
         let (ring, id) = self.key().with_new_key();
         self.global_write(actor, event, |tx, _, now| {
             crate::db::register_key(tx, &ring, id)?;
-            audit::record(
-                tx,
-                &actor
-                    .entry(event, Outcome::Success)
-                    .detail(actor.detail(json!({"key": id, "keys": ring.ids()}))),
-                now,
-            )
+            key_changed(tx, actor, event, id, ring.ids(), now)
         })?;
         ring.write_file(&path)?;
         self.reload_key()?;
@@ -208,20 +231,10 @@ impl Core {
                     "key {id} is still needed by {}; run `authctl key rekey` for encrypted values \
                      and the audit log, and let codes be used or expire (or replace them: \
                      authctl enroll / reset-2fa) before retiring it",
-                    needs
-                        .iter()
-                        .map(|u| format!("{} {}", u.count, u.what))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    describe_uses(&needs)
                 ))));
             }
-            audit::record(
-                tx,
-                &actor
-                    .entry(event, Outcome::Success)
-                    .detail(actor.detail(json!({"key": id, "keys": smaller.ids()}))),
-                now,
-            )?;
+            key_changed(tx, actor, event, id, smaller.ids(), now)?;
             // The file is replaced inside the transaction: a failure to write it undoes
             // the audit row.
             smaller.write_file(&path)?;

@@ -147,13 +147,17 @@ fn median_ms(v: &[Duration]) -> f64 {
     median(&v.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>())
 }
 
-/// The answer's header names and values, sorted, without `Date`.
+/// The answer's header names and values, sorted, without `Date`, and the request id
+/// (each answer's own, in the same form for every outcome) as `<id>`.
 fn header_view(r: &Resp) -> Vec<(String, String)> {
     let mut h: Vec<(String, String)> = r
         .headers
         .iter()
         .filter(|(k, _)| !k.eq_ignore_ascii_case("date"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .map(|(k, v)| match k.to_ascii_lowercase() {
+            k if k == "x-request-id" => (k, "<id>".to_string()),
+            k => (k, v.clone()),
+        })
         .collect();
     h.sort();
     h

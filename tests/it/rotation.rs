@@ -198,7 +198,18 @@ fn a_wrong_or_missing_key_is_named() {
     let env = Env::init();
     env.add_user("tara", STRONG, &[]);
     let (mut app, _) = enroll_totp(&env, "tara");
+    let backup = env.path("before.db");
+    env.json(&["backup", backup.to_str().unwrap()]);
     env.json(&["key", "rotate"]);
+    // A backup from before the rotation, restored beside today's key file: key 1 belongs,
+    // key 2 is learnt, and it verifies.
+    let restored = Env::empty();
+    std::fs::copy(&backup, &restored.db).unwrap();
+    std::fs::copy(env.key(), restored.key()).unwrap();
+    let v = restored.json(&["verify"]);
+    assert_eq!(v["ok"], true, "{v:#}");
+    let list = restored.json(&["key", "list"]);
+    assert_eq!(list[1]["current"], true, "{list:#}");
     // Key 2 of another database's rotation does not belong here.
     let other = Env::init();
     other.json(&["key", "rotate"]);
