@@ -1075,3 +1075,47 @@ fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_toke
     );
     assert_eq!(r.expect(400)["error"], "invalid_grant");
 }
+
+/// Key rotation (issue 16) covers the signing keys: `key rotate` and `key rekey` encrypt
+/// them again under the new key, `key retire` then lets the old one go, and authd still
+/// publishes (and so can sign with) the same keys from the new key file alone.
+#[test]
+fn a_key_rotation_carries_the_signing_keys_over() {
+    let env = provision();
+    let d = Daemon::start(&env, &["--insecure-cookies"]);
+    let kids = |d: &Daemon| -> Vec<String> {
+        let mut k: Vec<String> = d.get("/oidc/jwks").expect(200)["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    let before = kids(&d);
+    assert!(
+        !before.is_empty(),
+        "the first JWKS request made the signing keys"
+    );
+    drop(d);
+    // What key 1 is needed for, by `key list`.
+    let key_1_needed_for = |env: &Env| -> Vec<String> {
+        let list = env.json(&["key", "list"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["id"] == 1)
+            .flat_map(|k| k["uses"].as_array().unwrap().clone())
+            .map(|u| u["what"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Under key 1 until a rotation.
+    assert!(key_1_needed_for(&env).contains(&"OpenID Connect signing keys".to_string()));
+    env.json(&["key", "rotate"]);
+    env.json(&["key", "rekey"]);
+    assert_eq!(key_1_needed_for(&env), Vec::<String>::new());
+    env.ctl(&["key", "retire", "1"]).ok();
+    let d = Daemon::start(&env, &["--insecure-cookies"]);
+    assert_eq!(kids(&d), before);
+}
