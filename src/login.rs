@@ -303,15 +303,15 @@ fn authenticate(
         email::notify(tx, user.id, email::notice::NEW_SIGN_IN, now)?;
     }
     familiar::record_sign_in(tx, user.id, &client.ip, now)?;
-    let (id, token) = sessions::create(
+    let (_, token) = sessions::create(
         tx,
         user.id,
         &client.ip,
         &client.user_agent,
         policy.session_absolute_hours * 3600,
+        factors,
         now,
     )?;
-    sessions::set_factors(tx, id, factors)?;
     Ok(Status::Authenticated {
         session: token,
         expires_at: crate::util::rfc3339(now + policy.session_absolute_hours * 3600),

@@ -389,8 +389,8 @@ mod tests {
             T0,
         )
         .unwrap();
-        let (a, _) = sessions::create(&conn, u.id, "192.0.2.1", "test", 3600, T0).unwrap();
-        let (b, _) = sessions::create(&conn, u.id, "192.0.2.1", "test", 3600, T0).unwrap();
+        let (a, _) = sessions::create(&conn, u.id, "192.0.2.1", "test", 3600, "pwd", T0).unwrap();
+        let (b, _) = sessions::create(&conn, u.id, "192.0.2.1", "test", 3600, "pwd", T0).unwrap();
         assert!(
             require_reauth_of(&conn, a, T0).is_err(),
             "never re-authenticated"

@@ -392,7 +392,8 @@ mod tests {
             )
             .unwrap();
             let (_, token) =
-                sessions::create(&self.other, u.id, "127.0.0.1", "test", absolute, now).unwrap();
+                sessions::create(&self.other, u.id, "127.0.0.1", "test", absolute, "pwd", now)
+                    .unwrap();
             (u.id, token)
         }
 

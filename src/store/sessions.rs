@@ -51,12 +51,13 @@ pub fn create(
     ip: &str,
     user_agent: &str,
     absolute_secs: i64,
+    factors: &str,
     now: i64,
 ) -> Result<(i64, String)> {
     let token = crypto::random_token();
     conn.prepare_cached(
-        "INSERT INTO sessions(user_id, token_hash, ip, user_agent, created_at, last_seen_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+        "INSERT INTO sessions(user_id, token_hash, ip, user_agent, created_at, last_seen_at, expires_at, factors)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
     )?
     .execute(params![
             user_id,
@@ -64,17 +65,10 @@ pub fn create(
             ip,
             user_agent.chars().take(256).collect::<String>(),
             now,
-            now.saturating_add(absolute_secs)
+            now.saturating_add(absolute_secs),
+            factors
         ])?;
     Ok((conn.last_insert_rowid(), token))
-}
-
-/// Record the factors a session's sign-in used (space-separated: `pwd`, `totp`,
-/// `email`, `recovery`, `device`), for OpenID Connect's `amr`.
-pub fn set_factors(conn: &Connection, id: i64, factors: &str) -> Result<()> {
-    conn.prepare_cached("UPDATE sessions SET factors=?1 WHERE id=?2")?
-        .execute(params![factors, id])?;
-    Ok(())
 }
 
 /// The factors and the sign-in time of a session (by id): what an OpenID Connect

@@ -162,7 +162,11 @@ fn an_unknown_name_looks_the_same_and_mails_nothing() {
             .headers
             .iter()
             .filter(|(k, _)| !k.eq_ignore_ascii_case("date"))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .map(|(k, v)| match k.to_ascii_lowercase() {
+                // Each answer's own id, in the same form for every outcome.
+                k if k == "x-request-id" => (k, "<id>".to_string()),
+                k => (k, v.clone()),
+            })
             .collect();
         h.sort();
         h
