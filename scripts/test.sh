@@ -120,11 +120,12 @@ export AUTHD_DEB
 
 # Everything but the package and systemd suites, then those two on their own: installing
 # a package and starting authd as another user beside the timing tests (attack, daemon)
-# would disturb what those measure.
+# would disturb what those measure. One test at a time: the systemd suite copies the unit
+# directory that the package suite's dpkg writes to.
 echo "test.sh: cargo test --workspace --all-targets" >&2
 cargo test --workspace --all-targets -- --skip package:: --skip systemd::
 echo "test.sh: the package and systemd suites" >&2
-cargo test --test main -- package:: systemd::
+cargo test --test main -- package:: systemd:: --test-threads=1
 
 # Doc tests are not part of --all-targets.
 cargo test --workspace --doc

@@ -192,7 +192,15 @@ fn the_portal_security_page_lists_sections_and_signs_out_other_sessions() {
 
     let page = one.get("/security");
     page.status(200);
-    for id in ["factors", "sessions", "devices", "activity", "reauth-form"] {
+    for id in [
+        "factors",
+        "passkeys",
+        "manage-passkeys",
+        "sessions",
+        "devices",
+        "activity",
+        "reauth-form",
+    ] {
         assert!(
             page.body.contains(&format!("id=\"{id}\"")),
             "{id}: {}",
