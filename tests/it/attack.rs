@@ -149,7 +149,7 @@ fn median_ms(v: &[Duration]) -> f64 {
 
 /// The answer's header names and values, sorted, without `Date`, and the request id
 /// (each answer's own, in the same form for every outcome) as `<id>`.
-fn header_view(r: &Resp) -> Vec<(String, String)> {
+pub(crate) fn header_view(r: &Resp) -> Vec<(String, String)> {
     let mut h: Vec<(String, String)> = r
         .headers
         .iter()
