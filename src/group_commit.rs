@@ -176,11 +176,11 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Start the writer thread for the database at `db`; it ends when the last handle
-    /// on its queue is dropped. With `seal`, each group also seals the audit rows written
-    /// so far (its own among them) before it commits
-    /// ([`crate::store::audit_chain::seal`], at most [`GROUP_SEAL_MAX`] rows): the
-    /// steps' audit rows are sealed in the transaction that wrote them, and the core's
-    /// background thread is left only the rows other transactions wrote.
+    /// on its queue is dropped. With `seal`, a group also seals the audit rows written so
+    /// far (its own among them) before it commits, once `GROUP_SEAL_STEPS` steps or
+    /// `GROUP_SEAL_EVERY` have passed since the last seal
+    /// ([`crate::store::audit_chain::seal`], at most [`GROUP_SEAL_MAX`] rows); the core's
+    /// background thread seals what is left between.
     pub fn start(
         db: PathBuf,
         seal: Option<crate::crypto::SecretKey>,
