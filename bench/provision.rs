@@ -371,8 +371,8 @@ fn quoted_printable(s: &str) -> String {
 /// How many users and audit rows the database holds.
 pub fn counts(path: &Path) -> Result<(u64, u64)> {
     let conn = Connection::open(path)?;
-    let users: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
-    let audit: i64 = conn.query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
+    let users: i64 = conn.query_row("SELECT count(*) FROM users", (), |r| r.get(0))?;
+    let audit: i64 = conn.query_row("SELECT count(*) FROM audit", (), |r| r.get(0))?;
     Ok((users as u64, audit as u64))
 }
 

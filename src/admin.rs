@@ -12,7 +12,7 @@
 //! - **One transaction**: the lookup, the checks, the action and its audit row commit
 //!   together or not at all.
 
-use rusqlite::Connection;
+use crate::sql::Connection;
 use serde_json::json;
 
 use crate::audit::{self, Entry, Outcome};

@@ -4,7 +4,7 @@
 //! Internal reasons (`unknown_user`, `wrong_password`, `locked`, `bad_code`…) are for
 //! admins only; what the client was told is the generic failure.
 
-use rusqlite::{params, params_from_iter, Connection, ToSql};
+use crate::sql::{params, params_from_iter, Connection, ToSql};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -255,13 +255,13 @@ pub fn query(conn: &Connection, f: &Filter) -> Result<Vec<Row>> {
                 detail: r.get(11)?,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// The id of the newest row (0 when empty): where `--follow` starts.
 pub fn last_id(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM audit", [], |r| r.get(0))?)
+    Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM audit", (), |r| r.get(0))?)
 }
 
 #[cfg(test)]
@@ -367,12 +367,12 @@ mod tests {
         )
         .unwrap();
         let stored: String = conn
-            .query_row("SELECT event FROM audit", [], |r| r.get(0))
+            .query_row("SELECT event FROM audit", (), |r| r.get(0))
             .unwrap();
         assert_eq!(stored, "admin.reset_2fa");
         conn.execute(
             "INSERT INTO audit(at, event, outcome) VALUES (2, 'admin.renamed', 'success')",
-            [],
+            (),
         )
         .unwrap();
         let e = query(&conn, &Filter::default()).unwrap_err();

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use crate::sql::Connection;
 
 use crate::admin::{self, Actor};
 use crate::crypto::SecretKey;
@@ -69,7 +69,7 @@ impl Pool {
         if let Ok(mut v) = self.idle.lock() {
             // A connection opened read-only (the file was unwritable then) is not kept:
             // it would refuse writes after the file is writable again.
-            let writable = !c.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
+            let writable = !crate::db::is_read_only(&c);
             if v.len() < POOL_IDLE && c.is_autocommit() && writable {
                 v.push(c);
             }
@@ -479,7 +479,7 @@ mod tests {
             let c = crate::db::open(p).unwrap();
             c.query_row(
                 "SELECT count(*) FROM audit WHERE event='login.password'",
-                [],
+                (),
                 |r| r.get(0),
             )
             .unwrap()
@@ -516,7 +516,7 @@ mod tests {
         let pruned: i64 = c
             .query_row(
                 "SELECT count(*) FROM audit WHERE event='admin.audit.prune' AND actor='authd'",
-                [],
+                (),
                 |r| r.get(0),
             )
             .unwrap();

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::OpenFlags;
+
+use crate::sql::{params, Connection, Engine, OptionalExtension};
 
 use crate::crypto::{self, SecretKey};
 use crate::error::{Error, Result};
@@ -49,7 +51,7 @@ impl Location {
 /// session check fits (rusqlite's default of 16 does not, and a miss recompiles).
 const STATEMENT_CACHE: usize = 128;
 
-fn configure(conn: &Connection) -> Result<()> {
+fn configure(conn: &rusqlite::Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // Query-planner stability: plans never depend on bound values. Without it SQLite
@@ -59,7 +61,7 @@ fn configure(conn: &Connection) -> Result<()> {
     // recompiled it: 40-50 µs a step.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     // journal_mode returns a row; a read-only file keeps its mode.
-    let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    let _: String = conn.query_row("PRAGMA journal_mode=WAL", (), |r| r.get(0))?;
     conn.execute_batch(
         "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA trusted_schema=OFF;",
     )?;
@@ -67,7 +69,22 @@ fn configure(conn: &Connection) -> Result<()> {
 }
 
 fn user_version(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    match conn.engine() {
+        Engine::Sqlite => Ok(conn.query_row("PRAGMA user_version", (), |r| r.get(0))?),
+        Engine::Postgres => crate::db_postgres::schema_version(conn),
+    }
+}
+
+fn lite_user_version(conn: &rusqlite::Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", (), |r| r.get(0))?)
+}
+
+/// Whether `conn` can only read (SQLite: a file opened read-only).
+pub fn is_read_only(conn: &Connection) -> bool {
+    match conn.lite() {
+        Some(c) => c.is_readonly(rusqlite::MAIN_DB).unwrap_or(true),
+        None => false,
+    }
 }
 
 /// The session epoch: moves whenever something a session check answers from changes
@@ -75,12 +92,19 @@ fn user_version(conn: &Connection) -> Result<i64> {
 pub fn session_epoch(conn: &Connection) -> Result<i64> {
     Ok(conn
         .prepare_cached("SELECT n FROM session_epoch WHERE id = 1")?
-        .query_row([], |r| r.get(0))?)
+        .query_row((), |r| r.get(0))?)
 }
 
 /// Bring the schema up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<()> {
-    let v = user_version(conn)?;
+    match conn.lite_mut() {
+        Some(c) => migrate_sqlite(c),
+        None => crate::db_postgres::migrate(conn),
+    }
+}
+
+fn migrate_sqlite(conn: &mut rusqlite::Connection) -> Result<()> {
+    let v = lite_user_version(conn)?;
     if v == SCHEMA_VERSION {
         return Ok(());
     }
@@ -89,8 +113,8 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
             "the database has schema version {v}, newer than this build understands ({SCHEMA_VERSION}); upgrade authd"
         )));
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let v = user_version(&tx)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let v = lite_user_version(&tx)?;
     if v == 0 {
         refuse_foreign(&tx)?;
         tx.execute_batch(SCHEMA)?;
@@ -119,7 +143,7 @@ pub(crate) fn key_check_name(id: crypto::KeyId) -> String {
 pub fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<()> {
     let known: i64 = conn.query_row(
         "SELECT count(*) FROM meta WHERE key='key_check' OR key LIKE 'key_check.%'",
-        [],
+        (),
         |r| r.get(0),
     )?;
     let mut unknown = Vec::new();
@@ -131,11 +155,7 @@ pub fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<
                 [key_check_name(id)],
                 |r| r.get(0),
             )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })?;
+            .optional()?;
         match stored {
             Some(s) if crypto::ct_eq(s.as_bytes(), want.as_bytes()) => {}
             Some(_) => {
@@ -167,7 +187,7 @@ pub fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<
     // a rotation, restored beside today's key file. They are learnt (not on a read-only
     // connection: `authd check-config` only looks).
     for (id, want) in unknown {
-        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+        if is_read_only(conn) {
             break;
         }
         conn.execute(
@@ -192,6 +212,9 @@ pub fn register_key(conn: &Connection, key: &SecretKey, id: crypto::KeyId) -> Re
 
 /// Create a new database and its key file. Refuses to overwrite either.
 pub fn create(loc: &Location) -> Result<(Connection, SecretKey)> {
+    if let Some(url) = postgres_url(&loc.db) {
+        return crate::db_postgres::create(url, &loc.key);
+    }
     if let Ok(meta) = std::fs::metadata(&loc.db) {
         // Even an empty file is not ours to take over: it may be a truncated database,
         // or a file some other program is about to write.
@@ -211,7 +234,7 @@ pub fn create(loc: &Location) -> Result<(Connection, SecretKey)> {
             loc.key.display()
         )));
     }
-    let mut conn = Connection::open_with_flags(
+    let conn = rusqlite::Connection::open_with_flags(
         &loc.db,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -220,6 +243,7 @@ pub fn create(loc: &Location) -> Result<(Connection, SecretKey)> {
     )
     .map_err(|e| Error::Io(format!("cannot create {}: {e}", loc.db.display())))?;
     configure(&conn)?;
+    let mut conn = Connection::sqlite(conn);
     migrate(&mut conn)?;
     let key = SecretKey::create_file(&loc.key)?;
     check_key(&conn, &key, &loc.key)?;
@@ -261,6 +285,9 @@ fn blank_refused(path: &Path, what: &str) -> Error {
 
 /// Open an existing database file, treating a blank one as `blank` says.
 pub fn open_with(path: &Path, blank: Blank) -> Result<Connection> {
+    if let Some(url) = postgres_url(path) {
+        return crate::db_postgres::open(url, blank);
+    }
     // (As Path::exists: a file we cannot even look at is not there.)
     let Ok(meta) = std::fs::metadata(path) else {
         return Err(Error::NotFound(format!(
@@ -277,11 +304,11 @@ pub fn open_with(path: &Path, blank: Blank) -> Result<Connection> {
 }
 
 fn open_file(path: &Path, blank: Blank) -> Result<Connection> {
-    let mut conn = Connection::open_with_flags(
+    let conn = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .or_else(|_| Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY))
+    .or_else(|_| rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY))
     .map_err(|e| {
         describe(
             path,
@@ -294,13 +321,19 @@ fn open_file(path: &Path, blank: Blank) -> Result<Connection> {
         refuse_blank(&conn, path).map_err(|e| describe(path, e))?;
     }
     configure(&conn).map_err(|e| describe(path, e))?;
+    let mut conn = Connection::sqlite(conn);
     migrate(&mut conn).map_err(|e| describe(path, e))?;
     Ok(conn)
 }
 
+/// The PostgreSQL URL when `db` names one (see [`crate::sql::Target`]).
+pub fn postgres_url(db: &Path) -> Option<&str> {
+    db.to_str().filter(|s| crate::sql::is_postgres_url(s))
+}
+
 /// Refuse a file with no authd schema (user_version 0), reading only.
-fn refuse_blank(conn: &Connection, path: &Path) -> Result<()> {
-    if user_version(conn)? != 0 {
+fn refuse_blank(conn: &rusqlite::Connection, path: &Path) -> Result<()> {
+    if lite_user_version(conn)? != 0 {
         return Ok(());
     }
     refuse_foreign(conn)?;
@@ -308,10 +341,10 @@ fn refuse_blank(conn: &Connection, path: &Path) -> Result<()> {
 }
 
 /// A database someone else made (tables, but no authd schema) is not ours to take over.
-fn refuse_foreign(conn: &Connection) -> Result<()> {
+fn refuse_foreign(conn: &rusqlite::Connection) -> Result<()> {
     let tables: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_schema WHERE type='table'",
-        [],
+        (),
         |r| r.get(0),
     )?;
     if tables > 0 {
@@ -361,12 +394,20 @@ pub struct Inspection {
 /// WAL switch, no migration, no key registration): its schema version, and that the key
 /// file belongs to it. For `authd check-config`.
 pub fn inspect(path: &Path, key_path: &Path) -> Result<Inspection> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let conn = match postgres_url(path) {
+        Some(url) => crate::db_postgres::connect(url)?,
+        None => {
+            let c = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
+            c.busy_timeout(BUSY_TIMEOUT)?;
+            Connection::sqlite(c)
+        }
+    };
     let schema_version = user_version(&conn)?;
     if schema_version == 0 {
-        refuse_foreign(&conn).map_err(|e| describe(path, e))?;
+        if let Some(c) = conn.lite() {
+            refuse_foreign(c).map_err(|e| describe(path, e))?;
+        }
         return Ok(Inspection {
             schema_version,
             keys: None,
@@ -389,6 +430,9 @@ pub fn load_key(conn: &Connection, key_path: &Path) -> Result<SecretKey> {
 
 /// Open the database, creating it (and its key file) when missing. For the daemon.
 pub fn open_or_create(loc: &Location) -> Result<(Connection, SecretKey)> {
+    if let Some(url) = postgres_url(&loc.db) {
+        return crate::db_postgres::open_or_create(url, &loc.key);
+    }
     if loc.db.exists() {
         let conn = open(&loc.db)?;
         let key = load_key(&conn, &loc.key)?;
@@ -400,8 +444,9 @@ pub fn open_or_create(loc: &Location) -> Result<(Connection, SecretKey)> {
 
 /// An in-memory database for tests.
 pub fn open_memory() -> Result<Connection> {
-    let mut conn = Connection::open_in_memory()?;
+    let conn = rusqlite::Connection::open_in_memory()?;
     conn.execute_batch("PRAGMA foreign_keys=ON;")?;
+    let mut conn = Connection::sqlite(conn);
     migrate(&mut conn)?;
     Ok(conn)
 }
@@ -425,7 +470,7 @@ pub fn write_tx(conn: &mut Connection) -> Result<WriteTx<'_>> {
     let turn = take_turn(conn)?;
     let started = std::time::Instant::now();
     let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .begin(true)
         .map_err(|e| busy_seen(turn.as_ref(), started, e))?;
     Ok(WriteTx {
         tx: Tx::Top(tx),
@@ -454,11 +499,11 @@ fn take_turn(conn: &Connection) -> Result<Option<TurnGuard>> {
 /// Note a lock failure on the turn's file (see [`take_turn`]) when the attempt begun at
 /// `started` waited out SQLite's busy handling (a lock held by another process, not a
 /// passing collision); hand the error on.
-fn busy_seen(turn: Option<&TurnGuard>, started: std::time::Instant, e: rusqlite::Error) -> Error {
+fn busy_seen(turn: Option<&TurnGuard>, started: std::time::Instant, e: crate::sql::Error) -> Error {
     if let (
         Some(t),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked),
-    ) = (turn, e.sqlite_error_code())
+    ) = (turn, e.sqlite_code())
     {
         if started.elapsed() < BUSY_FAIL_FAST {
             return Error::from(e);
@@ -532,7 +577,7 @@ pub fn batch<R>(
 ) -> Result<(R, Result<()>)> {
     let turn = take_turn(conn)?;
     let started = std::time::Instant::now();
-    conn.execute_batch("BEGIN IMMEDIATE")
+    conn.execute_batch(crate::sql::begin_write_sql(conn.engine()))
         .map_err(|e| busy_seen(turn.as_ref(), started, e))?;
     let rollback = |conn: &Connection| {
         if !conn.is_autocommit() {
@@ -605,8 +650,8 @@ pub struct WriteTx<'c> {
 }
 
 enum Tx<'c> {
-    Top(rusqlite::Transaction<'c>),
-    Nested(rusqlite::Savepoint<'c>),
+    Top(crate::sql::Transaction<'c>),
+    Nested(crate::sql::Savepoint<'c>),
 }
 
 impl std::ops::Deref for WriteTx<'_> {
@@ -620,7 +665,7 @@ impl std::ops::Deref for WriteTx<'_> {
 }
 
 impl WriteTx<'_> {
-    pub fn commit(self) -> rusqlite::Result<()> {
+    pub fn commit(self) -> crate::sql::Result<()> {
         let WriteTx { tx, _turn } = self;
         match tx {
             Tx::Top(t) => t.commit(),
@@ -629,7 +674,7 @@ impl WriteTx<'_> {
     }
 
     /// A savepoint inside this transaction.
-    pub fn savepoint(&mut self) -> rusqlite::Result<rusqlite::Savepoint<'_>> {
+    pub fn savepoint(&mut self) -> crate::sql::Result<crate::sql::Savepoint<'_>> {
         match &mut self.tx {
             Tx::Top(t) => t.savepoint(),
             Tx::Nested(s) => s.savepoint(),
@@ -641,7 +686,10 @@ impl WriteTx<'_> {
 /// threshold: the daemon's request connections leave that fsync-heavy work to one
 /// background thread calling [`checkpoint`].
 pub fn defer_checkpoints(conn: &Connection) -> Result<()> {
-    let _: i64 = conn.query_row("PRAGMA wal_autocheckpoint=0", [], |r| r.get(0))?;
+    if conn.engine() == Engine::Postgres {
+        return Ok(());
+    }
+    let _: i64 = conn.query_row("PRAGMA wal_autocheckpoint=0", (), |r| r.get(0))?;
     Ok(())
 }
 
@@ -656,13 +704,18 @@ pub fn defer_checkpoints(conn: &Connection) -> Result<()> {
 pub fn open_group_writer(path: &Path) -> Result<Connection> {
     let conn = open(path)?;
     defer_checkpoints(&conn)?;
-    conn.execute_batch("PRAGMA temp_store=MEMORY")?;
+    if conn.engine() == Engine::Sqlite {
+        conn.execute_batch("PRAGMA temp_store=MEMORY")?;
+    }
     Ok(conn)
 }
 
 /// Empty the WAL into the database file and truncate it (on a clean stop: the next start,
 /// or a copy of the main file alone, finds nothing waiting in the WAL).
 pub fn truncate_wal(conn: &Connection) -> Result<()> {
+    if conn.engine() == Engine::Postgres {
+        return Ok(());
+    }
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
     Ok(())
 }
@@ -671,7 +724,7 @@ pub fn truncate_wal(conn: &Connection) -> Result<()> {
 pub fn ping(conn: &Connection) -> Result<()> {
     let _: i64 = conn
         .prepare_cached("SELECT count(*) FROM meta")?
-        .query_row([], |r| r.get(0))?;
+        .query_row((), |r| r.get(0))?;
     Ok(())
 }
 
@@ -691,14 +744,14 @@ pub fn ready(conn: &Connection) -> Result<()> {
 /// A connection that only watches `path` for commits ([`data_version`]): never creates
 /// the file, never writes, never waits for a lock; a read-only file is watched read-only.
 pub fn open_watcher(path: &Path) -> Result<Connection> {
-    let flags = |f| f | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let c = Connection::open_with_flags(path, flags(rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE))
+    let flags = |f| f | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let c = rusqlite::Connection::open_with_flags(path, flags(OpenFlags::SQLITE_OPEN_READ_WRITE))
         .or_else(|_| {
-        Connection::open_with_flags(path, flags(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY))
+        rusqlite::Connection::open_with_flags(path, flags(OpenFlags::SQLITE_OPEN_READ_ONLY))
     })?;
     c.busy_timeout(std::time::Duration::ZERO)?;
     c.execute_batch("PRAGMA query_only=ON")?;
-    Ok(c)
+    Ok(Connection::sqlite(c))
 }
 
 /// SQLite's count of commits by other connections, as seen by `conn`: it moves whenever
@@ -706,13 +759,16 @@ pub fn open_watcher(path: &Path) -> Result<Connection> {
 pub fn data_version(conn: &Connection) -> Result<i64> {
     Ok(conn
         .prepare_cached("PRAGMA data_version")?
-        .query_row([], |r| r.get(0))?)
+        .query_row((), |r| r.get(0))?)
 }
 
 /// Copy committed WAL frames back into the database without waiting for readers or
 /// writers (a passive checkpoint). Returns (frames in the WAL, frames checkpointed).
 pub fn checkpoint(conn: &Connection) -> Result<(i64, i64)> {
-    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+    if conn.engine() == Engine::Postgres {
+        return Ok((0, 0));
+    }
+    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", (), |r| {
         Ok((r.get(1)?, r.get(2)?))
     })?)
 }
@@ -724,16 +780,26 @@ pub fn schema_version(conn: &Connection) -> Result<i64> {
 
 /// What SQLite's `PRAGMA integrity_check` finds (empty: nothing; at most 100 lines).
 pub fn integrity_problems(conn: &Connection) -> Result<Vec<String>> {
+    if conn.engine() == Engine::Postgres {
+        // PostgreSQL checks its pages itself (checksums when the cluster has them); the
+        // rows' meaning is checked by `authctl verify`'s other steps.
+        return Ok(Vec::new());
+    }
     let mut st = conn.prepare("PRAGMA integrity_check(100)")?;
     let lines = st
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map((), |r| r.get::<String>(0))?
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(lines.into_iter().filter(|l| l != "ok").collect())
 }
 
 /// A consistent copy of the database into the new file `dest` (`VACUUM INTO`: one read
 /// transaction; writers go on meanwhile).
 pub fn vacuum_into(conn: &Connection, dest: &str) -> Result<()> {
+    if conn.engine() == Engine::Postgres {
+        return Err(Error::Invalid(
+            "backups of a PostgreSQL database are taken with pg_dump (see the README); keep the key file beside them".into(),
+        ));
+    }
     conn.execute("VACUUM INTO ?1", [dest])?;
     Ok(())
 }
@@ -752,7 +818,7 @@ pub fn seal_audit(conn: &mut Connection, key: &crypto::SecretKey) -> Result<usiz
                     coalesce((SELECT CAST(value AS INTEGER) FROM meta
                               WHERE key='audit_sealed_through'), 0)",
         )?
-        .query_row([], |r| r.get(0))?;
+        .query_row((), |r| r.get(0))?;
     if !pending {
         return Ok(0);
     }
@@ -798,7 +864,7 @@ pub fn retention_prune(conn: &mut Connection, key: &SecretKey, now: i64) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::OptionalExtension;
+    use crate::sql::OptionalExtension;
 
     /// A cached statement that joins on a bound key is compiled once, not once per
     /// transaction: fails without the query-planner-stability setting in `configure`.
@@ -819,7 +885,7 @@ mod tests {
             assert_eq!(found, None);
             tx.commit().unwrap();
         }
-        let st = conn.prepare_cached(SQL).unwrap();
+        let st = conn.lite().unwrap().prepare_cached(SQL).unwrap();
         assert_eq!(
             st.get_status(rusqlite::StatementStatus::RePrepare),
             0,
@@ -857,7 +923,7 @@ mod tests {
 
         // Someone else's SQLite database is not taken over.
         let foreign = dir.path().join("foreign.db");
-        Connection::open(&foreign)
+        rusqlite::Connection::open(&foreign)
             .unwrap()
             .execute_batch("CREATE TABLE t(x)")
             .unwrap();
@@ -883,7 +949,7 @@ mod tests {
         assert_eq!(listing.len(), 1, "side files beside the empty file");
         // An SQLite file without tables is refused unchanged too.
         let blank = dir.path().join("blank.db");
-        Connection::open(&blank)
+        rusqlite::Connection::open(&blank)
             .unwrap()
             .execute_batch("CREATE TABLE t(x); DROP TABLE t;")
             .unwrap();
@@ -906,11 +972,11 @@ mod tests {
     }
 
     fn wal_file(path: &Path) -> Connection {
-        let c = Connection::open(path).unwrap();
+        let c = rusqlite::Connection::open(path).unwrap();
         let _: String = c
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .unwrap();
-        c
+        Connection::sqlite(c)
     }
 
     #[test]
@@ -929,7 +995,7 @@ mod tests {
             .zip(0i64..)
             .map(|(mut c, n)| {
                 std::thread::spawn(move || {
-                    c.busy_timeout(Duration::ZERO).unwrap();
+                    c.lite().unwrap().busy_timeout(Duration::ZERO).unwrap();
                     for i in 0..300 {
                         let tx = write_tx(&mut c).unwrap();
                         tx.execute("INSERT INTO t VALUES (?1)", [n * 1000 + i])
@@ -945,7 +1011,7 @@ mod tests {
             t.join().unwrap();
         }
         let n: i64 = wal_file(&path)
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1200);
     }
@@ -961,7 +1027,7 @@ mod tests {
         for _ in 0..200 {
             let tx = write_tx(&mut c).unwrap();
             for _ in 0..10 {
-                tx.execute("INSERT INTO t VALUES (zeroblob(4000))", [])
+                tx.execute("INSERT INTO t VALUES (zeroblob(4000))", ())
                     .unwrap();
             }
             tx.commit().unwrap();
@@ -972,7 +1038,7 @@ mod tests {
         assert_eq!(done, frames, "a passive checkpoint with nobody reading");
         // Nothing was lost on the way into the main file.
         let n: i64 = other
-            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM t", (), |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2000);
     }

@@ -50,7 +50,7 @@ pub enum Error {
     #[error("{0}")]
     Key(String),
     #[error("database error: {0}")]
-    Db(rusqlite::Error),
+    Db(crate::sql::Error),
     #[error("{0}")]
     Io(String),
 }
@@ -94,8 +94,36 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
+        Error::from(crate::sql::Error::from(e))
+    }
+}
+
+impl From<crate::sql::Error> for Error {
+    fn from(e: crate::sql::Error) -> Self {
         use rusqlite::ErrorCode as C;
-        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        if e.is_connection_lost() {
+            return Error::Unavailable("the database is unreachable; nothing was changed".into());
+        }
+        if let crate::sql::Error::Postgres(p) = &e {
+            use postgres::error::SqlState as S;
+            match p.code() {
+                Some(c) if *c == S::READ_ONLY_SQL_TRANSACTION => {
+                    return Error::Unavailable(
+                        "the database is read-only; nothing was changed".into(),
+                    )
+                }
+                Some(c) if *c == S::DISK_FULL => {
+                    return Error::Unavailable("the disk is full; nothing was changed".into())
+                }
+                _ if e.is_busy() => {
+                    return Error::Unavailable(
+                        "the database is busy (a conflicting transaction); try again".into(),
+                    )
+                }
+                _ => {}
+            }
+        }
+        if let crate::sql::Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) = &e {
             match f.code {
                 C::ReadOnly => {
                     return Error::Unavailable(

@@ -11,7 +11,7 @@
 //! sets the password and nothing else: it never logs the user in, and the next login
 //! still asks for the second factor.
 
-use rusqlite::{params, Connection};
+use crate::sql::{params, Connection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use unicode_normalization::UnicodeNormalization;
@@ -137,8 +137,8 @@ fn count_histogram(conn: &Connection) -> Result<Vec<(usize, i64)>> {
          GROUP BY n ORDER BY n",
     )?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map((), |r| Ok((r.get::<i64>(0)? as usize, r.get(1)?)))?
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -291,7 +291,7 @@ pub fn questions(conn: &Connection, user_id: i64) -> Result<Vec<String>> {
         conn.prepare("SELECT question FROM security_questions WHERE user_id=?1 ORDER BY position")?;
     let rows = stmt
         .query_map([user_id], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .collect::<crate::sql::Result<Vec<String>>>()?;
     Ok(rows)
 }
 
@@ -300,7 +300,7 @@ fn answer_hashes(conn: &Connection, user_id: i64) -> Result<Vec<String>> {
         .prepare("SELECT answer_hash FROM security_questions WHERE user_id=?1 ORDER BY position")?;
     let rows = stmt
         .query_map([user_id], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .collect::<crate::sql::Result<Vec<String>>>()?;
     Ok(rows)
 }
 

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use rusqlite::Connection;
+use crate::sql::Connection;
 
 use crate::error::{Error, Result};
 
@@ -296,7 +296,7 @@ fn run(
         counts.steps.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         // A file that could only be opened read-only (made unwritable for a while)
         // serves this group, which fails cleanly, and is opened afresh for the next.
-        let keep = !c.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
+        let keep = !crate::db::is_read_only(c);
         unsealed_steps += jobs.len();
         let seal_now = seal.as_ref().filter(|_| {
             unsealed_steps >= GROUP_SEAL_STEPS || last_seal.elapsed() >= GROUP_SEAL_EVERY
@@ -377,12 +377,10 @@ mod tests {
     fn rows(path: &Path) -> Vec<i64> {
         let c = crate::db::open(path).unwrap();
         let mut st = c.prepare("SELECT x FROM t ORDER BY x").unwrap();
-        let v = st
-            .query_map([], |r| r.get(0))
+        st.query_map((), |r| r.get(0))
             .unwrap()
             .collect::<std::result::Result<Vec<i64>, _>>()
-            .unwrap();
-        v
+            .unwrap()
     }
 
     fn insert(c: &mut Connection, x: i64, keep: bool) -> Result<()> {

@@ -30,7 +30,7 @@
 //! A password success does not reset the failure count; only a full login does, so
 //! knowing the password never buys more guesses at the second factor.
 
-use rusqlite::Connection;
+use crate::sql::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

@@ -1181,7 +1181,7 @@ fn timed_lockout_lifts_after_the_duration_and_doubles_within_a_day() {
         .conn()
         .query_row(
             "SELECT count(*) FROM outbox WHERE kind='account_locked'",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();

@@ -313,7 +313,7 @@ mod tests {
         )
         .unwrap();
         c.with_conn(|conn, _| {
-            conn.execute("UPDATE audit SET reason='edited' WHERE id=1", [])?;
+            conn.execute("UPDATE audit SET reason='edited' WHERE id=1", ())?;
             Ok(())
         })
         .unwrap();

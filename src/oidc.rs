@@ -24,9 +24,9 @@
 //!   `mfa` with any second factor (also a remembered device); `acr` is [`ACR_MFA`] or
 //!   [`ACR_PWD`].
 
+use crate::sql::Connection;
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -10,7 +10,7 @@
 //! terms, import) are for actors without an organisation scope. A refused command that
 //! the core did not audit itself is recorded with [`Core::audit_refusal`].
 
-use rusqlite::Connection;
+use crate::sql::Connection;
 use serde::Serialize;
 use serde_json::json;
 

@@ -19,7 +19,7 @@
 //! come, a second factor never. Nothing here is secret at rest: a passkey row holds the
 //! public key and counters only.
 
-use rusqlite::Connection;
+use crate::sql::Connection;
 use serde::Serialize;
 use serde_json::{json, Value};
 use webauthn_rs::prelude::{

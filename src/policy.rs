@@ -5,7 +5,7 @@
 //! and parsed once per decision with [`Policy::load`], so a request always sees one
 //! consistent set.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::sql::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -478,8 +478,8 @@ pub struct Entry {
 pub fn entries(conn: &Connection) -> Result<Vec<Entry>> {
     let mut stmt = conn.prepare_cached("SELECT key, value FROM policy")?;
     let stored: std::collections::HashMap<String, String> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<crate::sql::Result<_>>()?;
     Ok(KEYS
         .iter()
         .map(|d| {

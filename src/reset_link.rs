@@ -24,9 +24,9 @@ use crate::kinds::{AuditEvent, LoginStep};
 use crate::login::{check_new_password, Client, Decision, Status};
 use crate::password::{self, Hashing};
 use crate::policy::Policy;
+use crate::sql::Connection;
 use crate::store::email::{self, notice};
 use crate::store::{sessions, users};
-use rusqlite::Connection;
 
 /// How long an emailed reset link works.
 pub const LINK_TTL_SECONDS: i64 = 30 * 60;
@@ -422,14 +422,14 @@ mod tests {
         let (id, body, sealed): (i64, String, Vec<u8>) = conn
             .query_row(
                 "SELECT id, body, sealed FROM outbox WHERE kind='reset_link'",
-                [],
+                (),
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .unwrap();
         assert!(!body.contains(&t));
         assert!(!sealed.windows(t.len()).any(|w| w == t.as_bytes()));
         let flows: String = conn
-            .query_row("SELECT token_hash FROM login_flows", [], |r| r.get(0))
+            .query_row("SELECT token_hash FROM login_flows", (), |r| r.get(0))
             .unwrap();
         assert_eq!(flows, crate::crypto::hash_token(&t));
         email::notice_sent(&conn, id, T0 + 1).unwrap();

@@ -82,7 +82,7 @@ pub fn describe_uses(uses: &[Use]) -> String {
 
 /// The audit row of a change to the key file: the key and the keys after it.
 fn key_changed(
-    tx: &rusqlite::Connection,
+    tx: &crate::sql::Connection,
     actor: &Actor,
     event: AuditEvent,
     id: KeyId,

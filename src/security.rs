@@ -9,7 +9,7 @@
 //! failed sign-in from the session's address would. Every action is audited; a session
 //! or device of another user is refused exactly as a missing one (404).
 
-use rusqlite::Connection;
+use crate::sql::Connection;
 use serde::Serialize;
 use serde_json::json;
 

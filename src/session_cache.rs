@@ -38,9 +38,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::login::SessionInfo;
+use crate::sql::Connection;
 use crate::store::sessions::{self, Live};
 use bytes::Bytes;
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
 /// The most sessions kept: about 0.85 KiB each with their answer, so under 56 MiB.
@@ -586,7 +586,7 @@ mod tests {
         );
         assert_eq!(seen(T0 + 5).unwrap().0, vec!["staff".to_string()]);
         fx.other
-            .execute("UPDATE groups SET name = 'Staff' WHERE name = 'staff'", [])
+            .execute("UPDATE groups SET name = 'Staff' WHERE name = 'staff'", ())
             .unwrap();
         assert_eq!(seen(T0 + 6), None, "a renamed group");
         assert_eq!(seen(T0 + 7).unwrap().0, vec!["Staff".to_string()]);
@@ -595,7 +595,7 @@ mod tests {
             .unwrap();
         assert_eq!(seen(T0 + 8), None, "a renamed organisation");
         assert_eq!(seen(T0 + 9).unwrap().1, "Renamed");
-        fx.other.execute("DELETE FROM memberships", []).unwrap();
+        fx.other.execute("DELETE FROM memberships", ()).unwrap();
         assert_eq!(seen(T0 + 10), None, "a membership removed");
         assert!(seen(T0 + 11).unwrap().0.is_empty());
     }

@@ -79,12 +79,12 @@ impl Core {
     fn write_step<T, F>(&self, f: F) -> WriteStep<impl Step<Output = T>>
     where
         T: Send + 'static,
-        F: FnOnce(&mut rusqlite::Connection, &crate::crypto::SecretKey, i64) -> Result<T>
+        F: FnOnce(&mut crate::sql::Connection, &crate::crypto::SecretKey, i64) -> Result<T>
             + Send
             + 'static,
     {
         let core = self.clone();
-        WriteStep::new(move |conn: &mut rusqlite::Connection| f(conn, core.key(), core.now()))
+        WriteStep::new(move |conn: &mut crate::sql::Connection| f(conn, core.key(), core.now()))
     }
 
     // ---- the login steps -------------------------------------------------------------

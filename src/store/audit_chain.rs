@@ -21,7 +21,7 @@
 //! out of reach without a copy elsewhere: someone who saved an older database file and
 //! puts it back whole. Rows shipped off the machine (`authctl audit export`) bound that.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::sql::{params, Connection, OptionalExtension};
 use serde_json::json;
 
 use crate::crypto::SecretKey;
@@ -120,7 +120,7 @@ struct RawRow {
 const COLUMNS: &str = "id, at, event, outcome, reason, username, username_key, user_id, org_id,
                        ip, user_agent, actor, detail, mac";
 
-fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<RawRow> {
+fn raw_row(r: &crate::sql::Row) -> crate::sql::Result<RawRow> {
     Ok(RawRow {
         id: r.get(0)?,
         at: r.get(1)?,
@@ -194,7 +194,7 @@ pub fn seal(conn: &Connection, key: &SecretKey, max_rows: usize) -> Result<usize
             .prepare_cached(
                 "SELECT id, mac FROM audit WHERE mac IS NOT NULL ORDER BY id DESC LIMIT 1",
             )?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row((), |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
         {
             Some(last) => last,
@@ -212,7 +212,7 @@ pub fn seal(conn: &Connection, key: &SecretKey, max_rows: usize) -> Result<usize
     'batches: while sealed < max_rows {
         let rows: Vec<RawRow> = select
             .query_map(params![after, (max_rows - sealed) as i64], raw_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<crate::sql::Result<_>>()?;
         if rows.is_empty() {
             break;
         }
@@ -302,7 +302,7 @@ pub fn rekey(conn: &Connection, key: &SecretKey, max_rows: usize) -> Result<(usi
             "SELECT {COLUMNS} FROM audit WHERE id > ?1 AND mac IS NOT NULL ORDER BY id LIMIT ?2"
         ))?
         .query_map(params![after, max_rows as i64], raw_row)?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::sql::Result<_>>()?;
     let done = rows.len() < max_rows;
     let mut rewritten = 0;
     let mut update = conn.prepare_cached("UPDATE audit SET mac=?1 WHERE id=?2")?;
@@ -376,7 +376,7 @@ pub fn uses_key(conn: &Connection, id: crate::crypto::KeyId) -> Result<u64> {
             "SELECT count(*) FROM audit WHERE mac IS NOT NULL AND {}",
             super::keyed_by("mac", id)
         ),
-        [],
+        (),
         |r| r.get(0),
     )?;
     let mut n = rows as u64;
@@ -457,10 +457,10 @@ pub fn verify(conn: &Connection, key: &SecretKey) -> Result<Verified> {
     }
     let mut last = start;
     let mut st = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY id"))?;
-    let mut rows = st.query([])?;
+    let mut rows = st.query(())?;
     let mut first_unsealed: Option<i64> = None;
     while let Some(r) = rows.next()? {
-        let row = raw_row(r)?;
+        let row = raw_row(&r)?;
         if row.id <= start {
             out.broken = Some(Broken {
                 id: row.id,
@@ -595,7 +595,7 @@ pub fn export(
     let mut rows = st.query(params![after_id, since.unwrap_or(i64::MIN)])?;
     let mut n = 0;
     while let Some(r) = rows.next()? {
-        let row = raw_row(r)?;
+        let row = raw_row(&r)?;
         each(json!({
             "id": row.id,
             "at": row.at,
@@ -694,7 +694,7 @@ mod tests {
             "{v:?}"
         );
         // The chain still catches an edit, and a broken chain is not sealed again.
-        conn.execute("UPDATE audit SET reason='success' WHERE id=9", [])
+        conn.execute("UPDATE audit SET reason='success' WHERE id=9", ())
             .unwrap();
         assert_eq!(broken_at(&conn, &only_new), Some(9));
         let (newer, _) = new.with_new_key();
@@ -731,10 +731,10 @@ mod tests {
         write(&conn, 20, 1000);
         seal_all(&conn, &key);
         // An edit of one column of row 7.
-        conn.execute("UPDATE audit SET reason='success' WHERE id=7", [])
+        conn.execute("UPDATE audit SET reason='success' WHERE id=7", ())
             .unwrap();
         assert_eq!(broken_at(&conn, &key), Some(7));
-        conn.execute("UPDATE audit SET reason='wrong_password' WHERE id=7", [])
+        conn.execute("UPDATE audit SET reason='wrong_password' WHERE id=7", ())
             .unwrap();
         assert_eq!(broken_at(&conn, &key), None, "restored");
         // Swapping the contents (MACs included) of rows 3 and 4.
@@ -752,11 +752,11 @@ mod tests {
         assert_eq!(broken_at(&conn, &key), None);
         // Deleting row 12: row 13 no longer follows its predecessor.
         let saved: (i64, String) = conn
-            .query_row("SELECT at, mac FROM audit WHERE id=12", [], |r| {
+            .query_row("SELECT at, mac FROM audit WHERE id=12", (), |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .unwrap();
-        conn.execute("DELETE FROM audit WHERE id=12", []).unwrap();
+        conn.execute("DELETE FROM audit WHERE id=12", ()).unwrap();
         assert_eq!(broken_at(&conn, &key), Some(13));
         // A forged row inserted in the gap with a made-up MAC.
         conn.execute(
@@ -766,7 +766,7 @@ mod tests {
         .unwrap();
         assert_eq!(broken_at(&conn, &key), Some(12));
         // An unsealed row in the middle of sealed ones.
-        conn.execute("UPDATE audit SET mac=NULL WHERE id=12", [])
+        conn.execute("UPDATE audit SET mac=NULL WHERE id=12", ())
             .unwrap();
         let b = verify(&conn, &key).unwrap().broken.unwrap();
         assert_eq!(b.id, 12);
@@ -792,12 +792,12 @@ mod tests {
         // Someone with write access deletes more old rows and moves the anchor to the new
         // cut, copying the MAC there: the signature gives it away.
         let (id, mac): (i64, String) = conn
-            .query_row("SELECT id, mac FROM audit WHERE id=25", [], |r| {
+            .query_row("SELECT id, mac FROM audit WHERE id=25", (), |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .unwrap();
         let a: Anchor = anchor(&conn).unwrap().unwrap();
-        conn.execute("DELETE FROM audit WHERE id<=25", []).unwrap();
+        conn.execute("DELETE FROM audit WHERE id<=25", ()).unwrap();
         let forged = Anchor {
             id,
             mac,
@@ -813,7 +813,7 @@ mod tests {
         let e = prune(&conn, &key, 99_999).unwrap_err();
         assert!(e.to_string().contains("broken"), "{e}");
         assert!(
-            conn.query_row("SELECT count(*) FROM audit", [], |r| r.get::<_, i64>(0))
+            conn.query_row("SELECT count(*) FROM audit", (), |r| r.get::<i64>(0))
                 .unwrap()
                 > 0
         );
@@ -829,13 +829,13 @@ mod tests {
         seal_all(&conn, &key);
         assert_eq!(broken_at(&conn, &key), None);
         // The attacker deletes the newest rows ...
-        conn.execute("DELETE FROM audit WHERE id > 12", []).unwrap();
+        conn.execute("DELETE FROM audit WHERE id > 12", ()).unwrap();
         let b = verify(&conn, &key).unwrap().broken.unwrap();
         assert_eq!(b.id, 13, "{b:?}");
         assert!(b.why.contains("newest rows were deleted"), "{}", b.why);
         // ... and puts back the head they saw earlier (row 10): row 10 is not the end.
         meta_set(&conn, HEAD, &old_head).unwrap();
-        conn.execute("DELETE FROM audit WHERE id > 10", []).unwrap();
+        conn.execute("DELETE FROM audit WHERE id > 10", ()).unwrap();
         assert_eq!(
             broken_at(&conn, &key),
             None,

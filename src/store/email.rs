@@ -5,7 +5,7 @@
 //! once, with a limited number of wrong tries. Issuing a new code for a flow supersedes the
 //! previous one. Resends are rate-limited per flow.
 
-use rusqlite::{params, Connection};
+use crate::sql::{params, Connection};
 use zeroize::Zeroizing;
 
 use super::opt;
@@ -319,11 +319,11 @@ pub fn due_notices(
                     attempts: r.get(4)?,
                     link_token: None,
                 },
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<Vec<u8>>>(6)?,
+                r.get::<Option<i64>>(5)?,
+                r.get::<Option<Vec<u8>>>(6)?,
             ))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     let mut out = Vec::with_capacity(rows.len());
     for (mut n, user_id, sealed) in rows {
         if let Some(blob) = sealed {
@@ -484,7 +484,7 @@ mod tests {
         let hashes: Vec<String> = conn
             .prepare("SELECT code_hash FROM email_otp_challenges")
             .unwrap()
-            .query_map([], |r| r.get(0))
+            .query_map((), |r| r.get(0))
             .unwrap()
             .map(|r| r.unwrap())
             .collect();

@@ -2,7 +2,7 @@
 //! remembered devices (hashed tokens), and the two-factor reset that removes them all
 //! (passkeys too, `store::passkeys`).
 
-use rusqlite::{params, Connection};
+use crate::sql::{params, Connection};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -54,7 +54,7 @@ pub fn remove_totp(conn: &Connection, user_id: i64) -> Result<()> {
 pub fn undecryptable_totp(conn: &Connection, key: &SecretKey) -> Result<Vec<i64>> {
     let mut st =
         conn.prepare("SELECT user_id, secret_enc FROM totp_credentials ORDER BY user_id")?;
-    let mut rows = st.query([])?;
+    let mut rows = st.query(())?;
     let mut bad = Vec::new();
     while let Some(r) = rows.next()? {
         let (user_id, blob): (i64, Vec<u8>) = (r.get(0)?, r.get(1)?);
@@ -251,7 +251,7 @@ pub fn list_devices(conn: &Connection, user_id: Option<i64>, now: i64) -> Result
                 expires_at: r.get(6)?,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -360,7 +360,7 @@ mod tests {
         );
         // The stored secret is not the secret in clear.
         let blob: Vec<u8> = conn
-            .query_row("SELECT secret_enc FROM totp_credentials", [], |r| r.get(0))
+            .query_row("SELECT secret_enc FROM totp_credentials", (), |r| r.get(0))
             .unwrap();
         assert!(!blob.windows(secret.len()).any(|w| w == secret.as_slice()));
     }

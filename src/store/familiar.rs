@@ -1,7 +1,7 @@
 //! Familiar sources for smart lockout ([`crate::lockout`]): the networks each user
 //! completed a sign-in from, and the read-only check of a remembered-device token.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::sql::{params, Connection, OptionalExtension};
 
 use crate::crypto;
 use crate::error::Result;

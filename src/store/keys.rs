@@ -15,7 +15,7 @@
 //! A new kind of protected value adds its row here (and nothing else is needed for
 //! rotation and retirement to cover it).
 
-use rusqlite::{params, Connection};
+use crate::sql::{params, Connection};
 
 use crate::crypto::{self, KeyId, SecretKey};
 use crate::error::Result;
@@ -108,9 +108,9 @@ pub fn reencrypt(
             t = e.table
         ))?
         .query_map(params![after, max_rows as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<String>>(2)?.unwrap_or_default()))
+            Ok((r.get(0)?, r.get(1)?, r.get::<Option<String>>(2)?.unwrap_or_default()))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::sql::Result<_>>()?;
     let mut update = conn.prepare(&format!(
         "UPDATE {t} SET {col}=?1 WHERE {id}=?2 AND {col}=?3",
         id = e.id,
@@ -141,13 +141,13 @@ pub fn registered(conn: &Connection) -> Result<Vec<KeyId>> {
     let mut st =
         conn.prepare("SELECT key FROM meta WHERE key='key_check' OR key LIKE 'key_check.%'")?;
     let mut ids: Vec<KeyId> = st
-        .query_map([], |r| r.get::<_, String>(0))?
+        .query_map((), |r| r.get::<String>(0))?
         .filter_map(|k| match k {
             Ok(k) if k == "key_check" => Some(Ok(1)),
             Ok(k) => k.strip_prefix("key_check.")?.parse().ok().map(Ok),
             Err(e) => Some(Err(e)),
         })
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::sql::Result<_>>()?;
     ids.sort_unstable();
     Ok(ids)
 }
@@ -161,7 +161,7 @@ pub fn uses_of(conn: &Connection, id: KeyId, now: i64) -> Result<Vec<(String, u6
             c = e.column,
             t = e.table
         ))?;
-        let mut rows = st.query([])?;
+        let mut rows = st.query(())?;
         let mut n = 0u64;
         while let Some(r) = rows.next()? {
             let blob: Vec<u8> = r.get(0)?;

@@ -16,20 +16,17 @@ pub mod terms;
 pub mod users;
 
 /// Map "no rows" to None.
-pub(crate) fn opt<T>(r: rusqlite::Result<T>) -> rusqlite::Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
-        Err(e) => Err(e),
-    }
+pub(crate) fn opt<T>(r: crate::sql::Result<T>) -> crate::sql::Result<Option<T>> {
+    crate::sql::OptionalExtension::optional(r)
 }
 
 /// Map a UNIQUE violation to a clear conflict.
-pub(crate) fn conflict_on_unique(e: rusqlite::Error, msg: impl FnOnce() -> String) -> crate::Error {
-    if let rusqlite::Error::SqliteFailure(f, _) = &e {
-        if f.code == rusqlite::ErrorCode::ConstraintViolation {
-            return crate::Error::Conflict(msg());
-        }
+pub(crate) fn conflict_on_unique(
+    e: crate::sql::Error,
+    msg: impl FnOnce() -> String,
+) -> crate::Error {
+    if e.is_constraint_violation() {
+        return crate::Error::Conflict(msg());
     }
     e.into()
 }

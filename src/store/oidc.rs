@@ -1,7 +1,7 @@
 //! OpenID Connect storage (migration 0006): clients, authorization codes, access and
 //! refresh tokens, signing keys and consents. The decisions are `crate::oidc`'s.
 
-use rusqlite::{params, Connection, Row};
+use crate::sql::{params, Connection, Row};
 use serde::Serialize;
 
 /// The associated data of a signing key's encrypted private half: bound to its kid.
@@ -36,7 +36,7 @@ pub struct Client {
 const CLIENT_COLUMNS: &str =
     "id, client_id, name, secret_hash, trusted, redirect_uris, groups, created_at, id_token_alg";
 
-fn client_row(r: &Row<'_>) -> rusqlite::Result<Client> {
+fn client_row(r: &Row<'_>) -> crate::sql::Result<Client> {
     let secret_hash: Option<String> = r.get(3)?;
     let uris: String = r.get(5)?;
     let groups: String = r.get(6)?;
@@ -122,8 +122,8 @@ pub fn list_clients(conn: &Connection) -> Result<Vec<Client>> {
         "SELECT {CLIENT_COLUMNS} FROM oidc_clients ORDER BY name_key"
     ))?;
     let rows = st
-        .query_map([], client_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map((), client_row)?
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -182,7 +182,7 @@ pub fn add_code(conn: &Connection, c: &Code, now: i64) -> Result<(i64, String)> 
     Ok((conn.last_insert_rowid(), code))
 }
 
-fn code_row(r: &Row<'_>) -> rusqlite::Result<Code> {
+fn code_row(r: &Row<'_>) -> crate::sql::Result<Code> {
     Ok(Code {
         id: r.get(0)?,
         client_id: r.get(1)?,
@@ -386,7 +386,7 @@ pub fn keys(conn: &Connection, since: i64) -> Result<Vec<StoredKey>> {
                 retired_at: r.get(4)?,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 

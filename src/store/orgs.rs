@@ -1,6 +1,6 @@
 //! Organisations (tenants) and groups.
 
-use rusqlite::{params, Connection};
+use crate::sql::{params, Connection};
 use serde::Serialize;
 
 use super::{conflict_on_unique, opt};
@@ -19,7 +19,7 @@ pub struct Org {
     pub created_at: i64,
 }
 
-fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
+fn org_row(r: &crate::sql::Row) -> crate::sql::Result<Org> {
     Ok(Org {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -81,8 +81,8 @@ pub fn org_or_default(conn: &Connection, name: Option<&str>, now: i64) -> Result
 pub fn list_orgs(conn: &Connection) -> Result<Vec<Org>> {
     let mut stmt = conn.prepare(&format!("{ORG_SELECT} ORDER BY o.name_key"))?;
     let rows = stmt
-        .query_map([], org_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map((), org_row)?
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -111,7 +111,7 @@ pub struct Group {
 const GROUP_SELECT: &str = "SELECT g.id, g.name, g.require_2fa,
     (SELECT count(*) FROM memberships m WHERE m.group_id=g.id), g.created_at FROM groups g";
 
-fn group_row(r: &rusqlite::Row) -> rusqlite::Result<Group> {
+fn group_row(r: &crate::sql::Row) -> crate::sql::Result<Group> {
     Ok(Group {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -153,8 +153,8 @@ pub fn set_group_require_2fa(conn: &Connection, name: &str, require_2fa: bool) -
 pub fn list_groups(conn: &Connection) -> Result<Vec<Group>> {
     let mut stmt = conn.prepare(&format!("{GROUP_SELECT} ORDER BY g.name_key"))?;
     let rows = stmt
-        .query_map([], group_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map((), group_row)?
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 

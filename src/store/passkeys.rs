@@ -3,7 +3,7 @@
 //! flags), their WebAuthn user handles, and the ceremonies in progress (challenge state
 //! bound to a login flow, a session or its own token; single use, short-lived).
 
-use rusqlite::{params, Connection};
+use crate::sql::{params, Connection};
 use serde::Serialize;
 
 use super::{conflict_on_unique, opt};
@@ -48,7 +48,7 @@ pub struct NewPasskey<'a> {
 const COLUMNS: &str = "id, user_id, name, cred_id, aaguid, created_at, last_used_at, sign_count,
      backup_eligible, backed_up, user_verified, credential";
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<PasskeyRow> {
+fn row(r: &crate::sql::Row) -> crate::sql::Result<PasskeyRow> {
     Ok(PasskeyRow {
         id: r.get(0)?,
         user_id: r.get(1)?,
@@ -71,7 +71,7 @@ pub fn list(conn: &Connection, user_id: i64) -> Result<Vec<PasskeyRow>> {
         "SELECT {COLUMNS} FROM passkeys WHERE user_id=?1 ORDER BY id"
     ))?;
     let rows = st.query_map([user_id], row)?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::sql::Result<_>>()?)
 }
 
 /// How many passkeys the user has.
@@ -162,7 +162,7 @@ pub fn remove_all(conn: &Connection, user_id: i64) -> Result<usize> {
 pub fn handle(conn: &Connection, user_id: i64, fresh: impl FnOnce() -> String) -> Result<String> {
     if let Some(h) = opt(conn
         .prepare_cached("SELECT handle FROM passkey_handles WHERE user_id=?1")?
-        .query_row([user_id], |r| r.get::<_, String>(0)))?
+        .query_row([user_id], |r| r.get::<String>(0)))?
     {
         return Ok(h);
     }
@@ -282,9 +282,9 @@ pub fn take_ceremony(
         ))?
         .query_row(params![kind.as_str(), value], |r| {
             Ok((
-                r.get::<_, Option<i64>>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
+                r.get::<Option<i64>>(0)?,
+                r.get::<String>(1)?,
+                r.get::<i64>(2)?,
             ))
         }))?;
     Ok(found

@@ -1,7 +1,7 @@
 //! The security page's reads and writes: a session's re-authentication time, a user's
 //! recent sign-ins and failed attempts, and revoking one's own sessions and devices.
 
-use rusqlite::{params, Connection};
+use crate::sql::{params, Connection};
 use serde::Serialize;
 
 use super::opt;
@@ -21,7 +21,7 @@ pub fn reauth_at(conn: &Connection, session_id: i64) -> Result<Option<i64>> {
     Ok(opt(conn.query_row(
         "SELECT reauth_at FROM sessions WHERE id=?1",
         [session_id],
-        |r| r.get::<_, Option<i64>>(0),
+        |r| r.get::<Option<i64>>(0),
     ))?
     .flatten())
 }
@@ -53,7 +53,7 @@ pub fn recent_activity(conn: &Connection, user_id: i64, limit: i64) -> Result<Ve
         .query_map(params![user_id, limit], |r| {
             Ok(Activity {
                 at: r.get(0)?,
-                kind: if r.get::<_, i64>(1)? == 1 {
+                kind: if r.get::<i64>(1)? == 1 {
                     "sign_in"
                 } else {
                     "failed_attempt"
@@ -63,7 +63,7 @@ pub fn recent_activity(conn: &Connection, user_id: i64, limit: i64) -> Result<Ve
                 user_agent: r.get(4)?,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 

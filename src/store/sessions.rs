@@ -1,6 +1,6 @@
 //! Sessions and login flows at rest (tokens stored as SHA-256 only).
 
-use rusqlite::{params, Connection};
+use crate::sql::{params, Connection};
 use serde::Serialize;
 
 use crate::crypto;
@@ -40,7 +40,7 @@ pub fn list(conn: &Connection, user_id: Option<i64>, now: i64) -> Result<Vec<Ses
                 expires_at: r.get(7)?,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 

@@ -1,6 +1,6 @@
 //! Terms and conditions: versions and who accepted which.
 
-use rusqlite::{params, Connection};
+use crate::sql::{params, Connection};
 use serde::Serialize;
 
 use super::opt;
@@ -51,7 +51,7 @@ pub fn set(conn: &Connection, version: &str, text: &str, now: i64) -> Result<Ter
 pub fn current(conn: &Connection) -> Result<Option<Terms>> {
     Ok(opt(conn
         .prepare_cached("SELECT version, text FROM terms ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| {
+        .query_row((), |r| {
             Ok(Terms {
                 version: r.get(0)?,
                 text: r.get(1)?,

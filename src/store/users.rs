@@ -1,6 +1,6 @@
 //! Users: identity, role, status, password, lockout counters, group memberships.
 
-use rusqlite::{params, Connection};
+use crate::sql::{params, Connection};
 use serde::Serialize;
 
 use super::{conflict_on_unique, opt, orgs};
@@ -93,7 +93,7 @@ const USER_SELECT: &str = "SELECT u.id, u.username, u.email, u.org_id, o.name, u
     u.last_lock_at, u.last_sign_in_failures
     FROM users u JOIN orgs o ON o.id=u.org_id";
 
-fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
+fn user_row(r: &crate::sql::Row) -> crate::sql::Result<User> {
     let disabled: bool = r.get(6)?;
     let locked_at: Option<i64> = r.get(7)?;
     let role: String = r.get(5)?;
@@ -245,7 +245,7 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<User>> {
             params![f.org_id, f.group_id, f.limit.unwrap_or(-1)],
             user_row,
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
 

@@ -3028,7 +3028,7 @@ mod fuzz {
             prop_assert_eq!(now_user.failed_attempts, m.failures, "{}", at);
             prop_assert_eq!(now_user.locked_at.is_some(), m.locked, "{}", at);
             let sessions: i64 = conn
-                .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+                .query_row("SELECT count(*) FROM sessions", (), |r| r.get(0))
                 .expect("count sessions");
             prop_assert_eq!(sessions, m.sessions, "{}", at);
         }

@@ -313,7 +313,7 @@ fn a_file_that_is_not_a_database_is_refused() {
     let tables: i64 = c
         .query_row(
             "SELECT count(*) FROM sqlite_schema WHERE type='table'",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();

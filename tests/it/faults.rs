@@ -89,7 +89,7 @@ fn assert_integrity(env: &Env) {
         .collect();
     assert_eq!(rows, vec!["ok".to_string()], "integrity_check");
     let fk: i64 = c
-        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", (), |r| {
             r.get(0)
         })
         .expect("foreign_key_check");

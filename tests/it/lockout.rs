@@ -318,7 +318,7 @@ fn both_states_are_shown_and_unlock_clears_them() {
         .unwrap()
         .query_row(
             "SELECT count(*) FROM outbox WHERE kind='unfamiliar_locked'",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();

@@ -200,7 +200,7 @@ fn literal(default: &str) -> String {
 fn sqlite_shape(db: &Path) -> (BTreeMap<String, Table>, i64) {
     let conn = rusqlite::Connection::open(db).expect("open the SQLite database");
     let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .query_row("PRAGMA user_version", (), |r| r.get(0))
         .unwrap();
     let mut tables = BTreeMap::new();
     let names: Vec<(String, String)> = conn

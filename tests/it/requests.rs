@@ -26,7 +26,7 @@ fn readyz_asks_the_database_and_healthz_only_the_process() {
     // A schema this authd does not know (a newer one put in place underneath it).
     let c = rusqlite::Connection::open(&env.db).unwrap();
     let v: i64 = c
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .query_row("PRAGMA user_version", (), |r| r.get(0))
         .unwrap();
     c.pragma_update(None, "user_version", 999).unwrap();
     let r = d.get("/readyz");

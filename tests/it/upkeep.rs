@@ -10,7 +10,7 @@ use crate::daemon_common::{enroll_totp, Daemon};
 
 fn audit_rows(env: &Env) -> i64 {
     let c = Connection::open(&env.db).unwrap();
-    c.query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+    c.query_row("SELECT count(*) FROM audit", (), |r| r.get(0))
         .unwrap()
 }
 
@@ -92,7 +92,7 @@ fn verify_reports_what_is_wrong_and_exits_non_zero() {
         .ok()
         .stdout_has("the key opens every TOTP secret");
     let c = Connection::open(&env.db).unwrap();
-    c.execute("UPDATE totp_credentials SET secret_enc = x'0011'", [])
+    c.execute("UPDATE totp_credentials SET secret_enc = x'0011'", ())
         .unwrap();
     drop(c);
     let out = env.ctl(&["--json", "verify"]);
@@ -244,7 +244,7 @@ fn backup_under_load_holds_whole_transactions_only() {
     drop(d);
     let count = |db: &std::path::Path, sql: &str| -> i64 {
         let c = Connection::open(db).unwrap();
-        c.query_row(sql, [], |r| r.get(0)).unwrap()
+        c.query_row(sql, (), |r| r.get(0)).unwrap()
     };
     let sessions = "SELECT count(*) FROM sessions";
     let rows = "SELECT count(*) FROM audit WHERE event='login.password' AND outcome='success'";

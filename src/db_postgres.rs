@@ -1,0 +1,216 @@
+//! Opening a PostgreSQL database (issue 13): connecting, the schema (`schema.postgres.sql`,
+//! applied under a session advisory lock so nodes starting together do not race), and
+//! the key file, which never enters the database: every node is given a copy.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::crypto::SecretKey;
+use crate::db::{Blank, SCHEMA_VERSION};
+use crate::error::{Error, Result};
+use crate::sql::{redact_url, Connection, OptionalExtension};
+
+/// The whole schema at [`SCHEMA_VERSION`] (the same tables as SQLite's `schema.sql` with
+/// every migration; `tests/it/pg.rs` compares them).
+pub const SCHEMA: &str = include_str!("../schema.postgres.sql");
+
+/// Schema changes after the first PostgreSQL schema: `MIGRATIONS[i]` takes version
+/// `FIRST_VERSION + i` to the next. Each SQLite migration from here on has its
+/// PostgreSQL twin here.
+const MIGRATIONS: &[&str] = &[];
+
+/// The schema version `schema.postgres.sql` was first written at.
+const FIRST_VERSION: i64 = SCHEMA_VERSION - MIGRATIONS.len() as i64;
+
+/// The session-level advisory lock held while the schema is created or migrated.
+const MIGRATE_LOCK: i64 = 0x6175_7468_6401;
+
+/// How long connecting may take before the database counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connect; an unreachable server is a clear error naming it (without its password).
+pub fn connect(url: &str) -> Result<Connection> {
+    Connection::postgres(url, CONNECT_TIMEOUT).map_err(|e| {
+        Error::Unavailable(format!(
+            "cannot connect to PostgreSQL at {}: {e}",
+            redact_url(url)
+        ))
+    })
+}
+
+/// The schema version recorded in `meta`; 0 when the database has no authd schema.
+pub fn schema_version(conn: &Connection) -> Result<i64> {
+    let has_meta: bool =
+        conn.query_row("SELECT to_regclass('meta') IS NOT NULL", (), |r| r.get(0))?;
+    if !has_meta {
+        return Ok(0);
+    }
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key='schema_version'",
+            (),
+            |r| r.get(0),
+        )
+        .optional()?;
+    match v {
+        None => Ok(0),
+        Some(v) => v.parse().map_err(|_| {
+            Error::Invalid(format!(
+                "the database's schema version '{v}' is not a number"
+            ))
+        }),
+    }
+}
+
+/// Bring the schema to [`SCHEMA_VERSION`]: a database without tables gets the whole
+/// schema; one with other tables is refused; an older authd schema is migrated; a newer
+/// one is refused. Holds [`MIGRATE_LOCK`] meanwhile: a node starting at the same time
+/// waits, then finds the schema current.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let v = schema_version(conn)?;
+    if v == SCHEMA_VERSION {
+        return Ok(());
+    }
+    refuse_newer(v)?;
+    conn.execute_batch(&format!("SELECT pg_advisory_lock({MIGRATE_LOCK})"))?;
+    let r = migrate_locked(conn);
+    let unlocked = conn.execute_batch(&format!("SELECT pg_advisory_unlock({MIGRATE_LOCK})"));
+    r?;
+    unlocked?;
+    conn.flush_prepared_statement_cache();
+    Ok(())
+}
+
+fn refuse_newer(v: i64) -> Result<()> {
+    if v > SCHEMA_VERSION {
+        return Err(Error::Invalid(format!(
+            "the database has schema version {v}, newer than this build understands ({SCHEMA_VERSION}); upgrade authd"
+        )));
+    }
+    Ok(())
+}
+
+fn migrate_locked(conn: &mut Connection) -> Result<()> {
+    let v = schema_version(conn)?;
+    refuse_newer(v)?;
+    if v == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.begin(false)?;
+    if v == 0 {
+        refuse_foreign(&tx)?;
+        tx.execute_batch(SCHEMA)?;
+    } else if v < FIRST_VERSION {
+        return Err(Error::Invalid(format!(
+            "the database has schema version {v}, older than PostgreSQL support ({FIRST_VERSION}): copy the site with `authctl db copy` from SQLite instead"
+        )));
+    } else {
+        for step in &MIGRATIONS[(v - FIRST_VERSION) as usize..] {
+            tx.execute_batch(step)?;
+        }
+        tx.execute(
+            "UPDATE meta SET value=?1 WHERE key='schema_version'",
+            [SCHEMA_VERSION.to_string()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A database with tables that are not authd's is not ours to take over.
+fn refuse_foreign(conn: &Connection) -> Result<()> {
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+        (),
+        |r| r.get(0),
+    )?;
+    if tables > 0 {
+        return Err(Error::Invalid(
+            "the PostgreSQL database has tables, but not an authd schema; give authd a database of its own".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Open an authd database on PostgreSQL, treating one without the schema as `blank` says.
+pub fn open(url: &str, blank: Blank) -> Result<Connection> {
+    let mut conn = connect(url)?;
+    if blank == Blank::Refuse && schema_version(&conn)? == 0 {
+        return Err(Error::Invalid(format!(
+            "the PostgreSQL database at {} holds no authd schema; nothing was changed (`authctl init --db URL` creates it)",
+            redact_url(url)
+        )));
+    }
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// How many key check values the database holds (0: no key made it yet).
+fn known_keys(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM meta WHERE key='key_check' OR key LIKE 'key_check.%'",
+        (),
+        |r| r.get(0),
+    )?)
+}
+
+/// `authctl init --db postgres://…`: the database must hold no authd schema yet; the key
+/// file is made (never overwritten).
+pub fn create(url: &str, key_path: &Path) -> Result<(Connection, SecretKey)> {
+    let mut conn = connect(url)?;
+    if schema_version(&conn)? != 0 {
+        return Err(Error::Conflict(format!(
+            "the PostgreSQL database at {} already holds an authd database; refusing to overwrite it",
+            redact_url(url)
+        )));
+    }
+    if key_path.exists() {
+        return Err(Error::Conflict(format!(
+            "the key file {} already exists; refusing to overwrite it",
+            key_path.display()
+        )));
+    }
+    migrate(&mut conn)?;
+    let key = SecretKey::create_file(key_path)?;
+    crate::db::check_key(&conn, &key, key_path)?;
+    Ok((conn, key))
+}
+
+/// authd's start on PostgreSQL: the schema is made or migrated; the key file is loaded
+/// and checked. It is made only for a database no key has been registered with yet: a
+/// node that finds keys registered and no key file refuses to start (copy the file from
+/// the node that made it).
+pub fn open_or_create(url: &str, key_path: &Path) -> Result<(Connection, SecretKey)> {
+    let mut conn = connect(url)?;
+    migrate(&mut conn)?;
+    if key_path.exists() {
+        let key = crate::db::load_key(&conn, key_path)?;
+        return Ok((conn, key));
+    }
+    if known_keys(&conn)? > 0 {
+        return Err(Error::Key(format!(
+            "the key file {} is missing, and the PostgreSQL database already belongs to a key: copy the key file from the node that made it",
+            key_path.display()
+        )));
+    }
+    let key = SecretKey::create_file(key_path)?;
+    crate::db::check_key(&conn, &key, key_path)?;
+    Ok((conn, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_postgres_schema_is_at_this_builds_version() {
+        let line = SCHEMA
+            .lines()
+            .find(|l| l.contains("'schema_version'"))
+            .expect("the schema records its version");
+        assert!(
+            line.contains(&format!("'{FIRST_VERSION}'")),
+            "schema.postgres.sql records {line:?}; this build expects {FIRST_VERSION}"
+        );
+    }
+}
