@@ -411,8 +411,11 @@ async fn serve(
     served.map_err(|e| format!("the server failed: {e}"))?;
     // Leave the database whole in its main file: the next start (or a backup copying
     // only authd.db) finds nothing waiting in the WAL.
-    if let Ok(conn) = authcore::db::open(&db_path) {
-        let _ = authcore::db::truncate_wal(&conn);
+    // (SQLite only: PostgreSQL has no WAL of ours to empty.)
+    if authcore::db::postgres_url(&db_path).is_none() {
+        if let Ok(conn) = authcore::db::open(&db_path) {
+            let _ = authcore::db::truncate_wal(&conn);
+        }
     }
     tracing::info!("stopped");
     Ok(())

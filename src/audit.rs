@@ -101,13 +101,25 @@ impl Entry {
 
 /// Write one row; returns its id.
 pub fn record(conn: &Connection, e: &Entry, now: i64) -> Result<i64> {
+    if conn.engine() == crate::sql::Engine::Postgres && conn.is_autocommit() {
+        // Audit ids must be handed out in commit order for the chain's seal: on
+        // PostgreSQL a row written outside a transaction takes the writers' lock too.
+        conn.execute_batch(crate::sql::begin_write_sql(conn.engine()))?;
+        let r = insert(conn, e, now);
+        conn.execute_batch(if r.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+        return r;
+    }
+    insert(conn, e, now)
+}
+
+fn insert(conn: &Connection, e: &Entry, now: i64) -> Result<i64> {
     // Every decision writes one: reuse the compiled statement.
-    conn.prepare_cached(
+    Ok(conn.prepare_cached(
         "INSERT INTO audit(at, event, outcome, reason, username, username_key, user_id, org_id,
                            ip, user_agent, actor, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
     )?
-    .execute(params![
+    .query_row(params![
         now,
         e.event,
         e.outcome.unwrap_or(Outcome::Failure).as_str(),
@@ -120,8 +132,7 @@ pub fn record(conn: &Connection, e: &Entry, now: i64) -> Result<i64> {
         clip(&e.user_agent),
         clip(&e.actor),
         e.detail.chars().take(4096).collect::<String>(),
-    ])?;
-    Ok(conn.last_insert_rowid())
+    ], |r| r.get(0))?)
 }
 
 /// A stored row, as queries return it.

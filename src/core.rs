@@ -53,6 +53,8 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 struct Pool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// PostgreSQL: what a connection calls when it sees the session epoch move.
+    epoch_hook: crate::sql::EpochHook,
 }
 
 impl Pool {
@@ -62,6 +64,7 @@ impl Pool {
         }
         let c = crate::db::open(&self.path)?;
         crate::db::defer_checkpoints(&c)?;
+        c.listen_for_epoch(crate::session_cache::EPOCH_CHANNEL, self.epoch_hook.clone())?;
         Ok(c)
     }
 
@@ -70,7 +73,7 @@ impl Pool {
             // A connection opened read-only (the file was unwritable then) is not kept:
             // it would refuse writes after the file is writable again.
             let writable = !crate::db::is_read_only(&c);
-            if v.len() < POOL_IDLE && c.is_autocommit() && writable {
+            if v.len() < POOL_IDLE && c.is_autocommit() && writable && !c.is_broken() {
                 v.push(c);
             }
         }
@@ -123,7 +126,12 @@ impl Core {
             Retention::DAILY,
             stopped,
         )?;
-        let writer = GroupCommit::start(path.to_path_buf(), Some(key.clone()))?;
+        let sessions = match crate::db::postgres_url(path) {
+            Some(url) => SessionCache::listening(url)?,
+            None => SessionCache::new(path),
+        };
+        let writer =
+            GroupCommit::start_with(path.to_path_buf(), Some(key.clone()), sessions.epoch_hook())?;
         Ok(Core(Arc::new(Inner {
             path: path.to_path_buf(),
             key,
@@ -131,9 +139,10 @@ impl Core {
             pool: Pool {
                 path: path.to_path_buf(),
                 idle: Mutex::new(Vec::new()),
+                epoch_hook: sessions.epoch_hook(),
             },
             writer,
-            sessions: SessionCache::new(path),
+            sessions,
             clock,
             relying_party: std::sync::OnceLock::new(),
             stop_checkpoints: Some(stop),
@@ -299,6 +308,9 @@ fn spawn_checkpointer(
                     stop.recv_timeout(CHECKPOINT_EVERY),
                     Err(mpsc::RecvTimeoutError::Timeout)
                 );
+                if conn.as_ref().is_some_and(|c| c.is_broken()) {
+                    conn = None;
+                }
                 if conn.is_none() {
                     conn = crate::db::open(&path).ok();
                 }

@@ -40,9 +40,14 @@ pub struct Location {
 }
 
 impl Location {
+    /// `key` None: beside a SQLite file (`DB.key`); none at all for PostgreSQL, where
+    /// the key file must be named (see [`require_key_file`]).
     pub fn new(db: impl Into<PathBuf>, key: Option<PathBuf>) -> Location {
         let db = db.into();
-        let key = key.unwrap_or_else(|| crypto::default_key_path(&db));
+        let key = key.unwrap_or_else(|| match postgres_url(&db) {
+            Some(_) => PathBuf::new(),
+            None => crypto::default_key_path(&db),
+        });
         Location { db, key }
     }
 }
@@ -326,6 +331,18 @@ fn open_file(path: &Path, blank: Blank) -> Result<Connection> {
     Ok(conn)
 }
 
+/// With PostgreSQL the key file is always named (`--key-file`, `AUTHD_KEY_FILE`,
+/// `AUTHCTL_KEY_FILE`): there is no file beside the database to put it in, and the key
+/// never enters the database.
+pub fn require_key_file(key_path: &Path) -> Result<()> {
+    if key_path.as_os_str().is_empty() {
+        return Err(Error::Invalid(
+            "with a PostgreSQL database the key file must be named: pass --key-file (the key never enters the database; every node needs a copy)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The PostgreSQL URL when `db` names one (see [`crate::sql::Target`]).
 pub fn postgres_url(db: &Path) -> Option<&str> {
     db.to_str().filter(|s| crate::sql::is_postgres_url(s))
@@ -423,6 +440,7 @@ pub fn inspect(path: &Path, key_path: &Path) -> Result<Inspection> {
 
 /// Load the key file and check it belongs to this database.
 pub fn load_key(conn: &Connection, key_path: &Path) -> Result<SecretKey> {
+    require_key_file(key_path)?;
     let key = SecretKey::load_file(key_path)?;
     check_key(conn, &key, key_path)?;
     Ok(key)

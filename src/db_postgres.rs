@@ -157,6 +157,7 @@ fn known_keys(conn: &Connection) -> Result<i64> {
 /// `authctl init --db postgres://…`: the database must hold no authd schema yet; the key
 /// file is made (never overwritten).
 pub fn create(url: &str, key_path: &Path) -> Result<(Connection, SecretKey)> {
+    crate::db::require_key_file(key_path)?;
     let mut conn = connect(url)?;
     if schema_version(&conn)? != 0 {
         return Err(Error::Conflict(format!(
@@ -181,6 +182,7 @@ pub fn create(url: &str, key_path: &Path) -> Result<(Connection, SecretKey)> {
 /// node that finds keys registered and no key file refuses to start (copy the file from
 /// the node that made it).
 pub fn open_or_create(url: &str, key_path: &Path) -> Result<(Connection, SecretKey)> {
+    crate::db::require_key_file(key_path)?;
     let mut conn = connect(url)?;
     migrate(&mut conn)?;
     if key_path.exists() {

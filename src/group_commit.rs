@@ -185,12 +185,22 @@ impl GroupCommit {
         db: PathBuf,
         seal: Option<crate::crypto::SecretKey>,
     ) -> std::io::Result<GroupCommit> {
+        GroupCommit::start_with(db, seal, Arc::new(|| {}))
+    }
+
+    /// [`GroupCommit::start`], with what the writer's PostgreSQL connection calls when a
+    /// group's commit moved the session epoch (see `sql::Connection::listen_for_epoch`).
+    pub fn start_with(
+        db: PathBuf,
+        seal: Option<crate::crypto::SecretKey>,
+        epoch_hook: crate::sql::EpochHook,
+    ) -> std::io::Result<GroupCommit> {
         let (queue, rx) = mpsc::sync_channel::<Box<dyn Job>>(QUEUE);
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
         std::thread::Builder::new()
             .name("authd-writer".into())
-            .spawn(move || run(db, seal, rx, &c))?;
+            .spawn(move || run(db, seal, epoch_hook, rx, &c))?;
         Ok(GroupCommit { queue, counts })
     }
 
@@ -268,6 +278,7 @@ const GROUP_SEAL_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 fn run(
     db: PathBuf,
     seal: Option<crate::crypto::SecretKey>,
+    epoch_hook: crate::sql::EpochHook,
     rx: mpsc::Receiver<Box<dyn Job>>,
     counts: &Counts,
 ) {
@@ -283,7 +294,11 @@ fn run(
             }
         }
         if conn.is_none() {
-            match crate::db::open_group_writer(&db) {
+            let opened = crate::db::open_group_writer(&db).and_then(|c| {
+                c.listen_for_epoch(crate::session_cache::EPOCH_CHANNEL, epoch_hook.clone())?;
+                Ok(c)
+            });
+            match opened {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::error!(error = %e, "the writer cannot open the database");
@@ -311,7 +326,14 @@ fn run(
                 let jobs = queued.take().unwrap_or_default();
                 let done = jobs.into_iter().map(|j| j.run(c)).collect::<Vec<_>>();
                 if let Some(key) = seal_now {
-                    if let Err(e) = crate::store::audit_chain::seal(c, key, GROUP_SEAL_MAX) {
+                    // In a savepoint of its own: a failed seal (PostgreSQL aborts the
+                    // whole transaction on an error) must not take the group's steps
+                    // with it.
+                    let sealed = c.savepoint().map_err(crate::Error::from).and_then(|sp| {
+                        crate::store::audit_chain::seal(&sp, key, GROUP_SEAL_MAX)?;
+                        Ok(sp.commit()?)
+                    });
+                    if let Err(e) = sealed {
                         tracing::debug!(error = %e, "sealing in the group failed; the background thread will");
                     }
                 }
@@ -329,7 +351,7 @@ fn run(
                     counts.groups.fetch_add(1, Ordering::Relaxed);
                 }
                 done.into_iter().for_each(|d| d.send(ok));
-                if !keep {
+                if !keep || conn.as_ref().is_some_and(|c| c.is_broken()) {
                     conn = None;
                 }
             }

@@ -134,7 +134,9 @@ pub struct SessionCache {
     /// Where the next check starts looking for a free watcher.
     next_watcher: AtomicUsize,
     /// Moves on whenever a watcher sees a commit (or a new watcher starts).
-    epoch: AtomicU64,
+    epoch: Arc<AtomicU64>,
+    /// PostgreSQL: the listener that stands in for the watchers (see [`PgListener`]).
+    listener: Option<Arc<PgListener>>,
     entries: RwLock<Entries>,
 }
 
@@ -173,9 +175,23 @@ impl SessionCache {
                 })
                 .collect(),
             next_watcher: AtomicUsize::new(0),
-            epoch: AtomicU64::new(0),
+            epoch: Arc::new(AtomicU64::new(0)),
             entries: RwLock::new(Entries::default()),
+            listener: None,
         }
+    }
+
+    /// A cache for the PostgreSQL database at `url`: a listener thread follows the
+    /// session epoch's notifications in place of the watchers (see [`PgListener`]).
+    pub fn listening(url: &str) -> std::io::Result<SessionCache> {
+        let mut cache = SessionCache::with_limits(Path::new(url), MAX_ENTRIES, 1);
+        let listener = Arc::new(PgListener::default());
+        let (l, epoch, url) = (listener.clone(), cache.epoch.clone(), url.to_string());
+        std::thread::Builder::new()
+            .name("authd-listen".into())
+            .spawn(move || l.run(&url, &epoch))?;
+        cache.listener = Some(listener);
+        Ok(cache)
     }
 
     /// A watcher for this check: a free one if there is one, else wait for one. After a
@@ -201,6 +217,12 @@ impl SessionCache {
     /// Read a watcher's `data_version` and return the current epoch, having moved it on
     /// if the watcher saw a commit since its last reading or is new. None on any failure.
     fn observe(&self, now: i64) -> Option<u64> {
+        if let Some(l) = &self.listener {
+            // Read the epoch before `listening`: a listener that fails after this read
+            // moves the epoch on as it stops, so what this check fills is old at once.
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            return l.listening.load(Ordering::SeqCst).then_some(epoch);
+        }
         let mut w = self.watcher();
         if w.conn.is_none() {
             if now < w.reopen_at {
@@ -328,6 +350,23 @@ impl SessionCache {
         Some(checked)
     }
 
+    /// What a PostgreSQL connection of this core calls when its own commit (or any
+    /// notification it received) moved the session epoch: a new epoch at once, so this
+    /// node's next check sees its own change without waiting for the listener.
+    pub fn epoch_hook(&self) -> crate::sql::EpochHook {
+        let epoch = self.epoch.clone();
+        Arc::new(move || {
+            epoch.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+
+    /// Whether the PostgreSQL listener is listening (None: SQLite, no listener).
+    pub fn listening_now(&self) -> Option<bool> {
+        self.listener
+            .as_ref()
+            .map(|l| l.listening.load(Ordering::SeqCst))
+    }
+
     /// Every watcher fails as on a read error at `now`.
     #[cfg(test)]
     fn fail_watchers(&self, now: i64) {
@@ -339,6 +378,89 @@ impl SessionCache {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries_write().map.len()
+    }
+}
+
+impl Drop for SessionCache {
+    fn drop(&mut self) {
+        if let Some(l) = &self.listener {
+            l.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The notification channel of the session epoch (`schema.postgres.sql`'s trigger
+/// function notifies it in the transaction that moves the epoch; PostgreSQL delivers it
+/// to every listening session when that transaction commits).
+pub const EPOCH_CHANNEL: &str = "authd_session_epoch";
+
+/// How often the listener wakes to see whether it should stop and whether its connection
+/// still answers.
+const LISTEN_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// On PostgreSQL, commits by other nodes are not visible as SQLite's `data_version`: one
+/// connection per core LISTENs on [`EPOCH_CHANNEL`] instead, and every notification moves
+/// the cache to a new epoch. Memory answers only while the listener is connected and
+/// listening; when its connection fails it stops answering (every check goes to the
+/// database), moves the epoch on, and reconnects once a second; a new listener knows
+/// nothing of what it missed, so it moves the epoch on when it starts.
+///
+/// Staleness bound: a change committed on any node is refused by another node's check
+/// that starts after the notification reached this listener — PostgreSQL sends
+/// notifications to listening sessions as the notifying transaction commits, so the
+/// window is that delivery (loopback: well under a millisecond; measured by
+/// `tests/it/nodes.rs`), never longer than the listener's liveness check
+/// ([`LISTEN_TICK`]) plus its failure handling if the connection is lost silently.
+#[derive(Default)]
+pub struct PgListener {
+    listening: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl PgListener {
+    fn run(&self, url: &str, epoch: &AtomicU64) {
+        while !self.stop.load(Ordering::SeqCst) {
+            match crate::db_postgres::connect(url) {
+                Ok(conn) => {
+                    let r = conn
+                        .with_pg_client(|c| self.listen(c, epoch))
+                        .unwrap_or(Ok(()));
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "session cache: the PostgreSQL listener lost its connection; checks go to the database until it is back");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "session cache: the listener cannot connect")
+                }
+            }
+            self.listening.store(false, Ordering::SeqCst);
+            epoch.fetch_add(1, Ordering::SeqCst);
+            if !self.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_secs(REOPEN_AFTER_SECS as u64));
+            }
+        }
+    }
+
+    fn listen(
+        &self,
+        c: &mut postgres::Client,
+        epoch: &AtomicU64,
+    ) -> std::result::Result<(), postgres::Error> {
+        c.batch_execute(&format!("LISTEN {EPOCH_CHANNEL}"))?;
+        epoch.fetch_add(1, Ordering::SeqCst);
+        self.listening.store(true, Ordering::SeqCst);
+        while !self.stop.load(Ordering::SeqCst) {
+            {
+                let mut notes = c.notifications();
+                let mut it = notes.timeout_iter(LISTEN_TICK);
+                while let Some(_n) = postgres::fallible_iterator::FallibleIterator::next(&mut it)? {
+                    epoch.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            // A connection lost without a word (no reset) shows here.
+            c.simple_query("SELECT 1")?;
+        }
+        Ok(())
     }
 }
 

@@ -253,7 +253,11 @@ enum Inner {
 }
 
 struct PgConn {
-    client: RefCell<postgres::Client>,
+    /// Always Some until the connection is dropped (see `Drop for PgConn`).
+    client: RefCell<Option<postgres::Client>>,
+    /// Called after a commit (or a statement outside a transaction) that sent the session
+    /// epoch's notification: see [`Connection::listen_for_epoch`].
+    epoch_hook: RefCell<Option<EpochHook>>,
     /// Prepared statements by their SQLite-form text.
     statements: RefCell<HashMap<String, postgres::Statement>>,
     /// Open transaction and savepoint levels (PostgreSQL has no "autocommit?" query).
@@ -293,7 +297,8 @@ impl Connection {
         let client = config.connect(postgres::NoTls)?;
         Ok(Connection {
             inner: Inner::Pg(Box::new(PgConn {
-                client: RefCell::new(client),
+                client: RefCell::new(Some(client)),
+                epoch_hook: RefCell::new(None),
                 statements: RefCell::new(HashMap::new()),
                 depth: Cell::new(0),
                 url: url.to_string(),
@@ -329,8 +334,21 @@ impl Connection {
     pub fn with_pg_client<T>(&self, f: impl FnOnce(&mut postgres::Client) -> T) -> Option<T> {
         match &self.inner {
             Inner::Lite(_) => None,
-            Inner::Pg(p) => Some(f(&mut p.client.borrow_mut())),
+            Inner::Pg(p) => Some(f(&mut p.client())),
         }
+    }
+
+    /// PostgreSQL: LISTEN on the session epoch's channel and call `hook` after each commit
+    /// (or statement outside a transaction) once a notification has arrived — the
+    /// connection's own, sent as its transaction committed, so a node sees its own
+    /// changes at once; other nodes' arrive through the session cache's listener. SQLite:
+    /// nothing (its watchers see every commit).
+    pub fn listen_for_epoch(&self, channel: &str, hook: EpochHook) -> Result<()> {
+        if let Inner::Pg(p) = &self.inner {
+            p.client().batch_execute(&format!("LISTEN {channel}"))?;
+            *p.epoch_hook.borrow_mut() = Some(hook);
+        }
+        Ok(())
     }
 
     /// The PostgreSQL URL this connection was opened with.
@@ -361,7 +379,7 @@ impl Connection {
     pub fn is_broken(&self) -> bool {
         match &self.inner {
             Inner::Lite(_) => false,
-            Inner::Pg(p) => p.client.borrow().is_closed(),
+            Inner::Pg(p) => p.client.borrow().as_ref().is_none_or(|c| c.is_closed()),
         }
     }
 
@@ -370,8 +388,9 @@ impl Connection {
         match &self.inner {
             Inner::Lite(c) => Ok(c.execute_batch(sql)?),
             Inner::Pg(p) => {
-                p.client.borrow_mut().batch_execute(sql)?;
+                p.client().batch_execute(sql)?;
                 p.track_transaction_control(sql);
+                p.after_write();
                 Ok(())
             }
         }
@@ -472,7 +491,53 @@ impl Connection {
     }
 }
 
+/// What a connection calls when it has seen the session epoch move.
+pub type EpochHook = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // Closing a client blocks on its own runtime, which panics on a thread that
+        // drives another runtime (authd's async threads drop cores and connections too):
+        // it is closed on a thread of its own.
+        if let Some(c) = self.client.get_mut().take() {
+            let _ = std::thread::Builder::new()
+                .name("authd-pg-close".into())
+                .spawn(move || drop(c));
+        }
+    }
+}
+
 impl PgConn {
+    fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
+        std::cell::RefMut::map(self.client.borrow_mut(), |c| {
+            c.as_mut().expect("a PostgreSQL connection is open until dropped")
+        })
+    }
+
+    /// After a commit or a statement outside a transaction: when this connection has
+    /// received a notification (its own transaction's, sent as it committed, or another
+    /// node's), tell the hook.
+    fn after_write(&self) {
+        if self.depth.get() != 0 {
+            return;
+        }
+        let Some(hook) = self.epoch_hook.borrow().clone() else {
+            return;
+        };
+        let mut seen = false;
+        {
+            let mut client = self.client();
+            let mut notes = client.notifications();
+            let mut it = notes.iter();
+            while let Ok(Some(_)) = postgres::fallible_iterator::FallibleIterator::next(&mut it) {
+                seen = true;
+            }
+        }
+        if seen {
+            hook();
+        }
+    }
+
     fn prepare(&self, sql: &str) -> Result<Statement<'_>> {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(Statement(Stmt::Pg {
@@ -481,7 +546,13 @@ impl PgConn {
             }));
         }
         let text = to_postgres(sql);
-        let stmt = self.client.borrow_mut().prepare(&text)?;
+        let stmt = self.client().prepare(&text).inspect_err(|e| {
+            // A statement PostgreSQL cannot take is a bug of the store, not of the input.
+            tracing::error!(error = %pg_message(e), sql = %text, "PostgreSQL refused a statement");
+            if std::env::var_os("AUTHD_SQL_DEBUG").is_some() {
+                eprintln!("PostgreSQL refused: {}\n{text}", pg_message(e));
+            }
+        })?;
         let mut cache = self.statements.borrow_mut();
         if cache.len() >= PG_STATEMENTS {
             cache.clear();
@@ -654,7 +725,8 @@ impl<'c> Statement<'c> {
             unreachable!()
         };
         let binds = binds(&values)?;
-        let n = conn.client.borrow_mut().execute(stmt, &bind_refs(&binds))?;
+        let n = conn.client().execute(stmt, &bind_refs(&binds))?;
+        conn.after_write();
         Ok(n as usize)
     }
 
@@ -675,7 +747,7 @@ impl<'c> Statement<'c> {
             unreachable!()
         };
         let binds = binds(&values)?;
-        let rows = conn.client.borrow_mut().query(stmt, &bind_refs(&binds))?;
+        let rows = conn.client().query(stmt, &bind_refs(&binds))?;
         match rows.first() {
             Some(r) => f(&Row::Pg(r)),
             None => Err(Error::NoRows),
@@ -716,7 +788,7 @@ impl<'c> Statement<'c> {
             Stmt::LiteCached(s) => return Ok(Rows(RowsInner::Lite(s.query(&*values)?))),
             Stmt::Pg { conn, stmt } => {
                 let binds = binds(&values)?;
-                conn.client.borrow_mut().query(&*stmt, &bind_refs(&binds))?
+                conn.client().query(&*stmt, &bind_refs(&binds))?
             }
         };
         Ok(Rows(RowsInner::Pg(pg.into_iter(), None)))
@@ -739,7 +811,7 @@ impl<'c> Statement<'c> {
             unreachable!()
         };
         let binds = binds(&values)?;
-        for r in conn.client.borrow_mut().query(stmt, &bind_refs(&binds))? {
+        for r in conn.client().query(stmt, &bind_refs(&binds))? {
             each(&Row::Pg(&r))?;
         }
         Ok(())
@@ -917,6 +989,12 @@ impl postgres::types::ToSql for Bind {
             (Value::Real(f), &Type::FLOAT8) => P::to_sql(&f, ty, out),
             (Value::Real(f), &Type::FLOAT4) => P::to_sql(&(*f as f32), ty, out),
             (Value::Real(f), t) if is_text(t) => P::to_sql(&f.to_string(), &Type::TEXT, out),
+            // PostgreSQL text cannot hold U+0000: it is stored as U+FFFD, which no name
+            // may contain (`names::normalize`), so a lookup of such a name finds nothing
+            // and an audit row keeps what was sent, visibly.
+            (Value::Text(s), t) if is_text(t) && s.contains('\0') => {
+                P::to_sql(&s.replace('\0', "\u{FFFD}"), &Type::TEXT, out)
+            }
             (Value::Text(s), t) if is_text(t) => P::to_sql(&s.as_str(), &Type::TEXT, out),
             (Value::Text(s), &Type::INT8) => P::to_sql(&s.parse::<i64>()?, ty, out),
             (Value::Text(s), &Type::BYTEA) => P::to_sql(&s.as_bytes(), ty, out),

@@ -236,7 +236,7 @@ pub fn list_devices(conn: &Connection, user_id: Option<i64>, now: i64) -> Result
     let mut stmt = conn.prepare(
         "SELECT d.id, d.user_id, u.username, d.user_agent, d.created_at, d.last_used_at, d.expires_at
          FROM devices d JOIN users u ON u.id=d.user_id
-         WHERE d.revoked_at IS NULL AND d.expires_at > ?1 AND (?2 IS NULL OR d.user_id=?2)
+         WHERE d.revoked_at IS NULL AND d.expires_at > ?1 AND (CAST(?2 AS BIGINT) IS NULL OR d.user_id=?2)
          ORDER BY d.id",
     )?;
     let rows = stmt

@@ -17,7 +17,7 @@ pub fn record_sign_in(conn: &Connection, user_id: i64, ip: &str, now: i64) -> Re
     conn.prepare_cached(
         "INSERT INTO sign_in_networks(user_id, network, last_at) VALUES (?1, ?2, ?3)
          ON CONFLICT(user_id, network) DO UPDATE SET last_at=excluded.last_at
-         WHERE excluded.last_at >= last_at + 3600",
+         WHERE excluded.last_at >= sign_in_networks.last_at + 3600",
     )?
     .execute(params![user_id, net, now])?;
     Ok(())
@@ -31,7 +31,7 @@ pub fn new_network(conn: &Connection, user_id: i64, ip: &str) -> Result<bool> {
     };
     let (any, this): (i64, i64) = conn
         .prepare_cached(
-            "SELECT count(*), coalesce(sum(network=?2), 0) FROM sign_in_networks WHERE user_id=?1",
+            "SELECT count(*), count(CASE WHEN network=?2 THEN 1 END) FROM sign_in_networks WHERE user_id=?1",
         )?
         .query_row(params![user_id, net], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(any > 0 && this == 0)

@@ -24,7 +24,7 @@ pub fn list(conn: &Connection, user_id: Option<i64>, now: i64) -> Result<Vec<Ses
     let mut stmt = conn.prepare(
         "SELECT s.id, s.user_id, u.username, s.ip, s.user_agent, s.created_at, s.last_seen_at, s.expires_at
          FROM sessions s JOIN users u ON u.id=s.user_id
-         WHERE s.revoked_at IS NULL AND s.expires_at > ?1 AND (?2 IS NULL OR s.user_id=?2)
+         WHERE s.revoked_at IS NULL AND s.expires_at > ?1 AND (CAST(?2 AS BIGINT) IS NULL OR s.user_id=?2)
          ORDER BY s.id",
     )?;
     let rows = stmt

@@ -85,8 +85,8 @@ pub struct User {
 const USER_SELECT: &str = "SELECT u.id, u.username, u.email, u.org_id, o.name, u.role, u.disabled,
     u.locked_at, u.failed_attempts, u.password_hash, u.password_changed_at,
     u.must_change_password, u.mfa_method, u.created_at,
-    (SELECT group_concat(name, char(31)) FROM (SELECT g.name FROM memberships m
-        JOIN groups g ON g.id=m.group_id WHERE m.user_id=u.id ORDER BY g.name_key)),
+    (SELECT string_agg(g.name, '\u{1f}' ORDER BY g.name_key) FROM memberships m
+        JOIN groups g ON g.id=m.group_id WHERE m.user_id=u.id),
     EXISTS (SELECT 1 FROM memberships m JOIN groups g ON g.id=m.group_id
         WHERE m.user_id=u.id AND g.require_2fa=1),
     u.unfamiliar_failures, u.unfamiliar_locked_at, u.lock_until, u.lock_streak,
@@ -193,7 +193,7 @@ pub fn create(conn: &Connection, u: &NewUser, now: i64) -> Result<User> {
     let id = conn.last_insert_rowid();
     for g in group_ids {
         conn.execute(
-            "INSERT OR IGNORE INTO memberships(user_id, group_id) VALUES (?1, ?2)",
+            "INSERT INTO memberships(user_id, group_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             params![id, g],
         )?;
     }
@@ -228,21 +228,21 @@ pub struct ListFilter {
 }
 
 pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<User>> {
-    let mut sql = format!("{USER_SELECT} WHERE 1=1");
-    if f.org_id.is_some() {
-        sql.push_str(" AND u.org_id=?1");
-    }
+    // Every parameter appears in the text whatever the filter (PostgreSQL types each
+    // placeholder from where it is used).
+    let mut sql = format!(
+        "{USER_SELECT} WHERE (CAST(?1 AS BIGINT) IS NULL OR u.org_id=?1)
+         AND (CAST(?2 AS BIGINT) IS NULL
+              OR u.id IN (SELECT user_id FROM memberships WHERE group_id=?2))"
+    );
     if f.locked {
         sql.push_str(" AND u.locked_at IS NOT NULL");
-    }
-    if f.group_id.is_some() {
-        sql.push_str(" AND u.id IN (SELECT user_id FROM memberships WHERE group_id=?2)");
     }
     sql.push_str(" ORDER BY u.org_id, u.username_key LIMIT ?3");
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
         .query_map(
-            params![f.org_id, f.group_id, f.limit.unwrap_or(-1)],
+            params![f.org_id, f.group_id, f.limit.unwrap_or(i64::MAX)],
             user_row,
         )?
         .collect::<crate::sql::Result<Vec<_>>>()?;
@@ -280,7 +280,7 @@ pub fn set_org(conn: &Connection, id: i64, org: &str, now: i64) -> Result<()> {
 pub fn add_to_group(conn: &Connection, id: i64, group: &str) -> Result<()> {
     let g = orgs::get_group(conn, group)?;
     conn.execute(
-        "INSERT OR IGNORE INTO memberships(user_id, group_id) VALUES (?1, ?2)",
+        "INSERT INTO memberships(user_id, group_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         params![id, g.id],
     )?;
     Ok(())

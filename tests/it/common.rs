@@ -346,6 +346,14 @@ fn shell_quote(a: &OsStr) -> String {
     }
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let (Some(name), Some(base)) = (&self.pg, pg_base()) {
+            let _ = pg_admin(&base).batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
 /// A command for `authctl` with a clean environment: no AUTHCTL_* variables, no colour.
 pub fn authctl_cmd() -> Command {
     let mut cmd = Command::new(AUTHCTL);
@@ -356,21 +364,70 @@ pub fn authctl_cmd() -> Command {
     cmd
 }
 
-/// A temporary directory holding `authd.db` (and its key file `authd.db.key`).
+/// A temporary directory holding `authd.db` (and its key file `authd.db.key`) — or, when
+/// the suites run against PostgreSQL ([`pg_base`]), a fresh PostgreSQL database of its
+/// own (dropped with the `Env`) and the key file in the directory.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
+    /// The PostgreSQL database's name, when on PostgreSQL.
+    pg: Option<String>,
+}
+
+/// The PostgreSQL cluster the suites run against, as a URL without a database name
+/// (`postgres://authd@127.0.0.1:PORT/`): set by scripts/test.sh for its PostgreSQL pass
+/// (`AUTHD_TEST_PG_URL`); None runs them on SQLite.
+pub fn pg_base() -> Option<String> {
+    std::env::var("AUTHD_TEST_PG_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// How long the suites wait after a change made outside authd on PostgreSQL before they
+/// expect every authd to have seen it (the notification's delivery; see
+/// `session_cache::PgListener`).
+pub const PG_SETTLE: Duration = Duration::from_millis(100);
+
+/// Whether this run's suites are on PostgreSQL.
+pub fn on_postgres() -> bool {
+    pg_base().is_some()
+}
+
+fn pg_admin(base: &str) -> postgres::Client {
+    postgres::Client::connect(&format!("{base}postgres"), postgres::NoTls)
+        .unwrap_or_else(|e| panic!("connect to the test cluster at {base}: {e}"))
 }
 
 impl Env {
-    /// A temporary directory with no database yet.
+    /// A temporary directory with no database yet (on PostgreSQL: an empty database).
     pub fn empty() -> Env {
         let dir = tempfile::Builder::new()
             .prefix("authctl-test-")
             .tempdir()
             .expect("temp dir");
-        let db = dir.path().join("authd.db");
-        Env { dir, db }
+        let Some(base) = pg_base() else {
+            let db = dir.path().join("authd.db");
+            return Env { dir, db, pg: None };
+        };
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        pg_admin(&base)
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create a test database");
+        Env {
+            dir,
+            db: PathBuf::from(format!("{base}{name}")),
+            pg: Some(name),
+        }
+    }
+
+    /// Whether this environment's database is on PostgreSQL.
+    pub fn is_pg(&self) -> bool {
+        self.pg.is_some()
     }
 
     /// A fresh database with the default policy (OWASP argon2 parameters: slow hashing).
@@ -396,21 +453,38 @@ impl Env {
         self.path("authd.db.key")
     }
 
-    /// `authctl --db DB ARGS…` (not yet run).
+    /// `authctl --db DB ARGS…` (not yet run). On PostgreSQL the key file is named by
+    /// `AUTHCTL_KEY_FILE` (a test's own `--key-file` still wins).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = authctl_cmd();
+        if self.is_pg() {
+            cmd.env("AUTHCTL_KEY_FILE", self.key());
+        }
         cmd.arg("--db").arg(&self.db).args(args);
         cmd
     }
 
     /// Run `authctl --db DB ARGS…` with stdin from /dev/null.
     pub fn ctl(&self, args: &[&str]) -> Out {
-        run(self.cmd(args), None, TIMEOUT)
+        let out = run(self.cmd(args), None, TIMEOUT);
+        self.settle();
+        out
     }
 
     /// Run `authctl --db DB ARGS…` with `input` on stdin.
     pub fn ctl_stdin(&self, args: &[&str], input: &str) -> Out {
-        run(self.cmd(args), Some(input.as_bytes()), TIMEOUT)
+        let out = run(self.cmd(args), Some(input.as_bytes()), TIMEOUT);
+        self.settle();
+        out
+    }
+
+    /// After a change made outside authd (authctl, SQL): on PostgreSQL a running authd
+    /// learns of it by notification, within the staleness bound the README states
+    /// (`SETTLE` covers it with room); on SQLite its next check sees it at once.
+    pub fn settle(&self) {
+        if self.is_pg() {
+            std::thread::sleep(PG_SETTLE);
+        }
     }
 
     /// Run `authctl --db DB --json ARGS…`, assert success and parse stdout.

@@ -91,11 +91,35 @@ pub fn audit_events(env: &Env, user: &str, event: &str) -> Vec<Value> {
 /// code older than it is). Returns the number of rows changed.
 #[track_caller]
 pub fn sql(env: &Env, statement: &str, params: &[&dyn rusqlite::ToSql]) -> usize {
+    let conn = db_conn(env);
+    let n = conn
+        .execute(statement, params)
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    // The edit stands in for time passing (a session idle, a code old): it moves the
+    // session epoch as authd's own changes do, so no cached session answer outlives it.
+    let bump = if env.is_pg() {
+        "UPDATE session_epoch SET n = n + 1 WHERE id = 1; SELECT pg_notify('authd_session_epoch', '')"
+    } else {
+        "UPDATE session_epoch SET n = n + 1 WHERE id = 1"
+    };
+    conn.execute_batch(bump).expect("move the session epoch");
+    env.settle();
+    n
+}
+
+/// A connection to the test's database, on either engine (the core's own seam).
+pub fn db_conn(env: &Env) -> authcore::sql::Connection {
+    if env.is_pg() {
+        return authcore::sql::Connection::postgres(
+            &env.db.display().to_string(),
+            Duration::from_secs(10),
+        )
+        .expect("connect to the test database");
+    }
     let conn = rusqlite::Connection::open(&env.db).expect("open the database");
     conn.busy_timeout(Duration::from_secs(10))
         .expect("busy timeout");
-    conn.execute(statement, params)
-        .unwrap_or_else(|e| panic!("{statement}: {e}"))
+    authcore::sql::Connection::sqlite(conn)
 }
 
 /// The SHA-256 (hex) under which flow, session and device tokens are stored.
@@ -437,6 +461,9 @@ impl Daemon {
             .arg(&env.db)
             .args(["--listen", "127.0.0.1:0"])
             .args(args);
+        if env.is_pg() {
+            cmd.env("AUTHD_KEY_FILE", env.key());
+        }
         Daemon::start_command(cmd)
     }
 
@@ -916,6 +943,16 @@ fn decode_qp(s: &str) -> String {
 
 /// The bytes of the database and its WAL and shared-memory files.
 pub fn db_bytes(env: &Env) -> Vec<u8> {
+    if env.is_pg() {
+        // Everything the database holds, as pg_dump writes it.
+        let out = Command::new(crate::pg::pg_bin().join("pg_dump"))
+            .arg("--data-only")
+            .arg(env.db.display().to_string())
+            .output()
+            .expect("pg_dump");
+        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+        return out.stdout;
+    }
     let mut all = Vec::new();
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut p = env.db.clone().into_os_string();
@@ -1057,6 +1094,9 @@ pub fn try_http(addr: SocketAddr, request: &[u8], timeout: Duration) -> Result<R
 pub fn authd_command(env: &Env, args: &[&str]) -> Command {
     let mut cmd = Command::new(AUTHD);
     authd_clean_env(&mut cmd);
+    if env.is_pg() {
+        cmd.env("AUTHD_KEY_FILE", env.key());
+    }
     cmd.arg("--db")
         .arg(&env.db)
         .args(["--listen", "127.0.0.1:0"])

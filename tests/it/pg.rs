@@ -15,7 +15,7 @@ use crate::common::*;
 
 /// Where PostgreSQL's server programs are: `AUTHD_TEST_PG_BIN`, else Debian's
 /// `/usr/lib/postgresql/<newest>/bin`, else `initdb` on PATH.
-fn pg_bin() -> PathBuf {
+pub fn pg_bin() -> PathBuf {
     if let Some(d) = std::env::var_os("AUTHD_TEST_PG_BIN") {
         return PathBuf::from(d);
     }
