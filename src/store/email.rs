@@ -57,7 +57,7 @@ pub fn issue(
     let code = Zeroizing::new(format!("{:06}", crypto::random_below(1_000_000)));
     let expires_at = now + ttl_secs;
     // The flow lives at least as long as its code.
-    conn.prepare_cached("UPDATE login_flows SET expires_at=max(expires_at, ?1) WHERE id=?2")?
+    conn.prepare_cached("UPDATE login_flows SET expires_at=CASE WHEN expires_at > ?1 THEN expires_at ELSE ?1 END WHERE id=?2")?
         .execute(params![expires_at, flow_id])?;
     conn.prepare_cached(
         "INSERT INTO email_otp_challenges(flow_id, user_id, code_hash, created_at, expires_at)
@@ -359,7 +359,8 @@ pub fn notice_failed(
     conn.execute(
         "UPDATE outbox SET attempts=attempts+1, last_error=?1,
             next_try_at = CASE WHEN attempts+1 >= ?2 THEN 9223372036854775807
-                               ELSE ?3 + min(3600, 15 * (1 << min(attempts, 8))) END,
+                               ELSE CAST(?3 AS BIGINT) + CASE WHEN attempts >= 8 THEN 3600
+                   ELSE 15 * (CAST(1 AS BIGINT) << CAST(attempts AS INTEGER)) END END,
             sealed = CASE WHEN attempts+1 >= ?2 THEN NULL ELSE sealed END
          WHERE id=?4",
         params![

@@ -44,6 +44,9 @@ pub mod kit {
             cmd.arg("--db")
                 .arg(&env.db)
                 .args(["--listen", "127.0.0.1:0"]);
+            if env.is_pg() {
+                cmd.env("AUTHD_KEY_FILE", env.key());
+            }
             if !args.contains(&"--rate-limit-per-minute") {
                 cmd.args(["--rate-limit-per-minute", "0"]);
             }
@@ -634,6 +637,9 @@ fn cookies_are_host_prefixed_secure_httponly_lax() {
             c.arg("--db")
                 .arg(&env.db)
                 .args(["--listen", "0.0.0.0:0", "--insecure-cookies"]);
+            if env.is_pg() {
+                c.env("AUTHD_KEY_FILE", env.key());
+            }
             c
         },
         None,
