@@ -47,7 +47,7 @@ pub fn recent_activity(conn: &Connection, user_id: i64, limit: i64) -> Result<Ve
             UNION ALL
             SELECT at, 0, event, ip, user_agent, id FROM audit
              WHERE user_id=?1 AND outcome='failure' AND (event LIKE 'login.%' OR event='password.reset')
-         ) ORDER BY at DESC, kind DESC, n DESC LIMIT ?2",
+         ) AS activity ORDER BY at DESC, kind DESC, n DESC LIMIT ?2",
     )?;
     let rows = stmt
         .query_map(params![user_id, limit], |r| {

@@ -73,11 +73,8 @@ fn flow_of(v: &Value) -> String {
 }
 
 /// A read-write connection to the test database (the daemon may be running).
-pub(crate) fn open_db(env: &Env) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(&env.db).expect("open the database");
-    c.busy_timeout(Duration::from_secs(10))
-        .expect("busy timeout");
-    c
+pub(crate) fn open_db(env: &Env) -> authcore::sql::Connection {
+    crate::daemon_common::db_conn(env)
 }
 
 /// `SELECT count(*) …` (or any single integer) on the test database.

@@ -83,7 +83,7 @@ fn assert_integrity(env: &Env) {
     let rows: Vec<String> = c
         .prepare("PRAGMA integrity_check")
         .expect("prepare")
-        .query_map([], |r| r.get(0))
+        .query_map((), |r| r.get(0))
         .expect("integrity_check")
         .map(|r| r.expect("row"))
         .collect();
