@@ -11,11 +11,12 @@
 //!   redirect URI, PKCE challenge (S256 only), nonce and the factors of the session that
 //!   signed in. A code presented twice is refused and every token of its first exchange
 //!   revoked (the grant).
-//! - **Tokens**: access tokens and ID tokens are JWTs (RS256 by default, EdDSA too) with
+//! - **Tokens**: access tokens and ID tokens are JWTs (RS256 by default; a client's ID
+//!   tokens EdDSA or ES256 by its choice, `authctl client add --id-token-alg`) with
 //!   a `jti` the database keeps, so they can be revoked and introspected; refresh tokens
 //!   (scope `offline_access`) are opaque, rotated on every use, and a rotated one used
 //!   again revokes its whole grant.
-//! - **Keys** (RS256 and EdDSA) are generated on first use and stored encrypted under the
+//! - **Keys** (RS256, EdDSA and ES256) are generated on first use and stored encrypted under the
 //!   key file (`crypto::SecretKey::encrypt`, bound to their kid). Rotation retires the
 //!   current keys: a retired key signs nothing more and stays in the JWKS (and is still
 //!   accepted) for [`TOKEN_TTL`] seconds, until every token it signed has expired.
@@ -72,11 +73,15 @@ fn alg_of(s: &str) -> Result<Algorithm> {
     match s {
         "RS256" => Ok(Algorithm::RS256),
         "EdDSA" => Ok(Algorithm::EdDSA),
+        "ES256" => Ok(Algorithm::ES256),
         other => Err(Error::Invalid(format!("unknown signing algorithm {other}"))),
     }
 }
 
 use crate::store::oidc::key_aad as aad;
+
+/// The signing algorithms authd holds a key of, and a client may choose for its ID tokens.
+pub const ID_TOKEN_ALGS: &[&str] = &["RS256", "EdDSA", "ES256"];
 
 /// A new key pair of `alg`: (kid, private DER).
 fn generate(alg: &str) -> Result<(String, Vec<u8>)> {
@@ -107,6 +112,15 @@ fn generate(alg: &str) -> Result<(String, Vec<u8>)> {
                 .as_bytes()
                 .to_vec()
         }
+        "ES256" => {
+            // PKCS#8 (RFC 5915 inside): what jsonwebtoken's AWS-LC backend signs with.
+            use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+            EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                .and_then(|k| k.to_pkcs8v1())
+                .map_err(|_| Error::Io("P-256 key generation failed".into()))?
+                .as_ref()
+                .to_vec()
+        }
         other => return Err(Error::Invalid(format!("unknown signing algorithm {other}"))),
     };
     let kid = data_encoding::BASE64URL_NOPAD.encode(&crypto::random_bytes(12));
@@ -116,6 +130,7 @@ fn generate(alg: &str) -> Result<(String, Vec<u8>)> {
 fn encoding_key(alg: Algorithm, der: &[u8]) -> EncodingKey {
     match alg {
         Algorithm::EdDSA => EncodingKey::from_ed_der(der),
+        Algorithm::ES256 => EncodingKey::from_ec_der(der),
         _ => EncodingKey::from_rsa_der(der),
     }
 }
@@ -149,7 +164,7 @@ fn ensure_keys(core: &Core) -> Result<()> {
             .map(|k| k.alg)
             .collect())
     })?;
-    for alg in ["RS256", "EdDSA"] {
+    for &alg in ID_TOKEN_ALGS {
         if have.iter().any(|a| a == alg) {
             continue;
         }
@@ -576,9 +591,9 @@ impl Core {
         groups: &[String],
         id_token_alg: &str,
     ) -> Result<NewClient> {
-        if !matches!(id_token_alg, "RS256" | "EdDSA") {
+        if !ID_TOKEN_ALGS.contains(&id_token_alg) {
             return Err(Error::Invalid(format!(
-                "ID tokens are signed RS256 or EdDSA, not {id_token_alg:?}"
+                "ID tokens are signed RS256, EdDSA or ES256, not {id_token_alg:?}"
             )));
         }
         if name.trim().is_empty() || name.len() > 128 {
@@ -1301,6 +1316,47 @@ mod tests {
         assert_eq!(amr("pwd device"), vec!["pwd", "mfa"]);
         assert_eq!(acr("pwd email"), ACR_MFA);
         assert_eq!(amr(""), Vec::<&str>::new());
+    }
+
+    /// Every algorithm's new key signs, publishes its public half only (ES256: `kty` EC,
+    /// `crv` P-256) and verifies through that JWK — and not another key's signature.
+    #[test]
+    fn every_signing_algorithm_signs_and_verifies_through_its_jwk() {
+        for &name in ID_TOKEN_ALGS {
+            let alg = alg_of(name).unwrap();
+            let signer = |der: &[u8], kid: &str| Signer {
+                kid: kid.to_string(),
+                alg,
+                key: encoding_key(alg, der),
+            };
+            let (kid, der) = generate(name).unwrap();
+            let s = signer(&der, &kid);
+            let jwt = sign(&s, &json!({"sub": "1"})).unwrap();
+            let jwk = public_jwk(&s).unwrap();
+            let v = serde_json::to_value(&jwk).unwrap();
+            assert_eq!(v["kid"], kid.as_str());
+            assert!(v.get("d").is_none(), "{name}: no private part in {v}");
+            if name == "ES256" {
+                assert_eq!(
+                    (v["kty"].as_str(), v["crv"].as_str()),
+                    (Some("EC"), Some("P-256"))
+                );
+            }
+            let dk = DecodingKey::from_jwk(&jwk).unwrap();
+            let mut val = Validation::new(alg);
+            val.required_spec_claims.clear();
+            val.validate_exp = false;
+            assert!(
+                jsonwebtoken::decode::<Value>(&jwt, &dk, &val).is_ok(),
+                "{name}"
+            );
+            let (_, other) = generate(name).unwrap();
+            let forged = sign(&signer(&other, &kid), &json!({"sub": "1"})).unwrap();
+            assert!(
+                jsonwebtoken::decode::<Value>(&forged, &dk, &val).is_err(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

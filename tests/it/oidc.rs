@@ -148,6 +148,24 @@ fn introspect(d: &Daemon, id: &str, secret: &str, t: &str) -> Value {
     .expect(200)
 }
 
+/// tests/oidc/rp.py (Authlib) against authd as the client `id`/`secret` registered for
+/// `redirect`, on alice's browser session: what it saw.
+fn authlib(d: &Daemon, session: &str, id: &str, secret: &str, redirect: &str) -> Value {
+    let issuer = format!("http://{}", d.addr);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc/rp.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).args([
+        &issuer,
+        id,
+        secret,
+        redirect,
+        &format!("authd_session={session}"),
+    ]);
+    let out = common::run(cmd, None, Duration::from_secs(120));
+    serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("rp.py failed ({e}): {out:?}"))
+}
+
 #[test]
 fn authlib_signs_in_with_code_and_pkce_and_uses_every_endpoint() {
     common::require("python3", "python3");
@@ -160,28 +178,22 @@ fn authlib_signs_in_with_code_and_pkce_and_uses_every_endpoint() {
         "Python's authlib is missing: scripts/test.sh --install-only installs it"
     );
     let (env, d, session) = setup();
-    let issuer = format!("http://{}", d.addr);
     let redirect = "http://127.0.0.1:9/callback";
     let (id, secret) = add_client(&env, "Wiki", redirect, &["--trusted"]);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc/rp.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script).args([
-        &issuer,
-        &id,
-        &secret,
-        redirect,
-        &format!("authd_session={session}"),
-    ]);
-    let out = common::run(cmd, None, Duration::from_secs(120));
-    let seen: Value = serde_json::from_str(out.stdout.trim())
-        .unwrap_or_else(|e| panic!("rp.py failed ({e}): {out:?}"));
+    let seen = authlib(&d, &session, &id, &secret, redirect);
 
     assert_eq!(
         seen["jwks_kty"],
-        serde_json::json!(["OKP", "RSA"]),
+        serde_json::json!(["EC", "OKP", "RSA"]),
         "{seen}"
     );
+    assert_eq!(
+        seen["algs"],
+        serde_json::json!(["RS256", "EdDSA", "ES256"]),
+        "discovery"
+    );
     assert_eq!(seen["id_token_alg"], "RS256");
+    assert_eq!(seen["forged_id_token_refused"], true, "{seen}");
     let idt = &seen["id_token"];
     assert_eq!(idt["preferred_username"], "alice");
     assert_eq!(idt["email"], "alice@example.org");
@@ -209,6 +221,20 @@ fn authlib_signs_in_with_code_and_pkce_and_uses_every_endpoint() {
     assert_eq!(count("oidc.token", "success"), 3, "{rows:?}");
     assert!(count("oidc.token", "failure") >= 1, "the replay: {rows:?}");
     assert_eq!(count("oidc.revoke", "success"), 1);
+
+    // A client registered for ES256: Authlib verifies its ID tokens against the P-256
+    // key of the JWKS, and refuses the same token signed by another P-256 key.
+    let (id, secret) = add_client(
+        &env,
+        "Wiki ES256",
+        redirect,
+        &["--trusted", "--id-token-alg", "ES256"],
+    );
+    let seen = authlib(&d, &session, &id, &secret, redirect);
+    assert_eq!(seen["id_token_alg"], "ES256", "{seen}");
+    assert_eq!(seen["forged_id_token_refused"], true, "{seen}");
+    assert_eq!(seen["id_token"]["preferred_username"], "alice");
+    assert_eq!(seen["replay"], serde_json::json!([400, "invalid_grant"]));
 }
 
 #[test]
@@ -625,7 +651,7 @@ fn rotated_keys_stay_published_until_their_tokens_expire() {
         kids.contains(&old_kid),
         "the old key stays published: {kids:?}"
     );
-    assert_eq!(kids.len(), 4, "two retired, two new: {kids:?}");
+    assert_eq!(kids.len(), 6, "three retired, three new: {kids:?}");
     d.get_auth("/oidc/userinfo", &old_access).expect(200);
     let c = code(&d, &session, &id);
     let new = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
@@ -639,7 +665,7 @@ fn rotated_keys_stay_published_until_their_tokens_expire() {
         "UPDATE oidc_keys SET retired_at = retired_at - 601 WHERE retired_at IS NOT NULL",
         &[],
     );
-    assert_eq!(moved, 2);
+    assert_eq!(moved, 3);
     let kids = jwks_kids(&d);
     assert!(
         !kids.contains(&old_kid) && kids.contains(&new_kid),
@@ -1074,6 +1100,118 @@ fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_toke
         ],
     );
     assert_eq!(r.expect(400)["error"], "invalid_grant");
+}
+
+#[test]
+fn es256_id_tokens_verify_against_the_p256_key_and_other_p256_signatures_are_refused() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(
+        &env,
+        "Curved",
+        REDIRECT,
+        &["--trusted", "--id-token-alg", "ES256"],
+    );
+    // The client's choice, in `client show` (text and JSON).
+    assert_eq!(
+        env.json(&["client", "show", "Curved"])["id_token_alg"],
+        "ES256"
+    );
+    let shown = env.ctl(&["client", "show", "Curved"]);
+    assert!(
+        shown.ok().stdout.contains("ID tokens:     ES256"),
+        "{shown:?}"
+    );
+    let algs = d.get("/.well-known/openid-configuration").expect(200)
+        ["id_token_signing_alg_values_supported"]
+        .clone();
+    assert_eq!(algs, serde_json::json!(["RS256", "EdDSA", "ES256"]));
+
+    let c = code(&d, &session, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let id_token = t["id_token"].as_str().unwrap().to_string();
+    let header = jsonwebtoken::decode_header(&id_token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    let kid = header.kid.clone().unwrap();
+    let raw = d.get("/oidc/jwks").expect(200);
+    let published = raw["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("its key in the JWKS")
+        .clone();
+    assert_eq!(published["kty"], "EC", "{published}");
+    assert_eq!(published["crv"], "P-256", "{published}");
+    assert_eq!(published["alg"], "ES256", "{published}");
+    assert!(published.get("d").is_none(), "no private part: {published}");
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(raw).unwrap();
+    let dk = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&[&id]);
+    v.set_issuer(&[format!("http://{}", d.addr)]);
+    let claims = jsonwebtoken::decode::<Value>(&id_token, &dk, &v)
+        .expect("the ES256 ID token verifies against the published P-256 key")
+        .claims;
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["nonce"], "n0nce");
+
+    // The same claims under the same kid, signed by another P-256 key.
+    let other = {
+        use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let k = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        k.to_pkcs8v1().unwrap().as_ref().to_vec()
+    };
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: Some(kid.clone()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
+        },
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_der(&other),
+    )
+    .unwrap();
+    assert!(
+        jsonwebtoken::decode::<Value>(&forged, &dk, &v).is_err(),
+        "the published key does not verify another key's signature"
+    );
+    // authd itself reads ID tokens as RP-initiated logout hints: the forged one is no
+    // hint (the portal asks instead; the session stays), the real one is.
+    let cookie = format!("authd_session={session}");
+    let logout = |hint: &str| {
+        let path = format!(
+            "/oidc/logout?id_token_hint={}&post_logout_redirect_uri={}&state=bye",
+            q(hint),
+            q(REDIRECT)
+        );
+        d.request("GET", &path, &[("Cookie", &cookie)], None)
+    };
+    assert_eq!(logout(&forged).header("location"), Some("/logout"));
+    d.get_auth("/v1/session", &session).expect(200);
+    assert_eq!(
+        logout(&id_token).header("location"),
+        Some(&*format!("{REDIRECT}?state=bye"))
+    );
+    d.get_auth("/v1/session", &session).expect(401);
+
+    // The P-256 key is encrypted under the key file like the others, and rotates with them.
+    let stored: i64 = rusqlite::Connection::open(&env.db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM oidc_keys WHERE alg = 'ES256' AND retired_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 1);
+    env.ctl(&["client", "rotate-keys"]).ok();
+    let jwks = d.get("/oidc/jwks").expect(200);
+    let ec: Vec<&Value> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kty"] == "EC")
+        .collect();
+    assert_eq!(ec.len(), 2, "the retired P-256 key stays published: {jwks}");
 }
 
 /// Key rotation (issue 16) covers the signing keys: `key rotate` and `key rekey` encrypt
