@@ -59,7 +59,7 @@ pub async fn discovery(app: &App, req: Req) -> Result<Resp, ApiError> {
             "acr", "azp", "preferred_username", "name", "email", "email_verified", "groups",
             "org"],
         "prompt_values_supported": ["none", "login", "consent"],
-        "acr_values_supported": [oidc::ACR_PWD, oidc::ACR_MFA],
+        "acr_values_supported": oidc::ACRS,
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,

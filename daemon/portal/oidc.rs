@@ -9,6 +9,7 @@ use hyper::StatusCode;
 use authcore::oidc::{AuthRequest, Authorize};
 
 use super::ctx::{Ctx, Form};
+use super::flow::{self, Carry};
 use super::html::{qs, Layout};
 use super::security::CookieName;
 use crate::app::{ApiError, Resp};
@@ -67,6 +68,16 @@ struct ConsentPage<'a> {
     request: &'a str,
 }
 
+/// The client asks for a stronger sign-in than the session's: its second factor only.
+#[derive(Template)]
+#[template(path = "step_up.html")]
+struct StepUpPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    client: &'a str,
+    request: &'a str,
+}
+
 /// `GET /oidc/authorize`.
 pub async fn authorize(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let query = ctx.req.query.clone();
@@ -86,6 +97,33 @@ pub async fn consent_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErr
         .collect();
     let answer = form.get("answer") == Some("allow");
     decide(ctx, &query, Some(answer)).await
+}
+
+/// `POST /oidc/step-up` (the step-up page's form, CSRF bound to the session): begin the
+/// second factor for this session; its pages carry the authorization request as the way
+/// on, and its success replaces the session by one with the factor added.
+pub async fn step_up_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let Some((token, info)) = ctx.session().await? else {
+        return Ok(ctx.forbidden());
+    };
+    if !ctx.csrf_session_ok(form, &token) {
+        return Ok(ctx.forbidden());
+    }
+    let query: Vec<(String, String)> = form_urlencoded::parse(form.text("request").as_bytes())
+        .into_owned()
+        .collect();
+    let back = format!("{}?{}", ctx.url("/oidc/authorize"), encode_query(&query));
+    let carry = Carry {
+        next: ctx.next_from(Some(&back)),
+        username: info.user.username.clone(),
+    };
+    let client = ctx.req.client.clone();
+    let (result, mail) =
+        flow::step(ctx, false, move |core| core.oidc_step_up(&client, &token)).await?;
+    match result {
+        Ok(status) => flow::after(ctx, status, mail, &carry).await,
+        Err(e) => flow::refused(ctx, e, &carry).await,
+    }
 }
 
 async fn decide(
@@ -172,6 +210,20 @@ async fn decide(
                 csrf: &csrf,
                 client: &client,
                 scopes: scopes.iter().map(|s| describe(s)).collect(),
+                request: &request,
+            };
+            Ok(ctx.page(StatusCode::OK, &page))
+        }
+        Authorize::StepUp { client, .. } => {
+            let Some((token, info)) = session.as_ref() else {
+                return Ok(ctx.forbidden());
+            };
+            let csrf = ctx.csrf_session(token);
+            let request = encode_query(query);
+            let page = StepUpPage {
+                layout: ctx.layout("Confirm it is you", &[], Some((&info.user.username, &csrf))),
+                csrf: &csrf,
+                client: &client,
                 request: &request,
             };
             Ok(ctx.page(StatusCode::OK, &page))

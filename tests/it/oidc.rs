@@ -750,15 +750,12 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     let p = redirected(&authorize(&d, Some(&session), &params), REDIRECT);
     assert!(get(&p, "code").is_some());
     // bob enrols a second factor after signing in: his password-only session cannot
-    // meet the request, so it ends and he signs in again (through the new factor).
+    // meet the request, so the portal asks for that factor only (the session stays).
     env.enroll("bob");
     let r = authorize(&d, Some(&bob), &params);
-    assert_eq!(r.status, 303, "{r:?}");
-    assert!(r
-        .header("location")
-        .unwrap()
-        .starts_with("/login?next=%2Foidc%2Fauthorize%3F"));
-    d.get_auth("/v1/session", &bob).expect(401);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.text().contains("id=\"step-up-form\""), "{r:?}");
+    d.get_auth("/v1/session", &bob).expect(200);
 
     // prompt=login on a sign-in that is not fresh: the session ends, the sign-in page
     // comes, with the way back and the login_hint.
@@ -785,6 +782,274 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     let r = authorize(&d, Some(&dora), &params);
     assert_eq!(r.status, 303, "{r:?}");
     d.get_auth("/v1/session", &dora).expect(401);
+}
+
+/// A browser's cookies over plain HTTP: what the portal set, sent back.
+#[derive(Default)]
+struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    fn with_session(session: &str) -> Jar {
+        Jar(vec![("authd_session".into(), session.into())])
+    }
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn header(&self) -> String {
+        let pairs: Vec<String> = self.0.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        pairs.join("; ")
+    }
+    /// Take the response's Set-Cookie headers (an empty value removes the cookie).
+    fn take(&mut self, r: &Resp) {
+        for (k, v) in &r.headers {
+            if !k.eq_ignore_ascii_case("set-cookie") {
+                continue;
+            }
+            let (name, value) = v.split(';').next().unwrap().split_once('=').unwrap();
+            self.0.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.0.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    fn get_page(&mut self, d: &Daemon, path: &str) -> Resp {
+        let r = d.request("GET", path, &[("Cookie", &self.header())], None);
+        self.take(&r);
+        r
+    }
+    fn post_form(&mut self, d: &Daemon, path: &str, form: &[(&str, &str)]) -> Resp {
+        let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", q(v))).collect();
+        let r = d.request(
+            "POST",
+            path,
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Cookie", &self.header()),
+            ],
+            Some(body.join("&").as_bytes()),
+        );
+        self.take(&r);
+        r
+    }
+}
+
+/// The value of the first hidden field `name` of a page (HTML entities undone).
+fn hidden(page: &str, name: &str) -> String {
+    let at = page
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no field {name} in {page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+}
+
+/// The claims of a JWT (its signature is checked elsewhere).
+fn claims_of(jwt: &str) -> Value {
+    jsonwebtoken::dangerous::insecure_decode::<Value>(jwt)
+        .unwrap()
+        .claims
+}
+
+#[test]
+fn acr_values_step_up_asks_the_missing_factor_only_and_the_new_id_token_says_so() {
+    let (env, d, _) = setup();
+    let mut app = Totp::from_enrollment(&env.enroll("alice"));
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    // alice signs in once with her code and "remember this device", then with her
+    // password on that device: no code asked, acr "device".
+    let flow = d.second_factor_flow("alice", PW);
+    let v = d
+        .post(
+            "/v1/login/totp",
+            &serde_json::json!({"flow": flow, "code": app.fresh(), "remember_device": true}),
+        )
+        .expect_status("authenticated");
+    let device = v["device_token"].as_str().unwrap().to_string();
+    let v = d
+        .login_device("alice", PW, &device)
+        .expect_status("authenticated");
+    let old = v["session"].as_str().unwrap().to_string();
+    let c = code(&d, &old, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let claims = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["acr"], "urn:authd:acr:device");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "mfa"]));
+
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("acr_values", "urn:authd:acr:mfa"));
+    // prompt=none cannot ask: interaction_required to the client.
+    let mut silent = params.clone();
+    silent.push(("prompt", "none"));
+    let p = redirected(&authorize(&d, Some(&old), &silent), REDIRECT);
+    assert_eq!(get(&p, "error"), Some("interaction_required"));
+
+    // The request: a page asking for the second factor only; the session stays, and
+    // nothing starts (no flow, no code) before the user's own click.
+    let flows = || -> i64 {
+        rusqlite::Connection::open(&env.db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM login_flows", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = flows();
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", q(v)))
+        .collect();
+    let authorize_path = format!("/oidc/authorize?{}", query.join("&"));
+    let mut jar = Jar::with_session(&old);
+    let r = jar.get_page(&d, &authorize_path);
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    assert!(
+        page.contains("id=\"step-up-form\"") && page.contains("App"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("id=\"password\""),
+        "no password asked: {page}"
+    );
+    assert_eq!(flows(), before);
+    d.get_auth("/v1/session", &old).expect(200);
+
+    // The form needs the session's CSRF token.
+    let request = hidden(&page, "request");
+    let r = jar.post_form(&d, "/oidc/step-up", &[("request", &request)]);
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = jar.post_form(
+        &d,
+        "/oidc/step-up",
+        &[("csrf", &hidden(&page, "csrf")), ("request", &request)],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    assert!(page.contains("id=\"code-form\""), "the code page: {page}");
+    let next = hidden(&page, "next");
+    assert!(next.starts_with("/oidc/authorize?"), "{next}");
+    let r = jar.post_form(
+        &d,
+        "/login/totp",
+        &[
+            ("csrf", &hidden(&page, "csrf")),
+            ("flow", &hidden(&page, "flow")),
+            ("methods", &hidden(&page, "methods")),
+            ("next", &next),
+            ("code", &app.fresh()),
+        ],
+    );
+    assert_eq!(r.status, 303, "{r:?}");
+    assert_eq!(r.header("location"), Some(next.as_str()));
+    // A new session (a new token for the raised assurance); the old one has ended.
+    let new = jar
+        .get("authd_session")
+        .expect("a session cookie")
+        .to_string();
+    assert_ne!(new, old);
+    d.get_auth("/v1/session", &old).expect(401);
+    d.get_auth("/v1/session", &new).expect(200);
+
+    // Back at the request: a code, whose ID token says what the sign-in now holds.
+    let r = jar.get_page(&d, &next);
+    let p = redirected(&r, REDIRECT);
+    assert_eq!(get(&p, "state"), Some("st4te"));
+    let t = exchange(&d, &id, &secret, get(&p, "code").unwrap(), Some(VERIFIER)).expect(200);
+    let claims = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["acr"], "urn:authd:acr:mfa");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(claims["preferred_username"], "alice");
+    let rows = audit_events(&env, "alice", "oidc.step_up");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["outcome"], "success");
+    let totp = audit_events(&env, "alice", "login.totp");
+    assert!(
+        totp.iter().any(|r| r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(r#""step_up":"pwd totp""#))),
+        "{totp:?}"
+    );
+}
+
+#[test]
+fn a_step_up_needs_its_session_alive_and_an_account_without_a_factor_is_refused() {
+    let (env, d, _) = setup();
+    add_user(&env, "bob", "school", &[], "user");
+    let (id, _) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("acr_values", "urn:authd:acr:mfa"));
+    // bob has no second factor: refused to the client.
+    let bob = d.login_session("bob", PW);
+    let p = redirected(&authorize(&d, Some(&bob), &params), REDIRECT);
+    assert_eq!(get(&p, "error"), Some("unmet_authentication_requirements"));
+    // A weaker class, or a class authd does not know, asks nothing more.
+    let mut weaker = code_params(&id, REDIRECT);
+    weaker.push(("acr_values", "urn:authd:acr:pwd urn:authd:acr:mfa"));
+    assert!(get(
+        &redirected(&authorize(&d, Some(&bob), &weaker), REDIRECT),
+        "code"
+    )
+    .is_some());
+
+    // bob sets up an app after signing in: his password-only session is stepped up.
+    let mut app = Totp::from_enrollment(&env.enroll("bob"));
+    let r = authorize(&d, Some(&bob), &params);
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut jar = Jar::with_session(&bob);
+    let page = r.text();
+    let r = jar.post_form(
+        &d,
+        "/oidc/step-up",
+        &[
+            ("csrf", &hidden(&page, "csrf")),
+            ("request", &hidden(&page, "request")),
+        ],
+    );
+    let page = r.text();
+    assert!(page.contains("id=\"code-form\""), "{r:?}");
+    // The session ends before the code is given: the code alone makes no session.
+    assert_eq!(d.post_auth("/v1/logout", &bob, None).status, 204);
+    let r = jar.post_form(
+        &d,
+        "/login/totp",
+        &[
+            ("csrf", &hidden(&page, "csrf")),
+            ("flow", &hidden(&page, "flow")),
+            ("methods", &hidden(&page, "methods")),
+            ("next", &hidden(&page, "next")),
+            ("code", &app.fresh()),
+        ],
+    );
+    assert_ne!(r.status, 303, "{r:?}");
+    assert_eq!(
+        jar.get("authd_session"),
+        Some(bob.as_str()),
+        "no new session cookie"
+    );
+    let live: i64 = rusqlite::Connection::open(&env.db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE u.username = 'bob' AND s.revoked_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(live, 0, "no session from the code alone");
+    let refused = audit_events(&env, "bob", "login.totp");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["reason"] == "step_up_session_ended"),
+        "{refused:?}"
+    );
+    // The step-up page itself needs a session.
+    let r = jar.post_form(&d, "/oidc/step-up", &[("csrf", "x"), ("request", "")]);
+    assert_eq!(r.status, 403);
 }
 
 /// A stand-in client on 127.0.0.1:0 answering every request `200 signed in`; the
