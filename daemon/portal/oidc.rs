@@ -6,6 +6,7 @@
 use askama::Template;
 use hyper::StatusCode;
 
+use authcore::login::SessionInfo;
 use authcore::oidc::{AuthRequest, Authorize};
 
 use super::ctx::{Ctx, Form};
@@ -84,17 +85,35 @@ pub async fn authorize(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     decide(ctx, &query, None).await
 }
 
-/// `POST /oidc/consent`: the answer of the consent page (CSRF bound to the session).
-pub async fn consent_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
-    let Some((token, _)) = ctx.session().await? else {
-        return Ok(ctx.forbidden());
+/// The session of a form of ours about an authorization request (its CSRF token bound
+/// to the session) and that request's parameters; None: no session, or a forged form.
+#[allow(clippy::type_complexity)]
+async fn request_form(
+    ctx: &Ctx<'_>,
+    form: &Form,
+) -> Result<Option<(String, SessionInfo, Vec<(String, String)>)>, ApiError> {
+    let Some((token, info)) = ctx.session().await? else {
+        return Ok(None);
     };
     if !ctx.csrf_session_ok(form, &token) {
-        return Ok(ctx.forbidden());
+        return Ok(None);
     }
-    let query: Vec<(String, String)> = form_urlencoded::parse(form.text("request").as_bytes())
+    let query = form_urlencoded::parse(form.text("request").as_bytes())
         .into_owned()
         .collect();
+    Ok(Some((token, info, query)))
+}
+
+/// The authorization endpoint's URL for `query` (the way back after a portal page).
+fn authorize_url(ctx: &Ctx<'_>, query: &[(String, String)]) -> String {
+    format!("{}?{}", ctx.url("/oidc/authorize"), encode_query(query))
+}
+
+/// `POST /oidc/consent`: the answer of the consent page (CSRF bound to the session).
+pub async fn consent_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let Some((_, _, query)) = request_form(ctx, form).await? else {
+        return Ok(ctx.forbidden());
+    };
     let answer = form.get("answer") == Some("allow");
     decide(ctx, &query, Some(answer)).await
 }
@@ -103,16 +122,10 @@ pub async fn consent_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErr
 /// second factor for this session; its pages carry the authorization request as the way
 /// on, and its success replaces the session by one with the factor added.
 pub async fn step_up_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
-    let Some((token, info)) = ctx.session().await? else {
+    let Some((token, info, query)) = request_form(ctx, form).await? else {
         return Ok(ctx.forbidden());
     };
-    if !ctx.csrf_session_ok(form, &token) {
-        return Ok(ctx.forbidden());
-    }
-    let query: Vec<(String, String)> = form_urlencoded::parse(form.text("request").as_bytes())
-        .into_owned()
-        .collect();
-    let back = format!("{}?{}", ctx.url("/oidc/authorize"), encode_query(&query));
+    let back = authorize_url(ctx, &query);
     let carry = Carry {
         next: ctx.next_from(Some(&back)),
         username: info.user.username.clone(),
@@ -188,7 +201,7 @@ async fn decide(
                     ctx.set_cookie(CookieName::Session, "", Some(0));
                 }
             }
-            let back = format!("{}?{}", ctx.url("/oidc/authorize"), encode_query(query));
+            let back = authorize_url(ctx, query);
             let mut to = format!("{}?next={}", ctx.url("/login"), qs(&back));
             if let Some(h) = req.login_hint.as_deref().filter(|h| !h.is_empty()) {
                 to.push_str(&format!("&login_hint={}", qs(h)));

@@ -432,6 +432,20 @@ fn forged(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> St
     format!("{input}.{}", b(&sig))
 }
 
+/// `claims` signed with `key` under our `kid` and `alg` (a forgery when the key is not ours).
+fn signed_as(
+    kid: &str,
+    alg: jsonwebtoken::Algorithm,
+    claims: &Value,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
+    let header = jsonwebtoken::Header {
+        kid: Some(kid.to_string()),
+        ..jsonwebtoken::Header::new(alg)
+    };
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
 #[test]
 fn unsigned_and_foreign_tokens_are_refused_at_userinfo_and_introspection() {
     let (env, d, session) = setup();
@@ -482,15 +496,12 @@ fn unsigned_and_foreign_tokens_are_refused_at_userinfo_and_introspection() {
         .unwrap();
         k.to_pkcs1_der().unwrap().as_bytes().to_vec()
     };
-    let foreign = jsonwebtoken::encode(
-        &jsonwebtoken::Header {
-            kid: Some(kid.clone()),
-            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256)
-        },
+    let foreign = signed_as(
+        &kid,
+        jsonwebtoken::Algorithm::RS256,
         &claims,
         &jsonwebtoken::EncodingKey::from_rsa_der(&other),
-    )
-    .unwrap();
+    );
     // Our real token with its signature cut off.
     let stripped = format!("{}.", access.rsplit_once('.').unwrap().0);
     for (what, bad) in [
@@ -1297,12 +1308,34 @@ fn apache_mod_auth_openidc_protects_a_page_through_both_seed_journeys() {
     let again = page("carol (remembered device)");
     assert_eq!(again["user"], "carol");
     assert_eq!(again["amr"], "pwd,mfa", "the remembered device, no code");
+    assert_eq!(
+        again["acr"], "urn:authd:acr:device",
+        "no second factor given"
+    );
     for who in ["alice", "carol"] {
         assert!(
             !audit_events(&env, who, "oidc.token").is_empty(),
             "{who}'s tokens are audited"
         );
     }
+}
+
+/// The JWKS key of an ID token's `kid` and the checks of a relying party (`alg`, which
+/// the header must name, issuer, audience `client_id`).
+fn published_key(
+    d: &Daemon,
+    client_id: &str,
+    id_token: &str,
+    alg: jsonwebtoken::Algorithm,
+) -> (jsonwebtoken::DecodingKey, jsonwebtoken::Validation) {
+    assert_eq!(jsonwebtoken::decode_header(id_token).unwrap().alg, alg);
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(d.get("/oidc/jwks").expect(200)).unwrap();
+    let jwk = jwks.find(&kid_of(id_token)).expect("its key in the JWKS");
+    let mut v = jsonwebtoken::Validation::new(alg);
+    v.set_audience(&[client_id]);
+    v.set_issuer(&[format!("http://{}", d.addr)]);
+    (jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), v)
 }
 
 #[test]
@@ -1317,23 +1350,10 @@ fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_toke
     let c = code(&d, &session, &id);
     let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
     let id_token = t["id_token"].as_str().unwrap();
-    let header = jsonwebtoken::decode_header(id_token).unwrap();
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
-    let jwks: jsonwebtoken::jwk::JwkSet =
-        serde_json::from_value(d.get("/oidc/jwks").expect(200)).unwrap();
-    let jwk = jwks
-        .find(header.kid.as_deref().unwrap())
-        .expect("its key in the JWKS");
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
-    v.set_audience(&[&id]);
-    v.set_issuer(&[format!("http://{}", d.addr)]);
-    let claims = jsonwebtoken::decode::<Value>(
-        id_token,
-        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
-        &v,
-    )
-    .expect("the EdDSA ID token verifies against the published key")
-    .claims;
+    let (dk, v) = published_key(&d, &id, id_token, jsonwebtoken::Algorithm::EdDSA);
+    let claims = jsonwebtoken::decode::<Value>(id_token, &dk, &v)
+        .expect("the EdDSA ID token verifies against the published key")
+        .claims;
     assert_eq!(claims["preferred_username"], "alice");
     // The access token stays RS256 (authd reads it, at userinfo and introspection).
     let access = t["access_token"].as_str().unwrap();
@@ -1394,9 +1414,7 @@ fn es256_id_tokens_verify_against_the_p256_key_and_other_p256_signatures_are_ref
     let c = code(&d, &session, &id);
     let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
     let id_token = t["id_token"].as_str().unwrap().to_string();
-    let header = jsonwebtoken::decode_header(&id_token).unwrap();
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
-    let kid = header.kid.clone().unwrap();
+    let kid = kid_of(&id_token);
     let raw = d.get("/oidc/jwks").expect(200);
     let published = raw["keys"]
         .as_array()
@@ -1409,11 +1427,7 @@ fn es256_id_tokens_verify_against_the_p256_key_and_other_p256_signatures_are_ref
     assert_eq!(published["crv"], "P-256", "{published}");
     assert_eq!(published["alg"], "ES256", "{published}");
     assert!(published.get("d").is_none(), "no private part: {published}");
-    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(raw).unwrap();
-    let dk = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
-    v.set_audience(&[&id]);
-    v.set_issuer(&[format!("http://{}", d.addr)]);
+    let (dk, v) = published_key(&d, &id, &id_token, jsonwebtoken::Algorithm::ES256);
     let claims = jsonwebtoken::decode::<Value>(&id_token, &dk, &v)
         .expect("the ES256 ID token verifies against the published P-256 key")
         .claims;
@@ -1426,15 +1440,12 @@ fn es256_id_tokens_verify_against_the_p256_key_and_other_p256_signatures_are_ref
         let k = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
         k.to_pkcs8v1().unwrap().as_ref().to_vec()
     };
-    let forged = jsonwebtoken::encode(
-        &jsonwebtoken::Header {
-            kid: Some(kid.clone()),
-            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
-        },
+    let forged = signed_as(
+        &kid,
+        jsonwebtoken::Algorithm::ES256,
         &claims,
         &jsonwebtoken::EncodingKey::from_ec_der(&other),
-    )
-    .unwrap();
+    );
     assert!(
         jsonwebtoken::decode::<Value>(&forged, &dk, &v).is_err(),
         "the published key does not verify another key's signature"
