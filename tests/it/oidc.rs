@@ -6,7 +6,8 @@
 //! Most tests sign in through the API (`POST /v1/login`, then the TOTP step): its session
 //! token is the portal's session cookie, as a browser would carry it. Two tests click
 //! through the portal in headless Chromium (tests/browser/oidc.js, oidc_apache.js), one of
-//! them through Apache's mod_auth_openidc as the relying party.
+//! them through Apache's mod_auth_openidc as the relying party; the other also steps a
+//! remembered-device session up for `acr_values` (the code alone, then back to the client).
 
 use std::process::Command;
 use std::time::Duration;
@@ -1087,7 +1088,7 @@ fn stand_in_client() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) 
 }
 
 #[test]
-fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
+fn chromium_signs_in_to_a_client_with_totp_and_consent_then_steps_up_from_a_remembered_device() {
     let dir = common::browser_dir();
     let env = provision();
     add_user(&env, "alice", "school", &["pupil-data"], "user");
@@ -1095,16 +1096,21 @@ fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
     let (client_url, seen) = stand_in_client();
     let (id, client_secret) = add_client(&env, "Gallery", &client_url, &[]);
     let d = Daemon::start(&env, &["--insecure-cookies"]);
-    let params = code_params(&id, &client_url);
-    let query: Vec<String> = params
-        .iter()
-        .map(|(k, v)| format!("{k}={}", q(v)))
-        .collect();
+    let path = |extra: &[(&str, &str)]| {
+        let mut params = code_params(&id, &client_url);
+        params.extend_from_slice(extra);
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", q(v)))
+            .collect();
+        format!("/oidc/authorize?{}", query.join("&"))
+    };
     let mut cmd = Command::new("node");
     cmd.arg(dir.join("oidc.js"))
         .current_dir(&dir)
         .env("AUTHD_URL", format!("http://{}", d.addr))
-        .env("AUTHORIZE", format!("/oidc/authorize?{}", query.join("&")))
+        .env("AUTHORIZE", path(&[]))
+        .env("STEP_UP", path(&[("acr_values", "urn:authd:acr:mfa")]))
         .env("CLIENT", &client_url)
         .env("USERNAME", "alice")
         .env("PASSWORD", PW)
@@ -1147,6 +1153,33 @@ fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
     assert_eq!(claims["preferred_username"], "alice");
     assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
     assert_eq!(claims["groups"], serde_json::json!(["pupil-data"]));
+
+    // The step-up: signed in again on the remembered device (no code), then the code
+    // alone from the step-up page, and back to the client after that form.
+    let stepped = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stepped: "))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    let p: Vec<(String, String)> =
+        form_urlencoded::parse(stepped.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    let t = token(
+        &d,
+        Some((&id, &client_secret)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", get(&p, "code").expect("a code")),
+            ("redirect_uri", &client_url),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .expect(200);
+    let claims = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["acr"], "urn:authd:acr:mfa");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(audit_events(&env, "alice", "oidc.step_up").len(), 1);
 }
 
 /// Apache httpd with mod_auth_openidc in the foreground, killed when dropped.
