@@ -572,15 +572,7 @@ fn untrusted_clients_ask_for_consent_once() {
         page.contains("Gallery") && page.contains("id=\"allow\""),
         "{page}"
     );
-    let field = |name: &str| {
-        let at = page
-            .find(&format!("name=\"{name}\" value=\""))
-            .unwrap_or_else(|| panic!("no {name} in {page}"));
-        let rest = &page[at + name.len() + 15..];
-        rest[..rest.find('"').unwrap()]
-            .replace("&#38;", "&")
-            .replace("&amp;", "&")
-    };
+    let field = |name: &str| hidden(&page, name);
     let body = format!(
         "csrf={}&request={}&answer=allow",
         q(&field("csrf")),
@@ -846,6 +838,22 @@ impl Jar {
         self.take(&r);
         r
     }
+    /// Post the code page's TOTP form (its hidden fields) with `code`.
+    fn totp_form(&mut self, d: &Daemon, page: &str, code: &str) -> Resp {
+        let fields = ["csrf", "flow", "methods", "next"].map(|n| hidden(page, n));
+        let [csrf, flow, methods, next] = &fields;
+        self.post_form(
+            d,
+            "/login/totp",
+            &[
+                ("csrf", csrf),
+                ("flow", flow),
+                ("methods", methods),
+                ("next", next),
+                ("code", code),
+            ],
+        )
+    }
 }
 
 /// The value of the first hidden field `name` of a page (HTML entities undone).
@@ -944,17 +952,7 @@ fn acr_values_step_up_asks_the_missing_factor_only_and_the_new_id_token_says_so(
     assert!(page.contains("id=\"code-form\""), "the code page: {page}");
     let next = hidden(&page, "next");
     assert!(next.starts_with("/oidc/authorize?"), "{next}");
-    let r = jar.post_form(
-        &d,
-        "/login/totp",
-        &[
-            ("csrf", &hidden(&page, "csrf")),
-            ("flow", &hidden(&page, "flow")),
-            ("methods", &hidden(&page, "methods")),
-            ("next", &next),
-            ("code", &app.fresh()),
-        ],
-    );
+    let r = jar.totp_form(&d, &page, &app.fresh());
     assert_eq!(r.status, 303, "{r:?}");
     assert_eq!(r.header("location"), Some(next.as_str()));
     // A new session (a new token for the raised assurance); the old one has ended.
@@ -1025,17 +1023,7 @@ fn a_step_up_needs_its_session_alive_and_an_account_without_a_factor_is_refused(
     assert!(page.contains("id=\"code-form\""), "{r:?}");
     // The session ends before the code is given: the code alone makes no session.
     assert_eq!(d.post_auth("/v1/logout", &bob, None).status, 204);
-    let r = jar.post_form(
-        &d,
-        "/login/totp",
-        &[
-            ("csrf", &hidden(&page, "csrf")),
-            ("flow", &hidden(&page, "flow")),
-            ("methods", &hidden(&page, "methods")),
-            ("next", &hidden(&page, "next")),
-            ("code", &app.fresh()),
-        ],
-    );
+    let r = jar.totp_form(&d, &page, &app.fresh());
     assert_ne!(r.status, 303, "{r:?}");
     assert_eq!(
         jar.get("authd_session"),
@@ -1371,17 +1359,19 @@ fn published_key(
     (jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), v)
 }
 
-#[test]
-fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_tokens() {
+/// alice signed in, a trusted client `name` whose ID tokens are signed `alg`, and the
+/// tokens of one code exchange: (env, authd, session, client_id, secret, tokens).
+fn tokens_of_alg_client(name: &str, alg: &str) -> (Env, Daemon, String, String, String, Value) {
     let (env, d, session) = setup();
-    let (id, secret) = add_client(
-        &env,
-        "Modern",
-        REDIRECT,
-        &["--trusted", "--id-token-alg", "EdDSA"],
-    );
+    let (id, secret) = add_client(&env, name, REDIRECT, &["--trusted", "--id-token-alg", alg]);
     let c = code(&d, &session, &id);
     let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    (env, d, session, id, secret, t)
+}
+
+#[test]
+fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_tokens() {
+    let (env, d, _, id, secret, t) = tokens_of_alg_client("Modern", "EdDSA");
     let id_token = t["id_token"].as_str().unwrap();
     let (dk, v) = published_key(&d, &id, id_token, jsonwebtoken::Algorithm::EdDSA);
     let claims = jsonwebtoken::decode::<Value>(id_token, &dk, &v)
@@ -1422,13 +1412,7 @@ fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_toke
 
 #[test]
 fn es256_id_tokens_verify_against_the_p256_key_and_other_p256_signatures_are_refused() {
-    let (env, d, session) = setup();
-    let (id, secret) = add_client(
-        &env,
-        "Curved",
-        REDIRECT,
-        &["--trusted", "--id-token-alg", "ES256"],
-    );
+    let (env, d, session, id, _, t) = tokens_of_alg_client("Curved", "ES256");
     // The client's choice, in `client show` (text and JSON).
     assert_eq!(
         env.json(&["client", "show", "Curved"])["id_token_alg"],
@@ -1444,8 +1428,6 @@ fn es256_id_tokens_verify_against_the_p256_key_and_other_p256_signatures_are_ref
         .clone();
     assert_eq!(algs, serde_json::json!(["RS256", "EdDSA", "ES256"]));
 
-    let c = code(&d, &session, &id);
-    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
     let id_token = t["id_token"].as_str().unwrap().to_string();
     let kid = kid_of(&id_token);
     let raw = d.get("/oidc/jwks").expect(200);
