@@ -890,6 +890,28 @@ impl Core {
                 }
                 return Ok(Authorize::Login { again: true });
             }
+            if !client.groups.is_empty() {
+                let keys: Vec<String> = s
+                    .user
+                    .groups
+                    .iter()
+                    .map(|g| crate::names::key_of(g))
+                    .collect();
+                if !client
+                    .groups
+                    .iter()
+                    .any(|g| keys.contains(&crate::names::key_of(g)))
+                {
+                    refuse(
+                        "group",
+                        json!({"client": client.name, "groups": client.groups}),
+                    )?;
+                    return Ok(Authorize::Forbidden {
+                        client: client.name.clone(),
+                        groups: client.groups.clone(),
+                    });
+                }
+            }
             let wanted = req.acr_values.as_deref().and_then(acr_wanted);
             if let Some(want) = wanted.filter(|w| acr_rank(acr(&factors)) < acr_rank(w)) {
                 // Short of what the client asks: the missing second factor, if the user
@@ -913,28 +935,6 @@ impl Core {
                     client: client.name.clone(),
                     acr: want,
                 });
-            }
-            if !client.groups.is_empty() {
-                let keys: Vec<String> = s
-                    .user
-                    .groups
-                    .iter()
-                    .map(|g| crate::names::key_of(g))
-                    .collect();
-                if !client
-                    .groups
-                    .iter()
-                    .any(|g| keys.contains(&crate::names::key_of(g)))
-                {
-                    refuse(
-                        "group",
-                        json!({"client": client.name, "groups": client.groups}),
-                    )?;
-                    return Ok(Authorize::Forbidden {
-                        client: client.name.clone(),
-                        groups: client.groups.clone(),
-                    });
-                }
             }
             if consent == Some(false) {
                 return error("access_denied", "consent_refused", "the user said no");
