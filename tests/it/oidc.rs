@@ -838,13 +838,14 @@ impl Jar {
         self.take(&r);
         r
     }
-    /// Post the code page's TOTP form (its hidden fields) with `code`.
-    fn totp_form(&mut self, d: &Daemon, page: &str, code: &str) -> Resp {
+    /// Post the code page's form (its hidden fields) with `code` to `action`
+    /// (`/login/totp`, `/login/email`).
+    fn code_form(&mut self, d: &Daemon, page: &str, action: &str, code: &str) -> Resp {
         let fields = ["csrf", "flow", "methods", "next"].map(|n| hidden(page, n));
         let [csrf, flow, methods, next] = &fields;
         self.post_form(
             d,
-            "/login/totp",
+            action,
             &[
                 ("csrf", csrf),
                 ("flow", flow),
@@ -952,7 +953,7 @@ fn acr_values_step_up_asks_the_missing_factor_only_and_the_new_id_token_says_so(
     assert!(page.contains("id=\"code-form\""), "the code page: {page}");
     let next = hidden(&page, "next");
     assert!(next.starts_with("/oidc/authorize?"), "{next}");
-    let r = jar.totp_form(&d, &page, &app.fresh());
+    let r = jar.code_form(&d, &page, "/login/totp", &app.fresh());
     assert_eq!(r.status, 303, "{r:?}");
     assert_eq!(r.header("location"), Some(next.as_str()));
     // A new session (a new token for the raised assurance); the old one has ended.
@@ -1023,7 +1024,7 @@ fn a_step_up_needs_its_session_alive_and_an_account_without_a_factor_is_refused(
     assert!(page.contains("id=\"code-form\""), "{r:?}");
     // The session ends before the code is given: the code alone makes no session.
     assert_eq!(d.post_auth("/v1/logout", &bob, None).status, 204);
-    let r = jar.totp_form(&d, &page, &app.fresh());
+    let r = jar.code_form(&d, &page, "/login/totp", &app.fresh());
     assert_ne!(r.status, 303, "{r:?}");
     assert_eq!(
         jar.get("authd_session"),
@@ -1050,6 +1051,71 @@ fn a_step_up_needs_its_session_alive_and_an_account_without_a_factor_is_refused(
     // The step-up page itself needs a session.
     let r = jar.post_form(&d, "/oidc/step-up", &[("csrf", "x"), ("request", "")]);
     assert_eq!(r.status, 403);
+}
+
+#[test]
+fn an_emailed_code_account_steps_up_with_a_code_mailed_by_the_step_up_form_only() {
+    let env = provision();
+    add_user(&env, "carol", "school", &[], "user");
+    env.json(&["enroll", "carol", "--method", "email"]);
+    let sink = SmtpSink::start();
+    let url = sink.url();
+    let d = Daemon::start(
+        &env,
+        &[
+            "--insecure-cookies",
+            "--smtp-url",
+            &url,
+            "--mail-from",
+            "authd@example.org",
+        ],
+    );
+    let to = "carol@example.org";
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    // A first sign-in with the emailed code remembers the device; the next one on it is
+    // a password alone.
+    let v = d.login("carol", PW).expect_status("second_factor_required");
+    let v = d
+        .post(
+            "/v1/login/email",
+            &serde_json::json!({"flow": v["flow"], "code": sink.nth_code(to, 0),
+                                "remember_device": true}),
+        )
+        .expect_status("authenticated");
+    let device = v["device_token"].as_str().unwrap().to_string();
+    let v = d
+        .login_device("carol", PW, &device)
+        .expect_status("authenticated");
+    let session = v["session"].as_str().unwrap().to_string();
+
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("acr_values", "urn:authd:acr:mfa"));
+    let mut jar = Jar::with_session(&session);
+    let r = authorize(&d, Some(&session), &params);
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    // The page's GET mails nothing (no other site can make authd send a code)…
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.codes_to(to).len(), 1, "no code from the GET");
+    // …its form does: the emailed-code page, then the code.
+    let r = jar.post_form(
+        &d,
+        "/oidc/step-up",
+        &[
+            ("csrf", &hidden(&page, "csrf")),
+            ("request", &hidden(&page, "request")),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    assert!(page.contains("action=\"/login/email\""), "{page}");
+    let r = jar.code_form(&d, &page, "/login/email", &sink.nth_code(to, 1));
+    assert_eq!(r.status, 303, "{r:?}");
+    let p = redirected(&jar.get_page(&d, r.header("location").unwrap()), REDIRECT);
+    let t = exchange(&d, &id, &secret, get(&p, "code").unwrap(), Some(VERIFIER)).expect(200);
+    let claims = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(claims["acr"], "urn:authd:acr:mfa");
 }
 
 /// A stand-in client on 127.0.0.1:0 answering every request `200 signed in`; the
