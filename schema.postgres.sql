@@ -323,6 +323,12 @@ CREATE TABLE oidc_consents (
 ALTER TABLE outbox ADD COLUMN sealed BYTEA;
 ALTER TABLE sessions ADD COLUMN reauth_at BIGINT;
 
+-- Version 8: ES256 ID tokens (migrations/0008_oidc_alg.sql; SQLite rebuilds the OpenID
+-- Connect tables to change the CHECK, PostgreSQL replaces the constraint).
+ALTER TABLE oidc_clients DROP CONSTRAINT oidc_clients_id_token_alg_check;
+ALTER TABLE oidc_clients ADD CONSTRAINT oidc_clients_id_token_alg_check
+    CHECK (id_token_alg IN ('RS256', 'EdDSA', 'ES256'));
+
 -- The epoch moves (and every node hears it) when something a session check answers
 -- from changes: the same conditions as SQLite's triggers.
 CREATE FUNCTION session_epoch_bump() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -370,4 +376,4 @@ CREATE TRIGGER session_epoch_policy AFTER INSERT OR UPDATE OR DELETE ON policy
 FOR EACH ROW EXECUTE FUNCTION session_epoch_bump();
 
 -- The version this file describes: SQLite's `PRAGMA user_version` after every migration.
-INSERT INTO meta(key, value) VALUES ('schema_version', '7');
+INSERT INTO meta(key, value) VALUES ('schema_version', '8');

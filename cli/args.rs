@@ -590,8 +590,9 @@ pub enum ClientCmd {
         /// Only members of this group may sign in to the client (repeatable: any of them).
         #[arg(long = "group", value_name = "G")]
         group: Vec<String>,
-        /// How its ID tokens are signed: RS256 (what every client reads) or EdDSA.
-        #[arg(long, value_name = "ALG", default_value = "RS256", value_parser = ["RS256", "EdDSA"])]
+        /// How its ID tokens are signed: RS256 (what every client reads), EdDSA (Ed25519)
+        /// or ES256 (ECDSA on P-256). Access tokens stay RS256 (only authd reads them).
+        #[arg(long, value_name = "ALG", default_value = "RS256", value_parser = ["RS256", "EdDSA", "ES256"])]
         id_token_alg: String,
     },
     /// List clients.

@@ -80,11 +80,12 @@ pub fn run(g: &Global, c: ClientCmd) -> Result<i32> {
             let c = ctx.core.oidc_client(&name)?;
             emit(ctx.json, &c, || {
                 format!(
-                    "client:        {}\nclient_id:     {}\npublic:        {}\ntrusted:       {}\nredirect URIs: {}\ngroups:        {}\ncreated:       {}",
+                    "client:        {}\nclient_id:     {}\npublic:        {}\ntrusted:       {}\nID tokens:     {}\nredirect URIs: {}\ngroups:        {}\ncreated:       {}",
                     c.name,
                     c.client_id,
                     c.public,
                     c.trusted,
+                    c.id_token_alg,
                     c.redirect_uris.join(" "),
                     if c.groups.is_empty() { "(everyone)".into() } else { c.groups.join(", ") },
                     output::time(Some(c.created_at)),

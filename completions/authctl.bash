@@ -928,7 +928,7 @@ _authctl() {
                     return 0
                     ;;
                 --id-token-alg)
-                    COMPREPLY=($(compgen -W "RS256 EdDSA" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "RS256 EdDSA ES256" -- "${cur}"))
                     return 0
                     ;;
                 --db)

@@ -960,7 +960,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;client;add'= {
             cand --redirect-uri 'Where authd may send the browser back with a code (repeatable). Matched exactly, byte for byte: register every URI the application uses'
             cand --group 'Only members of this group may sign in to the client (repeatable: any of them)'
-            cand --id-token-alg 'How its ID tokens are signed: RS256 (what every client reads) or EdDSA'
+            cand --id-token-alg 'How its ID tokens are signed: RS256 (what every client reads), EdDSA (Ed25519) or ES256 (ECDSA on P-256). Access tokens stay RS256 (only authd reads them)'
             cand --db 'The database file'
             cand --key-file 'The secret-encryption key file [default: DB.key]'
             cand --public 'No secret (a single-page or native app): the client must use PKCE (S256)'

@@ -568,8 +568,9 @@ complete -c authctl -n "__fish_authctl_using_subcommand client; and not __fish_s
 complete -c authctl -n "__fish_authctl_using_subcommand client; and not __fish_seen_subcommand_from add list show remove rotate-secret rotate-keys help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c authctl -n "__fish_authctl_using_subcommand client; and __fish_seen_subcommand_from add" -l redirect-uri -d 'Where authd may send the browser back with a code (repeatable). Matched exactly, byte for byte: register every URI the application uses' -r
 complete -c authctl -n "__fish_authctl_using_subcommand client; and __fish_seen_subcommand_from add" -l group -d 'Only members of this group may sign in to the client (repeatable: any of them)' -r
-complete -c authctl -n "__fish_authctl_using_subcommand client; and __fish_seen_subcommand_from add" -l id-token-alg -d 'How its ID tokens are signed: RS256 (what every client reads) or EdDSA' -r -f -a "RS256\t''
-EdDSA\t''"
+complete -c authctl -n "__fish_authctl_using_subcommand client; and __fish_seen_subcommand_from add" -l id-token-alg -d 'How its ID tokens are signed: RS256 (what every client reads), EdDSA (Ed25519) or ES256 (ECDSA on P-256). Access tokens stay RS256 (only authd reads them)' -r -f -a "RS256\t''
+EdDSA\t''
+ES256\t''"
 complete -c authctl -n "__fish_authctl_using_subcommand client; and __fish_seen_subcommand_from add" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand client; and __fish_seen_subcommand_from add" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand client; and __fish_seen_subcommand_from add" -l public -d 'No secret (a single-page or native app): the client must use PKCE (S256)'

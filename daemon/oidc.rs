@@ -46,7 +46,7 @@ pub async fn discovery(app: &App, req: Req) -> Result<Resp, ApiError> {
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256", "EdDSA"],
+        "id_token_signing_alg_values_supported": oidc::ID_TOKEN_ALGS,
         "token_endpoint_auth_methods_supported":
             ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported":
@@ -59,7 +59,7 @@ pub async fn discovery(app: &App, req: Req) -> Result<Resp, ApiError> {
             "acr", "azp", "preferred_username", "name", "email", "email_verified", "groups",
             "org"],
         "prompt_values_supported": ["none", "login", "consent"],
-        "acr_values_supported": [oidc::ACR_PWD, oidc::ACR_MFA],
+        "acr_values_supported": oidc::ACRS,
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,

@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_passkeys.sql"),
     include_str!("../migrations/0006_oidc.sql"),
     include_str!("../migrations/0007_account_safety.sql"),
+    include_str!("../migrations/0008_oidc_alg.sql"),
 ];
 
 /// The schema version this build writes.

@@ -277,6 +277,8 @@ names! {
         OidcRevoke = "oidc.revoke",
         OidcIntrospect = "oidc.introspect",
         OidcLogout = "oidc.logout",
+        /// A second factor asked of a signed-in session for a client's `acr_values`.
+        OidcStepUp = "oidc.step_up",
     }
 }
 
@@ -465,6 +467,7 @@ mod tests {
                 "oidc.revoke",
                 "oidc.introspect",
                 "oidc.logout",
+                "oidc.step_up",
             ],
             &[
                 "",

@@ -72,6 +72,10 @@ pub(crate) struct FlowState {
     /// failures as this source's. Flows without it are unfamiliar.
     #[serde(default)]
     pub(crate) source: lockout::Source,
+    /// A step-up of this signed-in session (its id; OpenID Connect `acr_values`, see
+    /// [`step_up_step`]): the second factor replaces it by a session with the factor added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) step_up: Option<i64>,
 }
 
 /// The public view of a user in answers.
@@ -383,7 +387,24 @@ pub(crate) fn advance(
     if state.device_ok {
         return authenticate(tx, user, policy, client, None, None, "pwd device", now);
     }
-    let flow = sessions::create_flow(tx, user.id, LoginStep::SecondFactor, &data, ttl, now)?;
+    second_factor_flow(tx, key, user, policy, &data, methods, mail, now)
+}
+
+/// A second-factor flow carrying `data` (a [`FlowState`]), its code mailed when the
+/// user's first method is emailed codes.
+#[allow(clippy::too_many_arguments)]
+fn second_factor_flow(
+    tx: &Connection,
+    key: &SecretKey,
+    user: &User,
+    policy: &Policy,
+    data: &str,
+    methods: Vec<&'static str>,
+    mail: &mut Option<Mail>,
+    now: i64,
+) -> Result<Status> {
+    let ttl = policy.flow_ttl_seconds;
+    let flow = sessions::create_flow(tx, user.id, LoginStep::SecondFactor, data, ttl, now)?;
     if methods.first() == Some(&"email_otp") {
         if let Some(f) = sessions::find_flow(tx, &flow, LoginStep::SecondFactor, now)? {
             *mail = issue_email_code(tx, key, user, policy, f.id, now)?.ok();
@@ -394,6 +415,88 @@ pub(crate) fn advance(
         methods,
         passkey: None,
     })
+}
+
+/// Step-up: a signed-in session whose sign-in used no second factor (a password alone,
+/// or a remembered device) asks its user for one, without a new sign-in — when an
+/// OpenID Connect client's `acr_values` asks for more than the session has
+/// (src/oidc.rs). Begins a second-factor flow bound to the session; the usual factor
+/// steps decide it, and their success replaces the session by one whose factors add
+/// the new one ([`finish_second_factor`]). Audited `oidc.step_up`.
+pub fn step_up_step(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    session_token: &str,
+    now: i64,
+) -> Result<Decision<Status>> {
+    let policy = Policy::load(conn)?;
+    let lock = policy.lockout();
+    let tx = db::write_tx(conn)?;
+    let event = AuditEvent::OidcStepUp;
+    let refuse = |tx: db::WriteTx, e: Entry, err: Error, reason: &'static str| {
+        audit::record(&tx, &e.reason(reason), now)?;
+        tx.commit()?;
+        Ok(Decision::refused(err, reason))
+    };
+    let Some(s) = check_session(&tx, session_token, now)? else {
+        return refuse(
+            tx,
+            entry(event, Outcome::Failure, client),
+            Error::InvalidFlow,
+            "no_session",
+        );
+    };
+    let user = users::by_id(&tx, s.user_id)?;
+    let e = entry(event, Outcome::Failure, client)
+        .username(&user.username)
+        .user(user.id, user.org_id);
+    let methods = methods(&tx, key, &user)?;
+    if methods.is_empty() {
+        let err = Error::Invalid("this account has no second factor".into());
+        return refuse(tx, e, err, "no_second_factor");
+    }
+    let source = familiar::source_of(&tx, user.id, &client.ip, None, lock.familiar_days, now)?;
+    if let Some(reason) = user.lock_state().refusal(lock.mode, source, now) {
+        return refuse(tx, e, Error::InvalidCredentials, reason);
+    }
+    let (from, _) = sessions::factors_of(&tx, s.session.id)?.unwrap_or_default();
+    let state = FlowState {
+        source,
+        step_up: Some(s.session.id),
+        ..FlowState::default()
+    };
+    let data = serde_json::to_string(&state).unwrap_or_else(|_| "{}".into());
+    let mut mail = None;
+    let status = second_factor_flow(&tx, key, &user, &policy, &data, methods, &mut mail, now)?;
+    audit::record(
+        &tx,
+        &entry(event, Outcome::Success, client)
+            .username(&user.username)
+            .user(user.id, user.org_id)
+            .detail(json!({"from": from, "code_mailed": mail.is_some()})),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Decision {
+        mail,
+        ..Decision::ok(status)
+    })
+}
+
+/// The factors of a stepped-up session: those it had (a remembered device aside: it
+/// was not a factor given) and the step-up's.
+fn stepped_up(had: &str, added: &str) -> String {
+    let mut f: Vec<&str> = had
+        .split(' ')
+        .filter(|x| !x.is_empty() && *x != "device")
+        .collect();
+    for x in added.split(' ') {
+        if !f.contains(&x) {
+            f.push(x);
+        }
+    }
+    f.join(" ")
 }
 
 /// Issue an emailed code for a flow: the message to send, or Err(seconds to wait).
@@ -553,6 +656,7 @@ pub fn password_step(
             device_ok,
             passkey_ok: false,
             source,
+            step_up: None,
         },
         client,
         &mut mail,
@@ -1171,6 +1275,32 @@ pub(crate) fn finish_second_factor(
     now: i64,
 ) -> Result<Decision<Status>> {
     sessions::consume_flow(&tx, flow.id)?;
+    // A step-up adds to its session only while that session lives: the second factor
+    // alone never makes a session.
+    let step_up = serde_json::from_str::<FlowState>(&flow.data)
+        .unwrap_or_default()
+        .step_up;
+    let stepped = match step_up {
+        Some(id) => match sessions::live_factors(&tx, id, now)? {
+            Some((had, expires_at)) => Some((id, had, expires_at)),
+            None => {
+                audit::record(
+                    &tx,
+                    &entry(event, Outcome::Failure, client)
+                        .username(&user.username)
+                        .user(user.id, user.org_id)
+                        .reason("step_up_session_ended"),
+                    now,
+                )?;
+                tx.commit()?;
+                return Ok(Decision::refused(
+                    Error::InvalidFlow,
+                    "step_up_session_ended",
+                ));
+            }
+        },
+        None => None,
+    };
     let device = if remember_device && policy.remember_device_days > 0 {
         Some(factors::remember_device(
             &tx,
@@ -1190,18 +1320,40 @@ pub(crate) fn finish_second_factor(
         AuditEvent::LoginPasskey => "pwd hwk",
         _ => "pwd",
     };
-    let status = authenticate(
+    let factors = match &stepped {
+        Some((_, had, _)) => stepped_up(had, factors),
+        None => factors.to_string(),
+    };
+    let mut status = authenticate(
         &tx,
         user,
         policy,
         client,
         device.clone(),
         warning,
-        factors,
+        &factors,
         now,
     )?;
     let mut detail = detail;
     detail["remembered_device"] = json!(device.is_some());
+    if let (
+        Some((id, _, old_expiry)),
+        Status::Authenticated {
+            session,
+            expires_at,
+            ..
+        },
+    ) = (&stepped, &mut status)
+    {
+        // The stepped-up session gives way to the new one (a new token for the raised
+        // assurance), which ends when it would have.
+        sessions::revoke(&tx, *id, now)?;
+        sessions::cap_expiry(&tx, session, *old_expiry)?;
+        *expires_at = crate::util::rfc3339(
+            (*old_expiry).min(now.saturating_add(policy.session_absolute_hours * 3600)),
+        );
+        detail["step_up"] = json!(factors);
+    }
     audit::record(
         &tx,
         &entry(event, Outcome::Success, client)

@@ -11,18 +11,24 @@
 //!   redirect URI, PKCE challenge (S256 only), nonce and the factors of the session that
 //!   signed in. A code presented twice is refused and every token of its first exchange
 //!   revoked (the grant).
-//! - **Tokens**: access tokens and ID tokens are JWTs (RS256 by default, EdDSA too) with
+//! - **Tokens**: access tokens and ID tokens are JWTs (RS256 by default; a client's ID
+//!   tokens EdDSA or ES256 by its choice, `authctl client add --id-token-alg`) with
 //!   a `jti` the database keeps, so they can be revoked and introspected; refresh tokens
 //!   (scope `offline_access`) are opaque, rotated on every use, and a rotated one used
 //!   again revokes its whole grant.
-//! - **Keys** (RS256 and EdDSA) are generated on first use and stored encrypted under the
+//! - **Keys** (RS256, EdDSA and ES256) are generated on first use and stored encrypted under the
 //!   key file (`crypto::SecretKey::encrypt`, bound to their kid). Rotation retires the
 //!   current keys: a retired key signs nothing more and stays in the JWKS (and is still
 //!   accepted) for [`TOKEN_TTL`] seconds, until every token it signed has expired.
 //! - **amr / acr** come from the factors the session's sign-in actually used
 //!   (`sessions.factors`): `pwd`, `otp` (authenticator app, emailed or recovery code),
-//!   `mfa` with any second factor (also a remembered device); `acr` is [`ACR_MFA`] or
-//!   [`ACR_PWD`].
+//!   `mfa` with any second factor (also a remembered device); `acr` is [`ACR_MFA`] for a
+//!   second factor given in the sign-in, [`ACR_DEVICE`] for a password on a remembered
+//!   device, [`ACR_PWD`] for a password alone.
+//! - **Step-up**: `acr_values` names the classes a client accepts; when the session's is
+//!   lower than every one of them and the user has a second factor, the portal asks for
+//!   that factor only ([`Authorize::StepUp`], `login::step_up_step`), then comes back to
+//!   the request with a session whose factors add it (a new ID token's `amr` / `acr`).
 
 use crate::sql::Connection;
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
@@ -37,7 +43,7 @@ use crate::core::Core;
 use crate::crypto::{self, SecretKey};
 use crate::error::{Error, Result};
 use crate::kinds::{AccountStatus, AuditEvent, MfaMethod};
-use crate::login::{Client as Peer, SessionInfo};
+use crate::login::{self, Client as Peer, Decision, SessionInfo, Status};
 use crate::store::oidc::{self as store, Client, TokenKind};
 use crate::store::{sessions, users};
 
@@ -49,8 +55,12 @@ pub const TOKEN_TTL: i64 = 600;
 pub const REFRESH_TTL: i64 = 30 * 86_400;
 /// `acr` of a sign-in with a second factor.
 pub const ACR_MFA: &str = "urn:authd:acr:mfa";
+/// `acr` of a sign-in with a password on a remembered device (no second factor given).
+pub const ACR_DEVICE: &str = "urn:authd:acr:device";
 /// `acr` of a sign-in with a password alone.
 pub const ACR_PWD: &str = "urn:authd:acr:pwd";
+/// The `acr` values, weakest first.
+pub const ACRS: &[&str] = &[ACR_PWD, ACR_DEVICE, ACR_MFA];
 /// The scopes authd knows.
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "groups", "offline_access"];
 /// With `prompt=login`, a sign-in at most this old counts as the fresh one asked for.
@@ -72,11 +82,15 @@ fn alg_of(s: &str) -> Result<Algorithm> {
     match s {
         "RS256" => Ok(Algorithm::RS256),
         "EdDSA" => Ok(Algorithm::EdDSA),
+        "ES256" => Ok(Algorithm::ES256),
         other => Err(Error::Invalid(format!("unknown signing algorithm {other}"))),
     }
 }
 
 use crate::store::oidc::key_aad as aad;
+
+/// The signing algorithms authd holds a key of, and a client may choose for its ID tokens.
+pub const ID_TOKEN_ALGS: &[&str] = &["RS256", "EdDSA", "ES256"];
 
 /// A new key pair of `alg`: (kid, private DER).
 fn generate(alg: &str) -> Result<(String, Vec<u8>)> {
@@ -107,6 +121,15 @@ fn generate(alg: &str) -> Result<(String, Vec<u8>)> {
                 .as_bytes()
                 .to_vec()
         }
+        "ES256" => {
+            // PKCS#8 (RFC 5915 inside): what jsonwebtoken's AWS-LC backend signs with.
+            use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+            EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                .and_then(|k| k.to_pkcs8v1())
+                .map_err(|_| Error::Io("P-256 key generation failed".into()))?
+                .as_ref()
+                .to_vec()
+        }
         other => return Err(Error::Invalid(format!("unknown signing algorithm {other}"))),
     };
     let kid = data_encoding::BASE64URL_NOPAD.encode(&crypto::random_bytes(12));
@@ -116,6 +139,7 @@ fn generate(alg: &str) -> Result<(String, Vec<u8>)> {
 fn encoding_key(alg: Algorithm, der: &[u8]) -> EncodingKey {
     match alg {
         Algorithm::EdDSA => EncodingKey::from_ed_der(der),
+        Algorithm::ES256 => EncodingKey::from_ec_der(der),
         _ => EncodingKey::from_rsa_der(der),
     }
 }
@@ -149,7 +173,7 @@ fn ensure_keys(core: &Core) -> Result<()> {
             .map(|k| k.alg)
             .collect())
     })?;
-    for alg in ["RS256", "EdDSA"] {
+    for &alg in ID_TOKEN_ALGS {
         if have.iter().any(|a| a == alg) {
             continue;
         }
@@ -266,6 +290,9 @@ pub enum Authorize {
     Consent { client: String, scopes: Vec<String> },
     /// The client is restricted to groups this user is in none of.
     Forbidden { client: String, groups: Vec<String> },
+    /// The client's `acr_values` ask for more than the session's sign-in gave, and the
+    /// user has a second factor: ask for it (`Core::oidc_step_up`), then return.
+    StepUp { client: String, acr: &'static str },
 }
 
 /// The client's own authentication at the token, revocation and introspection
@@ -391,13 +418,32 @@ pub fn amr(factors: &str) -> Vec<&'static str> {
     out
 }
 
-/// `acr` of a session's factors.
+/// `acr` of a session's factors: a second factor given (a code, a passkey), a remembered
+/// device, or a password alone.
 pub fn acr(factors: &str) -> &'static str {
-    if amr(factors).contains(&"mfa") {
+    let a = amr(factors);
+    if a.contains(&"otp") || a.contains(&"hwk") {
         ACR_MFA
+    } else if a.contains(&"mfa") {
+        ACR_DEVICE
     } else {
         ACR_PWD
     }
+}
+
+/// The rank in [`ACRS`] of an `acr` value (None: not one of authd's).
+fn acr_rank(a: &str) -> Option<usize> {
+    ACRS.iter().position(|x| *x == a)
+}
+
+/// The weakest `acr` an `acr_values` request accepts (any value it lists will do; values
+/// authd does not know are ignored), or None: no requirement.
+pub fn acr_wanted(acr_values: &str) -> Option<&'static str> {
+    scopes(acr_values)
+        .into_iter()
+        .filter_map(acr_rank)
+        .min()
+        .map(|i| ACRS[i])
 }
 
 fn peer_entry(event: AuditEvent, outcome: Outcome, peer: &Peer) -> Entry {
@@ -576,9 +622,9 @@ impl Core {
         groups: &[String],
         id_token_alg: &str,
     ) -> Result<NewClient> {
-        if !matches!(id_token_alg, "RS256" | "EdDSA") {
+        if !ID_TOKEN_ALGS.contains(&id_token_alg) {
             return Err(Error::Invalid(format!(
-                "ID tokens are signed RS256 or EdDSA, not {id_token_alg:?}"
+                "ID tokens are signed RS256, EdDSA or ES256, not {id_token_alg:?}"
             )));
         }
         if name.trim().is_empty() || name.len() > 128 {
@@ -744,7 +790,7 @@ impl Core {
     ) -> Result<Authorize> {
         ensure_keys(self)?;
         let event = AuditEvent::OidcAuthorize;
-        self.write(|tx, _, now| {
+        self.write(|tx, key, now| {
             let refuse = |reason: &str, detail: Value| -> Result<()> {
                 let mut e = peer_entry(event, Outcome::Failure, peer)
                     .reason(reason)
@@ -836,27 +882,13 @@ impl Core {
             let stale = |limit: i64| now.saturating_sub(auth_time) > limit;
             // max_age=0 asks for a new sign-in, as prompt=login does.
             let max_age = max_age.map(|m| if m == 0 { FRESH_LOGIN_SECS } else { m });
-            let wants_mfa = req
-                .acr_values
-                .as_deref()
-                .is_some_and(|a| scopes(a).contains(&ACR_MFA));
             let again = (prompts.contains(&"login") && stale(FRESH_LOGIN_SECS))
-                || max_age.is_some_and(stale)
-                || (wants_mfa
-                    && acr(&factors) != ACR_MFA
-                    && users::by_id(tx, s.user_id)?.mfa_method.is_some());
+                || max_age.is_some_and(stale);
             if again {
                 if prompts.contains(&"none") {
                     return error("login_required", "reauthentication", "sign-in required");
                 }
                 return Ok(Authorize::Login { again: true });
-            }
-            if wants_mfa && acr(&factors) != ACR_MFA {
-                return error(
-                    "unmet_authentication_requirements",
-                    "acr_unmet",
-                    "this account has no second factor",
-                );
             }
             if !client.groups.is_empty() {
                 let keys: Vec<String> = s
@@ -879,6 +911,30 @@ impl Core {
                         groups: client.groups.clone(),
                     });
                 }
+            }
+            let wanted = req.acr_values.as_deref().and_then(acr_wanted);
+            if let Some(want) = wanted.filter(|w| acr_rank(acr(&factors)) < acr_rank(w)) {
+                // Short of what the client asks: the missing second factor, if the user
+                // has one (a step-up of this session), else refused.
+                let user = users::by_id(tx, s.user_id)?;
+                if login::methods(tx, key, &user)?.is_empty() {
+                    return error(
+                        "unmet_authentication_requirements",
+                        "acr_unmet",
+                        "this account has no second factor",
+                    );
+                }
+                if prompts.contains(&"none") {
+                    return error(
+                        "interaction_required",
+                        "step_up",
+                        "a second factor is required",
+                    );
+                }
+                return Ok(Authorize::StepUp {
+                    client: client.name.clone(),
+                    acr: want,
+                });
             }
             if consent == Some(false) {
                 return error("access_denied", "consent_refused", "the user said no");
@@ -934,6 +990,19 @@ impl Core {
                 now,
             )?;
             Ok(back(&[("code", &code)]))
+        })
+    }
+
+    /// Step-up of the browser's session (after [`Authorize::StepUp`]): a second-factor
+    /// flow for its user, answered like a login step (`second_factor_required`, with the
+    /// passkey challenge when passkeys are on); the factor's step then replaces the
+    /// session by one with the factor added ([`login::step_up_step`]).
+    pub fn oidc_step_up(&self, peer: &Peer, session_token: &str) -> Result<Decision<Status>> {
+        let now = self.now();
+        let rp = self.relying_party();
+        self.with_conn(|conn, key| {
+            let d = login::step_up_step(conn, key, peer, session_token, now)?;
+            crate::passkey::decorate(conn, rp.as_deref(), peer, d, now)
         })
     }
 
@@ -1299,8 +1368,73 @@ mod tests {
         assert_eq!(acr("pwd"), ACR_PWD);
         assert_eq!(amr("pwd totp"), vec!["pwd", "otp", "mfa"]);
         assert_eq!(amr("pwd device"), vec!["pwd", "mfa"]);
+        assert_eq!(
+            acr("pwd device"),
+            ACR_DEVICE,
+            "a remembered device is no factor given"
+        );
+        assert_eq!(acr("pwd totp"), ACR_MFA);
+        assert_eq!(acr(crate::login::PASSWORDLESS), ACR_MFA);
         assert_eq!(acr("pwd email"), ACR_MFA);
         assert_eq!(amr(""), Vec::<&str>::new());
+    }
+
+    /// Every algorithm's new key signs, publishes its public half only (ES256: `kty` EC,
+    /// `crv` P-256) and verifies through that JWK — and not another key's signature.
+    #[test]
+    fn every_signing_algorithm_signs_and_verifies_through_its_jwk() {
+        for &name in ID_TOKEN_ALGS {
+            let alg = alg_of(name).unwrap();
+            let signer = |der: &[u8], kid: &str| Signer {
+                kid: kid.to_string(),
+                alg,
+                key: encoding_key(alg, der),
+            };
+            let (kid, der) = generate(name).unwrap();
+            let s = signer(&der, &kid);
+            let jwt = sign(&s, &json!({"sub": "1"})).unwrap();
+            let jwk = public_jwk(&s).unwrap();
+            let v = serde_json::to_value(&jwk).unwrap();
+            assert_eq!(v["kid"], kid.as_str());
+            assert!(v.get("d").is_none(), "{name}: no private part in {v}");
+            if name == "ES256" {
+                assert_eq!(
+                    (v["kty"].as_str(), v["crv"].as_str()),
+                    (Some("EC"), Some("P-256"))
+                );
+            }
+            let dk = DecodingKey::from_jwk(&jwk).unwrap();
+            let mut val = Validation::new(alg);
+            val.required_spec_claims.clear();
+            val.validate_exp = false;
+            assert!(
+                jsonwebtoken::decode::<Value>(&jwt, &dk, &val).is_ok(),
+                "{name}"
+            );
+            let (_, other) = generate(name).unwrap();
+            let forged = sign(&signer(&other, &kid), &json!({"sub": "1"})).unwrap();
+            assert!(
+                jsonwebtoken::decode::<Value>(&forged, &dk, &val).is_err(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn acr_values_ask_for_the_weakest_class_they_list() {
+        assert_eq!(acr_wanted(ACR_MFA), Some(ACR_MFA));
+        assert_eq!(
+            acr_wanted(&format!("{ACR_MFA} {ACR_DEVICE}")),
+            Some(ACR_DEVICE)
+        );
+        assert_eq!(
+            acr_wanted(&format!("urn:other {ACR_PWD} {ACR_MFA}")),
+            Some(ACR_PWD)
+        );
+        assert_eq!(acr_wanted("urn:other"), None);
+        assert_eq!(acr_wanted(""), None);
+        assert!(acr_rank(ACR_DEVICE) < acr_rank(ACR_MFA));
+        assert!(acr_rank(ACR_PWD) < acr_rank(ACR_DEVICE));
     }
 
     #[test]

@@ -130,6 +130,7 @@ async fn post(ctx: &mut Ctx<'_>, path: &str) -> Result<Resp, ApiError> {
         "/reset" => flow::reset_link_post(ctx, &form).await,
         "/logout" => account::logout_post(ctx, &form).await,
         "/oidc/consent" => oidc::consent_post(ctx, &form).await,
+        "/oidc/step-up" => oidc::step_up_post(ctx, &form).await,
         "/devices/revoke" => account::revoke_device_post(ctx, &form).await,
         "/security-questions" => account::questions_post(ctx, &form).await,
         p if p.starts_with("/security/") => {

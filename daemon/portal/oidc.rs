@@ -6,9 +6,11 @@
 use askama::Template;
 use hyper::StatusCode;
 
+use authcore::login::SessionInfo;
 use authcore::oidc::{AuthRequest, Authorize};
 
 use super::ctx::{Ctx, Form};
+use super::flow::{self, Carry};
 use super::html::{qs, Layout};
 use super::security::CookieName;
 use crate::app::{ApiError, Resp};
@@ -67,25 +69,74 @@ struct ConsentPage<'a> {
     request: &'a str,
 }
 
+/// The client asks for a stronger sign-in than the session's: its second factor only.
+#[derive(Template)]
+#[template(path = "step_up.html")]
+struct StepUpPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    client: &'a str,
+    request: &'a str,
+}
+
 /// `GET /oidc/authorize`.
 pub async fn authorize(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let query = ctx.req.query.clone();
     decide(ctx, &query, None).await
 }
 
-/// `POST /oidc/consent`: the answer of the consent page (CSRF bound to the session).
-pub async fn consent_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
-    let Some((token, _)) = ctx.session().await? else {
-        return Ok(ctx.forbidden());
+/// The session of a form of ours about an authorization request (its CSRF token bound
+/// to the session) and that request's parameters; None: no session, or a forged form.
+#[allow(clippy::type_complexity)]
+async fn request_form(
+    ctx: &Ctx<'_>,
+    form: &Form,
+) -> Result<Option<(String, SessionInfo, Vec<(String, String)>)>, ApiError> {
+    let Some((token, info)) = ctx.session().await? else {
+        return Ok(None);
     };
     if !ctx.csrf_session_ok(form, &token) {
-        return Ok(ctx.forbidden());
+        return Ok(None);
     }
-    let query: Vec<(String, String)> = form_urlencoded::parse(form.text("request").as_bytes())
+    let query = form_urlencoded::parse(form.text("request").as_bytes())
         .into_owned()
         .collect();
+    Ok(Some((token, info, query)))
+}
+
+/// The authorization endpoint's URL for `query` (the way back after a portal page).
+fn authorize_url(ctx: &Ctx<'_>, query: &[(String, String)]) -> String {
+    format!("{}?{}", ctx.url("/oidc/authorize"), encode_query(query))
+}
+
+/// `POST /oidc/consent`: the answer of the consent page (CSRF bound to the session).
+pub async fn consent_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let Some((_, _, query)) = request_form(ctx, form).await? else {
+        return Ok(ctx.forbidden());
+    };
     let answer = form.get("answer") == Some("allow");
     decide(ctx, &query, Some(answer)).await
+}
+
+/// `POST /oidc/step-up` (the step-up page's form, CSRF bound to the session): begin the
+/// second factor for this session; its pages carry the authorization request as the way
+/// on, and its success replaces the session by one with the factor added.
+pub async fn step_up_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiError> {
+    let Some((token, info, query)) = request_form(ctx, form).await? else {
+        return Ok(ctx.forbidden());
+    };
+    let back = authorize_url(ctx, &query);
+    let carry = Carry {
+        next: ctx.next_from(Some(&back)),
+        username: info.user.username.clone(),
+    };
+    let client = ctx.req.client.clone();
+    let (result, mail) =
+        flow::step(ctx, false, move |core| core.oidc_step_up(&client, &token)).await?;
+    match result {
+        Ok(status) => flow::after(ctx, status, mail, &carry).await,
+        Err(e) => flow::refused(ctx, e, &carry).await,
+    }
 }
 
 async fn decide(
@@ -150,7 +201,7 @@ async fn decide(
                     ctx.set_cookie(CookieName::Session, "", Some(0));
                 }
             }
-            let back = format!("{}?{}", ctx.url("/oidc/authorize"), encode_query(query));
+            let back = authorize_url(ctx, query);
             let mut to = format!("{}?next={}", ctx.url("/login"), qs(&back));
             if let Some(h) = req.login_hint.as_deref().filter(|h| !h.is_empty()) {
                 to.push_str(&format!("&login_hint={}", qs(h)));
@@ -172,6 +223,20 @@ async fn decide(
                 csrf: &csrf,
                 client: &client,
                 scopes: scopes.iter().map(|s| describe(s)).collect(),
+                request: &request,
+            };
+            Ok(ctx.page(StatusCode::OK, &page))
+        }
+        Authorize::StepUp { client, .. } => {
+            let Some((token, info)) = session.as_ref() else {
+                return Ok(ctx.forbidden());
+            };
+            let csrf = ctx.csrf_session(token);
+            let request = encode_query(query);
+            let page = StepUpPage {
+                layout: ctx.layout("Confirm it is you", &[], Some((&info.user.username, &csrf))),
+                csrf: &csrf,
+                client: &client,
                 request: &request,
             };
             Ok(ctx.page(StatusCode::OK, &page))

@@ -26,7 +26,7 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     /// When not empty, only members of one of these groups may sign in.
     pub groups: Vec<String>,
-    /// How its ID tokens are signed: RS256 (every client reads it) or EdDSA.
+    /// How its ID tokens are signed: RS256 (every client reads it), EdDSA or ES256.
     pub id_token_alg: String,
     pub created_at: i64,
     #[serde(skip)]
@@ -420,4 +420,88 @@ pub fn set_consent(
         params![user_id, client_id, scope, now],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    /// Migration 0008 rebuilds the OpenID Connect tables to let clients choose ES256: a
+    /// version-7 database keeps every client, code, token and consent (and their links),
+    /// and then takes an ES256 client; other algorithms stay refused.
+    #[test]
+    fn migration_8_keeps_every_row_and_allows_es256_clients() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch("PRAGMA foreign_keys=ON").unwrap();
+        c.execute_batch(crate::db::SCHEMA).unwrap();
+        let (before, step8) = crate::db::MIGRATIONS.split_at(6);
+        assert!(step8[0].contains("ES256"), "step 8 is the ES256 step");
+        for m in before {
+            c.execute_batch(m).unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO orgs(id, name, name_key, created_at) VALUES (1, 'o', 'o', 0);
+             INSERT INTO users(id, username, username_key, email, org_id, created_at, updated_at)
+                 VALUES (7, 'u', 'u', 'u@x', 1, 0, 0);
+             INSERT INTO oidc_clients(id, client_id, name, name_key, secret_hash, trusted,
+                                      redirect_uris, groups, id_token_alg, created_at)
+                 VALUES (3, 'cid', 'App', 'app', 'h', 1, '[\"https://a/cb\"]', '[]', 'EdDSA', 5);
+             INSERT INTO oidc_codes(id, code_hash, client_id, user_id, redirect_uri, scope,
+                                    factors, auth_time, created_at, expires_at)
+                 VALUES (11, 'ch', 3, 7, 'https://a/cb', 'openid', 'pwd totp', 1, 1, 61);
+             INSERT INTO oidc_tokens(id, token_hash, kind, grant_id, client_id, user_id, scope,
+                                     created_at, expires_at)
+                 VALUES (21, 'th', 'refresh', 11, 3, 7, 'openid offline_access', 1, 99);
+             INSERT INTO oidc_consents(user_id, client_id, scope, granted_at)
+                 VALUES (7, 3, 'openid', 2);",
+        )
+        .unwrap();
+        let es256 = "INSERT INTO oidc_clients(client_id, name, name_key, redirect_uris,
+                         id_token_alg, created_at) VALUES ('c2', 'B', 'b', '[]', 'ES256', 0)";
+        assert!(c.execute(es256, []).is_err(), "version 7 refuses ES256");
+
+        c.execute_batch(step8[0]).unwrap();
+        let rows: (String, String, i64, String, String) = c
+            .query_row(
+                "SELECT c.client_id, c.id_token_alg, k.id, t.kind, s.scope
+                 FROM oidc_clients c JOIN oidc_codes k ON k.client_id = c.id
+                 JOIN oidc_tokens t ON t.grant_id = k.id
+                 JOIN oidc_consents s ON s.client_id = c.id AND s.user_id = k.user_id",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            rows,
+            (
+                "cid".into(),
+                "EdDSA".into(),
+                11,
+                "refresh".into(),
+                "openid".into()
+            )
+        );
+        let broken: i64 = c
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(broken, 0);
+        c.execute(es256, []).expect("version 8 takes ES256");
+        assert!(c
+            .execute(&es256.replace("'c2'", "'c3'").replace("ES256", "HS256"), [])
+            .is_err());
+        // The cascade still holds: removing the client removes what was issued to it.
+        c.execute("DELETE FROM oidc_clients WHERE id = 3", [])
+            .unwrap();
+        let left: i64 = c
+            .query_row(
+                "SELECT (SELECT count(*) FROM oidc_codes) + (SELECT count(*) FROM oidc_tokens)
+                      + (SELECT count(*) FROM oidc_consents)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
+    }
 }

@@ -80,6 +80,28 @@ pub fn factors_of(conn: &Connection, id: i64) -> Result<Option<(String, i64)>> {
     )?)
 }
 
+/// The factors and absolute expiry of a session (by id) that is neither revoked nor
+/// expired: a step-up (OpenID Connect `acr_values`) adds to it only while it lives.
+pub fn live_factors(conn: &Connection, id: i64, now: i64) -> Result<Option<(String, i64)>> {
+    Ok(super::opt(
+        conn.prepare_cached(
+            "SELECT factors, expires_at FROM sessions
+             WHERE id=?1 AND revoked_at IS NULL AND expires_at > ?2",
+        )?
+        .query_row(params![id, now], |r| Ok((r.get(0)?, r.get(1)?))),
+    )?)
+}
+
+/// Bring the absolute expiry of the session with this token forward to `expires_at`
+/// (never later): the session replacing a stepped-up one ends when that one would have.
+pub fn cap_expiry(conn: &Connection, token: &str, expires_at: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE sessions SET expires_at=?1 WHERE token_hash=?2 AND expires_at > ?1",
+        params![expires_at, crypto::hash_token(token)],
+    )?;
+    Ok(())
+}
+
 /// Revoke one session by id; false if no live session has that id.
 pub fn revoke(conn: &Connection, id: i64, now: i64) -> Result<bool> {
     Ok(conn.execute(

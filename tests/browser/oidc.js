@@ -4,7 +4,11 @@
 // starts authd and a stand-in client and passes, in the environment:
 //   AUTHD_URL  http://127.0.0.1:PORT     AUTHORIZE  the authorization request's path+query
 //   CLIENT     the redirect URI          USERNAME, PASSWORD, TOTP_SECRET   the user
+//   STEP_UP    (optional) the same request asking acr_values=urn:authd:acr:mfa
 // Prints `back: URL` (the client's URL with the code); exit 0 when the journey passed.
+// With STEP_UP: the first sign-in remembers the device; signed out (the device cookie
+// kept), the step-up request signs in with the password alone on that device, then the
+// step-up page asks for the code only, and `stepped: URL` is the client's URL after it.
 "use strict";
 
 const { chromium } = require("playwright-core");
@@ -38,6 +42,7 @@ const T = 15000;
     const code = execFileSync("oathtool", ["--totp", "-b", "-N", `@${t}`, env("TOTP_SECRET")])
       .toString().trim();
     await page.fill("#code", code);
+    if (process.env.STEP_UP) await page.check("#remember_device");
     await Promise.all([page.waitForNavigation(), page.click("#code-form button[type=submit]")]);
     // The consent page (the client is not trusted).
     await page.waitForSelector("#allow");
@@ -45,6 +50,29 @@ const T = 15000;
     await page.waitForURL((u) => u.toString().startsWith(env("CLIENT") + "?"), { timeout: T });
     if (csp.length) throw new Error(`CSP refusals: ${csp.join(" | ")}`);
     console.log(`back: ${page.url()}`);
+    if (process.env.STEP_UP) {
+      const context = page.context();
+      const keep = (await context.cookies()).filter((c) => c.name === "authd_device");
+      await context.clearCookies();
+      await context.addCookies(keep);
+      await page.goto(env("AUTHD_URL") + process.env.STEP_UP);
+      await page.waitForSelector("#username");
+      await page.fill("#username", env("USERNAME"));
+      await page.fill("#password", env("PASSWORD"));
+      // The remembered device: no code at sign-in, so the client's acr_values are not
+      // met; the step-up page asks for the second factor only.
+      await Promise.all([page.waitForNavigation(), page.click("#login-form button[type=submit]")]);
+      await page.waitForSelector("#step-up-form");
+      if (await page.$("#password")) throw new Error("the step-up asked for the password");
+      await Promise.all([page.waitForNavigation(), page.click("#step-up")]);
+      const next = execFileSync("oathtool",
+        ["--totp", "-b", "-N", `@${t + 30}`, env("TOTP_SECRET")]).toString().trim();
+      await page.fill("#code", next);
+      await page.click("#code-form button[type=submit]");
+      await page.waitForURL((u) => u.toString().startsWith(env("CLIENT") + "?"), { timeout: T });
+      if (csp.length) throw new Error(`CSP refusals: ${csp.join(" | ")}`);
+      console.log(`stepped: ${page.url()}`);
+    }
   } catch (e) {
     console.error(`oidc.js: failed at ${page.url()}: ${e.message}`);
     console.error((await page.content()).slice(0, 2000));

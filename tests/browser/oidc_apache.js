@@ -1,7 +1,8 @@
 // Headless Chromium signing in to a page that Apache's mod_auth_openidc protects with
 // authd as the OpenID Connect provider (issue 17): both seed journeys.
 //   alice (seed 000): first sign-in enrols TOTP (QR page, code, recovery codes), signs in
-//     again with a code, and ends on the protected page as alice;
+//     again with a code, and ends on the protected page as alice without opening the app
+//     again (the login pages carry the app's authorization request through enrolment);
 //   carol (seed 004): the emailed code with "Remember this device" ends on the protected
 //     page as carol; signed out everywhere, the remembered device skips the code.
 // Run by tests/it/oidc.rs, which starts authd, Apache and passes, in the environment:
@@ -62,13 +63,17 @@ async function alice(page) {
   await page.fill("#code", totp(secret));
   await submit(page, "#enroll-form button[type=submit]");
   await page.waitForSelector("#recovery-codes");
+  // "Sign in again" keeps the app's pending authorization request as the way on.
+  const again = new URL(await page.getAttribute("#login-again", "href"), AUTHD);
+  if (!(again.searchParams.get("next") || "").startsWith("/oidc/authorize?")) {
+    throw new Error(`"Sign in again" lost the authorization request: ${again}`);
+  }
   await submit(page, "#login-again");
   await signIn(page, "alice");
   await page.fill("#code", totp(secret, 30)); // the confirming step is spent: the next one
   await submit(page, "#code-form button[type=submit]");
-  // Signed in at authd (the enrolment's "sign in again" does not carry the app's
-  // request): the app again, which now passes straight through.
-  await page.goto(`${APP}/protected/index.shtml`);
+  // The app's authorization request survived the enrolment: straight back to the app
+  // (after our form post: the portal's form-action must not block the way back).
   await protectedPage(page, "alice");
 }
 

@@ -6,7 +6,8 @@
 //! Most tests sign in through the API (`POST /v1/login`, then the TOTP step): its session
 //! token is the portal's session cookie, as a browser would carry it. Two tests click
 //! through the portal in headless Chromium (tests/browser/oidc.js, oidc_apache.js), one of
-//! them through Apache's mod_auth_openidc as the relying party.
+//! them through Apache's mod_auth_openidc as the relying party; the other also steps a
+//! remembered-device session up for `acr_values` (the code alone, then back to the client).
 
 use std::process::Command;
 use std::time::Duration;
@@ -148,6 +149,24 @@ fn introspect(d: &Daemon, id: &str, secret: &str, t: &str) -> Value {
     .expect(200)
 }
 
+/// tests/oidc/rp.py (Authlib) against authd as the client `id`/`secret` registered for
+/// `redirect`, on alice's browser session: what it saw.
+fn authlib(d: &Daemon, session: &str, id: &str, secret: &str, redirect: &str) -> Value {
+    let issuer = format!("http://{}", d.addr);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc/rp.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).args([
+        &issuer,
+        id,
+        secret,
+        redirect,
+        &format!("authd_session={session}"),
+    ]);
+    let out = common::run(cmd, None, Duration::from_secs(120));
+    serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("rp.py failed ({e}): {out:?}"))
+}
+
 #[test]
 fn authlib_signs_in_with_code_and_pkce_and_uses_every_endpoint() {
     common::require("python3", "python3");
@@ -160,28 +179,22 @@ fn authlib_signs_in_with_code_and_pkce_and_uses_every_endpoint() {
         "Python's authlib is missing: scripts/test.sh --install-only installs it"
     );
     let (env, d, session) = setup();
-    let issuer = format!("http://{}", d.addr);
     let redirect = "http://127.0.0.1:9/callback";
     let (id, secret) = add_client(&env, "Wiki", redirect, &["--trusted"]);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc/rp.py");
-    let mut cmd = Command::new("python3");
-    cmd.arg(&script).args([
-        &issuer,
-        &id,
-        &secret,
-        redirect,
-        &format!("authd_session={session}"),
-    ]);
-    let out = common::run(cmd, None, Duration::from_secs(120));
-    let seen: Value = serde_json::from_str(out.stdout.trim())
-        .unwrap_or_else(|e| panic!("rp.py failed ({e}): {out:?}"));
+    let seen = authlib(&d, &session, &id, &secret, redirect);
 
     assert_eq!(
         seen["jwks_kty"],
-        serde_json::json!(["OKP", "RSA"]),
+        serde_json::json!(["EC", "OKP", "RSA"]),
         "{seen}"
     );
+    assert_eq!(
+        seen["algs"],
+        serde_json::json!(["RS256", "EdDSA", "ES256"]),
+        "discovery"
+    );
     assert_eq!(seen["id_token_alg"], "RS256");
+    assert_eq!(seen["forged_id_token_refused"], true, "{seen}");
     let idt = &seen["id_token"];
     assert_eq!(idt["preferred_username"], "alice");
     assert_eq!(idt["email"], "alice@example.org");
@@ -209,6 +222,20 @@ fn authlib_signs_in_with_code_and_pkce_and_uses_every_endpoint() {
     assert_eq!(count("oidc.token", "success"), 3, "{rows:?}");
     assert!(count("oidc.token", "failure") >= 1, "the replay: {rows:?}");
     assert_eq!(count("oidc.revoke", "success"), 1);
+
+    // A client registered for ES256: Authlib verifies its ID tokens against the P-256
+    // key of the JWKS, and refuses the same token signed by another P-256 key.
+    let (id, secret) = add_client(
+        &env,
+        "Wiki ES256",
+        redirect,
+        &["--trusted", "--id-token-alg", "ES256"],
+    );
+    let seen = authlib(&d, &session, &id, &secret, redirect);
+    assert_eq!(seen["id_token_alg"], "ES256", "{seen}");
+    assert_eq!(seen["forged_id_token_refused"], true, "{seen}");
+    assert_eq!(seen["id_token"]["preferred_username"], "alice");
+    assert_eq!(seen["replay"], serde_json::json!([400, "invalid_grant"]));
 }
 
 #[test]
@@ -406,6 +433,20 @@ fn forged(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> St
     format!("{input}.{}", b(&sig))
 }
 
+/// `claims` signed with `key` under our `kid` and `alg` (a forgery when the key is not ours).
+fn signed_as(
+    kid: &str,
+    alg: jsonwebtoken::Algorithm,
+    claims: &Value,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
+    let header = jsonwebtoken::Header {
+        kid: Some(kid.to_string()),
+        ..jsonwebtoken::Header::new(alg)
+    };
+    jsonwebtoken::encode(&header, claims, key).unwrap()
+}
+
 #[test]
 fn unsigned_and_foreign_tokens_are_refused_at_userinfo_and_introspection() {
     let (env, d, session) = setup();
@@ -456,15 +497,12 @@ fn unsigned_and_foreign_tokens_are_refused_at_userinfo_and_introspection() {
         .unwrap();
         k.to_pkcs1_der().unwrap().as_bytes().to_vec()
     };
-    let foreign = jsonwebtoken::encode(
-        &jsonwebtoken::Header {
-            kid: Some(kid.clone()),
-            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256)
-        },
+    let foreign = signed_as(
+        &kid,
+        jsonwebtoken::Algorithm::RS256,
         &claims,
         &jsonwebtoken::EncodingKey::from_rsa_der(&other),
-    )
-    .unwrap();
+    );
     // Our real token with its signature cut off.
     let stripped = format!("{}.", access.rsplit_once('.').unwrap().0);
     for (what, bad) in [
@@ -534,15 +572,7 @@ fn untrusted_clients_ask_for_consent_once() {
         page.contains("Gallery") && page.contains("id=\"allow\""),
         "{page}"
     );
-    let field = |name: &str| {
-        let at = page
-            .find(&format!("name=\"{name}\" value=\""))
-            .unwrap_or_else(|| panic!("no {name} in {page}"));
-        let rest = &page[at + name.len() + 15..];
-        rest[..rest.find('"').unwrap()]
-            .replace("&#38;", "&")
-            .replace("&amp;", "&")
-    };
+    let field = |name: &str| hidden(&page, name);
     let body = format!(
         "csrf={}&request={}&answer=allow",
         q(&field("csrf")),
@@ -625,7 +655,7 @@ fn rotated_keys_stay_published_until_their_tokens_expire() {
         kids.contains(&old_kid),
         "the old key stays published: {kids:?}"
     );
-    assert_eq!(kids.len(), 4, "two retired, two new: {kids:?}");
+    assert_eq!(kids.len(), 6, "three retired, three new: {kids:?}");
     d.get_auth("/oidc/userinfo", &old_access).expect(200);
     let c = code(&d, &session, &id);
     let new = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
@@ -639,7 +669,7 @@ fn rotated_keys_stay_published_until_their_tokens_expire() {
         "UPDATE oidc_keys SET retired_at = retired_at - 601 WHERE retired_at IS NOT NULL",
         &[],
     );
-    assert_eq!(moved, 2);
+    assert_eq!(moved, 3);
     let kids = jwks_kids(&d);
     assert!(
         !kids.contains(&old_kid) && kids.contains(&new_kid),
@@ -724,15 +754,12 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     let p = redirected(&authorize(&d, Some(&session), &params), REDIRECT);
     assert!(get(&p, "code").is_some());
     // bob enrols a second factor after signing in: his password-only session cannot
-    // meet the request, so it ends and he signs in again (through the new factor).
+    // meet the request, so the portal asks for that factor only (the session stays).
     env.enroll("bob");
     let r = authorize(&d, Some(&bob), &params);
-    assert_eq!(r.status, 303, "{r:?}");
-    assert!(r
-        .header("location")
-        .unwrap()
-        .starts_with("/login?next=%2Foidc%2Fauthorize%3F"));
-    d.get_auth("/v1/session", &bob).expect(401);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.text().contains("id=\"step-up-form\""), "{r:?}");
+    d.get_auth("/v1/session", &bob).expect(200);
 
     // prompt=login on a sign-in that is not fresh: the session ends, the sign-in page
     // comes, with the way back and the login_hint.
@@ -761,6 +788,336 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     d.get_auth("/v1/session", &dora).expect(401);
 }
 
+/// A browser's cookies over plain HTTP: what the portal set, sent back.
+#[derive(Default)]
+struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    fn with_session(session: &str) -> Jar {
+        Jar(vec![("authd_session".into(), session.into())])
+    }
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn header(&self) -> String {
+        let pairs: Vec<String> = self.0.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        pairs.join("; ")
+    }
+    /// Take the response's Set-Cookie headers (an empty value removes the cookie).
+    fn take(&mut self, r: &Resp) {
+        for (k, v) in &r.headers {
+            if !k.eq_ignore_ascii_case("set-cookie") {
+                continue;
+            }
+            let (name, value) = v.split(';').next().unwrap().split_once('=').unwrap();
+            self.0.retain(|(n, _)| n != name);
+            if !value.is_empty() {
+                self.0.push((name.to_string(), value.to_string()));
+            }
+        }
+    }
+    fn get_page(&mut self, d: &Daemon, path: &str) -> Resp {
+        let r = d.request("GET", path, &[("Cookie", &self.header())], None);
+        self.take(&r);
+        r
+    }
+    fn post_form(&mut self, d: &Daemon, path: &str, form: &[(&str, &str)]) -> Resp {
+        let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", q(v))).collect();
+        let r = d.request(
+            "POST",
+            path,
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Cookie", &self.header()),
+            ],
+            Some(body.join("&").as_bytes()),
+        );
+        self.take(&r);
+        r
+    }
+    /// Post the code page's form (its hidden fields) with `code` to `action`
+    /// (`/login/totp`, `/login/email`).
+    fn code_form(&mut self, d: &Daemon, page: &str, action: &str, code: &str) -> Resp {
+        let fields = ["csrf", "flow", "methods", "next"].map(|n| hidden(page, n));
+        let [csrf, flow, methods, next] = &fields;
+        self.post_form(
+            d,
+            action,
+            &[
+                ("csrf", csrf),
+                ("flow", flow),
+                ("methods", methods),
+                ("next", next),
+                ("code", code),
+            ],
+        )
+    }
+}
+
+/// The value of the first hidden field `name` of a page (HTML entities undone).
+fn hidden(page: &str, name: &str) -> String {
+    let at = page
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no field {name} in {page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+}
+
+/// The claims of a JWT (its signature is checked elsewhere).
+fn claims_of(jwt: &str) -> Value {
+    jsonwebtoken::dangerous::insecure_decode::<Value>(jwt)
+        .unwrap()
+        .claims
+}
+
+#[test]
+fn acr_values_step_up_asks_the_missing_factor_only_and_the_new_id_token_says_so() {
+    let (env, d, _) = setup();
+    let mut app = Totp::from_enrollment(&env.enroll("alice"));
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    // alice signs in once with her code and "remember this device", then with her
+    // password on that device: no code asked, acr "device".
+    let flow = d.second_factor_flow("alice", PW);
+    let v = d
+        .post(
+            "/v1/login/totp",
+            &serde_json::json!({"flow": flow, "code": app.fresh(), "remember_device": true}),
+        )
+        .expect_status("authenticated");
+    let device = v["device_token"].as_str().unwrap().to_string();
+    let v = d
+        .login_device("alice", PW, &device)
+        .expect_status("authenticated");
+    let old = v["session"].as_str().unwrap().to_string();
+    let c = code(&d, &old, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let claims = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["acr"], "urn:authd:acr:device");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "mfa"]));
+
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("acr_values", "urn:authd:acr:mfa"));
+    // prompt=none cannot ask: interaction_required to the client.
+    let mut silent = params.clone();
+    silent.push(("prompt", "none"));
+    let p = redirected(&authorize(&d, Some(&old), &silent), REDIRECT);
+    assert_eq!(get(&p, "error"), Some("interaction_required"));
+
+    // The request: a page asking for the second factor only; the session stays, and
+    // nothing starts (no flow, no code) before the user's own click.
+    let flows = || -> i64 {
+        rusqlite::Connection::open(&env.db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM login_flows", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = flows();
+    let query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", q(v)))
+        .collect();
+    let authorize_path = format!("/oidc/authorize?{}", query.join("&"));
+    let mut jar = Jar::with_session(&old);
+    let r = jar.get_page(&d, &authorize_path);
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    assert!(
+        page.contains("id=\"step-up-form\"") && page.contains("App"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("id=\"password\""),
+        "no password asked: {page}"
+    );
+    assert_eq!(flows(), before);
+    d.get_auth("/v1/session", &old).expect(200);
+
+    // The form needs the session's CSRF token.
+    let request = hidden(&page, "request");
+    let r = jar.post_form(&d, "/oidc/step-up", &[("request", &request)]);
+    assert_eq!(r.status, 403, "{r:?}");
+    let r = jar.post_form(
+        &d,
+        "/oidc/step-up",
+        &[("csrf", &hidden(&page, "csrf")), ("request", &request)],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    assert!(page.contains("id=\"code-form\""), "the code page: {page}");
+    let next = hidden(&page, "next");
+    assert!(next.starts_with("/oidc/authorize?"), "{next}");
+    let r = jar.code_form(&d, &page, "/login/totp", &app.fresh());
+    assert_eq!(r.status, 303, "{r:?}");
+    assert_eq!(r.header("location"), Some(next.as_str()));
+    // A new session (a new token for the raised assurance); the old one has ended.
+    let new = jar
+        .get("authd_session")
+        .expect("a session cookie")
+        .to_string();
+    assert_ne!(new, old);
+    d.get_auth("/v1/session", &old).expect(401);
+    d.get_auth("/v1/session", &new).expect(200);
+
+    // Back at the request: a code, whose ID token says what the sign-in now holds.
+    let r = jar.get_page(&d, &next);
+    let p = redirected(&r, REDIRECT);
+    assert_eq!(get(&p, "state"), Some("st4te"));
+    let t = exchange(&d, &id, &secret, get(&p, "code").unwrap(), Some(VERIFIER)).expect(200);
+    let claims = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["acr"], "urn:authd:acr:mfa");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(claims["preferred_username"], "alice");
+    let rows = audit_events(&env, "alice", "oidc.step_up");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["outcome"], "success");
+    let totp = audit_events(&env, "alice", "login.totp");
+    assert!(
+        totp.iter().any(|r| r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(r#""step_up":"pwd totp""#))),
+        "{totp:?}"
+    );
+}
+
+#[test]
+fn a_step_up_needs_its_session_alive_and_an_account_without_a_factor_is_refused() {
+    let (env, d, _) = setup();
+    add_user(&env, "bob", "school", &[], "user");
+    let (id, _) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("acr_values", "urn:authd:acr:mfa"));
+    // bob has no second factor: refused to the client.
+    let bob = d.login_session("bob", PW);
+    let p = redirected(&authorize(&d, Some(&bob), &params), REDIRECT);
+    assert_eq!(get(&p, "error"), Some("unmet_authentication_requirements"));
+    // A weaker class, or a class authd does not know, asks nothing more.
+    let mut weaker = code_params(&id, REDIRECT);
+    weaker.push(("acr_values", "urn:authd:acr:pwd urn:authd:acr:mfa"));
+    assert!(get(
+        &redirected(&authorize(&d, Some(&bob), &weaker), REDIRECT),
+        "code"
+    )
+    .is_some());
+
+    // bob sets up an app after signing in: his password-only session is stepped up.
+    let mut app = Totp::from_enrollment(&env.enroll("bob"));
+    let r = authorize(&d, Some(&bob), &params);
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut jar = Jar::with_session(&bob);
+    let page = r.text();
+    let r = jar.post_form(
+        &d,
+        "/oidc/step-up",
+        &[
+            ("csrf", &hidden(&page, "csrf")),
+            ("request", &hidden(&page, "request")),
+        ],
+    );
+    let page = r.text();
+    assert!(page.contains("id=\"code-form\""), "{r:?}");
+    // The session ends before the code is given: the code alone makes no session.
+    assert_eq!(d.post_auth("/v1/logout", &bob, None).status, 204);
+    let r = jar.code_form(&d, &page, "/login/totp", &app.fresh());
+    assert_ne!(r.status, 303, "{r:?}");
+    assert_eq!(
+        jar.get("authd_session"),
+        Some(bob.as_str()),
+        "no new session cookie"
+    );
+    let live: i64 = rusqlite::Connection::open(&env.db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE u.username = 'bob' AND s.revoked_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(live, 0, "no session from the code alone");
+    let refused = audit_events(&env, "bob", "login.totp");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["reason"] == "step_up_session_ended"),
+        "{refused:?}"
+    );
+    // The step-up page itself needs a session.
+    let r = jar.post_form(&d, "/oidc/step-up", &[("csrf", "x"), ("request", "")]);
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn an_emailed_code_account_steps_up_with_a_code_mailed_by_the_step_up_form_only() {
+    let env = provision();
+    add_user(&env, "carol", "school", &[], "user");
+    env.json(&["enroll", "carol", "--method", "email"]);
+    let sink = SmtpSink::start();
+    let url = sink.url();
+    let d = Daemon::start(
+        &env,
+        &[
+            "--insecure-cookies",
+            "--smtp-url",
+            &url,
+            "--mail-from",
+            "authd@example.org",
+        ],
+    );
+    let to = "carol@example.org";
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    // A first sign-in with the emailed code remembers the device; the next one on it is
+    // a password alone.
+    let v = d.login("carol", PW).expect_status("second_factor_required");
+    let v = d
+        .post(
+            "/v1/login/email",
+            &serde_json::json!({"flow": v["flow"], "code": sink.nth_code(to, 0),
+                                "remember_device": true}),
+        )
+        .expect_status("authenticated");
+    let device = v["device_token"].as_str().unwrap().to_string();
+    let v = d
+        .login_device("carol", PW, &device)
+        .expect_status("authenticated");
+    let session = v["session"].as_str().unwrap().to_string();
+
+    let mut params = code_params(&id, REDIRECT);
+    params.push(("acr_values", "urn:authd:acr:mfa"));
+    let mut jar = Jar::with_session(&session);
+    let r = authorize(&d, Some(&session), &params);
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    // The page's GET mails nothing (no other site can make authd send a code)…
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.codes_to(to).len(), 1, "no code from the GET");
+    // …its form does: the emailed-code page, then the code.
+    let r = jar.post_form(
+        &d,
+        "/oidc/step-up",
+        &[
+            ("csrf", &hidden(&page, "csrf")),
+            ("request", &hidden(&page, "request")),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.text();
+    assert!(page.contains("action=\"/login/email\""), "{page}");
+    let r = jar.code_form(&d, &page, "/login/email", &sink.nth_code(to, 1));
+    assert_eq!(r.status, 303, "{r:?}");
+    let p = redirected(&jar.get_page(&d, r.header("location").unwrap()), REDIRECT);
+    let t = exchange(&d, &id, &secret, get(&p, "code").unwrap(), Some(VERIFIER)).expect(200);
+    let claims = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(claims["acr"], "urn:authd:acr:mfa");
+}
+
 /// A stand-in client on 127.0.0.1:0 answering every request `200 signed in`; the
 /// request lines it saw.
 fn stand_in_client() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
@@ -785,7 +1142,7 @@ fn stand_in_client() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) 
 }
 
 #[test]
-fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
+fn chromium_signs_in_to_a_client_with_totp_and_consent_then_steps_up_from_a_remembered_device() {
     let dir = common::browser_dir();
     let env = provision();
     add_user(&env, "alice", "school", &["pupil-data"], "user");
@@ -793,16 +1150,21 @@ fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
     let (client_url, seen) = stand_in_client();
     let (id, client_secret) = add_client(&env, "Gallery", &client_url, &[]);
     let d = Daemon::start(&env, &["--insecure-cookies"]);
-    let params = code_params(&id, &client_url);
-    let query: Vec<String> = params
-        .iter()
-        .map(|(k, v)| format!("{k}={}", q(v)))
-        .collect();
+    let path = |extra: &[(&str, &str)]| {
+        let mut params = code_params(&id, &client_url);
+        params.extend_from_slice(extra);
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", q(v)))
+            .collect();
+        format!("/oidc/authorize?{}", query.join("&"))
+    };
     let mut cmd = Command::new("node");
     cmd.arg(dir.join("oidc.js"))
         .current_dir(&dir)
         .env("AUTHD_URL", format!("http://{}", d.addr))
-        .env("AUTHORIZE", format!("/oidc/authorize?{}", query.join("&")))
+        .env("AUTHORIZE", path(&[]))
+        .env("STEP_UP", path(&[("acr_values", "urn:authd:acr:mfa")]))
         .env("CLIENT", &client_url)
         .env("USERNAME", "alice")
         .env("PASSWORD", PW)
@@ -845,6 +1207,33 @@ fn chromium_signs_in_to_a_client_through_the_portal_with_totp_and_consent() {
     assert_eq!(claims["preferred_username"], "alice");
     assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
     assert_eq!(claims["groups"], serde_json::json!(["pupil-data"]));
+
+    // The step-up: signed in again on the remembered device (no code), then the code
+    // alone from the step-up page, and back to the client after that form.
+    let stepped = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stepped: "))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    let p: Vec<(String, String)> =
+        form_urlencoded::parse(stepped.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    let t = token(
+        &d,
+        Some((&id, &client_secret)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", get(&p, "code").expect("a code")),
+            ("redirect_uri", &client_url),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .expect(200);
+    let claims = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["acr"], "urn:authd:acr:mfa");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(audit_events(&env, "alice", "oidc.step_up").len(), 1);
 }
 
 /// Apache httpd with mod_auth_openidc in the foreground, killed when dropped.
@@ -1006,6 +1395,10 @@ fn apache_mod_auth_openidc_protects_a_page_through_both_seed_journeys() {
     let again = page("carol (remembered device)");
     assert_eq!(again["user"], "carol");
     assert_eq!(again["amr"], "pwd,mfa", "the remembered device, no code");
+    assert_eq!(
+        again["acr"], "urn:authd:acr:device",
+        "no second factor given"
+    );
     for who in ["alice", "carol"] {
         assert!(
             !audit_events(&env, who, "oidc.token").is_empty(),
@@ -1014,35 +1407,42 @@ fn apache_mod_auth_openidc_protects_a_page_through_both_seed_journeys() {
     }
 }
 
-#[test]
-fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_tokens() {
-    let (env, d, session) = setup();
-    let (id, secret) = add_client(
-        &env,
-        "Modern",
-        REDIRECT,
-        &["--trusted", "--id-token-alg", "EdDSA"],
-    );
-    let c = code(&d, &session, &id);
-    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
-    let id_token = t["id_token"].as_str().unwrap();
-    let header = jsonwebtoken::decode_header(id_token).unwrap();
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+/// The JWKS key of an ID token's `kid` and the checks of a relying party (`alg`, which
+/// the header must name, issuer, audience `client_id`).
+fn published_key(
+    d: &Daemon,
+    client_id: &str,
+    id_token: &str,
+    alg: jsonwebtoken::Algorithm,
+) -> (jsonwebtoken::DecodingKey, jsonwebtoken::Validation) {
+    assert_eq!(jsonwebtoken::decode_header(id_token).unwrap().alg, alg);
     let jwks: jsonwebtoken::jwk::JwkSet =
         serde_json::from_value(d.get("/oidc/jwks").expect(200)).unwrap();
-    let jwk = jwks
-        .find(header.kid.as_deref().unwrap())
-        .expect("its key in the JWKS");
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
-    v.set_audience(&[&id]);
+    let jwk = jwks.find(&kid_of(id_token)).expect("its key in the JWKS");
+    let mut v = jsonwebtoken::Validation::new(alg);
+    v.set_audience(&[client_id]);
     v.set_issuer(&[format!("http://{}", d.addr)]);
-    let claims = jsonwebtoken::decode::<Value>(
-        id_token,
-        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
-        &v,
-    )
-    .expect("the EdDSA ID token verifies against the published key")
-    .claims;
+    (jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), v)
+}
+
+/// alice signed in, a trusted client `name` whose ID tokens are signed `alg`, and the
+/// tokens of one code exchange: (env, authd, session, client_id, secret, tokens).
+fn tokens_of_alg_client(name: &str, alg: &str) -> (Env, Daemon, String, String, String, Value) {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, name, REDIRECT, &["--trusted", "--id-token-alg", alg]);
+    let c = code(&d, &session, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    (env, d, session, id, secret, t)
+}
+
+#[test]
+fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_tokens() {
+    let (env, d, _, id, secret, t) = tokens_of_alg_client("Modern", "EdDSA");
+    let id_token = t["id_token"].as_str().unwrap();
+    let (dk, v) = published_key(&d, &id, id_token, jsonwebtoken::Algorithm::EdDSA);
+    let claims = jsonwebtoken::decode::<Value>(id_token, &dk, &v)
+        .expect("the EdDSA ID token verifies against the published key")
+        .claims;
     assert_eq!(claims["preferred_username"], "alice");
     // The access token stays RS256 (authd reads it, at userinfo and introspection).
     let access = t["access_token"].as_str().unwrap();
@@ -1074,6 +1474,101 @@ fn eddsa_id_tokens_verify_against_the_jwks_and_a_disabled_account_loses_its_toke
         ],
     );
     assert_eq!(r.expect(400)["error"], "invalid_grant");
+}
+
+#[test]
+fn es256_id_tokens_verify_against_the_p256_key_and_other_p256_signatures_are_refused() {
+    let (env, d, session, id, _, t) = tokens_of_alg_client("Curved", "ES256");
+    // The client's choice, in `client show` (text and JSON).
+    assert_eq!(
+        env.json(&["client", "show", "Curved"])["id_token_alg"],
+        "ES256"
+    );
+    let shown = env.ctl(&["client", "show", "Curved"]);
+    assert!(
+        shown.ok().stdout.contains("ID tokens:     ES256"),
+        "{shown:?}"
+    );
+    let algs = d.get("/.well-known/openid-configuration").expect(200)
+        ["id_token_signing_alg_values_supported"]
+        .clone();
+    assert_eq!(algs, serde_json::json!(["RS256", "EdDSA", "ES256"]));
+
+    let id_token = t["id_token"].as_str().unwrap().to_string();
+    let kid = kid_of(&id_token);
+    let raw = d.get("/oidc/jwks").expect(200);
+    let published = raw["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("its key in the JWKS")
+        .clone();
+    assert_eq!(published["kty"], "EC", "{published}");
+    assert_eq!(published["crv"], "P-256", "{published}");
+    assert_eq!(published["alg"], "ES256", "{published}");
+    assert!(published.get("d").is_none(), "no private part: {published}");
+    let (dk, v) = published_key(&d, &id, &id_token, jsonwebtoken::Algorithm::ES256);
+    let claims = jsonwebtoken::decode::<Value>(&id_token, &dk, &v)
+        .expect("the ES256 ID token verifies against the published P-256 key")
+        .claims;
+    assert_eq!(claims["preferred_username"], "alice");
+    assert_eq!(claims["nonce"], "n0nce");
+
+    // The same claims under the same kid, signed by another P-256 key.
+    let other = {
+        use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let k = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+        k.to_pkcs8v1().unwrap().as_ref().to_vec()
+    };
+    let forged = signed_as(
+        &kid,
+        jsonwebtoken::Algorithm::ES256,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_ec_der(&other),
+    );
+    assert!(
+        jsonwebtoken::decode::<Value>(&forged, &dk, &v).is_err(),
+        "the published key does not verify another key's signature"
+    );
+    // authd itself reads ID tokens as RP-initiated logout hints: the forged one is no
+    // hint (the portal asks instead; the session stays), the real one is.
+    let cookie = format!("authd_session={session}");
+    let logout = |hint: &str| {
+        let path = format!(
+            "/oidc/logout?id_token_hint={}&post_logout_redirect_uri={}&state=bye",
+            q(hint),
+            q(REDIRECT)
+        );
+        d.request("GET", &path, &[("Cookie", &cookie)], None)
+    };
+    assert_eq!(logout(&forged).header("location"), Some("/logout"));
+    d.get_auth("/v1/session", &session).expect(200);
+    assert_eq!(
+        logout(&id_token).header("location"),
+        Some(&*format!("{REDIRECT}?state=bye"))
+    );
+    d.get_auth("/v1/session", &session).expect(401);
+
+    // The P-256 key is encrypted under the key file like the others, and rotates with them.
+    let stored: i64 = rusqlite::Connection::open(&env.db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM oidc_keys WHERE alg = 'ES256' AND retired_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 1);
+    env.ctl(&["client", "rotate-keys"]).ok();
+    let jwks = d.get("/oidc/jwks").expect(200);
+    let ec: Vec<&Value> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kty"] == "EC")
+        .collect();
+    assert_eq!(ec.len(), 2, "the retired P-256 key stays published: {jwks}");
 }
 
 /// Key rotation (issue 16) covers the signing keys: `key rotate` and `key rekey` encrypt

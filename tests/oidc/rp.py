@@ -6,7 +6,9 @@ and Authlib's JOSE doing what an application does, driven by tests/it/oidc.rs.
 
 Discovery; the authorization request with PKCE (S256), a nonce and state, on the browser
 session the test signed in (the cookie); the code exchange (client_secret_basic); the ID
-token verified against the JWKS (signature, iss, aud, nonce, exp, auth_time); userinfo;
+token verified against the JWKS (signature, iss, aud, nonce, exp, auth_time; RS256,
+EdDSA or ES256, whichever the client was registered with), and the same token signed by
+another key of that kind refused; userinfo;
 introspection; a refresh (rotated) and the old refresh token replayed (refused, and its
 family revoked); revocation. Prints one JSON document of what it saw; exits non-zero,
 naming the step, on any failure. Every request is bounded by a timeout.
@@ -95,6 +97,19 @@ def main():
     )
     claims.validate(now=int(time.time()))
     seen["id_token_alg"] = claims.header["alg"]
+    # The same claims and header (alg, kid) signed by another key of the same kind: the
+    # JWKS must not verify it.
+    kind = {"RS256": ("RSA", 2048), "EdDSA": ("OKP", "Ed25519"), "ES256": ("EC", "P-256")}
+    kty, crv = kind[claims.header["alg"]]
+    other = JsonWebKey.generate_key(kty, crv, is_private=True)
+    forged = jwt.encode({"alg": claims.header["alg"], "kid": claims.header["kid"]},
+                        dict(claims), other)
+    try:
+        jwt.decode(forged, keys, claims_cls=CodeIDToken,
+                   claims_params={"nonce": nonce, "client_id": client_id})
+        seen["forged_id_token_refused"] = False
+    except Exception:  # noqa: BLE001 (authlib raises BadSignatureError)
+        seen["forged_id_token_refused"] = True
     seen["id_token"] = {k: claims.get(k) for k in
                         ("sub", "preferred_username", "email", "groups", "org", "amr", "acr")}
 
