@@ -355,10 +355,12 @@ pub async fn logout(app: &App, req: Req) -> Result<Resp, ApiError> {
 
 pub async fn password_policy(app: &App) -> Result<Resp, ApiError> {
     let p = app.call(|core| core.policy()).await?;
-    Ok(json_resp(
-        StatusCode::OK,
-        &json!({"rules": p.password.rules()}),
-    ))
+    // The rules of an account without a second factor; with one, the shorter minimum.
+    let mut body = json!({"rules": p.password.rules()});
+    if p.password_min_length_second_factor > 0 {
+        body["min_length_with_second_factor"] = p.password_min_length_second_factor.into();
+    }
+    Ok(json_resp(StatusCode::OK, &body))
 }
 
 #[derive(Deserialize)]

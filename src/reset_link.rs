@@ -168,13 +168,18 @@ pub fn issue(conn: &Connection, user_id: i64, ttl: i64, enrol: bool, now: i64) -
 
 /// Whether `token` is a live reset link (for the page; spends nothing). The user's name.
 pub fn peek(conn: &Connection, token: &str, now: i64) -> Result<Option<String>> {
+    Ok(live_flow(conn, token, now)?.map(|u| u.username))
+}
+
+/// The user a live link is for (spends nothing).
+fn live_flow(conn: &Connection, token: &str, now: i64) -> Result<Option<users::User>> {
     if token.is_empty() || token.len() > 128 {
         return Ok(None);
     }
-    let Some(flow) = sessions::find_flow(conn, token, STEP, now)? else {
-        return Ok(None);
-    };
-    Ok(Some(users::by_id(conn, flow.user_id)?.username))
+    match sessions::find_flow(conn, token, STEP, now)? {
+        Some(flow) => Ok(Some(users::by_id(conn, flow.user_id)?)),
+        None => Ok(None),
+    }
 }
 
 /// Set a new password through a link. Slow (argon2). An unknown, spent or expired link
@@ -189,9 +194,10 @@ pub fn reset(
     now: i64,
 ) -> Result<Decision<Status>> {
     let policy = Policy::load(conn)?;
+    // The shape first, under the loosest rules; the account's own once the link is known.
     check_new_password(
         hashing,
-        &policy.password,
+        &policy.password_least(),
         new_password,
         confirm_password,
         None,
@@ -209,9 +215,11 @@ pub fn reset(
         tx.commit()?;
         Ok(Decision::refused(Error::InvalidCredentials, reason))
     };
-    if peek(conn, token, now)?.is_none() {
+    let Some(owner) = live_flow(conn, token, now)? else {
         return refuse(conn, "invalid_link");
-    }
+    };
+    let rules = crate::login::password_policy_for(conn, &owner, &policy)?;
+    check_new_password(hashing, &rules, new_password, confirm_password, None)?;
     let hash =
         password::hash_password(hashing, new_password, policy.argon2).map_err(Error::Invalid)?;
     let tx = db::write_tx(conn)?;

@@ -415,6 +415,32 @@ impl Core {
         self.with_conn(|conn, _| security::revoke_all_devices(conn, client, s, now))
     }
 
+    /// The rules of a new password for the account whose pending login (`step` =
+    /// [`LoginStep::PasswordChange`]) or one-time link ([`LoginStep::ResetLink`]) `token`
+    /// is ([`login::password_policy_for`]): what its page's checklist shows. A token
+    /// naming no live flow gets the rules of an account not known (blocks).
+    pub fn new_password_policy(
+        &self,
+        step: LoginStep,
+        token: &str,
+    ) -> Result<crate::password::PasswordPolicy> {
+        let now = self.now();
+        self.with_conn(|conn, _| {
+            let policy = Policy::load(conn)?;
+            let flow = if token.is_empty() || token.len() > 128 {
+                None
+            } else {
+                sessions::find_flow(conn, token, step, now)?
+            };
+            match flow {
+                Some(f) => {
+                    login::password_policy_for(conn, &users::by_id(conn, f.user_id)?, &policy)
+                }
+                None => Ok(policy.password),
+            }
+        })
+    }
+
     /// Whether `token` is a live reset link, and whose ([`reset_link::peek`]; blocks).
     pub fn reset_link_user(&self, token: &str) -> Result<Option<String>> {
         let now = self.now();
