@@ -591,9 +591,11 @@ impl Policy {
                 require_digit: flag("password.require_digit"),
                 require_special: flag("password.require_special"),
                 min_score: int("password.min_score")?.clamp(0, 4) as u8,
+                // The policy key's list, else the process's own (authd --breached-passwords).
                 breached: Some(get("password.breached_passwords"))
                     .filter(|v| !v.is_empty())
-                    .map(std::path::PathBuf::from),
+                    .map(std::path::PathBuf::from)
+                    .or_else(|| crate::breached::process_list().map(|p| p.to_path_buf())),
             },
             password_min_length_second_factor: int("password.min_length_with_second_factor")?.max(0)
                 as usize,
