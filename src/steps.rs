@@ -442,7 +442,7 @@ impl Core {
     }
 
     /// Whether `token` is a live reset link, and whose ([`reset_link::peek`]; blocks).
-    pub fn reset_link_user(&self, token: &str) -> Result<Option<String>> {
+    pub fn reset_link_user(&self, token: &str) -> Result<Option<reset_link::LinkInfo>> {
         let now = self.now();
         self.with_conn(|conn, _| reset_link::peek(conn, token, now))
     }
@@ -455,7 +455,7 @@ impl Core {
         token: &str,
         new_password: &str,
         confirm_password: &str,
-    ) -> Result<Decision<Status>> {
+    ) -> Result<Decision<reset_link::LinkReset>> {
         let now = self.now();
         self.with_conn(|conn, _| {
             reset_link::reset(

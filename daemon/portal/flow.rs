@@ -1099,6 +1099,9 @@ struct ResetLinkPage<'a> {
     csrf: &'a str,
     token: &'a str,
     username: &'a str,
+    /// A set-up link: the account's first password (its second factor comes at the
+    /// first sign-in).
+    enrol: bool,
     new_password: NewPassword<'a>,
 }
 
@@ -1115,18 +1118,24 @@ async fn render_reset_link(
     ctx: &mut Ctx<'_>,
     status: StatusCode,
     token: &str,
-    username: &str,
+    link: &authcore::reset_link::LinkInfo,
     rules: &[RuleResult],
     notices: &[Notice],
     mismatch: bool,
 ) -> Result<Resp, ApiError> {
     let p = rules_of(ctx, authcore::kinds::LoginStep::ResetLink, token).await?;
     let csrf = ctx.csrf(Some(token));
+    let title = if link.enrol {
+        "Set up your account"
+    } else {
+        "Choose a new password"
+    };
     let page = ResetLinkPage {
-        layout: ctx.layout("Choose a new password", notices, None),
+        layout: ctx.layout(title, notices, None),
         csrf: &csrf,
         token,
-        username,
+        username: &link.username,
+        enrol: link.enrol,
         new_password: NewPassword::new(&p, rules, mismatch),
     };
     Ok(ctx.page(status, &page))
@@ -1137,7 +1146,7 @@ async fn render_reset_link(
 pub async fn reset_link_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let token = ctx.query("token").unwrap_or("").to_string();
     let t = token.clone();
-    let Some(username) = ctx.app.call(move |core| core.reset_link_user(&t)).await? else {
+    let Some(link) = ctx.app.call(move |core| core.reset_link_user(&t)).await? else {
         return Ok(dead_link(ctx));
     };
     let rules = html::rules_unchecked(
@@ -1145,7 +1154,7 @@ pub async fn reset_link_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
             .await?
             .rules(),
     );
-    render_reset_link(ctx, StatusCode::OK, &token, &username, &rules, &[], false).await
+    render_reset_link(ctx, StatusCode::OK, &token, &link, &rules, &[], false).await
 }
 
 /// `POST /reset`: the new password, twice.
@@ -1163,6 +1172,11 @@ pub async fn reset_link_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, Api
     })
     .await?;
     let e = match result {
+        Ok(done) if done.enrol => return Ok(ctx.message_page(
+            StatusCode::OK,
+            "Password set",
+            "Your password is set. Sign in with it: if your account needs a second factor, you set it up then.",
+        )),
         Ok(_) => return Ok(ctx.message_page(
             StatusCode::OK,
             "Password changed",
@@ -1175,14 +1189,14 @@ pub async fn reset_link_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, Api
         return Ok(dead_link(ctx));
     };
     let t = token.clone();
-    let Some(username) = ctx.app.call(move |core| core.reset_link_user(&t)).await? else {
+    let Some(link) = ctx.app.call(move |core| core.reset_link_user(&t)).await? else {
         return Ok(dead_link(ctx));
     };
     render_reset_link(
         ctx,
         StatusCode::UNPROCESSABLE_ENTITY,
         &token,
-        &username,
+        &link,
         &rules,
         &[notice],
         mismatch,
