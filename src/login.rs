@@ -423,7 +423,7 @@ pub(crate) fn advance(
 }
 
 /// Issue an emailed code for a flow: the message to send, or Err(seconds to wait).
-fn issue_email_code(
+pub(crate) fn issue_email_code(
     tx: &Connection,
     key: &SecretKey,
     user: &User,

@@ -381,6 +381,13 @@ impl Core {
         })
     }
 
+    /// Mail a re-authentication code to a user whose second factor is emailed codes
+    /// ([`security::send_reauth_code`]; blocks).
+    pub fn send_reauth_code(&self, client: &Client, s: &SessionInfo) -> Result<Decision<Status>> {
+        let now = self.now();
+        self.with_conn(|conn, key| security::send_reauth_code(conn, key, client, s, now))
+    }
+
     /// New recovery codes (needs a fresh re-authentication; blocks).
     pub fn regenerate_recovery_codes(
         &self,
