@@ -423,7 +423,7 @@ pub(crate) fn advance(
 }
 
 /// Issue an emailed code for a flow: the message to send, or Err(seconds to wait).
-pub(crate) fn issue_email_code(
+fn issue_email_code(
     tx: &Connection,
     key: &SecretKey,
     user: &User,
@@ -1444,15 +1444,29 @@ pub fn email_resend_step(
             "method_not_enrolled",
         ));
     }
-    match issue_email_code(&tx, key, &user, &policy, flow.id, now)? {
+    let sent = entry(AuditEvent::LoginEmailResend, Outcome::Success, client)
+        .username(&user.username)
+        .user(user.id, user.org_id);
+    mail_code(tx, key, &user, &policy, flow.id, sent, base, now)
+}
+
+/// Mail a fresh code for the flow `flow_id` and commit: `code_sent` with the mail,
+/// audited `sent`; asked again too soon, the refusal, audited `refused` with the reason
+/// `resend_too_soon`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mail_code(
+    tx: db::WriteTx<'_>,
+    key: &SecretKey,
+    user: &User,
+    policy: &Policy,
+    flow_id: i64,
+    sent: Entry,
+    refused: Entry,
+    now: i64,
+) -> Result<Decision<Status>> {
+    match issue_email_code(&tx, key, user, policy, flow_id, now)? {
         Ok(mail) => {
-            audit::record(
-                &tx,
-                &entry(AuditEvent::LoginEmailResend, Outcome::Success, client)
-                    .username(&user.username)
-                    .user(user.id, user.org_id),
-                now,
-            )?;
+            audit::record(&tx, &sent, now)?;
             tx.commit()?;
             let expires_at = crate::util::rfc3339(now + policy.email_otp_ttl_minutes * 60);
             Ok(Decision {
@@ -1461,7 +1475,7 @@ pub fn email_resend_step(
             })
         }
         Err(wait) => {
-            audit::record(&tx, &base.reason("resend_too_soon"), now)?;
+            audit::record(&tx, &refused.reason("resend_too_soon"), now)?;
             tx.commit()?;
             Ok(Decision::refused(
                 Error::TooSoon {

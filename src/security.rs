@@ -284,32 +284,8 @@ pub fn send_reauth_code(
             }
         }
     };
-    match crate::login::issue_email_code(&tx, key, &user, &policy, flow_id, now)? {
-        Ok(mail) => {
-            audit::record(
-                &tx,
-                &entry(AuditEvent::SecurityReauthCode, Outcome::Success, client, s),
-                now,
-            )?;
-            tx.commit()?;
-            let expires_at = t(now + policy.email_otp_ttl_minutes * 60);
-            Ok(Decision {
-                mail: Some(mail),
-                ..Decision::ok(Status::CodeSent { expires_at })
-            })
-        }
-        Err(wait) => {
-            audit::record(&tx, &base.reason("resend_too_soon"), now)?;
-            tx.commit()?;
-            Ok(Decision::refused(
-                Error::TooSoon {
-                    message: format!("a code was sent moments ago; ask again in {wait} s"),
-                    retry_after: wait,
-                },
-                "resend_too_soon",
-            ))
-        }
-    }
+    let sent = entry(AuditEvent::SecurityReauthCode, Outcome::Success, client, s);
+    crate::login::mail_code(tx, key, &user, &policy, flow_id, sent, base, now)
 }
 
 /// Refuse unless the session re-authenticated within [`REAUTH_SECONDS`].
