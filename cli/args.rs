@@ -183,7 +183,9 @@ pub enum UserCmd {
 pub struct ResetLinkArgs {
     /// The username (case-insensitive).
     pub name: String,
-    /// A set-up link for a new account rather than a password reset.
+    /// A set-up link for a new account rather than a password reset: it too sets the
+    /// password only; the second factor is set up at the first sign-in (when the
+    /// account needs one), an existing one is kept.
     #[arg(long)]
     pub enrol: bool,
     /// How long the link works: 30m, 24h, 7d… (1 minute to 30 days).

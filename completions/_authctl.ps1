@@ -192,7 +192,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'The portal''s public URL the link starts with (authd''s --public-url)')
             [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
             [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
-            [CompletionResult]::new('--enrol', '--enrol', [CompletionResultType]::ParameterName, 'A set-up link for a new account rather than a password reset')
+            [CompletionResult]::new('--enrol', '--enrol', [CompletionResultType]::ParameterName, 'A set-up link for a new account rather than a password reset: it too sets the password only; the second factor is set up at the first sign-in (when the account needs one), an existing one is kept')
             [CompletionResult]::new('--no-qr', '--no-qr', [CompletionResultType]::ParameterName, 'Do not print the QR code')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
             [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')

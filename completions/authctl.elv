@@ -179,7 +179,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --url 'The portal''s public URL the link starts with (authd''s --public-url)'
             cand --db 'The database file'
             cand --key-file 'The secret-encryption key file [default: DB.key]'
-            cand --enrol 'A set-up link for a new account rather than a password reset'
+            cand --enrol 'A set-up link for a new account rather than a password reset: it too sets the password only; the second factor is set up at the first sign-in (when the account needs one), an existing one is kept'
             cand --no-qr 'Do not print the QR code'
             cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
             cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'

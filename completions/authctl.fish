@@ -139,7 +139,7 @@ complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_su
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l url -d 'The portal\'s public URL the link starts with (authd\'s --public-url)' -r
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l db -d 'The database file' -r -F
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l key-file -d 'The secret-encryption key file [default: DB.key]' -r -F
-complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l enrol -d 'A set-up link for a new account rather than a password reset'
+complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l enrol -d 'A set-up link for a new account rather than a password reset: it too sets the password only; the second factor is set up at the first sign-in (when the account needs one), an existing one is kept'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l no-qr -d 'Do not print the QR code'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -l json -d 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
 complete -c authctl -n "__fish_authctl_using_subcommand user; and __fish_seen_subcommand_from reset-link" -s y -l yes -d 'Answer yes to confirmations (needed for destructive commands without a terminal)'

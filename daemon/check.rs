@@ -42,6 +42,11 @@ pub fn check(config_file: Option<&Path>, cli: Settings) -> Report {
             problems.push(format!("metrics_token_file: {e}"));
         }
     }
+    if let Some(p) = &config.breached_passwords {
+        if let Err(e) = authcore::breached::open(p) {
+            problems.push(format!("breached_passwords: {e}"));
+        }
+    }
     Report {
         effective: effective(&config),
         problems,
@@ -250,6 +255,7 @@ fn effective(c: &Config) -> Vec<(&'static str, String)> {
             c.metrics_listen.clone().unwrap_or_default(),
         ),
         ("metrics_token_file", path(&c.metrics_token_file)),
+        ("breached_passwords", path(&c.breached_passwords)),
         ("log_level", c.log_level.clone()),
         ("log_format", format!("{:?}", c.log_format).to_lowercase()),
         ("access_log", c.access_log.to_string()),

@@ -145,6 +145,8 @@ pub struct Config {
     pub forward_auth_default: DefaultAccess,
     /// Passkeys (WebAuthn): the relying party, when they are on.
     pub passkeys: Option<PasskeySettings>,
+    /// A breached/common password list for new passwords (`--breached-passwords`).
+    pub breached_passwords: Option<PathBuf>,
 }
 
 /// The WebAuthn relying party's settings (see [`Config::resolve`]).
@@ -449,6 +451,19 @@ settings! {
             hide_env_values = true
         )]
         pub webauthn_challenge_secs: Option<u64>,
+        /// A sorted list of breached or common passwords that new passwords chosen
+        /// through authd must not be on: the Pwned Passwords text download (SHA1HEX:COUNT
+        /// lines ordered by hash) or one password per line (LC_ALL=C sort -u); searched on
+        /// disk, never loaded, so the full list works. The policy key
+        /// password.breached_passwords, when set, is used instead. A missing, unreadable
+        /// or unsorted file stops the start [default: the policy key's list, or none].
+        #[arg(
+            long,
+            env = "AUTHD_BREACHED_PASSWORDS",
+            value_name = "FILE",
+            hide_env_values = true
+        )]
+        pub breached_passwords: Option<PathBuf>,
     }
 }
 
@@ -630,6 +645,13 @@ impl Config {
         {
             problems.push("metrics_token_file must be a file path".into());
         }
+        let breached_passwords = s.breached_passwords;
+        if breached_passwords
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            problems.push("breached_passwords must be a file path".into());
+        }
         let mut forward_auth_rules = Vec::new();
         for r in s.forward_auth_rules.unwrap_or_default() {
             match r.parse::<ForwardAuthRule>() {
@@ -665,6 +687,7 @@ impl Config {
             forward_auth_headers: s.forward_auth_headers.unwrap_or(HeaderSource::Forwarded),
             forward_auth_default: s.forward_auth_default.unwrap_or(DefaultAccess::Allow),
             passkeys,
+            breached_passwords,
         };
         (config, problems)
     }

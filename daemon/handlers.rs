@@ -355,10 +355,12 @@ pub async fn logout(app: &App, req: Req) -> Result<Resp, ApiError> {
 
 pub async fn password_policy(app: &App) -> Result<Resp, ApiError> {
     let p = app.call(|core| core.policy()).await?;
-    Ok(json_resp(
-        StatusCode::OK,
-        &json!({"rules": p.password.rules()}),
-    ))
+    // The rules of an account without a second factor; with one, the shorter minimum.
+    let mut body = json!({"rules": p.password.rules()});
+    if p.password_min_length_second_factor > 0 {
+        body["min_length_with_second_factor"] = p.password_min_length_second_factor.into();
+    }
+    Ok(json_resp(StatusCode::OK, &body))
 }
 
 #[derive(Deserialize)]
@@ -551,18 +553,56 @@ pub async fn me_security(app: &App, req: Req) -> Result<Resp, ApiError> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReauthBody {
-    password: String,
+    #[serde(default)]
+    password: Option<String>,
     #[serde(default)]
     code: Option<String>,
+    /// The code mailed by `{"method":"email"}` (the same as `code`, by its name).
+    #[serde(default)]
+    email_code: Option<String>,
+    /// `"email"`: mail a code instead (users whose second factor is emailed codes).
+    #[serde(default)]
+    method: Option<String>,
 }
 
-/// `POST /v1/me/reauth {"password","code"?}`: allows factor changes for 5 minutes.
+/// `POST /v1/me/reauth {"password","code"?|"email_code"?}`: allows factor changes for 5
+/// minutes; `{"method":"email"}` first mails the code (`{"status":"code_sent",…}`).
 pub async fn me_reauth(app: &App, req: Req) -> Result<Resp, ApiError> {
     let s = session_of(app, &req).await?;
     let b: ReauthBody = req.json()?;
     let client = req.client.clone();
+    match b.method.as_deref() {
+        None => {}
+        Some("email") if b.password.is_none() && b.code.is_none() && b.email_code.is_none() => {
+            let d = app
+                .call(move |core| core.send_reauth_code(&client, &s))
+                .await?;
+            return decided(app, d).await;
+        }
+        Some("email") => {
+            return Err(ApiError::bad_request(
+                "{\"method\":\"email\"} asks for a code and takes nothing else; then send {\"password\",\"email_code\"}",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "method takes \"email\" (mail a code), or leave it out",
+            ))
+        }
+    }
+    let Some(password) = b.password else {
+        return Err(ApiError::bad_request(
+            "give the password (and the second factor's code), or {\"method\":\"email\"}",
+        ));
+    };
+    let code = match (b.code, b.email_code) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give code or email_code, not both"))
+        }
+        (c, e) => c.or(e),
+    };
     let until = app
-        .call_hashing(move |core| core.reauthenticate(&client, &s, &b.password, b.code.as_deref()))
+        .call_hashing(move |core| core.reauthenticate(&client, &s, &password, code.as_deref()))
         .await?;
     Ok(json_resp(
         StatusCode::OK,

@@ -206,6 +206,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The same for the breached-password list: checked (format, order) before serving.
+    if let Some(p) = &config.breached_passwords {
+        if let Err(e) = authcore::breached::set_process_list(p) {
+            eprintln!("error: breached_passwords: {e}");
+            return ExitCode::from(2);
+        }
+    }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let reloader = reload::Reloader {
         config_file: args.config.clone(),

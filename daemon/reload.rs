@@ -174,6 +174,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         allowed_redirect_origins,
         insecure_cookies,
         forward_auth_headers,
+        breached_passwords,
     );
     out
 }

@@ -183,6 +183,9 @@ names! {
         Forgot = "forgot",
         /// Set a new password through an emailed or admin-issued one-time link.
         ResetLink = "reset_link",
+        /// A signed-in session's re-authentication by an emailed code: the flow's token
+        /// is never given out; the flow is found by its session (`data`).
+        Reauth = "reauth",
     }
 }
 
@@ -224,6 +227,7 @@ names! {
         DeviceRevoke = "device.revoke",
         /// A signed-in user confirmed their password and second factor again.
         SecurityReauth = "security.reauth",
+        SecurityReauthCode = "security.reauth_code",
         /// A signed-in user ended one of their own sessions (or all others).
         SessionRevoke = "session.revoke",
         /// A signed-in user replaced their recovery codes.
@@ -389,6 +393,7 @@ mod tests {
                 "second_factor",
                 "forgot",
                 "reset_link",
+                "reauth",
             ],
             &["", "Terms", "password", "totp", "second-factor", "session"],
         );
@@ -422,6 +427,7 @@ mod tests {
                 "security_questions.set",
                 "device.revoke",
                 "security.reauth",
+                "security.reauth_code",
                 "session.revoke",
                 "recovery.regenerate",
                 "factor.remove",

@@ -232,6 +232,32 @@ pub(crate) fn passkey_required(conn: &Connection, user: &User) -> Result<bool> {
     )
 }
 
+/// Whether this user's password is not their only factor: a second factor is enrolled
+/// (an authenticator app, emailed codes — their own or their organisation's default — or
+/// a passkey), or one must be enrolled before any session (policy, group, role). No key
+/// needed: what is enrolled is read from the user row and the passkey count.
+pub(crate) fn has_second_factor(conn: &Connection, user: &User, policy: &Policy) -> Result<bool> {
+    if user.mfa_method.is_some()
+        || mfa_required(user, policy)
+        || passkey_required(conn, user)?
+        || crate::store::passkeys::count(conn, user.id)? > 0
+    {
+        return Ok(true);
+    }
+    let org = crate::store::orgs::org_by_id(conn, user.org_id)?;
+    Ok(org.mfa_method == Some(MfaMethod::Email))
+}
+
+/// The password rules of this user's next password ([`Policy::password_for`]): NIST SP
+/// 800-63B-4 3.1.1.2 asks more of a password that is the only factor.
+pub fn password_policy_for(
+    conn: &Connection,
+    user: &User,
+    policy: &Policy,
+) -> Result<PasswordPolicy> {
+    Ok(policy.password_for(has_second_factor(conn, user, policy)?))
+}
+
 /// The second-factor methods this user has (empty: not enrolled). A user who must use a
 /// passkey has only their passkeys (and recovery codes beside them).
 pub(crate) fn methods(
@@ -357,7 +383,7 @@ pub(crate) fn advance(
         let flow = sessions::create_flow(tx, user.id, LoginStep::PasswordChange, &data, ttl, now)?;
         return Ok(Status::PasswordExpired {
             flow,
-            policy: policy.password.rules(),
+            policy: password_policy_for(tx, user, policy)?.rules(),
         });
     }
     let methods = methods(tx, key, user)?;
@@ -898,7 +924,7 @@ pub fn expired_password_step(
             let u = users::by_id(conn, f.user_id)?;
             check_new_password(
                 hashing,
-                &policy.password,
+                &password_policy_for(conn, &u, &policy)?,
                 new_password,
                 confirm_password,
                 u.password_hash.as_deref(),
@@ -1570,15 +1596,29 @@ pub fn email_resend_step(
             "method_not_enrolled",
         ));
     }
-    match issue_email_code(&tx, key, &user, &policy, flow.id, now)? {
+    let sent = entry(AuditEvent::LoginEmailResend, Outcome::Success, client)
+        .username(&user.username)
+        .user(user.id, user.org_id);
+    mail_code(tx, key, &user, &policy, flow.id, sent, base, now)
+}
+
+/// Mail a fresh code for the flow `flow_id` and commit: `code_sent` with the mail,
+/// audited `sent`; asked again too soon, the refusal, audited `refused` with the reason
+/// `resend_too_soon`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mail_code(
+    tx: db::WriteTx<'_>,
+    key: &SecretKey,
+    user: &User,
+    policy: &Policy,
+    flow_id: i64,
+    sent: Entry,
+    refused: Entry,
+    now: i64,
+) -> Result<Decision<Status>> {
+    match issue_email_code(&tx, key, user, policy, flow_id, now)? {
         Ok(mail) => {
-            audit::record(
-                &tx,
-                &entry(AuditEvent::LoginEmailResend, Outcome::Success, client)
-                    .username(&user.username)
-                    .user(user.id, user.org_id),
-                now,
-            )?;
+            audit::record(&tx, &sent, now)?;
             tx.commit()?;
             let expires_at = crate::util::rfc3339(now + policy.email_otp_ttl_minutes * 60);
             Ok(Decision {
@@ -1587,7 +1627,7 @@ pub fn email_resend_step(
             })
         }
         Err(wait) => {
-            audit::record(&tx, &base.reason("resend_too_soon"), now)?;
+            audit::record(&tx, &refused.reason("resend_too_soon"), now)?;
             tx.commit()?;
             Ok(Decision::refused(
                 Error::TooSoon {
@@ -1691,7 +1731,7 @@ pub fn change_password(
     let checked = if current_ok {
         check_new_password(
             hashing,
-            &policy.password,
+            &password_policy_for(conn, &before, &policy)?,
             new_password,
             confirm_password,
             Some(&hash),

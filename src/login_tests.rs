@@ -355,6 +355,50 @@ fn terms_every_login_and_once_per_version() {
     ));
 }
 
+/// An expired password's step applies the account's minimum: 15 characters for a
+/// password that is the only factor, 8 for one beside a second factor (here: an admin,
+/// who must enrol one before any session); the checklist it shows says which.
+#[test]
+fn the_expired_password_step_asks_the_accounts_own_minimum() {
+    let fx = Fx::new();
+    fx.user("solo", &[], Role::User);
+    fx.user("boss", &[], Role::OrgAdmin);
+    for (k, v) in [
+        ("password.max_age_days", "90"),
+        ("password.min_length", "15"),
+        ("password.min_length_with_second_factor", "8"),
+        ("password.require_special", "false"),
+    ] {
+        crate::policy::set(&fx.conn(), k, v, T0).unwrap();
+    }
+    let later = T0 + 90 * 86_400;
+    let twelve = "Twelve-Char5";
+    for (name, min, accepted) in [("solo", "15", false), ("boss", "8", true)] {
+        let s = fx.login(name, PW, later).result.unwrap();
+        let Status::PasswordExpired { flow, policy } = &s else {
+            panic!("{name}: {s:?}")
+        };
+        let rule = policy.iter().find(|r| r.id == "min_length").unwrap();
+        assert_eq!(
+            rule.description,
+            format!("{min} characters minimum"),
+            "{name}"
+        );
+        let d = expired_password_step(
+            &H,
+            &mut fx.conn(),
+            &fx.key,
+            &fx.client,
+            flow,
+            twelve,
+            twelve,
+            later,
+        )
+        .unwrap();
+        assert_eq!(d.result.is_ok(), accepted, "{name}: {:?}", d.result);
+    }
+}
+
 #[test]
 fn expired_password_must_change_then_log_in_again() {
     let fx = Fx::new();

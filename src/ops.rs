@@ -49,14 +49,26 @@ pub fn weak_password(checks: Vec<RuleResult>) -> Error {
     }
 }
 
-/// Check `password` against `policy` and hash it (slow: outside any transaction).
-fn check_and_hash(hashing: &Hashing, password: &str, policy: &Policy) -> Result<String> {
-    let checks = policy.password.check(password);
+/// Check `password` against `rules` (the account's, or [`Policy::password_least`] before
+/// the account exists) and hash it (slow: outside any transaction).
+fn check_and_hash(
+    hashing: &Hashing,
+    password: &str,
+    rules: &PasswordPolicy,
+    policy: &Policy,
+) -> Result<String> {
+    check_rules(rules, password)?;
+    crate::password::hash_password(hashing, password, policy.argon2)
+        .map_err(|e| Error::Io(format!("cannot hash the password: {e}")))
+}
+
+/// [`weak_password`] unless `password` meets every rule of `rules`.
+fn check_rules(rules: &PasswordPolicy, password: &str) -> Result<()> {
+    let checks = rules.check(password);
     if !PasswordPolicy::is_ok(&checks) {
         return Err(weak_password(checks));
     }
-    crate::password::hash_password(hashing, password, policy.argon2)
-        .map_err(|e| Error::Io(format!("cannot hash the password: {e}")))
+    Ok(())
 }
 
 /// Settings for every organisation are not for an org admin.
@@ -450,7 +462,7 @@ impl Core {
         let policy = self.policy()?;
         let hash = spec
             .password
-            .map(|p| check_and_hash(self.hashing(), p, &policy))
+            .map(|p| check_and_hash(self.hashing(), p, &policy.password_least(), &policy))
             .transpose()?;
         let event = AuditEvent::AdminUserAdd;
         self.write(|tx, _, now| {
@@ -475,6 +487,10 @@ impl Core {
                 },
                 now,
             )?;
+            // The new account's own minimum (with its groups and role) is known now.
+            if let Some(p) = spec.password {
+                check_rules(&crate::login::password_policy_for(tx, &u, &policy)?, p)?;
+            }
             audit::record(
                 tx,
                 &actor
@@ -577,7 +593,10 @@ impl Core {
         let (hash, expire) = match change {
             PasswordChange::Set { password, expire } => {
                 let policy = self.policy()?;
-                let hash = check_and_hash(self.hashing(), password, &policy)?;
+                let rules = self.with_conn(|conn, _| {
+                    crate::login::password_policy_for(conn, &current, &policy)
+                })?;
+                let hash = check_and_hash(self.hashing(), password, &rules, &policy)?;
                 if let Some(old) = &current.password_hash {
                     if crate::password::verify_password(self.hashing(), password, old) {
                         return Err(Error::Policy {

@@ -70,7 +70,13 @@ pub const KEYS: &[KeyDef] = &[
         key: "password.min_length",
         default: "8",
         kind: int(1, 1024),
-        description: "minimum password length in characters",
+        description: "minimum password length in characters (of a password that is the account's only factor, when password.min_length_with_second_factor is set)",
+    },
+    KeyDef {
+        key: "password.min_length_with_second_factor",
+        default: "0",
+        kind: int(0, 1024),
+        description: "minimum length in characters of the password of an account with a second factor (enrolled, or required before any session); 0: password.min_length for every account",
     },
     KeyDef {
         key: "password.max_length",
@@ -272,6 +278,7 @@ pub const PRESETS: &[Preset] = &[
             ps("lockout.mode", "account", "seed 004: 9 attempts, then the account is locked"),
             ps("lockout.max_failures", "9", "seed 004: 9 total login attempts"),
             ps("password.min_length", "8", "seed 004: 8 characters minimum"),
+            ps("password.min_length_with_second_factor", "0", "seed 004: the same 8 for every account"),
             ps("password.require_lower", "true", "seed 004: a lowercase letter"),
             ps("password.require_upper", "true", "seed 004: an uppercase letter"),
             ps("password.require_digit", "true", "seed 004: a number"),
@@ -288,6 +295,7 @@ pub const PRESETS: &[Preset] = &[
             ps("lockout.mode", "smart", "3.2.2: limit failed attempts without letting an attacker lock the subscriber out"),
             ps("lockout.max_failures", "9", "3.2.2: no more than 100 consecutive failed attempts"),
             ps("password.min_length", "15", "3.1.1.2: at least 15 characters when the password is the only factor"),
+            ps("password.min_length_with_second_factor", "8", "3.1.1.2: at least 8 characters when the password is used with a second factor"),
             ps("password.max_length", "1024", "3.1.1.2: at least 64 characters allowed"),
             ps("password.require_lower", "false", "3.1.1.2: no composition rules"),
             ps("password.require_upper", "false", "3.1.1.2: no composition rules"),
@@ -358,6 +366,8 @@ pub struct Policy {
     pub lockout_familiar_days: i64,
     pub lockout_duration_minutes: i64,
     pub password: PasswordPolicy,
+    /// `password.min_length_with_second_factor` (0: none); see [`Policy::password_for`].
+    pub password_min_length_second_factor: usize,
     pub password_max_age_days: i64,
     pub password_recovery: Recovery,
     pub argon2: Argon2Params,
@@ -509,6 +519,29 @@ impl Policy {
         }
     }
 
+    /// The password rules of an account with (`true`) or without a second factor:
+    /// `password.min_length_with_second_factor`, when set, is the minimum of the first.
+    /// [`Policy::password`] itself is the rules of an account not known yet (the only
+    /// factor's minimum).
+    pub fn password_for(&self, second_factor: bool) -> PasswordPolicy {
+        let mut p = self.password.clone();
+        if second_factor && self.password_min_length_second_factor > 0 {
+            p.min_length = self.password_min_length_second_factor;
+        }
+        p
+    }
+
+    /// The loosest rules any account has: what a new password is checked against before
+    /// the account it is for is known (then [`Policy::password_for`] decides).
+    pub fn password_least(&self) -> PasswordPolicy {
+        let with = self.password_for(true);
+        if with.min_length < self.password.min_length {
+            with
+        } else {
+            self.password.clone()
+        }
+    }
+
     /// The policy in force.
     pub fn load(conn: &Connection) -> Result<Policy> {
         let e = entries(conn)?;
@@ -558,10 +591,14 @@ impl Policy {
                 require_digit: flag("password.require_digit"),
                 require_special: flag("password.require_special"),
                 min_score: int("password.min_score")?.clamp(0, 4) as u8,
+                // The policy key's list, else the process's own (authd --breached-passwords).
                 breached: Some(get("password.breached_passwords"))
                     .filter(|v| !v.is_empty())
-                    .map(std::path::PathBuf::from),
+                    .map(std::path::PathBuf::from)
+                    .or_else(|| crate::breached::process_list().map(|p| p.to_path_buf())),
             },
+            password_min_length_second_factor: int("password.min_length_with_second_factor")?.max(0)
+                as usize,
             password_max_age_days: int("password.max_age_days")?,
             password_recovery: match get("password.recovery") {
                 "link" => Recovery::Link,
@@ -647,6 +684,27 @@ mod tests {
         assert_eq!(p.password.min_length, 8);
         assert_eq!(p.remember_device_days, 30);
         assert_eq!(p.argon2, Argon2Params::default());
+    }
+
+    /// `password.min_length_with_second_factor`: the minimum beside a second factor; 0
+    /// leaves one minimum for every account; the loosest rules are the lower one.
+    #[test]
+    fn the_minimum_length_follows_the_second_factor() {
+        let conn = crate::db::open_memory().unwrap();
+        let p = Policy::load(&conn).unwrap();
+        assert_eq!(p.password_for(true), p.password);
+        assert_eq!(p.password_least(), p.password);
+        set(&conn, "password.min_length", "15", 1).unwrap();
+        set(&conn, "password.min_length_with_second_factor", "8", 1).unwrap();
+        let p = Policy::load(&conn).unwrap();
+        assert_eq!(p.password_for(false).min_length, 15);
+        assert_eq!(p.password_for(true).min_length, 8);
+        assert_eq!(p.password_least().min_length, 8);
+        assert_eq!(p.password.min_length, 15);
+        set(&conn, "password.min_length_with_second_factor", "20", 1).unwrap();
+        let p = Policy::load(&conn).unwrap();
+        assert_eq!(p.password_for(true).min_length, 20);
+        assert_eq!(p.password_least().min_length, 15);
     }
 
     #[test]

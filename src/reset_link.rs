@@ -21,7 +21,7 @@ use crate::crypto::SecretKey;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::kinds::{AuditEvent, LoginStep};
-use crate::login::{check_new_password, Client, Decision, Status};
+use crate::login::{check_new_password, Client, Decision};
 use crate::password::{self, Hashing};
 use crate::policy::Policy;
 use crate::sql::Connection;
@@ -166,15 +166,54 @@ pub fn issue(conn: &Connection, user_id: i64, ttl: i64, enrol: bool, now: i64) -
     sessions::create_flow(conn, user_id, STEP, data, ttl, now)
 }
 
-/// Whether `token` is a live reset link (for the page; spends nothing). The user's name.
-pub fn peek(conn: &Connection, token: &str, now: i64) -> Result<Option<String>> {
+/// A live link, as its page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkInfo {
+    pub username: String,
+    /// A set-up link (`authctl user reset-link --enrol`): the account's first password;
+    /// its second factor, if it needs one, is set up at the first sign-in.
+    pub enrol: bool,
+}
+
+/// What a reset through a link answers (`POST /v1/password/reset`): the password only was
+/// set (`status` is always `password_changed`); nobody is signed in, and no factor was
+/// added or removed — the next sign-in asks for the second factor, or sets one up (as
+/// policy requires) when the account has none, whatever the kind of link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkReset {
+    pub status: &'static str,
+    /// Whether the link was a set-up link ([`LinkInfo::enrol`]); left out when not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub enrol: bool,
+}
+
+/// Whether `token` is a live reset link (for the page; spends nothing): whose, and of
+/// which kind.
+pub fn peek(conn: &Connection, token: &str, now: i64) -> Result<Option<LinkInfo>> {
+    Ok(live_flow(conn, token, now)?.map(|(u, enrol)| LinkInfo {
+        username: u.username,
+        enrol,
+    }))
+}
+
+/// Whether a link's flow data marks a set-up link ([`issue`]).
+fn is_enrol(data: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(data)
+        .is_ok_and(|v| v.get("enrol") == Some(&serde_json::Value::Bool(true)))
+}
+
+/// The user a live link is for, and whether it is a set-up link (spends nothing).
+fn live_flow(conn: &Connection, token: &str, now: i64) -> Result<Option<(users::User, bool)>> {
     if token.is_empty() || token.len() > 128 {
         return Ok(None);
     }
-    let Some(flow) = sessions::find_flow(conn, token, STEP, now)? else {
-        return Ok(None);
-    };
-    Ok(Some(users::by_id(conn, flow.user_id)?.username))
+    match sessions::find_flow(conn, token, STEP, now)? {
+        Some(flow) => Ok(Some((
+            users::by_id(conn, flow.user_id)?,
+            is_enrol(&flow.data),
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// Set a new password through a link. Slow (argon2). An unknown, spent or expired link
@@ -187,16 +226,17 @@ pub fn reset(
     new_password: &str,
     confirm_password: &str,
     now: i64,
-) -> Result<Decision<Status>> {
+) -> Result<Decision<LinkReset>> {
     let policy = Policy::load(conn)?;
+    // The shape first, under the loosest rules; the account's own once the link is known.
     check_new_password(
         hashing,
-        &policy.password,
+        &policy.password_least(),
         new_password,
         confirm_password,
         None,
     )?;
-    let refuse = |conn: &mut Connection, reason: &'static str| -> Result<Decision<Status>> {
+    let refuse = |conn: &mut Connection, reason: &'static str| -> Result<Decision<LinkReset>> {
         let tx = db::write_tx(conn)?;
         audit::record(
             &tx,
@@ -209,9 +249,11 @@ pub fn reset(
         tx.commit()?;
         Ok(Decision::refused(Error::InvalidCredentials, reason))
     };
-    if peek(conn, token, now)?.is_none() {
+    let Some((owner, _)) = live_flow(conn, token, now)? else {
         return refuse(conn, "invalid_link");
-    }
+    };
+    let rules = crate::login::password_policy_for(conn, &owner, &policy)?;
+    check_new_password(hashing, &rules, new_password, confirm_password, None)?;
     let hash =
         password::hash_password(hashing, new_password, policy.argon2).map_err(Error::Invalid)?;
     let tx = db::write_tx(conn)?;
@@ -238,16 +280,21 @@ pub fn reset(
         tx.commit()?;
         return Ok(Decision::refused(Error::InvalidCredentials, "disabled"));
     }
+    let enrol = is_enrol(&flow.data);
+    // The password only: no session, no factor added or removed, whatever the link.
     users::set_password(&tx, user.id, &hash, false, now)?;
     // Other links and pending logins of the user end with the old password.
     sessions::end_flows_for_user(&tx, user.id)?;
     audit::record(
         &tx,
-        &entry(Outcome::Success).detail(json!({"via": "link"})),
+        &entry(Outcome::Success).detail(json!({"via": "link", "enrol": enrol})),
         now,
     )?;
     tx.commit()?;
-    Ok(Decision::ok(Status::PasswordChanged))
+    Ok(Decision::ok(LinkReset {
+        status: "password_changed",
+        enrol,
+    }))
 }
 
 #[cfg(test)]
@@ -340,7 +387,7 @@ mod tests {
                 .filter(|n| n.link_token.is_some())
                 .collect()
         }
-        fn reset(&self, token: &str, now: i64) -> Decision<Status> {
+        fn reset(&self, token: &str, now: i64) -> Decision<LinkReset> {
             reset(
                 &self.hashing,
                 &mut self.conn(),
@@ -368,7 +415,13 @@ mod tests {
         assert_eq!(ann.len(), crate::crypto::random_token().len(), "256 bits");
         let bob_before = fx.hash_of("bob");
         let d = fx.reset(&ann, T0 + 60);
-        assert!(matches!(d.result, Ok(Status::PasswordChanged)));
+        assert_eq!(
+            d.result.unwrap(),
+            LinkReset {
+                status: "password_changed",
+                enrol: false
+            }
+        );
         assert!(password::verify_password(
             &fx.hashing,
             NEW,

@@ -5,7 +5,8 @@
 //! Ending one's own sessions or devices needs only the session. Changing a factor
 //! (regenerating recovery codes, removing the authenticator app) needs a fresh
 //! re-authentication of this session: the password and the second factor within the
-//! last [`REAUTH_SECONDS`]. A failed re-authentication counts toward the lockout as a
+//! last [`REAUTH_SECONDS`] (a user whose second factor is emailed codes asks for one
+//! with [`send_reauth_code`]). A failed re-authentication counts toward the lockout as a
 //! failed sign-in from the session's address would. Every action is audited; a session
 //! or device of another user is refused exactly as a missing one (404).
 
@@ -17,12 +18,12 @@ use crate::audit::{self, Entry, Outcome};
 use crate::crypto::SecretKey;
 use crate::db;
 use crate::error::{Error, Result};
-use crate::kinds::{AuditEvent, MfaMethod};
-use crate::login::{Client, SessionInfo};
+use crate::kinds::{AuditEvent, LoginStep, MfaMethod};
+use crate::login::{Client, Decision, SessionInfo, Status};
 use crate::password::{self, Hashing};
 use crate::policy::Policy;
 use crate::store::security::{self as store, Activity};
-use crate::store::{factors, familiar, sessions, users};
+use crate::store::{email, factors, familiar, sessions, users};
 
 /// How long a re-authentication allows factor changes.
 pub const REAUTH_SECONDS: i64 = 5 * 60;
@@ -173,8 +174,30 @@ pub fn reauthenticate(
             }
             _ => false,
         },
-        // An emailed code cannot be asked for here yet: a recovery code stands in.
-        Some(MfaMethod::Email) => false,
+        // The code mailed to this session by `send_reauth_code` (six digits), used once.
+        Some(MfaMethod::Email) => match code {
+            Some(c) if password_ok && is_email_code(c) => {
+                match store::reauth_flow(&tx, s.user_id, &reauth_data(s), now)? {
+                    Some(flow_id) => {
+                        let ok = email::check(
+                            &tx,
+                            key,
+                            flow_id,
+                            s.user_id,
+                            c.trim(),
+                            policy.email_otp_max_tries,
+                            now,
+                        )? == email::Check::Ok;
+                        if ok {
+                            sessions::consume_flow(&tx, flow_id)?;
+                        }
+                        ok
+                    }
+                    None => false,
+                }
+            }
+            _ => false,
+        },
     };
     let code_ok = code_ok
         || (password_ok
@@ -210,6 +233,59 @@ pub fn reauthenticate(
     )?;
     tx.commit()?;
     Err(Error::InvalidCredentials)
+}
+
+/// Whether a typed code has the form of an emailed one (six digits, spaces allowed).
+fn is_email_code(code: &str) -> bool {
+    let c: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The `data` of a session's re-authentication flow: what finds it again.
+fn reauth_data(s: &SessionInfo) -> String {
+    json!({"session": s.session.id}).to_string()
+}
+
+/// Mail a code that re-authenticates this session (with the password), for a user whose
+/// second factor is emailed codes: `{"status":"code_sent","expires_at"}` and the mail to
+/// send. The code is bound to a flow of this session alone (its token is never given
+/// out), so a sign-in elsewhere cannot use it, nor this page a sign-in's code. Resends
+/// wait `email_otp.resend_seconds`; each new code supersedes the last.
+pub fn send_reauth_code(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    s: &SessionInfo,
+    now: i64,
+) -> Result<Decision<Status>> {
+    let policy = Policy::load(conn)?;
+    let user = users::by_id(conn, s.user_id)?;
+    let tx = db::write_tx(conn)?;
+    let base = entry(AuditEvent::SecurityReauthCode, Outcome::Failure, client, s);
+    if user.mfa_method != Some(MfaMethod::Email) {
+        audit::record(&tx, &base.reason("method_not_enrolled"), now)?;
+        tx.commit()?;
+        return Ok(Decision::refused(
+            Error::Invalid(
+                "your second factor is not emailed codes: confirm with the code of your authenticator app (or a recovery code)".into(),
+            ),
+            "method_not_enrolled",
+        ));
+    }
+    let data = reauth_data(s);
+    let flow_id = match store::reauth_flow(&tx, s.user_id, &data, now)? {
+        Some(id) => id,
+        None => {
+            let ttl = policy.email_otp_ttl_minutes * 60;
+            let token = sessions::create_flow(&tx, s.user_id, LoginStep::Reauth, &data, ttl, now)?;
+            match sessions::find_flow(&tx, &token, LoginStep::Reauth, now)? {
+                Some(f) => f.id,
+                None => return Err(Error::Io("the new re-authentication flow vanished".into())),
+            }
+        }
+    };
+    let sent = entry(AuditEvent::SecurityReauthCode, Outcome::Success, client, s);
+    crate::login::mail_code(tx, key, &user, &policy, flow_id, sent, base, now)
 }
 
 /// Refuse unless the session re-authenticated within [`REAUTH_SECONDS`].

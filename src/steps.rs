@@ -381,6 +381,13 @@ impl Core {
         })
     }
 
+    /// Mail a re-authentication code to a user whose second factor is emailed codes
+    /// ([`security::send_reauth_code`]; blocks).
+    pub fn send_reauth_code(&self, client: &Client, s: &SessionInfo) -> Result<Decision<Status>> {
+        let now = self.now();
+        self.with_conn(|conn, key| security::send_reauth_code(conn, key, client, s, now))
+    }
+
     /// New recovery codes (needs a fresh re-authentication; blocks).
     pub fn regenerate_recovery_codes(
         &self,
@@ -415,8 +422,34 @@ impl Core {
         self.with_conn(|conn, _| security::revoke_all_devices(conn, client, s, now))
     }
 
+    /// The rules of a new password for the account whose pending login (`step` =
+    /// [`LoginStep::PasswordChange`]) or one-time link ([`LoginStep::ResetLink`]) `token`
+    /// is ([`login::password_policy_for`]): what its page's checklist shows. A token
+    /// naming no live flow gets the rules of an account not known (blocks).
+    pub fn new_password_policy(
+        &self,
+        step: LoginStep,
+        token: &str,
+    ) -> Result<crate::password::PasswordPolicy> {
+        let now = self.now();
+        self.with_conn(|conn, _| {
+            let policy = Policy::load(conn)?;
+            let flow = if token.is_empty() || token.len() > 128 {
+                None
+            } else {
+                sessions::find_flow(conn, token, step, now)?
+            };
+            match flow {
+                Some(f) => {
+                    login::password_policy_for(conn, &users::by_id(conn, f.user_id)?, &policy)
+                }
+                None => Ok(policy.password),
+            }
+        })
+    }
+
     /// Whether `token` is a live reset link, and whose ([`reset_link::peek`]; blocks).
-    pub fn reset_link_user(&self, token: &str) -> Result<Option<String>> {
+    pub fn reset_link_user(&self, token: &str) -> Result<Option<reset_link::LinkInfo>> {
         let now = self.now();
         self.with_conn(|conn, _| reset_link::peek(conn, token, now))
     }
@@ -429,7 +462,7 @@ impl Core {
         token: &str,
         new_password: &str,
         confirm_password: &str,
-    ) -> Result<Decision<Status>> {
+    ) -> Result<Decision<reset_link::LinkReset>> {
         let now = self.now();
         self.with_conn(|conn, _| {
             reset_link::reset(

@@ -240,15 +240,6 @@ pub async fn revoke_device_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, 
 // ---- Security questions ----------------------------------------------------------------
 
 const QUESTION_ROWS: usize = 3;
-const SUGGESTIONS: &[&str] = &[
-    "What was the name of your first pet?",
-    "In which city were you born?",
-    "What was the name of your primary school?",
-    "What was the make of your first car?",
-    "What is the name of the street you grew up on?",
-    "Who was your favourite teacher?",
-];
-
 /// `GET /security-questions`.
 pub async fn questions_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let s = match require_session(ctx).await? {
@@ -256,11 +247,11 @@ pub async fn questions_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
         Err(r) => return Ok(r),
     };
     let uid = s.1.user_id;
-    let current = ctx
+    let (current, offered) = ctx
         .app
-        .call(move |core| core.security_questions(uid))
+        .call(move |core| Ok((core.security_questions(uid)?, core.question_list()?)))
         .await?;
-    render_questions(ctx, StatusCode::OK, &s, &current, &[], &[])
+    render_questions(ctx, StatusCode::OK, &s, &current, &offered, &[], &[])
 }
 
 fn render_questions(
@@ -268,18 +259,29 @@ fn render_questions(
     status: StatusCode,
     s: &(String, SessionInfo),
     current: &[String],
+    (offered, only_offered): &(Vec<String>, bool),
     typed: &[String],
     notices: &[Notice],
 ) -> Result<Resp, ApiError> {
     let rows: Vec<QuestionRow> = (0..QUESTION_ROWS)
-        .map(|i| QuestionRow {
-            n: i + 1,
-            question: typed
+        .map(|i| {
+            let question = typed
                 .get(i)
                 .or_else(|| current.get(i))
                 .map(String::as_str)
-                .unwrap_or(""),
-            required: i < authcore::forgot::MIN_QUESTIONS,
+                .unwrap_or("");
+            QuestionRow {
+                n: i + 1,
+                question,
+                required: i < authcore::forgot::MIN_QUESTIONS,
+                choices: offered
+                    .iter()
+                    .map(|q| Choice {
+                        text: q,
+                        selected: q == question,
+                    })
+                    .collect(),
+            }
         })
         .collect();
     let csrf = ctx.csrf_session(&s.0);
@@ -288,12 +290,15 @@ fn render_questions(
         csrf: &csrf,
         current: current.len(),
         rows: &rows,
-        ideas: SUGGESTIONS,
+        only_offered: *only_offered,
+        ideas: offered,
     };
     Ok(ctx.page(status, &page))
 }
 
-/// The security questions: `current` is how many are set up now.
+/// The security questions: `current` is how many are set up now. With an admin's list
+/// (`only_offered`, `authctl questions set`) each question is chosen from it; without
+/// one, typed freely with the built-in list as suggestions (`ideas`).
 #[derive(Template)]
 #[template(path = "security_questions.html")]
 struct QuestionsPage<'a> {
@@ -301,14 +306,23 @@ struct QuestionsPage<'a> {
     csrf: &'a str,
     current: usize,
     rows: &'a [QuestionRow<'a>],
-    ideas: &'a [&'a str],
+    only_offered: bool,
+    ideas: &'a [String],
 }
 
-/// One question's row: its number (from 1), the question shown, whether it is required.
+/// One question's row: its number (from 1), the question shown, whether it is required,
+/// and the list's questions to choose from (the shown one selected).
 struct QuestionRow<'a> {
     n: usize,
     question: &'a str,
     required: bool,
+    choices: Vec<Choice<'a>>,
+}
+
+/// One question of the admin's list in a row's `<select>`.
+struct Choice<'a> {
+    text: &'a str,
+    selected: bool,
 }
 
 /// `POST /security-questions`: replace the questions (answers hashed; audited).
@@ -354,9 +368,9 @@ pub async fn questions_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiE
     match r {
         Ok(()) => Ok(ctx.redirect(&format!("{}?m=questions_saved", ctx.url("/")))),
         Err(msg) => {
-            let current = ctx
+            let (current, offered) = ctx
                 .app
-                .call(move |core| core.security_questions(uid))
+                .call(move |core| Ok((core.security_questions(uid)?, core.question_list()?)))
                 .await?;
             let mut m = msg;
             if let Some(f) = m.get(..1) {
@@ -367,6 +381,7 @@ pub async fn questions_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiE
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &s,
                 &current,
+                &offered,
                 &typed,
                 &[Notice::Error(m)],
             )

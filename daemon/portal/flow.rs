@@ -5,7 +5,7 @@
 use askama::Template;
 use authcore::group_commit::{Step, WriteError, WriteStep};
 use authcore::login::{Decision, Mail, Status};
-use authcore::password::RuleResult;
+use authcore::password::{PasswordPolicy, RuleResult};
 use authcore::policy::Policy;
 use authcore::store::terms;
 use authcore::{Core, Error};
@@ -113,6 +113,18 @@ fn settle<T>(
 
 async fn policy(ctx: &Ctx<'_>) -> Result<Policy, ApiError> {
     ctx.app.call(|core| core.policy()).await
+}
+
+/// The new-password rules of the account a pending login or a one-time link is for.
+async fn rules_of(
+    ctx: &Ctx<'_>,
+    step: authcore::kinds::LoginStep,
+    token: &str,
+) -> Result<PasswordPolicy, ApiError> {
+    let t = token.to_string();
+    ctx.app
+        .call(move |core| core.new_password_policy(step, &t))
+        .await
 }
 
 // ---- Sign in ---------------------------------------------------------------------------
@@ -488,14 +500,14 @@ async fn expired_page(
     mismatch: bool,
     carry: &Carry,
 ) -> Result<Resp, ApiError> {
-    let p = policy(ctx).await?;
+    let p = rules_of(ctx, authcore::kinds::LoginStep::PasswordChange, flow).await?;
     let csrf = ctx.csrf(Some(flow));
     let page = ExpiredPage {
         layout: ctx.layout("Create a new password", notices, None),
         csrf: &csrf,
         flow,
         carry,
-        new_password: NewPassword::new(&p.password, rules, mismatch),
+        new_password: NewPassword::new(&p, rules, mismatch),
     };
     Ok(ctx.page(status, &page))
 }
@@ -513,8 +525,8 @@ struct ExpiredPage<'a> {
 
 /// The page's answer to a refused new password: the message under the second box for a
 /// mismatch, the checklist with each rule's result for a weak one.
-fn new_password_problem(e: &Error, policy: &Policy) -> Option<(html::Rules, Notice, bool)> {
-    let unchecked = || html::rules_unchecked(policy.password.rules());
+fn new_password_problem(e: &Error, policy: &PasswordPolicy) -> Option<(html::Rules, Notice, bool)> {
+    let unchecked = || html::rules_unchecked(policy.rules());
     match e {
         Error::Invalid(m) if m.contains("do not match") => Some((
             unchecked(),
@@ -552,7 +564,7 @@ pub async fn expired_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErr
     match result {
         Ok(s) => after(ctx, s, mail, &carry).await,
         Err(e) => {
-            let p = policy(ctx).await?;
+            let p = rules_of(ctx, authcore::kinds::LoginStep::PasswordChange, &flow).await?;
             match new_password_problem(&e, &p) {
                 Some((rules, notice, mismatch)) => {
                     expired_page(
@@ -1050,7 +1062,7 @@ pub async fn forgot_reset_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, A
     };
     let p = policy(ctx).await?;
     let unchecked = html::rules_unchecked(p.password.rules());
-    let (rules, notice, mismatch) = match new_password_problem(&e, &p) {
+    let (rules, notice, mismatch) = match new_password_problem(&e, &p.password) {
         Some(x) => x,
         None => match e {
             Error::InvalidCredentials => (
@@ -1087,6 +1099,9 @@ struct ResetLinkPage<'a> {
     csrf: &'a str,
     token: &'a str,
     username: &'a str,
+    /// A set-up link: the account's first password (its second factor comes at the
+    /// first sign-in).
+    enrol: bool,
     new_password: NewPassword<'a>,
 }
 
@@ -1103,19 +1118,25 @@ async fn render_reset_link(
     ctx: &mut Ctx<'_>,
     status: StatusCode,
     token: &str,
-    username: &str,
+    link: &authcore::reset_link::LinkInfo,
     rules: &[RuleResult],
     notices: &[Notice],
     mismatch: bool,
 ) -> Result<Resp, ApiError> {
-    let p = policy(ctx).await?;
+    let p = rules_of(ctx, authcore::kinds::LoginStep::ResetLink, token).await?;
     let csrf = ctx.csrf(Some(token));
+    let title = if link.enrol {
+        "Set up your account"
+    } else {
+        "Choose a new password"
+    };
     let page = ResetLinkPage {
-        layout: ctx.layout("Choose a new password", notices, None),
+        layout: ctx.layout(title, notices, None),
         csrf: &csrf,
         token,
-        username,
-        new_password: NewPassword::new(&p.password, rules, mismatch),
+        username: &link.username,
+        enrol: link.enrol,
+        new_password: NewPassword::new(&p, rules, mismatch),
     };
     Ok(ctx.page(status, &page))
 }
@@ -1125,11 +1146,15 @@ async fn render_reset_link(
 pub async fn reset_link_page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
     let token = ctx.query("token").unwrap_or("").to_string();
     let t = token.clone();
-    let Some(username) = ctx.app.call(move |core| core.reset_link_user(&t)).await? else {
+    let Some(link) = ctx.app.call(move |core| core.reset_link_user(&t)).await? else {
         return Ok(dead_link(ctx));
     };
-    let rules = html::rules_unchecked(policy(ctx).await?.password.rules());
-    render_reset_link(ctx, StatusCode::OK, &token, &username, &rules, &[], false).await
+    let rules = html::rules_unchecked(
+        rules_of(ctx, authcore::kinds::LoginStep::ResetLink, &token)
+            .await?
+            .rules(),
+    );
+    render_reset_link(ctx, StatusCode::OK, &token, &link, &rules, &[], false).await
 }
 
 /// `POST /reset`: the new password, twice.
@@ -1147,6 +1172,11 @@ pub async fn reset_link_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, Api
     })
     .await?;
     let e = match result {
+        Ok(done) if done.enrol => return Ok(ctx.message_page(
+            StatusCode::OK,
+            "Password set",
+            "Your password is set. Sign in with it: if your account needs a second factor, you set it up then.",
+        )),
         Ok(_) => return Ok(ctx.message_page(
             StatusCode::OK,
             "Password changed",
@@ -1154,19 +1184,19 @@ pub async fn reset_link_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, Api
         )),
         Err(e) => e,
     };
-    let p = policy(ctx).await?;
+    let p = rules_of(ctx, authcore::kinds::LoginStep::ResetLink, &token).await?;
     let Some((rules, notice, mismatch)) = new_password_problem(&e, &p) else {
         return Ok(dead_link(ctx));
     };
     let t = token.clone();
-    let Some(username) = ctx.app.call(move |core| core.reset_link_user(&t)).await? else {
+    let Some(link) = ctx.app.call(move |core| core.reset_link_user(&t)).await? else {
         return Ok(dead_link(ctx));
     };
     render_reset_link(
         ctx,
         StatusCode::UNPROCESSABLE_ENTITY,
         &token,
-        &username,
+        &link,
         &rules,
         &[notice],
         mismatch,

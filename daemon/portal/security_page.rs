@@ -17,18 +17,28 @@ struct SecurityPage<'a> {
     layout: Layout<'a>,
     csrf: &'a str,
     o: &'a Overview,
+    /// The second factor is emailed codes: the page offers to mail one.
+    email_factor: bool,
 }
 
 fn flash(ctx: &Ctx<'_>) -> Vec<Notice> {
     let m = match ctx.query("m") {
         Some("reauth") => "Confirmed: you may change your factors for 5 minutes.",
         Some("reauth_failed") => "That was not accepted. Check your password and code.",
+        Some("code_sent") => "A code was mailed to you: type it below with your password.",
+        Some("code_too_soon") => "A code was mailed moments ago: use it, or ask again in a minute.",
+        Some("code_unsent") => {
+            "The code could not be mailed. Try again shortly, or use a recovery code."
+        }
         Some("session_revoked") => "That session was signed out.",
         Some("others_revoked") => "Every other session was signed out.",
         Some("devices_revoked") => "Every remembered device was forgotten.",
         _ => return Vec::new(),
     };
-    vec![if ctx.query("m") == Some("reauth_failed") {
+    vec![if matches!(
+        ctx.query("m"),
+        Some("reauth_failed" | "code_too_soon" | "code_unsent")
+    ) {
         Notice::Error(m.into())
     } else {
         Notice::Info(m.into())
@@ -52,6 +62,7 @@ pub async fn page(ctx: &mut Ctx<'_>) -> Result<Resp, ApiError> {
         layout: ctx.layout("Security", &notices, Some((&s.1.user.username, &csrf))),
         csrf: &csrf,
         o: &o,
+        email_factor: o.factors.second_factor == Some(authcore::kinds::MfaMethod::Email),
     };
     Ok(ctx.page(StatusCode::OK, &page))
 }
@@ -82,6 +93,25 @@ pub async fn post(ctx: &mut Ctx<'_>, form: &Form, action: &str) -> Result<Resp, 
                 Ok(_) => back("reauth"),
                 Err(e) if e.status == StatusCode::UNAUTHORIZED => back("reauth_failed"),
                 Err(e) => return Err(e),
+            }
+        }
+        "reauth-code" => {
+            let r = ctx
+                .app
+                .call(move |core| core.send_reauth_code(&client, &info))
+                .await?;
+            match r.result {
+                Ok(_) => match &r.mail {
+                    Some(m) if crate::handlers::send_code(ctx.app, m).await.is_ok() => {
+                        back("code_sent")
+                    }
+                    _ => back("code_unsent"),
+                },
+                Err(authcore::Error::TooSoon { .. }) => back("code_too_soon"),
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    return Ok(ctx.message_page(e.status, "Not sent", &e.message));
+                }
             }
         }
         "recovery-codes" => {

@@ -16,6 +16,17 @@ pub fn set_reauth(conn: &Connection, session_id: i64, now: i64) -> Result<()> {
     Ok(())
 }
 
+/// The live re-authentication flow of a session ([`crate::kinds::LoginStep::Reauth`],
+/// `data` naming the session), if any.
+pub fn reauth_flow(conn: &Connection, user_id: i64, data: &str, now: i64) -> Result<Option<i64>> {
+    Ok(opt(conn.query_row(
+        "SELECT id FROM login_flows WHERE user_id=?1 AND step='reauth' AND data=?2
+         AND consumed_at IS NULL AND expires_at > ?3 ORDER BY id DESC LIMIT 1",
+        params![user_id, data, now],
+        |r| r.get(0),
+    ))?)
+}
+
 /// When a session last re-authenticated, if ever.
 pub fn reauth_at(conn: &Connection, session_id: i64) -> Result<Option<i64>> {
     Ok(opt(conn.query_row(

@@ -164,3 +164,83 @@ fn the_api_checklist_names_the_rule_and_checks_it() {
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(not_common(&v["rules"]), Some(false), "{v}");
 }
+
+/// `authd --breached-passwords FILE` (`AUTHD_BREACHED_PASSWORDS`, `breached_passwords` in
+/// the config file): the same on-disk check as the policy key, for the passwords chosen
+/// through authd; `check-config` names a missing or unsorted file, and authd will not
+/// start with one.
+#[test]
+fn the_daemon_flag_feeds_the_same_check_and_check_config_names_bad_files() {
+    use crate::daemon_common::authd_command;
+    use std::time::Duration;
+    let env = Env::init();
+    env.add_user("erin", STRONG, &[]);
+    let list = env.path("pwned.txt");
+    write_list(&list);
+    let unsorted = env.path("unsorted.txt");
+    std::fs::write(&unsorted, "zebra-password\napple-password\n").unwrap();
+    let missing = env.path("missing.txt");
+    let check = |file: &Path, by_env: bool| {
+        let mut cmd = if by_env {
+            let mut c = authd_command(&env, &["check-config"]);
+            c.env("AUTHD_BREACHED_PASSWORDS", file);
+            c
+        } else {
+            authd_command(
+                &env,
+                &[
+                    "check-config",
+                    "--breached-passwords",
+                    file.to_str().unwrap(),
+                ],
+            )
+        };
+        cmd.env("NO_COLOR", "1");
+        run(cmd, None, Duration::from_secs(30))
+    };
+    check(&missing, false)
+        .code(1)
+        .stderr_has("problem: breached_passwords:")
+        .stderr_has("missing.txt");
+    check(&unsorted, true)
+        .code(1)
+        .stderr_has("problem: breached_passwords:")
+        .stderr_has("not sorted");
+    let good = check(&list, false);
+    good.code(0);
+    assert!(good.stdout.contains("pwned.txt"), "{}", good.stdout);
+    // authd itself refuses to start on a bad list (a usage error, before serving).
+    let out = run(
+        authd_command(&env, &["--breached-passwords", unsorted.to_str().unwrap()]),
+        None,
+        Duration::from_secs(30),
+    );
+    out.code(2).stderr_has("not sorted");
+
+    // With the flag and no policy key: the checklist and a real change refuse the
+    // listed password, naming the rule.
+    let d = Daemon::start(&env, &["--breached-passwords", list.to_str().unwrap()]);
+    let v = d
+        .post("/v1/password/check", &json!({"password": LISTED}))
+        .json();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(not_common(&v["rules"]), Some(false), "{v}");
+    let session = d.login_session("erin", STRONG);
+    let change = |new: &str| {
+        d.post_auth(
+            "/v1/password/change",
+            &session,
+            Some(
+                &json!({"current_password": STRONG, "new_password": new, "confirm_password": new}),
+            ),
+        )
+    };
+    let refused = change(LISTED).expect(422);
+    assert!(
+        refused
+            .to_string()
+            .contains("Not a commonly used or breached password"),
+        "{refused}"
+    );
+    change("Winter2024!z").expect(200);
+}

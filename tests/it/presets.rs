@@ -113,3 +113,82 @@ fn nist_refuses_email_for_new_enrolments_and_recovers_by_link() {
     assert_eq!(value(&env, "password.recovery"), "questions");
     env.ctl(&["enroll", "xan", "--method", "email"]).ok();
 }
+
+/// NIST SP 800-63B-4 3.1.1.2 under `nist-800-63b`: 15 characters for a password that is
+/// the account's only factor, 8 beside a second factor — wherever the account is known
+/// when the password is chosen (authctl passwd, a one-time link, its page's checklist).
+#[test]
+fn nist_asks_15_characters_without_a_second_factor_and_8_with_one() {
+    use crate::daemon_common::{enroll_totp, Daemon};
+    use serde_json::json;
+    // 12 characters, no dictionary words: long enough only beside a second factor.
+    const TWELVE: &str = "vq7#Lm!x9Pz@";
+    let env = Env::init();
+    env.ctl(&["policy", "preset", "nist-800-63b", "--yes"]).ok();
+    assert_eq!(value(&env, "password.min_length_with_second_factor"), "8");
+    let shown = env.json(&["policy", "preset", "nist-800-63b", "--show"]);
+    assert!(
+        shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["key"] == "password.min_length_with_second_factor" && r["preset"] == "8"),
+        "{shown:#}"
+    );
+    for name in ["solo", "pair"] {
+        add(&env, name, "quiet lantern orbit meadow").ok();
+    }
+    let passwd = |name: &str, pw: &str| {
+        env.ctl_stdin(&["passwd", name, "--password-stdin"], &format!("{pw}\n"))
+    };
+    // A new account has no second factor yet: the only factor's minimum.
+    add(&env, "new", TWELVE)
+        .fails(5)
+        .stderr_has("15 characters minimum");
+    passwd("solo", TWELVE)
+        .fails(5)
+        .stderr_has("15 characters minimum");
+    passwd("pair", TWELVE)
+        .fails(5)
+        .stderr_has("15 characters minimum");
+    enroll_totp(&env, "pair");
+    passwd("pair", TWELVE).ok();
+    // Below 8 is refused even with a second factor.
+    passwd("pair", "vq7#Lm!")
+        .fails(5)
+        .stderr_has("8 characters minimum");
+
+    // A one-time link: its page's checklist shows the account's minimum, and the reset
+    // applies it.
+    let link = |name: &str| -> String {
+        let v = env.json(&["user", "reset-link", name]);
+        let url = v["url"].as_str().expect("url");
+        url.split("token=").nth(1).expect("token").to_string()
+    };
+    let (solo, pair) = (link("solo"), link("pair"));
+    let d = Daemon::start(&env, &[]);
+    let page = d.get(&format!("/reset?token={solo}")).text();
+    assert!(page.contains("data-min=\"15\""), "{page}");
+    assert!(page.contains("15 characters minimum"), "{page}");
+    let page = d.get(&format!("/reset?token={pair}")).text();
+    assert!(page.contains("data-min=\"8\""), "{page}");
+    assert!(page.contains("8 characters minimum"), "{page}");
+    // The rules of an unknown account: the only factor's, with the shorter one named.
+    let v = d.get("/v1/password/policy").expect(200);
+    assert_eq!(v["min_length_with_second_factor"], 8, "{v:#}");
+    let reset = |token: &str, pw: &str| {
+        d.post(
+            "/v1/password/reset",
+            &json!({"token": token, "new_password": pw, "confirm_password": pw}),
+        )
+    };
+    let other = "zR4!kW9@tB2#";
+    let refused = reset(&solo, other).expect(422);
+    assert!(
+        refused.to_string().contains("15 characters minimum"),
+        "{refused}"
+    );
+    reset(&pair, other).expect(200);
+    // The refusal left the link usable: a long enough password goes through.
+    reset(&solo, "quiet lantern orbit meadow river").expect(200);
+}

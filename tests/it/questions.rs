@@ -96,3 +96,94 @@ fn real_and_unknown_names_get_questions_of_the_same_list_and_count() {
     );
     d.assert_healthy();
 }
+
+/// The portal's security-question page: with an admin's list, each question is a
+/// `<select>` of that list (no free text); the form saves questions of the list and a
+/// question typed in anyway is refused with the reason; without a list, free text with
+/// suggestions.
+#[test]
+fn the_portal_offers_the_admins_list_and_refuses_other_questions() {
+    use crate::portal::kit::{self, field, Browser};
+    let env = kit::provision();
+    kit::add(&env, "vera", "school", "user", &[]);
+    let d = kit::Daemon::start(&env, &[]);
+    let mut b = Browser::new(&d.addr);
+    assert_eq!(kit::form_login(&mut b, "", "vera", PW).status, 303);
+
+    // No list: free text, the built-in questions as suggestions.
+    let page = b.get("/security-questions").body;
+    assert!(
+        page.contains("<input type=\"text\" id=\"question1\" name=\"question\""),
+        "{page}"
+    );
+    assert!(page.contains("<datalist id=\"question-ideas\">"), "{page}");
+    assert!(!page.contains("<select"), "{page}");
+
+    let file = env.path("questions.txt");
+    std::fs::write(&file, LIST.join("\n")).expect("write list");
+    env.ctl(&["questions", "set", "--file", file.to_str().expect("path")])
+        .ok();
+    let page = b.get("/security-questions").body;
+    assert!(
+        page.contains("<select id=\"question1\" name=\"question\" required>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<select id=\"question3\" name=\"question\">"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("type=\"text\" id=\"question"),
+        "no free text: {page}"
+    );
+    assert!(!page.contains("datalist"), "{page}");
+    for q in LIST {
+        let option = format!("<option>{}</option>", q.replace('\'', "&#39;"));
+        assert_eq!(page.matches(&option).count(), 3, "{q} in each row: {page}");
+    }
+    let csrf = field(&page, "csrf").expect("csrf");
+    let post = |b: &mut Browser, qs: [&str; 3]| {
+        b.post(
+            "/security-questions",
+            &[
+                ("csrf", csrf.as_str()),
+                ("question", qs[0]),
+                ("answer", "Rex"),
+                ("question", qs[1]),
+                ("answer", "Leeds"),
+                ("question", qs[2]),
+                ("answer", ""),
+            ],
+        )
+    };
+    // A question of one's own, posted anyway: refused, nothing saved.
+    let r = post(&mut b, ["What is my secret hobby?", LIST[1], ""]);
+    assert_eq!(r.status, 422, "{r:?}");
+    assert!(
+        r.body.contains("not one of the questions offered here"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("<select"), "{}", r.body);
+    assert!(
+        b.get("/security-questions")
+            .body
+            .contains("You have no security questions yet"),
+        "nothing saved"
+    );
+    // Questions of the list: saved, and shown selected.
+    let r = post(&mut b, [LIST[4], LIST[1], ""]);
+    assert_eq!(r.status, 303, "{r:?}");
+    let page = b.get("/security-questions").body;
+    assert!(page.contains("You have 2 security questions"), "{page}");
+    for q in [LIST[4], LIST[1]] {
+        let option = format!("<option selected>{}</option>", q.replace('\'', "&#39;"));
+        assert!(page.contains(&option), "{q} selected: {page}");
+    }
+    let saved = env.audit(&["--event", "security_questions.set", "--user", "vera"]);
+    assert_eq!(
+        saved.iter().filter(|r| r["outcome"] == "success").count(),
+        1,
+        "one save audited: {saved:#?}"
+    );
+}

@@ -359,3 +359,78 @@ fn enrolment_letters_carry_one_time_links_for_each_member() {
         .fails(4);
     d.assert_healthy();
 }
+
+/// `authctl user reset-link NAME --enrol`: a set-up link sets the password only. Its
+/// page says so; the API answers `{"status":"password_changed","enrol":true}` and signs
+/// nobody in; the second factor is then set up at the first sign-in as usual (when the
+/// account needs one), or asked for when the account has one.
+#[test]
+fn a_set_up_link_sets_the_password_only_and_the_first_sign_in_enrols() {
+    use crate::portal::kit::{self, field, Browser};
+    let env = provision();
+    add_user(&env, "nia", "school", &["pupil-data"], "user");
+    add_user(&env, "oli", "school", &["pupil-data"], "user");
+    add_user(&env, "pam", "school", &[], "user");
+    let (mut app, _) = enroll_totp(&env, "pam");
+    let link = |name: &str| -> String {
+        let v = env.json(&["user", "reset-link", name, "--enrol"]);
+        assert_eq!(v["enrol"], true, "{v:#}");
+        let url = v["url"].as_str().expect("url");
+        url.split("token=").nth(1).expect("token").to_string()
+    };
+    let (nia, oli, pam) = (link("nia"), link("oli"), link("pam"));
+    let d = Daemon::start(&env, &[]);
+
+    // The page of a set-up link says what it does, and only that.
+    let page = d.get(&format!("/reset?token={nia}")).text();
+    assert!(page.contains("<h1>Set up your account</h1>"), "{page}");
+    assert!(page.contains("sets your password only"), "{page}");
+    assert!(
+        !page.contains("still asks for your second factor"),
+        "{page}"
+    );
+
+    // The API: the password only; no session, no factor.
+    let v = reset(&d, &nia, NEW, NEW).expect(200);
+    assert_eq!(v, json!({"status": "password_changed", "enrol": true}));
+    assert_eq!(user_show(&env, "nia")["mfa_method"], Value::Null);
+    // The first sign-in sets up the second factor, as for any account that needs one.
+    d.login("nia", NEW).expect_status("enrollment_required");
+
+    // The portal's form: the same, told in words.
+    let kd = kit::Daemon::start(&env, &[]);
+    let mut b = Browser::new(&kd.addr);
+    let page = b.get(&format!("/reset?token={oli}")).body;
+    let csrf = field(&page, "csrf").expect("csrf");
+    let r = b.post(
+        "/reset",
+        &[
+            ("csrf", csrf.as_str()),
+            ("token", oli.as_str()),
+            ("new_password", NEW),
+            ("confirm_password", NEW),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("Your password is set"), "{}", r.body);
+    assert!(
+        r.headers
+            .iter()
+            .all(|(k, v)| !k.eq_ignore_ascii_case("set-cookie") || !v.contains("authd_session")),
+        "no session: {r:?}"
+    );
+    d.login("oli", NEW).expect_status("enrollment_required");
+
+    // A set-up link for an account that has a second factor keeps it: still asked for.
+    reset(&d, &pam, NEW, NEW).expect(200);
+    let v = d.login("pam", NEW).expect_status("second_factor_required");
+    d.totp(v["flow"].as_str().expect("flow"), &app.fresh())
+        .expect_status("authenticated");
+    let rows = env.audit(&["--event", "password.reset", "--user", "nia"]);
+    assert!(
+        rows.iter().any(|r| r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("\"enrol\":true"))),
+        "audited as a set-up: {rows:#?}"
+    );
+}

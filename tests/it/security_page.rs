@@ -244,3 +244,118 @@ fn the_portal_security_page_lists_sections_and_signs_out_other_sessions() {
         1
     );
 }
+
+/// Re-authentication with an emailed code (users whose second factor is emailed codes):
+/// `POST /v1/me/reauth {"method":"email"}` mails a code bound to this session, then
+/// `{"password","email_code"}` confirms; a sign-in's code, a wrong code or a spent one
+/// does not; resends wait; other users and shapes are refused. The portal offers it.
+#[test]
+fn an_emailed_code_re_authenticates_users_of_emailed_codes() {
+    let env = provision();
+    add_user(&env, "sam", "school", &["pupil-data"], "user");
+    add_user(&env, "tia", "school", &["pupil-data"], "user");
+    enroll_email(&env, "sam");
+    let (mut app, _) = enroll_totp(&env, "tia");
+    let sink = SmtpSink::start();
+    let smtp = sink.url();
+    let args = [
+        "--smtp-url",
+        smtp.as_str(),
+        "--mail-from",
+        "authd@example.org",
+    ];
+    let d = Daemon::start(&env, &args);
+    let to = "sam@example.org";
+
+    let flow = d.second_factor_flow("sam", PW);
+    let code = sink.nth_code(to, 0);
+    let v = d
+        .post("/v1/login/email", &json!({"flow": flow, "code": code}))
+        .expect_status("authenticated");
+    let s = v["session"].as_str().expect("session").to_string();
+    let reauth = |body: Value| d.post_auth("/v1/me/reauth", &s, Some(&body));
+
+    d.post_auth("/v1/me/recovery-codes", &s, None)
+        .expect_error(403, "forbidden");
+    let v = reauth(json!({"method": "email"})).expect(200);
+    assert_eq!(v["status"], "code_sent", "{v:#}");
+    let mine = sink.nth_code(to, 1);
+    reauth(json!({"method": "email"})).expect(429);
+    reauth(json!({"method": "sms"})).expect_error(400, "invalid_input");
+    reauth(json!({"method": "email", "password": PW})).expect_error(400, "invalid_input");
+    // A wrong code, and a code mailed to a sign-in elsewhere, do not confirm.
+    reauth(json!({"password": PW, "email_code": other_code(&[&mine])})).expect_generic();
+    let _elsewhere = d.second_factor_flow("sam", PW);
+    let theirs = sink.nth_code(to, 2);
+    if theirs != mine {
+        reauth(json!({"password": PW, "email_code": theirs})).expect_generic();
+    }
+    // The right code without the password does not either.
+    reauth(json!({"password": "Wrong-Password-1!", "email_code": mine})).expect_generic();
+    // The password and this session's code: confirmed, once.
+    let v = reauth(json!({"password": PW, "email_code": mine})).expect(200);
+    assert!(v["reauthenticated_until"].is_string(), "{v:#}");
+    d.post_auth("/v1/me/recovery-codes", &s, None).expect(200);
+    reauth(json!({"password": PW, "email_code": mine})).expect_generic();
+    let rows = env.audit(&["--event", "security.reauth_code", "--user", "sam"]);
+    assert_eq!(
+        rows.iter().filter(|r| r["outcome"] == "success").count(),
+        1,
+        "{rows:#?}"
+    );
+
+    // An authenticator-app user is told to use the app.
+    let t = d.login_totp("tia", PW, &mut app);
+    d.post_auth("/v1/me/reauth", &t, Some(&json!({"method": "email"})))
+        .expect_error(400, "invalid_input");
+    assert_eq!(sink.codes_to("tia@example.org").len(), 0);
+
+    // The portal: "Email me a code", then the password and the code.
+    use crate::portal::kit::{self, field, Browser};
+    let kd = kit::Daemon::start(&env, &args);
+    let mut b = Browser::new(&kd.addr);
+    let mut r = kit::form_login(&mut b, "", "sam", PW);
+    if r.status == 303 {
+        r = b.get(r.header("location").expect("location"));
+    }
+    let csrf = field(&r.body, "csrf").expect("csrf");
+    let flow = field(&r.body, "flow").expect("flow");
+    let methods = field(&r.body, "methods").unwrap_or_default();
+    let sent_to = field(&r.body, "sent_to").unwrap_or_default();
+    let code = sink.nth_code(to, 3);
+    let r = b.post(
+        "/login/email",
+        &[
+            ("csrf", csrf.as_str()),
+            ("flow", flow.as_str()),
+            ("methods", methods.as_str()),
+            ("sent_to", sent_to.as_str()),
+            ("code", code.as_str()),
+        ],
+    );
+    // Signed in (a 303 on, or a page telling of the failed attempts above).
+    assert!(
+        r.set_cookie("__Host-authd_session").is_some(),
+        "signed in: {r:?}"
+    );
+    let page = b.get("/security").body;
+    assert!(page.contains("id=\"reauth-code-form\""), "{page}");
+    assert!(page.contains("Code from your email"), "{page}");
+    let csrf = field(&page, "csrf").expect("csrf");
+    let r = b.post("/security/reauth-code", &[("csrf", csrf.as_str())]);
+    assert_eq!(r.status, 303, "{r:?}");
+    let page = b.get(r.header("location").expect("location")).body;
+    assert!(page.contains("A code was mailed to you"), "{page}");
+    let code = sink.nth_code(to, 4);
+    let r = b.post(
+        "/security/reauth",
+        &[
+            ("csrf", csrf.as_str()),
+            ("password", PW),
+            ("code", code.as_str()),
+        ],
+    );
+    assert_eq!(r.status, 303, "{r:?}");
+    let page = b.get("/security").body;
+    assert!(page.contains("id=\"reauth-until\""), "{page}");
+}
