@@ -45,8 +45,20 @@ impl Reloader {
         });
     }
 
-    /// Read everything again and apply what may change; logs what changed.
+    /// Read everything again and apply what may change; logs what changed. Under systemd
+    /// (`Type=notify`), `RELOADING=1` before and `READY=1` after, so `systemctl reload`
+    /// returns once the settings are in force.
     pub async fn reload(&self, app: &App) {
+        notify(&[
+            sd_notify::NotifyState::Reloading,
+            sd_notify::NotifyState::monotonic_usec_now()
+                .unwrap_or(sd_notify::NotifyState::MonotonicUsec(0)),
+        ]);
+        self.apply(app).await;
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    async fn apply(&self, app: &App) {
         tracing::info!("SIGHUP: reading the settings again");
         let file = match self
             .config_file
@@ -146,6 +158,13 @@ impl Reloader {
                 Err(e) => tracing::warn!(error = %e, "SIGHUP: cannot change the log level"),
             }
         }
+    }
+}
+
+/// Tell the service manager (no-op without `$NOTIFY_SOCKET`).
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
 }
 
