@@ -8,8 +8,9 @@
 //!
 //! - [`Observe`]: the client address (the peer, or, only when the peer is a trusted
 //!   proxy, the right-most address of `X-Forwarded-For` that is not itself a trusted
-//!   proxy), the in-flight gauge, one metrics sample and one log line per request,
-//!   labelled by its route ([`Labels`]);
+//!   proxy), the request id, the in-flight gauge, one metrics sample per request and,
+//!   for a request in the `--access-log` sample, its `request{id=…}` span and access
+//!   line, labelled by its route ([`Labels`]);
 //! - security headers on every answer ([`secure_headers`], with
 //!   `Strict-Transport-Security` unless `--insecure-cookies`): static values set in one
 //!   response map (six tower-http `SetResponseHeaderLayer`s cost more per request), which
@@ -286,7 +287,15 @@ where
         let peer = self.o.peer;
         let ip = client_ip(peer, req.headers(), &app.config.trusted_proxies);
         let id = request_id(req.headers());
-        let span = tracing::info_span!("request", id = %id.to_str().unwrap_or("?"));
+        let sampled = sampled(app.config.access_log);
+        // The span (and what the log subscriber does for it at each poll) only for a
+        // request whose access line is written anyway: at `sample:100` the other 99 pay
+        // for none of it.
+        let span = if sampled {
+            tracing::info_span!("request", id = %id.to_str().unwrap_or("?"))
+        } else {
+            tracing::Span::none()
+        };
         let seen = Seen {
             app: app.clone(),
             started,
@@ -294,6 +303,7 @@ where
             route: self.o.labels.of(req.uri().path()),
             ip,
             id,
+            sampled,
         };
         req.extensions_mut().insert(ClientAddr {
             peer,
@@ -318,8 +328,9 @@ const X_REQUEST_ID: &str = "x-request-id";
 /// The request's id: its one `X-Request-Id` when that is sane (1–128 characters of
 /// letters, digits and `-_.:@/+=`: what proxies send — UUIDs, `Root=1-…`, hex — and
 /// nothing a log reader could take for markup or a field), else a new one
-/// ([`new_request_id`]). It is echoed in the answer's `X-Request-Id` and on every log
-/// line of the request (the `request{id=…}` span).
+/// ([`new_request_id`]). It is echoed in the answer's `X-Request-Id`, and is on every
+/// log line of a request in the access-log sample (the `request{id=…}` span; all of
+/// them by default) and on the access line of every answer of 400 or more.
 fn request_id(headers: &HeaderMap) -> HeaderValue {
     let mut given = headers.get_all(X_REQUEST_ID).iter();
     if let (Some(v), None) = (given.next(), given.next()) {
@@ -381,19 +392,18 @@ fn new_request_id() -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// Whether this answer gets an access-log line (`--access-log`): every one, none, or one
-/// in N — answers of 400 or more always.
-fn logged(mode: AccessLog, status: u16) -> bool {
+/// Whether a request is in the access-log sample (`--access-log`), decided when it
+/// starts: every one, none, or one in N. Those get the `request{id=…}` span and their
+/// access line; the others get neither, but an answer of 400 or more always gets its
+/// access line, with the id as a field (see [`Seen::answered`]).
+fn sampled(mode: AccessLog) -> bool {
     static SEEN: AtomicU64 = AtomicU64::new(0);
     match mode {
         AccessLog::All => true,
         AccessLog::Off => false,
-        AccessLog::Sample(n) => {
-            status >= 400
-                || SEEN
-                    .fetch_add(1, Ordering::Relaxed)
-                    .is_multiple_of(u64::from(n))
-        }
+        AccessLog::Sample(n) => SEEN
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(u64::from(n)),
     }
 }
 
@@ -406,26 +416,40 @@ struct Seen {
     route: &'static str,
     ip: IpAddr,
     id: HeaderValue,
+    /// In the access-log sample ([`sampled`]): its span carries the id.
+    sampled: bool,
 }
 
 impl Seen {
-    fn answered(self, status: StatusCode) {
+    /// Count the answer, and write its access line: for a request in the sample, or any
+    /// answer of 400 or more unless `--access-log off`.
+    fn answered(&self, status: StatusCode) {
         let elapsed = self.started.elapsed();
         let status = status.as_u16();
         self.app
             .metrics
             .request(self.route, status, elapsed.as_secs_f64());
-        if !logged(self.app.config.access_log, status) {
-            return;
+        let ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+        if self.sampled {
+            tracing::info!(
+                method = %self.method,
+                route = self.route,
+                status,
+                ms,
+                client = %self.ip,
+                "request"
+            );
+        } else if status >= 400 && self.app.config.access_log != AccessLog::Off {
+            tracing::info!(
+                id = %self.id.to_str().unwrap_or("?"),
+                method = %self.method,
+                route = self.route,
+                status,
+                ms,
+                client = %self.ip,
+                "request"
+            );
         }
-        tracing::info!(
-            method = %self.method,
-            route = self.route,
-            status,
-            ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-            client = %self.ip,
-            "request"
-        );
     }
 }
 
@@ -456,11 +480,11 @@ where
         let _in = this.span.enter();
         let mut answer = ready!(this.inner.poll(cx));
         if let (Some(mut seen), Ok(resp)) = (this.seen.take(), &mut answer) {
+            seen.answered(resp.status());
             resp.headers_mut().insert(
                 X_REQUEST_ID,
                 std::mem::replace(&mut seen.id, HeaderValue::from_static("")),
             );
-            seen.answered(resp.status());
         }
         Poll::Ready(answer)
     }

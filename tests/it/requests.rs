@@ -115,6 +115,19 @@ fn access_log_samples_one_in_n_and_keeps_every_error() {
         "1 in 10 of 50, and every 404:\n{}",
         d.stderr()
     );
+    // Every access line names its request: in the span for the sampled requests, as a
+    // field for the 404s outside the sample. Only sampled requests get a span.
+    let log = d.stderr();
+    let access: Vec<&str> = log.lines().filter(|l| l.contains(" request ")).collect();
+    for l in &access {
+        assert!(l.contains("request{id=") || l.contains(" id="), "{l}");
+    }
+    let spans = log.matches("request{id=").count();
+    assert!((5..=6).contains(&spans), "{spans} spans:\n{log}");
+    assert!(
+        access.iter().filter(|l| l.contains("status=404")).count() == 3,
+        "{log}"
+    );
     drop(d);
 
     let d = Daemon::start(&env, &["--access-log", "off"]);
