@@ -103,7 +103,7 @@ impl Live {
     pub fn of(config: &Config) -> Live {
         let mut allowed = config.allowed_redirect_origins.clone();
         if let Some(p) = &config.public_url {
-            if !allowed.iter().any(|a| *a == p.origin) {
+            if !allowed.contains(&p.origin) {
                 allowed.push(p.origin.clone());
             }
         }

@@ -429,27 +429,21 @@ impl Seen {
         self.app
             .metrics
             .request(self.route, status, elapsed.as_secs_f64());
-        let ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
-        if self.sampled {
-            tracing::info!(
-                method = %self.method,
-                route = self.route,
-                status,
-                ms,
-                client = %self.ip,
-                "request"
-            );
-        } else if status >= 400 && self.app.config.access_log != AccessLog::Off {
-            tracing::info!(
-                id = %self.id.to_str().unwrap_or("?"),
-                method = %self.method,
-                route = self.route,
-                status,
-                ms,
-                client = %self.ip,
-                "request"
-            );
+        let outside = !self.sampled;
+        if outside && (status < 400 || self.app.config.access_log == AccessLog::Off) {
+            return;
         }
+        // The span of a sampled request carries its id; outside the sample, the line does.
+        let id = outside.then(|| tracing::field::display(self.id.to_str().unwrap_or("?")));
+        tracing::info!(
+            id,
+            method = %self.method,
+            route = self.route,
+            status,
+            ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            client = %self.ip,
+            "request"
+        );
     }
 }
 
