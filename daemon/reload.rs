@@ -103,6 +103,9 @@ impl Reloader {
                     let (was, now) = (describe(app.mailer().as_deref()), describe(mailer.as_ref()));
                     if was != now {
                         changed.push(format!("mail ({was} → {now})"));
+                    } else if live.mail.smtp_url != old_live.mail.smtp_url {
+                        // The same server, other credentials (never logged).
+                        changed.push("smtp_url (credentials)".to_string());
                     }
                     if live.mail.mail_from != old_live.mail.mail_from {
                         changed.push("mail_from".to_string());

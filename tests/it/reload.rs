@@ -311,4 +311,13 @@ fn sighup_changes_rate_limits_origins_and_mail_on_a_kept_connection() {
         200,
         "still the same connection"
     );
+
+    // Other credentials for the same server: named, never shown.
+    let with_password = format!("smtp://authd:s3cret-pw@127.0.0.1:{}", second.port);
+    std::fs::write(&file, limits_origins_mail(0, 2, two, &with_password)).unwrap();
+    hup(&d);
+    wait_log(&d, "SIGHUP: settings changed", 3);
+    let log = d.stderr();
+    assert!(log.contains("smtp_url (credentials)"), "{log}");
+    assert!(!log.contains("s3cret-pw"), "a password in the log:\n{log}");
 }
