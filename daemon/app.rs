@@ -41,25 +41,83 @@ pub struct Inner {
     pub db_permits: Semaphore,
     pub metrics: Metrics,
     pub limiter: RateLimiter,
-    /// Where one-time codes and notices are mailed; None when mail is not configured.
-    pub mailer: Option<crate::mail::Mailer>,
+    /// Where one-time codes and notices are mailed; None when mail is not configured
+    /// ([`Inner::mailer`]; a SIGHUP may replace it).
+    mailer: std::sync::RwLock<Option<Arc<crate::mail::Mailer>>>,
     /// The bearer token `/metrics` asks for (`--metrics-token-file`); None: open.
     pub metrics_token: Option<crate::metrics::MetricsToken>,
 }
 
 /// The settings a SIGHUP may change while authd serves: the forward-auth rules and the
-/// answer for hosts no rule names. Requests take the current ones when they start.
+/// answer for hosts no rule names, the allowed redirect origins (and what derives from
+/// them: the portal's CSP), the rate limits and the mail settings. Requests take the
+/// current ones when they start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Live {
     pub forward_auth_rules: Vec<crate::config::ForwardAuthRule>,
     pub forward_auth_default: crate::config::DefaultAccess,
+    /// `allowed_redirect_origins` as configured.
+    pub redirect_origins: Vec<String>,
+    /// The origins a login may end at (and `next` may name): the configured ones and the
+    /// public URL's.
+    pub allowed_origins: Vec<String>,
+    /// The portal pages' `Content-Security-Policy` (its `form-action` names the allowed
+    /// origins); None only if it were not a valid header.
+    pub csp: Option<HeaderValue>,
+    /// The credential steps' per-address limit (the limiter is told when they change).
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    /// Where mail goes (the mailer in use is built from these).
+    pub mail: MailSettings,
+}
+
+/// The mail settings: `smtp_url` (may hold a password: never logged), `mail_dir`,
+/// `mail_from`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MailSettings {
+    pub smtp_url: Option<String>,
+    pub mail_dir: Option<std::path::PathBuf>,
+    pub mail_from: Option<String>,
+}
+
+impl MailSettings {
+    pub fn of(config: &Config) -> MailSettings {
+        MailSettings {
+            smtp_url: config.smtp_url.clone(),
+            mail_dir: config.mail_dir.clone(),
+            mail_from: config.mail_from.clone(),
+        }
+    }
+
+    /// The mailer of these settings (None: mail is off).
+    pub fn mailer(&self) -> Result<Option<crate::mail::Mailer>, String> {
+        crate::mail::Mailer::from_config(
+            self.smtp_url.as_deref(),
+            self.mail_dir.as_deref(),
+            self.mail_from.as_deref(),
+        )
+    }
 }
 
 impl Live {
     pub fn of(config: &Config) -> Live {
+        let mut allowed = config.allowed_redirect_origins.clone();
+        if let Some(p) = &config.public_url {
+            if !allowed.contains(&p.origin) {
+                allowed.push(p.origin.clone());
+            }
+        }
+        // Forms may end in a redirect to an allowed origin: form-action must allow it.
+        let csp = HeaderValue::from_str(&crate::portal::security::csp(&allowed)).ok();
         Live {
             forward_auth_rules: config.forward_auth_rules.clone(),
             forward_auth_default: config.forward_auth_default,
+            redirect_origins: config.allowed_redirect_origins.clone(),
+            allowed_origins: allowed,
+            csp,
+            rate_limit_per_minute: config.rate_limit_per_minute,
+            rate_limit_burst: config.rate_limit_burst,
+            mail: MailSettings::of(config),
         }
     }
 }
@@ -73,11 +131,31 @@ impl Inner {
         }
     }
 
-    /// Replace the live settings (a SIGHUP).
+    /// Replace the live settings (a SIGHUP); the rate limiter takes the new limits.
     pub fn set_live(&self, live: Live) {
+        self.limiter
+            .set_limits(live.rate_limit_per_minute, live.rate_limit_burst);
         match self.live.write() {
             Ok(mut l) => *l = Arc::new(live),
             Err(p) => *p.into_inner() = Arc::new(live),
+        }
+    }
+
+    /// The mailer in use now (None: mail is off). A delivery keeps the one it started
+    /// with when a SIGHUP replaces it.
+    pub fn mailer(&self) -> Option<Arc<crate::mail::Mailer>> {
+        match self.mailer.read() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replace the mailer (a SIGHUP with new mail settings).
+    pub fn set_mailer(&self, mailer: Option<crate::mail::Mailer>) {
+        let mailer = mailer.map(Arc::new);
+        match self.mailer.write() {
+            Ok(mut m) => *m = mailer,
+            Err(p) => *p.into_inner() = mailer,
         }
     }
 }
@@ -120,18 +198,16 @@ impl App {
             db_permits: Semaphore::new(config.db_concurrency.max(1)),
             metrics: Metrics::new(),
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
-            mailer: None,
+            mailer: std::sync::RwLock::new(None),
             metrics_token: None,
             live: std::sync::RwLock::new(Arc::new(Live::of(&config))),
             config,
         })))
     }
 
-    /// Set the mailer (at start-up, before the app is shared).
-    pub fn with_mailer(mut self, mailer: Option<crate::mail::Mailer>) -> App {
-        if let Some(inner) = Arc::get_mut(&mut self.0) {
-            inner.mailer = mailer;
-        }
+    /// Set the mailer (at start-up).
+    pub fn with_mailer(self, mailer: Option<crate::mail::Mailer>) -> App {
+        self.set_mailer(mailer);
         self
     }
 
@@ -206,16 +282,17 @@ impl App {
     }
 
     /// Drain the outbox of mailed notices forever (a background task; nothing to do
-    /// without a mailer). A link notice's `{link}` becomes `LINK_BASE/reset?token=TOKEN`
-    /// (see [`App::link_base`]), in memory only.
+    /// while there is no mailer, and the mailer in use at each round). A link notice's
+    /// `{link}` becomes `LINK_BASE/reset?token=TOKEN` (see [`App::link_base`]), in memory
+    /// only.
     pub fn spawn_outbox(&self, link_base: String) {
         let app = self.clone();
         tokio::spawn(async move {
-            let Some(mailer) = app.mailer.as_ref() else {
-                return;
-            };
             loop {
                 tokio::time::sleep(crate::mail::OUTBOX_POLL).await;
+                let Some(mailer) = app.mailer() else {
+                    continue;
+                };
                 let due = app
                     .call(|core| core.due_notices(crate::mail::OUTBOX_BATCH))
                     .await;

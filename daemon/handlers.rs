@@ -80,7 +80,7 @@ pub(crate) fn count<T>(app: &App, d: &Decision<T>) {
 /// Mail the one-time code a decision issued. Err when it could not be delivered (logged
 /// and counted); the caller fails the answer closed.
 pub(crate) async fn send_code(app: &App, m: &login::Mail) -> Result<(), ()> {
-    let sent = match app.mailer.as_ref() {
+    let sent = match app.mailer() {
         Some(mailer) => mailer.send(&m.to, &m.subject, &m.body).await,
         None => Err("mail is not configured on this server (--smtp-url or --mail-dir)".into()),
     };

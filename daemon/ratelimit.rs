@@ -10,10 +10,14 @@
 //! none, so full buckets are swept out once a minute, and when [`MAX_TRACKED`] clients are
 //! tracked anyway the least recently seen tenth is forgotten.
 //!
+//! The limits can change while authd serves ([`RateLimiter::set_limits`], a SIGHUP): each
+//! client's bucket keeps its tokens, capped at the new burst, and refills at the new rate.
+//!
 //! Time is a parameter (`now`), never read here, so tests drive the clock.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,14 +28,16 @@ pub const MAX_TRACKED: usize = 100_000;
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub struct RateLimiter {
-    /// Tokens per second; 0 = off.
-    rate: f64,
-    burst: f64,
+    /// Whether the limiter is on (`per_minute > 0`): read without the lock.
+    on: AtomicBool,
     max_tracked: usize,
     state: Mutex<State>,
 }
 
 struct State {
+    /// Tokens per second; 0 = off.
+    rate: f64,
+    burst: f64,
     buckets: HashMap<IpAddr, Bucket>,
     last_sweep: Option<Instant>,
 }
@@ -60,24 +66,41 @@ impl RateLimiter {
 
     fn with_max_tracked(per_minute: u32, burst: u32, max_tracked: usize) -> RateLimiter {
         RateLimiter {
-            rate: f64::from(per_minute) / 60.0,
-            burst: f64::from(burst.max(1)),
+            on: AtomicBool::new(per_minute > 0),
             max_tracked: max_tracked.max(1),
             state: Mutex::new(State {
+                rate: f64::from(per_minute) / 60.0,
+                burst: f64::from(burst.max(1)),
                 buckets: HashMap::new(),
                 last_sweep: None,
             }),
         }
     }
 
+    /// New limits from now on (a SIGHUP): every client keeps the tokens it has, up to the
+    /// new burst; `per_minute = 0` switches the limiter off (and forgets every client).
+    pub fn set_limits(&self, per_minute: u32, burst: u32) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.rate = f64::from(per_minute) / 60.0;
+        st.burst = f64::from(burst.max(1));
+        if per_minute == 0 {
+            st.buckets.clear();
+        }
+        self.on.store(per_minute > 0, Ordering::Relaxed);
+    }
+
     /// Spend one attempt for `ip` at `now`: `Ok` when allowed, otherwise `Err` with the
     /// time until the next attempt would be.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        if self.rate <= 0.0 {
+        if !self.on.load(Ordering::Relaxed) {
             return Ok(());
         }
         let key = key(ip);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.rate <= 0.0 {
+            return Ok(());
+        }
+        let (rate, burst) = (st.rate, st.burst);
         let sweep_due = match st.last_sweep {
             None => true,
             Some(t) => now.saturating_duration_since(t) >= SWEEP_EVERY,
@@ -93,18 +116,16 @@ impl RateLimiter {
             }
         }
         let fresh = Bucket {
-            tokens: self.burst,
+            tokens: burst,
             at: now,
         };
         let bucket = st.buckets.entry(key).or_insert(fresh);
-        let mut b = bucket.refilled(now, self.rate, self.burst);
+        let mut b = bucket.refilled(now, rate, burst);
         let answer = if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                ((1.0 - b.tokens) / self.rate).max(0.0),
-            ))
+            Err(Duration::from_secs_f64(((1.0 - b.tokens) / rate).max(0.0)))
         };
         *bucket = b;
         answer
@@ -112,7 +133,7 @@ impl RateLimiter {
 
     /// Forget the buckets that have refilled: they behave exactly like absent ones.
     fn sweep(&self, st: &mut State, now: Instant) {
-        let (rate, burst) = (self.rate, self.burst);
+        let (rate, burst) = (st.rate, st.burst);
         st.buckets
             .retain(|_, b| b.refilled(now, rate, burst).tokens < burst);
     }
@@ -254,6 +275,40 @@ mod tests {
             assert!(rl.check(last, t_end).is_ok());
         }
         assert!(rl.check(last, t_end).is_err());
+    }
+
+    #[test]
+    fn limits_change_while_serving() {
+        let rl = RateLimiter::new(60, 3);
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        for _ in 0..3 {
+            assert!(rl.check(a, t0).is_ok());
+        }
+        assert!(rl.check(a, t0).is_err());
+        // A larger burst gives nobody tokens at once; a faster rate refills sooner.
+        rl.set_limits(600, 10);
+        assert!(rl.check(a, t0).is_err(), "no tokens minted by the change");
+        let t1 = t0 + Duration::from_millis(250);
+        assert!(rl.check(a, t1).is_ok(), "10 a second now: 2.5 tokens back");
+        assert!(rl.check(a, t1).is_ok());
+        assert!(rl.check(a, t1).is_err());
+        // A smaller burst caps what a client has.
+        let b = ip("192.0.2.2");
+        assert!(rl.check(b, t1).is_ok());
+        rl.set_limits(60, 1);
+        assert!(rl.check(b, t1).is_ok(), "capped at the new burst of one");
+        assert!(rl.check(b, t1).is_err());
+        // Off, and on again: clients start afresh.
+        rl.set_limits(0, 1);
+        for _ in 0..100 {
+            assert!(rl.check(b, t1).is_ok());
+        }
+        assert_eq!(rl.tracked(), 0);
+        rl.set_limits(60, 2);
+        assert!(rl.check(b, t1).is_ok());
+        assert!(rl.check(b, t1).is_ok());
+        assert!(rl.check(b, t1).is_err());
     }
 
     #[test]

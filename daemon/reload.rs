@@ -1,11 +1,14 @@
 //! SIGHUP: read the settings again (flags and environment as at start-up, the `--config`
 //! file anew) and apply what can change while authd serves — the log level, the
-//! forward-auth rules and default — and read the key file again (authd also notices a
-//! changed key file by itself within a second; see `authcore::rotation`). A configuration
-//! that does not resolve is refused with a log line and the one in use kept. Settings that
-//! need a restart (listeners, database, timeouts…) are named in a warning and left as
-//! they are. Connections and requests in flight are not touched: a request keeps the
-//! settings it started with.
+//! forward-auth rules and default, the allowed redirect origins (and the portal's CSP
+//! built from them), the rate limits and the mail settings (a new mailer) — and read the
+//! key file again (authd also notices a changed key file by itself within a second; see
+//! `authcore::rotation`). One line says what changed. A configuration that does not
+//! resolve is refused with a log line and the one in use kept; so are mail settings that
+//! do not make a mailer (the rest applies). Settings that need a restart (listeners,
+//! database, timeouts, trusted proxies, the public URL…) are named in a warning and left
+//! as they are. Connections and requests in flight are not touched: a request keeps the
+//! settings it started with, a mail being sent the mailer it started with.
 
 use std::path::PathBuf;
 
@@ -42,8 +45,20 @@ impl Reloader {
         });
     }
 
-    /// Read everything again and apply what may change; logs what changed.
+    /// Read everything again and apply what may change; logs what changed. Under systemd
+    /// (`Type=notify`), `RELOADING=1` before and `READY=1` after, so `systemctl reload`
+    /// returns once the settings are in force.
     pub async fn reload(&self, app: &App) {
+        notify(&[
+            sd_notify::NotifyState::Reloading,
+            sd_notify::NotifyState::monotonic_usec_now()
+                .unwrap_or(sd_notify::NotifyState::MonotonicUsec(0)),
+        ]);
+        self.apply(app).await;
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    async fn apply(&self, app: &App) {
         tracing::info!("SIGHUP: reading the settings again");
         let file = match self
             .config_file
@@ -64,31 +79,47 @@ impl Reloader {
                 return;
             }
         };
-        let mut changed: Vec<String> = Vec::new();
-        let old_live = app.live();
-        let live = Live::of(&new);
-        if live.forward_auth_rules != old_live.forward_auth_rules {
-            changed.push(format!(
-                "forward_auth_rules ({} → {} rules)",
-                old_live.forward_auth_rules.len(),
-                live.forward_auth_rules.len()
-            ));
-        }
-        if live.forward_auth_default != old_live.forward_auth_default {
-            changed.push(format!(
-                "forward_auth_default ({:?} → {:?})",
-                old_live.forward_auth_default, live.forward_auth_default
-            ));
-        }
-        if *old_live != live {
-            app.set_live(live);
-        }
         let restart = needs_restart(&app.config, &new);
         if !restart.is_empty() {
             tracing::warn!(
                 settings = %restart.join(", "),
                 "SIGHUP: these settings changed but take effect only at the next start"
             );
+        }
+        let old_live = app.live();
+        let mut live = {
+            // The public URL's origin (one of the allowed origins) stays the running one's.
+            let mut basis = new.clone();
+            basis.public_url.clone_from(&app.config.public_url);
+            Live::of(&basis)
+        };
+        let mut changed = live_changes(&old_live, &live);
+        if live.mail != old_live.mail {
+            match live.mail.mailer() {
+                Ok(mailer) => {
+                    let describe = |m: Option<&crate::mail::Mailer>| {
+                        m.map_or_else(|| "off".to_string(), |m| m.describe.clone())
+                    };
+                    let (was, now) = (describe(app.mailer().as_deref()), describe(mailer.as_ref()));
+                    if was != now {
+                        changed.push(format!("mail ({was} → {now})"));
+                    } else if live.mail.smtp_url != old_live.mail.smtp_url {
+                        // The same server, other credentials (never logged).
+                        changed.push("smtp_url (credentials)".to_string());
+                    }
+                    if live.mail.mail_from != old_live.mail.mail_from {
+                        changed.push("mail_from".to_string());
+                    }
+                    app.set_mailer(mailer);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: the mail settings are refused; keeping the mailer in use");
+                    live.mail = old_live.mail.clone();
+                }
+            }
+        }
+        if *old_live != live {
+            app.set_live(live);
         }
         let core = app.core.clone();
         match tokio::task::spawn_blocking(move || core.reload_key()).await {
@@ -133,8 +164,58 @@ impl Reloader {
     }
 }
 
+/// Tell the service manager (no-op without `$NOTIFY_SOCKET`).
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
+}
+
 fn current_level(log: &LogHandle) -> Option<String> {
     log.with_current(|f| f.to_string()).ok()
+}
+
+/// What differs between two live settings, for the log (the mail apart: see
+/// [`Reloader::reload`]).
+fn live_changes(old: &Live, new: &Live) -> Vec<String> {
+    let mut changed = Vec::new();
+    if new.forward_auth_rules != old.forward_auth_rules {
+        changed.push(format!(
+            "forward_auth_rules ({} → {} rules)",
+            old.forward_auth_rules.len(),
+            new.forward_auth_rules.len()
+        ));
+    }
+    if new.forward_auth_default != old.forward_auth_default {
+        changed.push(format!(
+            "forward_auth_default ({:?} → {:?})",
+            old.forward_auth_default, new.forward_auth_default
+        ));
+    }
+    if new.redirect_origins != old.redirect_origins {
+        changed.push(format!(
+            "allowed_redirect_origins ([{}] → [{}])",
+            old.redirect_origins.join(" "),
+            new.redirect_origins.join(" ")
+        ));
+    }
+    for (key, was, now) in [
+        (
+            "rate_limit_per_minute",
+            old.rate_limit_per_minute,
+            new.rate_limit_per_minute,
+        ),
+        (
+            "rate_limit_burst",
+            old.rate_limit_burst,
+            new.rate_limit_burst,
+        ),
+    ] {
+        if was != now {
+            changed.push(format!("{key} ({was} → {now})"));
+        }
+    }
+    changed
 }
 
 /// The settings that differ between `old` and `new` and need a restart.
@@ -160,21 +241,16 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         request_timeout as "request_timeout_secs",
         shutdown_timeout as "shutdown_timeout_secs",
         body_limit,
-        rate_limit_per_minute,
-        rate_limit_burst,
         trusted_proxies,
         hash_concurrency,
         db_concurrency,
         log_format,
         access_log,
-        smtp_url,
-        mail_from,
-        mail_dir,
         public_url,
-        allowed_redirect_origins,
         insecure_cookies,
         forward_auth_headers,
         breached_passwords,
+        passkeys as "webauthn_*",
     );
     out
 }

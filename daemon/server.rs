@@ -8,8 +8,9 @@
 //!
 //! - [`Observe`]: the client address (the peer, or, only when the peer is a trusted
 //!   proxy, the right-most address of `X-Forwarded-For` that is not itself a trusted
-//!   proxy), the in-flight gauge, one metrics sample and one log line per request,
-//!   labelled by its route ([`Labels`]);
+//!   proxy), the request id, the in-flight gauge, one metrics sample per request and,
+//!   for a request in the `--access-log` sample, its `request{id=…}` span and access
+//!   line, labelled by its route ([`Labels`]);
 //! - security headers on every answer ([`secure_headers`], with
 //!   `Strict-Transport-Security` unless `--insecure-cookies`): static values set in one
 //!   response map (six tower-http `SetResponseHeaderLayer`s cost more per request), which
@@ -286,7 +287,15 @@ where
         let peer = self.o.peer;
         let ip = client_ip(peer, req.headers(), &app.config.trusted_proxies);
         let id = request_id(req.headers());
-        let span = tracing::info_span!("request", id = %id.to_str().unwrap_or("?"));
+        let sampled = sampled(app.config.access_log);
+        // The span (and what the log subscriber does for it at each poll) only for a
+        // request whose access line is written anyway: at `sample:100` the other 99 pay
+        // for none of it.
+        let span = if sampled {
+            tracing::info_span!("request", id = %id.to_str().unwrap_or("?"))
+        } else {
+            tracing::Span::none()
+        };
         let seen = Seen {
             app: app.clone(),
             started,
@@ -294,6 +303,7 @@ where
             route: self.o.labels.of(req.uri().path()),
             ip,
             id,
+            sampled,
         };
         req.extensions_mut().insert(ClientAddr {
             peer,
@@ -316,41 +326,84 @@ where
 const X_REQUEST_ID: &str = "x-request-id";
 
 /// The request's id: its one `X-Request-Id` when that is sane (1–128 characters of
-/// letters, digits and `-_.:@/+=`), else a new one — this process's random prefix and a
-/// counter. It is echoed in the answer's `X-Request-Id` and on every log line of the
-/// request (the `request{id=…}` span).
+/// letters, digits and `-_.:@/+=`: what proxies send — UUIDs, `Root=1-…`, hex — and
+/// nothing a log reader could take for markup or a field), else a new one
+/// ([`new_request_id`]). It is echoed in the answer's `X-Request-Id`, and is on every
+/// log line of a request in the access-log sample (the `request{id=…}` span; all of
+/// them by default) and on the access line of every answer of 400 or more.
 fn request_id(headers: &HeaderMap) -> HeaderValue {
     let mut given = headers.get_all(X_REQUEST_ID).iter();
     if let (Some(v), None) = (given.next(), given.next()) {
-        let b = v.as_bytes();
-        if (1..=128).contains(&b.len())
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || b"-_.:@/+=".contains(c))
-        {
+        if sane_request_id(v.as_bytes()) {
             return v.clone();
         }
     }
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let prefix = PREFIX.get_or_init(|| authcore::crypto::random_token()[..10].to_string());
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{prefix}-{n:x}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    new_request_id()
 }
 
-/// Whether this answer gets an access-log line (`--access-log`): every one, none, or one
-/// in N — answers of 400 or more always.
-fn logged(mode: AccessLog, status: u16) -> bool {
+/// Whether an incoming `X-Request-Id` is kept (see [`request_id`]).
+fn sane_request_id(b: &[u8]) -> bool {
+    (1..=128).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:@/+=".contains(c))
+}
+
+/// Random ids read from the operating system at once, per thread.
+const REQUEST_IDS_PER_READ: usize = 256;
+
+/// A new request id: 128 bits from the operating system's CSPRNG, as 32 lowercase hex
+/// digits — unguessable (an id says nothing of the ids before or after it) and unique
+/// (two equal among 2^64 ids only with a chance of about 2^-64). Cheap: each thread reads
+/// the bytes of [`REQUEST_IDS_PER_READ`] ids in one `getrandom` call and hands them out
+/// one by one, each once.
+fn new_request_id() -> HeaderValue {
+    use std::cell::RefCell;
+    struct Pool {
+        bytes: [u8; 16 * REQUEST_IDS_PER_READ],
+        next: usize,
+    }
+    thread_local! {
+        static POOL: RefCell<Pool> = const { RefCell::new(Pool {
+            bytes: [0; 16 * REQUEST_IDS_PER_READ],
+            next: REQUEST_IDS_PER_READ,
+        }) };
+    }
+    let mut hex = [0u8; 32];
+    let made = POOL.with_borrow_mut(|pool| {
+        if pool.next == REQUEST_IDS_PER_READ {
+            getrandom::fill(&mut pool.bytes).ok()?;
+            pool.next = 0;
+        }
+        let id = &pool.bytes[16 * pool.next..][..16];
+        pool.next += 1;
+        data_encoding::HEXLOWER.encode_mut(id, &mut hex);
+        Some(())
+    });
+    match made {
+        Some(()) => HeaderValue::from_bytes(&hex),
+        None => {
+            // The operating system has no randomness to give (it never happens in
+            // practice): ids are still unique within this process.
+            static NEXT: AtomicU64 = AtomicU64::new(1);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            HeaderValue::from_str(&format!("norandom-{n:x}"))
+        }
+    }
+    .unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// Whether a request is in the access-log sample (`--access-log`), decided when it
+/// starts: every one, none, or one in N. Those get the `request{id=…}` span and their
+/// access line; the others get neither, but an answer of 400 or more always gets its
+/// access line, with the id as a field (see [`Seen::answered`]).
+fn sampled(mode: AccessLog) -> bool {
     static SEEN: AtomicU64 = AtomicU64::new(0);
     match mode {
         AccessLog::All => true,
         AccessLog::Off => false,
-        AccessLog::Sample(n) => {
-            status >= 400
-                || SEEN
-                    .fetch_add(1, Ordering::Relaxed)
-                    .is_multiple_of(u64::from(n))
-        }
+        AccessLog::Sample(n) => SEEN
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(u64::from(n)),
     }
 }
 
@@ -363,19 +416,27 @@ struct Seen {
     route: &'static str,
     ip: IpAddr,
     id: HeaderValue,
+    /// In the access-log sample ([`sampled`]): its span carries the id.
+    sampled: bool,
 }
 
 impl Seen {
-    fn answered(self, status: StatusCode) {
+    /// Count the answer, and write its access line: for a request in the sample, or any
+    /// answer of 400 or more unless `--access-log off`.
+    fn answered(&self, status: StatusCode) {
         let elapsed = self.started.elapsed();
         let status = status.as_u16();
         self.app
             .metrics
             .request(self.route, status, elapsed.as_secs_f64());
-        if !logged(self.app.config.access_log, status) {
+        let outside = !self.sampled;
+        if outside && (status < 400 || self.app.config.access_log == AccessLog::Off) {
             return;
         }
+        // The span of a sampled request carries its id; outside the sample, the line does.
+        let id = outside.then(|| tracing::field::display(self.id.to_str().unwrap_or("?")));
         tracing::info!(
+            id,
             method = %self.method,
             route = self.route,
             status,
@@ -413,11 +474,11 @@ where
         let _in = this.span.enter();
         let mut answer = ready!(this.inner.poll(cx));
         if let (Some(mut seen), Ok(resp)) = (this.seen.take(), &mut answer) {
+            seen.answered(resp.status());
             resp.headers_mut().insert(
                 X_REQUEST_ID,
                 std::mem::replace(&mut seen.id, HeaderValue::from_static("")),
             );
-            seen.answered(resp.status());
         }
         Poll::Ready(answer)
     }
@@ -829,6 +890,78 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn made_request_ids_are_random_128_bit_and_unique() {
+        // More than one read of the pool, on two threads.
+        let n = 3 * REQUEST_IDS_PER_READ + 7;
+        let mut ids: Vec<String> = (0..n)
+            .map(|_| new_request_id().to_str().unwrap().to_string())
+            .collect();
+        ids.extend(
+            std::thread::spawn(move || {
+                (0..n)
+                    .map(|_| new_request_id().to_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap(),
+        );
+        let mut ones = 0u32;
+        for id in &ids {
+            assert_eq!(id.len(), 32, "{id}");
+            let bytes = data_encoding::HEXLOWER.decode(id.as_bytes()).expect("hex");
+            ones += bytes.iter().map(|b| b.count_ones()).sum::<u32>();
+        }
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "every id once");
+        // Random bits: about half of them set (a counter or a fixed prefix is not).
+        let bits = (ids.len() * 128) as f64;
+        let share = f64::from(ones) / bits;
+        assert!((0.48..0.52).contains(&share), "{share}");
+        // Neighbours share nothing: no common prefix or suffix of 8 digits (32 bits).
+        for w in ids.windows(2) {
+            assert_ne!(w[0][..8], w[1][..8], "{w:?}");
+            assert_ne!(w[0][24..], w[1][24..], "{w:?}");
+        }
+    }
+
+    #[test]
+    fn incoming_request_ids_are_kept_only_when_sane() {
+        let with = |values: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(X_REQUEST_ID, HeaderValue::from_bytes(v).unwrap());
+            }
+            request_id(&h)
+        };
+        let longest = "a".repeat(128);
+        for kept in [
+            &b"abc-123.def_4:5"[..],
+            b"Root=1-67891233-abcdef012345678912345678",
+            b"0f8fad5b-d9cb-469f-a165-70867728950e",
+            b"a/b+c@d=",
+            longest.as_bytes(),
+        ] {
+            assert_eq!(with(&[kept]).as_bytes(), kept);
+        }
+        let too_long = "a".repeat(129);
+        for replaced in [
+            &[&b""[..]][..],
+            &[b"has spaces"],
+            &[b"tab\there"],
+            &[too_long.as_bytes()],
+            &[b"<script>"],
+            &[b"a\"b"],
+            &[b"caf\xc3\xa9"],
+            &[b"one", b"two"],
+        ] {
+            let id = with(replaced);
+            assert_eq!(id.len(), 32, "{replaced:?} → {id:?}");
+            assert!(replaced.iter().all(|r| id.as_bytes() != *r));
+        }
+        assert_eq!(request_id(&HeaderMap::new()).len(), 32);
     }
 
     fn xff(values: &[&str]) -> HeaderMap {

@@ -1,10 +1,9 @@
 //! What every portal page and form handler works with: the request's context ([`Ctx`]:
-//! cookies, CSRF, the signed-in session, pages and redirects), the parsed form
-//! ([`Form`]) and the settings computed once ([`Settings`]: the CSP and the allowed
-//! redirect origins).
+//! cookies, CSRF, the signed-in session, pages and redirects) and the parsed form
+//! ([`Form`]). The CSP and the allowed redirect origins are the live settings'
+//! ([`crate::app::Live`], computed once per configuration and SIGHUP).
 
-use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Instant;
 
 use askama::Template;
@@ -20,8 +19,7 @@ use hyper::{Response, StatusCode};
 use super::forward;
 use super::html::{Layout, Notice};
 use super::security::{self, Binding, CookieName};
-use crate::app::{ApiError, App, Req, Resp};
-use crate::config::Config;
+use crate::app::{ApiError, App, Live, Req, Resp};
 
 /// A parsed form body. Single-valued fields given twice are refused as ambiguous.
 pub(crate) struct Form {
@@ -76,67 +74,6 @@ impl Form {
     }
 }
 
-/// What the portal derives from the configuration, once: the origins a login may end at
-/// and the Content-Security-Policy of every page (which has no per-request part, such as
-/// a nonce).
-#[derive(Clone)]
-pub(crate) struct Settings {
-    /// What they were derived from: the configured origins and the public URL's.
-    source: (Vec<String>, Option<String>),
-    /// Origins a login may end at: the configured ones and the public URL's.
-    pub allowed: Vec<String>,
-    /// The `Content-Security-Policy` header (None only if it were not a valid header).
-    pub csp: Option<HeaderValue>,
-}
-
-static SETTINGS: OnceLock<Settings> = OnceLock::new();
-
-impl Settings {
-    fn source(config: &Config) -> (&[String], Option<&str>) {
-        (
-            &config.allowed_redirect_origins,
-            config.public_url.as_ref().map(|p| p.origin.as_str()),
-        )
-    }
-
-    pub(super) fn derive(config: &Config) -> Settings {
-        let (origins, public) = Settings::source(config);
-        let mut allowed = origins.to_vec();
-        if let Some(p) = public {
-            if !allowed.iter().any(|a| a == p) {
-                allowed.push(p.to_string());
-            }
-        }
-        // Forms may end in a redirect to an allowed origin: form-action must allow it.
-        let csp = HeaderValue::from_str(&security::csp(&allowed)).ok();
-        Settings {
-            source: (origins.to_vec(), public.map(str::to_string)),
-            allowed,
-            csp,
-        }
-    }
-
-    /// The settings of `config`, derived at the first page and kept for the life of the
-    /// process. A process serves one configuration; were another one served next to it
-    /// (tests start several), its settings are derived for each of its requests.
-    pub fn of(config: &Config) -> Cow<'static, Settings> {
-        Settings::kept_in(&SETTINGS, config)
-    }
-
-    pub(super) fn kept_in(
-        cell: &'static OnceLock<Settings>,
-        config: &Config,
-    ) -> Cow<'static, Settings> {
-        let kept = cell.get_or_init(|| Settings::derive(config));
-        let (origins, public) = Settings::source(config);
-        if kept.source.0 == origins && kept.source.1.as_deref() == public {
-            Cow::Borrowed(kept)
-        } else {
-            Cow::Owned(Settings::derive(config))
-        }
-    }
-}
-
 /// One request's view of the portal: settings, cookies and what the answer will set.
 pub(crate) struct Ctx<'a> {
     pub app: &'a App,
@@ -149,8 +86,8 @@ pub(crate) struct Ctx<'a> {
     /// Whether the browser sent its CSRF cookie (a new one cannot match any token).
     browser_known: bool,
     set_cookies: Vec<String>,
-    /// The allowed origins and the CSP.
-    pub settings: Cow<'static, Settings>,
+    /// The live settings when the request started: the allowed origins and the CSP.
+    pub settings: Arc<Live>,
 }
 
 impl<'a> Ctx<'a> {
@@ -179,7 +116,7 @@ impl<'a> Ctx<'a> {
             browser,
             browser_known,
             set_cookies,
-            settings: Settings::of(&app.config),
+            settings: app.live(),
         }
     }
 
@@ -408,7 +345,7 @@ impl<'a> Ctx<'a> {
     /// The checked `next` target of a login (a form field or the query), if safe.
     pub fn next_from(&self, raw: Option<&str>) -> Option<String> {
         raw.filter(|s| !s.is_empty())
-            .and_then(|s| security::safe_redirect(s, &self.settings.allowed))
+            .and_then(|s| security::safe_redirect(s, &self.settings.allowed_origins))
     }
 }
 

@@ -28,7 +28,7 @@ use hyper::{Response, StatusCode};
 use super::html;
 use super::security::{self, CookieName};
 use crate::app::{ApiError, App, Live, Req, Resp};
-use crate::config::{Config, DefaultAccess, ForwardAuthRule};
+use crate::config::{DefaultAccess, ForwardAuthRule};
 use crate::target::{self, Target};
 
 /// Whether the TCP peer is one of the configured trusted proxies.
@@ -57,7 +57,7 @@ pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
     } else {
         None
     };
-    if !host_served(config, &live, original.as_ref()) {
+    if !host_served(&live, original.as_ref()) {
         tracing::info!(
             host = original
                 .as_ref()
@@ -97,7 +97,7 @@ pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
 
 /// With `--forward-auth-default deny`, only hosts named by a rule, an allowed redirect
 /// origin or the public URL are served; an unknown target then is not served either.
-fn host_served(config: &Config, live: &Live, t: Option<&Target>) -> bool {
+fn host_served(live: &Live, t: Option<&Target>) -> bool {
     if live.forward_auth_default == DefaultAccess::Allow {
         return true;
     }
@@ -114,15 +114,7 @@ fn host_served(config: &Config, live: &Live, t: Option<&Target>) -> bool {
             .and_then(|(_, a)| target::normalize_host(a).ok())
             .is_some_and(|h| h.name == t.host.name)
     };
-    named_by_rule
-        || config
-            .allowed_redirect_origins
-            .iter()
-            .any(|o| origin_host(o))
-        || config
-            .public_url
-            .as_ref()
-            .is_some_and(|p| origin_host(&p.origin))
+    named_by_rule || live.allowed_origins.iter().any(|o| origin_host(o))
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Resp {
@@ -181,11 +173,8 @@ pub fn login_url(app: &App, original: Option<&str>) -> String {
         Some(p) => format!("{}{}/login", p.origin, p.base),
         None => "/login".to_string(),
     };
-    let mut allowed = app.config.allowed_redirect_origins.clone();
-    if let Some(p) = &app.config.public_url {
-        allowed.push(p.origin.clone());
-    }
-    match original.and_then(|u| security::safe_redirect(u, &allowed)) {
+    let live = app.live();
+    match original.and_then(|u| security::safe_redirect(u, &live.allowed_origins)) {
         Some(next) => format!("{base}?next={}", html::qs(&next)),
         None => base,
     }

@@ -11,7 +11,7 @@
 //! - Pages are askama templates (`daemon/templates/`, see [`html`]): every value is
 //!   escaped for HTML by the template engine, never by hand.
 //! - Pages are `Cache-Control: no-store`, framed by nobody, under a strict CSP (derived
-//!   from the configuration once, [`Settings`]).
+//!   from the configuration once, and again at a SIGHUP: `app::Live`).
 //! - Links are prefixed with the path of `--public-url` (a proxy may serve the portal
 //!   below `/auth`, stripping the prefix before authd sees the request).
 //! - A finished login answers `303 See Other` to the checked `next` target.
@@ -165,9 +165,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Resp {
 
 #[cfg(test)]
 mod tests {
-    use std::borrow::Cow;
-    use std::sync::OnceLock;
-
     use askama::Template;
 
     use super::ctx::*;
@@ -186,44 +183,34 @@ mod tests {
 
     #[test]
     fn the_csp_is_built_once_per_configuration() {
-        static CELL: OnceLock<Settings> = OnceLock::new();
         let a = config(
             &["https://app.example.org"],
             Some("https://auth.example.org/auth"),
         );
-        let first = Settings::kept_in(&CELL, &a);
-        let second = Settings::kept_in(&CELL, &a.clone());
-        // The same value, not an equal one built again.
-        assert!(matches!(
-            (&first, &second),
-            (Cow::Borrowed(_), Cow::Borrowed(_))
-        ));
-        assert!(std::ptr::eq(&*first, &*second));
-        let csp = first.csp.as_ref().unwrap();
-        assert!(std::ptr::eq(csp, second.csp.as_ref().unwrap()));
+        let live = crate::app::Live::of(&a);
         assert_eq!(
-            csp.to_str().unwrap(),
+            live.csp.as_ref().unwrap().to_str().unwrap(),
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
              form-action 'self' https://app.example.org https://auth.example.org; \
              frame-ancestors 'none'; base-uri 'none'"
         );
         assert_eq!(
-            first.allowed,
+            live.allowed_origins,
             ["https://app.example.org", "https://auth.example.org"]
         );
-        // Another configuration in the same process gets its own policy, not the kept one.
-        let b = config(&[], None);
-        let other = Settings::kept_in(&CELL, &b);
-        assert!(matches!(other, Cow::Owned(_)));
+        // Without allowed origins, the strict policy.
+        let other = crate::app::Live::of(&config(&[], None));
         assert_eq!(other.csp.as_ref().unwrap().to_str().unwrap(), security::CSP);
-        assert!(other.allowed.is_empty());
-        assert!(std::ptr::eq(&*Settings::kept_in(&CELL, &a), &*first));
+        assert!(other.allowed_origins.is_empty());
         // The public URL's origin is not repeated when it is also configured.
         let c = config(
             &["https://auth.example.org"],
             Some("https://auth.example.org/"),
         );
-        assert_eq!(Settings::derive(&c).allowed, ["https://auth.example.org"]);
+        assert_eq!(
+            crate::app::Live::of(&c).allowed_origins,
+            ["https://auth.example.org"]
+        );
     }
 
     #[test]

@@ -24,8 +24,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The policy of a portal whose logins may end at `allowed` origins: a form's answer may
-/// be a redirect there, so `form-action` allows them. Built once per configuration
-/// (`portal::Settings`): nothing in it varies per request.
+/// be a redirect there, so `form-action` allows them. Built once per configuration and
+/// SIGHUP (`app::Live`): nothing in it varies per request.
 pub fn csp(allowed: &[String]) -> String {
     if allowed.is_empty() {
         CSP.to_string()

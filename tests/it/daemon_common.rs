@@ -359,7 +359,7 @@ pub fn http_raw(addr: SocketAddr, what: &str, request: &[u8]) -> Resp {
     })
 }
 
-fn parse_response(what: &str, buf: &[u8]) -> Result<Resp, String> {
+pub fn parse_response(what: &str, buf: &[u8]) -> Result<Resp, String> {
     let end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

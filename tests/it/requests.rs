@@ -57,7 +57,12 @@ fn request_ids_are_kept_or_made_echoed_and_logged() {
         "the access line carries the id:\n{}",
         d.stderr()
     );
-    // Made here: without one, or for one that is not sane (spaces, too long, two).
+    // Kept up to 128 characters.
+    let longest = "b".repeat(128);
+    let r = d.request("GET", "/healthz", &[("X-Request-Id", &longest)], None);
+    assert_eq!(r.header("x-request-id"), Some(longest.as_str()));
+    // Made here: without one, or for one that is not sane (spaces, too long, two):
+    // 128 random bits, as 32 hex digits, that share nothing with the one before.
     let long = "a".repeat(129);
     let mut seen = Vec::new();
     for headers in [
@@ -66,10 +71,21 @@ fn request_ids_are_kept_or_made_echoed_and_logged() {
         vec![("X-Request-Id", long.as_str())],
         vec![("X-Request-Id", "one"), ("X-Request-Id", "two")],
         vec![("X-Request-Id", "<script>")],
+        vec![("X-Request-Id", "tab\there")],
     ] {
         let r = d.request("GET", "/healthz", &headers, None);
         let id = r.header("x-request-id").expect("an id").to_string();
-        assert!(!id.is_empty() && id.len() <= 64, "{id}");
+        assert!(
+            id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
+        if let Some(last) = seen.last() {
+            let last: &String = last;
+            assert!(
+                id[..8] != last[..8] && id[24..] != last[24..],
+                "{last} {id}"
+            );
+        }
         assert!(
             headers.iter().all(|(_, v)| *v != id),
             "{id} was not taken in"
@@ -98,6 +114,19 @@ fn access_log_samples_one_in_n_and_keeps_every_error() {
         5 + 3,
         "1 in 10 of 50, and every 404:\n{}",
         d.stderr()
+    );
+    // Every access line names its request: in the span for the sampled requests, as a
+    // field for the 404s outside the sample. Only sampled requests get a span.
+    let log = d.stderr();
+    let access: Vec<&str> = log.lines().filter(|l| l.contains(" request ")).collect();
+    for l in &access {
+        assert!(l.contains("request{id=") || l.contains(" id="), "{l}");
+    }
+    let spans = log.matches("request{id=").count();
+    assert!((5..=6).contains(&spans), "{spans} spans:\n{log}");
+    assert!(
+        access.iter().filter(|l| l.contains("status=404")).count() == 3,
+        "{log}"
     );
     drop(d);
 

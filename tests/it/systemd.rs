@@ -2,7 +2,8 @@
 //! `systemd-analyze verify` (offline, in a temporary root holding the unit, the ExecStart
 //! binary and the distribution's own units), its `systemd-analyze security` exposure stays
 //! at or below what the README states, and authd speaks the `Type=notify` protocol: READY=1
-//! on `$NOTIFY_SOCKET` once its port answers, STOPPING=1 on SIGTERM.
+//! on `$NOTIFY_SOCKET` once its port answers, STOPPING=1 on SIGTERM, RELOADING=1 … READY=1
+//! around the reload the unit's `ExecReload=` line asks for.
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
@@ -44,6 +45,16 @@ fn offline_root(unit_text: &str) -> tempfile::TempDir {
     let in_root = r.join(bin.strip_prefix("/").expect("absolute"));
     std::fs::create_dir_all(in_root.parent().expect("a parent")).expect("mkdir bin dir");
     std::fs::copy(AUTHD.path(), &in_root).expect("copy authd into the root");
+    // ExecReload='s program, from this machine (when it has it).
+    if let Some(reload) = exec_line(unit_text, "ExecReload").filter(|r| Path::new(&r[0]).exists()) {
+        let bin = Path::new(&reload[0]);
+        let in_root = r.join(
+            bin.strip_prefix("/")
+                .expect("ExecReload= names an absolute path"),
+        );
+        std::fs::create_dir_all(in_root.parent().expect("a parent")).expect("mkdir bin dir");
+        std::fs::copy(bin, &in_root).expect("copy ExecReload='s program into the root");
+    }
 
     std::fs::create_dir_all(r.join("usr/lib/systemd")).expect("mkdir usr/lib/systemd");
     let system = ["/usr/lib/systemd/system", "/lib/systemd/system"]
@@ -65,11 +76,15 @@ fn offline_root(unit_text: &str) -> tempfile::TempDir {
 
 /// The words of the unit's `ExecStart=` line (no quoting: the shipped line has none).
 pub fn exec_start(unit_text: &str) -> Vec<String> {
+    exec_line(unit_text, "ExecStart").expect("the unit has an ExecStart= line")
+}
+
+/// The words of the unit's `KEY=` line, if it has one.
+fn exec_line(unit_text: &str, key: &str) -> Option<Vec<String>> {
     let line = unit_text
         .lines()
-        .find_map(|l| l.trim().strip_prefix("ExecStart="))
-        .expect("the unit has an ExecStart= line");
-    line.split_whitespace().map(str::to_string).collect()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))?;
+    Some(line.split_whitespace().map(str::to_string).collect())
 }
 
 fn systemd_analyze(root: &Path, args: &[&str]) -> Output {
@@ -120,6 +135,18 @@ fn the_unit_passes_systemd_analyze_verify() {
     assert!(
         said.contains("notifyy"),
         "a bad Type= went unreported: {said}"
+    );
+    // ExecReload='s program must exist: a path that does not is reported.
+    let reload = exec_line(&text, "ExecReload").expect("the unit has an ExecReload= line");
+    assert_eq!(reload, ["/bin/kill", "-HUP", "$MAINPID"]);
+    let missing = text.replace(
+        "ExecReload=/bin/kill",
+        "ExecReload=/usr/local/bin/no-such-kill",
+    );
+    let (ok, said) = verify(&missing);
+    assert!(
+        !ok && said.contains("no-such-kill"),
+        "a missing ExecReload= program went unreported: {said}"
     );
 
     // The daemon's real flag names: `authd --config FILE` is what the unit runs.
@@ -312,5 +339,76 @@ fn authd_notifies_ready_once_it_answers_and_stopping_on_sigterm() {
         stopping.lines().any(|l| l == "STOPPING=1"),
         "after SIGTERM authd must send STOPPING=1: {stopping:?}"
     );
+    assert!(status.success(), "authd exited with {status}");
+}
+
+#[test]
+fn the_units_reload_makes_authd_read_its_settings_again() {
+    let text = std::fs::read_to_string(unit_path()).expect("read deploy/systemd/authd.service");
+    let reload = exec_line(&text, "ExecReload").expect("the unit has an ExecReload= line");
+    let notify = Notify::bind();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("authd.toml");
+    std::fs::write(
+        &config,
+        "log_level = \"info\"\nrate_limit_per_minute = 30\n",
+    )
+    .expect("write authd.toml");
+    let log = dir.path().join("stderr.log");
+    let addr: SocketAddr = format!("127.0.0.1:{}", closed_port())
+        .parse()
+        .expect("an address");
+    let child = authd_command()
+        .arg("--db")
+        .arg(dir.path().join("authd.db"))
+        .args(["--listen", &addr.to_string(), "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the log"))
+        .spawn()
+        .expect("start authd");
+    let mut authd = Reap(child);
+    let first = notify.recv("READY=1", Duration::from_secs(30), &mut authd.0);
+    assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
+
+    // What systemd runs for `systemctl reload authd`, $MAINPID being authd's pid.
+    std::fs::write(&config, "log_level = \"info\"\nrate_limit_per_minute = 5\n")
+        .expect("write authd.toml");
+    let pid = authd.0.id().to_string();
+    let words: Vec<&str> = reload
+        .iter()
+        .map(|w| {
+            if w == "$MAINPID" {
+                pid.as_str()
+            } else {
+                w.as_str()
+            }
+        })
+        .collect();
+    let ran = Command::new(words[0])
+        .args(&words[1..])
+        .status()
+        .expect("run ExecReload=");
+    assert!(ran.success(), "{words:?}: {ran}");
+    let reloading = notify.recv("RELOADING=1", Duration::from_secs(30), &mut authd.0);
+    assert!(
+        reloading.lines().any(|l| l == "RELOADING=1")
+            && reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    let ready = notify.recv("READY=1", Duration::from_secs(30), &mut authd.0);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // READY=1 comes once the new settings are in force (and logged).
+    let said = std::fs::read_to_string(&log).expect("read the log");
+    assert!(
+        said.contains("SIGHUP: settings changed")
+            && said.contains("rate_limit_per_minute (30 → 5)"),
+        "{said}"
+    );
+    assert_eq!(healthz(addr).status, 200, "authd still serves");
+    let status = stop(&mut authd.0);
     assert!(status.success(), "authd exited with {status}");
 }
