@@ -1942,7 +1942,7 @@ fn snapshot(env: &Env) -> Value {
     let devices = count(env, "SELECT count(*) FROM devices", &[]);
     let totp = count(
         env,
-        "SELECT coalesce(sum(last_step), 0) + count(*) FROM totp_credentials",
+        "SELECT CAST(coalesce(sum(last_step), 0) AS BIGINT) + count(*) FROM totp_credentials",
         &[],
     );
     let questions = count(env, "SELECT count(*) FROM security_questions", &[]);
