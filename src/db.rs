@@ -13,6 +13,8 @@ use rusqlite::OpenFlags;
 use crate::sql::{params, Connection, Engine, OptionalExtension};
 
 use crate::crypto::{self, SecretKey};
+
+pub mod pg;
 use crate::error::{Error, Result};
 
 pub const SCHEMA: &str = include_str!("../schema.sql");
@@ -77,7 +79,7 @@ fn configure(conn: &rusqlite::Connection) -> Result<()> {
 fn user_version(conn: &Connection) -> Result<i64> {
     match conn.engine() {
         Engine::Sqlite => Ok(conn.query_row("PRAGMA user_version", (), |r| r.get(0))?),
-        Engine::Postgres => crate::db_postgres::schema_version(conn),
+        Engine::Postgres => pg::schema_version(conn),
     }
 }
 
@@ -105,7 +107,7 @@ pub fn session_epoch(conn: &Connection) -> Result<i64> {
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     match conn.lite_mut() {
         Some(c) => migrate_sqlite(c),
-        None => crate::db_postgres::migrate(conn),
+        None => pg::migrate(conn),
     }
 }
 
@@ -219,7 +221,12 @@ pub fn register_key(conn: &Connection, key: &SecretKey, id: crypto::KeyId) -> Re
 /// Create a new database and its key file. Refuses to overwrite either.
 pub fn create(loc: &Location) -> Result<(Connection, SecretKey)> {
     if let Some(url) = postgres_url(&loc.db) {
-        return crate::db_postgres::create(url, &loc.key);
+        require_key_file(&loc.key)?;
+        refuse_existing_key_file(&loc.key)?;
+        let conn = pg::create(url)?;
+        let key = SecretKey::create_file(&loc.key)?;
+        check_key(&conn, &key, &loc.key)?;
+        return Ok((conn, key));
     }
     if let Ok(meta) = std::fs::metadata(&loc.db) {
         // Even an empty file is not ours to take over: it may be a truncated database,
@@ -234,12 +241,7 @@ pub fn create(loc: &Location) -> Result<(Connection, SecretKey)> {
             loc.db.display()
         )));
     }
-    if loc.key.exists() {
-        return Err(Error::Conflict(format!(
-            "the key file {} already exists; refusing to overwrite it",
-            loc.key.display()
-        )));
-    }
+    refuse_existing_key_file(&loc.key)?;
     let conn = rusqlite::Connection::open_with_flags(
         &loc.db,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -292,7 +294,7 @@ fn blank_refused(path: &Path, what: &str) -> Error {
 /// Open an existing database file, treating a blank one as `blank` says.
 pub fn open_with(path: &Path, blank: Blank) -> Result<Connection> {
     if let Some(url) = postgres_url(path) {
-        return crate::db_postgres::open(url, blank);
+        return pg::open(url, blank == Blank::Refuse);
     }
     // (As Path::exists: a file we cannot even look at is not there.)
     let Ok(meta) = std::fs::metadata(path) else {
@@ -330,6 +332,39 @@ fn open_file(path: &Path, blank: Blank) -> Result<Connection> {
     let mut conn = Connection::sqlite(conn);
     migrate(&mut conn).map_err(|e| describe(path, e))?;
     Ok(conn)
+}
+
+/// The key file must not exist yet (creating a database never overwrites one).
+fn refuse_existing_key_file(key: &Path) -> Result<()> {
+    if key.exists() {
+        return Err(Error::Conflict(format!(
+            "the key file {} already exists; refusing to overwrite it",
+            key.display()
+        )));
+    }
+    Ok(())
+}
+
+/// authd's start on PostgreSQL: the schema is made or migrated; the key file is loaded
+/// and checked. It is made only for a database no key has been registered with yet: a
+/// node that finds keys registered and no key file refuses to start (copy the file from
+/// the node that made it).
+fn open_or_create_postgres(url: &str, key_path: &Path) -> Result<(Connection, SecretKey)> {
+    require_key_file(key_path)?;
+    let conn = pg::open(url, false)?;
+    if key_path.exists() {
+        let key = load_key(&conn, key_path)?;
+        return Ok((conn, key));
+    }
+    if pg::known_keys(&conn)? > 0 {
+        return Err(Error::Key(format!(
+            "the key file {} is missing, and the PostgreSQL database already belongs to a key: copy the key file from the node that made it",
+            key_path.display()
+        )));
+    }
+    let key = SecretKey::create_file(key_path)?;
+    check_key(&conn, &key, key_path)?;
+    Ok((conn, key))
 }
 
 /// With PostgreSQL the key file is always named (`--key-file`, `AUTHD_KEY_FILE`,
@@ -413,7 +448,7 @@ pub struct Inspection {
 /// file belongs to it. For `authd check-config`.
 pub fn inspect(path: &Path, key_path: &Path) -> Result<Inspection> {
     let conn = match postgres_url(path) {
-        Some(url) => crate::db_postgres::connect(url)?,
+        Some(url) => pg::connect(url)?,
         None => {
             let c = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
@@ -450,7 +485,7 @@ pub fn load_key(conn: &Connection, key_path: &Path) -> Result<SecretKey> {
 /// Open the database, creating it (and its key file) when missing. For the daemon.
 pub fn open_or_create(loc: &Location) -> Result<(Connection, SecretKey)> {
     if let Some(url) = postgres_url(&loc.db) {
-        return crate::db_postgres::open_or_create(url, &loc.key);
+        return open_or_create_postgres(url, &loc.key);
     }
     if loc.db.exists() {
         let conn = open(&loc.db)?;
@@ -910,6 +945,11 @@ mod tests {
             0,
             "the cached statement was recompiled"
         );
+    }
+
+    #[test]
+    fn both_engines_are_at_one_schema_version() {
+        assert_eq!(pg::SCHEMA_VERSION, SCHEMA_VERSION);
     }
 
     #[test]

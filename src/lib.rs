@@ -13,7 +13,6 @@ pub mod breached;
 pub mod core;
 pub mod crypto;
 pub mod db;
-pub mod db_postgres;
 pub mod error;
 pub mod forgot;
 pub mod group_commit;

@@ -420,7 +420,7 @@ pub struct PgListener {
 impl PgListener {
     fn run(&self, url: &str, epoch: &AtomicU64) {
         while !self.stop.load(Ordering::SeqCst) {
-            match crate::db_postgres::connect(url) {
+            match crate::db::pg::connect(url) {
                 Ok(conn) => {
                     let r = conn
                         .with_pg_client(|c| self.listen(c, epoch))

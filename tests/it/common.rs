@@ -349,7 +349,8 @@ fn shell_quote(a: &OsStr) -> String {
 impl Drop for Env {
     fn drop(&mut self) {
         if let (Some(name), Some(base)) = (&self.pg, pg_base()) {
-            let _ = pg_admin(&base).batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            let _ = pg_admin(&base)
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
     }
 }

@@ -5,22 +5,23 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::crypto::SecretKey;
-use crate::db::{Blank, SCHEMA_VERSION};
 use crate::error::{Error, Result};
 use crate::sql::{redact_url, Connection, OptionalExtension};
 
 /// The whole schema at [`SCHEMA_VERSION`] (the same tables as SQLite's `schema.sql` with
 /// every migration; `tests/it/pg.rs` compares them).
-pub const SCHEMA: &str = include_str!("../schema.postgres.sql");
+pub const SCHEMA: &str = include_str!("../../schema.postgres.sql");
 
 /// Schema changes after the first PostgreSQL schema: `MIGRATIONS[i]` takes version
 /// `FIRST_VERSION + i` to the next. Each SQLite migration from here on has its
 /// PostgreSQL twin here.
 const MIGRATIONS: &[&str] = &[];
 
-/// The schema version `schema.postgres.sql` was first written at.
-const FIRST_VERSION: i64 = SCHEMA_VERSION - MIGRATIONS.len() as i64;
+/// The schema version `schema.postgres.sql` is written at.
+const FIRST_VERSION: i64 = 8;
+
+/// The schema version this build writes (the same as SQLite's: `db::tests` checks).
+pub const SCHEMA_VERSION: i64 = FIRST_VERSION + MIGRATIONS.len() as i64;
 
 /// The session-level advisory lock held while the schema is created or migrated.
 const MIGRATE_LOCK: i64 = 0x6175_7468_6401;
@@ -132,10 +133,11 @@ fn refuse_foreign(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Open an authd database on PostgreSQL, treating one without the schema as `blank` says.
-pub fn open(url: &str, blank: Blank) -> Result<Connection> {
+/// Open an authd database on PostgreSQL; one without the schema is refused when
+/// `refuse_blank` (authctl: only `init` creates), else given it.
+pub fn open(url: &str, refuse_blank: bool) -> Result<Connection> {
     let mut conn = connect(url)?;
-    if blank == Blank::Refuse && schema_version(&conn)? == 0 {
+    if refuse_blank && schema_version(&conn)? == 0 {
         return Err(Error::Invalid(format!(
             "the PostgreSQL database at {} holds no authd schema; nothing was changed (`authctl init --db URL` creates it)",
             redact_url(url)
@@ -146,7 +148,7 @@ pub fn open(url: &str, blank: Blank) -> Result<Connection> {
 }
 
 /// How many key check values the database holds (0: no key made it yet).
-fn known_keys(conn: &Connection) -> Result<i64> {
+pub fn known_keys(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT count(*) FROM meta WHERE key='key_check' OR key LIKE 'key_check.%'",
         (),
@@ -154,10 +156,9 @@ fn known_keys(conn: &Connection) -> Result<i64> {
     )?)
 }
 
-/// `authctl init --db postgres://…`: the database must hold no authd schema yet; the key
-/// file is made (never overwritten).
-pub fn create(url: &str, key_path: &Path) -> Result<(Connection, SecretKey)> {
-    crate::db::require_key_file(key_path)?;
+/// `authctl init --db postgres://…`: the database must hold no authd schema yet; it gets
+/// the schema (the caller makes the key file).
+pub fn create(url: &str) -> Result<Connection> {
     let mut conn = connect(url)?;
     if schema_version(&conn)? != 0 {
         return Err(Error::Conflict(format!(
@@ -165,39 +166,8 @@ pub fn create(url: &str, key_path: &Path) -> Result<(Connection, SecretKey)> {
             redact_url(url)
         )));
     }
-    if key_path.exists() {
-        return Err(Error::Conflict(format!(
-            "the key file {} already exists; refusing to overwrite it",
-            key_path.display()
-        )));
-    }
     migrate(&mut conn)?;
-    let key = SecretKey::create_file(key_path)?;
-    crate::db::check_key(&conn, &key, key_path)?;
-    Ok((conn, key))
-}
-
-/// authd's start on PostgreSQL: the schema is made or migrated; the key file is loaded
-/// and checked. It is made only for a database no key has been registered with yet: a
-/// node that finds keys registered and no key file refuses to start (copy the file from
-/// the node that made it).
-pub fn open_or_create(url: &str, key_path: &Path) -> Result<(Connection, SecretKey)> {
-    crate::db::require_key_file(key_path)?;
-    let mut conn = connect(url)?;
-    migrate(&mut conn)?;
-    if key_path.exists() {
-        let key = crate::db::load_key(&conn, key_path)?;
-        return Ok((conn, key));
-    }
-    if known_keys(&conn)? > 0 {
-        return Err(Error::Key(format!(
-            "the key file {} is missing, and the PostgreSQL database already belongs to a key: copy the key file from the node that made it",
-            key_path.display()
-        )));
-    }
-    let key = SecretKey::create_file(key_path)?;
-    crate::db::check_key(&conn, &key, key_path)?;
-    Ok((conn, key))
+    Ok(conn)
 }
 
 #[cfg(test)]
