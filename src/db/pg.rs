@@ -2,7 +2,6 @@
 //! applied under a session advisory lock so nodes starting together do not race), and
 //! the key file, which never enters the database: every node is given a copy.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
