@@ -69,6 +69,15 @@ impl Pool {
     }
 
     fn give(&self, c: Connection) {
+        if c.is_broken() {
+            // PostgreSQL went away (a restart, a failover): the idle connections to it
+            // are as dead as this one; the next requests connect afresh instead of
+            // meeting them one by one.
+            if let Ok(mut v) = self.idle.lock() {
+                v.clear();
+            }
+            return;
+        }
         if let Ok(mut v) = self.idle.lock() {
             // A connection opened read-only (the file was unwritable then) is not kept:
             // it would refuse writes after the file is writable again.

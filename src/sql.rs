@@ -260,6 +260,8 @@ struct PgConn {
     epoch_hook: RefCell<Option<EpochHook>>,
     /// Prepared statements by their SQLite-form text.
     statements: RefCell<HashMap<String, postgres::Statement>>,
+    /// An operation failed because the connection was lost.
+    lost: Cell<bool>,
     /// Open transaction and savepoint levels (PostgreSQL has no "autocommit?" query).
     depth: Cell<u32>,
     url: String,
@@ -299,6 +301,7 @@ impl Connection {
             inner: Inner::Pg(Box::new(PgConn {
                 client: RefCell::new(Some(client)),
                 epoch_hook: RefCell::new(None),
+                lost: Cell::new(false),
                 statements: RefCell::new(HashMap::new()),
                 depth: Cell::new(0),
                 url: url.to_string(),
@@ -379,7 +382,9 @@ impl Connection {
     pub fn is_broken(&self) -> bool {
         match &self.inner {
             Inner::Lite(_) => false,
-            Inner::Pg(p) => p.client.borrow().as_ref().is_none_or(|c| c.is_closed()),
+            Inner::Pg(p) => {
+                p.lost.get() || p.client.borrow().as_ref().is_none_or(|c| c.is_closed())
+            }
         }
     }
 
@@ -388,7 +393,7 @@ impl Connection {
         match &self.inner {
             Inner::Lite(c) => Ok(c.execute_batch(sql)?),
             Inner::Pg(p) => {
-                p.client().batch_execute(sql)?;
+                p.client().batch_execute(sql).map_err(|e| p.note(e))?;
                 p.track_transaction_control(sql);
                 p.after_write();
                 Ok(())
@@ -508,6 +513,16 @@ impl Drop for PgConn {
 }
 
 impl PgConn {
+    /// An error of the server or the connection; a lost connection marks this one broken
+    /// (the pool then drops it and the connections idle beside it).
+    fn note(&self, e: postgres::Error) -> Error {
+        let e = Error::from(e);
+        if e.is_connection_lost() {
+            self.lost.set(true);
+        }
+        e
+    }
+
     fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
         std::cell::RefMut::map(self.client.borrow_mut(), |c| {
             c.as_mut()
@@ -553,7 +568,8 @@ impl PgConn {
             if std::env::var_os("AUTHD_SQL_DEBUG").is_some() {
                 eprintln!("PostgreSQL refused: {}\n{text}", pg_message(e));
             }
-        })?;
+        })
+        .map_err(|e| self.note(e))?;
         let mut cache = self.statements.borrow_mut();
         if cache.len() >= PG_STATEMENTS {
             cache.clear();
@@ -726,7 +742,10 @@ impl<'c> Statement<'c> {
             unreachable!()
         };
         let binds = binds(&values)?;
-        let n = conn.client().execute(stmt, &bind_refs(&binds))?;
+        let n = conn
+            .client()
+            .execute(stmt, &bind_refs(&binds))
+            .map_err(|e| conn.note(e))?;
         conn.after_write();
         Ok(n as usize)
     }
@@ -748,7 +767,10 @@ impl<'c> Statement<'c> {
             unreachable!()
         };
         let binds = binds(&values)?;
-        let rows = conn.client().query(stmt, &bind_refs(&binds))?;
+        let rows = conn
+            .client()
+            .query(stmt, &bind_refs(&binds))
+            .map_err(|e| conn.note(e))?;
         match rows.first() {
             Some(r) => f(&Row::Pg(r)),
             None => Err(Error::NoRows),
@@ -789,7 +811,9 @@ impl<'c> Statement<'c> {
             Stmt::LiteCached(s) => return Ok(Rows(RowsInner::Lite(s.query(&*values)?))),
             Stmt::Pg { conn, stmt } => {
                 let binds = binds(&values)?;
-                conn.client().query(&*stmt, &bind_refs(&binds))?
+                conn.client()
+                    .query(&*stmt, &bind_refs(&binds))
+                    .map_err(|e| conn.note(e))?
             }
         };
         Ok(Rows(RowsInner::Pg(pg.into_iter(), None)))
@@ -812,7 +836,11 @@ impl<'c> Statement<'c> {
             unreachable!()
         };
         let binds = binds(&values)?;
-        for r in conn.client().query(stmt, &bind_refs(&binds))? {
+        let rows = conn
+            .client()
+            .query(stmt, &bind_refs(&binds))
+            .map_err(|e| conn.note(e))?;
+        for r in rows {
             each(&Row::Pg(&r))?;
         }
         Ok(())
