@@ -211,7 +211,10 @@ pub fn seal(conn: &Connection, key: &SecretKey, max_rows: usize) -> Result<usize
     let mut update = conn.prepare_cached("UPDATE audit SET mac=?1 WHERE id=?2")?;
     'batches: while sealed < max_rows {
         let rows: Vec<RawRow> = select
-            .query_map(params![after, (max_rows - sealed) as i64], raw_row)?
+            .query_map(
+                params![after, i64::try_from(max_rows - sealed).unwrap_or(i64::MAX)],
+                raw_row,
+            )?
             .collect::<crate::sql::Result<_>>()?;
         if rows.is_empty() {
             break;
@@ -301,7 +304,10 @@ pub fn rekey(conn: &Connection, key: &SecretKey, max_rows: usize) -> Result<(usi
         .prepare(&format!(
             "SELECT {COLUMNS} FROM audit WHERE id > ?1 AND mac IS NOT NULL ORDER BY id LIMIT ?2"
         ))?
-        .query_map(params![after, max_rows as i64], raw_row)?
+        .query_map(
+            params![after, i64::try_from(max_rows).unwrap_or(i64::MAX)],
+            raw_row,
+        )?
         .collect::<crate::sql::Result<_>>()?;
     let done = rows.len() < max_rows;
     let mut rewritten = 0;

@@ -107,7 +107,7 @@ pub fn reencrypt(
             aad_of = e.aad_of,
             t = e.table
         ))?
-        .query_map(params![after, max_rows as i64], |r| {
+        .query_map(params![after, i64::try_from(max_rows).unwrap_or(i64::MAX)], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get::<Option<String>>(2)?.unwrap_or_default()))
         })?
         .collect::<crate::sql::Result<_>>()?;
