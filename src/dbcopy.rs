@@ -92,7 +92,12 @@ pub fn copy(
     for t in &tables {
         let baseline = count(&tx, t)?;
         let n = copy_table(&snapshot, &tx, t)?;
-        let want = count(&snapshot, t)? - if t == "meta" { skipped_meta(&snapshot)? } else { 0 };
+        let want = count(&snapshot, t)?
+            - if t == "meta" {
+                skipped_meta(&snapshot)?
+            } else {
+                0
+            };
         let got = count(&tx, t)? - baseline;
         if n != want || got != want {
             return Err(Error::Io(format!(
@@ -186,9 +191,11 @@ fn skipped_meta(src: &Connection) -> Result<i64> {
 }
 
 fn count(conn: &Connection, table: &str) -> Result<i64> {
-    Ok(conn.query_row(&format!("SELECT count(*) FROM {}", quote(table)), (), |r| {
-        r.get(0)
-    })?)
+    Ok(
+        conn.query_row(&format!("SELECT count(*) FROM {}", quote(table)), (), |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 /// A name as an SQL identifier (both engines take double quotes).
@@ -212,10 +219,7 @@ fn copy_table(src: &Connection, dst: &Connection, table: &str) -> Result<i64> {
     } else {
         ""
     };
-    let mut select = src.prepare(&format!(
-        "SELECT {list} FROM {}{filter}",
-        quote(table)
-    ))?;
+    let mut select = src.prepare(&format!("SELECT {list} FROM {}{filter}", quote(table)))?;
     let mut rows = select.query(())?;
     let mut batch: Vec<Value> = Vec::with_capacity(BATCH * columns.len());
     let mut n = 0i64;
@@ -312,7 +316,10 @@ impl crate::Core {
         let mut dst = crate::db_postgres::connect(url)?;
         let to = crate::sql::redact_url(url);
         let entry = actor
-            .entry(crate::kinds::AuditEvent::AdminDbCopy, audit::Outcome::Success)
+            .entry(
+                crate::kinds::AuditEvent::AdminDbCopy,
+                audit::Outcome::Success,
+            )
             .detail(actor.detail(serde_json::json!({
                 "from": self.path().display().to_string(),
                 "to": to,

@@ -349,7 +349,8 @@ fn shell_quote(a: &OsStr) -> String {
 impl Drop for Env {
     fn drop(&mut self) {
         if let (Some(name), Some(base)) = (&self.pg, pg_base()) {
-            let _ = pg_admin(&base).batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            let _ = pg_admin(&base)
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
     }
 }
@@ -423,6 +424,17 @@ impl Env {
             db: PathBuf::from(format!("{base}{name}")),
             pg: Some(name),
         }
+    }
+
+    /// A temporary directory for a SQLite `authd.db`, whatever engine the run's suites
+    /// are on (what starts from a file: `authctl db copy`).
+    pub fn sqlite() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("authctl-test-")
+            .tempdir()
+            .expect("temp dir");
+        let db = dir.path().join("authd.db");
+        Env { dir, db, pg: None }
     }
 
     /// Whether this environment's database is on PostgreSQL.
