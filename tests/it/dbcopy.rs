@@ -60,8 +60,15 @@ fn pg_counts(pg: &Pg) -> String {
 fn a_sqlite_site_copied_to_postgres_signs_in_the_same() {
     let env = Env::sqlite();
     env.ctl(&["init"]).ok();
-    env.ctl(&["policy", "set", "argon2.m_kib=1024", "argon2.t=1"])
-        .ok();
+    // Terms once per version: the acceptances made on SQLite must hold on the copy.
+    env.ctl(&[
+        "policy",
+        "set",
+        "argon2.m_kib=1024",
+        "argon2.t=1",
+        "terms.mode=once_per_version",
+    ])
+    .ok();
     env.ctl(&["group", "add", "pupil-data", "--require-2fa"])
         .ok();
     env.ctl(&["org", "add", "school"]).ok();
