@@ -52,13 +52,14 @@ fn seeded(table: &str) -> Option<&'static str> {
 }
 
 /// Copy everything from `src` (SQLite) into `dst` (PostgreSQL); see the module
-/// documentation. `entry` is the copy's audit row, recorded in the target at `now` and
-/// sealed with `key` (the source's key file, which the copy keeps).
+/// documentation. `entry` makes the copy's audit row from what was copied; it is recorded
+/// in the target at `now` and sealed with `key` (the source's key file, which the copy
+/// keeps).
 pub fn copy(
     src: &mut Connection,
     dst: &mut Connection,
     key: &SecretKey,
-    entry: Entry,
+    entry: impl FnOnce(&Copied) -> Entry,
     now: i64,
 ) -> Result<Copied> {
     if src.engine() != Engine::Sqlite || dst.engine() != Engine::Postgres {
@@ -109,15 +110,16 @@ pub fn copy(
     reset_sequences(&tx, &tables)?;
     drop(snapshot);
 
-    audit::record(&tx, &entry, now)?;
+    let rows = copied.values().sum();
+    let copied = Copied {
+        tables: copied,
+        rows,
+    };
+    audit::record(&tx, &entry(&copied), now)?;
     // The copied rows a running authd had not sealed yet, and the copy's own.
     while audit_chain::seal(&tx, key, 10_000)? > 0 {}
     tx.commit()?;
-    let rows = copied.values().sum();
-    Ok(Copied {
-        tables: copied,
-        rows,
-    })
+    Ok(copied)
 }
 
 /// The tables of the source's schema, parents before the tables whose foreign keys name
@@ -316,15 +318,20 @@ impl crate::Core {
         }
         let mut dst = crate::db_postgres::connect(url)?;
         let to = crate::sql::redact_url(url);
-        let entry = actor
-            .entry(
-                crate::kinds::AuditEvent::AdminDbCopy,
-                audit::Outcome::Success,
-            )
-            .detail(actor.detail(serde_json::json!({
-                "from": self.path().display().to_string(),
-                "to": to,
-            })));
+        let from = self.path().display().to_string();
+        let entry = |c: &Copied| {
+            actor
+                .entry(
+                    crate::kinds::AuditEvent::AdminDbCopy,
+                    audit::Outcome::Success,
+                )
+                .detail(actor.detail(serde_json::json!({
+                    "from": from,
+                    "to": to,
+                    "tables": c.tables.len(),
+                    "rows": c.rows,
+                })))
+        };
         let now = self.now();
         let copied = self.with_conn(|src, key| copy(src, &mut dst, key, entry, now))?;
         Ok(DbCopy {

@@ -233,10 +233,23 @@ fn a_sqlite_site_copied_to_postgres_signs_in_the_same() {
 }
 
 #[test]
-fn db_copy_refuses_what_is_not_a_postgres_url() {
+fn db_copy_refuses_another_schema_version_and_what_is_not_a_postgres_url() {
     let env = Env::sqlite();
     env.ctl(&["init"]).ok();
     env.ctl(&["db", "copy", "--to", "other.db"])
         .fails(2)
         .stderr_has("PostgreSQL URL");
+
+    // A target at another schema version (another build's) is refused, untouched.
+    let pg = Pg::start();
+    pg.psql_file("authd", &repo_root().join("schema.postgres.sql"));
+    pg.psql(
+        "authd",
+        "UPDATE meta SET value = '7' WHERE key = 'schema_version'",
+    );
+    env.ctl(&["db", "copy", "--to", &pg.url("authd")])
+        .fails(2)
+        .stderr_has("schema version 7");
+    assert_eq!(pg.psql("authd", "SELECT count(*) FROM meta").trim(), "1");
+    assert_eq!(pg.psql("authd", "SELECT count(*) FROM audit").trim(), "0");
 }
