@@ -243,6 +243,10 @@ fn db_copy_refuses_another_schema_version_and_what_is_not_a_postgres_url() {
     // A target at another schema version (another build's) is refused, untouched.
     let pg = Pg::start();
     pg.psql_file("authd", &repo_root().join("schema.postgres.sql"));
+    let version = pg.psql(
+        "authd",
+        "SELECT value FROM meta WHERE key = 'schema_version'",
+    );
     pg.psql(
         "authd",
         "UPDATE meta SET value = '7' WHERE key = 'schema_version'",
@@ -252,4 +256,23 @@ fn db_copy_refuses_another_schema_version_and_what_is_not_a_postgres_url() {
         .stderr_has("schema version 7");
     assert_eq!(pg.psql("authd", "SELECT count(*) FROM meta").trim(), "1");
     assert_eq!(pg.psql("authd", "SELECT count(*) FROM audit").trim(), "0");
+
+    // At this build's version, a schema without rows is an empty target: filled, and
+    // the counts and the key file to give authd are printed.
+    pg.psql(
+        "authd",
+        &format!(
+            "UPDATE meta SET value = '{}' WHERE key = 'schema_version'",
+            version.trim()
+        ),
+    );
+    let out = env.ctl(&["db", "copy", "--to", &pg.url("authd")]);
+    out.ok()
+        .stdout_has("row counts checked")
+        .stdout_has("audit")
+        .stdout_has("--key-file");
+    assert!(
+        out.stdout.contains(&env.key().display().to_string()),
+        "names the key file: {out:?}"
+    );
 }
