@@ -78,6 +78,10 @@ pub enum Command {
     /// A consistent copy of the database into FILE while authd serves (never over an
     /// existing file). The key file is not in it: keep a copy of the key separately.
     Backup(BackupArgs),
+    /// Move the database to another engine: `db copy --to postgres://…` copies this SQLite
+    /// database (--db) into an empty PostgreSQL database, for running several nodes.
+    #[command(subcommand)]
+    Db(DbCmd),
     /// Check the database: integrity, schema version, that the key opens every secret,
     /// the audit chain. Exits 1 naming what is wrong.
     Verify,
@@ -446,6 +450,28 @@ pub struct BackupArgs {
     /// The new file (refused if it exists).
     #[arg(value_name = "FILE")]
     pub file: std::path::PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCmd {
+    /// Copy everything (users, hashes, encrypted secrets, factors, devices, sessions,
+    /// policy, terms, questions, OpenID Connect, the audit log and its chain) with every
+    /// id kept into an EMPTY PostgreSQL database, in one transaction, from a consistent
+    /// snapshot (authd may keep serving from the SQLite file meanwhile). A target with no
+    /// schema gets it; one holding any row is refused (exit 4) and left unchanged. Row
+    /// counts are compared table by table and printed. The key file stays the same file:
+    /// start authd on the copy with `--db URL --key-file` the source's key file.
+    ///
+    /// Example: authctl --db /var/lib/authd/authd.db db copy --to postgres://authd@db1/authd
+    #[command(verbatim_doc_comment)]
+    Copy(DbCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbCopyArgs {
+    /// The target: postgres://user[:password]@host[:port]/dbname (an empty database).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
 }
 
 #[derive(Debug, Subcommand)]

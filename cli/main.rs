@@ -86,6 +86,9 @@ fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
             (AuditEvent::AdminQuestionsSet, String::new())
         }
         Command::Backup(a) => (AuditEvent::AdminBackup, a.file.display().to_string()),
+        Command::Db(args::DbCmd::Copy(a)) => {
+            (AuditEvent::AdminDbCopy, authcore::sql::redact_url(&a.to))
+        }
         Command::Key(args::KeyCmd::Rotate) => (AuditEvent::AdminKeyRotate, String::new()),
         Command::Audit(args::AuditArgs {
             cmd: Some(args::AuditCmd::Prune { .. }),
@@ -114,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             None => audit_cmd::run(&g, a),
         },
         Command::Backup(a) => maint::backup(&g, a),
+        Command::Db(args::DbCmd::Copy(a)) => maint::db_copy(&g, a),
         Command::Verify => maint::verify(&g),
         Command::Key(c) => keys::run(&g, c),
         Command::Org(c) => admin::org(&g, c),

@@ -7,7 +7,7 @@ use anyhow::Result;
 use authcore::util::parse_time;
 use serde_json::json;
 
-use crate::args::{AuditCmd, BackupArgs, Global};
+use crate::args::{AuditCmd, BackupArgs, DbCopyArgs, Global};
 use crate::ctx::{location, Ctx};
 use crate::output::{emit, kv, Refused};
 
@@ -20,6 +20,32 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
             "backed up to {} ({} bytes)\nThe key file is NOT in the backup: keep a copy of {} \
              apart from it (without the key, enrolled authenticators cannot be read).",
             b.path, b.bytes, b.key_file
+        )
+    });
+    Ok(0)
+}
+
+pub fn db_copy(g: &Global, a: DbCopyArgs) -> Result<i32> {
+    let ctx = Ctx::open(g)?;
+    let key = location(g).key;
+    let c = ctx.core.db_copy(&ctx.actor, &a.to, &key)?;
+    emit(ctx.json, &c.copied, || {
+        let mut rows: Vec<(&str, String)> = c
+            .copied
+            .tables
+            .iter()
+            .map(|(t, n)| (t.as_str(), n.to_string()))
+            .collect();
+        rows.push(("total", c.copied.rows.to_string()));
+        format!(
+            "copied {} rows into {} (row counts checked table by table):\n{}\n\
+             Start authd on the copy with the SAME key file: \
+             authd --db {} --key-file {}",
+            c.copied.rows,
+            c.to,
+            kv(&rows),
+            c.to,
+            c.key_file
         )
     });
     Ok(0)

@@ -41,6 +41,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('passkey', 'passkey', [CompletionResultType]::ParameterValue, 'List and remove a user''s passkeys (WebAuthn credentials they registered)')
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Query the audit log; `audit verify|prune|export` check, cut and ship it')
             [CompletionResult]::new('backup', 'backup', [CompletionResultType]::ParameterValue, 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately')
+            [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Move the database to another engine: `db copy --to postgres://…` copies this SQLite database (--db) into an empty PostgreSQL database, for running several nodes')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong')
             [CompletionResult]::new('key', 'key', [CompletionResultType]::ParameterValue, 'The key file''s keys: list them, rotate to a new one, retire an old one')
             [CompletionResult]::new('org', 'org', [CompletionResultType]::ParameterValue, 'Organisations (tenants)')
@@ -542,6 +543,44 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'authctl;db' {
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('copy', 'copy', [CompletionResultType]::ParameterValue, 'Copy everything (users, hashes, encrypted secrets, factors, devices, sessions, policy, terms, questions, OpenID Connect, the audit log and its chain) with every id kept into an EMPTY PostgreSQL database, in one transaction, from a consistent snapshot (authd may keep serving from the SQLite file meanwhile). A target with no schema gets it; one holding any row is refused (exit 4) and left unchanged. Row counts are compared table by table and printed. The key file stays the same file: start authd on the copy with `--db URL --key-file` the source''s key file.')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'authctl;db;copy' {
+            [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'The target: postgres://user[:password]@host[:port]/dbname (an empty database)')
+            [CompletionResult]::new('--db', '--db', [CompletionResultType]::ParameterName, 'The database file')
+            [CompletionResult]::new('--key-file', '--key-file', [CompletionResultType]::ParameterName, 'The secret-encryption key file [default: DB.key]')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}')
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Answer yes to confirmations (needed for destructive commands without a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'authctl;db;help' {
+            [CompletionResult]::new('copy', 'copy', [CompletionResultType]::ParameterValue, 'Copy everything (users, hashes, encrypted secrets, factors, devices, sessions, policy, terms, questions, OpenID Connect, the audit log and its chain) with every id kept into an EMPTY PostgreSQL database, in one transaction, from a consistent snapshot (authd may keep serving from the SQLite file meanwhile). A target with no schema gets it; one holding any row is refused (exit 4) and left unchanged. Row counts are compared table by table and printed. The key file stays the same file: start authd on the copy with `--db URL --key-file` the source''s key file.')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'authctl;db;help;copy' {
+            break
+        }
+        'authctl;db;help;help' {
             break
         }
         'authctl;verify' {
@@ -1254,6 +1293,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('passkey', 'passkey', [CompletionResultType]::ParameterValue, 'List and remove a user''s passkeys (WebAuthn credentials they registered)')
             [CompletionResult]::new('audit', 'audit', [CompletionResultType]::ParameterValue, 'Query the audit log; `audit verify|prune|export` check, cut and ship it')
             [CompletionResult]::new('backup', 'backup', [CompletionResultType]::ParameterValue, 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately')
+            [CompletionResult]::new('db', 'db', [CompletionResultType]::ParameterValue, 'Move the database to another engine: `db copy --to postgres://…` copies this SQLite database (--db) into an empty PostgreSQL database, for running several nodes')
             [CompletionResult]::new('verify', 'verify', [CompletionResultType]::ParameterValue, 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong')
             [CompletionResult]::new('key', 'key', [CompletionResultType]::ParameterValue, 'The key file''s keys: list them, rotate to a new one, retire an old one')
             [CompletionResult]::new('org', 'org', [CompletionResultType]::ParameterValue, 'Organisations (tenants)')
@@ -1363,6 +1403,13 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             break
         }
         'authctl;help;backup' {
+            break
+        }
+        'authctl;help;db' {
+            [CompletionResult]::new('copy', 'copy', [CompletionResultType]::ParameterValue, 'Copy everything (users, hashes, encrypted secrets, factors, devices, sessions, policy, terms, questions, OpenID Connect, the audit log and its chain) with every id kept into an EMPTY PostgreSQL database, in one transaction, from a consistent snapshot (authd may keep serving from the SQLite file meanwhile). A target with no schema gets it; one holding any row is refused (exit 4) and left unchanged. Row counts are compared table by table and printed. The key file stays the same file: start authd on the copy with `--db URL --key-file` the source''s key file.')
+            break
+        }
+        'authctl;help;db;copy' {
             break
         }
         'authctl;help;verify' {

@@ -25,6 +25,9 @@ _authctl() {
             authctl,client)
                 cmd="authctl__subcmd__client"
                 ;;
+            authctl,db)
+                cmd="authctl__subcmd__db"
+                ;;
             authctl,device)
                 cmd="authctl__subcmd__device"
                 ;;
@@ -151,6 +154,18 @@ _authctl() {
             authctl__subcmd__client__subcmd__help,show)
                 cmd="authctl__subcmd__client__subcmd__help__subcmd__show"
                 ;;
+            authctl__subcmd__db,copy)
+                cmd="authctl__subcmd__db__subcmd__copy"
+                ;;
+            authctl__subcmd__db,help)
+                cmd="authctl__subcmd__db__subcmd__help"
+                ;;
+            authctl__subcmd__db__subcmd__help,copy)
+                cmd="authctl__subcmd__db__subcmd__help__subcmd__copy"
+                ;;
+            authctl__subcmd__db__subcmd__help,help)
+                cmd="authctl__subcmd__db__subcmd__help__subcmd__help"
+                ;;
             authctl__subcmd__device,help)
                 cmd="authctl__subcmd__device__subcmd__help"
                 ;;
@@ -225,6 +240,9 @@ _authctl() {
                 ;;
             authctl__subcmd__help,client)
                 cmd="authctl__subcmd__help__subcmd__client"
+                ;;
+            authctl__subcmd__help,db)
+                cmd="authctl__subcmd__help__subcmd__db"
                 ;;
             authctl__subcmd__help,device)
                 cmd="authctl__subcmd__help__subcmd__device"
@@ -312,6 +330,9 @@ _authctl() {
                 ;;
             authctl__subcmd__help__subcmd__client,show)
                 cmd="authctl__subcmd__help__subcmd__client__subcmd__show"
+                ;;
+            authctl__subcmd__help__subcmd__db,copy)
+                cmd="authctl__subcmd__help__subcmd__db__subcmd__copy"
                 ;;
             authctl__subcmd__help__subcmd__device,list)
                 cmd="authctl__subcmd__help__subcmd__device__subcmd__list"
@@ -641,7 +662,7 @@ _authctl() {
 
     case "${cmd}" in
         authctl)
-            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device passkey audit backup verify key org group policy session terms questions import client generate help"
+            opts="-y -h -V --db --key-file --json --yes --help --version init user passwd enroll totp reset-2fa unlock device passkey audit backup db verify key org group policy session terms questions import client generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1168,6 +1189,96 @@ _authctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        authctl__subcmd__db)
+            opts="-y -h -V --db --key-file --json --yes --help --version copy help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__db__subcmd__copy)
+            opts="-y -h -V --to --db --key-file --json --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__db__subcmd__help)
+            opts="copy help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__db__subcmd__help__subcmd__copy)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__db__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         authctl__subcmd__device)
             opts="-y -h -V --db --key-file --json --yes --help --version list revoke help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1677,7 +1788,7 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help)
-            opts="init user passwd enroll totp reset-2fa unlock device passkey audit backup verify key org group policy session terms questions import client generate help"
+            opts="init user passwd enroll totp reset-2fa unlock device passkey audit backup db verify key org group policy session terms questions import client generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1845,6 +1956,34 @@ _authctl() {
             return 0
             ;;
         authctl__subcmd__help__subcmd__client__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__db)
+            opts="copy"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        authctl__subcmd__help__subcmd__db__subcmd__copy)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -38,6 +38,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand passkey 'List and remove a user''s passkeys (WebAuthn credentials they registered)'
             cand audit 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
             cand backup 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
+            cand db 'Move the database to another engine: `db copy --to postgres://…` copies this SQLite database (--db) into an empty PostgreSQL database, for running several nodes'
             cand verify 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
             cand key 'The key file''s keys: list them, rotate to a new one, retire an old one'
             cand org 'Organisations (tenants)'
@@ -486,6 +487,39 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
+        }
+        &'authctl;db'= {
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand copy 'Copy everything (users, hashes, encrypted secrets, factors, devices, sessions, policy, terms, questions, OpenID Connect, the audit log and its chain) with every id kept into an EMPTY PostgreSQL database, in one transaction, from a consistent snapshot (authd may keep serving from the SQLite file meanwhile). A target with no schema gets it; one holding any row is refused (exit 4) and left unchanged. Row counts are compared table by table and printed. The key file stays the same file: start authd on the copy with `--db URL --key-file` the source''s key file.'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;db;copy'= {
+            cand --to 'The target: postgres://user[:password]@host[:port]/dbname (an empty database)'
+            cand --db 'The database file'
+            cand --key-file 'The secret-encryption key file [default: DB.key]'
+            cand --json 'Machine output: one JSON document (JSON lines for streams); errors as {"error","message"}'
+            cand -y 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand --yes 'Answer yes to confirmations (needed for destructive commands without a terminal)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'authctl;db;help'= {
+            cand copy 'Copy everything (users, hashes, encrypted secrets, factors, devices, sessions, policy, terms, questions, OpenID Connect, the audit log and its chain) with every id kept into an EMPTY PostgreSQL database, in one transaction, from a consistent snapshot (authd may keep serving from the SQLite file meanwhile). A target with no schema gets it; one holding any row is refused (exit 4) and left unchanged. Row counts are compared table by table and printed. The key file stays the same file: start authd on the copy with `--db URL --key-file` the source''s key file.'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'authctl;db;help;copy'= {
+        }
+        &'authctl;db;help;help'= {
         }
         &'authctl;verify'= {
             cand --db 'The database file'
@@ -1112,6 +1146,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand passkey 'List and remove a user''s passkeys (WebAuthn credentials they registered)'
             cand audit 'Query the audit log; `audit verify|prune|export` check, cut and ship it'
             cand backup 'A consistent copy of the database into FILE while authd serves (never over an existing file). The key file is not in it: keep a copy of the key separately'
+            cand db 'Move the database to another engine: `db copy --to postgres://…` copies this SQLite database (--db) into an empty PostgreSQL database, for running several nodes'
             cand verify 'Check the database: integrity, schema version, that the key opens every secret, the audit chain. Exits 1 naming what is wrong'
             cand key 'The key file''s keys: list them, rotate to a new one, retire an old one'
             cand org 'Organisations (tenants)'
@@ -1194,6 +1229,11 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;help;audit;export'= {
         }
         &'authctl;help;backup'= {
+        }
+        &'authctl;help;db'= {
+            cand copy 'Copy everything (users, hashes, encrypted secrets, factors, devices, sessions, policy, terms, questions, OpenID Connect, the audit log and its chain) with every id kept into an EMPTY PostgreSQL database, in one transaction, from a consistent snapshot (authd may keep serving from the SQLite file meanwhile). A target with no schema gets it; one holding any row is refused (exit 4) and left unchanged. Row counts are compared table by table and printed. The key file stays the same file: start authd on the copy with `--db URL --key-file` the source''s key file.'
+        }
+        &'authctl;help;db;copy'= {
         }
         &'authctl;help;verify'= {
         }

@@ -262,6 +262,8 @@ names! {
         AdminResetLink = "admin.reset_link",
         AdminImport = "admin.import",
         AdminBackup = "admin.backup",
+        /// `authctl db copy`: the site copied into PostgreSQL (recorded in the copy).
+        AdminDbCopy = "admin.db.copy",
         AdminAuditPrune = "admin.audit.prune",
         AdminKeyRotate = "admin.key.rotate",
         AdminKeyRetire = "admin.key.retire",
@@ -459,6 +461,7 @@ mod tests {
                 "admin.reset_link",
                 "admin.import",
                 "admin.backup",
+                "admin.db.copy",
                 "admin.audit.prune",
                 "admin.key.rotate",
                 "admin.key.retire",

@@ -13,6 +13,7 @@ pub mod breached;
 pub mod core;
 pub mod crypto;
 pub mod db;
+pub mod dbcopy;
 pub mod error;
 pub mod forgot;
 pub mod group_commit;

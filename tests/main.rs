@@ -20,6 +20,9 @@ mod imports;
 mod interop;
 #[path = "it/pg.rs"]
 mod pg;
+// Moving a site from SQLite to PostgreSQL (issue 13): `authctl db copy`.
+#[path = "it/dbcopy.rs"]
+mod dbcopy;
 #[path = "it/presets.rs"]
 mod presets;
 #[path = "it/rotation.rs"]

@@ -426,6 +426,17 @@ impl Env {
         }
     }
 
+    /// A temporary directory for a SQLite `authd.db`, whatever engine the run's suites
+    /// are on (what starts from a file: `authctl db copy`).
+    pub fn sqlite() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("authctl-test-")
+            .tempdir()
+            .expect("temp dir");
+        let db = dir.path().join("authd.db");
+        Env { dir, db, pg: None }
+    }
+
     /// Whether this environment's database is on PostgreSQL.
     pub fn is_pg(&self) -> bool {
         self.pg.is_some()
