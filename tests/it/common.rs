@@ -354,7 +354,8 @@ impl Drop for Env {
             if !self.db.to_string_lossy().starts_with(&base) {
                 return;
             }
-            let _ = pg_admin(&base).batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            let _ = pg_admin(&base)
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
     }
 }
