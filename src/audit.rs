@@ -114,25 +114,29 @@ pub fn record(conn: &Connection, e: &Entry, now: i64) -> Result<i64> {
 
 fn insert(conn: &Connection, e: &Entry, now: i64) -> Result<i64> {
     // Every decision writes one: reuse the compiled statement.
-    Ok(conn.prepare_cached(
-        "INSERT INTO audit(at, event, outcome, reason, username, username_key, user_id, org_id,
+    Ok(conn
+        .prepare_cached(
+            "INSERT INTO audit(at, event, outcome, reason, username, username_key, user_id, org_id,
                            ip, user_agent, actor, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
-    )?
-    .query_row(params![
-        now,
-        e.event,
-        e.outcome.unwrap_or(Outcome::Failure).as_str(),
-        clip(&e.reason),
-        clip(&e.username),
-        names::key_of(&e.username),
-        e.user_id,
-        e.org_id,
-        clip(&e.ip),
-        clip(&e.user_agent),
-        clip(&e.actor),
-        e.detail.chars().take(4096).collect::<String>(),
-    ], |r| r.get(0))?)
+        )?
+        .query_row(
+            params![
+                now,
+                e.event,
+                e.outcome.unwrap_or(Outcome::Failure).as_str(),
+                clip(&e.reason),
+                clip(&e.username),
+                names::key_of(&e.username),
+                e.user_id,
+                e.org_id,
+                clip(&e.ip),
+                clip(&e.user_agent),
+                clip(&e.actor),
+                e.detail.chars().take(4096).collect::<String>(),
+            ],
+            |r| r.get(0),
+        )?)
 }
 
 /// A stored row, as queries return it.

@@ -510,7 +510,8 @@ impl Drop for PgConn {
 impl PgConn {
     fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
         std::cell::RefMut::map(self.client.borrow_mut(), |c| {
-            c.as_mut().expect("a PostgreSQL connection is open until dropped")
+            c.as_mut()
+                .expect("a PostgreSQL connection is open until dropped")
         })
     }
 

@@ -950,7 +950,11 @@ pub fn db_bytes(env: &Env) -> Vec<u8> {
             .arg(env.db.display().to_string())
             .output()
             .expect("pg_dump");
-        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return out.stdout;
     }
     let mut all = Vec::new();
