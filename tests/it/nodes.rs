@@ -242,11 +242,11 @@ fn one_totp_code_on_fifty_flows_over_the_nodes_succeeds_once() {
 /// How soon after a revoke other nodes refuse the session. Measured on this 2-core
 /// machine: a median of 3–5 ms and most runs' maximum under 60 ms — but in about one run
 /// in three, one or two revocations of the 51 stay answered from another node's memory
-/// for 0.25 s to 8 s while the database already has them revoked (an engine finding,
-/// reported: the session cache's listener is late to hear the notification). So this
+/// for 0.25 s to 11 s while the database already has them revoked (an engine finding,
+/// reported, cause not yet established). So this
 /// test holds what is true today — the median and 9 checks in 10 within `PG_SETTLE`,
 /// every one within `REFUSAL_BOUND` — and prints the rest; the maximum is to come down to
-/// `PG_SETTLE` once the listener is fixed.
+/// `PG_SETTLE` once the cause is fixed.
 const REFUSAL_BOUND: Duration = Duration::from_secs(30);
 
 /// Poll `GET /v1/session` on each of `nodes` (one thread each) until it refuses `token`;
