@@ -103,3 +103,8 @@ mod systemd;
 // a real relying party and the refusals over raw HTTP.
 #[path = "it/oidc.rs"]
 mod oidc;
+
+// Several authd nodes on one PostgreSQL (issue 13): lockout, TOTP, revocation, nginx
+// round robin, kill -9 and a PostgreSQL restart across nodes.
+#[path = "it/nodes.rs"]
+mod nodes;

@@ -348,7 +348,12 @@ fn shell_quote(a: &OsStr) -> String {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // Only a database of the suites' shared cluster is dropped here (one on a test's
+        // own cluster, `Env::on_url`, goes with that cluster).
         if let (Some(name), Some(base)) = (&self.pg, pg_base()) {
+            if !self.db.to_string_lossy().starts_with(&base) {
+                return;
+            }
             let _ = pg_admin(&base)
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
@@ -435,6 +440,21 @@ impl Env {
             .expect("temp dir");
         let db = dir.path().join("authd.db");
         Env { dir, db, pg: None }
+    }
+
+    /// An environment on the (empty) PostgreSQL database at `url`, e.g. a test's own
+    /// cluster (`pg::Pg::url`); the key file in a temporary directory. Nothing is dropped
+    /// with it.
+    pub fn on_url(url: &str) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("authctl-test-")
+            .tempdir()
+            .expect("temp dir");
+        Env {
+            dir,
+            db: PathBuf::from(url),
+            pg: Some(url.to_string()),
+        }
     }
 
     /// Whether this environment's database is on PostgreSQL.

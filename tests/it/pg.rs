@@ -87,19 +87,32 @@ impl Pg {
                 "--no-sync",
             ],
         );
+        pg.start_again();
+        pg.psql("postgres", "CREATE DATABASE authd");
+        pg
+    }
+
+    /// Start the (stopped) cluster again on the same port and data.
+    pub fn start_again(&self) {
+        let data = self.data().display().to_string();
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} -c fsync=off",
-            pg.dir.path().display()
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.path().display()
         );
-        let log = pg.dir.path().join("server.log").display().to_string();
-        pg.server_cmd(
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.server_cmd(
             "pg_ctl",
             &[
                 "-D", &data, "-o", &opts, "-l", &log, "-w", "-t", "30", "start",
             ],
         );
-        pg.psql("postgres", "CREATE DATABASE authd");
-        pg
+    }
+
+    /// Stop the cluster at once (`-m immediate`: connections cut, as a crash would).
+    pub fn stop(&self) {
+        let data = self.data().display().to_string();
+        self.server_cmd("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
     }
 
     fn data(&self) -> PathBuf {
