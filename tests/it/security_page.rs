@@ -358,4 +358,8 @@ fn an_emailed_code_re_authenticates_users_of_emailed_codes() {
     assert_eq!(r.status, 303, "{r:?}");
     let page = b.get("/security").body;
     assert!(page.contains("id=\"reauth-until\""), "{page}");
+    // Confirmed, an emailed-code user is offered new recovery codes, and no authenticator
+    // app to remove (they have none).
+    assert!(page.contains("id=\"new-codes\""), "{page}");
+    assert!(!page.contains("id=\"remove-totp\""), "{page}");
 }
