@@ -2,7 +2,7 @@
 --
 -- The same tables, columns, keys and constraints as SQLite's `schema.sql` with every
 -- step of `migrations/` applied, written at once at the version recorded in `meta`
--- (`schema_version`). `tests/it/pg_schema.rs` loads this file into a private PostgreSQL
+-- (`schema_version`). `tests/it/pg.rs` loads this file into a private PostgreSQL
 -- cluster and compares it, table by table, with a database the SQLite code created:
 -- a migration added for one engine and not the other fails that test.
 --

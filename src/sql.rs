@@ -460,16 +460,6 @@ impl Connection {
         })
     }
 
-    /// A transaction on a shared reference (tests and one-off tools): rolled back on drop
-    /// unless committed. The caller makes sure nothing else uses the connection meanwhile.
-    pub fn unchecked_transaction(&self) -> Result<UncheckedTransaction<'_>> {
-        self.execute_batch("BEGIN")?;
-        Ok(UncheckedTransaction {
-            conn: self,
-            done: false,
-        })
-    }
-
     /// A savepoint: a transaction inside the current one (or a new one when none is
     /// open). Released by `commit`, rolled back on drop.
     pub fn savepoint(&mut self) -> Result<Savepoint<'_>> {
@@ -524,6 +514,18 @@ impl PgConn {
             self.lost.set(true);
         }
         e
+    }
+
+    /// Run a prepared statement with these values: its rows.
+    fn query(
+        &self,
+        stmt: &postgres::Statement,
+        values: &[&dyn ToSql],
+    ) -> Result<Vec<postgres::Row>> {
+        let binds = binds(values)?;
+        self.client()
+            .query(stmt, &bind_refs(&binds))
+            .map_err(|e| self.note(e))
     }
 
     fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
@@ -609,11 +611,6 @@ impl Transaction<'_> {
         self.done = true;
         self.conn.execute_batch("COMMIT")
     }
-
-    pub fn rollback(mut self) -> Result<()> {
-        self.done = true;
-        self.conn.execute_batch("ROLLBACK")
-    }
 }
 
 impl Drop for Transaction<'_> {
@@ -633,34 +630,6 @@ impl std::ops::Deref for Transaction<'_> {
 
 impl std::ops::DerefMut for Transaction<'_> {
     fn deref_mut(&mut self) -> &mut Connection {
-        self.conn
-    }
-}
-
-/// A transaction of [`Connection::unchecked_transaction`]; derefs to the connection.
-pub struct UncheckedTransaction<'c> {
-    conn: &'c Connection,
-    done: bool,
-}
-
-impl UncheckedTransaction<'_> {
-    pub fn commit(mut self) -> Result<()> {
-        self.done = true;
-        self.conn.execute_batch("COMMIT")
-    }
-}
-
-impl Drop for UncheckedTransaction<'_> {
-    fn drop(&mut self) {
-        if !self.done && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
-}
-
-impl std::ops::Deref for UncheckedTransaction<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
         self.conn
     }
 }
@@ -769,11 +738,7 @@ impl<'c> Statement<'c> {
         let Stmt::Pg { conn, stmt } = &self.0 else {
             unreachable!()
         };
-        let binds = binds(&values)?;
-        let rows = conn
-            .client()
-            .query(stmt, &bind_refs(&binds))
-            .map_err(|e| conn.note(e))?;
+        let rows = conn.query(stmt, &values)?;
         match rows.first() {
             Some(r) => f(&Row::Pg(r)),
             None => Err(Error::NoRows),
@@ -812,12 +777,7 @@ impl<'c> Statement<'c> {
         let pg = match &mut self.0 {
             Stmt::Lite(s) => return Ok(Rows(RowsInner::Lite(s.query(&*values)?))),
             Stmt::LiteCached(s) => return Ok(Rows(RowsInner::Lite(s.query(&*values)?))),
-            Stmt::Pg { conn, stmt } => {
-                let binds = binds(&values)?;
-                conn.client()
-                    .query(&*stmt, &bind_refs(&binds))
-                    .map_err(|e| conn.note(e))?
-            }
+            Stmt::Pg { conn, stmt } => conn.query(stmt, &values)?,
         };
         Ok(Rows(RowsInner::Pg(pg.into_iter(), None)))
     }
@@ -838,12 +798,7 @@ impl<'c> Statement<'c> {
         let Stmt::Pg { conn, stmt } = &self.0 else {
             unreachable!()
         };
-        let binds = binds(&values)?;
-        let rows = conn
-            .client()
-            .query(stmt, &bind_refs(&binds))
-            .map_err(|e| conn.note(e))?;
-        for r in rows {
+        for r in conn.query(stmt, &values)? {
             each(&Row::Pg(&r))?;
         }
         Ok(())

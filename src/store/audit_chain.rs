@@ -657,7 +657,7 @@ mod tests {
 
     #[test]
     fn a_rotation_seals_the_log_again_in_batches_and_it_verifies_throughout() {
-        let (_d, conn, old) = db();
+        let (_d, mut conn, old) = db();
         write(&conn, 10, 1000);
         seal_all(&conn, &old);
         prune(&conn, &old, 1003).unwrap();
@@ -705,7 +705,7 @@ mod tests {
         assert_eq!(broken_at(&conn, &only_new), Some(9));
         let (newer, _) = new.with_new_key();
         // (In its write transaction, as the core runs it: the refusal undoes the batch.)
-        let tx = conn.unchecked_transaction().unwrap();
+        let tx = conn.begin(true).unwrap();
         assert!(rekey(&tx, &newer, 100).is_err());
         drop(tx);
         assert_eq!(broken_at(&conn, &only_new), Some(9), "nothing laundered");
