@@ -353,12 +353,31 @@ pub async fn logout(app: &App, req: Req) -> Result<Resp, ApiError> {
     }
 }
 
-pub async fn password_policy(app: &App) -> Result<Resp, ApiError> {
+/// The password rules a request asks about: with a Bearer session, that account's (a
+/// second factor allows the shorter minimum); without one, an account's whose password is
+/// its only factor. A Bearer token that is not a live session is 401, not the general rules.
+async fn password_rules(
+    app: &App,
+    req: &Req,
+) -> Result<(authcore::password::PasswordPolicy, Option<usize>), ApiError> {
+    if req.bearer().is_some() {
+        let s = session_of(app, req).await?;
+        let rules = app
+            .call(move |core| core.password_rules_of(s.user_id))
+            .await?;
+        return Ok((rules, None));
+    }
     let p = app.call(|core| core.policy()).await?;
-    // The rules of an account without a second factor; with one, the shorter minimum.
-    let mut body = json!({"rules": p.password.rules()});
-    if p.password_min_length_second_factor > 0 {
-        body["min_length_with_second_factor"] = p.password_min_length_second_factor.into();
+    let shorter =
+        (p.password_min_length_second_factor > 0).then_some(p.password_min_length_second_factor);
+    Ok((p.password_for(false), shorter))
+}
+
+pub async fn password_policy(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let (rules, shorter) = password_rules(app, &req).await?;
+    let mut body = json!({"rules": rules.rules()});
+    if let Some(n) = shorter {
+        body["min_length_with_second_factor"] = n.into();
     }
     Ok(json_resp(StatusCode::OK, &body))
 }
@@ -370,13 +389,13 @@ struct CheckBody {
 }
 
 pub async fn password_check(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let (rules, _) = password_rules(app, &req).await?;
     let b: CheckBody = req.json()?;
-    let p = app.call(|core| core.policy()).await?;
-    let rules = p.password.check(&b.password);
-    let ok = authcore::password::PasswordPolicy::is_ok(&rules);
+    let checked = rules.check(&b.password);
+    let ok = authcore::password::PasswordPolicy::is_ok(&checked);
     Ok(json_resp(
         StatusCode::OK,
-        &json!({"ok": ok, "rules": rules}),
+        &json!({"ok": ok, "rules": checked}),
     ))
 }
 

@@ -329,8 +329,8 @@ async fn metrics(State(app): State<App>, req: Req) -> Response {
     answer(h::metrics(&app, &req))
 }
 
-async fn password_policy(State(app): State<App>) -> Response {
-    answer(h::password_policy(&app).await)
+async fn password_policy(State(app): State<App>, req: Req) -> Response {
+    answer(h::password_policy(&app, req).await)
 }
 
 async fn portal(State(app): State<App>, req: Req) -> Response {

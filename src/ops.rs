@@ -302,6 +302,16 @@ impl Core {
         self.read(Policy::load)
     }
 
+    /// The password rules of user `user_id`'s next password: with a second factor (or one
+    /// the account must enrol) the shorter minimum applies.
+    pub fn password_rules_of(&self, user_id: i64) -> Result<crate::password::PasswordPolicy> {
+        self.read(|c| {
+            let policy = Policy::load(c)?;
+            let user = crate::store::users::by_id(c, user_id)?;
+            crate::login::password_policy_for(c, &user, &policy)
+        })
+    }
+
     /// Every policy setting with its value and default.
     pub fn policy_entries(&self) -> Result<Vec<policy::Entry>> {
         self.read(policy::entries)

@@ -151,7 +151,7 @@ fn nist_asks_15_characters_without_a_second_factor_and_8_with_one() {
     passwd("pair", TWELVE)
         .fails(5)
         .stderr_has("15 characters minimum");
-    enroll_totp(&env, "pair");
+    let (mut app, _) = enroll_totp(&env, "pair");
     passwd("pair", TWELVE).ok();
     // Below 8 is refused even with a second factor.
     passwd("pair", "vq7#Lm!")
@@ -191,4 +191,34 @@ fn nist_asks_15_characters_without_a_second_factor_and_8_with_one() {
     reset(&pair, other).expect(200);
     // The refusal left the link usable: a long enough password goes through.
     reset(&solo, "quiet lantern orbit meadow river").expect(200);
+
+    // Signed in, the live checklist is the account's: beside its second factor, 8.
+    let session = d.login_totp("pair", other, &mut app);
+    let check = |token: Option<&str>| {
+        let body = json!({"password": TWELVE});
+        match token {
+            Some(t) => d.post_auth("/v1/password/check", t, Some(&body)),
+            None => d.post("/v1/password/check", &body),
+        }
+    };
+    assert_eq!(check(None).expect(200)["ok"], false);
+    let mine = check(Some(&session)).expect(200);
+    assert_eq!(mine["ok"], true, "{mine:#}");
+    assert!(
+        mine.to_string().contains("8 characters minimum"),
+        "{mine:#}"
+    );
+    let rules = d.get_auth("/v1/password/policy", &session).expect(200);
+    assert!(
+        rules.to_string().contains("8 characters minimum"),
+        "{rules:#}"
+    );
+    assert!(
+        rules.get("min_length_with_second_factor").is_none(),
+        "{rules:#}"
+    );
+    // A token that is no session is refused, not answered with the general rules.
+    check(Some("not-a-session")).expect_error(401, "unauthorized");
+    d.get_auth("/v1/password/policy", "not-a-session")
+        .expect_error(401, "unauthorized");
 }
