@@ -394,23 +394,27 @@ impl Drop for SessionCache {
 /// to every listening session when that transaction commits).
 pub const EPOCH_CHANNEL: &str = "authd_session_epoch";
 
-/// How often the listener wakes to see whether it should stop and whether its connection
-/// still answers.
-const LISTEN_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often the listener reads the epoch row (and so the longest a commit whose
+/// notification is late stays unseen), sees whether it should stop, and whether its
+/// connection still answers.
+const LISTEN_TICK: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// On PostgreSQL, commits by other nodes are not visible as SQLite's `data_version`: one
-/// connection per core LISTENs on [`EPOCH_CHANNEL`] instead, and every notification moves
-/// the cache to a new epoch. Memory answers only while the listener is connected and
-/// listening; when its connection fails it stops answering (every check goes to the
-/// database), moves the epoch on, and reconnects once a second; a new listener knows
-/// nothing of what it missed, so it moves the epoch on when it starts.
+/// On PostgreSQL, commits by other nodes are not visible as SQLite's `data_version`: a
+/// listener connection LISTENs on [`EPOCH_CHANNEL`] instead, every notification moves
+/// the cache to a new epoch, and every [`LISTEN_TICK`] it also reads the epoch row itself
+/// and moves the epoch when the row moved. Memory answers only while the listener is
+/// connected and listening; when its connection fails it stops answering (every check
+/// goes to the database), moves the epoch on, and reconnects once a second; a new
+/// listener knows nothing of what it missed, so it moves the epoch on when it starts.
 ///
 /// Staleness bound: a change committed on any node is refused by another node's check
-/// that starts after the notification reached this listener — PostgreSQL sends
-/// notifications to listening sessions as the notifying transaction commits, so the
-/// window is that delivery (loopback: well under a millisecond; measured by
-/// `tests/it/nodes.rs`), never longer than the listener's liveness check
-/// ([`LISTEN_TICK`]) plus its failure handling if the connection is lost silently.
+/// that starts after this listener heard of it — by the notification PostgreSQL sends as
+/// the transaction commits (loopback: a few milliseconds), and at the latest by the next
+/// read of the epoch row, at most [`LISTEN_TICK`] plus one query later. The row read is
+/// what makes the bound: under load PostgreSQL now and then delivered a notification to
+/// some listeners seconds late (measured: 0.1–4.6 s, to every other node at the same
+/// moment), and a bound that waits on delivery alone would let a revoked session through
+/// for that long. `tests/it/nodes.rs` measures both.
 #[derive(Default)]
 pub struct PgListener {
     listening: std::sync::atomic::AtomicBool,
@@ -447,6 +451,13 @@ impl PgListener {
         epoch: &AtomicU64,
     ) -> std::result::Result<(), postgres::Error> {
         c.batch_execute(&format!("LISTEN {EPOCH_CHANNEL}"))?;
+        let read_epoch = |c: &mut postgres::Client| -> std::result::Result<i64, postgres::Error> {
+            c.query_one("SELECT n FROM session_epoch WHERE id = 1", &[])?
+                .try_get(0)
+        };
+        // The epoch row as of now: anything committed before this read is in it, and
+        // anything after it moves it (and notifies).
+        let mut seen = read_epoch(c)?;
         epoch.fetch_add(1, Ordering::SeqCst);
         self.listening.store(true, Ordering::SeqCst);
         while !self.stop.load(Ordering::SeqCst) {
@@ -457,8 +468,15 @@ impl PgListener {
                     epoch.fetch_add(1, Ordering::SeqCst);
                 }
             }
-            // A connection lost without a word (no reset) shows here.
-            c.simple_query("SELECT 1")?;
+            // A notification PostgreSQL is late to deliver (measured: seconds, now and
+            // then, under load) must not keep a revoked session alive: the epoch row
+            // itself is read every tick, which also shows a connection lost without a
+            // word.
+            let now = read_epoch(c)?;
+            if now != seen {
+                seen = now;
+                epoch.fetch_add(1, Ordering::SeqCst);
+            }
         }
         Ok(())
     }
