@@ -954,7 +954,10 @@ mod tests {
         // schema.postgres.sql is the whole schema at once: it ends with every PostgreSQL
         // migration, word for word (tests/it/pg.rs compares it with SQLite's).
         for m in pg::MIGRATIONS {
-            assert!(pg::SCHEMA.contains(m.trim()), "schema.postgres.sql lacks {m}");
+            assert!(
+                pg::SCHEMA.contains(m.trim()),
+                "schema.postgres.sql lacks {m}"
+            );
         }
     }
 

@@ -757,9 +757,9 @@ impl Core {
                     .entry(AuditEvent::AdminTotpTest, Outcome::Success)
                     .username(&u.username)
                     .user(u.id, u.org_id)
-                    .detail(
-                        actor.detail(json!({"match": matched, "offset": found.map(|m| m.offset), "app": app})),
-                    ),
+                    .detail(actor.detail(
+                        json!({"match": matched, "offset": found.map(|m| m.offset), "app": app}),
+                    )),
                 now,
             )?;
             Ok(TotpDiagnosis {

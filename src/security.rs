@@ -214,18 +214,16 @@ pub fn reauthenticate(
     let code_ok = match user.mfa_method {
         None => true,
         Some(MfaMethod::Totp) => match code {
-            Some(c) if password_ok => {
-                factors::check_totp(
-                    &tx,
-                    key,
-                    s.user_id,
-                    factors::Apps::Confirmed,
-                    c,
-                    now,
-                    policy.totp_skew,
-                )?
-                .is_ok()
-            }
+            Some(c) if password_ok => factors::check_totp(
+                &tx,
+                key,
+                s.user_id,
+                factors::Apps::Confirmed,
+                c,
+                now,
+                policy.totp_skew,
+            )?
+            .is_ok(),
             _ => false,
         },
         // The code mailed to this session by `send_reauth_code` (six digits), used once.
@@ -276,7 +274,15 @@ pub fn reauthenticate(
     } else {
         "wrong_password"
     };
-    count_failure(tx, &policy, client, s, AuditEvent::SecurityReauth, reason, now)?;
+    count_failure(
+        tx,
+        &policy,
+        client,
+        s,
+        AuditEvent::SecurityReauth,
+        reason,
+        now,
+    )?;
     Err(Error::InvalidCredentials)
 }
 
@@ -586,6 +592,30 @@ pub fn confirm_totp_app(
         id,
         name: app.name,
         confirmed: true,
+    }))
+}
+
+/// An added app of the user still waiting for its first code, with its secret and URI
+/// again (the portal shows its QR code once more after a wrong code); None otherwise.
+pub fn pending_totp_app(
+    conn: &Connection,
+    key: &SecretKey,
+    s: &SessionInfo,
+    id: i64,
+) -> Result<Option<AddedApp>> {
+    let Some(app) = factors::get_totp(conn, key, s.user_id)?
+        .into_iter()
+        .find(|a| a.id == id && a.confirmed_at.is_none())
+    else {
+        return Ok(None);
+    };
+    let issuer = Policy::load(conn)?.totp_issuer;
+    Ok(Some(AddedApp {
+        id,
+        otpauth_uri: crate::totp::otpauth_uri(&issuer, &s.user.username, &app.secret)
+            .map_err(Error::Invalid)?,
+        secret: crate::totp::secret_base32(&app.secret),
+        name: app.name,
     }))
 }
 

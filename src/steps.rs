@@ -428,6 +428,15 @@ impl Core {
         self.with_conn(|conn, key| security::confirm_totp_app(conn, key, client, s, id, code, now))
     }
 
+    /// An added app still waiting for its first code, its secret and URI again (blocks).
+    pub fn pending_own_totp_app(
+        &self,
+        s: &SessionInfo,
+        id: i64,
+    ) -> Result<Option<security::AddedApp>> {
+        self.with_conn(|conn, key| security::pending_totp_app(conn, key, s, id))
+    }
+
     /// Remove one of the user's authenticator apps, not the last (needs a fresh
     /// re-authentication; blocks).
     pub fn remove_own_totp_app(&self, client: &Client, s: &SessionInfo, id: i64) -> Result<()> {

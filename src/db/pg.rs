@@ -15,9 +15,8 @@ pub const SCHEMA: &str = include_str!("../../schema.postgres.sql");
 /// `FIRST_VERSION + i` to the next. Each SQLite migration from here on has its
 /// PostgreSQL twin here (`migrations/postgres/`), and `schema.postgres.sql` ends with the
 /// same statements, so a new database is created at [`SCHEMA_VERSION`] at once.
-pub(crate) const MIGRATIONS: &[&str] = &[include_str!(
-    "../../migrations/postgres/0009_totp_apps.sql"
-)];
+pub(crate) const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/postgres/0009_totp_apps.sql")];
 
 /// The first PostgreSQL schema version (the oldest a database can be migrated from).
 const FIRST_VERSION: i64 = 8;

@@ -71,7 +71,15 @@ pub fn set_totp(
     now: i64,
 ) -> Result<()> {
     remove_totp(conn, user_id)?;
-    insert_app(conn, key, user_id, FIRST_APP_NAME, secret, confirmed_at, now)?;
+    insert_app(
+        conn,
+        key,
+        user_id,
+        FIRST_APP_NAME,
+        secret,
+        confirmed_at,
+        now,
+    )?;
     Ok(())
 }
 
@@ -579,7 +587,10 @@ mod tests {
         set_totp(&conn, &key, id, &one, None, 5).unwrap();
         let apps = list_totp(&conn, id).unwrap();
         assert_eq!(apps.len(), 1);
-        assert_eq!((apps[0].name.as_str(), apps[0].confirmed_at), (FIRST_APP_NAME, None));
+        assert_eq!(
+            (apps[0].name.as_str(), apps[0].confirmed_at),
+            (FIRST_APP_NAME, None)
+        );
     }
 
     /// A database at schema version 8 (one app per user, keyed by the user) migrates to
@@ -619,11 +630,24 @@ mod tests {
         let apps = list_totp(&conn, 7).unwrap();
         assert_eq!(apps.len(), 1);
         assert_eq!(
-            (apps[0].name.as_str(), apps[0].created_at, apps[0].confirmed_at),
+            (
+                apps[0].name.as_str(),
+                apps[0].created_at,
+                apps[0].confirmed_at
+            ),
             (FIRST_APP_NAME, 4, Some(5))
         );
         let check = |step: i64| {
-            check_totp(&conn, &key, 7, Apps::Confirmed, &code(&secret, step), now, 1).unwrap()
+            check_totp(
+                &conn,
+                &key,
+                7,
+                Apps::Confirmed,
+                &code(&secret, step),
+                now,
+                1,
+            )
+            .unwrap()
         };
         assert_eq!(check(s - 1), Err(totp::TotpError::Replayed));
         assert!(check(s).is_ok());
