@@ -557,3 +557,99 @@ fn a_second_authenticator_app_is_added_confirmed_used_and_removed() {
     }
     d.assert_healthy();
 }
+
+/// The portal's `/security` with several authenticator apps: the apps are listed; adding
+/// one needs the re-authentication and a form with the session's CSRF token; the added
+/// app's page shows its QR code (SVG) and secret, a wrong code shows them again, its code
+/// confirms it; then it is removed with its own "Remove" form.
+#[test]
+fn the_portal_adds_confirms_and_removes_an_authenticator_app() {
+    use crate::portal::kit::{self, field, Browser};
+    let env = provision();
+    add_user(&env, "uma", "school", &["pupil-data"], "user");
+    let (_, codes) = enroll_totp(&env, "uma");
+    let d = kit::Daemon::start(&env, &[]);
+    let mut b = Browser::new(&d.addr);
+    let mut r = kit::form_login(&mut b, "", "uma", PW);
+    if r.status == 303 {
+        r = b.get(r.header("location").expect("location"));
+    }
+    let csrf = field(&r.body, "csrf").expect("csrf");
+    let flow = field(&r.body, "flow").expect("flow");
+    let methods = field(&r.body, "methods").unwrap_or_default();
+    let r = b.post(
+        "/login/recovery",
+        &[
+            ("csrf", csrf.as_str()),
+            ("flow", flow.as_str()),
+            ("methods", methods.as_str()),
+            ("code", codes[0].as_str()),
+        ],
+    );
+    assert!(r.set_cookie("__Host-authd_session").is_some(), "{r:?}");
+
+    let page = b.get("/security").body;
+    assert!(page.contains("id=\"authenticators\""), "{page}");
+    assert_eq!(page.matches("data-app=").count(), 1, "{page}");
+    assert!(!page.contains("id=\"add-totp\""), "{page}");
+    let csrf = field(&page, "csrf").expect("csrf");
+    let add = |b: &mut Browser, csrf: &str| {
+        b.post("/security/totp/add", &[("csrf", csrf), ("name", "Tablet")])
+    };
+    add(&mut b, "forged").status(403);
+    let r = add(&mut b, &csrf);
+    assert_eq!(r.status, 403, "no re-authentication yet: {r:?}");
+    assert!(r.body.contains("re-authenticate"), "{}", r.body);
+
+    b.post(
+        "/security/reauth",
+        &[("csrf", &csrf), ("password", PW), ("code", &codes[1])],
+    )
+    .status(303);
+    let page = b.get("/security").body;
+    assert!(page.contains("id=\"add-totp\""), "{page}");
+    let r = add(&mut b, &csrf);
+    r.status(200);
+    assert!(r.body.contains("<svg class=\"qr\""), "{}", r.body);
+    let secret = r
+        .body
+        .split("id=\"totp-secret\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the secret as text")
+        .to_string();
+    let app = field(&r.body, "app").expect("the app's id");
+    let confirm = |b: &mut Browser, code: &str| {
+        b.post(
+            "/security/totp/confirm",
+            &[
+                ("csrf", csrf.as_str()),
+                ("app", app.as_str()),
+                ("code", code),
+            ],
+        )
+    };
+    Totp::settle();
+    let good = kit::totp(&secret, 0);
+    let r = confirm(&mut b, &other_code(&[&good]));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("not accepted"), "{}", r.body);
+    assert!(r.body.contains(&secret), "the secret shown again");
+    confirm(&mut b, &good).status(303);
+    let page = b.get("/security?m=app_added").body;
+    assert!(page.contains("its codes sign you in"), "{page}");
+    assert_eq!(page.matches("data-app=").count(), 2, "{page}");
+    assert!(page.contains("<strong>Tablet</strong>"), "{page}");
+    assert!(!page.contains("not confirmed yet"), "{page}");
+
+    b.post(
+        "/security/totp/delete",
+        &[("csrf", csrf.as_str()), ("app", app.as_str())],
+    )
+    .status(303);
+    let page = b.get("/security").body;
+    assert_eq!(page.matches("data-app=").count(), 1, "{page}");
+    assert!(!page.contains("Tablet"), "{page}");
+    let rows = audit_events(&env, "uma", "totp.remove");
+    assert!(rows.iter().any(|r| r["outcome"] == "success"), "{rows:#?}");
+}
