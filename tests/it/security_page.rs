@@ -653,3 +653,68 @@ fn the_portal_adds_confirms_and_removes_an_authenticator_app() {
     let rows = audit_events(&env, "uma", "totp.remove");
     assert!(rows.iter().any(|r| r["outcome"] == "success"), "{rows:#?}");
 }
+
+/// The replay guard is the user's, under concurrency too: 50 sign-in flows given, at
+/// once, the codes of one time step from two confirmed apps (half each): exactly one
+/// session.
+#[test]
+fn one_time_step_of_two_apps_on_fifty_concurrent_flows_succeeds_exactly_once() {
+    use std::sync::{Arc, Barrier};
+    let env = provision();
+    add_user(&env, "duo", "school", &["pupil-data"], "user");
+    let (one, codes) = enroll_totp(&env, "duo");
+    // Keep the account open so every answer is decided by the code alone.
+    env.ctl(&["policy", "set", "lockout.max_failures=1000"])
+        .ok();
+    let d = Arc::new(Daemon::start(&env, &[]));
+    let flow = d.second_factor_flow("duo", PW);
+    let v = d
+        .post(
+            "/v1/login/recovery",
+            &json!({"flow": flow, "code": codes[0]}),
+        )
+        .expect_status("authenticated");
+    let s = v["session"].as_str().expect("session").to_string();
+    d.post_auth(
+        "/v1/me/reauth",
+        &s,
+        Some(&json!({"password": PW, "code": codes[1]})),
+    )
+    .expect(200);
+    let v = d
+        .post_auth("/v1/me/totp", &s, Some(&json!({"name": "Second"})))
+        .expect(201);
+    let mut two = Totp::new(v["secret"].as_str().expect("secret"));
+    Totp::settle();
+    d.post_auth(
+        &format!("/v1/me/totp/{}/confirm", v["id"]),
+        &s,
+        Some(&json!({"code": two.fresh()})),
+    )
+    .expect(200);
+    let step = two.last_step().expect("step") + 1;
+    let (a, b) = (one.code_at_step(step), two.code_at_step(step));
+    let flows: Vec<String> = (0..50).map(|_| d.second_factor_flow("duo", PW)).collect();
+    let barrier = Arc::new(Barrier::new(flows.len()));
+    let handles: Vec<_> = flows
+        .into_iter()
+        .enumerate()
+        .map(|(i, flow)| {
+            let code = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (d, barrier) = (d.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                d.totp(&flow, &code)
+            })
+        })
+        .collect();
+    let answers: Vec<Resp> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok, 1, "exactly one success: {answers:?}");
+    for r in answers.iter().filter(|r| r.status != 200) {
+        r.expect_generic();
+    }
+}
