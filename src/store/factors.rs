@@ -187,7 +187,9 @@ pub fn undecryptable_totp(conn: &Connection, key: &SecretKey) -> Result<Vec<i64>
 
 /// The user's apps with their secrets decrypted, oldest first.
 pub fn get_totp(conn: &Connection, key: &SecretKey, user_id: i64) -> Result<Vec<TotpCredential>> {
-    let rows: Vec<(i64, String, Vec<u8>, Option<i64>, Option<i64>)> = conn
+    // id, name, encrypted secret, confirmed_at, last_step
+    type Row = (i64, String, Vec<u8>, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = conn
         .prepare_cached(
             "SELECT id, name, secret_enc, confirmed_at, last_step FROM totp_credentials
              WHERE user_id=?1 ORDER BY id",
