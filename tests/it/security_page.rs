@@ -14,6 +14,28 @@ fn overview(d: &Daemon, session: &str) -> Value {
     d.get_auth("/v1/me/security", session).expect(200)
 }
 
+/// Sign in with the password and a recovery code (keeping the apps' time steps): the
+/// session.
+#[track_caller]
+fn recovery_session(d: &Daemon, user: &str, code: &str) -> String {
+    let flow = d.second_factor_flow(user, PW);
+    let v = d
+        .post("/v1/login/recovery", &json!({"flow": flow, "code": code}))
+        .expect_status("authenticated");
+    v["session"].as_str().expect("session").to_string()
+}
+
+/// Re-authenticate the session with the password and a recovery code.
+#[track_caller]
+fn reauth(d: &Daemon, session: &str, code: &str) {
+    d.post_auth(
+        "/v1/me/reauth",
+        session,
+        Some(&json!({"password": PW, "code": code})),
+    )
+    .expect(200);
+}
+
 fn session_ids(v: &Value) -> Vec<(i64, bool)> {
     v["sessions"]
         .as_array()
@@ -403,24 +425,12 @@ fn a_second_authenticator_app_is_added_confirmed_used_and_removed() {
     );
 
     // Signed in with a recovery code (the app's time steps are kept for below).
-    let flow = d.second_factor_flow("ada", PW);
-    let v = d
-        .post(
-            "/v1/login/recovery",
-            &json!({"flow": flow, "code": codes[0]}),
-        )
-        .expect_status("authenticated");
-    let s = v["session"].as_str().expect("session").to_string();
+    let s = recovery_session(&d, "ada", &codes[0]);
 
     // Adding needs the re-authentication.
     let add = |name: &str| d.post_auth("/v1/me/totp", &s, Some(&json!({"name": name})));
     add("Backup phone").expect_error(403, "forbidden");
-    d.post_auth(
-        "/v1/me/reauth",
-        &s,
-        Some(&json!({"password": PW, "code": codes[1]})),
-    )
-    .expect(200);
+    reauth(&d, &s, &codes[1]);
     let v = add("  Backup phone ").expect(201);
     assert_eq!(v["name"], "Backup phone", "{v:#}");
     assert!(v["otpauth_uri"]
@@ -667,20 +677,8 @@ fn one_time_step_of_two_apps_on_fifty_concurrent_flows_succeeds_exactly_once() {
     env.ctl(&["policy", "set", "lockout.max_failures=1000"])
         .ok();
     let d = Arc::new(Daemon::start(&env, &[]));
-    let flow = d.second_factor_flow("duo", PW);
-    let v = d
-        .post(
-            "/v1/login/recovery",
-            &json!({"flow": flow, "code": codes[0]}),
-        )
-        .expect_status("authenticated");
-    let s = v["session"].as_str().expect("session").to_string();
-    d.post_auth(
-        "/v1/me/reauth",
-        &s,
-        Some(&json!({"password": PW, "code": codes[1]})),
-    )
-    .expect(200);
+    let s = recovery_session(&d, "duo", &codes[0]);
+    reauth(&d, &s, &codes[1]);
     let v = d
         .post_auth("/v1/me/totp", &s, Some(&json!({"name": "Second"})))
         .expect(201);
