@@ -197,8 +197,8 @@ pub fn grow(
     .context("generating users")?;
     {
         let mut st = tx.prepare(
-            "INSERT INTO totp_credentials(user_id, secret_enc, confirmed_at, last_step, created_at)
-             VALUES (?1, ?2, ?3, NULL, ?3)",
+            "INSERT INTO totp_credentials(user_id, name, secret_enc, confirmed_at, last_step, created_at)
+             VALUES (?1, 'Authenticator app', ?2, ?3, NULL, ?3)",
         )?;
         for id in from_users + 1..=to_users {
             let blob = key.encrypt(&totp_secret(id), &format!("totp:{id}"));

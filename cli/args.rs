@@ -61,8 +61,8 @@ pub enum Command {
     /// Diagnose authenticator codes.
     #[command(subcommand)]
     Totp(TotpCmd),
-    /// Remove TOTP secret, passkeys, recovery codes and remembered devices; the user
-    /// enrols again.
+    /// Remove every authenticator app, passkeys, recovery codes and remembered devices;
+    /// the user enrols again.
     #[command(name = "reset-2fa")]
     Reset2fa(NameArg),
     /// Clear a user's lockout and failure count.
@@ -335,8 +335,9 @@ pub struct EnrollArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TotpCmd {
-    /// Check whether CODE matches the user's authenticator now, and at which step offset
-    /// (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise.
+    /// Check whether CODE matches one of the user's authenticator apps now: which app,
+    /// and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a
+    /// match, 1 otherwise.
     Test(TotpTestArgs),
 }
 

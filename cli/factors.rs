@@ -217,14 +217,16 @@ pub fn totp(g: &Global, c: TotpCmd) -> Result<i32> {
     emit(ctx.json, &d, || {
         match d.offset {
         Some(offset) if d.matched => format!(
-            "match at offset {:+} ({} s){}",
+            "match{} at offset {:+} ({} s){}",
+            d.app.as_deref().map(|a| format!(" ({a})")).unwrap_or_default(),
             offset,
             offset * 30,
             if d.already_used { "; this step was already used for a login, so a login would refuse it" } else { "" }
         ),
         Some(offset) => format!(
-            "no match within ±{} step(s); the code matches at offset {:+} ({:+} s): the device clock is off",
+            "no match within ±{} step(s); the code matches{} at offset {:+} ({:+} s): the device clock is off",
             skew,
+            d.app.as_deref().map(|a| format!(" {a}")).unwrap_or_default(),
             offset,
             offset * 30
         ),
@@ -244,7 +246,7 @@ pub fn reset_2fa(g: &Global, a: NameArg) -> Result<i32> {
     v["username"] = json!(u.username);
     emit(ctx.json, &v, || {
         format!(
-            "two-factor reset for {}: TOTP secret {}, {} passkey(s), {} recovery code(s) and {} remembered device(s) removed, {} session(s) ended; they enrol again at the next login",
+            "two-factor reset for {}: authenticator apps {}, {} passkey(s), {} recovery code(s) and {} remembered device(s) removed, {} session(s) ended; they enrol again at the next login",
             u.username,
             if s.totp_removed { "removed" } else { "none" },
             s.passkeys_removed,

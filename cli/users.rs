@@ -200,12 +200,34 @@ fn show(ctx: &Ctx, name: &str) -> Result<i32> {
                     "recovery codes left",
                     o.recovery_codes_remaining.to_string(),
                 ),
+                ("authenticator apps", totp_apps(&o.totp_apps)),
                 ("live sessions", o.sessions.to_string()),
                 ("remembered devices", o.devices.to_string()),
             ],
         )
     });
     Ok(0)
+}
+
+/// "none", or one app a line: name, created, confirmed (or "not confirmed").
+fn totp_apps(apps: &[authcore::ops::TotpAppView]) -> String {
+    if apps.is_empty() {
+        return "none".into();
+    }
+    apps.iter()
+        .map(|a| {
+            format!(
+                "{} (created {}, {})",
+                a.name,
+                a.created_at,
+                match &a.confirmed_at {
+                    Some(t) => format!("confirmed {t}"),
+                    None => "not confirmed".into(),
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n  ")
 }
 
 fn set(ctx: &Ctx, a: UserSetArgs) -> Result<i32> {

@@ -35,7 +35,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('passwd', 'passwd', [CompletionResultType]::ParameterValue, 'Set a user''s password (asked twice on a terminal) or force a change at next login')
             [CompletionResult]::new('enroll', 'enroll', [CompletionResultType]::ParameterValue, 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes')
             [CompletionResult]::new('totp', 'totp', [CompletionResultType]::ParameterValue, 'Diagnose authenticator codes')
-            [CompletionResult]::new('reset-2fa', 'reset-2fa', [CompletionResultType]::ParameterValue, 'Remove TOTP secret, passkeys, recovery codes and remembered devices; the user enrols again')
+            [CompletionResult]::new('reset-2fa', 'reset-2fa', [CompletionResultType]::ParameterValue, 'Remove every authenticator app, passkeys, recovery codes and remembered devices; the user enrols again')
             [CompletionResult]::new('unlock', 'unlock', [CompletionResultType]::ParameterValue, 'Clear a user''s lockout and failure count')
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'List and revoke remembered devices')
             [CompletionResult]::new('passkey', 'passkey', [CompletionResultType]::ParameterValue, 'List and remove a user''s passkeys (WebAuthn credentials they registered)')
@@ -287,7 +287,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
-            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Check whether CODE matches the user''s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise')
+            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Check whether CODE matches one of the user''s authenticator apps now: which app, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -304,7 +304,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             break
         }
         'authctl;totp;help' {
-            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Check whether CODE matches the user''s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise')
+            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Check whether CODE matches one of the user''s authenticator apps now: which app, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -1287,7 +1287,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             [CompletionResult]::new('passwd', 'passwd', [CompletionResultType]::ParameterValue, 'Set a user''s password (asked twice on a terminal) or force a change at next login')
             [CompletionResult]::new('enroll', 'enroll', [CompletionResultType]::ParameterValue, 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes')
             [CompletionResult]::new('totp', 'totp', [CompletionResultType]::ParameterValue, 'Diagnose authenticator codes')
-            [CompletionResult]::new('reset-2fa', 'reset-2fa', [CompletionResultType]::ParameterValue, 'Remove TOTP secret, passkeys, recovery codes and remembered devices; the user enrols again')
+            [CompletionResult]::new('reset-2fa', 'reset-2fa', [CompletionResultType]::ParameterValue, 'Remove every authenticator app, passkeys, recovery codes and remembered devices; the user enrols again')
             [CompletionResult]::new('unlock', 'unlock', [CompletionResultType]::ParameterValue, 'Clear a user''s lockout and failure count')
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'List and revoke remembered devices')
             [CompletionResult]::new('passkey', 'passkey', [CompletionResultType]::ParameterValue, 'List and remove a user''s passkeys (WebAuthn credentials they registered)')
@@ -1353,7 +1353,7 @@ Register-ArgumentCompleter -Native -CommandName 'authctl' -ScriptBlock {
             break
         }
         'authctl;help;totp' {
-            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Check whether CODE matches the user''s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise')
+            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Check whether CODE matches one of the user''s authenticator apps now: which app, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise')
             break
         }
         'authctl;help;totp;test' {

@@ -32,7 +32,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand passwd 'Set a user''s password (asked twice on a terminal) or force a change at next login'
             cand enroll 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
             cand totp 'Diagnose authenticator codes'
-            cand reset-2fa 'Remove TOTP secret, passkeys, recovery codes and remembered devices; the user enrols again'
+            cand reset-2fa 'Remove every authenticator app, passkeys, recovery codes and remembered devices; the user enrols again'
             cand unlock 'Clear a user''s lockout and failure count'
             cand device 'List and revoke remembered devices'
             cand passkey 'List and remove a user''s passkeys (WebAuthn credentials they registered)'
@@ -261,7 +261,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
-            cand test 'Check whether CODE matches the user''s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
+            cand test 'Check whether CODE matches one of the user''s authenticator apps now: which app, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'authctl;totp;test'= {
@@ -276,7 +276,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand --version 'Print version'
         }
         &'authctl;totp;help'= {
-            cand test 'Check whether CODE matches the user''s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
+            cand test 'Check whether CODE matches one of the user''s authenticator apps now: which app, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'authctl;totp;help;test'= {
@@ -1140,7 +1140,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
             cand passwd 'Set a user''s password (asked twice on a terminal) or force a change at next login'
             cand enroll 'Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes'
             cand totp 'Diagnose authenticator codes'
-            cand reset-2fa 'Remove TOTP secret, passkeys, recovery codes and remembered devices; the user enrols again'
+            cand reset-2fa 'Remove every authenticator app, passkeys, recovery codes and remembered devices; the user enrols again'
             cand unlock 'Clear a user''s lockout and failure count'
             cand device 'List and revoke remembered devices'
             cand passkey 'List and remove a user''s passkeys (WebAuthn credentials they registered)'
@@ -1193,7 +1193,7 @@ set edit:completion:arg-completer[authctl] = {|@words|
         &'authctl;help;enroll'= {
         }
         &'authctl;help;totp'= {
-            cand test 'Check whether CODE matches the user''s authenticator now, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
+            cand test 'Check whether CODE matches one of the user''s authenticator apps now: which app, and at which step offset (clock-drift diagnosis). Consumes nothing. Exit 0 on a match, 1 otherwise'
         }
         &'authctl;help;totp;test'= {
         }

@@ -648,6 +648,61 @@ pub async fn me_totp_remove(app: &App, req: Req) -> Result<Resp, ApiError> {
     Ok(empty_resp(StatusCode::NO_CONTENT))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpAddBody {
+    name: String,
+}
+
+/// `POST /v1/me/totp {"name"}` → 201 `{"id","name","secret","otpauth_uri"}`: another
+/// authenticator app, unconfirmed (re-authentication needed).
+pub async fn me_totp_add(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let b: TotpAddBody = req.json()?;
+    let client = req.client.clone();
+    let v = app
+        .call(move |core| core.add_own_totp_app(&client, &s, &b.name))
+        .await?;
+    Ok(json_resp(StatusCode::CREATED, &v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TotpConfirmBody {
+    code: String,
+}
+
+/// `POST /v1/me/totp/{id}/confirm {"code"}` → `{"id","name","confirmed":true}`; a wrong
+/// code is 400 `invalid_code` (counted toward the lockout, as at enrolment).
+pub async fn me_totp_confirm(app: &App, req: Req, id: String) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let id = id_of(&id)?;
+    let b: TotpConfirmBody = req.json()?;
+    let client = req.client.clone();
+    match app
+        .call(move |core| core.confirm_own_totp_app(&client, &s, id, &b.code))
+        .await?
+    {
+        Some(v) => Ok(json_resp(StatusCode::OK, &v)),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_code",
+            "that is not the app's current code: type the code it shows now",
+        )),
+    }
+}
+
+/// `DELETE /v1/me/totp/{id}` → 204: one authenticator app removed, not the last
+/// (re-authentication needed).
+pub async fn me_totp_delete(app: &App, req: Req, id: String) -> Result<Resp, ApiError> {
+    let s = session_of(app, &req).await?;
+    let id = id_of(&id)?;
+    let client = req.client.clone();
+    app.call(move |core| core.remove_own_totp_app(&client, &s, id))
+        .await?;
+    Ok(empty_resp(StatusCode::NO_CONTENT))
+}
+
 fn id_of(segment: &str) -> Result<i64, ApiError> {
     segment
         .parse::<i64>()

@@ -226,6 +226,17 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
         post(api!(h::me_recovery_codes)),
     )
     .route("/v1/me/totp/remove", "me", post(api!(h::me_totp_remove)))
+    .route("/v1/me/totp", "me", post(api!(h::me_totp_add)))
+    .route(
+        "/v1/me/totp/{name}",
+        "me",
+        delete(named!(h::me_totp_delete)),
+    )
+    .route(
+        "/v1/me/totp/{name}/confirm",
+        "me",
+        credential(post(named!(h::me_totp_confirm))),
+    )
     .route(
         "/v1/me/sessions/revoke-others",
         "me",

@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_oidc.sql"),
     include_str!("../migrations/0007_account_safety.sql"),
     include_str!("../migrations/0008_oidc_alg.sql"),
+    include_str!("../migrations/0009_totp_apps.sql"),
 ];
 
 /// The schema version this build writes.
@@ -950,6 +951,14 @@ mod tests {
     #[test]
     fn both_engines_are_at_one_schema_version() {
         assert_eq!(pg::SCHEMA_VERSION, SCHEMA_VERSION);
+        // schema.postgres.sql is the whole schema at once: it ends with every PostgreSQL
+        // migration, word for word (tests/it/pg.rs compares it with SQLite's).
+        for m in pg::MIGRATIONS {
+            assert!(
+                pg::SCHEMA.contains(m.trim()),
+                "schema.postgres.sql lacks {m}"
+            );
+        }
     }
 
     #[test]

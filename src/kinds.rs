@@ -234,6 +234,12 @@ names! {
         RecoveryRegenerate = "recovery.regenerate",
         /// A signed-in user removed their authenticator app.
         FactorRemove = "factor.remove",
+        /// A signed-in user added an authenticator app (unconfirmed until its first code).
+        TotpAdd = "totp.add",
+        /// A signed-in user confirmed an added authenticator app with its code.
+        TotpConfirm = "totp.confirm",
+        /// A signed-in user removed one of their authenticator apps.
+        TotpRemove = "totp.remove",
         AdminInit = "admin.init",
         AdminUserAdd = "admin.user.add",
         AdminUserSet = "admin.user.set",
@@ -433,6 +439,9 @@ mod tests {
                 "session.revoke",
                 "recovery.regenerate",
                 "factor.remove",
+                "totp.add",
+                "totp.confirm",
+                "totp.remove",
                 "admin.init",
                 "admin.user.add",
                 "admin.user.set",

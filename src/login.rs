@@ -270,7 +270,9 @@ pub(crate) fn methods(
     match user.mfa_method {
         _ if !codes_allowed => {}
         Some(MfaMethod::Totp)
-            if factors::get_totp(conn, key, user.id)?.is_some_and(|c| c.confirmed_at.is_some()) =>
+            if factors::get_totp(conn, key, user.id)?
+                .iter()
+                .any(|c| c.confirmed_at.is_some()) =>
         {
             m.push("totp")
         }
@@ -1169,7 +1171,15 @@ pub fn enroll_confirm_step(
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),
     };
-    match factors::check_totp(&tx, key, user.id, code, now, policy.totp_skew)? {
+    match factors::check_totp(
+        &tx,
+        key,
+        user.id,
+        factors::Apps::All,
+        code,
+        now,
+        policy.totp_skew,
+    )? {
         Ok(_) => {}
         Err(e) => {
             let reason = if e == totp::TotpError::Replayed {
@@ -1190,7 +1200,7 @@ pub fn enroll_confirm_step(
         }
     }
     sessions::consume_flow(&tx, flow.id)?;
-    factors::confirm_totp(&tx, user.id, now)?;
+    factors::confirm_totp(&tx, user.id, None, now)?;
     users::set_mfa_method(&tx, user.id, Some(MfaMethod::Totp), now)?;
     email::notify(&tx, user.id, email::notice::FACTOR_ADDED, now)?;
     let codes = factors::rotate_recovery_codes(&tx, key, user.id, policy.recovery_count, now)?;
@@ -1254,14 +1264,22 @@ pub fn totp_step(
             now,
         );
     }
-    match factors::check_totp(&tx, key, user.id, code, now, policy.totp_skew)? {
+    match factors::check_totp(
+        &tx,
+        key,
+        user.id,
+        factors::Apps::Confirmed,
+        code,
+        now,
+        policy.totp_skew,
+    )? {
         Ok(m) => finish_second_factor(
             tx,
             flow,
             &user,
             &policy,
             AuditEvent::LoginTotp,
-            json!({"offset": m.offset}),
+            json!({"offset": m.m.offset, "app": m.name}),
             remember_device,
             None,
             client,

@@ -105,9 +105,32 @@ pub struct UserQuery {
 pub struct UserOverview {
     #[serde(flatten)]
     pub user: User,
+    /// The user's authenticator apps (no secrets), oldest first.
+    pub totp_apps: Vec<TotpAppView>,
     pub recovery_codes_remaining: i64,
     pub sessions: usize,
     pub devices: usize,
+}
+
+/// One authenticator app of a user, as `authctl user show` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TotpAppView {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+    /// When a code confirmed it; None while it waits for its first code.
+    pub confirmed_at: Option<String>,
+}
+
+impl From<factors::TotpApp> for TotpAppView {
+    fn from(a: factors::TotpApp) -> TotpAppView {
+        TotpAppView {
+            id: a.id,
+            name: a.name,
+            created_at: crate::util::rfc3339(a.created_at),
+            confirmed_at: a.confirmed_at.map(crate::util::rfc3339),
+        }
+    }
 }
 
 /// The changes of [`Core::set_user`]; at least one must be given.
@@ -157,6 +180,9 @@ pub struct Enrolled {
 #[derive(Debug, Clone, Serialize)]
 pub struct TotpDiagnosis {
     pub username: String,
+    /// The authenticator app the code matched (the nearest match of all the user's
+    /// confirmed apps), if any.
+    pub app: Option<String>,
     #[serde(rename = "match")]
     pub matched: bool,
     pub offset: Option<i64>,
@@ -382,6 +408,10 @@ impl Core {
         self.read(|c| {
             let user = visible(c, actor, name)?;
             Ok(UserOverview {
+                totp_apps: factors::list_totp(c, user.id)?
+                    .into_iter()
+                    .map(TotpAppView::from)
+                    .collect(),
                 recovery_codes_remaining: factors::remaining_recovery_codes(c, user.id)?,
                 sessions: sessions::list(c, Some(user.id), now)?.len(),
                 devices: factors::list_devices(c, Some(user.id), now)?.len(),
@@ -681,7 +711,9 @@ impl Core {
             }
             match &e.secret {
                 Some(s) => factors::set_totp(tx, key, u.id, s, Some(now), now)?,
-                None => factors::remove_totp(tx, u.id)?,
+                None => {
+                    factors::remove_totp(tx, u.id)?;
+                }
             }
             users::set_mfa_method(tx, u.id, Some(e.method), now)?;
             crate::store::email::notify(tx, u.id, crate::store::email::notice::FACTOR_ADDED, now)?;
@@ -700,12 +732,16 @@ impl Core {
         let policy = self.policy()?;
         self.write(|tx, key, now| {
             let u = visible(tx, actor, name)?;
-            let cred = factors::get_totp(tx, key, u.id)?.ok_or_else(|| {
-                Error::NotFound(format!(
+            let apps: Vec<_> = factors::get_totp(tx, key, u.id)?
+                .into_iter()
+                .filter(|a| a.confirmed_at.is_some())
+                .collect();
+            if apps.is_empty() {
+                return Err(Error::NotFound(format!(
                     "user '{}' has no authenticator enrolled",
                     u.username
-                ))
-            })?;
+                )));
+            }
             let trimmed = code.trim();
             if trimmed.len() != totp::DIGITS || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(Error::Invalid(format!(
@@ -713,22 +749,32 @@ impl Core {
                     code.escape_debug()
                 )));
             }
-            let found = totp::find_offset(&cred.secret, trimmed, now, DIAGNOSIS_WINDOW);
+            // The user's replay state is the highest step accepted on any app.
+            let last_step = apps.iter().filter_map(|a| a.last_step).max();
+            let (app, found) = apps
+                .iter()
+                .filter_map(|a| {
+                    totp::find_offset(&a.secret, trimmed, now, DIAGNOSIS_WINDOW)
+                        .map(|m| (a.name.clone(), m))
+                })
+                .min_by_key(|(_, m)| m.offset.abs())
+                .unzip();
             let matched = found.is_some_and(|m| m.offset.abs() <= policy.totp_skew);
-            let replayed = found.is_some_and(|m| cred.last_step.is_some_and(|l| m.step <= l));
+            let replayed = found.is_some_and(|m| last_step.is_some_and(|l| m.step <= l));
             audit::record(
                 tx,
                 &actor
                     .entry(AuditEvent::AdminTotpTest, Outcome::Success)
                     .username(&u.username)
                     .user(u.id, u.org_id)
-                    .detail(
-                        actor.detail(json!({"match": matched, "offset": found.map(|m| m.offset)})),
-                    ),
+                    .detail(actor.detail(
+                        json!({"match": matched, "offset": found.map(|m| m.offset), "app": app}),
+                    )),
                 now,
             )?;
             Ok(TotpDiagnosis {
                 username: u.username,
+                app,
                 matched,
                 offset: found.map(|m| m.offset),
                 step: found.map(|m| m.step),

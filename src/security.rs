@@ -58,6 +58,47 @@ pub struct Factors {
     /// `totp`, `email` or none.
     pub second_factor: Option<MfaMethod>,
     pub recovery_codes_left: i64,
+    /// The user's authenticator apps, oldest first.
+    pub authenticators: Vec<Authenticator>,
+}
+
+/// One of the user's authenticator apps (`GET /v1/me/security`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Authenticator {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+    /// Whether its first code confirmed it (an unconfirmed app signs nobody in).
+    pub confirmed: bool,
+}
+
+impl From<factors::TotpApp> for Authenticator {
+    fn from(a: factors::TotpApp) -> Authenticator {
+        Authenticator {
+            id: a.id,
+            name: a.name,
+            created_at: t(a.created_at),
+            confirmed: a.confirmed_at.is_some(),
+        }
+    }
+}
+
+/// `POST /v1/me/totp`: an authenticator app added, to be confirmed with its first code.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddedApp {
+    pub id: i64,
+    pub name: String,
+    /// Base32, for typing into the app.
+    pub secret: String,
+    pub otpauth_uri: String,
+}
+
+/// `POST /v1/me/totp/{id}/confirm`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfirmedApp {
+    pub id: i64,
+    pub name: String,
+    pub confirmed: bool,
 }
 
 /// One line of recent activity, with its time as text.
@@ -130,6 +171,10 @@ pub fn overview(conn: &Connection, s: &SessionInfo, now: i64) -> Result<Overview
             password: user.password_hash.is_some(),
             second_factor: user.mfa_method,
             recovery_codes_left: factors::remaining_recovery_codes(conn, s.user_id)?,
+            authenticators: factors::list_totp(conn, s.user_id)?
+                .into_iter()
+                .map(Authenticator::from)
+                .collect(),
         },
         sessions,
         devices,
@@ -169,9 +214,16 @@ pub fn reauthenticate(
     let code_ok = match user.mfa_method {
         None => true,
         Some(MfaMethod::Totp) => match code {
-            Some(c) if password_ok => {
-                factors::check_totp(&tx, key, s.user_id, c, now, policy.totp_skew)?.is_ok()
-            }
+            Some(c) if password_ok => factors::check_totp(
+                &tx,
+                key,
+                s.user_id,
+                factors::Apps::Confirmed,
+                c,
+                now,
+                policy.totp_skew,
+            )?
+            .is_ok(),
             _ => false,
         },
         // The code mailed to this session by `send_reauth_code` (six digits), used once.
@@ -217,22 +269,46 @@ pub fn reauthenticate(
         tx.commit()?;
         return Ok(t(now + REAUTH_SECONDS));
     }
+    let reason = if password_ok {
+        "wrong_code"
+    } else {
+        "wrong_password"
+    };
+    count_failure(
+        tx,
+        &policy,
+        client,
+        s,
+        AuditEvent::SecurityReauth,
+        reason,
+        now,
+    )?;
+    Err(Error::InvalidCredentials)
+}
+
+/// Count a failed factor of this session's user toward the lockout (as a failed sign-in
+/// from the session's address would), audit it, and commit.
+fn count_failure(
+    tx: db::WriteTx,
+    policy: &Policy,
+    client: &Client,
+    s: &SessionInfo,
+    event: AuditEvent,
+    reason: &'static str,
+    now: i64,
+) -> Result<()> {
     let lock = policy.lockout();
     let source = familiar::source_of(&tx, s.user_id, &client.ip, None, lock.familiar_days, now)?;
     users::record_failure_from(&tx, s.user_id, &lock, source, now)?;
     audit::record(
         &tx,
-        &entry(AuditEvent::SecurityReauth, Outcome::Failure, client, s)
-            .reason(if password_ok {
-                "wrong_code"
-            } else {
-                "wrong_password"
-            })
+        &entry(event, Outcome::Failure, client, s)
+            .reason(reason)
             .detail(source.detail()),
         now,
     )?;
     tx.commit()?;
-    Err(Error::InvalidCredentials)
+    Ok(())
 }
 
 /// Whether a typed code has the form of an emailed one (six digits, spaces allowed).
@@ -293,6 +369,27 @@ fn require_reauth(conn: &Connection, s: &SessionInfo, now: i64) -> Result<()> {
     require_reauth_of(conn, s.session.id, now)
 }
 
+/// [`require_reauth`] in `tx`; a refusal is audited as `event` (reason
+/// `reauth_required`) and committed, and given back as the error.
+fn reauth_or_refuse<'c>(
+    tx: db::WriteTx<'c>,
+    client: &Client,
+    s: &SessionInfo,
+    event: AuditEvent,
+    now: i64,
+) -> Result<db::WriteTx<'c>> {
+    if let Err(e) = require_reauth(&tx, s, now) {
+        audit::record(
+            &tx,
+            &entry(event, Outcome::Failure, client, s).reason("reauth_required"),
+            now,
+        )?;
+        tx.commit()?;
+        return Err(e);
+    }
+    Ok(tx)
+}
+
 fn require_reauth_of(conn: &Connection, session_id: i64, now: i64) -> Result<()> {
     match store::reauth_at(conn, session_id)? {
         Some(at) if now - at < REAUTH_SECONDS && at <= now => Ok(()),
@@ -311,17 +408,13 @@ pub fn regenerate_recovery_codes(
     now: i64,
 ) -> Result<Vec<String>> {
     let policy = Policy::load(conn)?;
-    let tx = db::write_tx(conn)?;
-    if let Err(e) = require_reauth(&tx, s, now) {
-        audit::record(
-            &tx,
-            &entry(AuditEvent::RecoveryRegenerate, Outcome::Failure, client, s)
-                .reason("reauth_required"),
-            now,
-        )?;
-        tx.commit()?;
-        return Err(e);
-    }
+    let tx = reauth_or_refuse(
+        db::write_tx(conn)?,
+        client,
+        s,
+        AuditEvent::RecoveryRegenerate,
+        now,
+    )?;
     let user = users::by_id(&tx, s.user_id)?;
     if user.mfa_method.is_none() {
         return Err(Error::Invalid(
@@ -348,16 +441,13 @@ pub fn remove_totp(
     s: &SessionInfo,
     now: i64,
 ) -> Result<()> {
-    let tx = db::write_tx(conn)?;
-    if let Err(e) = require_reauth(&tx, s, now) {
-        audit::record(
-            &tx,
-            &entry(AuditEvent::FactorRemove, Outcome::Failure, client, s).reason("reauth_required"),
-            now,
-        )?;
-        tx.commit()?;
-        return Err(e);
-    }
+    let tx = reauth_or_refuse(
+        db::write_tx(conn)?,
+        client,
+        s,
+        AuditEvent::FactorRemove,
+        now,
+    )?;
     let user = users::by_id(&tx, s.user_id)?;
     if user.mfa_method != Some(MfaMethod::Totp) {
         return Err(Error::NotFound(
@@ -371,6 +461,227 @@ pub fn remove_totp(
         &tx,
         &entry(AuditEvent::FactorRemove, Outcome::Success, client, s)
             .detail(json!({"factor": "totp"})),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Add an authenticator app named `name` (needs a fresh re-authentication): an
+/// unconfirmed app, its secret and `otpauth://` URI, shown once. Only for a user whose
+/// second factor is authenticator apps (and whom policy does not hold to passkeys); a
+/// name is 1 to 64 characters, unique among the user's apps, and a user has at most
+/// [`factors::MAX_APPS`] (409 otherwise).
+pub fn add_totp_app(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    s: &SessionInfo,
+    name: &str,
+    now: i64,
+) -> Result<AddedApp> {
+    let policy = Policy::load(conn)?;
+    let tx = reauth_or_refuse(db::write_tx(conn)?, client, s, AuditEvent::TotpAdd, now)?;
+    let refuse = |tx: db::WriteTx, reason: &'static str, e: Error| -> Result<AddedApp> {
+        audit::record(
+            &tx,
+            &entry(AuditEvent::TotpAdd, Outcome::Failure, client, s).reason(reason),
+            now,
+        )?;
+        tx.commit()?;
+        Err(e)
+    };
+    let user = users::by_id(&tx, s.user_id)?;
+    if crate::login::passkey_required(&tx, &user)? {
+        return refuse(
+            tx,
+            "passkey_required",
+            Error::Forbidden(
+                "this account must use a passkey: add one with POST /v1/me/passkeys".into(),
+            ),
+        );
+    }
+    if user.mfa_method != Some(MfaMethod::Totp) || !factors::has_confirmed_totp(&tx, s.user_id)? {
+        return refuse(
+            tx,
+            "method_not_enrolled",
+            Error::Invalid(
+                "another authenticator app is added beside a confirmed one: this account's second factor is not an authenticator app".into(),
+            ),
+        );
+    }
+    let name = crate::util::check_label("an authenticator app's name", name)?;
+    let secret = crate::totp::generate_secret();
+    let otpauth_uri = crate::totp::otpauth_uri(&policy.totp_issuer, &user.username, &secret)
+        .map_err(Error::Invalid)?;
+    let id = match factors::add_totp(&tx, key, s.user_id, &name, &secret, now) {
+        Ok(id) => id,
+        Err(e @ Error::Conflict(_)) => return refuse(tx, "conflict", e),
+        Err(e) => return Err(e),
+    };
+    audit::record(
+        &tx,
+        &entry(AuditEvent::TotpAdd, Outcome::Success, client, s)
+            .detail(json!({"app": id, "name": name})),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(AddedApp {
+        id,
+        name,
+        secret: crate::totp::secret_base32(&secret),
+        otpauth_uri,
+    })
+}
+
+/// Confirm an added authenticator app with a code of its own; its time step is spent for
+/// the user (one success per step, whichever app). A wrong code is counted toward the
+/// lockout like a wrong code at enrolment (audited `totp.confirm` failure) and answers
+/// None; an app that is not the user's is not found.
+pub fn confirm_totp_app(
+    conn: &mut Connection,
+    key: &SecretKey,
+    client: &Client,
+    s: &SessionInfo,
+    id: i64,
+    code: &str,
+    now: i64,
+) -> Result<Option<ConfirmedApp>> {
+    let policy = Policy::load(conn)?;
+    let tx = db::write_tx(conn)?;
+    let Some(app) = factors::list_totp(&tx, s.user_id)?
+        .into_iter()
+        .find(|a| a.id == id)
+    else {
+        return not_your_app(tx, AuditEvent::TotpConfirm, client, s, id, now);
+    };
+    if app.confirmed_at.is_some() {
+        return Err(Error::Conflict(format!(
+            "the authenticator app '{}' is already confirmed",
+            app.name
+        )));
+    }
+    let checked = factors::check_totp(
+        &tx,
+        key,
+        s.user_id,
+        factors::Apps::One(id),
+        code,
+        now,
+        policy.totp_skew,
+    )?;
+    if let Err(e) = checked {
+        let reason = if e == crate::totp::TotpError::Replayed {
+            "replayed_code"
+        } else {
+            "bad_code"
+        };
+        count_failure(tx, &policy, client, s, AuditEvent::TotpConfirm, reason, now)?;
+        return Ok(None);
+    }
+    factors::confirm_totp(&tx, s.user_id, Some(id), now)?;
+    email::notify(&tx, s.user_id, email::notice::FACTOR_ADDED, now)?;
+    audit::record(
+        &tx,
+        &entry(AuditEvent::TotpConfirm, Outcome::Success, client, s)
+            .detail(json!({"app": id, "name": app.name})),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(Some(ConfirmedApp {
+        id,
+        name: app.name,
+        confirmed: true,
+    }))
+}
+
+/// An added app of the user still waiting for its first code, with its secret and URI
+/// again (the portal shows its QR code once more after a wrong code); None otherwise.
+pub fn pending_totp_app(
+    conn: &Connection,
+    key: &SecretKey,
+    s: &SessionInfo,
+    id: i64,
+) -> Result<Option<AddedApp>> {
+    let Some(app) = factors::get_totp(conn, key, s.user_id)?
+        .into_iter()
+        .find(|a| a.id == id && a.confirmed_at.is_none())
+    else {
+        return Ok(None);
+    };
+    let issuer = Policy::load(conn)?.totp_issuer;
+    Ok(Some(AddedApp {
+        id,
+        otpauth_uri: crate::totp::otpauth_uri(&issuer, &s.user.username, &app.secret)
+            .map_err(Error::Invalid)?,
+        secret: crate::totp::secret_base32(&app.secret),
+        name: app.name,
+    }))
+}
+
+/// An app id that is not one of the user's: audited as `event`'s failure, "not found".
+fn not_your_app<T>(
+    tx: db::WriteTx,
+    event: AuditEvent,
+    client: &Client,
+    s: &SessionInfo,
+    id: i64,
+    now: i64,
+) -> Result<T> {
+    audit::record(
+        &tx,
+        &entry(event, Outcome::Failure, client, s)
+            .reason("not_own_app")
+            .detail(json!({"app": id})),
+        now,
+    )?;
+    tx.commit()?;
+    Err(Error::NotFound(format!(
+        "no authenticator app {id} of yours"
+    )))
+}
+
+/// Remove one of the user's authenticator apps (needs a fresh re-authentication). The
+/// last confirmed one is not removed this way (409): removing the second factor itself is
+/// [`remove_totp`]. The user is mailed a notice when a confirmed app goes.
+pub fn remove_totp_app(
+    conn: &mut Connection,
+    client: &Client,
+    s: &SessionInfo,
+    id: i64,
+    now: i64,
+) -> Result<()> {
+    let tx = reauth_or_refuse(db::write_tx(conn)?, client, s, AuditEvent::TotpRemove, now)?;
+    let apps = factors::list_totp(&tx, s.user_id)?;
+    let Some(app) = apps.iter().find(|a| a.id == id) else {
+        return not_your_app(tx, AuditEvent::TotpRemove, client, s, id, now);
+    };
+    let confirmed = app.confirmed_at.is_some();
+    let others = apps
+        .iter()
+        .filter(|a| a.id != id && a.confirmed_at.is_some())
+        .count();
+    if confirmed && others == 0 {
+        audit::record(
+            &tx,
+            &entry(AuditEvent::TotpRemove, Outcome::Failure, client, s)
+                .reason("last_app")
+                .detail(json!({"app": id})),
+            now,
+        )?;
+        tx.commit()?;
+        return Err(Error::Conflict(
+            "this is your only authenticator app: to remove your second factor itself, use POST /v1/me/totp/remove".into(),
+        ));
+    }
+    factors::remove_app(&tx, s.user_id, id)?;
+    if confirmed {
+        email::notify(&tx, s.user_id, email::notice::FACTOR_REMOVED, now)?;
+    }
+    audit::record(
+        &tx,
+        &entry(AuditEvent::TotpRemove, Outcome::Success, client, s)
+            .detail(json!({"app": id, "name": app.name, "confirmed": confirmed})),
         now,
     )?;
     tx.commit()?;

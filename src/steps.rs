@@ -165,7 +165,7 @@ impl Core {
             let Some(f) = sessions::find_flow(conn, flow, LoginStep::EnrollConfirm, now)? else {
                 return Ok(None);
             };
-            let Some(cred) = factors::get_totp(conn, key, f.user_id)? else {
+            let Some(cred) = factors::get_totp(conn, key, f.user_id)?.into_iter().next() else {
                 return Ok(None);
             };
             let user = users::by_id(conn, f.user_id)?;
@@ -402,6 +402,46 @@ impl Core {
     pub fn remove_own_totp(&self, client: &Client, s: &SessionInfo) -> Result<()> {
         let now = self.now();
         self.with_conn(|conn, _| security::remove_totp(conn, client, s, now))
+    }
+
+    /// Add an authenticator app (needs a fresh re-authentication; blocks).
+    pub fn add_own_totp_app(
+        &self,
+        client: &Client,
+        s: &SessionInfo,
+        name: &str,
+    ) -> Result<security::AddedApp> {
+        let now = self.now();
+        self.with_conn(|conn, key| security::add_totp_app(conn, key, client, s, name, now))
+    }
+
+    /// Confirm an added authenticator app with its code: None for a wrong code (counted
+    /// toward the lockout; blocks).
+    pub fn confirm_own_totp_app(
+        &self,
+        client: &Client,
+        s: &SessionInfo,
+        id: i64,
+        code: &str,
+    ) -> Result<Option<security::ConfirmedApp>> {
+        let now = self.now();
+        self.with_conn(|conn, key| security::confirm_totp_app(conn, key, client, s, id, code, now))
+    }
+
+    /// An added app still waiting for its first code, its secret and URI again (blocks).
+    pub fn pending_own_totp_app(
+        &self,
+        s: &SessionInfo,
+        id: i64,
+    ) -> Result<Option<security::AddedApp>> {
+        self.with_conn(|conn, key| security::pending_totp_app(conn, key, s, id))
+    }
+
+    /// Remove one of the user's authenticator apps, not the last (needs a fresh
+    /// re-authentication; blocks).
+    pub fn remove_own_totp_app(&self, client: &Client, s: &SessionInfo, id: i64) -> Result<()> {
+        let now = self.now();
+        self.with_conn(|conn, _| security::remove_totp_app(conn, client, s, id, now))
     }
 
     /// End one of the user's own sessions (blocks).

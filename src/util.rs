@@ -43,6 +43,18 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
     }
 }
 
+/// A name a user gives one of their things (`what`: "a passkey name"): trimmed, 1 to 64
+/// characters, no control characters.
+pub fn check_label(what: &str, name: &str) -> crate::error::Result<String> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
+        return Err(crate::error::Error::Invalid(format!(
+            "{what} must be 1 to 64 characters, without control characters"
+        )));
+    }
+    Ok(n.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -587,7 +587,7 @@ pub async fn expired_post(ctx: &mut Ctx<'_>, form: &Form) -> Result<Resp, ApiErr
 // ---- Enrolment -------------------------------------------------------------------------
 
 /// The QR code of an otpauth URI as inline SVG markup.
-fn qr_svg(uri: &str) -> Result<String, ApiError> {
+pub(crate) fn qr_svg(uri: &str) -> Result<String, ApiError> {
     let code = qrcode::QrCode::new(uri.as_bytes()).map_err(|_| ApiError::internal())?;
     let svg = code
         .render::<qrcode::render::svg::Color>()

@@ -3,7 +3,8 @@
 //! per subject (factors, sessions, devices, activity): a new section is a new block.
 
 use askama::Template;
-use authcore::security::Overview;
+use authcore::login::SessionInfo;
+use authcore::security::{AddedApp, Overview};
 use hyper::StatusCode;
 
 use super::account::require_session;
@@ -21,6 +22,39 @@ struct SecurityPage<'a> {
     email_factor: bool,
 }
 
+/// Another authenticator app, added: its QR code and the field for its first code.
+#[derive(Template)]
+#[template(path = "security_totp_add.html")]
+struct TotpAddPage<'a> {
+    layout: Layout<'a>,
+    csrf: &'a str,
+    app: &'a AddedApp,
+    /// Markup from [`super::flow::qr_svg`], the one value printed unescaped.
+    qr_svg: &'a str,
+}
+
+fn totp_add_page(
+    ctx: &mut Ctx<'_>,
+    s: &(String, SessionInfo),
+    status: StatusCode,
+    app: &AddedApp,
+    notices: &[Notice],
+) -> Result<Resp, ApiError> {
+    let qr_svg = super::flow::qr_svg(&app.otpauth_uri)?;
+    let csrf = ctx.csrf_session(&s.0);
+    let page = TotpAddPage {
+        layout: ctx.layout(
+            "Add an authenticator app",
+            notices,
+            Some((&s.1.user.username, &csrf)),
+        ),
+        csrf: &csrf,
+        app,
+        qr_svg: &qr_svg,
+    };
+    Ok(ctx.page(status, &page))
+}
+
 fn flash(ctx: &Ctx<'_>) -> Vec<Notice> {
     let m = match ctx.query("m") {
         Some("reauth") => "Confirmed: you may change your factors for 5 minutes.",
@@ -33,6 +67,8 @@ fn flash(ctx: &Ctx<'_>) -> Vec<Notice> {
         Some("session_revoked") => "That session was signed out.",
         Some("others_revoked") => "Every other session was signed out.",
         Some("devices_revoked") => "Every remembered device was forgotten.",
+        Some("app_added") => "The authenticator app is confirmed: its codes sign you in.",
+        Some("app_removed") => "The authenticator app was removed.",
         _ => return Vec::new(),
     };
     vec![if matches!(
@@ -144,6 +180,65 @@ pub async fn post(ctx: &mut Ctx<'_>, form: &Form, action: &str) -> Result<Resp, 
                 )),
                 Err(e) => Ok(ctx.message_page(e.status, "Not changed", &e.message)),
             };
+        }
+        "totp/add" => {
+            let name = form.text("name").to_string();
+            let r = ctx
+                .app
+                .call(move |core| core.add_own_totp_app(&client, &info, &name))
+                .await;
+            return match r {
+                Ok(app) => totp_add_page(ctx, &s, StatusCode::OK, &app, &[]),
+                Err(e) => Ok(ctx.message_page(e.status, "Not added", &e.message)),
+            };
+        }
+        "totp/confirm" | "totp/delete" => {
+            let Some(id) = form.get("app").and_then(|d| d.parse::<i64>().ok()) else {
+                return Ok(ctx.message_page(
+                    StatusCode::BAD_REQUEST,
+                    "Bad request",
+                    "No authenticator app was chosen.",
+                ));
+            };
+            if action == "totp/delete" {
+                let r = ctx
+                    .app
+                    .call(move |core| core.remove_own_totp_app(&client, &info, id))
+                    .await;
+                match r {
+                    Ok(()) => back("app_removed"),
+                    Err(e) => return Ok(ctx.message_page(e.status, "Not changed", &e.message)),
+                }
+            } else {
+                let code = form.text("code").to_string();
+                let r = ctx
+                    .app
+                    .call(move |core| core.confirm_own_totp_app(&client, &info, id, &code))
+                    .await;
+                match r {
+                    Ok(Some(_)) => back("app_added"),
+                    Ok(None) => {
+                        let info = s.1.clone();
+                        let pending = ctx
+                            .app
+                            .call(move |core| core.pending_own_totp_app(&info, id))
+                            .await?;
+                        let Some(app) = pending else {
+                            return Ok(ctx.message_page(
+                                StatusCode::NOT_FOUND,
+                                "Not changed",
+                                "That authenticator app is gone.",
+                            ));
+                        };
+                        let notice = [Notice::Error(
+                            "That code was not accepted: type the code the new app shows now."
+                                .into(),
+                        )];
+                        return totp_add_page(ctx, &s, StatusCode::BAD_REQUEST, &app, &notice);
+                    }
+                    Err(e) => return Ok(ctx.message_page(e.status, "Not changed", &e.message)),
+                }
+            }
         }
         "sessions/revoke" => {
             let Some(id) = form.get("session").and_then(|d| d.parse::<i64>().ok()) else {

@@ -13,10 +13,12 @@ pub const SCHEMA: &str = include_str!("../../schema.postgres.sql");
 
 /// Schema changes after the first PostgreSQL schema: `MIGRATIONS[i]` takes version
 /// `FIRST_VERSION + i` to the next. Each SQLite migration from here on has its
-/// PostgreSQL twin here.
-const MIGRATIONS: &[&str] = &[];
+/// PostgreSQL twin here (`migrations/postgres/`), and `schema.postgres.sql` ends with the
+/// same statements, so a new database is created at [`SCHEMA_VERSION`] at once.
+pub(crate) const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/postgres/0009_totp_apps.sql")];
 
-/// The schema version `schema.postgres.sql` is written at.
+/// The first PostgreSQL schema version (the oldest a database can be migrated from).
 const FIRST_VERSION: i64 = 8;
 
 /// The schema version this build writes (the same as SQLite's: `db::tests` checks).
@@ -180,8 +182,8 @@ mod tests {
             .find(|l| l.contains("'schema_version'"))
             .expect("the schema records its version");
         assert!(
-            line.contains(&format!("'{FIRST_VERSION}'")),
-            "schema.postgres.sql records {line:?}; this build expects {FIRST_VERSION}"
+            line.contains(&format!("'{SCHEMA_VERSION}'")),
+            "schema.postgres.sql records {line:?}; this build expects {SCHEMA_VERSION}"
         );
     }
 }

@@ -225,6 +225,8 @@ pub mod notice {
     /// Security alerts (at most one of a kind per user per hour, see [`super::ALERT_EVERY`]).
     pub const NEW_SIGN_IN: &str = "new_sign_in";
     pub const FACTOR_ADDED: &str = "factor_added";
+    /// One of several authenticator apps removed (removing the last is [`RESET_2FA`]).
+    pub const FACTOR_REMOVED: &str = "factor_removed";
     pub const RECOVERY_CODE_USED: &str = "recovery_code_used";
     /// A one-time link to set a new password (emailed on request).
     pub const RESET_LINK: &str = "reset_link";
@@ -242,6 +244,7 @@ fn is_alert(kind: &str) -> bool {
         kind,
         notice::NEW_SIGN_IN
             | notice::FACTOR_ADDED
+            | notice::FACTOR_REMOVED
             | notice::RECOVERY_CODE_USED
             | notice::RESET_2FA
             | notice::PASSWORD_CHANGED
@@ -275,6 +278,10 @@ pub fn notify(conn: &Connection, user_id: i64, kind: &str, now: i64) -> Result<(
         notice::FACTOR_ADDED => (
             "A sign-in factor was added to your account",
             format!("Hello {username},\n\nA second sign-in factor (an authenticator app or emailed codes) was set up for your account at {when}.\nIf this was not you, tell your administrator at once: someone may have your password.\n"),
+        ),
+        notice::FACTOR_REMOVED => (
+            "A sign-in factor was removed from your account",
+            format!("Hello {username},\n\nAn authenticator app was removed from your account at {when}; your other authenticator apps still sign you in.\nIf this was not you, change your password at once and tell your administrator: someone may have your password and second factor.\n"),
         ),
         notice::RECOVERY_CODE_USED => (
             "A recovery code was used",

@@ -15,15 +15,53 @@ pub(crate) fn totp_aad(user_id: i64) -> String {
     format!("totp:{user_id}")
 }
 
-/// A decrypted TOTP credential.
+/// The name of an account's first authenticator app (enrolment at sign-in, `authctl
+/// enroll`, and every app from before apps had names).
+pub const FIRST_APP_NAME: &str = "Authenticator app";
+
+/// How many authenticator apps one user may have.
+pub const MAX_APPS: i64 = 5;
+
+/// A decrypted TOTP credential: one authenticator app.
 pub struct TotpCredential {
+    pub id: i64,
+    pub name: String,
     pub secret: Zeroizing<Vec<u8>>,
     pub confirmed_at: Option<i64>,
     pub last_step: Option<i64>,
 }
 
-/// Store a new TOTP secret for the user, replacing any previous one (its replay state
-/// goes with it). `confirmed_at` is None for an enrolment awaiting its first code.
+/// One authenticator app as listed (no secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct TotpApp {
+    pub id: i64,
+    pub name: String,
+    pub created_at: i64,
+    pub confirmed_at: Option<i64>,
+}
+
+/// Which of a user's apps a code may match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apps {
+    /// The confirmed ones (a sign-in, a re-authentication).
+    Confirmed,
+    /// Any, confirmed or not (confirming the first app of an enrolment).
+    All,
+    /// This one (confirming an added app).
+    One(i64),
+}
+
+/// A code that matched: which app, and where in the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppMatch {
+    pub id: i64,
+    pub name: String,
+    pub m: totp::Match,
+}
+
+/// Store the user's first TOTP secret, replacing every app they had (their replay state
+/// goes with them): enrolment at sign-in and `authctl enroll`. `confirmed_at` is None for
+/// an enrolment awaiting its first code.
 pub fn set_totp(
     conn: &Connection,
     key: &SecretKey,
@@ -32,101 +70,217 @@ pub fn set_totp(
     confirmed_at: Option<i64>,
     now: i64,
 ) -> Result<()> {
-    let blob = key.encrypt(secret, &totp_aad(user_id));
-    conn.execute(
-        "INSERT INTO totp_credentials(user_id, secret_enc, confirmed_at, last_step, created_at)
-         VALUES (?1, ?2, ?3, NULL, ?4)
-         ON CONFLICT(user_id) DO UPDATE SET secret_enc=excluded.secret_enc,
-            confirmed_at=excluded.confirmed_at, last_step=NULL, created_at=excluded.created_at",
-        params![user_id, blob, confirmed_at, now],
+    remove_totp(conn, user_id)?;
+    insert_app(
+        conn,
+        key,
+        user_id,
+        FIRST_APP_NAME,
+        secret,
+        confirmed_at,
+        now,
     )?;
     Ok(())
 }
 
-/// Remove the user's TOTP secret (and its replay state), if any.
-pub fn remove_totp(conn: &Connection, user_id: i64) -> Result<()> {
-    conn.execute("DELETE FROM totp_credentials WHERE user_id=?1", [user_id])?;
-    Ok(())
+fn insert_app(
+    conn: &Connection,
+    key: &SecretKey,
+    user_id: i64,
+    name: &str,
+    secret: &[u8],
+    confirmed_at: Option<i64>,
+    now: i64,
+) -> Result<i64> {
+    let blob = key.encrypt(secret, &totp_aad(user_id));
+    // A new app starts at the user's replay state, so every app keeps the same last step.
+    Ok(conn.query_row(
+        "INSERT INTO totp_credentials(user_id, name, secret_enc, confirmed_at, last_step, created_at)
+         VALUES (?1, ?2, ?3, ?4,
+                 (SELECT max(last_step) FROM totp_credentials WHERE user_id=?1), ?5)
+         RETURNING id",
+        params![user_id, name, blob, confirmed_at, now],
+        |r| r.get(0),
+    )?)
 }
 
-/// The users whose TOTP secret does not decrypt under `key` (a wrong or rotated key, a
-/// damaged row), checked one by one: what `authctl verify` reports.
+/// Add an unconfirmed app named `name` (already checked for form) to the user's: its id.
+/// Conflict when the user has an app of that name or already [`MAX_APPS`].
+pub fn add_totp(
+    conn: &Connection,
+    key: &SecretKey,
+    user_id: i64,
+    name: &str,
+    secret: &[u8],
+    now: i64,
+) -> Result<i64> {
+    let apps = list_totp(conn, user_id)?;
+    if apps.iter().any(|a| a.name == name) {
+        return Err(Error::Conflict(format!(
+            "you already have an authenticator app named '{name}'"
+        )));
+    }
+    if apps.len() as i64 >= MAX_APPS {
+        return Err(Error::Conflict(format!(
+            "you have {MAX_APPS} authenticator apps, the most an account may have: remove one first"
+        )));
+    }
+    insert_app(conn, key, user_id, name, secret, None, now)
+}
+
+/// Remove every TOTP app of the user (and their replay state), if any.
+pub fn remove_totp(conn: &Connection, user_id: i64) -> Result<usize> {
+    Ok(conn.execute("DELETE FROM totp_credentials WHERE user_id=?1", [user_id])?)
+}
+
+/// Remove one app of the user; false when the user has no app `id`.
+pub fn remove_app(conn: &Connection, user_id: i64, id: i64) -> Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM totp_credentials WHERE id=?1 AND user_id=?2",
+        params![id, user_id],
+    )? == 1)
+}
+
+/// The user's authenticator apps, oldest first.
+pub fn list_totp(conn: &Connection, user_id: i64) -> Result<Vec<TotpApp>> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, name, created_at, confirmed_at FROM totp_credentials
+         WHERE user_id=?1 ORDER BY id",
+    )?;
+    let rows = st
+        .query_map([user_id], |r| {
+            Ok(TotpApp {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: r.get(2)?,
+                confirmed_at: r.get(3)?,
+            })
+        })?
+        .collect::<crate::sql::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Whether the user has a confirmed authenticator app.
+pub fn has_confirmed_totp(conn: &Connection, user_id: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM totp_credentials WHERE user_id=?1 AND confirmed_at IS NOT NULL",
+        )?
+        .query_row([user_id], |r| r.get::<i64>(0))?
+        > 0)
+}
+
+/// The rows whose TOTP secret does not decrypt under `key` (a wrong or rotated key, a
+/// damaged row), checked one by one: the users `authctl verify` reports (each once).
 pub fn undecryptable_totp(conn: &Connection, key: &SecretKey) -> Result<Vec<i64>> {
-    let mut st =
-        conn.prepare("SELECT user_id, secret_enc FROM totp_credentials ORDER BY user_id")?;
+    let mut st = conn.prepare("SELECT user_id, secret_enc FROM totp_credentials ORDER BY id")?;
     let mut rows = st.query(())?;
     let mut bad = Vec::new();
     while let Some(r) = rows.next()? {
         let (user_id, blob): (i64, Vec<u8>) = (r.get(0)?, r.get(1)?);
-        if key.decrypt(&blob, &totp_aad(user_id)).is_err() {
+        if key.decrypt(&blob, &totp_aad(user_id)).is_err() && !bad.contains(&user_id) {
             bad.push(user_id);
         }
     }
     Ok(bad)
 }
 
-pub fn get_totp(
-    conn: &Connection,
-    key: &SecretKey,
-    user_id: i64,
-) -> Result<Option<TotpCredential>> {
-    let row: Option<(Vec<u8>, Option<i64>, Option<i64>)> = opt(conn
+/// The user's apps with their secrets decrypted, oldest first.
+pub fn get_totp(conn: &Connection, key: &SecretKey, user_id: i64) -> Result<Vec<TotpCredential>> {
+    // id, name, encrypted secret, confirmed_at, last_step
+    type Row = (i64, String, Vec<u8>, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = conn
         .prepare_cached(
-            "SELECT secret_enc, confirmed_at, last_step FROM totp_credentials WHERE user_id=?1",
+            "SELECT id, name, secret_enc, confirmed_at, last_step FROM totp_credentials
+             WHERE user_id=?1 ORDER BY id",
         )?
-        .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))?;
-    row.map(|(blob, confirmed_at, last_step)| {
-        Ok(TotpCredential {
-            secret: key.decrypt(&blob, &totp_aad(user_id))?,
-            confirmed_at,
-            last_step,
+        .query_map([user_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<crate::sql::Result<_>>()?;
+    rows.into_iter()
+        .map(|(id, name, blob, confirmed_at, last_step)| {
+            Ok(TotpCredential {
+                id,
+                name,
+                secret: key.decrypt(&blob, &totp_aad(user_id))?,
+                confirmed_at,
+                last_step,
+            })
         })
-    })
-    .transpose()
+        .collect()
 }
 
-pub fn confirm_totp(conn: &Connection, user_id: i64, now: i64) -> Result<()> {
+/// Mark the user's app `id` (every app of the user: None) confirmed.
+pub fn confirm_totp(conn: &Connection, user_id: i64, id: Option<i64>, now: i64) -> Result<()> {
     conn.execute(
-        "UPDATE totp_credentials SET confirmed_at=?1 WHERE user_id=?2",
-        params![now, user_id],
+        "UPDATE totp_credentials SET confirmed_at=?1
+         WHERE user_id=?2 AND (CAST(?3 AS BIGINT) IS NULL OR id=?3)",
+        params![now, user_id, id],
     )?;
     Ok(())
 }
 
-/// Record that `step` was accepted. Atomic replay guard: succeeds only if no step at or
-/// after it was accepted before, so two concurrent uses of one code cannot both pass.
+/// Record that `step` was accepted for the user. Atomic replay guard, per user: succeeds
+/// only if no step at or after it was accepted before on any of the user's apps (so two
+/// uses of one step, of one app or two, cannot both pass, also concurrently: the update
+/// and its condition are one statement in the caller's write transaction), and then
+/// moves every app of the user to it.
 pub fn accept_totp_step(conn: &Connection, user_id: i64, step: i64) -> Result<bool> {
     let n = conn
         .prepare_cached(
             "UPDATE totp_credentials SET last_step=?1
-             WHERE user_id=?2 AND (last_step IS NULL OR last_step < ?1)",
+             WHERE user_id=?2 AND NOT EXISTS (
+                 SELECT 1 FROM totp_credentials t WHERE t.user_id=?2 AND t.last_step >= ?1)",
         )?
         .execute(params![step, user_id])?;
-    Ok(n == 1)
+    Ok(n > 0)
 }
 
-/// Verify a TOTP code for the user and, on success, consume its step. Call inside a
-/// write transaction. Err(InvalidCredentials) when there is no confirmed credential.
+/// Verify a TOTP code against the user's apps `which` and, on success, consume its step
+/// for the user. Call inside a write transaction. Every app is checked (no early exit);
+/// the first that matches is named. `NoMatch` when the user has no such app.
 pub fn check_totp(
     conn: &Connection,
     key: &SecretKey,
     user_id: i64,
+    which: Apps,
     code: &str,
     now: i64,
     skew: i64,
-) -> Result<std::result::Result<totp::Match, totp::TotpError>> {
-    let Some(cred) = get_totp(conn, key, user_id)? else {
-        return Ok(Err(totp::TotpError::NoMatch));
-    };
-    match totp::verify(&cred.secret, code, now, skew, cred.last_step) {
-        Ok(m) => {
-            if accept_totp_step(conn, user_id, m.step)? {
-                Ok(Ok(m))
-            } else {
-                Ok(Err(totp::TotpError::Replayed))
-            }
+) -> Result<std::result::Result<AppMatch, totp::TotpError>> {
+    let apps = get_totp(conn, key, user_id)?;
+    // The user's replay state: the highest step accepted on any app.
+    let last_step = apps.iter().filter_map(|a| a.last_step).max();
+    let mut found: Option<AppMatch> = None;
+    let mut replayed = false;
+    for a in &apps {
+        let eligible = match which {
+            Apps::Confirmed => a.confirmed_at.is_some(),
+            Apps::All => true,
+            Apps::One(id) => a.id == id,
+        };
+        if !eligible {
+            continue;
         }
-        Err(e) => Ok(Err(e)),
+        match totp::verify(&a.secret, code, now, skew, last_step) {
+            Ok(m) if found.is_none() => {
+                found = Some(AppMatch {
+                    id: a.id,
+                    name: a.name.clone(),
+                    m,
+                })
+            }
+            Ok(_) => {}
+            Err(totp::TotpError::Replayed) => replayed = true,
+            Err(_) => {}
+        }
+    }
+    match found {
+        Some(m) if accept_totp_step(conn, user_id, m.m.step)? => Ok(Ok(m)),
+        Some(_) => Ok(Err(totp::TotpError::Replayed)),
+        None if replayed => Ok(Err(totp::TotpError::Replayed)),
+        None => Ok(Err(totp::TotpError::NoMatch)),
     }
 }
 
@@ -301,8 +455,7 @@ pub struct ResetSummary {
 /// Remove the TOTP secret, recovery codes and remembered devices, clear the enrolled
 /// method, and end sessions and flows: the user enrols again at the next login.
 pub fn reset_2fa(conn: &Connection, user_id: i64, now: i64) -> Result<ResetSummary> {
-    let totp_removed =
-        conn.execute("DELETE FROM totp_credentials WHERE user_id=?1", [user_id])? > 0;
+    let totp_removed = remove_totp(conn, user_id)? > 0;
     let recovery_codes_removed =
         conn.execute("DELETE FROM recovery_codes WHERE user_id=?1", [user_id])?;
     let devices_revoked = revoke_devices(conn, user_id, now)?;
@@ -353,16 +506,154 @@ mod tests {
         set_totp(&conn, &key, id, &secret, Some(1), 1).unwrap();
         let now = 1_700_000_000;
         let code = totp::code_at_step(&secret, totp::step_of(now), totp::Algorithm::Sha1, 6);
-        assert!(check_totp(&conn, &key, id, &code, now, 1).unwrap().is_ok());
-        assert_eq!(
-            check_totp(&conn, &key, id, &code, now, 1).unwrap(),
-            Err(totp::TotpError::Replayed)
-        );
+        let check = |code: &str| check_totp(&conn, &key, id, Apps::Confirmed, code, now, 1);
+        assert!(check(&code).unwrap().is_ok());
+        assert_eq!(check(&code).unwrap(), Err(totp::TotpError::Replayed));
         // The stored secret is not the secret in clear.
         let blob: Vec<u8> = conn
             .query_row("SELECT secret_enc FROM totp_credentials", (), |r| r.get(0))
             .unwrap();
         assert!(!blob.windows(secret.len()).any(|w| w == secret.as_slice()));
+    }
+
+    fn code(secret: &[u8], step: i64) -> String {
+        totp::code_at_step(secret, step, totp::Algorithm::Sha1, 6)
+    }
+
+    /// Several apps: a code of any confirmed one signs in (and names it), an unconfirmed
+    /// one does not until confirmed; one success per time step per user, whichever app.
+    #[test]
+    fn any_confirmed_app_matches_and_a_step_is_accepted_once_per_user() {
+        let (conn, key, id) = setup();
+        let (one, two) = (totp::generate_secret(), totp::generate_secret());
+        set_totp(&conn, &key, id, &one, Some(1), 1).unwrap();
+        let now = 1_700_000_000;
+        let s = totp::step_of(now);
+        let check = |which: Apps, code: &str| {
+            check_totp(&conn, &key, id, which, code, now, 1)
+                .unwrap()
+                .map(|m| (m.name, m.m.offset))
+        };
+        assert_eq!(
+            check(Apps::Confirmed, &code(&one, s - 1)),
+            Ok((FIRST_APP_NAME.to_string(), -1))
+        );
+        let b = add_totp(&conn, &key, id, "phone", &two, 2).unwrap();
+        assert!(matches!(
+            add_totp(&conn, &key, id, "phone", &two, 2),
+            Err(Error::Conflict(_))
+        ));
+        // The new app starts at the user's replay state.
+        assert_eq!(get_totp(&conn, &key, id).unwrap()[1].last_step, Some(s - 1));
+        // Unconfirmed: no sign-in with it.
+        assert_eq!(
+            check(Apps::Confirmed, &code(&two, s)),
+            Err(totp::TotpError::NoMatch)
+        );
+        assert_eq!(check(Apps::One(b), &code(&two, s)), Ok(("phone".into(), 0)));
+        confirm_totp(&conn, id, Some(b), 3).unwrap();
+        assert!(has_confirmed_totp(&conn, id).unwrap());
+        // Step s is spent for the user: app one's code of that step is a replay.
+        assert_eq!(
+            check(Apps::Confirmed, &code(&one, s)),
+            Err(totp::TotpError::Replayed)
+        );
+        assert_eq!(
+            check(Apps::Confirmed, &code(&two, s + 1)),
+            Ok(("phone".into(), 1))
+        );
+        assert_eq!(
+            check(Apps::Confirmed, &code(&one, s + 1)),
+            Err(totp::TotpError::Replayed)
+        );
+        // The guard itself: a step at or below the user's last is refused, whichever row.
+        assert!(!accept_totp_step(&conn, id, s + 1).unwrap());
+        assert!(accept_totp_step(&conn, id, s + 2).unwrap());
+        let steps: Vec<Option<i64>> = get_totp(&conn, &key, id)
+            .unwrap()
+            .iter()
+            .map(|a| a.last_step)
+            .collect();
+        assert_eq!(steps, vec![Some(s + 2), Some(s + 2)]);
+        // At most MAX_APPS; removing one; set_totp (enrolment) replaces them all.
+        for i in 3..=MAX_APPS {
+            add_totp(&conn, &key, id, &format!("app {i}"), &two, 4).unwrap();
+        }
+        assert!(matches!(
+            add_totp(&conn, &key, id, "one more", &two, 4),
+            Err(Error::Conflict(_))
+        ));
+        assert!(remove_app(&conn, id, b).unwrap());
+        assert!(!remove_app(&conn, id + 1, b).unwrap());
+        assert_eq!(list_totp(&conn, id).unwrap().len() as i64, MAX_APPS - 1);
+        set_totp(&conn, &key, id, &one, None, 5).unwrap();
+        let apps = list_totp(&conn, id).unwrap();
+        assert_eq!(apps.len(), 1);
+        assert_eq!(
+            (apps[0].name.as_str(), apps[0].confirmed_at),
+            (FIRST_APP_NAME, None)
+        );
+    }
+
+    /// A database at schema version 8 (one app per user, keyed by the user) migrates to
+    /// version 9 keeping the app: its secret still decrypts, its code still signs in, its
+    /// replay state stays, and it is named "Authenticator app".
+    #[test]
+    fn migration_9_keeps_an_existing_users_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v8.db");
+        let key = SecretKey::from_bytes([9; 32]);
+        let secret = totp::generate_secret();
+        let now = 1_700_000_000;
+        let s = totp::step_of(now);
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(crate::db::SCHEMA).unwrap();
+            for m in &crate::db::MIGRATIONS[..7] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", 8).unwrap();
+            c.execute_batch(
+                "INSERT INTO orgs(id, name, name_key, created_at) VALUES (1, 'default', 'default', 0);
+                 INSERT INTO users(id, username, username_key, email, org_id, mfa_method, created_at, updated_at)
+                      VALUES (7, 'vera', 'vera', 'v@example.org', 1, 'totp', 0, 0);",
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO totp_credentials(user_id, secret_enc, confirmed_at, last_step, created_at)
+                 VALUES (7, ?1, 5, ?2, 4)",
+                rusqlite::params![key.encrypt(&secret, &totp_aad(7)), s - 1],
+            )
+            .unwrap();
+        }
+        let mut conn = Connection::sqlite(rusqlite::Connection::open(&path).unwrap());
+        crate::db::migrate(&mut conn).unwrap();
+        assert_eq!(crate::db::schema_version(&conn).unwrap(), 9);
+        let apps = list_totp(&conn, 7).unwrap();
+        assert_eq!(apps.len(), 1);
+        assert_eq!(
+            (
+                apps[0].name.as_str(),
+                apps[0].created_at,
+                apps[0].confirmed_at
+            ),
+            (FIRST_APP_NAME, 4, Some(5))
+        );
+        let check = |step: i64| {
+            check_totp(
+                &conn,
+                &key,
+                7,
+                Apps::Confirmed,
+                &code(&secret, step),
+                now,
+                1,
+            )
+            .unwrap()
+        };
+        assert_eq!(check(s - 1), Err(totp::TotpError::Replayed));
+        assert!(check(s).is_ok());
+        assert!(undecryptable_totp(&conn, &key).unwrap().is_empty());
     }
 
     #[test]
@@ -395,7 +686,7 @@ mod tests {
         let s = reset_2fa(&conn, id, 200).unwrap();
         assert!(s.totp_removed);
         assert_eq!((s.recovery_codes_removed, s.devices_revoked), (10, 1));
-        assert!(get_totp(&conn, &key, id).unwrap().is_none());
+        assert!(get_totp(&conn, &key, id).unwrap().is_empty());
         assert!(!check_device(&conn, id, &token, 201).unwrap());
     }
 }

@@ -40,7 +40,7 @@ pub const ENCRYPTED: &[Encrypted] = &[
     Encrypted {
         what: "TOTP secrets",
         table: "totp_credentials",
-        id: "user_id",
+        id: "id",
         column: "secret_enc",
         aad_of: "user_id",
         aad: |user_id| super::factors::totp_aad(user_id.parse().unwrap_or(-1)),

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{conflict_on_unique, opt};
 use crate::crypto;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// One stored passkey.
 #[derive(Debug, Clone, Serialize)]
@@ -320,11 +320,5 @@ pub fn group_requires(conn: &Connection, group_id: i64) -> Result<bool> {
 
 /// A passkey name: trimmed, 1 to 64 characters, no control characters.
 pub fn check_name(name: &str) -> Result<String> {
-    let n = name.trim();
-    if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
-        return Err(Error::Invalid(
-            "a passkey name must be 1 to 64 characters, without control characters".into(),
-        ));
-    }
-    Ok(n.to_string())
+    crate::util::check_label("a passkey name", name)
 }

@@ -218,6 +218,19 @@ impl Totp {
     pub fn used(&mut self, step: i64) {
         self.last_step = Some(self.last_step.map_or(step, |l| l.max(step)));
     }
+
+    /// The last step handed out or recorded as used.
+    pub fn last_step(&self) -> Option<i64> {
+        self.last_step
+    }
+
+    /// Record that `other` (another app of the same user) used its last step: the server
+    /// accepts each step once per user, whichever app.
+    pub fn sync(&mut self, other: &Totp) {
+        if let Some(step) = other.last_step {
+            self.used(step);
+        }
+    }
 }
 
 // ---- HTTP ----------------------------------------------------------------------------
@@ -584,6 +597,11 @@ impl Daemon {
     /// POST (a JSON body or none) with `Authorization: Bearer TOKEN`.
     pub fn post_auth(&self, path: &str, token: &str, body: Option<&Value>) -> Resp {
         self.send_auth("POST", path, token, body)
+    }
+
+    /// DELETE with `Authorization: Bearer TOKEN`.
+    pub fn delete_auth(&self, path: &str, token: &str) -> Resp {
+        self.send_auth("DELETE", path, token, None)
     }
 
     /// PUT a JSON body with `Authorization: Bearer TOKEN`.

@@ -108,6 +108,15 @@ fn a_sqlite_site_copied_to_postgres_signs_in_the_same() {
     assert_eq!(copied["tables"]["devices"], 1, "{copied:#}");
     assert_eq!(copied["tables"]["terms_acceptances"], 2, "{copied:#}");
     assert_eq!(copied["tables"]["totp_credentials"], 1, "{copied:#}");
+    // The authenticator app keeps its id and name (migration 0009's columns).
+    assert_eq!(
+        pg.psql(
+            "authd",
+            "SELECT t.id, t.name FROM totp_credentials t JOIN users u ON u.id = t.user_id WHERE u.username = 'ada'",
+        )
+        .trim(),
+        "1|Authenticator app"
+    );
     assert_eq!(copied["tables"]["memberships"], 2, "{copied:#}");
     assert!(
         copied["tables"]["audit"].as_i64().unwrap_or(0) > 10,

@@ -468,3 +468,90 @@ fn the_session_epoch_moves_and_notifies_on_postgres_as_on_sqlite() {
         "psql heard: {heard:?}"
     );
 }
+
+/// A PostgreSQL database at schema version 8 (one authenticator app per user, keyed by
+/// the user) is migrated to 9 by authd's opening: the same tables as SQLite's again, and
+/// the user's app kept, named, still signing in; a new app gets a fresh id.
+#[test]
+fn a_version_8_postgres_database_migrates_keeping_the_users_app() {
+    use authcore::store::factors;
+    use authcore::totp;
+    let pg = Pg::start();
+    let root = repo_root();
+    let full = std::fs::read_to_string(root.join("schema.postgres.sql")).expect("schema");
+    let m9 = std::fs::read_to_string(root.join("migrations/postgres/0009_totp_apps.sql"))
+        .expect("migration");
+    let v8 = full
+        .replace(&m9, "")
+        .replace("('schema_version', '9')", "('schema_version', '8')");
+    assert!(
+        v8.len() < full.len() && v8.contains("'8'"),
+        "version 8 made"
+    );
+    let file = pg.dir.path().join("v8.sql");
+    std::fs::write(&file, v8).expect("write v8.sql");
+    pg.psql_file("authd", &file);
+
+    let key = authcore::crypto::SecretKey::from_bytes([7; 32]);
+    let secret = totp::generate_secret();
+    let now = now();
+    let step = totp::step_of(now);
+    let url = pg.url("authd");
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+    c.batch_execute(
+        "INSERT INTO orgs(name, name_key, created_at) VALUES ('default', 'default', 0);
+         INSERT INTO users(username, username_key, email, org_id, mfa_method, created_at, updated_at)
+              VALUES ('vera', 'vera', 'v@example.org', 1, 'totp', 0, 0);",
+    )
+    .expect("a user");
+    let blob = key.encrypt(&secret, "totp:1");
+    c.execute(
+        "INSERT INTO totp_credentials(user_id, secret_enc, confirmed_at, last_step, created_at)
+         VALUES (1, $1, 5, $2, 4)",
+        &[&blob, &(step - 1)],
+    )
+    .expect("an app");
+    drop(c);
+
+    let conn = authcore::db::pg::open(&url, true).expect("open and migrate");
+    assert_eq!(authcore::db::schema_version(&conn).expect("version"), 9);
+    let apps = factors::list_totp(&conn, 1).expect("apps");
+    assert_eq!(apps.len(), 1);
+    assert_eq!(
+        (
+            apps[0].name.as_str(),
+            apps[0].created_at,
+            apps[0].confirmed_at
+        ),
+        ("Authenticator app", 4, Some(5))
+    );
+    let code = |s: &[u8], at: i64| totp::code_at_step(s, at, totp::Algorithm::Sha1, 6);
+    let check = |c: &str| {
+        factors::check_totp(&conn, &key, 1, factors::Apps::Confirmed, c, now, 1)
+            .expect("check")
+            .map(|m| m.name)
+    };
+    assert_eq!(
+        check(&code(&secret, step - 1)),
+        Err(totp::TotpError::Replayed)
+    );
+    assert_eq!(check(&code(&secret, step)), Ok("Authenticator app".into()));
+    let id = factors::add_totp(&conn, &key, 1, "phone", &totp::generate_secret(), now)
+        .expect("a second app");
+    assert!(
+        id > apps[0].id,
+        "the identity sequence is past the migrated rows"
+    );
+    drop(conn);
+
+    // The migrated tables are SQLite's.
+    let env = Env::sqlite();
+    env.ctl(&["init"]).ok();
+    let (lite, _) = sqlite_shape(&env.db);
+    let (post, _) = pg_shape(&pg);
+    assert_eq!(post["totp_credentials"], lite["totp_credentials"]);
+    assert_eq!(
+        post.keys().collect::<Vec<_>>(),
+        lite.keys().collect::<Vec<_>>()
+    );
+}
