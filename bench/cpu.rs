@@ -134,3 +134,41 @@ pub fn loadavg() -> f64 {
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0.0)
 }
+
+/// Where the CPU went during a run: the servers counted as ours ([`count_as_ours`]: a
+/// local PostgreSQL), the given processes (authd nodes), and this process (the load
+/// generator), each as a share of the machine's capacity.
+pub struct Split {
+    servers: u64,
+    nodes: u64,
+    own: u64,
+    at: Instant,
+}
+
+fn ticks_of(pids: &[u32]) -> u64 {
+    pids.iter()
+        .map(|p| process_ticks(&p.to_string(), false))
+        .sum()
+}
+
+impl Split {
+    pub fn start(nodes: &[u32]) -> Split {
+        Split {
+            servers: servers_ticks(),
+            nodes: ticks_of(nodes),
+            own: process_ticks("self", false),
+            at: Instant::now(),
+        }
+    }
+
+    /// (servers, nodes, this process) shares of the machine (0–1) since `start`.
+    pub fn shares(&self, nodes: &[u32], cores: usize) -> (f64, f64, f64) {
+        let capacity = (self.at.elapsed().as_secs_f64() * HZ * cores as f64).max(1e-9);
+        let share = |now: u64, then: u64| now.saturating_sub(then) as f64 / capacity;
+        (
+            share(servers_ticks(), self.servers),
+            share(ticks_of(nodes), self.nodes),
+            share(process_ticks("self", false), self.own),
+        )
+    }
+}

@@ -219,6 +219,7 @@ impl Bench {
             600.0,
             "  (SQLite sessions, not measured)",
         )?;
+        let sqlite_tokens = tokens.len();
         let w: Arc<dyn Workload> = Arc::new(SessionCheck {
             tokens: Arc::new(tokens),
         });
@@ -310,6 +311,7 @@ impl Bench {
             std::fs::create_dir_all(&mail_dir)?;
             let mut nodes = self.nodes_on(&t, &key_file, n, Some(&mail_dir), &format!("pg{n}"))?;
             let addrs: Vec<SocketAddr> = nodes.iter().map(|p| p.addr).collect();
+            let pids: Vec<u32> = nodes.iter().map(|p| p.pid).collect();
 
             // TOTP: a warm-up, then each level; the sessions made feed the session checks.
             let mut rest = totp_users.iter().copied();
@@ -334,7 +336,9 @@ impl Bench {
                     "  (flows for the next run, not measured)",
                 )?;
                 let what = format!("PostgreSQL, {label}: TOTP step, {}", clients(c));
+                let split = crate::cpu::Split::start(&pids);
                 let (s, sessions) = self.totp_on(&addrs, flows, c, plan_secs, &what)?;
+                let cpu = self.cpu_note(&split, &pids);
                 check_nodes(&mut nodes)?;
                 tokens.extend(sessions);
                 self.step_figure(
@@ -344,10 +348,15 @@ impl Bench {
                     c,
                     &s,
                     &bare_rates,
+                    &cpu,
                 );
             }
 
-            // Session checks at 16 clients, against SQLite's on the same data.
+            // Session checks at 16 clients, against SQLite's on the same data: as many
+            // sessions, checked in turn.
+            let made = tokens.len();
+            tokens.truncate(sqlite_tokens);
+            let split = crate::cpu::Split::start(&pids);
             let s = self.load_on(
                 &addrs,
                 &Spec::new(16, dur),
@@ -356,6 +365,7 @@ impl Bench {
                 }),
                 &format!("PostgreSQL, {label}: session check, 16 clients"),
             )?;
+            let cpu = self.cpu_note(&split, &pids);
             check_nodes(&mut nodes)?;
             let within = s.rate() >= 0.9 * sqlite.rate();
             self.fig(
@@ -372,10 +382,13 @@ impl Bench {
                 )
                 .goal("within 10 % of SQLite's (≥ 0.9 ×)", within)
                 .note(&format!(
-                    "{}; {} × the bare server ({})",
+                    "{}; {} × the bare server ({}); {} sessions checked in turn ({} made), \
+                     as many as in the SQLite baseline; {cpu}",
                     lat_note(&s),
                     num(s.rate() / bare16, ""),
-                    num(bare16, "/s")
+                    num(bare16, "/s"),
+                    num(made.min(sqlite_tokens) as f64, ""),
+                    num(made as f64, "")
                 )),
             );
 
@@ -398,7 +411,9 @@ impl Bench {
                     .collect();
                 let flows = self.mailed_flows(&addrs, users, &mail_dir)?;
                 let what = format!("PostgreSQL, {label}: email-code step, {}", clients(c));
+                let split = crate::cpu::Split::start(&pids);
                 let s = self.email_on(&addrs, flows, c, plan_secs, &what)?;
+                let cpu = self.cpu_note(&split, &pids);
                 check_nodes(&mut nodes)?;
                 self.step_figure(
                     n,
@@ -407,6 +422,7 @@ impl Bench {
                     c,
                     &s,
                     &bare_rates,
+                    &cpu,
                 );
             }
             self.stop_all(nodes)?;
@@ -443,7 +459,21 @@ impl Bench {
         Ok(())
     }
 
+    /// Where the CPU went since `split` started, for a figure's note.
+    fn cpu_note(&self, split: &crate::cpu::Split, nodes: &[u32]) -> String {
+        let (pg, authd, gen) = split.shares(nodes, self.cores);
+        let pct = |x: f64| format!("{:.0} %", x * 100.0);
+        format!(
+            "CPU of the {} cores: PostgreSQL {}, authd {}, load generator {}",
+            self.cores,
+            pct(pg),
+            pct(authd),
+            pct(gen)
+        )
+    }
+
     /// One step figure: the goal (≥ 5,000/s) is at 16 clients; the others are shown.
+    #[allow(clippy::too_many_arguments)]
     fn step_figure(
         &mut self,
         n: usize,
@@ -452,6 +482,7 @@ impl Bench {
         c: usize,
         s: &Stats,
         bare: &[(usize, f64)],
+        cpu: &str,
     ) {
         let mut f = Figure::new(
             ITEM,
@@ -460,7 +491,7 @@ impl Bench {
             s.rate(),
             "/s",
         )
-        .note(&lat_note(s));
+        .note(&format!("{}; {cpu}", lat_note(s)));
         if let Some((_, b)) = bare.iter().find(|(bc, _)| *bc == c) {
             f = f.vs(*b, "bare hyper server, same clients");
         }
