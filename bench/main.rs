@@ -1430,22 +1430,7 @@ impl Bench {
             let (s, flows) = this.flows(&d, users, "email_otp", 32, what)?;
             mailed_n += s.ok;
             mailed_secs += s.elapsed.as_secs_f64();
-            let mut codes = provision::mailed_codes(&mail_dir)?;
-            ensure!(
-                codes.len() == flows.len(),
-                "{} code mails for {} logins",
-                codes.len(),
-                flows.len()
-            );
-            flows
-                .into_iter()
-                .map(|(id, flow)| {
-                    let code = codes.remove(&provision::email(id)).with_context(|| {
-                        format!("no code was mailed to {}", provision::email(id))
-                    })?;
-                    Ok((id, flow, code))
-                })
-                .collect::<Result<Vec<_>>>()
+            with_mailed_codes(flows, &mail_dir)
         };
         let mut rest = all.into_iter();
         // Warm-up: the fresh authd's connections compile the step's statements.
@@ -1944,6 +1929,30 @@ struct StageResult {
     audit_cli: CliTime,
     list_cli: CliTime,
     rest_kib: u64,
+}
+
+/// Each (user, flow) with the code mailed to the user for it, read from `mail_dir`
+/// (every login must have had exactly one code mail).
+fn with_mailed_codes(
+    flows: Vec<(u64, String)>,
+    mail_dir: &Path,
+) -> Result<Vec<(u64, String, String)>> {
+    let mut codes = provision::mailed_codes(mail_dir)?;
+    ensure!(
+        codes.len() == flows.len(),
+        "{} code mails for {} logins",
+        codes.len(),
+        flows.len()
+    );
+    flows
+        .into_iter()
+        .map(|(id, flow)| {
+            let code = codes
+                .remove(&provision::email(id))
+                .with_context(|| format!("no code was mailed to {}", provision::email(id)))?;
+            Ok((id, flow, code))
+        })
+        .collect()
 }
 
 /// "1 client", "16 clients".

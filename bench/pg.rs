@@ -573,22 +573,7 @@ impl Bench {
             32,
             "  (email flows for the next run, not measured)",
         )?;
-        let mut codes = provision::mailed_codes(mail_dir)?;
-        ensure!(
-            codes.len() == flows.len(),
-            "{} code mails for {} logins",
-            codes.len(),
-            flows.len()
-        );
-        flows
-            .into_iter()
-            .map(|(id, flow)| {
-                let code = codes
-                    .remove(&provision::email(id))
-                    .with_context(|| format!("no code was mailed to {}", provision::email(id)))?;
-                Ok((id, flow, code))
-            })
-            .collect()
+        crate::with_mailed_codes(flows, mail_dir)
     }
 }
 
