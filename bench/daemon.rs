@@ -92,6 +92,11 @@ impl Proc {
         ))
     }
 
+    /// Where its stderr goes.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
     /// (VmRSS, VmHWM) in KiB.
     pub fn memory_kib(&self) -> Result<(u64, u64)> {
         memory_kib(self.pid)
@@ -134,6 +139,17 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Whether process `pid` has exited (gone, or a zombie not yet reaped).
+pub fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
+        Err(_) => true,
     }
 }
 

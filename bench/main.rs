@@ -202,8 +202,8 @@ impl Plan {
             pg_users: 60_000,
             pg_audit: 100_000,
             pg_sqlite_sessions: 5_000,
-            pg_totp_flows: vec![2_000, 10_000, 10_000],
-            pg_email_flows: vec![2_000, 10_000, 10_000],
+            pg_totp_flows: vec![1_500, 8_000, 8_000],
+            pg_email_flows: vec![1_500, 8_000, 8_000],
             pg_warmup: 500,
             pg_secs: 8.0,
         }
@@ -539,6 +539,8 @@ struct Bench {
     authd_args: Vec<String>,
     /// Our live child processes (their CPU time is ours, not someone else's).
     live: Mutex<Vec<u32>>,
+    /// Each child's name, pid and log, for the error when one dies.
+    logs: Mutex<Vec<(u32, String)>>,
     /// (run, share of the machine other processes used during it).
     foreign: Mutex<Vec<(String, f64)>>,
     /// The PostgreSQL part's database (`--db`), and its node count (`--nodes`).
@@ -621,10 +623,10 @@ impl Bench {
         what: &str,
     ) -> Result<Stats> {
         let m = cpu::Meter::start(&self.live());
-        let mut s = self
-            .rt
-            .block_on(load::run_on(to, spec, w))
-            .with_context(|| format!("load run: {what}"))?;
+        let r = self.rt.block_on(load::run_on(to, spec, w));
+        // A server that died during the run is named (not a run of refused requests).
+        self.none_died(what)?;
+        let mut s = r.with_context(|| format!("load run: {what}"))?;
         s.foreign = self.record_foreign(what, &m);
         eprintln!("  {what:<44} {}", s.summary());
         Ok(s)
@@ -634,7 +636,36 @@ impl Bench {
         if let Ok(mut v) = self.live.lock() {
             v.push(p.pid);
         }
+        if let Ok(mut v) = self.logs.lock() {
+            v.push((
+                p.pid,
+                format!("{} (pid {}, log {})", p.name, p.pid, p.log().display()),
+            ));
+        }
         p
+    }
+
+    /// An error naming each child process (authd, the bare server) that exited while it
+    /// should have been serving.
+    fn none_died(&self, what: &str) -> Result<()> {
+        let dead: Vec<String> = self
+            .live()
+            .into_iter()
+            .filter(|p| daemon::has_exited(*p))
+            .map(|p| {
+                let logs = self.logs.lock().map(|v| v.clone()).unwrap_or_default();
+                logs.into_iter()
+                    .find(|(q, _)| *q == p)
+                    .map_or_else(|| format!("pid {p}"), |(_, l)| l)
+            })
+            .collect();
+        ensure!(
+            dead.is_empty(),
+            "{} exited during \"{}\"",
+            dead.join(", "),
+            what.trim()
+        );
+        Ok(())
     }
 
     fn stop(&self, p: Proc) -> Result<()> {
@@ -2066,6 +2097,7 @@ fn run(a: RunArgs) -> Result<()> {
         ceiling: None,
         password_db: None,
         live: Mutex::new(Vec::new()),
+        logs: Mutex::new(Vec::new()),
         foreign: Mutex::new(Vec::new()),
         pg,
         nodes: a.nodes as usize,
