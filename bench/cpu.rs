@@ -3,7 +3,53 @@
 //! time. Other processes on the same two cores make every figure smaller; this says by
 //! how much they could have.
 
+use std::sync::Mutex;
 use std::time::Instant;
+
+/// Servers the benchmark uses but did not start (a local PostgreSQL's postmaster): their
+/// CPU time, their live children's and their reaped children's counts as the
+/// benchmark's own, not as other processes'.
+static SERVERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Count `pid` and its children as the benchmark's own from now on.
+pub fn count_as_ours(pid: u32) {
+    if let Ok(mut v) = SERVERS.lock() {
+        if !v.contains(&pid) {
+            v.push(pid);
+        }
+    }
+}
+
+/// The parent process id of `pid` (field 4 of /proc/PID/stat).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The live children of `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| parent_of(*p) == Some(pid))
+        .collect()
+}
+
+fn servers_ticks() -> u64 {
+    let servers = SERVERS.lock().map(|v| v.clone()).unwrap_or_default();
+    servers
+        .iter()
+        .map(|s| {
+            process_ticks(&s.to_string(), true)
+                + children_of(*s)
+                    .iter()
+                    .map(|c| process_ticks(&c.to_string(), false))
+                    .sum::<u64>()
+        })
+        .sum()
+}
 
 /// Clock ticks per second of /proc (USER_HZ; 100 on Linux everywhere in practice).
 const HZ: f64 = 100.0;
@@ -46,7 +92,8 @@ pub fn reaped_children_secs() -> f64 {
 }
 
 fn ours(children: &[u32]) -> u64 {
-    process_ticks("self", true)
+    servers_ticks()
+        + process_ticks("self", true)
         + children
             .iter()
             .map(|p| process_ticks(&p.to_string(), false))
@@ -86,4 +133,42 @@ pub fn loadavg() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0.0)
+}
+
+/// Where the CPU went during a run: the servers counted as ours ([`count_as_ours`]: a
+/// local PostgreSQL), the given processes (authd nodes), and this process (the load
+/// generator), each as a share of the machine's capacity.
+pub struct Split {
+    servers: u64,
+    nodes: u64,
+    own: u64,
+    at: Instant,
+}
+
+fn ticks_of(pids: &[u32]) -> u64 {
+    pids.iter()
+        .map(|p| process_ticks(&p.to_string(), false))
+        .sum()
+}
+
+impl Split {
+    pub fn start(nodes: &[u32]) -> Split {
+        Split {
+            servers: servers_ticks(),
+            nodes: ticks_of(nodes),
+            own: process_ticks("self", false),
+            at: Instant::now(),
+        }
+    }
+
+    /// (servers, nodes, this process) shares of the machine (0–1) since `start`.
+    pub fn shares(&self, nodes: &[u32], cores: usize) -> (f64, f64, f64) {
+        let capacity = (self.at.elapsed().as_secs_f64() * HZ * cores as f64).max(1e-9);
+        let share = |now: u64, then: u64| now.saturating_sub(then) as f64 / capacity;
+        (
+            share(servers_ticks(), self.servers),
+            share(ticks_of(nodes), self.nodes),
+            share(process_ticks("self", false), self.own),
+        )
+    }
 }

@@ -16,6 +16,7 @@ pub struct Proc {
     pub addr: SocketAddr,
     pub pid: u32,
     pub name: String,
+    log: std::path::PathBuf,
 }
 
 impl Proc {
@@ -50,6 +51,7 @@ impl Proc {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             pid,
             name: name.to_string(),
+            log: log.to_path_buf(),
         };
         let addr = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(a) => a,
@@ -67,6 +69,32 @@ impl Proc {
             .parse()
             .with_context(|| format!("{name} announced an unreadable address {addr:?}"))?;
         Ok(p)
+    }
+
+    /// None while the process runs; once it has exited (or was never started), how it
+    /// ended and the last lines of its log.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => return None,
+            Some(Ok(Some(status))) => status.to_string(),
+            Some(Err(e)) => format!("unknown state ({e})"),
+            None => "not running".to_string(),
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Some(format!(
+            "{} (pid {}) exited: {status}; {} ends:\n{}",
+            self.name,
+            self.pid,
+            self.log.display(),
+            tail.join("\n")
+        ))
+    }
+
+    /// Where its stderr goes.
+    pub fn log(&self) -> &Path {
+        &self.log
     }
 
     /// (VmRSS, VmHWM) in KiB.
@@ -111,6 +139,17 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Whether process `pid` has exited (gone, or a zombie not yet reaped).
+pub fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
+        Err(_) => true,
     }
 }
 

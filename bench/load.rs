@@ -204,15 +204,27 @@ fn count(statuses: &mut Vec<(u16, u64)>, s: u16, n: u64) {
     }
 }
 
+/// How long past the run's deadline one answer may still take before its client gives
+/// up (counted as a transport error): a server that stops answering ends the run.
+pub const LATE_ANSWER: Duration = Duration::from_secs(30);
+
 /// Run `w` against `addr` as `spec` says.
 pub async fn run(addr: SocketAddr, spec: &Spec, w: Arc<dyn Workload>) -> Result<Stats> {
+    run_on(&[addr], spec, w).await
+}
+
+/// Run `w` against several servers (nodes): client i connects to `addrs[i % len]`, so the
+/// connections are spread over them round-robin.
+pub async fn run_on(addrs: &[SocketAddr], spec: &Spec, w: Arc<dyn Workload>) -> Result<Stats> {
+    anyhow::ensure!(!addrs.is_empty(), "no server to send the load to");
     let source = |i: usize| -> Option<IpAddr> {
         (!spec.sources.is_empty()).then(|| spec.sources[i % spec.sources.len()])
     };
+    let target = |i: usize| addrs[i % addrs.len()];
     // Every connection is open before the clock starts.
     let mut senders = Vec::with_capacity(spec.concurrency);
     for i in 0..spec.concurrency {
-        senders.push(connect(addr, source(i)).await?);
+        senders.push(connect(target(i), source(i)).await?);
     }
     let seq = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -224,6 +236,7 @@ pub async fn run(addr: SocketAddr, spec: &Spec, w: Arc<dyn Workload>) -> Result<
         let max = spec.max_requests;
         let pace = spec.pace;
         let src = source(i);
+        let addr = target(i);
         tasks.push(tokio::spawn(async move {
             let mut r = ClientResult {
                 ok: 0,
@@ -255,8 +268,15 @@ pub async fn run(addr: SocketAddr, spec: &Spec, w: Arc<dyn Workload>) -> Result<
                     let status = resp.status().as_u16();
                     let body = resp.into_body().collect().await?.to_bytes();
                     Ok::<_, hyper::Error>((status, body))
-                }
-                .await;
+                };
+                let Ok(answer) =
+                    tokio::time::timeout_at((deadline + LATE_ANSWER).into(), answer).await
+                else {
+                    // No answer long past the deadline: the server hangs; stop here.
+                    r.transport_errors += 1;
+                    r.unexpected += 1;
+                    break;
+                };
                 let us = t0.elapsed().as_micros() as u64;
                 match answer {
                     Ok((status, body)) => {

@@ -12,6 +12,7 @@ mod cpu;
 mod daemon;
 mod load;
 mod oidc;
+mod pg;
 mod provision;
 mod report;
 
@@ -92,6 +93,19 @@ struct RunArgs {
     /// How the command that produced the results is shown in them.
     #[arg(long, default_value = "scripts/bench.sh")]
     command: String,
+    /// The PostgreSQL part (`postgres`, item 9) runs on this database:
+    /// postgres://user[:password]@host[:port]/dbname. Its database is DROPPED and created
+    /// again before each configuration (through the server's `postgres` database; the user
+    /// must be allowed to create databases): name one for benchmarks only. Without it the
+    /// part is skipped with a note.
+    #[arg(long, value_name = "URL")]
+    db: Option<String>,
+    /// authd nodes of the PostgreSQL part: it runs with 1 node and, when N is 2 or more,
+    /// again with N nodes on the same database (each on its own loopback port, the load
+    /// generator's connections spread over them round-robin).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    nodes: u16,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
@@ -113,6 +127,9 @@ enum Part {
     AccessLog,
     /// Issue 17: OpenID Connect code exchanges per second vs the RS256 signing ceiling.
     Oidc,
+    /// Issue 13 (item 9): authd on PostgreSQL (`--db`), 1 node and `--nodes N`: password
+    /// logins, TOTP and emailed-code steps, session checks against SQLite's.
+    Postgres,
 }
 
 /// Sizes and durations of one mode.
@@ -142,6 +159,16 @@ struct Plan {
     breached_lines: u64,
     breached_lookups: u64,
     cli_repeats: usize,
+    /// The PostgreSQL part: users and audit rows generated (then copied), sessions made
+    /// for the SQLite baseline, TOTP and emailed-code flows per sweep level, unmeasured
+    /// warm-up steps of each kind, and the time bound of each measured step run.
+    pg_users: u64,
+    pg_audit: u64,
+    pg_sqlite_sessions: u64,
+    pg_totp_flows: Vec<u64>,
+    pg_email_flows: Vec<u64>,
+    pg_warmup: u64,
+    pg_secs: f64,
 }
 
 impl Plan {
@@ -172,6 +199,13 @@ impl Plan {
             breached_lines: 10_000_000,
             breached_lookups: 20_000,
             cli_repeats: 5,
+            pg_users: 60_000,
+            pg_audit: 100_000,
+            pg_sqlite_sessions: 5_000,
+            pg_totp_flows: vec![1_500, 8_000, 8_000],
+            pg_email_flows: vec![1_500, 8_000, 8_000],
+            pg_warmup: 500,
+            pg_secs: 8.0,
         }
     }
     fn quick() -> Plan {
@@ -196,6 +230,13 @@ impl Plan {
             breached_lines: 1_000_000,
             breached_lookups: 5_000,
             cli_repeats: 3,
+            pg_users: 12_000,
+            pg_audit: 20_000,
+            pg_sqlite_sessions: 2_000,
+            pg_totp_flows: vec![300, 2_000, 2_000],
+            pg_email_flows: vec![300, 2_000, 2_000],
+            pg_warmup: 200,
+            pg_secs: 3.0,
         }
     }
 
@@ -223,6 +264,21 @@ impl Plan {
                 si + 1
             );
         }
+        ensure!(
+            self.pg_totp_flows.len() == self.sweep_levels.len()
+                && self.pg_email_flows.len() == self.sweep_levels.len()
+                && self.sweep_levels.contains(&16),
+            "one PostgreSQL sweep size per level, and a 16-client level"
+        );
+        let pg = self.pg_sqlite_sessions
+            + 2 * self.pg_warmup
+            + self.pg_totp_flows.iter().sum::<u64>()
+            + self.pg_email_flows.iter().sum::<u64>();
+        ensure!(
+            pg < self.pg_users,
+            "the PostgreSQL part picks {pg} of {} users",
+            self.pg_users
+        );
         Ok(())
     }
 }
@@ -483,8 +539,13 @@ struct Bench {
     authd_args: Vec<String>,
     /// Our live child processes (their CPU time is ours, not someone else's).
     live: Mutex<Vec<u32>>,
+    /// Each child's name, pid and log, for the error when one dies.
+    logs: Mutex<Vec<(u32, String)>>,
     /// (run, share of the machine other processes used during it).
     foreign: Mutex<Vec<(String, f64)>>,
+    /// The PostgreSQL part's database (`--db`), and its node count (`--nodes`).
+    pg: Option<pg::Target>,
+    nodes: usize,
 }
 
 fn secs(s: f64) -> Duration {
@@ -550,11 +611,22 @@ impl Bench {
         w: Arc<dyn Workload>,
         what: &str,
     ) -> Result<Stats> {
+        self.load_on(&[addr], spec, w, what)
+    }
+
+    /// [`load`](Self::load) with the clients spread over several nodes, round-robin.
+    fn load_on(
+        &self,
+        to: &[SocketAddr],
+        spec: &Spec,
+        w: Arc<dyn Workload>,
+        what: &str,
+    ) -> Result<Stats> {
         let m = cpu::Meter::start(&self.live());
-        let mut s = self
-            .rt
-            .block_on(load::run(addr, spec, w))
-            .with_context(|| format!("load run: {what}"))?;
+        let r = self.rt.block_on(load::run_on(to, spec, w));
+        // A server that died during the run is named (not a run of refused requests).
+        self.none_died(what)?;
+        let mut s = r.with_context(|| format!("load run: {what}"))?;
         s.foreign = self.record_foreign(what, &m);
         eprintln!("  {what:<44} {}", s.summary());
         Ok(s)
@@ -564,7 +636,36 @@ impl Bench {
         if let Ok(mut v) = self.live.lock() {
             v.push(p.pid);
         }
+        if let Ok(mut v) = self.logs.lock() {
+            v.push((
+                p.pid,
+                format!("{} (pid {}, log {})", p.name, p.pid, p.log().display()),
+            ));
+        }
         p
+    }
+
+    /// An error naming each child process (authd, the bare server) that exited while it
+    /// should have been serving.
+    fn none_died(&self, what: &str) -> Result<()> {
+        let dead: Vec<String> = self
+            .live()
+            .into_iter()
+            .filter(|p| daemon::has_exited(*p))
+            .map(|p| {
+                let logs = self.logs.lock().map(|v| v.clone()).unwrap_or_default();
+                logs.into_iter()
+                    .find(|(q, _)| *q == p)
+                    .map_or_else(|| format!("pid {p}"), |(_, l)| l)
+            })
+            .collect();
+        ensure!(
+            dead.is_empty(),
+            "{} exited during \"{}\"",
+            dead.join(", "),
+            what.trim()
+        );
+        Ok(())
     }
 
     fn stop(&self, p: Proc) -> Result<()> {
@@ -574,7 +675,8 @@ impl Bench {
         p.stop()
     }
 
-    fn authd(&self, db: &Path, extra: &[&str], tag: &str) -> Result<Proc> {
+    /// authd on `db` (a SQLite file, or a PostgreSQL URL with `--key-file` in `extra`).
+    fn authd(&self, db: impl AsRef<std::ffi::OsStr>, extra: &[&str], tag: &str) -> Result<Proc> {
         let mut cmd = Command::new(self.bin("authd"));
         for (k, _) in std::env::vars() {
             if k.starts_with("AUTHD_") {
@@ -1111,13 +1213,25 @@ impl Bench {
         c: usize,
         what: &str,
     ) -> Result<(Stats, Vec<(u64, String)>)> {
+        self.flows_on(&[d.addr], users, method, c, what)
+    }
+
+    /// [`flows`](Self::flows) with the clients spread over several nodes.
+    fn flows_on(
+        &self,
+        to: &[SocketAddr],
+        users: Vec<u64>,
+        method: &'static str,
+        c: usize,
+        what: &str,
+    ) -> Result<(Stats, Vec<(u64, String)>)> {
         let n = users.len() as u64;
         let w = Arc::new(FlowLogin {
             users,
             method,
             flows: Mutex::new(Vec::new()),
         });
-        let s = self.load(d.addr, &Spec::new(c, secs(600.0)).max(n), w.clone(), what)?;
+        let s = self.load_on(to, &Spec::new(c, secs(600.0)).max(n), w.clone(), what)?;
         let flows = std::mem::take(&mut *w.flows.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
         ensure!(
             flows.len() as u64 == n,
@@ -1128,17 +1242,31 @@ impl Bench {
     }
 
     fn totp(&self, d: &Proc, flows: Vec<(u64, String)>, c: usize) -> Result<(Stats, Vec<String>)> {
+        self.totp_on(
+            &[d.addr],
+            flows,
+            c,
+            600.0,
+            &format!("TOTP step, {}", clients(c)),
+        )
+    }
+
+    /// The TOTP step for each flow at `c` clients spread over the nodes `to`, for at most
+    /// `max_secs`; the stats and the sessions made.
+    fn totp_on(
+        &self,
+        to: &[SocketAddr],
+        flows: Vec<(u64, String)>,
+        c: usize,
+        max_secs: f64,
+        what: &str,
+    ) -> Result<(Stats, Vec<String>)> {
         let n = flows.len() as u64;
         let w = Arc::new(TotpStep {
             flows,
             sessions: Mutex::new(Vec::new()),
         });
-        let s = self.load(
-            d.addr,
-            &Spec::new(c, secs(600.0)).max(n),
-            w.clone(),
-            &format!("TOTP step, {}", clients(c)),
-        )?;
+        let s = self.load_on(to, &Spec::new(c, secs(max_secs)).max(n), w.clone(), what)?;
         let sessions =
             std::mem::take(&mut *w.sessions.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
         Ok((s, sessions))
@@ -1333,22 +1461,7 @@ impl Bench {
             let (s, flows) = this.flows(&d, users, "email_otp", 32, what)?;
             mailed_n += s.ok;
             mailed_secs += s.elapsed.as_secs_f64();
-            let mut codes = provision::mailed_codes(&mail_dir)?;
-            ensure!(
-                codes.len() == flows.len(),
-                "{} code mails for {} logins",
-                codes.len(),
-                flows.len()
-            );
-            flows
-                .into_iter()
-                .map(|(id, flow)| {
-                    let code = codes.remove(&provision::email(id)).with_context(|| {
-                        format!("no code was mailed to {}", provision::email(id))
-                    })?;
-                    Ok((id, flow, code))
-                })
-                .collect::<Result<Vec<_>>>()
+            with_mailed_codes(flows, &mail_dir)
         };
         let mut rest = all.into_iter();
         // Warm-up: the fresh authd's connections compile the step's statements.
@@ -1421,10 +1534,23 @@ impl Bench {
         c: usize,
         what: &str,
     ) -> Result<Stats> {
+        self.email_on(&[d.addr], flows, c, 600.0, what)
+    }
+
+    /// The email-code step for each (user, flow, code) at `c` clients spread over the
+    /// nodes `to`, for at most `max_secs`.
+    fn email_on(
+        &self,
+        to: &[SocketAddr],
+        flows: Vec<(u64, String, String)>,
+        c: usize,
+        max_secs: f64,
+        what: &str,
+    ) -> Result<Stats> {
         let n = flows.len() as u64;
-        self.load(
-            d.addr,
-            &Spec::new(c, secs(600.0)).max(n),
+        self.load_on(
+            to,
+            &Spec::new(c, secs(max_secs)).max(n),
             Arc::new(EmailStep { flows }),
             what,
         )
@@ -1836,6 +1962,30 @@ struct StageResult {
     rest_kib: u64,
 }
 
+/// Each (user, flow) with the code mailed to the user for it, read from `mail_dir`
+/// (every login must have had exactly one code mail).
+fn with_mailed_codes(
+    flows: Vec<(u64, String)>,
+    mail_dir: &Path,
+) -> Result<Vec<(u64, String, String)>> {
+    let mut codes = provision::mailed_codes(mail_dir)?;
+    ensure!(
+        codes.len() == flows.len(),
+        "{} code mails for {} logins",
+        codes.len(),
+        flows.len()
+    );
+    flows
+        .into_iter()
+        .map(|(id, flow)| {
+            let code = codes
+                .remove(&provision::email(id))
+                .with_context(|| format!("no code was mailed to {}", provision::email(id)))?;
+            Ok((id, flow, code))
+        })
+        .collect()
+}
+
 /// "1 client", "16 clients".
 fn clients(c: usize) -> String {
     if c == 1 {
@@ -1917,6 +2067,7 @@ fn run(a: RunArgs) -> Result<()> {
             .with_context(|| format!("cannot empty {}", work.display()))?;
     }
     std::fs::create_dir_all(&work)?;
+    let pg = a.db.as_deref().map(pg::Target::parse).transpose()?;
     for b in ["authd", "authctl"] {
         let p = a.bin_dir.join(b);
         ensure!(
@@ -1946,7 +2097,10 @@ fn run(a: RunArgs) -> Result<()> {
         ceiling: None,
         password_db: None,
         live: Mutex::new(Vec::new()),
+        logs: Mutex::new(Vec::new()),
         foreign: Mutex::new(Vec::new()),
+        pg,
+        nodes: a.nodes as usize,
         authd_args: a.authd_arg.clone(),
         authd_env: a
             .authd_env
@@ -1994,6 +2148,18 @@ fn run(a: RunArgs) -> Result<()> {
     if want(Part::Oidc) {
         quiet(&b);
         b.oidc()?;
+    }
+    // The PostgreSQL part's failure (a node that died, the server gone) is reported in the
+    // results with what was measured before it, and makes the run fail.
+    let mut failed = None;
+    if want(Part::Postgres) {
+        quiet(&b);
+        if let Err(e) = b.postgres() {
+            eprintln!("authbench: the PostgreSQL part failed: {e:#}");
+            b.notes
+                .push(format!("The PostgreSQL part (item 9) FAILED: {e:#}"));
+            failed = Some(e);
+        }
     }
     b.notes.splice(0..0, standard_notes(&b, a.client_threads));
     let foreign = b.foreign.lock().map(|v| v.clone()).unwrap_or_default();
@@ -2043,7 +2209,10 @@ fn run(a: RunArgs) -> Result<()> {
         // The full run's data is large; the results are what is kept.
         let _ = std::fs::remove_dir_all(&work);
     }
-    Ok(())
+    match failed {
+        Some(e) => Err(e.context("the PostgreSQL part failed (the results above are written)")),
+        None => Ok(()),
+    }
 }
 
 /// Wait (at most `max_secs`) until others keep under 10% of the machine busy for 5 s.
@@ -2129,6 +2298,45 @@ fn standard_notes(b: &Bench, client_threads: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_takes_a_postgres_url_and_a_node_count() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["authbench", "run"];
+            all.extend_from_slice(args);
+            match Args::try_parse_from(all) {
+                Ok(Args { cmd: Cmd::Run(r) }) => Ok(r),
+                Ok(_) => panic!("not a run"),
+                Err(e) => Err(e),
+            }
+        };
+        let r = parse(&[
+            "--quick",
+            "--only",
+            "postgres",
+            "--db",
+            "postgres://authd@127.0.0.1:5433/authbench",
+            "--nodes",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(r.only, vec![Part::Postgres]);
+        assert_eq!(
+            r.db.as_deref(),
+            Some("postgres://authd@127.0.0.1:5433/authbench")
+        );
+        assert_eq!(r.nodes, 2);
+        let r = parse(&["--only", "steps,postgres"]).unwrap();
+        assert_eq!(r.only, vec![Part::Steps, Part::Postgres]);
+        assert_eq!((r.db, r.nodes), (None, 1));
+        for bad in [
+            &["--nodes", "0"][..],
+            &["--nodes", "17"],
+            &["--nodes", "two"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was taken");
+        }
+    }
 
     #[test]
     fn each_plan_has_enough_users_for_its_steps() {
