@@ -120,6 +120,8 @@ postgres_pass() {
         start >/dev/null
     AUTHD_TEST_PG_URL="postgres://authd@127.0.0.1:$pg_port/" \
         cargo test --test main -- daemon:: email:: attack:: portal:: forward_auth:: \
+        faults::soak_of_mixed_traffic_keeps_memory_and_descriptors_flat \
+        faults::a_flood_of_a_thousand_concurrent_logins_is_answered_under_a_memory_ceiling \
         --skip attack::refusals_are_indistinguishable_by_answer_and_timing \
         --skip daemon::unknown_users_take_about_as_long_as_wrong_passwords
     pg_stop
@@ -165,9 +167,11 @@ cargo test --test main -- package:: systemd:: --test-threads=1
 
 # The integration suites again, on PostgreSQL (issue 13): a private cluster (initdb into
 # a temporary directory, a free loopback port, fsync off, stopped and removed at the end;
-# no system service), each test's Env in a database of its own (tests/it/common.rs). The
-# faults suite stays on SQLite: its faults are the file's (read-only, full disk, lock
-# held by another process); PostgreSQL's own faults are in tests/it/nodes.rs.
+# no system service), each test's Env in a database of its own (tests/it/common.rs). Of
+# the faults suite, the soak and the flood of a thousand logins apply to both engines and
+# run here; its other faults are the SQLite file's (read-only, full disk, a lock held by
+# another process, kill -9 then integrity_check), and PostgreSQL's own faults (kill -9 of
+# a node, the server restarted under load, unreachable at start) are in tests/it/nodes.rs.
 postgres_pass
 
 # Doc tests are not part of --all-targets.
