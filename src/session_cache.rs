@@ -451,9 +451,10 @@ impl PgListener {
         epoch: &AtomicU64,
     ) -> std::result::Result<(), postgres::Error> {
         c.batch_execute(&format!("LISTEN {EPOCH_CHANNEL}"))?;
+        // Prepared once: every tick is then one round trip.
+        let row = c.prepare("SELECT n FROM session_epoch WHERE id = 1")?;
         let read_epoch = |c: &mut postgres::Client| -> std::result::Result<i64, postgres::Error> {
-            c.query_one("SELECT n FROM session_epoch WHERE id = 1", &[])?
-                .try_get(0)
+            c.query_one(&row, &[])?.try_get(0)
         };
         // The epoch row as of now: anything committed before this read is in it, and
         // anything after it moves it (and notifies).
