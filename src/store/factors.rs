@@ -2,7 +2,7 @@
 //! remembered devices (hashed tokens), and the two-factor reset that removes them all
 //! (passkeys too, `store::passkeys`).
 
-use crate::sql::{params, Connection};
+use crate::sql::{params, params_from_iter, Connection};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -387,14 +387,15 @@ pub fn check_device(conn: &Connection, user_id: i64, token: &str, now: i64) -> R
 }
 
 pub fn list_devices(conn: &Connection, user_id: Option<i64>, now: i64) -> Result<Vec<Device>> {
-    let mut stmt = conn.prepare(
+    let (by_user, args) = super::by_user("d", &now, &user_id);
+    let mut stmt = conn.prepare(&format!(
         "SELECT d.id, d.user_id, u.username, d.user_agent, d.created_at, d.last_used_at, d.expires_at
          FROM devices d JOIN users u ON u.id=d.user_id
-         WHERE d.revoked_at IS NULL AND d.expires_at > ?1 AND (CAST(?2 AS BIGINT) IS NULL OR d.user_id=?2)
-         ORDER BY d.id",
-    )?;
+         WHERE d.revoked_at IS NULL AND d.expires_at > ?1{by_user}
+         ORDER BY d.id"
+    ))?;
     let rows = stmt
-        .query_map(params![now, user_id], |r| {
+        .query_map(params_from_iter(args), |r| {
             Ok(Device {
                 id: r.get(0)?,
                 user_id: r.get(1)?,

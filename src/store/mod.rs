@@ -16,6 +16,24 @@ pub mod terms;
 pub mod users;
 
 /// Map "no rows" to None.
+/// The live rows of `now`, of one user only when `user_id` is given: the condition
+/// (`AND {alias}.user_id=?2`, or nothing — an `?2 IS NULL OR …` form would keep SQLite
+/// from searching the table's user index) and the parameters `?1` (`now`) and `?2`.
+pub(crate) fn by_user<'a>(
+    alias: &str,
+    now: &'a i64,
+    user_id: &'a Option<i64>,
+) -> (String, Vec<&'a dyn crate::sql::ToSql>) {
+    let mut args: Vec<&dyn crate::sql::ToSql> = vec![now];
+    match user_id {
+        Some(u) => {
+            args.push(u);
+            (format!(" AND {alias}.user_id=?2"), args)
+        }
+        None => (String::new(), args),
+    }
+}
+
 pub(crate) fn opt<T>(r: crate::sql::Result<T>) -> crate::sql::Result<Option<T>> {
     crate::sql::OptionalExtension::optional(r)
 }

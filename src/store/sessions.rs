@@ -1,6 +1,6 @@
 //! Sessions and login flows at rest (tokens stored as SHA-256 only).
 
-use crate::sql::{params, Connection};
+use crate::sql::{params, params_from_iter, Connection};
 use serde::Serialize;
 
 use crate::crypto;
@@ -21,14 +21,15 @@ pub struct Session {
 
 /// Live sessions (not revoked, not past absolute expiry), optionally of one user.
 pub fn list(conn: &Connection, user_id: Option<i64>, now: i64) -> Result<Vec<Session>> {
-    let mut stmt = conn.prepare(
+    let (by_user, args) = super::by_user("s", &now, &user_id);
+    let mut stmt = conn.prepare(&format!(
         "SELECT s.id, s.user_id, u.username, s.ip, s.user_agent, s.created_at, s.last_seen_at, s.expires_at
          FROM sessions s JOIN users u ON u.id=s.user_id
-         WHERE s.revoked_at IS NULL AND s.expires_at > ?1 AND (CAST(?2 AS BIGINT) IS NULL OR s.user_id=?2)
-         ORDER BY s.id",
-    )?;
+         WHERE s.revoked_at IS NULL AND s.expires_at > ?1{by_user}
+         ORDER BY s.id"
+    ))?;
     let rows = stmt
-        .query_map(params![now, user_id], |r| {
+        .query_map(params_from_iter(args), |r| {
             Ok(Session {
                 id: r.get(0)?,
                 user_id: r.get(1)?,

@@ -1,6 +1,6 @@
 //! Users: identity, role, status, password, lockout counters, group memberships.
 
-use crate::sql::{params, Connection};
+use crate::sql::{params, params_from_iter, Connection, ToSql};
 use serde::Serialize;
 
 use super::{conflict_on_unique, opt, orgs};
@@ -227,24 +227,40 @@ pub struct ListFilter {
     pub limit: Option<i64>,
 }
 
-pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<User>> {
-    // Every parameter appears in the text whatever the filter (PostgreSQL types each
-    // placeholder from where it is used).
-    let mut sql = format!(
-        "{USER_SELECT} WHERE (CAST(?1 AS BIGINT) IS NULL OR u.org_id=?1)
-         AND (CAST(?2 AS BIGINT) IS NULL
-              OR u.id IN (SELECT user_id FROM memberships WHERE group_id=?2))"
-    );
+/// The statement of [`list`] and its parameters.
+fn list_query(f: &ListFilter) -> (String, Vec<Box<dyn ToSql>>) {
+    // Only the filters asked for are in the text: `?1 IS NULL OR u.org_id=?1` would keep
+    // SQLite from searching the org's index (measured: 8 → 57 ms for one organisation
+    // of 1,000 users among 1 M).
+    let mut sql = format!("{USER_SELECT} WHERE 1=1");
+    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    if let Some(org) = f.org_id {
+        args.push(Box::new(org));
+        sql.push_str(&format!(" AND u.org_id=?{}", args.len()));
+    }
+    if let Some(group) = f.group_id {
+        args.push(Box::new(group));
+        sql.push_str(&format!(
+            " AND u.id IN (SELECT user_id FROM memberships WHERE group_id=?{})",
+            args.len()
+        ));
+    }
     if f.locked {
         sql.push_str(" AND u.locked_at IS NOT NULL");
     }
-    sql.push_str(" ORDER BY u.org_id, u.username_key LIMIT ?3");
+    args.push(Box::new(f.limit.unwrap_or(i64::MAX)));
+    sql.push_str(&format!(
+        " ORDER BY u.org_id, u.username_key LIMIT ?{}",
+        args.len()
+    ));
+    (sql, args)
+}
+
+pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<User>> {
+    let (sql, args) = list_query(f);
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
-        .query_map(
-            params![f.org_id, f.group_id, f.limit.unwrap_or(i64::MAX)],
-            user_row,
-        )?
+        .query_map(params_from_iter(args.iter().map(|b| b.as_ref())), user_row)?
         .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -473,6 +489,39 @@ mod tests {
             role: Role::User,
             password_hash: Some("$argon2id$fake".into()),
             must_change_password: false,
+        }
+    }
+
+    /// Listing one organisation or group searches an index, whatever the filters (an
+    /// `?1 IS NULL OR org_id=?1` form scanned every user: 8 → 57 ms at 1 M users).
+    #[test]
+    fn listing_by_org_or_group_searches_an_index() {
+        let conn = crate::db::open_memory().unwrap();
+        for (org, group, want) in [
+            (Some(1), None, "USING INDEX users_org"),
+            (Some(1), Some(1), "USING INDEX users_org"),
+            (None, Some(1), "memberships"),
+        ] {
+            let f = ListFilter {
+                org_id: org,
+                locked: false,
+                group_id: group,
+                limit: Some(10_000),
+            };
+            let (sql, args) = list_query(&f);
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
+                    r.get::<String>(3)
+                })
+                .unwrap()
+                .collect::<crate::sql::Result<_>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(plan.contains(want), "{org:?} {group:?}: {plan}");
+            if org.is_some() {
+                assert!(!plan.contains("SCAN u"), "{org:?} {group:?}: {plan}");
+            }
         }
     }
 
