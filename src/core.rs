@@ -62,7 +62,11 @@ impl Pool {
         if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
             return Ok(c);
         }
-        let c = crate::db::open(&self.path)?;
+        self.prepare(crate::db::open(&self.path)?)
+    }
+
+    /// A connection made ready for the pool: no checkpoints on requests, the epoch heard.
+    fn prepare(&self, c: Connection) -> Result<Connection> {
         crate::db::defer_checkpoints(&c)?;
         c.listen_for_epoch(crate::session_cache::EPOCH_CHANNEL, self.epoch_hook.clone())?;
         Ok(c)
@@ -157,6 +161,14 @@ impl Core {
             stop_checkpoints: Some(stop),
             checkpointer: Some(checkpointer),
         })))
+    }
+
+    /// Keep `conn`, opened on this core's database before the core started, as its first
+    /// pooled connection (one open fewer for a short-lived authctl command).
+    pub(crate) fn adopt(&self, conn: Connection) -> Result<()> {
+        let c = self.0.pool.prepare(conn)?;
+        self.0.pool.give(c);
+        Ok(())
     }
 
     /// The system clock ([`crate::util::now`]).

@@ -224,8 +224,9 @@ impl Core {
     pub fn open(loc: &Location, hashing: Hashing, clock: Clock) -> Result<Core> {
         let conn = db::open_initialised(&loc.db)?;
         let key = db::load_key(&conn, &loc.key)?;
-        drop(conn);
-        Ok(Core::start(&loc.db, key, hashing, clock)?)
+        let core = Core::start(&loc.db, key, hashing, clock)?;
+        core.adopt(conn)?;
+        Ok(core)
     }
 
     /// Create the database and its key file (refusing to overwrite either), audited
