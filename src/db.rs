@@ -809,6 +809,50 @@ pub fn open_watcher(path: &Path) -> Result<Connection> {
     Ok(Connection::sqlite(c))
 }
 
+/// The WAL-index header of a SQLite database in WAL mode, read from its `-shm` file
+/// without SQL, locks or SQLite's own code: a way to see that *no* commit has happened.
+///
+/// SQLite's file format (<https://sqlite.org/walformat.html>, "the WAL-index header")
+/// puts two copies of a 48-byte header at the start of the `-shm` file, shared by every
+/// process using the database. Every commit rewrites both (it always appends frames, so
+/// at least the last frame, its checksum and the change counter move), second copy
+/// first; a connection's [`data_version`] moves exactly when its next read finds the
+/// header changed. So a header equal, byte for byte, to one read before a
+/// [`data_version`] reading means that reading is still current; anything else — the
+/// copies disagreeing (a commit under way), the header not initialised, the file
+/// missing or short — says nothing, and the caller reads [`data_version`] as before.
+/// The file stays the same while this process has the database open: in WAL mode every
+/// connection keeps a shared lock on the database file, so no other process can take
+/// the exclusive lock that removing or rebuilding it needs.
+pub struct WalIndexPeek {
+    shm: std::fs::File,
+}
+
+/// The size of one copy of the WAL-index header.
+pub const WAL_INDEX_HEADER: usize = 48;
+
+impl WalIndexPeek {
+    /// Open `<path>-shm` to read (None when there is none: not in WAL mode, or not yet
+    /// opened by any connection).
+    pub fn open(path: &Path) -> Option<WalIndexPeek> {
+        let mut shm = path.as_os_str().to_owned();
+        shm.push("-shm");
+        let shm = std::fs::File::open(shm).ok()?;
+        Some(WalIndexPeek { shm })
+    }
+
+    /// The header now when its two copies agree and it is initialised; None otherwise.
+    /// One `pread` of 96 bytes.
+    pub fn header(&self) -> Option<[u8; WAL_INDEX_HEADER]> {
+        use std::os::unix::fs::FileExt;
+        let mut both = [0u8; 2 * WAL_INDEX_HEADER];
+        self.shm.read_exact_at(&mut both, 0).ok()?;
+        let (a, b) = both.split_at(WAL_INDEX_HEADER);
+        // Byte 12 is `isInit`: 1 once a connection has built the header.
+        (a == b && a[12] == 1).then(|| a.try_into().ok()).flatten()
+    }
+}
+
 /// SQLite's count of commits by other connections, as seen by `conn`: it moves whenever
 /// another connection commits to the file.
 pub fn data_version(conn: &Connection) -> Result<i64> {

@@ -7,7 +7,10 @@
 //! limit. The cache keeps live answers and watches both:
 //!
 //! - **Commits.** Watcher connections, which never write (`query_only`, no busy wait),
-//!   read `PRAGMA data_version` on every check. A connection's value changes whenever any
+//!   read `PRAGMA data_version` on every check that finds the database's WAL-index
+//!   header changed since the watcher's last reading ([`crate::db::WalIndexPeek`]: one
+//!   `pread` of the `-shm` file, which every commit rewrites; while it is unchanged,
+//!   that reading is still current). A connection's value changes whenever any
 //!   other connection commits — the daemon's pool, or `authctl` in another process — so
 //!   a revoked session, a disabled, locked, deleted or edited user, a changed idle policy
 //!   is seen on the very next check. A watcher that sees its value change (or that was
@@ -105,6 +108,12 @@ struct Watcher {
     last: Option<i64>,
     /// The session epoch (`crate::db::session_epoch`) it read then.
     last_epoch: Option<i64>,
+    /// The database's WAL-index header ([`crate::db::WalIndexPeek`]), opened with the
+    /// connection (None: there is none to read; every check reads `data_version`).
+    peek: Option<crate::db::WalIndexPeek>,
+    /// The header as read just *before* the last `data_version` reading: while the
+    /// header is still this, that reading is still current and is not repeated.
+    last_header: Option<[u8; crate::db::WAL_INDEX_HEADER]>,
     /// Not opened again before this instant (after a failure).
     reopen_at: i64,
 }
@@ -115,6 +124,8 @@ impl Watcher {
         self.conn = None;
         self.last = None;
         self.last_epoch = None;
+        self.peek = None;
+        self.last_header = None;
         self.reopen_at = now.saturating_add(REOPEN_AFTER_SECS);
     }
 }
@@ -138,6 +149,9 @@ pub struct SessionCache {
     /// PostgreSQL: the listener that stands in for the watchers (see [`PgListener`]).
     listener: Option<Arc<PgListener>>,
     entries: RwLock<Entries>,
+    /// How many `data_version` readings the watchers made (tests only).
+    #[cfg(test)]
+    sql_readings: AtomicU64,
 }
 
 /// A watcher whose lock was poisoned, reset: its next reading starts a new epoch.
@@ -145,6 +159,8 @@ fn afresh<'a>(m: &Mutex<Watcher>, mut g: MutexGuard<'a, Watcher>) -> MutexGuard<
     g.conn = None;
     g.last = None;
     g.last_epoch = None;
+    g.peek = None;
+    g.last_header = None;
     m.clear_poison();
     g
 }
@@ -178,6 +194,8 @@ impl SessionCache {
             epoch: Arc::new(AtomicU64::new(0)),
             entries: RwLock::new(Entries::default()),
             listener: None,
+            #[cfg(test)]
+            sql_readings: AtomicU64::new(0),
         }
     }
 
@@ -233,6 +251,8 @@ impl SessionCache {
                     w.conn = Some(c);
                     w.last = None;
                     w.last_epoch = None;
+                    w.peek = None;
+                    w.last_header = None;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "session cache: a watcher cannot open");
@@ -241,7 +261,16 @@ impl SessionCache {
                 }
             }
         }
+        // No commit since the header was read before this watcher's last reading: that
+        // reading (and the epoch it left) is current, no SQL needed. The header is read
+        // before `data_version`, so a commit between the two changes it again.
+        let header = w.peek.as_ref().and_then(|p| p.header());
+        if header.is_some() && header == w.last_header && w.last.is_some() {
+            return Some(self.epoch.load(Ordering::SeqCst));
+        }
         let conn = w.conn.as_ref()?;
+        #[cfg(test)]
+        self.sql_readings.fetch_add(1, Ordering::Relaxed);
         // The session epoch is read after data_version: a commit between the two is
         // counted now, and any commit after the epoch read changes data_version again.
         let read = crate::db::data_version(conn).and_then(|v| {
@@ -264,6 +293,15 @@ impl SessionCache {
                     }
                     w.last = Some(v);
                     w.last_epoch = Some(n);
+                }
+                if w.peek.is_none() {
+                    // The `-shm` file exists once a connection has read the database
+                    // (this one just has); a header read now is before no reading, so
+                    // it is not kept: the next check reads `data_version` once more.
+                    w.peek = crate::db::WalIndexPeek::open(&self.path);
+                    w.last_header = None;
+                } else {
+                    w.last_header = header;
                 }
                 Some(self.epoch.load(Ordering::SeqCst))
             }
@@ -739,6 +777,66 @@ mod tests {
         fx.other.execute("DELETE FROM memberships", ()).unwrap();
         assert_eq!(seen(T0 + 10), None, "a membership removed");
         assert!(seen(T0 + 11).unwrap().0.is_empty());
+    }
+
+    /// While nothing commits, checks answered from memory make no SQL reading at all
+    /// (the WAL-index header is unchanged); the first check after another connection's
+    /// commit reads `data_version` and sees it.
+    #[test]
+    fn checks_read_no_sql_until_another_connection_commits() {
+        let fx = Fx::new();
+        let (id, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = SessionCache::with_limits(&fx.path, MAX_ENTRIES, 1);
+        let readings = || cache.sql_readings.load(Ordering::Relaxed);
+        // The first readings open the watcher and its header, then keep a header.
+        for now in T0 + 1..T0 + 4 {
+            fx.check(&cache, &token, now);
+        }
+        let before = readings();
+        for _ in 0..100 {
+            assert_eq!(fx.check(&cache, &token, T0 + 4), (alice(), true));
+        }
+        assert_eq!(readings(), before, "no commit: no data_version reading");
+        // A commit that changes no answer (the same address again): one reading, the
+        // answer still from memory, and no more readings after it.
+        users::set_email(&fx.other, id, "alice@example.org", T0 + 4).unwrap();
+        assert_eq!(fx.check(&cache, &token, T0 + 5), (alice(), true));
+        assert_eq!(readings(), before + 1);
+        assert_eq!(fx.check(&cache, &token, T0 + 5), (alice(), true));
+        assert_eq!(fx.check(&cache, &token, T0 + 5), (alice(), true));
+        assert_eq!(
+            readings(),
+            before + 1,
+            "the header kept is the one read before"
+        );
+        // An edit that changes the answer is answered as edited.
+        users::set_email(&fx.other, id, "a2@example.org", T0 + 5).unwrap();
+        let Lookup::Miss(_) = cache.lookup(&token, T0 + 6) else {
+            panic!("an edited user answered from memory");
+        };
+        assert_eq!(readings(), before + 2);
+        // A revoke by the other connection is seen on the very next check.
+        assert!(sessions::revoke_token(&fx.other, &token, T0 + 5).unwrap());
+        assert_eq!(fx.check(&cache, &token, T0 + 6), (None, false));
+    }
+
+    /// The header is read straight from the `-shm` file: two copies that agree,
+    /// initialised; a commit by any connection changes it.
+    #[test]
+    fn the_wal_index_header_moves_with_every_commit() {
+        let fx = Fx::new();
+        let peek = db::WalIndexPeek::open(&fx.path).expect("a -shm file in WAL mode");
+        let h0 = peek.header().expect("an initialised header");
+        assert_eq!(peek.header(), Some(h0), "nothing committed, nothing moves");
+        fx.user_with_session("alice", 3600, T0);
+        let h1 = peek.header().unwrap();
+        assert_ne!(h1, h0);
+        fx.daemon
+            .execute_batch("CREATE TABLE t(x); DROP TABLE t;")
+            .unwrap();
+        assert_ne!(peek.header().unwrap(), h1);
+        // Without a -shm file there is nothing to peek at.
+        assert!(db::WalIndexPeek::open(&fx.path.with_extension("none")).is_none());
     }
 
     #[test]
