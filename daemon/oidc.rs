@@ -11,6 +11,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOS
 use hyper::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
+use authcore::kinds::AuditEvent;
 use authcore::oidc::{self, ClientAuth, OAuthError, TokenRequest};
 
 use crate::app::{json_resp, ApiError, App, Req, Resp};
@@ -73,14 +74,63 @@ pub async fn jwks(app: &App) -> Result<Resp, ApiError> {
     Ok(json_resp(StatusCode::OK, &set))
 }
 
+/// A request refused before the core decides anything: the audit row's reason, the
+/// `client_id` it named (if any) and the OAuth error to answer.
+struct Refusal {
+    reason: &'static str,
+    client_id: Option<String>,
+    error: OAuthError,
+}
+
+fn invalid_request(reason: &'static str, description: &str) -> Refusal {
+    Refusal {
+        reason,
+        client_id: None,
+        error: OAuthError {
+            status: 400,
+            error: "invalid_request",
+            description: description.to_string(),
+        },
+    }
+}
+
+/// The client_id of an HTTP Basic `Authorization` header, when it decodes.
+fn basic_client_id(req: &Req) -> Option<String> {
+    let (scheme, b) = req
+        .headers
+        .get(AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded =
+        String::from_utf8(data_encoding::BASE64.decode(b.trim().as_bytes()).ok()?).ok()?;
+    let (id, _) = decoded.split_once(':')?;
+    form_urlencoded::parse(format!("x={id}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Answer a [`Refusal`], with its audit row (`event` failed; the client the body or the
+/// Basic header named, if any).
+async fn refused(app: &App, req: &Req, event: AuditEvent, r: Refusal) -> Result<Resp, ApiError> {
+    let peer = req.client.clone();
+    let Refusal {
+        reason,
+        client_id,
+        error,
+    } = r;
+    let client_id = client_id.or_else(|| basic_client_id(req));
+    app.call(move |core| core.oidc_refused(event, reason, client_id.as_deref(), &peer))
+        .await?;
+    Ok(oauth_error(&error))
+}
+
 /// The parameters of a form body, each at most once (RFC 6749 3.1: a repeated one is an
-/// error), or the OAuth error to answer.
-fn form(req: &Req) -> Result<Vec<(String, String)>, OAuthError> {
-    let bad = |d: &str| OAuthError {
-        status: 400,
-        error: "invalid_request",
-        description: d.to_string(),
-    };
+/// error), or the refusal to answer.
+fn form(req: &Req) -> Result<Vec<(String, String)>, Refusal> {
     let ct = req
         .headers
         .get(CONTENT_TYPE)
@@ -88,17 +138,23 @@ fn form(req: &Req) -> Result<Vec<(String, String)>, OAuthError> {
         .unwrap_or("")
         .to_ascii_lowercase();
     if !ct.starts_with("application/x-www-form-urlencoded") {
-        return Err(bad(
+        return Err(invalid_request(
+            "content_type",
             "send the parameters as application/x-www-form-urlencoded",
         ));
     }
     if std::str::from_utf8(&req.body).is_err() {
-        return Err(bad("the body is not valid UTF-8"));
+        return Err(invalid_request("not_utf8", "the body is not valid UTF-8"));
     }
     let pairs: Vec<(String, String)> = form_urlencoded::parse(&req.body).into_owned().collect();
     for (i, (k, _)) in pairs.iter().enumerate() {
         if pairs[..i].iter().any(|(k2, _)| k2 == k) {
-            return Err(bad(&format!("the parameter {k} is repeated")));
+            let mut r = invalid_request(
+                "repeated_parameter",
+                &format!("the parameter {k} is repeated"),
+            );
+            r.client_id = param(&pairs, "client_id");
+            return Err(r);
         }
     }
     Ok(pairs)
@@ -113,7 +169,7 @@ fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
 
 /// The client's authentication: HTTP Basic (RFC 6749 2.3.1: both parts form-encoded),
 /// or `client_id` (+ `client_secret`) in the body; never both.
-fn client_auth(req: &Req, pairs: &[(String, String)]) -> Result<ClientAuth, OAuthError> {
+fn client_auth(req: &Req, pairs: &[(String, String)]) -> Result<ClientAuth, Refusal> {
     let basic = req
         .headers
         .get(AUTHORIZATION)
@@ -126,18 +182,21 @@ fn client_auth(req: &Req, pairs: &[(String, String)]) -> Result<ClientAuth, OAut
     match basic {
         Some(b) => {
             if body_secret.is_some() {
-                return Err(OAuthError {
-                    status: 400,
-                    error: "invalid_request",
-                    description: "more than one client authentication".into(),
-                });
+                let mut r =
+                    invalid_request("two_client_auths", "more than one client authentication");
+                r.client_id = body_id;
+                return Err(r);
             }
             let decoded = data_encoding::BASE64
                 .decode(b.as_bytes())
                 .ok()
                 .and_then(|d| String::from_utf8(d).ok());
             let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-                return Err(invalid_client());
+                return Err(Refusal {
+                    reason: "basic_header",
+                    client_id: body_id,
+                    error: invalid_client(),
+                });
             };
             let dec = |s: &str| {
                 form_urlencoded::parse(format!("x={s}").as_bytes())
@@ -147,7 +206,11 @@ fn client_auth(req: &Req, pairs: &[(String, String)]) -> Result<ClientAuth, OAut
             };
             let id = dec(id);
             if body_id.as_ref().is_some_and(|b| *b != id) {
-                return Err(invalid_client());
+                return Err(Refusal {
+                    reason: "client_id_mismatch",
+                    client_id: Some(id),
+                    error: invalid_client(),
+                });
             }
             Ok(ClientAuth {
                 client_id: id,
@@ -193,13 +256,14 @@ fn oauth_error(e: &OAuthError) -> Resp {
 
 /// `POST /oidc/token`.
 pub async fn token(app: &App, req: Req) -> Result<Resp, ApiError> {
+    let event = AuditEvent::OidcToken;
     let pairs = match form(&req) {
         Ok(p) => p,
-        Err(e) => return Ok(oauth_error(&e)),
+        Err(r) => return refused(app, &req, event, r).await,
     };
     let auth = match client_auth(&req, &pairs) {
         Ok(a) => a,
-        Err(e) => return Ok(oauth_error(&e)),
+        Err(r) => return refused(app, &req, event, r).await,
     };
     let tr = TokenRequest {
         grant_type: param(&pairs, "grant_type").unwrap_or_default(),
@@ -233,6 +297,9 @@ pub async fn userinfo(app: &App, req: Req) -> Result<Resp, ApiError> {
         r
     };
     let Some(token) = req.bearer().map(str::to_string) else {
+        let peer = req.client.clone();
+        app.call(move |core| core.oidc_refused(AuditEvent::OidcUserinfo, "no_token", None, &peer))
+            .await?;
         return Ok(refused("a Bearer access token is required"));
     };
     let iss = issuer(app, &req.headers);
@@ -251,7 +318,7 @@ pub async fn userinfo(app: &App, req: Req) -> Result<Resp, ApiError> {
 fn token_request(
     app: &App,
     req: &Req,
-) -> Result<(ClientAuth, String, String, authcore::login::Client), OAuthError> {
+) -> Result<(ClientAuth, String, String, authcore::login::Client), Refusal> {
     let p = form(req)?;
     let auth = client_auth(req, &p)?;
     let token = param(&p, "token").unwrap_or_default();
@@ -262,7 +329,7 @@ fn token_request(
 pub async fn revoke(app: &App, req: Req) -> Result<Resp, ApiError> {
     let (auth, token, iss, peer) = match token_request(app, &req) {
         Ok(t) => t,
-        Err(e) => return Ok(oauth_error(&e)),
+        Err(r) => return refused(app, &req, AuditEvent::OidcRevoke, r).await,
     };
     let ok = app
         .call(move |core| core.oidc_revoke(&iss, &auth, &token, &peer))
@@ -278,7 +345,7 @@ pub async fn revoke(app: &App, req: Req) -> Result<Resp, ApiError> {
 pub async fn introspect(app: &App, req: Req) -> Result<Resp, ApiError> {
     let (auth, token, iss, peer) = match token_request(app, &req) {
         Ok(t) => t,
-        Err(e) => return Ok(oauth_error(&e)),
+        Err(r) => return refused(app, &req, AuditEvent::OidcIntrospect, r).await,
     };
     let answer = app
         .call(move |core| core.oidc_introspect(&iss, &auth, &token, &peer))

@@ -1323,6 +1323,26 @@ impl Core {
         })
     }
 
+    /// Audit a request refused before any decision here (a malformed form, a repeated
+    /// parameter, a bad or doubled client authentication, no Bearer token): `event`
+    /// failed for `reason`, with the `client_id` the request named, if any.
+    pub fn oidc_refused(
+        &self,
+        event: AuditEvent,
+        reason: &str,
+        client_id: Option<&str>,
+        peer: &Peer,
+    ) -> Result<()> {
+        self.write(|tx, _, now| {
+            let mut e = peer_entry(event, Outcome::Failure, peer).reason(reason);
+            if let Some(c) = client_id.filter(|c| !c.is_empty()) {
+                e = e.detail(json!({ "client_id": c }));
+            }
+            audit::record(tx, &e, now)?;
+            Ok(())
+        })
+    }
+
     /// Audit an RP-initiated logout (the session's end is the portal's logout).
     pub fn oidc_logout_audit(&self, s: &SessionInfo, peer: &Peer) -> Result<()> {
         self.write(|tx, _, now| {

@@ -6,6 +6,7 @@
 use askama::Template;
 use hyper::StatusCode;
 
+use authcore::kinds::AuditEvent;
 use authcore::login::SessionInfo;
 use authcore::oidc::{AuthRequest, Authorize};
 
@@ -145,6 +146,21 @@ async fn decide(
     consent: Option<bool>,
 ) -> Result<Resp, ApiError> {
     let Some(req) = parse_request(query) else {
+        let client_id = query
+            .iter()
+            .find(|(k, _)| k == "client_id")
+            .map(|(_, v)| v.clone());
+        let peer = ctx.req.client.clone();
+        ctx.app
+            .call(move |core| {
+                core.oidc_refused(
+                    AuditEvent::OidcAuthorize,
+                    "repeated_parameter",
+                    client_id.as_deref(),
+                    &peer,
+                )
+            })
+            .await?;
         return Ok(ctx.message_page(
             StatusCode::BAD_REQUEST,
             "Cannot sign in to this application",

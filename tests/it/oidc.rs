@@ -17,12 +17,12 @@ use serde_json::Value;
 use crate::common::{self, Env};
 use crate::daemon_common::*;
 
-const REDIRECT: &str = "https://app.example.org/cb";
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub(crate) const REDIRECT: &str = "https://app.example.org/cb";
+pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 /// `authctl client add NAME --redirect-uri URI EXTRA… --json`: (client_id, secret).
-fn add_client(env: &Env, name: &str, uri: &str, extra: &[&str]) -> (String, String) {
+pub(crate) fn add_client(env: &Env, name: &str, uri: &str, extra: &[&str]) -> (String, String) {
     let mut a = vec!["client", "add", name, "--redirect-uri", uri];
     a.extend_from_slice(extra);
     let v = env.json(&a);
@@ -95,7 +95,7 @@ fn get<'a>(pairs: &'a [(String, String)], k: &str) -> Option<&'a str> {
 }
 
 /// A code for `client_id` (signed in, PKCE).
-fn code(d: &Daemon, session: &str, client_id: &str) -> String {
+pub(crate) fn code(d: &Daemon, session: &str, client_id: &str) -> String {
     let r = authorize(d, Some(session), &code_params(client_id, REDIRECT));
     let p = redirected(&r, REDIRECT);
     assert_eq!(get(&p, "state"), Some("st4te"));
@@ -119,7 +119,13 @@ fn token(d: &Daemon, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> Resp
     d.request("POST", "/oidc/token", &h, Some(body.as_bytes()))
 }
 
-fn exchange(d: &Daemon, id: &str, secret: &str, code: &str, verifier: Option<&str>) -> Resp {
+pub(crate) fn exchange(
+    d: &Daemon,
+    id: &str,
+    secret: &str,
+    code: &str,
+    verifier: Option<&str>,
+) -> Resp {
     let mut f = vec![
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -411,6 +417,12 @@ fn public_clients_need_pkce_and_prompt_none_without_a_session_says_login_require
     let p = redirected(&authorize(&d, None, &params), REDIRECT);
     assert_eq!(get(&p, "error"), Some("login_required"));
     assert_eq!(get(&p, "state"), Some("st4te"));
+    assert!(get(&p, "code").is_none());
+    let refusals = env.audit(&["--event", "oidc.authorize", "--outcome", "failure"]);
+    assert!(
+        refusals.iter().any(|r| r["reason"] == "no_session"),
+        "the refusal is audited: {refusals:?}"
+    );
     // Without prompt=none: the portal's sign-in page, then back here.
     let r = authorize(&d, None, &code_params(&id, REDIRECT));
     assert_eq!(r.status, 303, "{r:?}");
@@ -543,8 +555,21 @@ fn group_restricted_clients_refuse_other_users_with_a_page() {
     assert_eq!(r.status, 403, "{r:?}");
     assert!(r.header("location").is_none());
     assert!(r.text().contains("Staff wiki") && r.text().contains("staff"));
+    assert!(
+        r.text().contains("open to members of staff only"),
+        "{}",
+        r.text()
+    );
     let rows = audit_events(&env, "alice", "oidc.authorize");
     assert!(rows.iter().any(|r| r["reason"] == "group"), "{rows:?}");
+    // A member of the group signs in to it.
+    add_user(&env, "sam", "school", &["staff"], "user");
+    let sam = d.login_session("sam", PW);
+    let p = redirected(
+        &authorize(&d, Some(&sam), &code_params(&id, REDIRECT)),
+        REDIRECT,
+    );
+    assert!(get(&p, "code").is_some(), "{p:?}");
 }
 
 /// `POST /oidc/consent` with the session cookie and a form `body`.
@@ -871,7 +896,7 @@ fn hidden(page: &str, name: &str) -> String {
 }
 
 /// The claims of a JWT (its signature is checked elsewhere).
-fn claims_of(jwt: &str) -> Value {
+pub(crate) fn claims_of(jwt: &str) -> Value {
     jsonwebtoken::dangerous::insecure_decode::<Value>(jwt)
         .unwrap()
         .claims
@@ -1613,4 +1638,679 @@ fn a_key_rotation_carries_the_signing_keys_over() {
     env.ctl(&["key", "retire", "1"]).ok();
     let d = Daemon::start(&env, &["--insecure-cookies"]);
     assert_eq!(kids(&d), before);
+}
+
+/// `POST PATH` with a raw body and headers (for requests no client library would send).
+fn post_raw(d: &Daemon, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    d.request("POST", path, headers, Some(body.as_bytes()))
+}
+
+/// The reasons of the failed audit rows of `event`.
+fn failure_reasons(env: &Env, event: &str) -> Vec<String> {
+    env.audit(&["--event", event, "--outcome", "failure"])
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn client_add_json_gives_the_id_and_secret_only_and_authd_keeps_the_secret_hashed() {
+    let (env, d, session) = setup();
+    let added = env.json(&[
+        "client",
+        "add",
+        "App",
+        "--redirect-uri",
+        REDIRECT,
+        "--trusted",
+    ]);
+    assert_eq!(
+        common::keys(&added),
+        ["client_id", "client_secret"],
+        "{added}"
+    );
+    let id = added["client_id"].as_str().unwrap().to_string();
+    let secret = added["client_secret"].as_str().unwrap().to_string();
+    assert!(secret.len() >= 43, "256 random bits: {secret}");
+    let public = env.json(&[
+        "client",
+        "add",
+        "Spa",
+        "--redirect-uri",
+        REDIRECT,
+        "--public",
+    ]);
+    assert_eq!(common::keys(&public), ["client_id"], "{public}");
+
+    // Stored as its SHA-256, nowhere in clear: not in the database, not in list or show.
+    let conn = rusqlite::Connection::open(&env.db).unwrap();
+    let stored: Option<String> = conn
+        .query_row(
+            "SELECT secret_hash FROM oidc_clients WHERE client_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some(token_hash(&secret).as_str()));
+    let public_hash: Option<String> = conn
+        .query_row(
+            "SELECT secret_hash FROM oidc_clients WHERE name = 'Spa'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(public_hash, None);
+    drop(conn);
+    let mut files = common::read_or_empty(&env.db);
+    files.extend(common::read_or_empty(&std::path::PathBuf::from(format!(
+        "{}-wal",
+        env.db.display()
+    ))));
+    assert!(
+        !files.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is in the database file"
+    );
+    let list = env.ctl(&["--json", "client", "list"]).ok().stdout.clone();
+    let show = env.ctl(&["client", "show", "App"]).ok().stdout.clone();
+    for out in [&list, &show] {
+        assert!(!out.contains(&secret), "{out}");
+        assert!(out.contains(&id), "{out}");
+    }
+    let names: Vec<String> = env
+        .json(&["client", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["App", "Spa"]);
+
+    // rotate-secret: the old secret stops working, the new one (printed once) works.
+    let c1 = code(&d, &session, &id);
+    let rotated = env.json(&["client", "rotate-secret", "App"]);
+    assert_eq!(
+        common::keys(&rotated),
+        ["client_id", "client_secret"],
+        "{rotated}"
+    );
+    let new_secret = rotated["client_secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, secret);
+    let r = exchange(&d, &id, &secret, &c1, Some(VERIFIER));
+    assert_eq!(r.expect(401)["error"], "invalid_client");
+    let t = exchange(&d, &id, &new_secret, &c1, Some(VERIFIER)).expect(200);
+    let access = t["access_token"].as_str().unwrap().to_string();
+    d.get_auth("/oidc/userinfo", &access).expect(200);
+    assert!(
+        env.ctl(&["client", "rotate-secret", "Spa"]).code != Some(0),
+        "a public client has no secret to rotate"
+    );
+
+    // remove: what it was issued stops working, and its requests are unknown.
+    env.ctl(&["client", "remove", "App"]).ok();
+    assert_eq!(d.get_auth("/oidc/userinfo", &access).status, 401);
+    let r = authorize(&d, Some(&session), &code_params(&id, REDIRECT));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.header("location").is_none());
+    assert!(r.text().contains("not known here"), "{r:?}");
+    assert!(env.ctl(&["client", "show", "App"]).code != Some(0));
+
+    for (event, n) in [
+        ("admin.client.add", 2),
+        ("admin.client.rotate_secret", 1),
+        ("admin.client.remove", 1),
+    ] {
+        let rows = env.audit(&["--event", event, "--outcome", "success"]);
+        assert_eq!(rows.len(), n, "{event}: {rows:?}");
+    }
+}
+
+#[test]
+fn claims_follow_the_scopes_and_email_verified_follows_the_emailed_codes() {
+    let env = provision();
+    add_user(&env, "alice", "school", &["pupil-data"], "user");
+    let mut app = Totp::from_enrollment(&env.enroll("alice"));
+    env.ctl(&["group", "add", "staff"]).ok();
+    add_user(&env, "carol", "other", &["staff"], "user");
+    env.json(&["enroll", "carol", "--method", "email"]);
+    let sink = SmtpSink::start();
+    let url = sink.url();
+    let d = Daemon::start(
+        &env,
+        &[
+            "--insecure-cookies",
+            "--smtp-url",
+            &url,
+            "--mail-from",
+            "authd@example.org",
+        ],
+    );
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let alice = d.login_totp("alice", PW, &mut app);
+    let v = d.login("carol", PW).expect_status("second_factor_required");
+    let to = "carol@example.org";
+    let v = d
+        .post(
+            "/v1/login/email",
+            &serde_json::json!({"flow": v["flow"], "code": sink.nth_code(to, 0)}),
+        )
+        .expect_status("authenticated");
+    let carol = v["session"].as_str().unwrap().to_string();
+
+    // The ID token and userinfo of `session` for `scope`.
+    let claims = |session: &str, scope: &str| -> (Value, Value) {
+        let mut p = code_params(&id, REDIRECT);
+        p.retain(|(k, _)| *k != "scope");
+        p.push(("scope", scope));
+        let r = authorize(&d, Some(session), &p);
+        let c = get(&redirected(&r, REDIRECT), "code").unwrap().to_string();
+        let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+        let info = d
+            .get_auth("/oidc/userinfo", t["access_token"].as_str().unwrap())
+            .expect(200);
+        (claims_of(t["id_token"].as_str().unwrap()), info)
+    };
+    let personal = [
+        "preferred_username",
+        "name",
+        "email",
+        "email_verified",
+        "groups",
+        "org",
+    ];
+    let (idt, info) = claims(&alice, "openid profile email groups");
+    for c in [&idt, &info] {
+        assert_eq!(c["preferred_username"], "alice", "{c}");
+        assert_eq!(c["name"], "alice", "{c}");
+        assert_eq!(c["email"], "alice@example.org", "{c}");
+        assert_eq!(
+            c["email_verified"], false,
+            "an app code does not show the address is hers: {c}"
+        );
+        assert_eq!(c["groups"], serde_json::json!(["pupil-data"]), "{c}");
+        assert_eq!(c["org"], "school", "{c}");
+    }
+    assert_eq!(idt["sub"], info["sub"]);
+    let (idt, info) = claims(&carol, "openid profile email groups");
+    for c in [&idt, &info] {
+        assert_eq!(c["email"], "carol@example.org", "{c}");
+        assert_eq!(
+            c["email_verified"], true,
+            "emailed codes reach the address: {c}"
+        );
+        assert_eq!(c["groups"], serde_json::json!(["staff"]), "{c}");
+        assert_eq!(c["org"], "other", "{c}");
+    }
+    // openid alone: the subject, nothing personal.
+    let (idt, info) = claims(&alice, "openid");
+    for c in [&idt, &info] {
+        assert!(c["sub"].is_string(), "{c}");
+        for k in personal {
+            assert!(c.get(k).is_none(), "{k} without its scope: {c}");
+        }
+    }
+    // Each scope opens its own claims only.
+    let (idt, _) = claims(&alice, "openid email");
+    assert_eq!(idt["email"], "alice@example.org");
+    assert!(idt.get("preferred_username").is_none() && idt.get("groups").is_none());
+    let (idt, _) = claims(&alice, "openid groups");
+    assert_eq!(idt["org"], "school");
+    assert!(idt.get("email").is_none() && idt.get("name").is_none());
+    // A scope authd does not know is dropped, not granted.
+    let (idt, _) = claims(&alice, "openid admin profile");
+    assert_eq!(idt["preferred_username"], "alice");
+}
+
+/// Allow the consent page `page` (its form) for the session.
+fn allow(d: &Daemon, session: &str, page: &str) -> Vec<(String, String)> {
+    let body = format!(
+        "csrf={}&request={}&answer=allow",
+        q(&hidden(page, "csrf")),
+        q(&hidden(page, "request"))
+    );
+    let r = consent_post(d, session, &body);
+    assert_eq!(r.status, 200, "{r:?}");
+    let text = r.text();
+    let at = text.find(&format!("{REDIRECT}?")).expect("the way on");
+    let rest = &text[at + REDIRECT.len() + 1..];
+    let rest = rest[..rest.find('"').unwrap()].replace("&#38;", "&");
+    form_urlencoded::parse(rest.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// Scope `scope` asked of `client_id` on `session` (with `extra` parameters).
+fn ask(d: &Daemon, session: &str, client_id: &str, scope: &str, extra: &[(&str, &str)]) -> Resp {
+    let mut p = code_params(client_id, REDIRECT);
+    p.retain(|(k, _)| *k != "scope");
+    p.push(("scope", scope));
+    p.extend_from_slice(extra);
+    authorize(d, Some(session), &p)
+}
+
+fn is_consent_page(r: &Resp) -> bool {
+    r.status == 200 && r.text().contains("id=\"allow\"")
+}
+
+#[test]
+fn consent_is_remembered_per_user_and_client_for_the_scopes_given() {
+    let (env, d, alice) = setup();
+    add_user(&env, "bob", "school", &[], "user");
+    let bob = d.login_session("bob", PW);
+    let (gallery, _) = add_client(&env, "Gallery", REDIRECT, &[]);
+    let (wiki, _) = add_client(&env, "Wiki", REDIRECT, &[]);
+
+    let r = ask(&d, &alice, &gallery, "openid profile", &[]);
+    assert!(is_consent_page(&r), "{r:?}");
+    let p = allow(&d, &alice, &r.text());
+    assert!(get(&p, "code").is_some(), "{p:?}");
+    // alice, Gallery, the same scopes (or fewer): straight back with a code.
+    for scope in ["openid profile", "openid"] {
+        let r = ask(&d, &alice, &gallery, scope, &[]);
+        assert!(get(&redirected(&r, REDIRECT), "code").is_some(), "{scope}");
+    }
+    // Another user, the same client: asked.
+    assert!(is_consent_page(&ask(
+        &d,
+        &bob,
+        &gallery,
+        "openid profile",
+        &[]
+    )));
+    // The same user, another client: asked.
+    assert!(is_consent_page(&ask(
+        &d,
+        &alice,
+        &wiki,
+        "openid profile",
+        &[]
+    )));
+    // A scope she did not allow (her email): asked again, naming it.
+    let r = ask(&d, &alice, &gallery, "openid profile email", &[]);
+    assert!(is_consent_page(&r), "{r:?}");
+    assert!(r.text().contains("your email address"), "{r:?}");
+    // prompt=none where consent is needed: consent_required to the client, no code.
+    let p = redirected(
+        &ask(&d, &bob, &gallery, "openid", &[("prompt", "none")]),
+        REDIRECT,
+    );
+    assert_eq!(get(&p, "error"), Some("consent_required"));
+    assert!(get(&p, "code").is_none());
+    // …and where it is given: a code, silently.
+    let p = redirected(
+        &ask(&d, &alice, &gallery, "openid", &[("prompt", "none")]),
+        REDIRECT,
+    );
+    assert!(get(&p, "code").is_some(), "{p:?}");
+    let consents = env.audit(&["--event", "oidc.consent"]);
+    assert_eq!(consents.len(), 1, "{consents:?}");
+    assert!(failure_reasons(&env, "oidc.authorize").contains(&"consent".to_string()));
+}
+
+#[test]
+fn pkce_is_s256_only_optional_for_confidential_clients_and_cannot_be_added_or_dropped_later() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let with = |pairs: &[(&str, &str)]| {
+        let mut p: Vec<(&str, &str)> = code_params(&id, REDIRECT)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("code_challenge"))
+            .collect();
+        p.extend_from_slice(pairs);
+        authorize(&d, Some(&session), &p)
+    };
+    // plain, no method, a challenge too short: an error to the client, no code.
+    for bad in [
+        vec![
+            ("code_challenge", VERIFIER),
+            ("code_challenge_method", "plain"),
+        ],
+        vec![("code_challenge", CHALLENGE)],
+        vec![("code_challenge", "abc"), ("code_challenge_method", "S256")],
+        vec![("code_challenge_method", "S256")],
+    ] {
+        let p = redirected(&with(&bad), REDIRECT);
+        assert_eq!(get(&p, "error"), Some("invalid_request"), "{bad:?}");
+        assert!(get(&p, "code").is_none(), "{bad:?}");
+    }
+    // A confidential client may leave PKCE out: its secret alone exchanges the code.
+    let plain_code = || {
+        get(&redirected(&with(&[]), REDIRECT), "code")
+            .expect("a code without PKCE")
+            .to_string()
+    };
+    let c = plain_code();
+    exchange(&d, &id, &secret, &c, None).expect(200);
+    // A verifier for a code asked without a challenge: refused (no PKCE added later).
+    let c = plain_code();
+    assert_eq!(
+        exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(400)["error"],
+        "invalid_grant"
+    );
+    let reasons = failure_reasons(&env, "oidc.token");
+    assert!(reasons.contains(&"pkce".to_string()), "{reasons:?}");
+}
+
+#[test]
+fn a_replayed_refresh_token_revokes_its_whole_family() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let (other, other_secret) = add_client(&env, "Other", REDIRECT, &["--trusted"]);
+    let c = code(&d, &session, &id);
+    let t1 = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let refresh = |id: &str, secret: &str, r: &str| {
+        token(
+            &d,
+            Some((id, secret)),
+            &[("grant_type", "refresh_token"), ("refresh_token", r)],
+        )
+    };
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap().to_string();
+    let r1 = s(&t1, "refresh_token");
+    // Another client cannot use it (and does not spend it).
+    assert_eq!(
+        refresh(&other, &other_secret, &r1).expect(400)["error"],
+        "invalid_grant"
+    );
+    let t2 = refresh(&id, &secret, &r1).expect(200);
+    let r2 = s(&t2, "refresh_token");
+    assert_ne!(r2, r1, "rotated");
+    let idt = claims_of(&s(&t2, "id_token"));
+    assert_eq!(idt["preferred_username"], "alice");
+    let t3 = refresh(&id, &secret, &r2).expect(200);
+    let (a3, r3) = (s(&t3, "access_token"), s(&t3, "refresh_token"));
+    d.get_auth("/oidc/userinfo", &a3).expect(200);
+    assert_eq!(introspect(&d, &id, &secret, &r3)["active"], true);
+    assert_eq!(
+        introspect(&d, &id, &secret, &r1)["active"],
+        false,
+        "a rotated token is spent"
+    );
+
+    // r1, rotated twice ago, comes back: refused, and every token of the family with it.
+    let r = refresh(&id, &secret, &r1);
+    assert_eq!(r.expect(400)["error"], "invalid_grant");
+    for t in [
+        s(&t1, "access_token"),
+        s(&t2, "access_token"),
+        a3.clone(),
+        r3.clone(),
+    ] {
+        assert_eq!(introspect(&d, &id, &secret, &t)["active"], false, "{t}");
+    }
+    assert_eq!(d.get_auth("/oidc/userinfo", &a3).status, 401);
+    assert_eq!(
+        refresh(&id, &secret, &r3).expect(400)["error"],
+        "invalid_grant"
+    );
+    // Another family of the same user and client lives on.
+    let c = code(&d, &session, &id);
+    let fresh = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    refresh(&id, &secret, &s(&fresh, "refresh_token")).expect(200);
+    let reasons = failure_reasons(&env, "oidc.token");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("refresh_reused revoked=")),
+        "{reasons:?}"
+    );
+    assert!(reasons.contains(&"other_client".to_string()), "{reasons:?}");
+}
+
+/// `POST /oidc/revoke` of `t` as the client `id`/`secret`.
+fn revoke(d: &Daemon, id: &str, secret: &str, t: &str) -> Resp {
+    let auth = format!(
+        "Basic {}",
+        data_encoding::BASE64.encode(format!("{id}:{secret}").as_bytes())
+    );
+    post_raw(
+        d,
+        "/oidc/revoke",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Authorization", &auth),
+        ],
+        &format!("token={}", q(t)),
+    )
+}
+
+#[test]
+fn revocation_and_introspection_answer_for_the_clients_own_tokens_only() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let (other, other_secret) = add_client(&env, "Other", REDIRECT, &["--trusted"]);
+    let c = code(&d, &session, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let access = t["access_token"].as_str().unwrap();
+    let refresh = t["refresh_token"].as_str().unwrap();
+
+    // Another client sees nothing of them and revokes nothing.
+    for tok in [access, refresh] {
+        assert_eq!(introspect(&d, &other, &other_secret, tok)["active"], false);
+        revoke(&d, &other, &other_secret, tok).expect(200);
+        assert_eq!(introspect(&d, &id, &secret, tok)["active"], true);
+    }
+    let i = introspect(&d, &id, &secret, refresh);
+    assert_eq!(i["token_type"], "refresh_token", "{i}");
+    assert_eq!(i["client_id"], id.as_str(), "{i}");
+    // A wrong secret: 401 at both.
+    assert_eq!(revoke(&d, &id, "nope", access).status, 401);
+    let auth = format!(
+        "Basic {}",
+        data_encoding::BASE64.encode(format!("{id}:nope").as_bytes())
+    );
+    let r = post_raw(
+        &d,
+        "/oidc/introspect",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Authorization", &auth),
+        ],
+        &format!("token={}", q(access)),
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    // Its own client revokes the refresh token: the grant's access token goes with it.
+    revoke(&d, &id, &secret, refresh).expect(200);
+    assert_eq!(introspect(&d, &id, &secret, access)["active"], false);
+    assert_eq!(d.get_auth("/oidc/userinfo", access).status, 401);
+    // An unknown token: 200 (RFC 7009 2.2), nothing to say.
+    revoke(&d, &id, &secret, "no-such-token").expect(200);
+    let ok = env.audit(&["--event", "oidc.revoke", "--outcome", "success"]);
+    assert_eq!(ok.len(), 1, "only the owner's revocation revoked: {ok:?}");
+    assert!(
+        ok[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("\"revoked\":2")),
+        "{ok:?}"
+    );
+    assert!(failure_reasons(&env, "oidc.revoke").contains(&"client_auth".to_string()));
+    assert!(failure_reasons(&env, "oidc.introspect").contains(&"client_auth".to_string()));
+}
+
+#[test]
+fn prompt_none_max_age_login_hint_and_a_fresh_sign_in_after_prompt_login() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let with = |session: Option<&str>, extra: &[(&str, &str)]| {
+        let mut p = code_params(&id, REDIRECT);
+        p.extend_from_slice(extra);
+        authorize(&d, session, &p)
+    };
+    // prompt=none on a live session: a code, silently.
+    let p = redirected(&with(Some(&session), &[("prompt", "none")]), REDIRECT);
+    assert!(get(&p, "code").is_some(), "{p:?}");
+    // max_age met: a code whose ID token carries the sign-in's time.
+    let created: i64 = rusqlite::Connection::open(&env.db)
+        .unwrap()
+        .query_row(
+            "SELECT created_at FROM sessions WHERE token_hash = ?1",
+            [token_hash(&session)],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let p = redirected(&with(Some(&session), &[("max_age", "300")]), REDIRECT);
+    let t = exchange(&d, &id, &secret, get(&p, "code").unwrap(), Some(VERIFIER)).expect(200);
+    assert_eq!(
+        claims_of(t["id_token"].as_str().unwrap())["auth_time"],
+        created
+    );
+    // A bad max_age: an error to the client.
+    let p = redirected(&with(Some(&session), &[("max_age", "soon")]), REDIRECT);
+    assert_eq!(get(&p, "error"), Some("invalid_request"));
+
+    // The sign-in grows older than max_age. With prompt=none: login_required, and the
+    // session is left alone (nothing may be shown).
+    sql(
+        &env,
+        "UPDATE sessions SET created_at = created_at - 1000",
+        &[],
+    );
+    let p = redirected(
+        &with(Some(&session), &[("max_age", "300"), ("prompt", "none")]),
+        REDIRECT,
+    );
+    assert_eq!(get(&p, "error"), Some("login_required"));
+    assert_eq!(get(&p, "state"), Some("st4te"));
+    d.get_auth("/v1/session", &session).expect(200);
+    assert!(failure_reasons(&env, "oidc.authorize").contains(&"reauthentication".to_string()));
+
+    // prompt=login with login_hint: the session ends, the sign-in page has the name.
+    let r = with(
+        Some(&session),
+        &[("prompt", "login"), ("login_hint", "alice")],
+    );
+    assert_eq!(r.status, 303, "{r:?}");
+    let login = r.header("location").unwrap().to_string();
+    d.get_auth("/v1/session", &session).expect(401);
+    let page = d.get(&login);
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(
+        page.text().contains("name=\"username\"") && page.text().contains("value=\"alice\""),
+        "the login_hint fills in the username: {}",
+        page.text()
+    );
+    // The new sign-in comes back to the same request (prompt=login still in it) and
+    // gets its code: a sign-in just made is the fresh one asked for (no loop).
+    let back = form_urlencoded::parse(login.split_once('?').unwrap().1.as_bytes())
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    assert!(back.contains("prompt=login"), "{back}");
+    let mut app = Totp::from_enrollment(&env.enroll("alice"));
+    let fresh = d.login_totp("alice", PW, &mut app);
+    let cookie = format!("authd_session={fresh}");
+    let r = d.request("GET", &back, &[("Cookie", &cookie)], None);
+    let p = redirected(&r, REDIRECT);
+    let t = exchange(&d, &id, &secret, get(&p, "code").unwrap(), Some(VERIFIER)).expect(200);
+    assert_eq!(
+        claims_of(t["id_token"].as_str().unwrap())["amr"],
+        serde_json::json!(["pwd", "otp", "mfa"])
+    );
+}
+
+#[test]
+fn malformed_requests_are_refused_before_anything_and_audited() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let c = code(&d, &session, &id);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let basic = format!(
+        "Basic {}",
+        data_encoding::BASE64.encode(format!("{id}:{secret}").as_bytes())
+    );
+    let good = format!(
+        "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={VERIFIER}",
+        q(&c),
+        q(REDIRECT)
+    );
+    // Parameters as JSON, not a form.
+    let r = post_raw(
+        &d,
+        "/oidc/token",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &basic),
+        ],
+        "{}",
+    );
+    assert_eq!(r.expect(400)["error"], "invalid_request");
+    // A repeated parameter (RFC 6749 3.1).
+    let r = post_raw(
+        &d,
+        "/oidc/token",
+        &[form[0], ("Authorization", &basic)],
+        &format!("{good}&code=other"),
+    );
+    assert_eq!(r.expect(400)["error"], "invalid_request");
+    // Two client authentications at once.
+    let r = post_raw(
+        &d,
+        "/oidc/token",
+        &[form[0], ("Authorization", &basic)],
+        &format!("{good}&client_secret={}", q(&secret)),
+    );
+    assert_eq!(r.expect(400)["error"], "invalid_request");
+    // A Basic header that is not base64 of id:secret.
+    let r = post_raw(
+        &d,
+        "/oidc/token",
+        &[form[0], ("Authorization", "Basic !!!")],
+        &good,
+    );
+    assert_eq!(r.expect(401)["error"], "invalid_client");
+    // Basic for one client, client_id of another in the body.
+    let r = post_raw(
+        &d,
+        "/oidc/token",
+        &[form[0], ("Authorization", &basic)],
+        &format!("{good}&client_id=someone-else"),
+    );
+    assert_eq!(r.expect(401)["error"], "invalid_client");
+    // None of them spent the code.
+    exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let reasons = failure_reasons(&env, "oidc.token");
+    for want in [
+        "content_type",
+        "repeated_parameter",
+        "two_client_auths",
+        "basic_header",
+        "client_id_mismatch",
+    ] {
+        assert!(reasons.contains(&want.to_string()), "{want} in {reasons:?}");
+    }
+    let rows = env.audit(&["--event", "oidc.token", "--outcome", "failure"]);
+    assert!(
+        rows.iter().any(|r| r["reason"] == "repeated_parameter"
+            && r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(id.as_str()))),
+        "the client named: {rows:?}"
+    );
+
+    // Revocation and introspection: the same form rules, audited under their events.
+    for (path, event) in [
+        ("/oidc/revoke", "oidc.revoke"),
+        ("/oidc/introspect", "oidc.introspect"),
+    ] {
+        let r = post_raw(
+            &d,
+            path,
+            &[("Content-Type", "text/plain"), ("Authorization", &basic)],
+            "token=x",
+        );
+        assert_eq!(r.expect(400)["error"], "invalid_request", "{path}");
+        assert!(
+            failure_reasons(&env, event).contains(&"content_type".to_string()),
+            "{event}"
+        );
+    }
+    // Userinfo without a token.
+    assert_eq!(d.get("/oidc/userinfo").status, 401);
+    assert!(failure_reasons(&env, "oidc.userinfo").contains(&"no_token".to_string()));
+    // An authorization request repeating a parameter: a page, no redirect, audited.
+    let mut p = code_params(&id, REDIRECT);
+    p.push(("redirect_uri", "https://evil.example/cb"));
+    let r = authorize(&d, Some(&session), &p);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.header("location").is_none(), "{r:?}");
+    assert!(failure_reasons(&env, "oidc.authorize").contains(&"repeated_parameter".to_string()));
 }

@@ -621,3 +621,34 @@ fn malformed_passkey_requests_are_clear_4xx_never_counted_never_5xx() {
     );
     d.assert_healthy();
 }
+
+/// OpenID Connect's `amr` and `acr` from passkey sign-ins (issue 17): the passkey as
+/// second factor is `pwd hwk mfa`, a passwordless one `hwk mfa` (the passkey with user
+/// verification: two factors in one); both a second factor given, `acr` mfa.
+#[test]
+fn passkey_sign_ins_give_oidc_amr_hwk_and_acr_mfa() {
+    use crate::oidc::{add_client, claims_of, code, exchange, VERIFIER};
+    let env = provision();
+    let d = daemon(&env, &["--insecure-cookies"]);
+    let mut a = user_with_passkey(&env, &d, "alice");
+    let (id, secret) = add_client(&env, "App", crate::oidc::REDIRECT, &["--trusted"]);
+    let claims = |session: &str| {
+        let c = code(&d, session, &id);
+        let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+        claims_of(t["id_token"].as_str().unwrap())
+    };
+    let (flow, options) = second_factor(&d, "alice");
+    let v = passkey_step(&d, &flow, &assertion(&mut a, &options)).expect_status("authenticated");
+    let c = claims(v["session"].as_str().unwrap());
+    assert_eq!(c["amr"], json!(["pwd", "hwk", "mfa"]), "{c}");
+    assert_eq!(c["acr"], "urn:authd:acr:mfa", "{c}");
+
+    let o = d.post("/v1/login/passkey/options", &json!({})).expect(200);
+    let pflow = o["flow"].as_str().unwrap().to_string();
+    let cred = assert_with(&mut a, &o, &origin(), true);
+    let v = passkey_step(&d, &pflow, &cred).expect_status("authenticated");
+    let c = claims(v["session"].as_str().unwrap());
+    assert_eq!(c["amr"], json!(["hwk", "mfa"]), "{c}");
+    assert_eq!(c["acr"], "urn:authd:acr:mfa", "{c}");
+    assert_eq!(c["preferred_username"], "alice");
+}
