@@ -68,9 +68,8 @@ esac
 [ "$postgres" = no ] && pg_wanted=0
 [ "$own_db" -eq 1 ] && pg_wanted=0
 
-pg_bin() {
-    compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1 | xargs -r dirname
-}
+# shellcheck source=scripts/pg-cluster.sh
+. scripts/pg-cluster.sh
 
 if [ "$pg_wanted" -eq 1 ] && [ -z "$(pg_bin)" ]; then
     if [ "$postgres" = yes ]; then
@@ -85,38 +84,6 @@ if [ "$pg_wanted" -eq 1 ] && [ -z "$(pg_bin)" ]; then
     fi
 fi
 
-pg_dir=""
-pg_run() {
-    if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
-}
-pg_stop() {
-    if [ -n "$pg_dir" ]; then
-        pg_run "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -m fast -t 30 stop >/dev/null 2>&1 \
-            || pg_run "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
-        rm -rf "$pg_dir"
-        pg_dir=""
-    fi
-}
-free_port() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-        return
-    fi
-    local p
-    for _ in $(seq 100); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-    return 1
-}
-
 # 1,000 concurrent clients need 1,000 sockets on each side.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(ulimit -n)" != "unlimited" ] && [ "$(ulimit -n)" -lt 2200 ]; then
@@ -130,17 +97,11 @@ cargo build --release --workspace --bins
 # A private PostgreSQL cluster for the PostgreSQL part, removed at the end.
 pg_args=()
 if [ "$pg_wanted" -eq 1 ]; then
-    trap pg_stop EXIT
+    trap pg_cluster_stop EXIT
     trap 'exit 130' INT TERM
-    pg_dir=$(mktemp -d /tmp/authbench-pg.XXXXXX)
-    if [ "$(id -u)" -eq 0 ]; then chown postgres "$pg_dir"; fi
-    pg_port=$(free_port)
     pg_opts=${AUTHBENCH_PG_OPTS:-"-c synchronous_commit=off -c max_connections=500"}
+    pg_cluster_start authbench-pg "$pg_opts"
     echo "bench.sh: a private PostgreSQL cluster in $pg_dir on 127.0.0.1:$pg_port ($pg_opts)" >&2
-    pg_run "$(pg_bin)/initdb" -D "$pg_dir/data" -U authd --auth=trust -E UTF8 --no-sync >/dev/null
-    pg_run "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories=$pg_dir $pg_opts" \
-        start >/dev/null
     pg_args=(--db "postgres://authd@127.0.0.1:$pg_port/authbench" --nodes 2)
 fi
 

@@ -96,35 +96,20 @@ install_test_dependencies() {
     #   python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q aiosmtpd
 }
 
+# shellcheck source=scripts/pg-cluster.sh
+. scripts/pg-cluster.sh
+
 postgres_pass() {
     echo "test.sh: the integration suites on PostgreSQL" >&2
-    pg_bin=$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n 1)
-    pg_dir=$(mktemp -d /tmp/authd-test-pg.XXXXXX)
-    pg_run() {
-        if [ "$(id -u)" -eq 0 ]; then
-            runuser -u postgres -- "$@"
-        else
-            "$@"
-        fi
-    }
-    pg_stop() {
-        pg_run "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
-        rm -rf "$pg_dir"
-    }
-    trap pg_stop EXIT
-    if [ "$(id -u)" -eq 0 ]; then chown postgres "$pg_dir"; fi
-    pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    pg_run "$pg_bin/initdb" -D "$pg_dir/data" -U authd --auth=trust -E UTF8 --no-sync >/dev/null
-    pg_run "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $pg_port -c unix_socket_directories=$pg_dir -c fsync=off -c max_connections=500" \
-        start >/dev/null
+    trap pg_cluster_stop EXIT
+    pg_cluster_start authd-test-pg "-c fsync=off -c max_connections=500"
     AUTHD_TEST_PG_URL="postgres://authd@127.0.0.1:$pg_port/" \
         cargo test --test main -- daemon:: email:: attack:: portal:: forward_auth:: \
         faults::soak_of_mixed_traffic_keeps_memory_and_descriptors_flat \
         faults::a_flood_of_a_thousand_concurrent_logins_is_answered_under_a_memory_ceiling \
         --skip attack::refusals_are_indistinguishable_by_answer_and_timing \
         --skip daemon::unknown_users_take_about_as_long_as_wrong_passwords
-    pg_stop
+    pg_cluster_stop
     trap - EXIT
 }
 
