@@ -1078,15 +1078,11 @@ fn a_step_up_needs_its_session_alive_and_an_account_without_a_factor_is_refused(
     assert_eq!(r.status, 403);
 }
 
-#[test]
-fn an_emailed_code_account_steps_up_with_a_code_mailed_by_the_step_up_form_only() {
-    let env = provision();
-    add_user(&env, "carol", "school", &[], "user");
-    env.json(&["enroll", "carol", "--method", "email"]);
-    let sink = SmtpSink::start();
+/// authd on plain HTTP (the portal's cookies without `Secure`) mailing through `sink`.
+fn start_with_mail(env: &Env, sink: &SmtpSink) -> Daemon {
     let url = sink.url();
-    let d = Daemon::start(
-        &env,
+    Daemon::start(
+        env,
         &[
             "--insecure-cookies",
             "--smtp-url",
@@ -1094,7 +1090,16 @@ fn an_emailed_code_account_steps_up_with_a_code_mailed_by_the_step_up_form_only(
             "--mail-from",
             "authd@example.org",
         ],
-    );
+    )
+}
+
+#[test]
+fn an_emailed_code_account_steps_up_with_a_code_mailed_by_the_step_up_form_only() {
+    let env = provision();
+    add_user(&env, "carol", "school", &[], "user");
+    env.json(&["enroll", "carol", "--method", "email"]);
+    let sink = SmtpSink::start();
+    let d = start_with_mail(&env, &sink);
     let to = "carol@example.org";
     let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
     // A first sign-in with the emailed code remembers the device; the next one on it is
@@ -1773,17 +1778,7 @@ fn claims_follow_the_scopes_and_email_verified_follows_the_emailed_codes() {
     add_user(&env, "carol", "other", &["staff"], "user");
     env.json(&["enroll", "carol", "--method", "email"]);
     let sink = SmtpSink::start();
-    let url = sink.url();
-    let d = Daemon::start(
-        &env,
-        &[
-            "--insecure-cookies",
-            "--smtp-url",
-            &url,
-            "--mail-from",
-            "authd@example.org",
-        ],
-    );
+    let d = start_with_mail(&env, &sink);
     let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
     let alice = d.login_totp("alice", PW, &mut app);
     let v = d.login("carol", PW).expect_status("second_factor_required");
