@@ -63,8 +63,6 @@ pub const ACR_PWD: &str = "urn:authd:acr:pwd";
 pub const ACRS: &[&str] = &[ACR_PWD, ACR_DEVICE, ACR_MFA];
 /// The scopes authd knows.
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "groups", "offline_access"];
-/// With `prompt=login`, a sign-in at most this old counts as the fresh one asked for.
-pub const FRESH_LOGIN_SECS: i64 = 120;
 
 const RSA_BITS: usize = 2048;
 
@@ -283,8 +281,8 @@ pub enum Authorize {
     BadClient(String),
     /// Back to the client (a code, or an error) at this URL.
     Redirect(String),
-    /// Sign in first, then return; `again`: end the current session first (prompt=login,
-    /// max_age, a factor the session lacks).
+    /// Sign in first, then return to [`after_sign_in`] of the request; `again`: end the
+    /// current session first (`prompt=login`, `max_age=0`, a sign-in older than `max_age`).
     Login { again: bool },
     /// Ask the user whether `client` may have `scopes`.
     Consent { client: String, scopes: Vec<String> },
@@ -387,6 +385,25 @@ pub fn check_redirect_uri(uri: &str) -> Result<()> {
 /// S256(verifier), base64url without padding (RFC 7636 4.2).
 pub fn pkce_s256(verifier: &str) -> String {
     data_encoding::BASE64URL_NOPAD.encode(&Sha256::digest(verifier.as_bytes()))
+}
+
+/// The authorization request (`query`, its parameters in order) to come back to after
+/// the sign-in that [`Authorize::Login`] leads to: without `login` in `prompt` (the
+/// parameter dropped when nothing else is left; `consent` stays) and without a `max_age`
+/// of 0. That sign-in is the new one they ask for, so the way back must not ask again
+/// (and end it). A larger `max_age` stays: the sign-in just made meets it.
+pub fn after_sign_in(query: &[(String, String)]) -> Vec<(String, String)> {
+    query
+        .iter()
+        .filter_map(|(k, v)| match k.as_str() {
+            "prompt" => {
+                let rest: Vec<&str> = scopes(v).into_iter().filter(|p| *p != "login").collect();
+                (!rest.is_empty()).then(|| (k.clone(), rest.join(" ")))
+            }
+            "max_age" if v.parse::<i64>() == Ok(0) => None,
+            _ => Some((k.clone(), v.clone())),
+        })
+        .collect()
 }
 
 fn scopes(s: &str) -> Vec<&str> {
@@ -879,11 +896,11 @@ impl Core {
             };
             let (factors, auth_time) =
                 sessions::factors_of(tx, s.session.id)?.unwrap_or((String::new(), now));
-            let stale = |limit: i64| now.saturating_sub(auth_time) > limit;
-            // max_age=0 asks for a new sign-in, as prompt=login does.
-            let max_age = max_age.map(|m| if m == 0 { FRESH_LOGIN_SECS } else { m });
-            let again = (prompts.contains(&"login") && stale(FRESH_LOGIN_SECS))
-                || max_age.is_some_and(stale);
+            // prompt=login and max_age=0 ask for a new sign-in whatever the session's age
+            // (OpenID Connect Core 3.1.2.1); the way back after it no longer asks
+            // ([`after_sign_in`]), so it does not loop.
+            let again = prompts.contains(&"login")
+                || max_age.is_some_and(|m| m == 0 || now.saturating_sub(auth_time) > m);
             if again {
                 if prompts.contains(&"none") {
                     return error("login_required", "reauthentication", "sign-in required");
@@ -1380,6 +1397,40 @@ mod tests {
             pkce_s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+    }
+
+    #[test]
+    fn the_way_back_after_a_sign_in_asks_for_none_again() {
+        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            after_sign_in(&q(&[
+                ("client_id", "c"),
+                ("prompt", "login"),
+                ("max_age", "0"),
+                ("state", "s")
+            ])),
+            q(&[("client_id", "c"), ("state", "s")])
+        );
+        assert_eq!(
+            after_sign_in(&q(&[("prompt", "login consent"), ("max_age", "300")])),
+            q(&[("prompt", "consent"), ("max_age", "300")])
+        );
+        assert_eq!(
+            after_sign_in(&q(&[("prompt", "consent  login"), ("max_age", "00")])),
+            q(&[("prompt", "consent")])
+        );
+        // Nothing else is touched, a bad max_age included (the decision refuses it).
+        let other = q(&[
+            ("prompt", "consent"),
+            ("max_age", "soon"),
+            ("scope", "openid"),
+        ]);
+        assert_eq!(after_sign_in(&other), other);
     }
 
     #[test]

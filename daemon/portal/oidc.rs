@@ -8,7 +8,7 @@ use hyper::StatusCode;
 
 use authcore::kinds::AuditEvent;
 use authcore::login::SessionInfo;
-use authcore::oidc::{AuthRequest, Authorize};
+use authcore::oidc::{after_sign_in, AuthRequest, Authorize};
 
 use super::ctx::{Ctx, Form};
 use super::flow::{self, Carry};
@@ -217,7 +217,9 @@ async fn decide(
                     ctx.set_cookie(CookieName::Session, "", Some(0));
                 }
             }
-            let back = authorize_url(ctx, query);
+            // The way back is the request without what the sign-in meets (prompt=login,
+            // max_age=0): asking again there would end the new session, and so on.
+            let back = authorize_url(ctx, &after_sign_in(query));
             let mut to = format!("{}?next={}", ctx.url("/login"), qs(&back));
             if let Some(h) = req.login_hint.as_deref().filter(|h| !h.is_empty()) {
                 to.push_str(&format!("&login_hint={}", qs(h)));

@@ -786,13 +786,8 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
     assert!(r.text().contains("id=\"step-up-form\""), "{r:?}");
     d.get_auth("/v1/session", &bob).expect(200);
 
-    // prompt=login on a sign-in that is not fresh: the session ends, the sign-in page
-    // comes, with the way back and the login_hint.
-    sql(
-        &env,
-        "UPDATE sessions SET created_at = created_at - 1000",
-        &[],
-    );
+    // prompt=login, though alice signed in seconds ago: the session ends, the sign-in
+    // page comes, with the way back (without prompt=login) and the login_hint.
     let mut params = code_params(&id, REDIRECT);
     params.push(("prompt", "login"));
     params.push(("login_hint", "alice"));
@@ -804,13 +799,42 @@ fn amr_acr_and_prompt_login_follow_the_sign_in() {
         "{loc}"
     );
     assert!(loc.ends_with("&login_hint=alice"), "{loc}");
+    let back = next_of(loc);
+    assert!(!back.contains("prompt"), "{back}");
+    assert!(back.contains("login_hint=alice"), "{back}");
     d.get_auth("/v1/session", &session).expect(401);
     // max_age: the same for a sign-in older than it.
+    sql(
+        &env,
+        "UPDATE sessions SET created_at = created_at - 1000",
+        &[],
+    );
     let mut params = code_params(&id, REDIRECT);
     params.push(("max_age", "300"));
     let r = authorize(&d, Some(&dora), &params);
     assert_eq!(r.status, 303, "{r:?}");
     d.get_auth("/v1/session", &dora).expect(401);
+}
+
+/// The way back (`next`) of a redirect to the sign-in page.
+fn next_of(login: &str) -> String {
+    let (_, query) = login.split_once('?').expect("a query");
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no next in {login}"))
+}
+
+/// When the session with this token was signed in (its `created_at`, the `auth_time`).
+fn signed_in_at(env: &Env, session: &str) -> i64 {
+    rusqlite::Connection::open(&env.db)
+        .unwrap()
+        .query_row(
+            "SELECT created_at FROM sessions WHERE token_hash = ?1",
+            [token_hash(session)],
+            |r| r.get(0),
+        )
+        .unwrap()
 }
 
 /// A browser's cookies over plain HTTP: what the portal set, sent back.
@@ -2134,14 +2158,7 @@ fn prompt_none_max_age_login_hint_and_a_fresh_sign_in_after_prompt_login() {
     let p = redirected(&with(Some(&session), &[("prompt", "none")]), REDIRECT);
     assert!(get(&p, "code").is_some(), "{p:?}");
     // max_age met: a code whose ID token carries the sign-in's time.
-    let created: i64 = rusqlite::Connection::open(&env.db)
-        .unwrap()
-        .query_row(
-            "SELECT created_at FROM sessions WHERE token_hash = ?1",
-            [token_hash(&session)],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let created = signed_in_at(&env, &session);
     let p = redirected(&with(Some(&session), &[("max_age", "300")]), REDIRECT);
     let t = exchange(&d, &id, &secret, get(&p, "code").unwrap(), Some(VERIFIER)).expect(200);
     assert_eq!(
@@ -2168,14 +2185,23 @@ fn prompt_none_max_age_login_hint_and_a_fresh_sign_in_after_prompt_login() {
     d.get_auth("/v1/session", &session).expect(200);
     assert!(failure_reasons(&env, "oidc.authorize").contains(&"reauthentication".to_string()));
 
-    // prompt=login with login_hint: the session ends, the sign-in page has the name.
+    // prompt=login with login_hint on a sign-in made seconds ago (alice signs in anew;
+    // 30 s back, so its time tells it from the next one's): the session ends all the same,
+    // the sign-in page has the name.
+    let mut app = Totp::from_enrollment(&env.enroll("alice"));
+    let recent = d.login_totp("alice", PW, &mut app);
+    sql(
+        &env,
+        "UPDATE sessions SET created_at = created_at - 30 WHERE token_hash = ?1",
+        &[&token_hash(&recent)],
+    );
     let r = with(
-        Some(&session),
+        Some(&recent),
         &[("prompt", "login"), ("login_hint", "alice")],
     );
     assert_eq!(r.status, 303, "{r:?}");
     let login = r.header("location").unwrap().to_string();
-    d.get_auth("/v1/session", &session).expect(401);
+    d.get_auth("/v1/session", &recent).expect(401);
     let page = d.get(&login);
     assert_eq!(page.status, 200, "{page:?}");
     assert!(
@@ -2183,23 +2209,113 @@ fn prompt_none_max_age_login_hint_and_a_fresh_sign_in_after_prompt_login() {
         "the login_hint fills in the username: {}",
         page.text()
     );
-    // The new sign-in comes back to the same request (prompt=login still in it) and
-    // gets its code: a sign-in just made is the fresh one asked for (no loop).
-    let back = form_urlencoded::parse(login.split_once('?').unwrap().1.as_bytes())
-        .find(|(k, _)| k == "next")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
-    assert!(back.contains("prompt=login"), "{back}");
-    let mut app = Totp::from_enrollment(&env.enroll("alice"));
+    // The new sign-in comes back to the request without prompt=login and gets its code
+    // at once (no loop), the new session kept; its ID token has the new sign-in's time.
+    let back = next_of(&login);
+    assert!(!back.contains("prompt"), "{back}");
     let fresh = d.login_totp("alice", PW, &mut app);
     let cookie = format!("authd_session={fresh}");
     let r = d.request("GET", &back, &[("Cookie", &cookie)], None);
     let p = redirected(&r, REDIRECT);
+    d.get_auth("/v1/session", &fresh).expect(200);
     let t = exchange(&d, &id, &secret, get(&p, "code").unwrap(), Some(VERIFIER)).expect(200);
+    let idt = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(idt["amr"], serde_json::json!(["pwd", "otp", "mfa"]));
+    assert_eq!(idt["auth_time"], signed_in_at(&env, &fresh));
+    assert_ne!(idt["auth_time"], signed_in_at(&env, &recent));
+}
+
+/// `prompt=login` and `max_age=0` from the client ask for a new sign-in however fresh the
+/// session's (OpenID Connect Core 3.1.2.1); the way back after it does not ask again.
+#[test]
+fn prompt_login_and_max_age_0_sign_in_again_however_fresh_and_the_way_back_does_not_loop() {
+    let env = provision();
+    add_user(&env, "bob", "school", &[], "user");
+    let d = Daemon::start(&env, &["--insecure-cookies"]);
+    let (app, app_secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let (gallery, gallery_secret) = add_client(&env, "Gallery", REDIRECT, &[]);
+    let cookie = |s: &str| format!("authd_session={s}");
+    // A sign-in made seconds ago (30 s back, so its time tells it from the next one's).
+    let recent = || {
+        let s = d.login_session("bob", PW);
+        sql(
+            &env,
+            "UPDATE sessions SET created_at = created_at - 30 WHERE token_hash = ?1",
+            &[&token_hash(&s)],
+        );
+        s
+    };
+    let auth_time = |client: &str, secret: &str, p: &[(String, String)]| {
+        let code = get(p, "code").unwrap_or_else(|| panic!("no code: {p:?}"));
+        let t = exchange(&d, client, secret, code, Some(VERIFIER)).expect(200);
+        claims_of(t["id_token"].as_str().unwrap())["auth_time"].clone()
+    };
+
+    for asked in [("prompt", "login"), ("max_age", "0")] {
+        let old = recent();
+        let mut params = code_params(&app, REDIRECT);
+        params.push(asked);
+        // The session ends and the sign-in page comes, its way back without the ask.
+        let r = authorize(&d, Some(&old), &params);
+        assert_eq!(r.status, 303, "{asked:?}: {r:?}");
+        let loc = r.header("location").unwrap();
+        assert!(loc.starts_with("/login?next="), "{loc}");
+        d.get_auth("/v1/session", &old).expect(401);
+        let back = next_of(loc);
+        assert!(!back.contains(&format!("{}=", asked.0)), "{back}");
+        assert!(back.contains("state=st4te"), "{back}");
+        // The new sign-in comes back there: a code at once, the new session kept.
+        let fresh = d.login_session("bob", PW);
+        let r = d.request("GET", &back, &[("Cookie", &cookie(&fresh))], None);
+        let p = redirected(&r, REDIRECT);
+        d.get_auth("/v1/session", &fresh).expect(200);
+        assert_eq!(
+            auth_time(&app, &app_secret, &p),
+            signed_in_at(&env, &fresh),
+            "{asked:?}"
+        );
+        assert_ne!(signed_in_at(&env, &fresh), signed_in_at(&env, &old));
+        // The client's own request again: even a sign-in just made is asked again.
+        let r = authorize(&d, Some(&fresh), &params);
+        assert_eq!(r.status, 303, "{asked:?}: {r:?}");
+        d.get_auth("/v1/session", &fresh).expect(401);
+    }
+
+    // max_age=0 with prompt=none on a sign-in seconds old: login_required to the client,
+    // the session left alone.
+    let old = recent();
+    let mut params = code_params(&app, REDIRECT);
+    params.extend([("max_age", "0"), ("prompt", "none")]);
+    let p = redirected(&authorize(&d, Some(&old), &params), REDIRECT);
+    assert_eq!(get(&p, "error"), Some("login_required"), "{p:?}");
+    d.get_auth("/v1/session", &old).expect(200);
+
+    // prompt=login consent of an untrusted client bob has allowed: the new sign-in, then
+    // the consent page all the same, then a code of the new sign-in.
+    let r = authorize(&d, Some(&old), &code_params(&gallery, REDIRECT));
+    assert!(is_consent_page(&r), "{r:?}");
+    assert!(get(&allow(&d, &old, &r.text()), "code").is_some());
+    let mut params = code_params(&gallery, REDIRECT);
+    params.push(("prompt", "login consent"));
+    let r = authorize(&d, Some(&old), &params);
+    assert_eq!(r.status, 303, "{r:?}");
+    d.get_auth("/v1/session", &old).expect(401);
+    let back = next_of(r.header("location").unwrap());
+    let asks: Vec<(String, String)> =
+        form_urlencoded::parse(back.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(get(&asks, "prompt"), Some("consent"), "{back}");
+    let fresh = d.login_session("bob", PW);
+    let r = d.request("GET", &back, &[("Cookie", &cookie(&fresh))], None);
+    assert!(is_consent_page(&r), "{r:?}");
+    let p = allow(&d, &fresh, &r.text());
     assert_eq!(
-        claims_of(t["id_token"].as_str().unwrap())["amr"],
-        serde_json::json!(["pwd", "otp", "mfa"])
+        auth_time(&gallery, &gallery_secret, &p),
+        signed_in_at(&env, &fresh)
     );
+    d.get_auth("/v1/session", &fresh).expect(200);
+    assert!(failure_reasons(&env, "oidc.authorize").contains(&"reauthentication".to_string()));
 }
 
 #[test]
