@@ -2180,7 +2180,7 @@ fn audit_follow_prints_new_rows() {
 
 /// A command that only reads opens its core read-only: no group-commit writer, no
 /// checkpoint thread (`audit --follow` keeps running, so its threads can be looked at
-/// once it has printed the row `init` wrote).
+/// once it has printed the rows `init` wrote).
 #[test]
 fn a_reading_command_starts_no_writer_or_checkpoint_thread() {
     use std::io::{BufRead, BufReader};
@@ -2196,10 +2196,14 @@ fn a_reading_command_starts_no_writer_or_checkpoint_thread() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
+    // Every line is read (a closed pipe would end the command at its next row).
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
     });
     let line = rx.recv_timeout(Duration::from_secs(15));
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
