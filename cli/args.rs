@@ -45,6 +45,10 @@ pub struct Global {
     /// Answer yes to confirmations (needed for destructive commands without a terminal).
     #[arg(long, short = 'y', global = true)]
     pub yes: bool,
+    /// Not a flag: the command only reads, so its core is opened read-only (set from the
+    /// command by main's `reads_only`).
+    #[arg(skip)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -44,9 +44,15 @@ impl Ctx {
         Ctx::open_with(g, Hashing::new(1))
     }
 
-    /// The core with these hashing slots.
+    /// The core with these hashing slots; read-only for a command that only reads
+    /// ([`Global::read_only`]).
     pub fn open_with(g: &Global, hashing: Hashing) -> Result<Ctx> {
-        let core = Core::open(&location(g), hashing, Core::system_clock())?;
+        let open = if g.read_only {
+            Core::open_read_only
+        } else {
+            Core::open
+        };
+        let core = open(&location(g), hashing, Core::system_clock())?;
         Ok(Ctx {
             core,
             actor: operator(),

@@ -24,7 +24,8 @@ use args::{Cli, Command};
 fn main() {
     // The database, its key file and SQLite's side files hold secrets.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.global.read_only = reads_only(&cli.command);
     let global = cli.global.clone();
     let label = audit_label(&cli.command);
     let code = match run(cli) {
@@ -40,6 +41,41 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Whether the command only reads: its core is then opened read-only
+/// ([`authcore::Core::open_read_only`]: no writer or checkpoint thread, every write
+/// refused). A command that writes anything, an audit row included, is not one.
+fn reads_only(c: &Command) -> bool {
+    use args::{
+        AuditCmd, ClientCmd, DeviceCmd, GroupCmd, KeyCmd, OrgCmd, PolicyCmd, QuestionsCmd,
+        SessionCmd, TermsCmd, UserCmd,
+    };
+    match c {
+        Command::User(c) => matches!(c, UserCmd::List(_) | UserCmd::Show(_)),
+        Command::Device(c) => matches!(c, DeviceCmd::List { .. }),
+        Command::Session(c) => matches!(c, SessionCmd::List { .. }),
+        Command::Audit(a) => !matches!(a.cmd, Some(AuditCmd::Prune { .. })),
+        Command::Verify => true,
+        Command::Key(c) => matches!(c, KeyCmd::List),
+        Command::Org(c) => matches!(c, OrgCmd::List),
+        Command::Group(c) => matches!(c, GroupCmd::List),
+        Command::Policy(c) => matches!(c, PolicyCmd::Show | PolicyCmd::Preset { show: true, .. }),
+        Command::Terms(c) => matches!(c, TermsCmd::Show),
+        Command::Questions(c) => matches!(c, QuestionsCmd::Show),
+        Command::Client(c) => matches!(c, ClientCmd::List | ClientCmd::Show { .. }),
+        // Listing passkeys is audited (admin.passkey.list), and so is `totp test`.
+        Command::Passkey(_) | Command::Totp(_) => false,
+        Command::Init(_)
+        | Command::Passwd(_)
+        | Command::Enroll(_)
+        | Command::Reset2fa(_)
+        | Command::Unlock(_)
+        | Command::Backup(_)
+        | Command::Db(_)
+        | Command::Import(_)
+        | Command::Generate(_) => false,
+    }
 }
 
 /// The audit event and target of a state-changing command (None for read-only ones).

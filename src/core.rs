@@ -4,6 +4,12 @@
 //! cache ([`crate::session_cache`]) and the clock — and its methods are the decisions.
 //! Two `Core`s on two databases share nothing.
 //!
+//! A read-only core ([`Core::start_read_only`], authctl's commands that only read) starts
+//! no thread: no writer, no checkpoint thread, no PostgreSQL listener. Its connections
+//! refuse every write ([`crate::db::forbid_writes`]), its writer answers every step
+//! [`crate::group_commit::WriteError::Unavailable`], its session cache keeps nothing;
+//! having written nothing, it has nothing to seal.
+//!
 //! A `Core` is cheap to clone (one `Arc`). Its methods block (SQLite, argon2): async
 //! front ends call them from blocking threads.
 
@@ -55,6 +61,8 @@ struct Pool {
     idle: Mutex<Vec<Connection>>,
     /// PostgreSQL: what a connection calls when it sees the session epoch move.
     epoch_hook: crate::sql::EpochHook,
+    /// A read-only core's pool: its connections refuse every write.
+    read_only: bool,
 }
 
 impl Pool {
@@ -65,8 +73,13 @@ impl Pool {
         self.prepare(crate::db::open(&self.path)?)
     }
 
-    /// A connection made ready for the pool: no checkpoints on requests, the epoch heard.
+    /// A connection made ready for the pool: no checkpoints on requests, the epoch heard;
+    /// for a read-only core, no writes at all (it commits nothing, caches nothing).
     fn prepare(&self, c: Connection) -> Result<Connection> {
+        if self.read_only {
+            crate::db::forbid_writes(&c)?;
+            return Ok(c);
+        }
         crate::db::defer_checkpoints(&c)?;
         c.listen_for_epoch(crate::session_cache::EPOCH_CHANNEL, self.epoch_hook.clone())?;
         Ok(c)
@@ -83,10 +96,11 @@ impl Pool {
             return;
         }
         if let Ok(mut v) = self.idle.lock() {
-            // A connection opened read-only (the file was unwritable then) is not kept:
-            // it would refuse writes after the file is writable again.
-            let writable = !crate::db::is_read_only(&c);
-            if v.len() < POOL_IDLE && c.is_autocommit() && writable && !c.is_broken() {
+            // A connection opened read-only (the file was unwritable then) is not kept
+            // by a core that writes: it would refuse writes after the file is writable
+            // again.
+            let fits = self.read_only || !crate::db::is_read_only(&c);
+            if v.len() < POOL_IDLE && c.is_autocommit() && fits && !c.is_broken() {
                 v.push(c);
             }
         }
@@ -103,17 +117,22 @@ struct Inner {
     clock: Clock,
     /// The WebAuthn relying party, when passkeys are on (set once at start-up).
     relying_party: std::sync::OnceLock<Arc<crate::passkey::RelyingParty>>,
-    /// Dropped with the core: the checkpoint thread then seals what is left of the audit
-    /// log and stops, and the drop waits for it.
-    stop_checkpoints: Option<mpsc::Sender<()>>,
-    checkpointer: Option<std::thread::JoinHandle<()>>,
+    /// The checkpoint thread and what stops it (None for a read-only core). Dropped with
+    /// the core: the thread then seals what is left of the audit log and stops, and the
+    /// drop waits for it.
+    checkpoints: Option<Checkpoints>,
+}
+
+struct Checkpoints {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        drop(self.stop_checkpoints.take());
-        if let Some(t) = self.checkpointer.take() {
-            let _ = t.join();
+        if let Some(Checkpoints { stop, thread }) = self.checkpoints.take() {
+            drop(stop);
+            let _ = thread.join();
         }
     }
 }
@@ -145,7 +164,47 @@ impl Core {
         };
         let writer =
             GroupCommit::start_with(path.to_path_buf(), Some(key.clone()), sessions.epoch_hook())?;
-        Ok(Core(Arc::new(Inner {
+        let checkpoints = Checkpoints {
+            stop,
+            thread: checkpointer,
+        };
+        Ok(Core::assemble(
+            path,
+            key,
+            hashing,
+            clock,
+            sessions,
+            writer,
+            Some(checkpoints),
+        ))
+    }
+
+    /// The core of the database at `path` (opened and migrated already) for commands that
+    /// only read: starts no thread, and refuses every write (see the module
+    /// documentation).
+    pub fn start_read_only(path: &Path, key: SecretKey, hashing: Hashing, clock: Clock) -> Core {
+        Core::assemble(
+            path,
+            key,
+            hashing,
+            clock,
+            SessionCache::off(path),
+            GroupCommit::closed(),
+            None,
+        )
+    }
+
+    /// A core without checkpoint thread is a read-only one.
+    fn assemble(
+        path: &Path,
+        key: SecretKey,
+        hashing: Hashing,
+        clock: Clock,
+        sessions: SessionCache,
+        writer: GroupCommit,
+        checkpoints: Option<Checkpoints>,
+    ) -> Core {
+        Core(Arc::new(Inner {
             path: path.to_path_buf(),
             key,
             hashing,
@@ -153,14 +212,19 @@ impl Core {
                 path: path.to_path_buf(),
                 idle: Mutex::new(Vec::new()),
                 epoch_hook: sessions.epoch_hook(),
+                read_only: checkpoints.is_none(),
             },
             writer,
             sessions,
             clock,
             relying_party: std::sync::OnceLock::new(),
-            stop_checkpoints: Some(stop),
-            checkpointer: Some(checkpointer),
-        })))
+            checkpoints,
+        }))
+    }
+
+    /// Whether this core only reads ([`Core::start_read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.0.pool.read_only
     }
 
     /// Keep `conn`, opened on this core's database before the core started, as its first
@@ -430,6 +494,65 @@ mod tests {
             .unwrap();
         assert_eq!(rows[0].at, 2_000);
         assert!(a.check_session("no-such-token").unwrap().is_none());
+    }
+
+    /// A core opened for a command that only reads starts no writer or checkpoint thread
+    /// and cannot write: not a decision with its audit row, not a write step, not a
+    /// session check's refresh; it reads, beside a writing core on the same file.
+    #[test]
+    fn a_read_only_core_starts_no_thread_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = db(dir.path(), "ro.db");
+        let loc = crate::db::Location::new(&path, None);
+        let op = Actor::operator("root");
+        let writing = Core::open(&loc, Hashing::new(1), Core::system_clock()).unwrap();
+        assert!(!writing.is_read_only() && writing.0.checkpoints.is_some());
+        writing.admin_unlock(&op, "nobody").unwrap();
+        let ro = Core::open_read_only(&loc, Hashing::new(1), Core::system_clock()).unwrap();
+        assert!(ro.is_read_only());
+        assert!(ro.0.checkpoints.is_none(), "no checkpoint thread");
+        let audit_rows = || {
+            let c = crate::db::open(&path).unwrap();
+            crate::audit::last_id(&c).unwrap()
+        };
+        let before = audit_rows();
+        // Reads answer, through the connection that opened the database (pooled) and
+        // through fresh ones.
+        assert_eq!(ro.audit_last_id().unwrap(), before);
+        let held: Vec<_> = (0..3)
+            .map(|_| ro.0.pool.take().unwrap())
+            .collect::<Vec<_>>();
+        held.into_iter().for_each(|c| ro.0.pool.give(c));
+        for _ in 0..4 {
+            assert!(ro.admin_list_users(&op, false).unwrap().is_empty());
+        }
+        // Writes are refused by the engine, the audit row with its decision.
+        assert!(ro.admin_unlock(&op, "nobody").is_err());
+        assert!(ro
+            .audit_refusal(&op, crate::kinds::AuditEvent::AdminUnlock, "x", "r", "m")
+            .is_err());
+        // No writer thread: a write step is not run.
+        let step = crate::group_commit::WriteStep::new(|c: &mut Connection| {
+            crate::audit::record(
+                c,
+                &crate::audit::Entry::new(
+                    crate::kinds::AuditEvent::LoginPassword,
+                    crate::audit::Outcome::Failure,
+                ),
+                1,
+            )
+        });
+        assert!(matches!(
+            ro.run(step),
+            Err(crate::group_commit::WriteError::Unavailable)
+        ));
+        assert_eq!(ro.writer().steps(), 0);
+        assert!(ro.check_session("no-such-token").unwrap().is_none());
+        drop(ro);
+        assert_eq!(audit_rows(), before, "the read-only core wrote nothing");
+        // The writing core beside it still writes.
+        writing.admin_unlock(&op, "nobody").unwrap();
+        assert_eq!(audit_rows(), before + 1);
     }
 
     #[test]

@@ -748,6 +748,17 @@ pub fn defer_checkpoints(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Make `conn` refuse every write for as long as it lives (a read-only core's
+/// connections): SQLite's `query_only`, PostgreSQL's read-only transactions. A write
+/// then fails with the engine's error (SQLite: "attempt to write a readonly database")
+/// and changes nothing.
+pub fn forbid_writes(conn: &Connection) -> Result<()> {
+    Ok(conn.execute_batch(match conn.engine() {
+        Engine::Sqlite => "PRAGMA query_only=ON",
+        Engine::Postgres => "SET default_transaction_read_only = on",
+    })?)
+}
+
 /// The group-commit writer's connection: checkpoints deferred (above), and statement
 /// journals kept in memory. Every step of a group runs in a savepoint of the group's
 /// transaction, so SQLite keeps a statement journal of the pages a step changes; past its

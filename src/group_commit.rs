@@ -204,6 +204,16 @@ impl GroupCommit {
         Ok(GroupCommit { queue, counts })
     }
 
+    /// A writer with no thread behind it (a read-only core's): every step answers
+    /// [`WriteError::Unavailable`] at once, nothing run, nothing kept.
+    pub fn closed() -> GroupCommit {
+        let (queue, _) = mpsc::sync_channel::<Box<dyn Job>>(0);
+        GroupCommit {
+            queue,
+            counts: Arc::default(),
+        }
+    }
+
     /// Queue `step` without waiting; `reply` gets its answer (see the module
     /// documentation), exactly once. `Err(Full)` when the queue has no room: the step
     /// was not queued and `reply` not called; push it again with [`GroupCommit::retry`].
@@ -514,6 +524,21 @@ mod tests {
         w.run(WriteStep::new(|c: &mut Connection| insert(c, 3, true)))
             .unwrap();
         assert_eq!(rows(&db.path), vec![0, 3]);
+    }
+
+    #[test]
+    fn a_closed_writer_runs_nothing_and_answers_unavailable() {
+        let db = scratch();
+        let w = GroupCommit::closed();
+        let e = w
+            .run(WriteStep::new(|c: &mut Connection| insert(c, 1, true)))
+            .unwrap_err();
+        assert!(matches!(e, WriteError::Unavailable), "{e:?}");
+        let rx = submit(&w, |c| insert(c, 2, true));
+        let e = rx.recv().unwrap().unwrap_err();
+        assert!(matches!(e, WriteError::Unavailable), "{e:?}");
+        assert_eq!((w.steps(), w.groups()), (0, 0));
+        assert!(rows(&db.path).is_empty());
     }
 
     #[test]

@@ -222,9 +222,24 @@ impl Core {
     /// The core of an existing database for an operator's command: refuses a missing or
     /// blank file (only [`Core::create`] makes one), migrates, checks the key file.
     pub fn open(loc: &Location, hashing: Hashing, clock: Clock) -> Result<Core> {
+        Core::open_as(loc, hashing, clock, false)
+    }
+
+    /// [`Core::open`] for a command that only reads: the database is opened, migrated and
+    /// its key file checked alike, but the core starts no thread and refuses every write
+    /// ([`Core::start_read_only`]).
+    pub fn open_read_only(loc: &Location, hashing: Hashing, clock: Clock) -> Result<Core> {
+        Core::open_as(loc, hashing, clock, true)
+    }
+
+    fn open_as(loc: &Location, hashing: Hashing, clock: Clock, read_only: bool) -> Result<Core> {
         let conn = db::open_initialised(&loc.db)?;
         let key = db::load_key(&conn, &loc.key)?;
-        let core = Core::start(&loc.db, key, hashing, clock)?;
+        let core = if read_only {
+            Core::start_read_only(&loc.db, key, hashing, clock)
+        } else {
+            Core::start(&loc.db, key, hashing, clock)?
+        };
         core.adopt(conn)?;
         Ok(core)
     }

@@ -212,6 +212,14 @@ impl SessionCache {
         Ok(cache)
     }
 
+    /// A cache that keeps nothing (a read-only core's): no watcher, no listener thread,
+    /// so every check asks the database.
+    pub fn off(db: &Path) -> SessionCache {
+        let mut cache = SessionCache::with_limits(db, 1, 1);
+        cache.watchers.clear();
+        cache
+    }
+
     /// A watcher for this check: a free one if there is one, else wait for one. After a
     /// panic under its lock, a watcher starts afresh (which starts a new epoch).
     fn watcher(&self) -> MutexGuard<'_, Watcher> {
@@ -240,6 +248,9 @@ impl SessionCache {
             // moves the epoch on as it stops, so what this check fills is old at once.
             let epoch = self.epoch.load(Ordering::SeqCst);
             return l.listening.load(Ordering::SeqCst).then_some(epoch);
+        }
+        if self.watchers.is_empty() {
+            return None;
         }
         let mut w = self.watcher();
         if w.conn.is_none() {
@@ -1003,6 +1014,17 @@ mod tests {
         }
         assert_eq!(cache.len(), 0);
         assert!(!fx.path.with_file_name("missing.db").exists());
+    }
+
+    #[test]
+    fn a_cache_that_is_off_asks_the_database_every_time() {
+        let fx = Fx::new();
+        let (_, token) = fx.user_with_session("alice", 3600, T0);
+        let cache = SessionCache::off(&fx.path);
+        for t in 1..4 {
+            assert_eq!(fx.check(&cache, &token, T0 + t), (alice(), false));
+        }
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]

@@ -2178,6 +2178,55 @@ fn audit_follow_prints_new_rows() {
     assert!(still_running, "audit --follow exited instead of following");
 }
 
+/// A command that only reads opens its core read-only: no group-commit writer, no
+/// checkpoint thread (`audit --follow` keeps running, so its threads can be looked at
+/// once it has printed the rows `init` wrote).
+#[test]
+fn a_reading_command_starts_no_writer_or_checkpoint_thread() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let env = Env::init();
+    let mut child = env
+        .cmd(&["--json", "audit", "--follow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    // Every line is read (a closed pipe would end the command at its next row).
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(15));
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("audit --follow printed nothing within 15 s");
+    assert!(line.contains("admin.init"), "{line}");
+    assert!(still_running, "audit --follow exited instead of following");
+    assert!(!threads.is_empty(), "no threads read");
+    assert!(
+        !threads.iter().any(|t| t.starts_with("authd-")),
+        "a reading command started the core's threads: {threads:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // import
 // ---------------------------------------------------------------------------------------
