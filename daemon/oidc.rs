@@ -94,8 +94,9 @@ fn invalid_request(reason: &'static str, description: &str) -> Refusal {
     }
 }
 
-/// The client_id of an HTTP Basic `Authorization` header, when it decodes.
-fn basic_client_id(req: &Req) -> Option<String> {
+/// The credentials of an HTTP Basic `Authorization` header (RFC 6749 2.3.1: both parts
+/// form-encoded): None without one, `Some(None)` when it does not decode.
+fn basic_credentials(req: &Req) -> Option<Option<(String, String)>> {
     let (scheme, b) = req
         .headers
         .get(AUTHORIZATION)?
@@ -105,12 +106,19 @@ fn basic_client_id(req: &Req) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded =
-        String::from_utf8(data_encoding::BASE64.decode(b.trim().as_bytes()).ok()?).ok()?;
-    let (id, _) = decoded.split_once(':')?;
-    form_urlencoded::parse(format!("x={id}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
+    let dec = |s: &str| {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some(
+        data_encoding::BASE64
+            .decode(b.trim().as_bytes())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .and_then(|d| d.split_once(':').map(|(id, secret)| (dec(id), dec(secret)))),
+    )
 }
 
 /// Answer a [`Refusal`], with its audit row (`event` failed; the client the body or the
@@ -122,7 +130,7 @@ async fn refused(app: &App, req: &Req, event: AuditEvent, r: Refusal) -> Result<
         client_id,
         error,
     } = r;
-    let client_id = client_id.or_else(|| basic_client_id(req));
+    let client_id = client_id.or_else(|| basic_credentials(req).flatten().map(|(id, _)| id));
     app.call(move |core| core.oidc_refused(event, reason, client_id.as_deref(), &peer))
         .await?;
     Ok(oauth_error(&error))
@@ -167,16 +175,9 @@ fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// The client's authentication: HTTP Basic (RFC 6749 2.3.1: both parts form-encoded),
-/// or `client_id` (+ `client_secret`) in the body; never both.
+/// The client's authentication: HTTP Basic ([`basic_credentials`]), or `client_id` (+ `client_secret`) in the body; never both.
 fn client_auth(req: &Req, pairs: &[(String, String)]) -> Result<ClientAuth, Refusal> {
-    let basic = req
-        .headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-        .map(|(_, b)| b.trim().to_string());
+    let basic = basic_credentials(req);
     let body_secret = param(pairs, "client_secret");
     let body_id = param(pairs, "client_id");
     match basic {
@@ -187,24 +188,13 @@ fn client_auth(req: &Req, pairs: &[(String, String)]) -> Result<ClientAuth, Refu
                 r.client_id = body_id;
                 return Err(r);
             }
-            let decoded = data_encoding::BASE64
-                .decode(b.as_bytes())
-                .ok()
-                .and_then(|d| String::from_utf8(d).ok());
-            let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+            let Some((id, secret)) = b else {
                 return Err(Refusal {
                     reason: "basic_header",
                     client_id: body_id,
                     error: invalid_client(),
                 });
             };
-            let dec = |s: &str| {
-                form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default()
-            };
-            let id = dec(id);
             if body_id.as_ref().is_some_and(|b| *b != id) {
                 return Err(Refusal {
                     reason: "client_id_mismatch",
@@ -214,7 +204,7 @@ fn client_auth(req: &Req, pairs: &[(String, String)]) -> Result<ClientAuth, Refu
             }
             Ok(ClientAuth {
                 client_id: id,
-                secret: Some(dec(secret)),
+                secret: Some(secret),
             })
         }
         None => Ok(ClientAuth {

@@ -121,12 +121,17 @@ struct Watcher {
 impl Watcher {
     /// Close after a failure; opened again (as a new watcher) from `now` + a second.
     fn fail(&mut self, now: i64) {
-        self.conn = None;
+        self.forget(None);
+        self.reopen_at = now.saturating_add(REOPEN_AFTER_SECS);
+    }
+
+    /// Start again with `conn` (or none): nothing read before it is kept.
+    fn forget(&mut self, conn: Option<Connection>) {
+        self.conn = conn;
         self.last = None;
         self.last_epoch = None;
         self.peek = None;
         self.last_header = None;
-        self.reopen_at = now.saturating_add(REOPEN_AFTER_SECS);
     }
 }
 
@@ -156,11 +161,7 @@ pub struct SessionCache {
 
 /// A watcher whose lock was poisoned, reset: its next reading starts a new epoch.
 fn afresh<'a>(m: &Mutex<Watcher>, mut g: MutexGuard<'a, Watcher>) -> MutexGuard<'a, Watcher> {
-    g.conn = None;
-    g.last = None;
-    g.last_epoch = None;
-    g.peek = None;
-    g.last_header = None;
+    g.forget(None);
     m.clear_poison();
     g
 }
@@ -258,13 +259,7 @@ impl SessionCache {
                 return None;
             }
             match crate::db::open_watcher(&self.path) {
-                Ok(c) => {
-                    w.conn = Some(c);
-                    w.last = None;
-                    w.last_epoch = None;
-                    w.peek = None;
-                    w.last_header = None;
-                }
+                Ok(c) => w.forget(Some(c)),
                 Err(e) => {
                     tracing::debug!(error = %e, "session cache: a watcher cannot open");
                     w.reopen_at = now.saturating_add(REOPEN_AFTER_SECS);

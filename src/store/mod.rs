@@ -15,7 +15,6 @@ pub mod sessions;
 pub mod terms;
 pub mod users;
 
-/// Map "no rows" to None.
 /// The live rows of `now`, of one user only when `user_id` is given: the condition
 /// (`AND {alias}.user_id=?2`, or nothing — an `?2 IS NULL OR …` form would keep SQLite
 /// from searching the table's user index) and the parameters `?1` (`now`) and `?2`.
@@ -34,6 +33,7 @@ pub(crate) fn by_user<'a>(
     }
 }
 
+/// Map "no rows" to None.
 pub(crate) fn opt<T>(r: crate::sql::Result<T>) -> crate::sql::Result<Option<T>> {
     crate::sql::OptionalExtension::optional(r)
 }

@@ -2122,14 +2122,12 @@ fn audit_says_on_stderr_when_the_limit_left_rows_out() {
         .stderr_has(notice);
 }
 
-#[test]
-fn audit_follow_prints_new_rows() {
+/// `authctl --json audit --follow` running, and its output lines as they come (every
+/// line is read: a closed pipe would end the command at its next row).
+fn follow_audit(env: &Env) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    use std::sync::mpsc;
 
-    let env = Env::init();
-    env.json(&["org", "add", "first"]);
     let mut child = env
         .cmd(&["--json", "audit", "--follow"])
         .stdin(Stdio::null())
@@ -2138,7 +2136,7 @@ fn audit_follow_prints_new_rows() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
@@ -2147,6 +2145,14 @@ fn audit_follow_prints_new_rows() {
             }
         }
     });
+    (child, rx)
+}
+
+#[test]
+fn audit_follow_prints_new_rows() {
+    let env = Env::init();
+    env.json(&["org", "add", "first"]);
+    let (mut child, rx) = follow_audit(&env);
     let wait_for = |event: &str, org: &str| -> Result<Value, String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         let mut seen = Vec::new();
@@ -2183,28 +2189,8 @@ fn audit_follow_prints_new_rows() {
 /// once it has printed the rows `init` wrote).
 #[test]
 fn a_reading_command_starts_no_writer_or_checkpoint_thread() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let env = Env::init();
-    let mut child = env
-        .cmd(&["--json", "audit", "--follow"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    // Every line is read (a closed pipe would end the command at its next row).
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = follow_audit(&env);
     let line = rx.recv_timeout(Duration::from_secs(15));
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
         .map(|tasks| {

@@ -280,11 +280,18 @@ fn unregistered_redirect_uris_are_never_redirected_to() {
     assert_eq!(refusals.len(), 16, "each refusal is audited");
 }
 
+/// Two trusted clients on the same redirect URI: "App" and "Other" (id, secret each).
+fn two_clients(env: &Env) -> ((String, String), (String, String)) {
+    (
+        add_client(env, "App", REDIRECT, &["--trusted"]),
+        add_client(env, "Other", REDIRECT, &["--trusted"]),
+    )
+}
+
 #[test]
 fn codes_are_single_use_bound_to_their_client_and_pkce_and_short_lived() {
     let (env, d, session) = setup();
-    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
-    let (other, other_secret) = add_client(&env, "Other", REDIRECT, &["--trusted"]);
+    let ((id, secret), (other, other_secret)) = two_clients(&env);
 
     // A code used twice: refused, and the tokens of its first use revoked.
     let c = code(&d, &session, &id);
@@ -2012,8 +2019,7 @@ fn pkce_is_s256_only_optional_for_confidential_clients_and_cannot_be_added_or_dr
 #[test]
 fn a_replayed_refresh_token_revokes_its_whole_family() {
     let (env, d, session) = setup();
-    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
-    let (other, other_secret) = add_client(&env, "Other", REDIRECT, &["--trusted"]);
+    let ((id, secret), (other, other_secret)) = two_clients(&env);
     let c = code(&d, &session, &id);
     let t1 = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
     let refresh = |id: &str, secret: &str, r: &str| {
@@ -2095,8 +2101,7 @@ fn revoke(d: &Daemon, id: &str, secret: &str, t: &str) -> Resp {
 #[test]
 fn revocation_and_introspection_answer_for_the_clients_own_tokens_only() {
     let (env, d, session) = setup();
-    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
-    let (other, other_secret) = add_client(&env, "Other", REDIRECT, &["--trusted"]);
+    let ((id, secret), (other, other_secret)) = two_clients(&env);
     let c = code(&d, &session, &id);
     let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
     let access = t["access_token"].as_str().unwrap();
