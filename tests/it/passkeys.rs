@@ -15,7 +15,7 @@ use webauthn_rs::prelude::{
 };
 
 use crate::daemon_common::{
-    add_user, audit_events, failed_attempts, policy, provision, sql, Daemon, Totp, PW,
+    add_user, audit_events, db_conn, failed_attempts, policy, provision, sql, Daemon, Totp, PW,
 };
 
 const ORIGIN: &str = "http://localhost:8443";
@@ -290,11 +290,31 @@ fn replayed_assertions_and_challenges_of_another_flow_are_refused_and_counted() 
 #[test]
 fn expired_challenges_are_refused_and_counted() {
     let env = provision();
-    let d = daemon(&env, &["--webauthn-challenge-secs", "1"]);
+    let d = daemon(&env, &["--webauthn-challenge-secs", "7"]);
     let mut a = user_with_passkey(&env, &d, "alice");
     let (flow, options) = second_factor(&d, "alice");
+    // The flag sets the challenge's lifetime: in the options the browser gets and in
+    // the ceremony authd keeps.
+    assert_eq!(options["publicKey"]["timeout"], 7_000, "{options}");
+    let lifetimes: i64 = db_conn(&env)
+        .query_row(
+            "SELECT min(expires_at - created_at) * 1000 + max(expires_at - created_at)
+               FROM passkey_ceremonies",
+            (),
+            |r| r.get(0),
+        )
+        .expect("ceremony lifetimes");
+    assert_eq!(lifetimes, 7_007, "every ceremony lives 7 s");
     let cred = assertion(&mut a, &options);
-    std::thread::sleep(std::time::Duration::from_millis(2_200));
+    // The challenge outlives its time (the edit stands in for 7 s passing; a real wait
+    // races the load of a busy machine on the fresh challenge below).
+    assert!(
+        sql(
+            &env,
+            "UPDATE passkey_ceremonies SET expires_at = created_at",
+            &[]
+        ) >= 1
+    );
     passkey_step(&d, &flow, &cred).expect_generic();
     assert_eq!(failed_attempts(&env, "alice"), 1);
     assert_eq!(refusals(&env, "alice"), ["no_live_challenge"]);
