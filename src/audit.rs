@@ -99,6 +99,15 @@ impl Entry {
     }
 }
 
+/// The audit row's insert (one statement text for both engines' variants).
+macro_rules! audit_insert {
+    () => {
+        "INSERT INTO audit(at, event, outcome, reason, username, username_key, user_id, org_id,
+                           ip, user_agent, actor, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    };
+}
+
 /// Write one row; returns its id.
 pub fn record(conn: &Connection, e: &Entry, now: i64) -> Result<i64> {
     if conn.engine() == crate::sql::Engine::Postgres && conn.is_autocommit() {
@@ -113,30 +122,33 @@ pub fn record(conn: &Connection, e: &Entry, now: i64) -> Result<i64> {
 }
 
 fn insert(conn: &Connection, e: &Entry, now: i64) -> Result<i64> {
-    // Every decision writes one: reuse the compiled statement.
-    Ok(conn
-        .prepare_cached(
-            "INSERT INTO audit(at, event, outcome, reason, username, username_key, user_id, org_id,
-                           ip, user_agent, actor, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
-        )?
-        .query_row(
-            params![
-                now,
-                e.event,
-                e.outcome.unwrap_or(Outcome::Failure).as_str(),
-                clip(&e.reason),
-                clip(&e.username),
-                names::key_of(&e.username),
-                e.user_id,
-                e.org_id,
-                clip(&e.ip),
-                clip(&e.user_agent),
-                clip(&e.actor),
-                e.detail.chars().take(4096).collect::<String>(),
-            ],
-            |r| r.get(0),
-        )?)
+    let values = params![
+        now,
+        e.event,
+        e.outcome.unwrap_or(Outcome::Failure).as_str(),
+        clip(&e.reason),
+        clip(&e.username),
+        names::key_of(&e.username),
+        e.user_id,
+        e.org_id,
+        clip(&e.ip),
+        clip(&e.user_agent),
+        clip(&e.actor),
+        e.detail.chars().take(4096).collect::<String>(),
+    ];
+    // Every decision writes one: reuse the compiled statement. PostgreSQL hands the id
+    // back in the same round trip (RETURNING). SQLite runs a RETURNING clause as a
+    // trigger, and a statement with a trigger inside a transaction copies every page it
+    // touches to a statement journal first (the audit row's table and five indexes on
+    // every login step, and the allocations and page faults that go with them): there
+    // the plain insert and the connection's last rowid give the same id.
+    if conn.engine() == crate::sql::Engine::Postgres {
+        return Ok(conn
+            .prepare_cached(concat!(audit_insert!(), " RETURNING id"))?
+            .query_row(values, |r| r.get(0))?);
+    }
+    conn.prepare_cached(audit_insert!())?.execute(values)?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// A stored row, as queries return it.

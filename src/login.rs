@@ -42,7 +42,7 @@ use crate::kinds::{AuditEvent, LoginStep, MfaMethod};
 use crate::lockout;
 use crate::names;
 use crate::password::{self, Hashing, PasswordPolicy, Rule};
-use crate::policy::{MfaRequired, Policy, TermsMode};
+use crate::policy::{MfaRequired, PasskeyRequired, Policy, TermsMode};
 use crate::store::users::{self, Role, User};
 use crate::store::{email, factors, familiar, sessions, terms};
 use crate::totp;
@@ -219,17 +219,19 @@ pub fn mfa_required(user: &User, policy: &Policy) -> bool {
         || (policy.mfa_admins_required && user.role != Role::User)
 }
 
-/// Whether this user must use a passkey as second factor (`mfa.passkey_required`): their
-/// TOTP and emailed codes are then not accepted.
-pub(crate) fn passkey_required(conn: &Connection, user: &User) -> Result<bool> {
-    Ok(
-        match crate::policy::get(conn, "mfa.passkey_required")?.as_str() {
-            "all" => true,
-            "admins" => user.role != Role::User,
-            "groups" => crate::store::passkeys::group_requires_passkey(conn, user.id)?,
-            _ => false,
-        },
-    )
+/// Whether this user must use a passkey as second factor under `rule` (the policy's
+/// `mfa.passkey_required`): their TOTP and emailed codes are then not accepted.
+pub(crate) fn passkey_required(
+    conn: &Connection,
+    user: &User,
+    rule: PasskeyRequired,
+) -> Result<bool> {
+    Ok(match rule {
+        PasskeyRequired::All => true,
+        PasskeyRequired::Admins => user.role != Role::User,
+        PasskeyRequired::Groups => crate::store::passkeys::group_requires_passkey(conn, user.id)?,
+        PasskeyRequired::None => false,
+    })
 }
 
 /// Whether this user's password is not their only factor: a second factor is enrolled
@@ -239,7 +241,7 @@ pub(crate) fn passkey_required(conn: &Connection, user: &User) -> Result<bool> {
 pub(crate) fn has_second_factor(conn: &Connection, user: &User, policy: &Policy) -> Result<bool> {
     if user.mfa_method.is_some()
         || mfa_required(user, policy)
-        || passkey_required(conn, user)?
+        || passkey_required(conn, user, policy.mfa_passkey_required)?
         || crate::store::passkeys::count(conn, user.id)? > 0
     {
         return Ok(true);
@@ -264,9 +266,10 @@ pub(crate) fn methods(
     conn: &Connection,
     key: &SecretKey,
     user: &User,
+    rule: PasskeyRequired,
 ) -> Result<Vec<&'static str>> {
     let mut m = Vec::new();
-    let codes_allowed = !passkey_required(conn, user)?;
+    let codes_allowed = !passkey_required(conn, user, rule)?;
     match user.mfa_method {
         _ if !codes_allowed => {}
         Some(MfaMethod::Totp)
@@ -331,10 +334,10 @@ fn authenticate(
     let known_device = factors.split(' ').any(|f| f == "device");
     // A security alert: signed in without a remembered device from a network the user
     // never signed in from (their first sign-in aside).
-    if !known_device && familiar::new_network(tx, user.id, &client.ip)? {
+    let new_network = familiar::record_sign_in(tx, user.id, &client.ip, now)?;
+    if new_network && !known_device {
         email::notify(tx, user.id, email::notice::NEW_SIGN_IN, now)?;
     }
-    familiar::record_sign_in(tx, user.id, &client.ip, now)?;
     let (_, token) = sessions::create(
         tx,
         user.id,
@@ -388,9 +391,9 @@ pub(crate) fn advance(
             policy: password_policy_for(tx, user, policy)?.rules(),
         });
     }
-    let methods = methods(tx, key, user)?;
+    let methods = methods(tx, key, user, policy.mfa_passkey_required)?;
     if methods.is_empty() {
-        let passkey = passkey_required(tx, user)?;
+        let passkey = passkey_required(tx, user, policy.mfa_passkey_required)?;
         if mfa_required(user, policy) || passkey {
             let flow = sessions::create_flow(tx, user.id, LoginStep::Enroll, &data, ttl, now)?;
             return Ok(Status::EnrollmentRequired {
@@ -479,7 +482,7 @@ pub fn step_up_step(
     let e = entry(event, Outcome::Failure, client)
         .username(&user.username)
         .user(user.id, user.org_id);
-    let methods = methods(&tx, key, &user)?;
+    let methods = methods(&tx, key, &user, policy.mfa_passkey_required)?;
     if methods.is_empty() {
         let err = Error::Invalid("this account has no second factor".into());
         return refuse(tx, e, err, "no_second_factor");
@@ -720,12 +723,15 @@ pub(crate) fn status_name(s: &Status) -> &'static str {
 }
 
 /// Load the flow for `step` and its user inside `tx`; refuse (audited) when the token is
-/// unknown, expired, for another step, or its user can no longer log in.
+/// unknown, expired, for another step, or its user can no longer log in under the
+/// lockout `mode`.
+#[allow(clippy::too_many_arguments)]
 fn load_flow(
     tx: &Connection,
     token: &str,
     want: LoginStep,
     event: AuditEvent,
+    mode: lockout::Mode,
     client: &Client,
     now: i64,
 ) -> Result<std::result::Result<(sessions::Flow, User, FlowState), &'static str>> {
@@ -746,7 +752,6 @@ fn load_flow(
     let state: FlowState = serde_json::from_str(&flow.data).unwrap_or_default();
     // A flow of an unfamiliar source ends once unfamiliar sources are locked out: its
     // code is never looked at.
-    let mode = lockout::Mode::parse(&crate::policy::get(tx, "lockout.mode")?);
     let refusal = if user.disabled {
         Some("disabled")
     } else {
@@ -769,9 +774,10 @@ fn load_flow(
 
 /// Open a step: its write transaction and its flow (see [`load_flow`]), or the step's
 /// refusal, audited and committed.
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub(crate) fn open_step<'c, T>(
     conn: &'c mut Connection,
+    policy: &Policy,
     token: &str,
     want: LoginStep,
     event: AuditEvent,
@@ -779,7 +785,7 @@ pub(crate) fn open_step<'c, T>(
     now: i64,
 ) -> Result<std::result::Result<(db::WriteTx<'c>, sessions::Flow, User, FlowState), Decision<T>>> {
     let tx = db::write_tx(conn)?;
-    match load_flow(&tx, token, want, event, client, now)? {
+    match load_flow(&tx, token, want, event, policy.lockout_mode, client, now)? {
         Ok((flow, user, state)) => Ok(Ok((tx, flow, user, state))),
         Err(reason) => {
             tx.commit()?;
@@ -808,6 +814,7 @@ pub fn terms_step(
     let policy = Policy::load(conn)?;
     let (tx, flow, user, mut state) = match open_step(
         conn,
+        &policy,
         flow_token,
         LoginStep::Terms,
         AuditEvent::LoginTerms,
@@ -940,6 +947,7 @@ pub fn expired_password_step(
     };
     let (tx, flow, user, _) = match open_step(
         conn,
+        &policy,
         flow_token,
         LoginStep::PasswordChange,
         AuditEvent::LoginPasswordChange,
@@ -987,6 +995,7 @@ pub fn expired_password_step(
 #[allow(clippy::type_complexity)]
 pub(crate) fn open_enrollment<'c, T>(
     conn: &'c mut Connection,
+    policy: &Policy,
     key: &SecretKey,
     client: &Client,
     flow_token: &str,
@@ -994,6 +1003,7 @@ pub(crate) fn open_enrollment<'c, T>(
 ) -> Result<std::result::Result<(db::WriteTx<'c>, sessions::Flow, User), Decision<T>>> {
     let (tx, flow, user, _) = match open_step(
         conn,
+        policy,
         flow_token,
         LoginStep::Enroll,
         AuditEvent::LoginEnroll,
@@ -1003,7 +1013,7 @@ pub(crate) fn open_enrollment<'c, T>(
         Ok(opened) => opened,
         Err(refused) => return Ok(Err(refused)),
     };
-    if !methods(&tx, key, &user)?.is_empty() {
+    if !methods(&tx, key, &user, policy.mfa_passkey_required)?.is_empty() {
         sessions::consume_flow(&tx, flow.id)?;
         audit::record(
             &tx,
@@ -1031,11 +1041,11 @@ pub fn enroll_step(
     now: i64,
 ) -> Result<Decision<Enrollment>> {
     let policy = Policy::load(conn)?;
-    let (tx, flow, user) = match open_enrollment(conn, key, client, flow_token, now)? {
+    let (tx, flow, user) = match open_enrollment(conn, &policy, key, client, flow_token, now)? {
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),
     };
-    if passkey_required(&tx, &user)? {
+    if passkey_required(&tx, &user, policy.mfa_passkey_required)? {
         audit::record(
             &tx,
             &entry(AuditEvent::LoginEnroll, Outcome::Failure, client)
@@ -1162,6 +1172,7 @@ pub fn enroll_confirm_step(
     let policy = Policy::load(conn)?;
     let (tx, flow, user, state) = match open_step(
         conn,
+        &policy,
         flow_token,
         LoginStep::EnrollConfirm,
         AuditEvent::LoginEnrollConfirm,
@@ -1231,6 +1242,7 @@ pub fn totp_step(
     let policy = Policy::load(conn)?;
     let (tx, flow, user, state) = match open_step(
         conn,
+        &policy,
         flow_token,
         LoginStep::SecondFactor,
         AuditEvent::LoginTotp,
@@ -1240,7 +1252,7 @@ pub fn totp_step(
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),
     };
-    if passkey_required(&tx, &user)? {
+    if passkey_required(&tx, &user, policy.mfa_passkey_required)? {
         return factor_failure(
             tx,
             &user,
@@ -1427,6 +1439,7 @@ pub fn recovery_step(
     let policy = Policy::load(conn)?;
     let (tx, flow, user, state) = match open_step(
         conn,
+        &policy,
         flow_token,
         LoginStep::SecondFactor,
         AuditEvent::LoginRecovery,
@@ -1492,6 +1505,7 @@ pub fn email_step(
     let policy = Policy::load(conn)?;
     let (tx, flow, user, state) = match open_step(
         conn,
+        &policy,
         flow_token,
         LoginStep::SecondFactor,
         AuditEvent::LoginEmail,
@@ -1501,8 +1515,8 @@ pub fn email_step(
         Ok(opened) => opened,
         Err(refused) => return Ok(refused),
     };
-    if !methods(&tx, key, &user)?.contains(&"email_otp") {
-        let reason = if passkey_required(&tx, &user)? {
+    if !methods(&tx, key, &user, policy.mfa_passkey_required)?.contains(&"email_otp") {
+        let reason = if passkey_required(&tx, &user, policy.mfa_passkey_required)? {
             "passkey_required"
         } else {
             "method_not_enrolled"
@@ -1594,6 +1608,7 @@ pub fn email_resend_step(
     let policy = Policy::load(conn)?;
     let (tx, flow, user, _) = match open_step(
         conn,
+        &policy,
         flow_token,
         LoginStep::SecondFactor,
         AuditEvent::LoginEmailResend,
@@ -1606,7 +1621,7 @@ pub fn email_resend_step(
     let base = entry(AuditEvent::LoginEmailResend, Outcome::Failure, client)
         .username(&user.username)
         .user(user.id, user.org_id);
-    if !methods(&tx, key, &user)?.contains(&"email_otp") {
+    if !methods(&tx, key, &user, policy.mfa_passkey_required)?.contains(&"email_otp") {
         audit::record(&tx, &base.reason("method_not_enrolled"), now)?;
         tx.commit()?;
         return Ok(Decision::refused(

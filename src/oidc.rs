@@ -934,7 +934,9 @@ impl Core {
                 // Short of what the client asks: the missing second factor, if the user
                 // has one (a step-up of this session), else refused.
                 let user = users::by_id(tx, s.user_id)?;
-                if login::methods(tx, key, &user)?.is_empty() {
+                if login::methods(tx, key, &user, crate::policy::PasskeyRequired::read(tx)?)?
+                    .is_empty()
+                {
                     return error(
                         "unmet_authentication_requirements",
                         "acr_unmet",

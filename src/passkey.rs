@@ -570,8 +570,10 @@ pub fn second_factor_reissue(
     flow_token: &str,
     now: i64,
 ) -> Result<Decision<Value>> {
+    let policy = Policy::load(conn)?;
     let (tx, flow, user, _) = match login::open_step(
         conn,
+        &policy,
         flow_token,
         LoginStep::SecondFactor,
         AuditEvent::LoginPasskey,
@@ -741,6 +743,7 @@ fn second_factor_step(
     let policy = Policy::load(conn)?;
     let (tx, flow, user, state) = match login::open_step(
         conn,
+        &policy,
         flow_token,
         LoginStep::SecondFactor,
         AuditEvent::LoginPasskey,
@@ -961,10 +964,12 @@ pub fn enroll_options(
             tx.commit()?;
         }
     }
-    let (tx, flow, user) = match login::open_enrollment(conn, key, client, flow_token, now)? {
-        Ok(opened) => opened,
-        Err(refused) => return Ok(refused),
-    };
+    let policy = Policy::load(conn)?;
+    let (tx, flow, user) =
+        match login::open_enrollment(conn, &policy, key, client, flow_token, now)? {
+            Ok(opened) => opened,
+            Err(refused) => return Ok(refused),
+        };
     let (options, state) = start_registration(&tx, rp, user.id)?;
     passkeys::start_ceremony(
         &tx,
@@ -1003,6 +1008,7 @@ pub fn enroll_confirm(
     let policy = Policy::load(conn)?;
     let (tx, flow, user, state) = match login::open_step(
         conn,
+        &policy,
         flow_token,
         LoginStep::EnrollConfirm,
         AuditEvent::LoginEnrollConfirm,

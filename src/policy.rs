@@ -351,6 +351,23 @@ pub enum PasskeyRequired {
     All,
 }
 
+impl PasskeyRequired {
+    /// The rule of a stored `mfa.passkey_required` (validated on the way in).
+    fn parse(v: &str) -> PasskeyRequired {
+        match v {
+            "groups" => PasskeyRequired::Groups,
+            "admins" => PasskeyRequired::Admins,
+            "all" => PasskeyRequired::All,
+            _ => PasskeyRequired::None,
+        }
+    }
+
+    /// The rule in force, for a caller that has no [`Policy`] loaded.
+    pub fn read(conn: &Connection) -> Result<PasskeyRequired> {
+        Ok(PasskeyRequired::parse(&get(conn, "mfa.passkey_required")?))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TermsMode {
@@ -615,12 +632,7 @@ impl Policy {
                 _ => MfaRequired::Groups,
             },
             mfa_admins_required: flag("mfa.admins_required"),
-            mfa_passkey_required: match get("mfa.passkey_required") {
-                "groups" => PasskeyRequired::Groups,
-                "admins" => PasskeyRequired::Admins,
-                "all" => PasskeyRequired::All,
-                _ => PasskeyRequired::None,
-            },
+            mfa_passkey_required: PasskeyRequired::parse(get("mfa.passkey_required")),
             mfa_email_enrolment: flag("mfa.email_enrolment"),
             totp_skew: int("totp.skew")?,
             totp_issuer: get("totp.issuer").to_string(),

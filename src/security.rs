@@ -492,7 +492,7 @@ pub fn add_totp_app(
         Err(e)
     };
     let user = users::by_id(&tx, s.user_id)?;
-    if crate::login::passkey_required(&tx, &user)? {
+    if crate::login::passkey_required(&tx, &user, policy.mfa_passkey_required)? {
         return refuse(
             tx,
             "passkey_required",

@@ -7,34 +7,34 @@ use crate::crypto;
 use crate::error::Result;
 use crate::lockout::{self, Source};
 
-/// Remember that `user_id` completed a sign-in from `ip`'s network at `now` (nothing when
-/// `ip` is not an address). A network seen within the hour is left as it is: a repeated
-/// sign-in writes nothing (familiarity is counted in days).
-pub fn record_sign_in(conn: &Connection, user_id: i64, ip: &str, now: i64) -> Result<()> {
-    let Some(net) = lockout::network_of(ip) else {
-        return Ok(());
-    };
-    conn.prepare_cached(
-        "INSERT INTO sign_in_networks(user_id, network, last_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT(user_id, network) DO UPDATE SET last_at=excluded.last_at
-         WHERE excluded.last_at >= sign_in_networks.last_at + 3600",
-    )?
-    .execute(params![user_id, net, now])?;
-    Ok(())
-}
+/// How long a network's last sign-in stands before a new one is written again
+/// (familiarity is counted in days).
+const REFRESH_SECS: i64 = 3600;
 
-/// Whether a sign-in from `ip` is from a network new to a user who signed in before (a
-/// security alert: "a new device or network").
-pub fn new_network(conn: &Connection, user_id: i64, ip: &str) -> Result<bool> {
+/// Remember that `user_id` completed a sign-in from `ip`'s network at `now` (nothing when
+/// `ip` is not an address), and say whether that network is new to a user who signed in
+/// before (a security alert: "a new device or network"; a first sign-in is no alert).
+/// One read answers both, and a network seen within the hour is not written again: a
+/// repeated sign-in from a known network writes nothing.
+pub fn record_sign_in(conn: &Connection, user_id: i64, ip: &str, now: i64) -> Result<bool> {
     let Some(net) = lockout::network_of(ip) else {
         return Ok(false);
     };
-    let (any, this): (i64, i64) = conn
+    let (any, last): (i64, Option<i64>) = conn
         .prepare_cached(
-            "SELECT count(*), count(CASE WHEN network=?2 THEN 1 END) FROM sign_in_networks WHERE user_id=?1",
+            "SELECT count(*), max(CASE WHEN network=?2 THEN last_at END)
+               FROM sign_in_networks WHERE user_id=?1",
         )?
         .query_row(params![user_id, net], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(any > 0 && this == 0)
+    if last.is_none_or(|at| now >= at.saturating_add(REFRESH_SECS)) {
+        conn.prepare_cached(
+            "INSERT INTO sign_in_networks(user_id, network, last_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(user_id, network) DO UPDATE SET last_at=excluded.last_at
+             WHERE excluded.last_at >= sign_in_networks.last_at + ?4",
+        )?
+        .execute(params![user_id, net, now, REFRESH_SECS])?;
+    }
+    Ok(any > 0 && last.is_none())
 }
 
 /// Whether `user_id` completed a sign-in from `ip`'s network at or after `since`.
@@ -116,9 +116,11 @@ mod tests {
             source_of(&conn, u.id, "192.0.2.7", None, 30, t).unwrap(),
             Source::Unfamiliar
         );
-        record_sign_in(&conn, u.id, "192.0.2.7", t).unwrap();
-        record_sign_in(&conn, u.id, "not an address", t).unwrap();
-        record_sign_in(&conn, u.id, "2001:db8:0:1::5", t).unwrap();
+        // The first sign-in's network is no alert; another network then is, once.
+        assert!(!record_sign_in(&conn, u.id, "192.0.2.7", t).unwrap());
+        assert!(!record_sign_in(&conn, u.id, "not an address", t).unwrap());
+        assert!(record_sign_in(&conn, u.id, "2001:db8:0:1::5", t).unwrap());
+        assert!(!record_sign_in(&conn, u.id, "2001:db8:0:1::6", t).unwrap());
         for (ip, at, want) in [
             ("192.0.2.200", t + 30 * lockout::DAY, Source::Network),
             ("192.0.2.200", t + 30 * lockout::DAY + 1, Source::Unfamiliar),
@@ -155,5 +157,56 @@ mod tests {
             Source::Unfamiliar,
             "an expired device is not familiar"
         );
+    }
+
+    /// A network's last sign-in is written again only once the hour has passed, and a
+    /// repeated sign-in within it writes nothing at all.
+    #[test]
+    fn a_known_network_is_refreshed_hourly_and_not_written_between() {
+        let conn = crate::db::open_memory().unwrap();
+        let u = users::create(
+            &conn,
+            &NewUser {
+                username: "ola",
+                email: "o@example.org",
+                org: None,
+                groups: &[],
+                role: Role::User,
+                password_hash: None,
+                must_change_password: false,
+            },
+            1,
+        )
+        .unwrap();
+        let last = || -> i64 {
+            conn.query_row(
+                "SELECT last_at FROM sign_in_networks WHERE user_id=?1",
+                params![u.id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let t = 1_000 * lockout::DAY;
+        assert!(!record_sign_in(&conn, u.id, "192.0.2.7", t).unwrap());
+        let total = || -> i64 {
+            conn.query_row("SELECT total_changes()", (), |r| r.get(0))
+                .unwrap()
+        };
+        let changes = |f: &dyn Fn()| {
+            let before = total();
+            f();
+            total() - before
+        };
+        assert_eq!(
+            changes(&|| assert!(!record_sign_in(&conn, u.id, "192.0.2.8", t + 3599).unwrap())),
+            0,
+            "within the hour nothing is written"
+        );
+        assert_eq!(last(), t);
+        assert_eq!(
+            changes(&|| assert!(!record_sign_in(&conn, u.id, "192.0.2.9", t + 3600).unwrap())),
+            1
+        );
+        assert_eq!(last(), t + 3600);
     }
 }

@@ -128,10 +128,18 @@ async function a11y(page) {
   assert.deepEqual(problems, [], `accessibility problems on ${page.url()}`);
 }
 
-function totp(secret, offset = 0) {
-  const t = Math.floor(Date.now() / 1000) + offset;
-  return execFileSync("oathtool", ["--totp", "-b", "-N", `@${t}`, secret]).toString().trim();
+/** The TOTP step (30 s) of now. */
+const stepNow = () => Math.floor(Date.now() / 30000);
+
+/** The code of `step` (default: now's), from oathtool. */
+function totp(secret, step = stepNow()) {
+  return execFileSync("oathtool", ["--totp", "-b", "-N", `@${step * 30}`, secret]).toString().trim();
 }
+
+/** A code after the `spent` step: now's, or the next step's while now's is the spent one
+ * (authd accepts one step of skew). The next step's alone fails when the clock has
+ * moved on a step since (a slow machine), two steps from the spent one. */
+const unspentCode = (secret, spent) => totp(secret, Math.max(stepNow(), spent + 1));
 
 const mails = () => mail.mails(MAIL);
 const mailedCode = (to, before) => mail.mailedCode(MAIL, to, before, T);
@@ -253,7 +261,8 @@ async function alice(page) {
   assert.equal((await page.textContent("#totp-secret")).trim(), secret, "the same secret again");
   await shot(page, "enrol-wrong-code");
 
-  await page.fill("#code", totp(secret));
+  const enrolledAt = stepNow();
+  await page.fill("#code", totp(secret, enrolledAt));
   await submit(page, "#enroll-form button[type=submit]");
   await heading(page, "Your recovery codes");
   const codes = await page.$$eval("#recovery-codes code", (cs) => cs.map((c) => c.textContent.trim()));
@@ -271,7 +280,7 @@ async function alice(page) {
   await heading(page, "Enter your verification code");
   await a11y(page);
   await shot(page, "totp");
-  await page.fill("#code", totp(secret, 30)); // the confirming step is spent: the next one
+  await page.fill("#code", unspentCode(secret, enrolledAt)); // the confirming step is spent
   await submit(page, "#code-form button[type=submit]");
   await signedInAs(page, "alice");
   await shot(page, "signed-in-alice");

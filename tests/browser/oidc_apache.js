@@ -27,9 +27,15 @@ const MAIL = env("MAIL_DIR");
 const PW = env("PASSWORD");
 const T = 15000;
 
-const totp = (secret, offset = 0) =>
-  execFileSync("oathtool", ["--totp", "-b", "-N", `@${Math.floor(Date.now() / 1000) + offset}`, secret])
-    .toString().trim();
+/** The TOTP step (30 s) of now. */
+const stepNow = () => Math.floor(Date.now() / 30000);
+/** The code of `step`, from oathtool. */
+const totp = (secret, step) =>
+  execFileSync("oathtool", ["--totp", "-b", "-N", `@${step * 30}`, secret]).toString().trim();
+/** A code after the `spent` step: now's, or the next step's while now's is the spent one
+ * (authd accepts one step of skew; the next step's alone fails once the clock has moved
+ * on a step since, on a slow machine). */
+const unspentCode = (secret, spent) => totp(secret, Math.max(stepNow(), spent + 1));
 const mails = () => mail.mails(MAIL);
 const mailedCode = (to, before) => mail.mailedCode(MAIL, to, before, T);
 
@@ -60,7 +66,8 @@ async function alice(page) {
   await signIn(page, "alice");
   await page.waitForSelector("#totp-secret");
   const secret = (await page.textContent("#totp-secret")).trim();
-  await page.fill("#code", totp(secret));
+  const enrolledAt = stepNow();
+  await page.fill("#code", totp(secret, enrolledAt));
   await submit(page, "#enroll-form button[type=submit]");
   await page.waitForSelector("#recovery-codes");
   // "Sign in again" keeps the app's pending authorization request as the way on.
@@ -70,7 +77,7 @@ async function alice(page) {
   }
   await submit(page, "#login-again");
   await signIn(page, "alice");
-  await page.fill("#code", totp(secret, 30)); // the confirming step is spent: the next one
+  await page.fill("#code", unspentCode(secret, enrolledAt)); // the confirming step is spent
   await submit(page, "#code-form button[type=submit]");
   // The app's authorization request survived the enrolment: straight back to the app
   // (after our form post: the portal's form-action must not block the way back).
