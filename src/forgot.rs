@@ -564,7 +564,7 @@ pub fn reset(
         user.lock_state().refusal(lock.mode, source, now)
     };
     if let Some(reason) = refusal {
-        sessions::consume_flow(&tx, flow.id)?;
+        sessions::consume_flow(&tx, flow.id, now)?;
         audit::record(&tx, &base.reason(reason).detail(source.detail()), now)?;
         tx.commit()?;
         return Ok(Decision::refused(Error::InvalidCredentials, "locked"));
@@ -600,7 +600,7 @@ pub fn reset(
         d.locked_now = lock_reason.is_some();
         return Ok(d);
     };
-    sessions::consume_flow(&tx, flow.id)?;
+    sessions::consume_flow(&tx, flow.id, now)?;
     users::set_password(&tx, user.id, &hash, false, now)?;
     audit::record(
         &tx,

@@ -758,7 +758,7 @@ fn load_flow(
         user.lock_state().refusal(mode, state.source, now)
     };
     if let Some(reason) = refusal {
-        sessions::consume_flow(tx, flow.id)?;
+        sessions::consume_flow(tx, flow.id, now)?;
         let mut e = entry(event, Outcome::Failure, client)
             .username(&user.username)
             .user(user.id, user.org_id)
@@ -828,7 +828,7 @@ pub fn terms_step(
         .username(&user.username)
         .user(user.id, user.org_id);
     let Some(current) = terms::current(&tx)? else {
-        sessions::consume_flow(&tx, flow.id)?;
+        sessions::consume_flow(&tx, flow.id, now)?;
         audit::record(&tx, &base.reason("no_terms"), now)?;
         tx.commit()?;
         return Ok(Decision::refused(Error::InvalidFlow, "no_terms"));
@@ -847,7 +847,7 @@ pub fn terms_step(
             "declined",
         ));
     }
-    sessions::consume_flow(&tx, flow.id)?;
+    sessions::consume_flow(&tx, flow.id, now)?;
     terms::accept(&tx, user.id, &current.version, now)?;
     state.terms_ok = true;
     let mut mail = None;
@@ -976,7 +976,7 @@ pub fn expired_password_step(
             return Ok(Decision::refused(e, reason));
         }
     };
-    sessions::consume_flow(&tx, flow.id)?;
+    sessions::consume_flow(&tx, flow.id, now)?;
     users::set_password(&tx, user.id, &hash, false, now)?;
     audit::record(
         &tx,
@@ -1014,7 +1014,7 @@ pub(crate) fn open_enrollment<'c, T>(
         Err(refused) => return Ok(Err(refused)),
     };
     if !methods(&tx, key, &user, policy.mfa_passkey_required)?.is_empty() {
-        sessions::consume_flow(&tx, flow.id)?;
+        sessions::consume_flow(&tx, flow.id, now)?;
         audit::record(
             &tx,
             &entry(AuditEvent::LoginEnroll, Outcome::Failure, client)
@@ -1210,7 +1210,7 @@ pub fn enroll_confirm_step(
             );
         }
     }
-    sessions::consume_flow(&tx, flow.id)?;
+    sessions::consume_flow(&tx, flow.id, now)?;
     factors::confirm_totp(&tx, user.id, None, now)?;
     users::set_mfa_method(&tx, user.id, Some(MfaMethod::Totp), now)?;
     email::notify(&tx, user.id, email::notice::FACTOR_ADDED, now)?;
@@ -1330,7 +1330,7 @@ pub(crate) fn finish_second_factor(
     client: &Client,
     now: i64,
 ) -> Result<Decision<Status>> {
-    sessions::consume_flow(&tx, flow.id)?;
+    sessions::consume_flow(&tx, flow.id, now)?;
     // A step-up adds to its session only while that session lives: the second factor
     // alone never makes a session.
     let step_up = serde_json::from_str::<FlowState>(&flow.data)

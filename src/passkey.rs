@@ -1047,7 +1047,7 @@ pub fn enroll_confirm(
         Err(Error::Conflict(_)) => return fail(tx, "already_registered"),
         Err(e) => return Err(e),
     };
-    sessions::consume_flow(&tx, flow.id)?;
+    sessions::consume_flow(&tx, flow.id, now)?;
     let codes = factors::rotate_recovery_codes(&tx, key, user.id, policy.recovery_count, now)?;
     audit::record(
         &tx,

@@ -268,7 +268,7 @@ pub fn reset(
             .username(&user.username)
             .user(user.id, user.org_id)
     };
-    sessions::consume_flow(&tx, flow.id)?;
+    sessions::consume_flow(&tx, flow.id, now)?;
     if user.disabled {
         audit::record(
             &tx,

@@ -241,7 +241,7 @@ pub fn reauthenticate(
                             now,
                         )? == email::Check::Ok;
                         if ok {
-                            sessions::consume_flow(&tx, flow_id)?;
+                            sessions::consume_flow(&tx, flow_id, now)?;
                         }
                         ok
                     }

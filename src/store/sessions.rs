@@ -212,7 +212,8 @@ pub fn create_flow(
         now.saturating_add(ttl),
         data
     ])?;
-    // Expired flows are garbage: sweep a few on every insert.
+    // Expired flows (spent ones among them, see [`consume_flow`]) are garbage: sweep a
+    // few on every insert.
     conn.prepare_cached(
         "DELETE FROM login_flows WHERE id IN (SELECT id FROM login_flows WHERE expires_at <= ?1 LIMIT 16)",
     )?
@@ -252,9 +253,13 @@ pub fn set_flow_step(conn: &Connection, id: i64, step: LoginStep) -> Result<()> 
     Ok(())
 }
 
-/// Spend a flow: it can never be used again.
-pub fn consume_flow(conn: &Connection, id: i64) -> Result<()> {
-    conn.prepare_cached("DELETE FROM login_flows WHERE id=?1")?
-        .execute([id])?;
+/// Spend a flow at `now`: it can never be used again (every lookup of a flow asks for
+/// `consumed_at IS NULL`). The row itself goes with the expiry sweep of
+/// [`create_flow`]: marking it writes one page on the step that ends a login, where
+/// removing it wrote four (the row, its three indexes) and looked for its emailed codes
+/// and passkey ceremonies (which go with it, later).
+pub fn consume_flow(conn: &Connection, id: i64, now: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE login_flows SET consumed_at=?2 WHERE id=?1")?
+        .execute(params![id, now])?;
     Ok(())
 }
