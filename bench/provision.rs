@@ -241,6 +241,21 @@ pub fn grow(
         tx.execute_batch(sql)?;
     }
     tx.commit()?;
+    // What authd does with each row it writes: seal the rows into the audit chain
+    // (src/store/audit_chain.rs), so authd starts with nothing left to seal, as on a
+    // database it has been writing (a backlog follows only an upgrade from a version
+    // without the chain). Left unsealed, the rows were sealed by authd's background
+    // thread while the first runs were measured.
+    let mut conn = authcore::sql::Connection::sqlite(conn);
+    const SEAL: usize = 1_000_000;
+    loop {
+        let tx = conn.begin(true)?;
+        let n = authcore::store::audit_chain::seal(&tx, key, SEAL)?;
+        tx.commit()?;
+        if n < SEAL {
+            break;
+        }
+    }
     // No ANALYZE: authd never runs it, so the planner sees what a real database has.
     conn.execute_batch("PRAGMA journal_mode=WAL;")?;
     Ok(started.elapsed().as_secs_f64())
