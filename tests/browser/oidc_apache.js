@@ -102,7 +102,10 @@ async function carol(page, context) {
   await page.goto(`${APP}/protected/index.shtml`);
   await signIn(page, "carol");
   await protectedPage(page, "carol (remembered device)");
-  if (mails().length !== before.length) throw new Error("a code was mailed despite the device");
+  // No code (a security notice of the journeys before, delivered late, is no code).
+  if (mail.newCodes(MAIL, "carol@example.org", before).length !== 0) {
+    throw new Error("a code was mailed despite the device");
+  }
 }
 
 (async () => {
