@@ -92,16 +92,15 @@ pub fn source_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::users::{self, NewUser, Role};
+    use crate::store::users::{self, NewUser, Role, User};
 
-    #[test]
-    fn networks_and_devices() {
-        let conn = crate::db::open_memory().unwrap();
-        let u = users::create(
-            &conn,
+    /// A user `name` without a password, in a fresh database.
+    fn user(conn: &Connection, name: &str) -> User {
+        users::create(
+            conn,
             &NewUser {
-                username: "nia",
-                email: "n@example.org",
+                username: name,
+                email: &format!("{name}@example.org"),
                 org: None,
                 groups: &[],
                 role: Role::User,
@@ -110,7 +109,13 @@ mod tests {
             },
             1,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn networks_and_devices() {
+        let conn = crate::db::open_memory().unwrap();
+        let u = user(&conn, "nia");
         let t = 1_000 * lockout::DAY;
         assert_eq!(
             source_of(&conn, u.id, "192.0.2.7", None, 30, t).unwrap(),
@@ -164,20 +169,7 @@ mod tests {
     #[test]
     fn a_known_network_is_refreshed_hourly_and_not_written_between() {
         let conn = crate::db::open_memory().unwrap();
-        let u = users::create(
-            &conn,
-            &NewUser {
-                username: "ola",
-                email: "o@example.org",
-                org: None,
-                groups: &[],
-                role: Role::User,
-                password_hash: None,
-                must_change_password: false,
-            },
-            1,
-        )
-        .unwrap();
+        let u = user(&conn, "ola");
         let last = || -> i64 {
             conn.query_row(
                 "SELECT last_at FROM sign_in_networks WHERE user_id=?1",
