@@ -307,14 +307,17 @@ fn render(from: &Path, out: &Path) -> Result<()> {
 
 // ---- the baseline server -------------------------------------------------------------
 
-/// A hyper HTTP/1.1 server on the same runtime shape as authd (multi-threaded, one worker
-/// per core, keep-alive, TCP_NODELAY) that answers every request with the same 200.
+/// A hyper HTTP/1.1 server on the same runtime shape as authd (multi-threaded with
+/// authd's default number of workers — one per core but one, at least one, see `authd
+/// --workers` —, keep-alive, TCP_NODELAY) that answers every request with the same 200.
 fn bare_server(listen: SocketAddr) -> Result<()> {
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
 
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.saturating_sub(1).max(1))
         .enable_all()
         .build()?;
     rt.block_on(async move {

@@ -285,6 +285,13 @@ fn effective(c: &Config) -> Vec<(&'static str, String)> {
         ),
         ("db_concurrency", c.db_concurrency.to_string()),
         (
+            "workers",
+            c.workers.map_or_else(
+                || format!("one per core but one ({})", c.async_workers()),
+                |n| n.to_string(),
+            ),
+        ),
+        (
             "smtp_url",
             c.smtp_url.as_deref().map(redact_url).unwrap_or_default(),
         ),

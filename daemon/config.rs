@@ -114,6 +114,8 @@ pub struct Config {
     /// Concurrent password hashes; `None` means one per core.
     pub hash_concurrency: Option<usize>,
     pub db_concurrency: usize,
+    /// Threads of the async runtime (HTTP); `None` means one per core but one.
+    pub workers: Option<usize>,
     pub log_format: LogFormat,
     pub log_level: String,
     /// Which requests get an access-log line (`--access-log`).
@@ -301,6 +303,16 @@ settings! {
             hide_env_values = true
         )]
         pub db_concurrency: Option<usize>,
+        /// Threads answering HTTP (the async runtime's workers) [default: one per core
+        /// but one, at least one]. The database work, the writer and password hashes run
+        /// on threads of their own, which the spare core keeps busy.
+        #[arg(
+            long,
+            env = "AUTHD_WORKERS",
+            value_name = "N",
+            hide_env_values = true
+        )]
+        pub workers: Option<usize>,
         /// How log lines on stderr are written [default: text].
         #[arg(
             long,
@@ -504,7 +516,26 @@ impl Default for Config {
     }
 }
 
+/// The async runtime's threads when `workers` is not set: one per core but one, at least
+/// one. authd's decisions run off the runtime — database reads on its blocking pool,
+/// writes on the group-commit writer, password hashes in the hashing slots — so HTTP on
+/// every core would leave those threads no core of their own under load; on 2 cores one
+/// HTTP thread answered more of every kind of request than two (README, Performance).
+pub fn default_workers(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
+}
+
 impl Config {
+    /// The async runtime's worker threads: `workers`, else [`default_workers`] of the
+    /// machine's cores.
+    pub fn async_workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| {
+                default_workers(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            })
+            .max(1)
+    }
+
     /// Merge the command line (flags over environment) over the config file over the
     /// defaults, and check every value; the first problem is the error.
     pub fn resolve(cli: Settings, file: Option<Settings>) -> Result<Config, String> {
@@ -560,6 +591,7 @@ impl Config {
         let hash_concurrency = at_least_one("hash_concurrency", s.hash_concurrency);
         let db_concurrency =
             at_least_one("db_concurrency", s.db_concurrency).unwrap_or(DEFAULT_DB_CONCURRENCY);
+        let workers = at_least_one("workers", s.workers);
 
         let listen = s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         if listen.trim().is_empty() {
@@ -672,6 +704,7 @@ impl Config {
             trusted_proxies: s.trusted_proxies.unwrap_or_default(),
             hash_concurrency,
             db_concurrency,
+            workers,
             log_format: s.log_format.unwrap_or_default(),
             log_level,
             access_log,
@@ -907,6 +940,24 @@ mod tests {
     }
 
     #[test]
+    fn http_workers_default_to_every_core_but_one() {
+        assert_eq!(
+            [1, 2, 3, 4, 64].map(default_workers),
+            [1, 1, 2, 3, 63],
+            "one core is left to the database, the writer and the hashes"
+        );
+        let c = Config::resolve(
+            Settings {
+                workers: Some(3),
+                ..Settings::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.async_workers(), 3);
+    }
+
+    #[test]
     fn defaults_with_nothing_given() {
         let c = Config::resolve(Settings::default(), None).unwrap();
         assert_eq!(c.db, PathBuf::from("authd.db"));
@@ -918,6 +969,9 @@ mod tests {
         assert!(c.trusted_proxies.is_empty());
         assert_eq!(c.hash_concurrency, None);
         assert_eq!(c.db_concurrency, 32);
+        assert_eq!(c.workers, None);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert_eq!(c.async_workers(), (cores - 1).max(1));
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.log_level, "info");
         assert!(c.key_file.is_none() && c.smtp_url.is_none() && c.mail_dir.is_none());
@@ -1013,6 +1067,11 @@ mod tests {
             ..Settings::default()
         });
         assert!(e.contains("hash_concurrency"), "{e}");
+        let e = bad(Settings {
+            workers: Some(0),
+            ..Settings::default()
+        });
+        assert!(e.contains("workers must be at least 1"), "{e}");
         let e = bad(Settings {
             log_level: Some("loud[".into()),
             ..Settings::default()

@@ -220,7 +220,9 @@ fn main() -> ExitCode {
         log: init_tracing(&config),
     };
 
-    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(config.async_workers());
+    let Some(runtime) = runtime(builder) else {
         return ExitCode::FAILURE;
     };
     match runtime.block_on(serve(config, metrics_token, reloader)) {
@@ -358,6 +360,7 @@ async fn serve(
             .map_or_else(|| "the main listener".to_string(), |(_, a)| a.to_string()),
         metrics_token = metrics_token.is_some(),
         rate_limit_per_minute = config.rate_limit_per_minute,
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
         trusted_proxies = config.trusted_proxies.len(),
         mail = mailer.as_ref().map_or("off", |m| m.describe.as_str()),
         "authd started"

@@ -244,6 +244,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         trusted_proxies,
         hash_concurrency,
         db_concurrency,
+        workers,
         log_format,
         access_log,
         public_url,

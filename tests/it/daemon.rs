@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -1222,6 +1222,38 @@ fn health_metrics_and_the_default_login_rate_limit() {
     // Reads are not throttled.
     assert_eq!(d.get("/healthz").status, 200);
     d.get("/v1/password/policy").expect(200);
+    d.assert_healthy();
+}
+
+/// `--workers N` (`AUTHD_WORKERS`, `workers`) sets the async runtime's threads; by
+/// default one per core but one, at least one. authd says how many it runs with.
+#[test]
+fn http_workers_are_one_per_core_but_one_unless_set() {
+    let env = provision();
+    let started = |d: &Daemon| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let err = d.stderr();
+            if let Some(l) = err.lines().find(|l| l.contains("authd started")) {
+                return l.to_string();
+            }
+            assert!(Instant::now() < deadline, "no start line:\n{err}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut d = Daemon::start(&env, &[]);
+    let line = started(&d);
+    assert!(
+        line.contains(&format!("workers={}", (cores - 1).max(1))),
+        "{cores} cores: {line}"
+    );
+    assert_eq!(d.get("/healthz").status, 200);
+    d.assert_healthy();
+    let mut d = Daemon::start(&env, &["--workers", "3"]);
+    let line = started(&d);
+    assert!(line.contains("workers=3"), "{line}");
+    assert_eq!(d.get("/healthz").status, 200);
     d.assert_healthy();
 }
 
