@@ -332,6 +332,16 @@ pub struct ClientAddr {
     pub(crate) started: tokio::time::Instant,
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header (None without one, or empty).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// One parsed request.
 pub struct Req {
     pub method: Method,
@@ -367,16 +377,7 @@ impl Req {
 
     /// The Bearer token of the Authorization header.
     pub fn bearer(&self) -> Option<&str> {
-        let v = self
-            .headers
-            .get(hyper::header::AUTHORIZATION)?
-            .to_str()
-            .ok()?;
-        let (scheme, token) = v.split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty())
+        bearer(&self.headers)
     }
 
     pub fn query(&self, key: &str) -> Option<&str> {

@@ -6,6 +6,7 @@ use authcore::admin::{Actor, Door};
 use authcore::audit::{self, Outcome};
 use authcore::login::{self, Decision, SessionInfo};
 use authcore::store::users::{Role, User};
+use hyper::header::HeaderMap;
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -326,8 +327,8 @@ pub async fn login_recovery(app: &App, req: Req) -> Result<Resp, ApiError> {
 
 /// The live session of the Bearer token (from memory when it can be, see
 /// session_cache.rs), or 401.
-async fn checked_session(app: &App, req: &Req) -> Result<Arc<Checked>, ApiError> {
-    let token = req.bearer().ok_or_else(ApiError::unauthorized)?;
+async fn checked_session(app: &App, headers: &HeaderMap) -> Result<Arc<Checked>, ApiError> {
+    let token = crate::app::bearer(headers).ok_or_else(ApiError::unauthorized)?;
     app.check_session(token)
         .await?
         .ok_or_else(ApiError::unauthorized)
@@ -335,11 +336,13 @@ async fn checked_session(app: &App, req: &Req) -> Result<Arc<Checked>, ApiError>
 
 /// The session of the Bearer token, or 401.
 pub(crate) async fn session_of(app: &App, req: &Req) -> Result<SessionInfo, ApiError> {
-    Ok(checked_session(app, req).await?.info.clone())
+    Ok(checked_session(app, &req.headers).await?.info.clone())
 }
 
-pub async fn session(app: &App, req: Req) -> Result<Resp, ApiError> {
-    let json = checked_session(app, &req).await?.json();
+/// `GET /v1/session`, the route checked most: it needs the Authorization header only,
+/// so it is given the request's headers rather than a whole [`Req`].
+pub async fn session(app: &App, headers: &HeaderMap) -> Result<Resp, ApiError> {
+    let json = checked_session(app, headers).await?.json();
     Ok(crate::app::json_bytes_resp(StatusCode::OK, json))
 }
 

@@ -185,7 +185,13 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
         "login_passkey_options",
         credential(post(api!(crate::passkeys::login_options))),
     )
-    .route("/v1/session", "session", get(api!(h::session)))
+    .route(
+        "/v1/session",
+        "session",
+        get(|State(app): State<App>, req: Request| async move {
+            answer(h::session(&app, req.headers()).await)
+        }),
+    )
     .route("/v1/logout", "logout", post(api!(h::logout)))
     .route("/v1/password/policy", "password", get(password_policy))
     .route(
