@@ -497,15 +497,34 @@ impl Workload for EmailStep {
     }
 }
 
-/// `GET /v1/session` with the sessions in turn (also sent to the bare server).
+/// `GET /v1/session` with the sessions in turn as Bearer tokens (also sent to the bare
+/// server); [`SessionCheck::verify`]: forward-auth's `GET /v1/auth/verify` with them, as
+/// a proxy's subrequest would carry them (no proxy headers: the default `allow` host rule).
 struct SessionCheck {
     tokens: Arc<Vec<String>>,
+    path: &'static str,
+}
+
+impl SessionCheck {
+    fn new(tokens: Arc<Vec<String>>) -> SessionCheck {
+        SessionCheck {
+            tokens,
+            path: "/v1/session",
+        }
+    }
+
+    fn verify(tokens: Arc<Vec<String>>) -> SessionCheck {
+        SessionCheck {
+            tokens,
+            path: "/v1/auth/verify",
+        }
+    }
 }
 
 impl Workload for SessionCheck {
     fn request(&self, _client: usize, seq: u64) -> Option<load::Request> {
         let t = self.tokens.get(seq as usize % self.tokens.len().max(1))?;
-        Some(load::get_bearer("/v1/session", t))
+        Some(load::get_bearer(self.path, t))
     }
     fn check(&self, _client: usize, _seq: u64, status: u16, _body: &[u8]) -> bool {
         status == 200
@@ -1174,9 +1193,7 @@ impl Bench {
             let session = self.load(
                 d.addr,
                 &Spec::new(16, secs(self.plan.scale_secs)),
-                Arc::new(SessionCheck {
-                    tokens: tokens.clone(),
-                }),
+                Arc::new(SessionCheck::new(tokens.clone())),
                 "session check, 16 clients",
             )?;
             let stage = StageResult {
@@ -1304,9 +1321,7 @@ impl Bench {
         let mut bare_stats = Vec::new();
         let dur = secs(self.plan.sweep_secs);
         for (i, &c) in levels.iter().enumerate() {
-            let w = Arc::new(SessionCheck {
-                tokens: tokens.clone(),
-            });
+            let w = Arc::new(SessionCheck::new(tokens.clone()));
             let b = self.load(
                 bare.addr,
                 &Spec::new(c, dur),
@@ -1370,8 +1385,9 @@ impl Bench {
     }
 
     /// Issue 16: session checks at 16 clients through authd logging every request (the
-    /// default) and through one with `--access-log sample:100`, against the bare server,
-    /// on a small database of its own (sessions made through TOTP logins first).
+    /// default) and through one with `--access-log sample:100` (`GET /v1/session`, then
+    /// forward-auth's `GET /v1/auth/verify` with the same sessions), against the bare
+    /// server, on a small database of its own (sessions made through TOTP logins first).
     fn access_log(&mut self) -> Result<()> {
         eprintln!("== session checks with --access-log sample:100 (issue 16)");
         const USERS: u64 = 2_000;
@@ -1383,9 +1399,8 @@ impl Bench {
         let picked = Picker::default().take(1_000, USERS)?;
         let (_, flows) = self.flows(&d, picked, "totp", c, "  (flows, not measured)")?;
         let (_, tokens) = self.totp(&d, flows, c)?;
-        let w = Arc::new(SessionCheck {
-            tokens: Arc::new(tokens),
-        });
+        let tokens = Arc::new(tokens);
+        let w = Arc::new(SessionCheck::new(tokens.clone()));
         let dur = secs(self.plan.sweep_secs);
         let bare = self.bare()?;
         let b = self.load(
@@ -1407,6 +1422,12 @@ impl Bench {
             &Spec::new(c, dur),
             w,
             "session check, --access-log sample:100, 16 clients",
+        )?;
+        let verified = self.load(
+            d.addr,
+            &Spec::new(c, dur),
+            Arc::new(SessionCheck::verify(tokens)),
+            "forward-auth check, --access-log sample:100, 16 clients",
         )?;
         self.stop(d)?;
         self.stop(bare)?;
@@ -1431,6 +1452,18 @@ impl Bench {
                 .note(&lat_note(st)),
             );
         }
+        self.fig(
+            Figure::new(
+                3,
+                "verify_per_s_c16_access_sample100",
+                "Forward-auth checks (GET /v1/auth/verify), 16 clients, --access-log sample:100",
+                verified.rate(),
+                "/s",
+            )
+            .vs(b.rate(), "bare hyper server, same clients")
+            .goal("≥ 0.7 × bare", verified.rate() >= 0.7 * b.rate())
+            .note(&lat_note(&verified)),
+        );
         Ok(())
     }
 

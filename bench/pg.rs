@@ -220,9 +220,7 @@ impl Bench {
             "  (SQLite sessions, not measured)",
         )?;
         let sqlite_tokens = tokens.len();
-        let w: Arc<dyn Workload> = Arc::new(SessionCheck {
-            tokens: Arc::new(tokens),
-        });
+        let w: Arc<dyn Workload> = Arc::new(SessionCheck::new(Arc::new(tokens)));
         let bare = self.bare()?;
         let mut bare_rates = Vec::new();
         for &c in &levels {
@@ -360,9 +358,7 @@ impl Bench {
             let s = self.load_on(
                 &addrs,
                 &Spec::new(16, dur),
-                Arc::new(SessionCheck {
-                    tokens: Arc::new(tokens),
-                }),
+                Arc::new(SessionCheck::new(Arc::new(tokens))),
                 &format!("PostgreSQL, {label}: session check, 16 clients"),
             )?;
             let cpu = self.cpu_note(&split, &pids);

@@ -295,7 +295,13 @@ pub fn router(app: &App, door: Door) -> (Router<App>, Labels) {
         post(named!(h::admin_reset_2fa)),
     )
     .route("/v1/admin/audit", "admin", get(api!(h::admin_audit)))
-    .route("/v1/auth/verify", "other", get(api!(crate::portal::verify)))
+    .route(
+        "/v1/auth/verify",
+        "other",
+        get(|State(app): State<App>, req: Request| async move {
+            answer(crate::portal::verify(&app, req).await)
+        }),
+    )
     // OpenID Connect for relying parties (daemon/oidc.rs); the browser's side
     // (/oidc/authorize, /oidc/consent, /oidc/logout) is the portal's.
     .route(

@@ -22,29 +22,47 @@
 use authcore::login::SessionInfo;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use std::net::IpAddr;
+
+use axum::extract::Request;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
 use super::html;
 use super::security::{self, CookieName};
-use crate::app::{ApiError, App, Live, Req, Resp};
+use crate::app::{ApiError, App, ClientAddr, Live, Req, Resp};
 use crate::config::{DefaultAccess, ForwardAuthRule};
 use crate::target::{self, Target};
 
 /// Whether the TCP peer is one of the configured trusted proxies.
 pub fn peer_trusted(app: &App, req: &Req) -> bool {
-    app.config
-        .trusted_proxies
-        .iter()
-        .any(|n| n.contains(req.peer))
+    is_trusted(app, req.peer)
 }
 
-/// `GET|HEAD /v1/auth/verify`.
-pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
+fn is_trusted(app: &App, peer: IpAddr) -> bool {
+    app.config.trusted_proxies.iter().any(|n| n.contains(peer))
+}
+
+/// The one value of `key` in a query string (percent-decoded), if any.
+fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<std::borrow::Cow<'a, str>> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// `GET|HEAD /v1/auth/verify`. Asked before every request a proxy lets through, so it
+/// reads the request as it comes (its headers, its query, the peer address the edge
+/// recorded) rather than build a [`Req`].
+pub async fn verify(app: &App, req: Request) -> Result<Resp, ApiError> {
     let config = &app.config;
     let live = app.live();
-    let original = if peer_trusted(app, &req) {
-        match target::target_from(config.forward_auth_headers, &req.headers) {
+    let headers = req.headers();
+    let peer = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.peer);
+    let original = if is_trusted(app, peer) {
+        match target::target_from(config.forward_auth_headers, headers) {
             Ok(t) => Some(t),
             Err(why) => {
                 tracing::warn!(why = %why, "forward-auth: the proxy's headers are refused");
@@ -71,15 +89,18 @@ pub async fn verify(app: &App, req: Req) -> Result<Resp, ApiError> {
         ));
     }
     let insecure = config.insecure_cookies;
-    let token = security::cookie(&req.headers, CookieName::Session.name(insecure))
-        .or_else(|| req.bearer())
+    let token = security::cookie(headers, CookieName::Session.name(insecure))
+        .or_else(|| crate::app::bearer(headers))
         .filter(|t| security::is_token(t));
     let session = match token {
         Some(t) => app.check_session(t).await?,
         None => None,
     };
     let Some(s) = session else {
-        let redirect = matches!(req.query("redirect"), Some("1" | "true" | "yes"));
+        let redirect = matches!(
+            query_value(req.uri().query(), "redirect").as_deref(),
+            Some("1" | "true" | "yes")
+        );
         return Ok(unauthorized(app, original.as_ref(), redirect));
     };
     let s = &s.info;
@@ -127,18 +148,25 @@ fn plain(status: StatusCode, body: &'static str) -> Resp {
     r
 }
 
+const X_AUTH_USER: HeaderName = HeaderName::from_static("x-auth-user");
+const X_AUTH_EMAIL: HeaderName = HeaderName::from_static("x-auth-email");
+const X_AUTH_GROUPS: HeaderName = HeaderName::from_static("x-auth-groups");
+const X_AUTH_ORG: HeaderName = HeaderName::from_static("x-auth-org");
+const X_AUTH_ROLE: HeaderName = HeaderName::from_static("x-auth-role");
+
 fn allowed(s: &SessionInfo) -> Resp {
     let mut r = plain(StatusCode::OK, "ok\n");
     let h = r.headers_mut();
     let u = &s.user;
+    let groups = u.groups.join(",");
     for (name, value) in [
-        ("x-auth-user", u.username.clone()),
-        ("x-auth-email", u.email.clone()),
-        ("x-auth-groups", u.groups.join(",")),
-        ("x-auth-org", u.org.clone()),
-        ("x-auth-role", u.role.as_str().to_string()),
+        (X_AUTH_USER, u.username.as_str()),
+        (X_AUTH_EMAIL, u.email.as_str()),
+        (X_AUTH_GROUPS, groups.as_str()),
+        (X_AUTH_ORG, u.org.as_str()),
+        (X_AUTH_ROLE, u.role.as_str()),
     ] {
-        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+        if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
     }
