@@ -1238,6 +1238,7 @@ impl Core {
                 return Ok(false);
             };
             if let Some(t) = lookup_token(tx, key, issuer, token, now)? {
+                let org = users::by_id(tx, t.user_id)?.org_id;
                 if t.client_id == client.id {
                     let n = match t.kind {
                         TokenKind::Refresh => store::revoke_grant(tx, t.grant_id, now)?,
@@ -1249,8 +1250,19 @@ impl Core {
                     audit::record(
                         tx,
                         &peer_entry(event, Outcome::Success, peer)
-                            .user(t.user_id, users::by_id(tx, t.user_id)?.org_id)
+                            .user(t.user_id, org)
                             .detail(json!({"client": client.name, "revoked": n})),
+                        now,
+                    )?;
+                } else {
+                    // Another client's token: nothing revoked (answered 200 all the same,
+                    // RFC 7009 2.2), but the refusal is audited.
+                    audit::record(
+                        tx,
+                        &peer_entry(event, Outcome::Failure, peer)
+                            .reason("other_client")
+                            .user(t.user_id, org)
+                            .detail(json!({"client": client.name})),
                         now,
                     )?;
                 }
@@ -1269,39 +1281,52 @@ impl Core {
         peer: &Peer,
     ) -> Result<Option<Value>> {
         let now = self.now();
-        let answer = self.with_conn(|c, key| {
+        // The answer, and (client name, user) when the token is another client's.
+        let (answer, foreign) = self.with_conn(|c, key| {
             let Some(client) = authenticate_client(c, auth)? else {
-                return Ok(None);
+                return Ok((None, None));
             };
-            let t = lookup_token(c, key, issuer, token, now)?.filter(|t| {
+            let found = lookup_token(c, key, issuer, token, now)?;
+            let foreign = found
+                .as_ref()
+                .filter(|t| t.client_id != client.id)
+                .map(|t| (client.name.clone(), t.user_id));
+            let t = found.filter(|t| {
                 t.client_id == client.id
                     && t.revoked_at.is_none()
                     && t.used_at.is_none()
                     && t.expires_at > now
             });
             let Some(t) = t else {
-                return Ok(Some(json!({"active": false})));
+                return Ok((Some(json!({"active": false})), foreign));
             };
             if !user_active(c, t.user_id, now)? {
-                return Ok(Some(json!({"active": false})));
+                return Ok((Some(json!({"active": false})), None));
             }
             let u = users::by_id(c, t.user_id)?;
-            Ok(Some(json!({
-                "active": true, "scope": t.scope, "client_id": client.client_id,
-                "username": u.username, "sub": u.id.to_string(), "iss": issuer,
-                "aud": client.client_id, "iat": t.created_at, "exp": t.expires_at,
-                "token_type": match t.kind { TokenKind::Access => "access_token",
-                                             TokenKind::Refresh => "refresh_token" },
-            })))
+            Ok((
+                Some(json!({
+                    "active": true, "scope": t.scope, "client_id": client.client_id,
+                    "username": u.username, "sub": u.id.to_string(), "iss": issuer,
+                    "aud": client.client_id, "iat": t.created_at, "exp": t.expires_at,
+                    "token_type": match t.kind { TokenKind::Access => "access_token",
+                                                 TokenKind::Refresh => "refresh_token" },
+                })),
+                None,
+            ))
         })?;
-        if answer.is_none() {
+        if answer.is_none() || foreign.is_some() {
             self.write(|tx, _, now| {
-                audit::record(
-                    tx,
-                    &peer_entry(AuditEvent::OidcIntrospect, Outcome::Failure, peer)
-                        .reason("client_auth"),
-                    now,
-                )
+                let e = peer_entry(AuditEvent::OidcIntrospect, Outcome::Failure, peer);
+                let e = match &foreign {
+                    // Another client's token: answered inactive, the refusal audited.
+                    Some((client, user)) => e
+                        .reason("other_client")
+                        .user(*user, users::by_id(tx, *user)?.org_id)
+                        .detail(json!({ "client": client })),
+                    None => e.reason("client_auth"),
+                };
+                audit::record(tx, &e, now)
             })?;
         }
         Ok(answer)

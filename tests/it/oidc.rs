@@ -2148,6 +2148,24 @@ fn revocation_and_introspection_answer_for_the_clients_own_tokens_only() {
     );
     assert!(failure_reasons(&env, "oidc.revoke").contains(&"client_auth".to_string()));
     assert!(failure_reasons(&env, "oidc.introspect").contains(&"client_auth".to_string()));
+    // The other client's tries at them are refusals, audited on alice's account.
+    for event in ["oidc.revoke", "oidc.introspect"] {
+        let rows: Vec<Value> = audit_events(&env, "alice", event)
+            .into_iter()
+            .filter(|r| r["reason"] == "other_client")
+            .collect();
+        assert_eq!(
+            rows.len(),
+            2,
+            "{event}: the access and refresh token: {rows:?}"
+        );
+        assert!(
+            rows.iter().all(|r| r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("\"Other\""))),
+            "{event}: the client named: {rows:?}"
+        );
+    }
 }
 
 #[test]
@@ -2429,4 +2447,332 @@ fn malformed_requests_are_refused_before_anything_and_audited() {
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.header("location").is_none(), "{r:?}");
     assert!(failure_reasons(&env, "oidc.authorize").contains(&"repeated_parameter".to_string()));
+}
+
+/// The refusals of the authorization and token endpoints not tried above each leave an
+/// audit row with their reason (issue 17: "audit rows for every grant, token and
+/// refusal"), and each goes back to the client (a registered redirect URI) as an OAuth
+/// error without a code.
+#[test]
+fn every_refusal_of_the_authorization_and_token_endpoints_is_audited_with_its_reason() {
+    let (env, d, _) = setup();
+    add_user(&env, "bob", "school", &[], "user");
+    let bob = d.login_session("bob", PW);
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let (spa, _) = add_client(&env, "Spa", REDIRECT, &["--public", "--trusted"]);
+    let (gallery, _) = add_client(&env, "Gallery", REDIRECT, &[]);
+    // `client_id`'s standard request on bob's session with `set` replacing or adding
+    // parameters and `without` removing them: the client's error.
+    let refused = |client_id: &str, set: &[(&str, &str)], without: &[&str]| -> String {
+        let mut p: Vec<(&str, &str)> = code_params(client_id, REDIRECT)
+            .into_iter()
+            .filter(|(k, _)| !without.contains(k) && !set.iter().any(|(s, _)| s == k))
+            .collect();
+        p.extend_from_slice(set);
+        let p = redirected(&authorize(&d, Some(&bob), &p), REDIRECT);
+        assert!(get(&p, "code").is_none(), "{set:?} {without:?}: {p:?}");
+        assert_eq!(get(&p, "state"), Some("st4te"), "{p:?}");
+        get(&p, "error").unwrap_or("").to_string()
+    };
+    let acr = ("acr_values", "urn:authd:acr:mfa");
+    for (client, set, without, error) in [
+        (
+            &id,
+            vec![("response_type", "token")],
+            vec![],
+            "unsupported_response_type",
+        ),
+        (
+            &id,
+            vec![("scope", "profile email")],
+            vec![],
+            "invalid_scope",
+        ),
+        (&id, vec![("max_age", "-1")], vec![], "invalid_request"),
+        (
+            &spa,
+            vec![],
+            vec!["code_challenge", "code_challenge_method"],
+            "invalid_request",
+        ),
+        (
+            &spa,
+            vec![("code_challenge_method", "plain")],
+            vec![],
+            "invalid_request",
+        ),
+        (&id, vec![acr], vec![], "unmet_authentication_requirements"),
+    ] {
+        assert_eq!(
+            refused(client.as_str(), &set, &without),
+            error,
+            "{set:?} {without:?}"
+        );
+    }
+    // bob sets up an app: the same request with prompt=none cannot step him up.
+    env.enroll("bob");
+    assert_eq!(
+        refused(&id, &[acr, ("prompt", "none")], &[]),
+        "interaction_required"
+    );
+    // The consent page answered "deny".
+    let r = ask(&d, &bob, &gallery, "openid", &[]);
+    assert!(is_consent_page(&r), "{r:?}");
+    let body = format!(
+        "csrf={}&request={}&answer=deny",
+        q(&hidden(&r.text(), "csrf")),
+        q(&hidden(&r.text(), "request"))
+    );
+    let denied = consent_post(&d, &bob, &body).text();
+    assert!(denied.contains("error=access_denied"), "{denied}");
+    let reasons = failure_reasons(&env, "oidc.authorize");
+    for want in [
+        "response_type",
+        "scope",
+        "max_age",
+        "pkce_missing",
+        "pkce_method",
+        "acr_unmet",
+        "step_up",
+        "consent_refused",
+    ] {
+        assert!(reasons.contains(&want.to_string()), "{want} in {reasons:?}");
+    }
+    let rows = audit_events(&env, "bob", "oidc.authorize");
+    assert!(
+        rows.iter()
+            .filter(|r| r["outcome"] == "failure")
+            .all(|r| r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("\"client\""))),
+        "each names its client: {rows:?}"
+    );
+
+    // The token endpoint: a code never issued, a grant type authd does not serve, a
+    // refresh token never issued, and one revoked.
+    let grant = |form: &[(&str, &str)]| token(&d, Some((&id, &secret)), form).expect(400);
+    let e = grant(&[
+        ("grant_type", "authorization_code"),
+        ("code", "no-such-code"),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ]);
+    assert_eq!(e["error"], "invalid_grant");
+    let e = grant(&[
+        ("grant_type", "password"),
+        ("username", "bob"),
+        ("password", PW),
+    ]);
+    assert_eq!(e["error"], "unsupported_grant_type");
+    let e = grant(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "no-such-token"),
+    ]);
+    assert_eq!(e["error"], "invalid_grant");
+    let c = code(&d, &bob, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let r = t["refresh_token"].as_str().unwrap();
+    revoke(&d, &id, &secret, r).expect(200);
+    let e = grant(&[("grant_type", "refresh_token"), ("refresh_token", r)]);
+    assert_eq!(e["error"], "invalid_grant");
+    let reasons = failure_reasons(&env, "oidc.token");
+    for want in [
+        "unknown_code",
+        "grant_type",
+        "unknown_refresh_token",
+        "refresh_token_dead",
+    ] {
+        assert!(reasons.contains(&want.to_string()), "{want} in {reasons:?}");
+    }
+}
+
+/// Refresh tokens come with the `offline_access` scope only (issue 17: "refresh tokens
+/// for the offline_access scope").
+#[test]
+fn only_offline_access_brings_a_refresh_token() {
+    let (env, d, session) = setup();
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let tokens = |scope: &str| {
+        let p = redirected(&ask(&d, &session, &id, scope, &[]), REDIRECT);
+        exchange(&d, &id, &secret, get(&p, "code").unwrap(), Some(VERIFIER)).expect(200)
+    };
+    let t = tokens("openid profile email groups");
+    assert!(t.get("refresh_token").is_none(), "{t}");
+    assert!(
+        t["id_token"].is_string() && t["access_token"].is_string(),
+        "{t}"
+    );
+    assert_eq!(t["scope"], "openid profile email groups");
+    let t = tokens("openid offline_access");
+    assert!(t["refresh_token"].is_string(), "{t}");
+    // A refreshed grant keeps its scope (and so its refresh token).
+    let t = token(
+        &d,
+        Some((&id, &secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .expect(200);
+    assert!(t["refresh_token"].is_string(), "{t}");
+    assert_eq!(t["scope"], "openid offline_access");
+}
+
+/// RP-initiated logout with an ID token of another user than the browser's: nothing
+/// ends without the portal's own confirmation.
+#[test]
+fn logout_with_another_users_id_token_hint_ends_nothing() {
+    let (env, d, alice) = setup();
+    add_user(&env, "bob", "school", &[], "user");
+    let bob = d.login_session("bob", PW);
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let c = code(&d, &bob, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let path = format!(
+        "/oidc/logout?id_token_hint={}&post_logout_redirect_uri={}&state=bye",
+        q(t["id_token"].as_str().unwrap()),
+        q(REDIRECT)
+    );
+    let cookie = format!("authd_session={alice}");
+    let r = d.request("GET", &path, &[("Cookie", &cookie)], None);
+    assert_eq!(r.header("location"), Some("/logout"), "{r:?}");
+    d.get_auth("/v1/session", &alice).expect(200);
+    d.get_auth("/v1/session", &bob).expect(200);
+    assert!(audit_events(&env, "alice", "oidc.logout").is_empty());
+}
+
+/// The sign-in the authorization request sends a browser to is the portal's, with all
+/// its steps (issue 17: "the login page (every factor, terms, expiry, lockout) then
+/// back"): a locked account gets no further; unlocked, the terms page and the expired
+/// password's change come, then the sign-in with the new password, and the browser is
+/// back at the request, which answers the client with a code for that user.
+#[test]
+fn the_portal_sign_in_with_lockout_terms_and_an_expired_password_comes_back_to_the_client() {
+    let env = provision();
+    add_user(&env, "dave", "school", &[], "user");
+    env.ctl(&["passwd", "dave", "--expire"]).ok();
+    let terms = env.path("terms.txt");
+    std::fs::write(&terms, "1. Be kind.\n").unwrap();
+    env.json(&[
+        "terms",
+        "set",
+        "--version",
+        "1",
+        "--file",
+        terms.to_str().unwrap(),
+    ]);
+    env.ctl(&[
+        "policy",
+        "set",
+        "lockout.mode=account",
+        "lockout.max_failures=3",
+    ])
+    .ok();
+    let d = Daemon::start(&env, &["--insecure-cookies"]);
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    for _ in 0..3 {
+        assert_ne!(d.login("dave", "not-his-password").status, 200);
+    }
+    let query: Vec<String> = code_params(&id, REDIRECT)
+        .iter()
+        .map(|(k, v)| format!("{k}={}", q(v)))
+        .collect();
+    let request = format!("/oidc/authorize?{}", query.join("&"));
+
+    let mut jar = Jar::default();
+    let r = jar.get_page(&d, &request);
+    assert_eq!(r.status, 303, "{r:?}");
+    let login = r.header("location").unwrap().to_string();
+    let back = next_of(&login);
+    assert!(back.starts_with("/oidc/authorize?"), "{back}");
+    // The sign-in form (its CSRF token, the way back) posted with `password`.
+    let sign_in = |jar: &mut Jar, password: &str| {
+        let page = jar.get_page(&d, &login).text();
+        assert_eq!(hidden(&page, "next"), back);
+        let csrf = hidden(&page, "csrf");
+        jar.post_form(
+            &d,
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "dave"),
+                ("password", password),
+                ("next", &back),
+            ],
+        )
+    };
+    // Locked: refused on the sign-in page, no session, nothing for the client.
+    let r = sign_in(&mut jar, PW);
+    assert_ne!(r.status, 303, "{r:?}");
+    assert!(jar.get("authd_session").is_none());
+    env.ctl(&["unlock", "dave"]).ok();
+
+    // Unlocked: the steps of the sign-in, each carrying the way back.
+    const NEW: &str = "Fresh-Str0ng!passphrase";
+    let mut r = sign_in(&mut jar, PW);
+    let mut steps = vec![];
+    for _ in 0..6 {
+        if r.status == 303 {
+            break;
+        }
+        assert_eq!(r.status, 200, "{r:?}");
+        let page = r.text();
+        let csrf = hidden(&page, "csrf");
+        assert_eq!(hidden(&page, "next"), back, "{page}");
+        if page.contains("/login/terms\"") {
+            steps.push("terms");
+            let flow = hidden(&page, "flow");
+            r = jar.post_form(
+                &d,
+                "/login/terms",
+                &[
+                    ("csrf", &csrf),
+                    ("flow", &flow),
+                    ("next", &back),
+                    ("accept", "1"),
+                ],
+            );
+        } else if page.contains("id=\"password-form\"") {
+            steps.push("expired");
+            let flow = hidden(&page, "flow");
+            r = jar.post_form(
+                &d,
+                "/login/password",
+                &[
+                    ("csrf", &csrf),
+                    ("flow", &flow),
+                    ("next", &back),
+                    ("new_password", NEW),
+                    ("confirm_password", NEW),
+                ],
+            );
+        } else if page.contains("id=\"login-form\"") {
+            steps.push("sign in again");
+            r = jar.post_form(
+                &d,
+                "/login",
+                &[
+                    ("csrf", &csrf),
+                    ("username", "dave"),
+                    ("password", NEW),
+                    ("accept_terms", "1"),
+                    ("next", &back),
+                ],
+            );
+        } else {
+            panic!("an unexpected page after {steps:?}: {page}");
+        }
+    }
+    assert_eq!(r.status, 303, "after {steps:?}: {r:?}");
+    assert_eq!(r.header("location"), Some(back.as_str()), "{steps:?}");
+    for want in ["terms", "expired", "sign in again"] {
+        assert!(steps.contains(&want), "{want} in {steps:?}");
+    }
+    let p = redirected(&jar.get_page(&d, &back), REDIRECT);
+    assert_eq!(get(&p, "state"), Some("st4te"));
+    let t = exchange(&d, &id, &secret, get(&p, "code").unwrap(), Some(VERIFIER)).expect(200);
+    let claims = claims_of(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["preferred_username"], "dave");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
 }
