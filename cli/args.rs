@@ -1,8 +1,9 @@
 //! The command-line contract (API.md): every command, flag and help text.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Administer authd: users, organisations, groups, second factors, policy and the audit log.
 ///
@@ -51,74 +52,139 @@ pub struct Global {
     pub read_only: bool,
 }
 
+/// A command whose clap definition is built only when the command line names it
+/// ([`clap::Command::defer`]). A run parses one of authctl's commands; building every
+/// command's arguments and subcommands first was most of clap's share of each run's
+/// start-up. Match through it: `Command::User(Lazy(c))`.
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+/// Set by [`define_all_commands`]: [`Lazy`] then builds at once.
+static ALL_AT_ONCE: AtomicBool = AtomicBool::new(false);
+
+/// From now on, `Cli::command()` defines every command at once, as the derive alone
+/// would: `authctl generate` walks them all, and its completions and man pages must not
+/// depend on which command the run parsed.
+pub fn define_all_commands() {
+    ALL_AT_ONCE.store(true, Ordering::Relaxed);
+}
+
+/// `define` deferred to when clap enters `cmd`, or run now after [`define_all_commands`].
+fn later(cmd: clap::Command, define: fn(clap::Command) -> clap::Command) -> clap::Command {
+    if ALL_AT_ONCE.load(Ordering::Relaxed) {
+        define(cmd)
+    } else {
+        cmd.defer(define)
+    }
+}
+
+impl<T: FromArgMatches> FromArgMatches for Lazy<T> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(m).map(Lazy)
+    }
+    fn from_arg_matches_mut(m: &mut ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(m).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)
+    }
+    fn update_from_arg_matches_mut(&mut self, m: &mut ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(m)
+    }
+}
+
+impl<T: Subcommand> Subcommand for Lazy<T> {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        later(cmd, T::augment_subcommands)
+    }
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        later(cmd, T::augment_subcommands_for_update)
+    }
+    fn has_subcommand(name: &str) -> bool {
+        T::has_subcommand(name)
+    }
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        later(cmd, T::augment_args)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        later(cmd, T::augment_args_for_update)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the database and its secret-encryption key file (refuses to overwrite).
-    Init(InitArgs),
+    Init(Lazy<InitArgs>),
     /// Add, list, show, change, disable, enable and delete users.
     #[command(subcommand)]
-    User(UserCmd),
+    User(Lazy<UserCmd>),
     /// Set a user's password (asked twice on a terminal) or force a change at next login.
-    Passwd(PasswdArgs),
+    Passwd(Lazy<PasswdArgs>),
     /// Enrol a second factor: prints the QR code, otpauth URI, secret and recovery codes.
-    Enroll(EnrollArgs),
+    Enroll(Lazy<EnrollArgs>),
     /// Diagnose authenticator codes.
     #[command(subcommand)]
-    Totp(TotpCmd),
+    Totp(Lazy<TotpCmd>),
     /// Remove every authenticator app, passkeys, recovery codes and remembered devices;
     /// the user enrols again.
     #[command(name = "reset-2fa")]
-    Reset2fa(NameArg),
+    Reset2fa(Lazy<NameArg>),
     /// Clear a user's lockout and failure count.
-    Unlock(NameArg),
+    Unlock(Lazy<NameArg>),
     /// List and revoke remembered devices.
     #[command(subcommand)]
-    Device(DeviceCmd),
+    Device(Lazy<DeviceCmd>),
     /// List and remove a user's passkeys (WebAuthn credentials they registered).
     #[command(subcommand)]
-    Passkey(PasskeyCmd),
+    Passkey(Lazy<PasskeyCmd>),
     /// Query the audit log; `audit verify|prune|export` check, cut and ship it.
-    Audit(AuditArgs),
+    Audit(Lazy<AuditArgs>),
     /// A consistent copy of the database into FILE while authd serves (never over an
     /// existing file). The key file is not in it: keep a copy of the key separately.
-    Backup(BackupArgs),
+    Backup(Lazy<BackupArgs>),
     /// Move the database to another engine: `db copy --to postgres://…` copies this SQLite
     /// database (--db) into an empty PostgreSQL database, for running several nodes.
     #[command(subcommand)]
-    Db(DbCmd),
+    Db(Lazy<DbCmd>),
     /// Check the database: integrity, schema version, that the key opens every secret,
     /// the audit chain. Exits 1 naming what is wrong.
     Verify,
     /// The key file's keys: list them, rotate to a new one, retire an old one.
     #[command(subcommand)]
-    Key(KeyCmd),
+    Key(Lazy<KeyCmd>),
     /// Organisations (tenants).
     #[command(subcommand)]
-    Org(OrgCmd),
+    Org(Lazy<OrgCmd>),
     /// Groups and whether they require two-factor authentication.
     #[command(subcommand)]
-    Group(GroupCmd),
+    Group(Lazy<GroupCmd>),
     /// Show and change policy settings (lockout, password rules, expiry, 2FA, sessions…).
     #[command(subcommand)]
-    Policy(PolicyCmd),
+    Policy(Lazy<PolicyCmd>),
     /// List and revoke login sessions.
     #[command(subcommand)]
-    Session(SessionCmd),
+    Session(Lazy<SessionCmd>),
     /// Publish the terms and conditions users must accept.
     #[command(subcommand)]
-    Terms(TermsCmd),
+    Terms(Lazy<TermsCmd>),
     /// The list of security questions users pick from (unknown names are shown
     /// questions of the same list, so the questions reveal nobody).
     #[command(subcommand)]
-    Questions(QuestionsCmd),
+    Questions(Lazy<QuestionsCmd>),
     /// Create many users from a JSON-lines or CSV file.
-    Import(ImportArgs),
+    Import(Lazy<ImportArgs>),
     /// OpenID Connect clients (relying parties) and the provider's signing keys.
     #[command(subcommand)]
-    Client(ClientCmd),
+    Client(Lazy<ClientCmd>),
     /// Generate shell completions and man pages.
     #[command(subcommand)]
-    Generate(GenerateCmd),
+    Generate(Lazy<GenerateCmd>),
 }
 
 #[derive(Debug, Args)]
@@ -707,4 +773,45 @@ pub enum GenerateCmd {
         #[arg(long, value_name = "DIR", default_value = ".")]
         out_dir: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn a_command_is_defined_only_when_the_command_line_names_it() {
+        let cli = Cli::command();
+        let user = cli.find_subcommand("user").expect("user is listed at once");
+        assert!(
+            user.get_about().is_some(),
+            "its one-line help is there for `authctl --help`"
+        );
+        assert_eq!(
+            user.get_subcommands().count(),
+            0,
+            "user's subcommands were built before the command line named it"
+        );
+        let audit = cli
+            .find_subcommand("audit")
+            .expect("audit is listed at once");
+        assert!(
+            audit.get_arguments().all(|a| a.get_id() != "since"),
+            "audit's flags were built before the command line named it"
+        );
+
+        // Named, it is built and parsed as the derive alone would.
+        let parsed = Cli::try_parse_from(["authctl", "audit", "--user", "u", "--since", "1d"])
+            .expect("audit parses");
+        match parsed.command {
+            Command::Audit(Lazy(a)) => {
+                assert_eq!(a.user.as_deref(), Some("u"));
+                assert_eq!(a.since.as_deref(), Some("1d"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let err = Cli::try_parse_from(["authctl", "user", "add"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
 }

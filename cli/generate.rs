@@ -6,10 +6,11 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap_complete::Shell;
 
-use crate::args::{Cli, GenerateCmd, ShellArg};
+use crate::args::{define_all_commands, Cli, GenerateCmd, ShellArg};
 use crate::output::out;
 
 pub fn run(c: GenerateCmd) -> Result<i32> {
+    define_all_commands();
     let mut cmd = Cli::command();
     match c {
         GenerateCmd::Completions { shell, out_dir } => {

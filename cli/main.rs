@@ -19,7 +19,7 @@ mod users;
 use authcore::kinds::AuditEvent;
 use clap::Parser;
 
-use args::{Cli, Command};
+use args::{Cli, Command, Lazy};
 
 fn main() {
     // The database, its key file and SQLite's side files hold secrets.
@@ -52,29 +52,31 @@ fn reads_only(c: &Command) -> bool {
         SessionCmd, TermsCmd, UserCmd,
     };
     match c {
-        Command::User(c) => matches!(c, UserCmd::List(_) | UserCmd::Show(_)),
-        Command::Device(c) => matches!(c, DeviceCmd::List { .. }),
-        Command::Session(c) => matches!(c, SessionCmd::List { .. }),
-        Command::Audit(a) => !matches!(a.cmd, Some(AuditCmd::Prune { .. })),
+        Command::User(Lazy(c)) => matches!(c, UserCmd::List(_) | UserCmd::Show(_)),
+        Command::Device(Lazy(c)) => matches!(c, DeviceCmd::List { .. }),
+        Command::Session(Lazy(c)) => matches!(c, SessionCmd::List { .. }),
+        Command::Audit(Lazy(a)) => !matches!(a.cmd, Some(AuditCmd::Prune { .. })),
         Command::Verify => true,
-        Command::Key(c) => matches!(c, KeyCmd::List),
-        Command::Org(c) => matches!(c, OrgCmd::List),
-        Command::Group(c) => matches!(c, GroupCmd::List),
-        Command::Policy(c) => matches!(c, PolicyCmd::Show | PolicyCmd::Preset { show: true, .. }),
-        Command::Terms(c) => matches!(c, TermsCmd::Show),
-        Command::Questions(c) => matches!(c, QuestionsCmd::Show),
-        Command::Client(c) => matches!(c, ClientCmd::List | ClientCmd::Show { .. }),
+        Command::Key(Lazy(c)) => matches!(c, KeyCmd::List),
+        Command::Org(Lazy(c)) => matches!(c, OrgCmd::List),
+        Command::Group(Lazy(c)) => matches!(c, GroupCmd::List),
+        Command::Policy(Lazy(c)) => {
+            matches!(c, PolicyCmd::Show | PolicyCmd::Preset { show: true, .. })
+        }
+        Command::Terms(Lazy(c)) => matches!(c, TermsCmd::Show),
+        Command::Questions(Lazy(c)) => matches!(c, QuestionsCmd::Show),
+        Command::Client(Lazy(c)) => matches!(c, ClientCmd::List | ClientCmd::Show { .. }),
         // Listing passkeys is audited (admin.passkey.list), and so is `totp test`.
-        Command::Passkey(_) | Command::Totp(_) => false,
-        Command::Init(_)
-        | Command::Passwd(_)
-        | Command::Enroll(_)
-        | Command::Reset2fa(_)
-        | Command::Unlock(_)
-        | Command::Backup(_)
-        | Command::Db(_)
-        | Command::Import(_)
-        | Command::Generate(_) => false,
+        Command::Passkey(Lazy(_)) | Command::Totp(Lazy(_)) => false,
+        Command::Init(Lazy(_))
+        | Command::Passwd(Lazy(_))
+        | Command::Enroll(Lazy(_))
+        | Command::Reset2fa(Lazy(_))
+        | Command::Unlock(Lazy(_))
+        | Command::Backup(Lazy(_))
+        | Command::Db(Lazy(_))
+        | Command::Import(Lazy(_))
+        | Command::Generate(Lazy(_)) => false,
     }
 }
 
@@ -82,54 +84,60 @@ fn reads_only(c: &Command) -> bool {
 fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
     use args::{DeviceCmd, GroupCmd, OrgCmd, PasskeyCmd, PolicyCmd, SessionCmd, TermsCmd, UserCmd};
     Some(match c {
-        Command::User(UserCmd::Add(a)) => (AuditEvent::AdminUserAdd, a.name.clone()),
-        Command::User(UserCmd::Set(a)) => (AuditEvent::AdminUserSet, a.name.clone()),
-        Command::User(UserCmd::Disable(a)) => (AuditEvent::AdminUserDisable, a.name.clone()),
-        Command::User(UserCmd::Enable(a)) => (AuditEvent::AdminUserEnable, a.name.clone()),
-        Command::User(UserCmd::Delete(a)) => (AuditEvent::AdminUserDelete, a.name.clone()),
-        Command::User(UserCmd::ResetLink(a)) => (AuditEvent::AdminResetLink, a.name.clone()),
-        Command::Passwd(a) => (AuditEvent::AdminPasswd, a.name.clone()),
-        Command::Enroll(a) => match (&a.name, &a.group) {
+        Command::User(Lazy(UserCmd::Add(a))) => (AuditEvent::AdminUserAdd, a.name.clone()),
+        Command::User(Lazy(UserCmd::Set(a))) => (AuditEvent::AdminUserSet, a.name.clone()),
+        Command::User(Lazy(UserCmd::Disable(a))) => (AuditEvent::AdminUserDisable, a.name.clone()),
+        Command::User(Lazy(UserCmd::Enable(a))) => (AuditEvent::AdminUserEnable, a.name.clone()),
+        Command::User(Lazy(UserCmd::Delete(a))) => (AuditEvent::AdminUserDelete, a.name.clone()),
+        Command::User(Lazy(UserCmd::ResetLink(a))) => (AuditEvent::AdminResetLink, a.name.clone()),
+        Command::Passwd(Lazy(a)) => (AuditEvent::AdminPasswd, a.name.clone()),
+        Command::Enroll(Lazy(a)) => match (&a.name, &a.group) {
             (Some(n), _) => (AuditEvent::AdminEnroll, n.clone()),
             (None, g) => (AuditEvent::AdminResetLink, g.clone().unwrap_or_default()),
         },
-        Command::Reset2fa(a) => (AuditEvent::AdminReset2fa, a.name.clone()),
-        Command::Unlock(a) => (AuditEvent::AdminUnlock, a.name.clone()),
-        Command::Device(DeviceCmd::Revoke { user, .. }) => (
+        Command::Reset2fa(Lazy(a)) => (AuditEvent::AdminReset2fa, a.name.clone()),
+        Command::Unlock(Lazy(a)) => (AuditEvent::AdminUnlock, a.name.clone()),
+        Command::Device(Lazy(DeviceCmd::Revoke { user, .. })) => (
             AuditEvent::AdminDeviceRevoke,
             user.clone().unwrap_or_default(),
         ),
-        Command::Passkey(PasskeyCmd::Remove { name, .. }) => {
+        Command::Passkey(Lazy(PasskeyCmd::Remove { name, .. })) => {
             (AuditEvent::AdminPasskeyRemove, name.clone())
         }
-        Command::Org(OrgCmd::Add { name, .. }) => (AuditEvent::AdminOrgAdd, name.clone()),
-        Command::Org(OrgCmd::Delete { name }) => (AuditEvent::AdminOrgDelete, name.clone()),
-        Command::Group(GroupCmd::Add { name, .. }) => (AuditEvent::AdminGroupAdd, name.clone()),
-        Command::Group(GroupCmd::Set { name, .. }) => (AuditEvent::AdminGroupSet, name.clone()),
-        Command::Group(GroupCmd::Delete { name }) => (AuditEvent::AdminGroupDelete, name.clone()),
-        Command::Policy(PolicyCmd::Set { .. }) => (AuditEvent::AdminPolicySet, String::new()),
-        Command::Policy(PolicyCmd::Preset { show: false, name }) => {
+        Command::Org(Lazy(OrgCmd::Add { name, .. })) => (AuditEvent::AdminOrgAdd, name.clone()),
+        Command::Org(Lazy(OrgCmd::Delete { name })) => (AuditEvent::AdminOrgDelete, name.clone()),
+        Command::Group(Lazy(GroupCmd::Add { name, .. })) => {
+            (AuditEvent::AdminGroupAdd, name.clone())
+        }
+        Command::Group(Lazy(GroupCmd::Set { name, .. })) => {
+            (AuditEvent::AdminGroupSet, name.clone())
+        }
+        Command::Group(Lazy(GroupCmd::Delete { name })) => {
+            (AuditEvent::AdminGroupDelete, name.clone())
+        }
+        Command::Policy(Lazy(PolicyCmd::Set { .. })) => (AuditEvent::AdminPolicySet, String::new()),
+        Command::Policy(Lazy(PolicyCmd::Preset { show: false, name })) => {
             (AuditEvent::AdminPolicySet, format!("preset {name}"))
         }
-        Command::Import(_) => (AuditEvent::AdminImport, String::new()),
-        Command::Client(c) => return client::audit_label(c),
-        Command::Session(SessionCmd::Revoke { user, .. }) => (
+        Command::Import(Lazy(_)) => (AuditEvent::AdminImport, String::new()),
+        Command::Client(Lazy(c)) => return client::audit_label(c),
+        Command::Session(Lazy(SessionCmd::Revoke { user, .. })) => (
             AuditEvent::AdminSessionRevoke,
             user.clone().unwrap_or_default(),
         ),
-        Command::Terms(TermsCmd::Set { .. }) => (AuditEvent::AdminTermsSet, String::new()),
-        Command::Questions(args::QuestionsCmd::Set { .. }) => {
+        Command::Terms(Lazy(TermsCmd::Set { .. })) => (AuditEvent::AdminTermsSet, String::new()),
+        Command::Questions(Lazy(args::QuestionsCmd::Set { .. })) => {
             (AuditEvent::AdminQuestionsSet, String::new())
         }
-        Command::Backup(a) => (AuditEvent::AdminBackup, a.file.display().to_string()),
-        Command::Db(args::DbCmd::Copy(a)) => {
+        Command::Backup(Lazy(a)) => (AuditEvent::AdminBackup, a.file.display().to_string()),
+        Command::Db(Lazy(args::DbCmd::Copy(a))) => {
             (AuditEvent::AdminDbCopy, authcore::sql::redact_url(&a.to))
         }
-        Command::Key(args::KeyCmd::Rotate) => (AuditEvent::AdminKeyRotate, String::new()),
-        Command::Audit(args::AuditArgs {
+        Command::Key(Lazy(args::KeyCmd::Rotate)) => (AuditEvent::AdminKeyRotate, String::new()),
+        Command::Audit(Lazy(args::AuditArgs {
             cmd: Some(args::AuditCmd::Prune { .. }),
             ..
-        }) => (AuditEvent::AdminAuditPrune, String::new()),
+        })) => (AuditEvent::AdminAuditPrune, String::new()),
         _ => return None,
     })
 }
@@ -139,31 +147,31 @@ fn audit_label(c: &Command) -> Option<(AuditEvent, String)> {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let g = cli.global;
     match cli.command {
-        Command::Init(a) => admin::init(&g, a),
-        Command::User(c) => users::run(&g, c),
-        Command::Passwd(a) => users::passwd(&g, a),
-        Command::Enroll(a) => factors::enroll(&g, a),
-        Command::Totp(c) => factors::totp(&g, c),
-        Command::Reset2fa(a) => factors::reset_2fa(&g, a),
-        Command::Unlock(a) => factors::unlock(&g, a),
-        Command::Device(c) => factors::device(&g, c),
-        Command::Passkey(c) => factors::passkey(&g, c),
-        Command::Audit(a) => match a.cmd {
+        Command::Init(Lazy(a)) => admin::init(&g, a),
+        Command::User(Lazy(c)) => users::run(&g, c),
+        Command::Passwd(Lazy(a)) => users::passwd(&g, a),
+        Command::Enroll(Lazy(a)) => factors::enroll(&g, a),
+        Command::Totp(Lazy(c)) => factors::totp(&g, c),
+        Command::Reset2fa(Lazy(a)) => factors::reset_2fa(&g, a),
+        Command::Unlock(Lazy(a)) => factors::unlock(&g, a),
+        Command::Device(Lazy(c)) => factors::device(&g, c),
+        Command::Passkey(Lazy(c)) => factors::passkey(&g, c),
+        Command::Audit(Lazy(a)) => match a.cmd {
             Some(c) => maint::audit(&g, c),
             None => audit_cmd::run(&g, a),
         },
-        Command::Backup(a) => maint::backup(&g, a),
-        Command::Db(args::DbCmd::Copy(a)) => maint::db_copy(&g, a),
+        Command::Backup(Lazy(a)) => maint::backup(&g, a),
+        Command::Db(Lazy(args::DbCmd::Copy(a))) => maint::db_copy(&g, a),
         Command::Verify => maint::verify(&g),
-        Command::Key(c) => keys::run(&g, c),
-        Command::Org(c) => admin::org(&g, c),
-        Command::Group(c) => admin::group(&g, c),
-        Command::Policy(c) => admin::policy(&g, c),
-        Command::Session(c) => admin::session(&g, c),
-        Command::Terms(c) => admin::terms(&g, c),
-        Command::Questions(c) => admin::questions(&g, c),
-        Command::Import(a) => import::run(&g, a),
-        Command::Client(c) => client::run(&g, c),
-        Command::Generate(c) => generate::run(c),
+        Command::Key(Lazy(c)) => keys::run(&g, c),
+        Command::Org(Lazy(c)) => admin::org(&g, c),
+        Command::Group(Lazy(c)) => admin::group(&g, c),
+        Command::Policy(Lazy(c)) => admin::policy(&g, c),
+        Command::Session(Lazy(c)) => admin::session(&g, c),
+        Command::Terms(Lazy(c)) => admin::terms(&g, c),
+        Command::Questions(Lazy(c)) => admin::questions(&g, c),
+        Command::Import(Lazy(a)) => import::run(&g, a),
+        Command::Client(Lazy(c)) => client::run(&g, c),
+        Command::Generate(Lazy(c)) => generate::run(c),
     }
 }
