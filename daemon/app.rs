@@ -39,6 +39,10 @@ pub struct Inner {
     pub core: Core,
     pub hash_permits: Semaphore,
     pub db_permits: Semaphore,
+    /// Reset-link requests made after their answer (`password.recovery=link`): at most
+    /// this many pending at once (handlers::forgot_start); this daemon's own, like the
+    /// permits above.
+    pub link_queue: Arc<Semaphore>,
     pub metrics: Metrics,
     pub limiter: RateLimiter,
     /// Where one-time codes and notices are mailed; None when mail is not configured
@@ -182,6 +186,11 @@ impl App {
         // reads and waits at a slot when a hash ends.
         let hashing = authcore::password::Hashing::new(hashers);
         let core = Core::start(&config.db, key, hashing, Core::system_clock())?;
+        if let Some(p) = &config.breached_passwords {
+            // Checked at start-up already; this core's own list (see CoreList).
+            core.set_breached_list(p)
+                .map_err(|e| std::io::Error::other(format!("breached_passwords: {e}")))?;
+        }
         if let Some(p) = &config.passkeys {
             // Explicit settings were checked by Config::resolve; settings derived from
             // --public-url leave passkeys off when its origin cannot have them.
@@ -196,6 +205,7 @@ impl App {
             core,
             hash_permits: Semaphore::new(hashers * 2),
             db_permits: Semaphore::new(config.db_concurrency.max(1)),
+            link_queue: Arc::new(Semaphore::new(crate::handlers::LINK_QUEUE)),
             metrics: Metrics::new(),
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
             mailer: std::sync::RwLock::new(None),

@@ -472,8 +472,9 @@ pub async fn password_forgot(app: &App, req: Req) -> Result<Resp, ApiError> {
     Ok(json_resp(StatusCode::OK, &v))
 }
 
-/// Reset-link requests made after their answer, at most this many at once.
-static LINK_QUEUE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1024);
+/// Reset-link requests made after their answer, at most this many at once
+/// ([`crate::app::Inner::link_queue`]).
+pub const LINK_QUEUE: usize = 1024;
 /// How long after its answer a reset-link request is decided.
 const LINK_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -491,7 +492,7 @@ pub async fn forgot_start(
     if recovery == authcore::policy::Recovery::Link {
         // Bounded: past LINK_QUEUE pending requests (a flood the rate limiter let
         // through), further ones are dropped, answered alike and logged.
-        match LINK_QUEUE.try_acquire() {
+        match app.link_queue.clone().try_acquire_owned() {
             Ok(permit) => {
                 let bg = app.clone();
                 tokio::spawn(async move {

@@ -208,7 +208,7 @@ fn main() -> ExitCode {
     };
     // The same for the breached-password list: checked (format, order) before serving.
     if let Some(p) = &config.breached_passwords {
-        if let Err(e) = authcore::breached::set_process_list(p) {
+        if let Err(e) = authcore::breached::open(p) {
             eprintln!("error: breached_passwords: {e}");
             return ExitCode::from(2);
         }

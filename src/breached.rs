@@ -43,20 +43,25 @@ pub struct BreachedList {
 /// Why a list cannot be used, in words for an operator.
 pub type ListError = String;
 
-/// The list this process was started with (authd's `--breached-passwords`), set once.
-static PROCESS_LIST: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+/// The list a core was given (authd's `--breached-passwords`): [`crate::policy::Policy`]
+/// uses it for new passwords whenever the policy key `password.breached_passwords` names
+/// none. Each core has its own (two cores in one process share nothing) and lends it to
+/// every connection it opens, where [`crate::policy::Policy::load`] finds it.
+#[derive(Debug, Default)]
+pub struct CoreList(std::sync::OnceLock<PathBuf>);
 
-/// Give this process a list of its own: [`crate::policy::Policy`] uses it for new
-/// passwords whenever the policy key `password.breached_passwords` names none. Checked
-/// with [`open`] first; set once (`Ok(false)`: a list was already set, this one is not).
-pub fn set_process_list(path: &Path) -> Result<bool, ListError> {
-    open(path)?;
-    Ok(PROCESS_LIST.set(path.to_path_buf()).is_ok())
-}
+impl CoreList {
+    /// Checked with [`open`] first; set once (`Ok(false)`: a list was already set, this
+    /// one is not).
+    pub fn set(&self, path: &Path) -> Result<bool, ListError> {
+        open(path)?;
+        Ok(self.0.set(path.to_path_buf()).is_ok())
+    }
 
-/// The list of [`set_process_list`], if any.
-pub fn process_list() -> Option<&'static Path> {
-    PROCESS_LIST.get().map(PathBuf::as_path)
+    /// The list, once set.
+    pub fn get(&self) -> Option<&Path> {
+        self.0.get().map(PathBuf::as_path)
+    }
 }
 
 /// The list at `path`: checks that it is a readable regular file, tells its format from the

@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::sql::Connection;
 
 use crate::admin::{self, Actor};
+use crate::breached::{CoreList, ListError};
 use crate::crypto::SecretKey;
 use crate::error::Result;
 use crate::group_commit::GroupCommit;
@@ -63,6 +64,8 @@ struct Pool {
     epoch_hook: crate::sql::EpochHook,
     /// A read-only core's pool: its connections refuse every write.
     read_only: bool,
+    /// The core's breached-password list, lent to every connection it prepares.
+    breached: Arc<CoreList>,
 }
 
 impl Pool {
@@ -75,7 +78,8 @@ impl Pool {
 
     /// A connection made ready for the pool: no checkpoints on requests, the epoch heard;
     /// for a read-only core, no writes at all (it commits nothing, caches nothing).
-    fn prepare(&self, c: Connection) -> Result<Connection> {
+    fn prepare(&self, mut c: Connection) -> Result<Connection> {
+        c.lend_breached_list(self.breached.clone());
         if self.read_only {
             crate::db::forbid_writes(&c)?;
             return Ok(c);
@@ -162,8 +166,13 @@ impl Core {
             Some(url) => SessionCache::listening(url)?,
             None => SessionCache::new(path),
         };
-        let writer =
-            GroupCommit::start_with(path.to_path_buf(), Some(key.clone()), sessions.epoch_hook())?;
+        let breached = Arc::new(CoreList::default());
+        let writer = GroupCommit::start_with(
+            path.to_path_buf(),
+            Some(key.clone()),
+            sessions.epoch_hook(),
+            breached.clone(),
+        )?;
         let checkpoints = Checkpoints {
             stop,
             thread: checkpointer,
@@ -174,7 +183,7 @@ impl Core {
             hashing,
             clock,
             sessions,
-            writer,
+            (writer, breached),
             Some(checkpoints),
         ))
     }
@@ -189,19 +198,20 @@ impl Core {
             hashing,
             clock,
             SessionCache::off(path),
-            GroupCommit::closed(),
+            (GroupCommit::closed(), Arc::default()),
             None,
         )
     }
 
-    /// A core without checkpoint thread is a read-only one.
+    /// A core without checkpoint thread is a read-only one. `breached` is the list its
+    /// writer's connection was lent already.
     fn assemble(
         path: &Path,
         key: SecretKey,
         hashing: Hashing,
         clock: Clock,
         sessions: SessionCache,
-        writer: GroupCommit,
+        (writer, breached): (GroupCommit, Arc<CoreList>),
         checkpoints: Option<Checkpoints>,
     ) -> Core {
         Core(Arc::new(Inner {
@@ -213,6 +223,7 @@ impl Core {
                 idle: Mutex::new(Vec::new()),
                 epoch_hook: sessions.epoch_hook(),
                 read_only: checkpoints.is_none(),
+                breached,
             },
             writer,
             sessions,
@@ -251,6 +262,14 @@ impl Core {
     /// The hashing slots: argon2 runs in one of them (see [`Hashing`]).
     pub fn hashing(&self) -> &Hashing {
         &self.0.hashing
+    }
+
+    /// Check new passwords against this breached-password list whenever the stored
+    /// policy names none (authd's `--breached-passwords`; see
+    /// [`crate::breached::CoreList`]): checked first, set once (`Ok(false)`: a list was
+    /// set already). This core's only: another core in the process keeps its own.
+    pub fn set_breached_list(&self, path: &Path) -> std::result::Result<bool, ListError> {
+        self.0.pool.breached.set(path)
     }
 
     /// Turn passkeys on with this relying party (once; false when already set).
@@ -437,6 +456,45 @@ mod tests {
         let path = dir.join(name);
         let (_, key) = crate::db::create(&crate::db::Location::new(&path, None)).unwrap();
         (path, key)
+    }
+
+    #[test]
+    fn each_core_keeps_its_own_breached_password_list() {
+        use crate::group_commit::WriteStep;
+        use crate::password::PasswordPolicy;
+        use crate::policy::Policy;
+        let dir = tempfile::tempdir().unwrap();
+        let listed = "Vq7#mLp2!xZr9@Tw";
+        let list = dir.path().join("breached.txt");
+        std::fs::write(&list, format!("{listed}\n")).unwrap();
+        let (a_path, a_key) = db(dir.path(), "a.db");
+        let (b_path, b_key) = db(dir.path(), "b.db");
+        let a = Core::start(&a_path, a_key, Hashing::new(1), Core::system_clock()).unwrap();
+        let b = Core::start(&b_path, b_key, Hashing::new(1), Core::system_clock()).unwrap();
+        assert_eq!(a.set_breached_list(&list), Ok(true));
+        assert_eq!(a.set_breached_list(&list), Ok(false), "set once");
+        assert!(b
+            .set_breached_list(&dir.path().join("missing.txt"))
+            .is_err());
+
+        let refused = |core: &Core| {
+            let policy = core.policy().unwrap();
+            !PasswordPolicy::is_ok(&policy.password.check(listed))
+        };
+        assert!(refused(&a), "core a checks new passwords against its list");
+        assert!(
+            !refused(&b),
+            "core b was given no list: it shares nothing with a"
+        );
+        // The writer's connection was lent the same list as the pool's.
+        let on_writer = |core: &Core| {
+            core.run(WriteStep::new(|c: &mut Connection| Policy::load(c)))
+                .unwrap()
+                .password
+                .breached
+        };
+        assert_eq!(on_writer(&a).as_deref(), Some(list.as_path()));
+        assert_eq!(on_writer(&b), None);
     }
 
     #[test]

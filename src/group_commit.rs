@@ -185,22 +185,24 @@ impl GroupCommit {
         db: PathBuf,
         seal: Option<crate::crypto::SecretKey>,
     ) -> std::io::Result<GroupCommit> {
-        GroupCommit::start_with(db, seal, Arc::new(|| {}))
+        GroupCommit::start_with(db, seal, Arc::new(|| {}), Arc::default())
     }
 
     /// [`GroupCommit::start`], with what the writer's PostgreSQL connection calls when a
-    /// group's commit moved the session epoch (see `sql::Connection::listen_for_epoch`).
+    /// group's commit moved the session epoch (see `sql::Connection::listen_for_epoch`),
+    /// and the core's breached-password list lent to its connection.
     pub fn start_with(
         db: PathBuf,
         seal: Option<crate::crypto::SecretKey>,
         epoch_hook: crate::sql::EpochHook,
+        breached: Arc<crate::breached::CoreList>,
     ) -> std::io::Result<GroupCommit> {
         let (queue, rx) = mpsc::sync_channel::<Box<dyn Job>>(QUEUE);
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
         std::thread::Builder::new()
             .name("authd-writer".into())
-            .spawn(move || run(db, seal, epoch_hook, rx, &c))?;
+            .spawn(move || run(db, seal, epoch_hook, breached, rx, &c))?;
         Ok(GroupCommit { queue, counts })
     }
 
@@ -289,6 +291,7 @@ fn run(
     db: PathBuf,
     seal: Option<crate::crypto::SecretKey>,
     epoch_hook: crate::sql::EpochHook,
+    breached: Arc<crate::breached::CoreList>,
     rx: mpsc::Receiver<Box<dyn Job>>,
     counts: &Counts,
 ) {
@@ -304,8 +307,9 @@ fn run(
             }
         }
         if conn.is_none() {
-            let opened = crate::db::open_group_writer(&db).and_then(|c| {
+            let opened = crate::db::open_group_writer(&db).and_then(|mut c| {
                 c.listen_for_epoch(crate::session_cache::EPOCH_CHANNEL, epoch_hook.clone())?;
+                c.lend_breached_list(breached.clone());
                 Ok(c)
             });
             match opened {

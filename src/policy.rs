@@ -559,7 +559,8 @@ impl Policy {
         }
     }
 
-    /// The policy in force.
+    /// The policy in force: the stored one; where it names no breached-password list, the
+    /// list of the core that opened `conn` (authd's `--breached-passwords`).
     pub fn load(conn: &Connection) -> Result<Policy> {
         let e = entries(conn)?;
         let get = |k: &str| -> &str {
@@ -568,7 +569,11 @@ impl Policy {
                 .map(|x| x.value.as_str())
                 .unwrap_or("")
         };
-        Policy::from_lookup(&get)
+        let mut policy = Policy::from_lookup(&get)?;
+        if policy.password.breached.is_none() {
+            policy.password.breached = conn.breached_list().map(|p| p.to_path_buf());
+        }
+        Ok(policy)
     }
 
     /// The defaults (what a new database has).
@@ -608,11 +613,10 @@ impl Policy {
                 require_digit: flag("password.require_digit"),
                 require_special: flag("password.require_special"),
                 min_score: int("password.min_score")?.clamp(0, 4) as u8,
-                // The policy key's list, else the process's own (authd --breached-passwords).
+                // The policy key's list (Policy::load falls back to the core's own).
                 breached: Some(get("password.breached_passwords"))
                     .filter(|v| !v.is_empty())
-                    .map(std::path::PathBuf::from)
-                    .or_else(|| crate::breached::process_list().map(|p| p.to_path_buf())),
+                    .map(std::path::PathBuf::from),
             },
             password_min_length_second_factor: int("password.min_length_with_second_factor")?.max(0)
                 as usize,

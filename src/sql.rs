@@ -248,6 +248,9 @@ pub struct Connection {
     inner: Inner,
     /// Savepoint names are numbered per connection.
     savepoints: Cell<u64>,
+    /// The breached-password list of the core that opened it, if any
+    /// ([`Connection::lend_breached_list`]).
+    breached: Option<std::sync::Arc<crate::breached::CoreList>>,
 }
 
 enum Inner {
@@ -288,6 +291,7 @@ impl Connection {
         Connection {
             inner: Inner::Lite(conn),
             savepoints: Cell::new(0),
+            breached: None,
         }
     }
 
@@ -310,6 +314,7 @@ impl Connection {
                 url: url.to_string(),
             })),
             savepoints: Cell::new(0),
+            breached: None,
         })
     }
 
@@ -355,6 +360,17 @@ impl Connection {
             *p.epoch_hook.borrow_mut() = Some(hook);
         }
         Ok(())
+    }
+
+    /// Lend this connection its core's breached-password list (see
+    /// [`crate::breached::CoreList`]): what [`crate::policy::Policy::load`] falls back to.
+    pub fn lend_breached_list(&mut self, list: std::sync::Arc<crate::breached::CoreList>) {
+        self.breached = Some(list);
+    }
+
+    /// The breached-password list of the core that opened this connection, once set.
+    pub fn breached_list(&self) -> Option<&Path> {
+        self.breached.as_deref().and_then(|l| l.get())
     }
 
     /// The PostgreSQL URL this connection was opened with.
