@@ -30,6 +30,10 @@ use crate::ratelimit::RateLimiter;
 
 pub type Resp = Response<Full<Bytes>>;
 
+/// Reset-link requests made after their answer, at most this many at once
+/// ([`Inner::link_queue`]).
+pub const LINK_QUEUE: usize = 1024;
+
 pub struct Inner {
     /// The settings read at start-up (what SIGHUP may change is in [`Inner::live`]).
     pub config: Config,
@@ -205,7 +209,7 @@ impl App {
             core,
             hash_permits: Semaphore::new(hashers * 2),
             db_permits: Semaphore::new(config.db_concurrency.max(1)),
-            link_queue: Arc::new(Semaphore::new(crate::handlers::LINK_QUEUE)),
+            link_queue: Arc::new(Semaphore::new(LINK_QUEUE)),
             metrics: Metrics::new(),
             limiter: RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
             mailer: std::sync::RwLock::new(None),

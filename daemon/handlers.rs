@@ -472,9 +472,6 @@ pub async fn password_forgot(app: &App, req: Req) -> Result<Resp, ApiError> {
     Ok(json_resp(StatusCode::OK, &v))
 }
 
-/// Reset-link requests made after their answer, at most this many at once
-/// ([`crate::app::Inner::link_queue`]).
-pub const LINK_QUEUE: usize = 1024;
 /// How long after its answer a reset-link request is decided.
 const LINK_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -490,7 +487,7 @@ pub async fn forgot_start(
     use authcore::forgot::Answer;
     let recovery = app.call(|core| core.policy()).await?.password_recovery;
     if recovery == authcore::policy::Recovery::Link {
-        // Bounded: past LINK_QUEUE pending requests (a flood the rate limiter let
+        // Bounded: past app::LINK_QUEUE pending requests (a flood the rate limiter let
         // through), further ones are dropped, answered alike and logged.
         match app.link_queue.clone().try_acquire_owned() {
             Ok(permit) => {
