@@ -463,6 +463,22 @@ pub fn acr_wanted(acr_values: &str) -> Option<&'static str> {
         .map(|i| ACRS[i])
 }
 
+/// `e` on user `id`: its name, id and organisation.
+fn on_user(conn: &Connection, e: Entry, id: i64) -> Result<Entry> {
+    let u = users::by_id(conn, id)?;
+    Ok(e.username(&u.username).user(u.id, u.org_id))
+}
+
+/// What an introspection call found, for its audit row.
+enum Seen {
+    /// Refused (reason), with the client's name when it authenticated.
+    Refused(&'static str, Option<String>),
+    /// Another client's token (client name, the token's user).
+    OtherClient(String, i64),
+    /// Answered (client name, the token's user when found, active).
+    Answered(String, Option<i64>, bool),
+}
+
 fn peer_entry(event: AuditEvent, outcome: Outcome, peer: &Peer) -> Entry {
     Entry::new(event, outcome).client(&peer.ip, &peer.user_agent)
 }
@@ -1196,14 +1212,23 @@ impl Core {
                     if !user_active(c, t.user_id, now)? {
                         return Ok(Err("user_inactive"));
                     }
-                    Ok(Ok(user_claims(c, t.user_id, &t.scope)?))
+                    Ok(Ok((user_claims(c, t.user_id, &t.scope)?, t)))
                 }
                 Some(_) => Ok(Err("revoked")),
                 None => Ok(Err("unknown_token")),
             }
         })?;
         match found {
-            Ok(v) => Ok(Some(v)),
+            Ok((claims, t)) => {
+                // The answer is audited on the token's user, with its client and scope.
+                self.write(|tx, _, now| {
+                    let client = store::client_by_id(tx, t.client_id)?.map(|c| c.name);
+                    let e = peer_entry(AuditEvent::OidcUserinfo, Outcome::Success, peer)
+                        .detail(json!({ "client": client, "scope": t.scope }));
+                    audit::record(tx, &on_user(tx, e, t.user_id)?, now)
+                })?;
+                Ok(Some(claims))
+            }
             Err(reason) => {
                 self.write(|tx, _, now| {
                     audit::record(
@@ -1238,7 +1263,6 @@ impl Core {
                 return Ok(false);
             };
             if let Some(t) = lookup_token(tx, key, issuer, token, now)? {
-                let org = users::by_id(tx, t.user_id)?.org_id;
                 if t.client_id == client.id {
                     let n = match t.kind {
                         TokenKind::Refresh => store::revoke_grant(tx, t.grant_id, now)?,
@@ -1247,32 +1271,27 @@ impl Core {
                             1
                         }
                     };
-                    audit::record(
-                        tx,
-                        &peer_entry(event, Outcome::Success, peer)
-                            .user(t.user_id, org)
-                            .detail(json!({"client": client.name, "revoked": n})),
-                        now,
-                    )?;
+                    let e = peer_entry(event, Outcome::Success, peer)
+                        .detail(json!({"client": client.name, "revoked": n}));
+                    audit::record(tx, &on_user(tx, e, t.user_id)?, now)?;
                 } else {
                     // Another client's token: nothing revoked (answered 200 all the same,
                     // RFC 7009 2.2), but the refusal is audited.
-                    audit::record(
-                        tx,
-                        &peer_entry(event, Outcome::Failure, peer)
-                            .reason("other_client")
-                            .user(t.user_id, org)
-                            .detail(json!({"client": client.name})),
-                        now,
-                    )?;
+                    let e = peer_entry(event, Outcome::Failure, peer)
+                        .reason("other_client")
+                        .detail(json!({"client": client.name}));
+                    audit::record(tx, &on_user(tx, e, t.user_id)?, now)?;
                 }
             }
             Ok(true)
         })
     }
 
-    /// Introspection (RFC 7662) of a token issued to the calling client. None: the
-    /// client failed to authenticate.
+    /// Introspection (RFC 7662) of a token issued to the calling client, which must be
+    /// a confidential one (a public client has no secret to prove itself with: refused,
+    /// reason `public_client`). None: the client failed to authenticate. Every call is
+    /// audited: a success row naming the client and whether the token was active (on
+    /// the token's user when it was found), or a failure row.
     pub fn oidc_introspect(
         &self,
         issuer: &str,
@@ -1281,27 +1300,37 @@ impl Core {
         peer: &Peer,
     ) -> Result<Option<Value>> {
         let now = self.now();
-        // The answer, and (client name, user) when the token is another client's.
-        let (answer, foreign) = self.with_conn(|c, key| {
+        // The answer and what the audit row says of it.
+        let (answer, row) = self.with_conn(|c, key| {
             let Some(client) = authenticate_client(c, auth)? else {
-                return Ok((None, None));
+                return Ok((None, Seen::Refused("client_auth", None)));
             };
+            if client.public {
+                return Ok((None, Seen::Refused("public_client", Some(client.name))));
+            }
             let found = lookup_token(c, key, issuer, token, now)?;
-            let foreign = found
-                .as_ref()
-                .filter(|t| t.client_id != client.id)
-                .map(|t| (client.name.clone(), t.user_id));
-            let t = found.filter(|t| {
-                t.client_id == client.id
-                    && t.revoked_at.is_none()
-                    && t.used_at.is_none()
-                    && t.expires_at > now
-            });
-            let Some(t) = t else {
-                return Ok((Some(json!({"active": false})), foreign));
+            if let Some(t) = found.as_ref().filter(|t| t.client_id != client.id) {
+                // Another client's token: answered inactive, the refusal audited.
+                return Ok((
+                    Some(json!({"active": false})),
+                    Seen::OtherClient(client.name, t.user_id),
+                ));
+            }
+            let inactive = |user| {
+                Ok((
+                    Some(json!({"active": false})),
+                    Seen::Answered(client.name.clone(), user, false),
+                ))
             };
-            if !user_active(c, t.user_id, now)? {
-                return Ok((Some(json!({"active": false})), None));
+            let Some(t) = found else {
+                return inactive(None);
+            };
+            if t.revoked_at.is_some()
+                || t.used_at.is_some()
+                || t.expires_at <= now
+                || !user_active(c, t.user_id, now)?
+            {
+                return inactive(Some(t.user_id));
             }
             let u = users::by_id(c, t.user_id)?;
             Ok((
@@ -1312,23 +1341,37 @@ impl Core {
                     "token_type": match t.kind { TokenKind::Access => "access_token",
                                                  TokenKind::Refresh => "refresh_token" },
                 })),
-                None,
+                Seen::Answered(client.name.clone(), Some(t.user_id), true),
             ))
         })?;
-        if answer.is_none() || foreign.is_some() {
-            self.write(|tx, _, now| {
-                let e = peer_entry(AuditEvent::OidcIntrospect, Outcome::Failure, peer);
-                let e = match &foreign {
-                    // Another client's token: answered inactive, the refusal audited.
-                    Some((client, user)) => e
+        self.write(|tx, _, now| {
+            let event = AuditEvent::OidcIntrospect;
+            let e = match row {
+                Seen::Refused(reason, client) => {
+                    let e = peer_entry(event, Outcome::Failure, peer).reason(reason);
+                    match client {
+                        Some(name) => e.detail(json!({ "client": name })),
+                        None => e,
+                    }
+                }
+                Seen::OtherClient(client, user) => on_user(
+                    tx,
+                    peer_entry(event, Outcome::Failure, peer)
                         .reason("other_client")
-                        .user(*user, users::by_id(tx, *user)?.org_id)
                         .detail(json!({ "client": client })),
-                    None => e.reason("client_auth"),
-                };
-                audit::record(tx, &e, now)
-            })?;
-        }
+                    user,
+                )?,
+                Seen::Answered(client, user, active) => {
+                    let e = peer_entry(event, Outcome::Success, peer)
+                        .detail(json!({ "client": client, "active": active }));
+                    match user {
+                        Some(u) => on_user(tx, e, u)?,
+                        None => e,
+                    }
+                }
+            };
+            audit::record(tx, &e, now)
+        })?;
         Ok(answer)
     }
 

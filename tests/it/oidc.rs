@@ -2098,6 +2098,77 @@ fn revoke(d: &Daemon, id: &str, secret: &str, t: &str) -> Resp {
     )
 }
 
+/// Introspection is for confidential clients (RFC 7662 2.1: the caller authenticates); a
+/// public client naming only its client_id is refused 401 and audited `public_client`.
+/// Every answer of introspection and userinfo is an audit row on the token's user.
+#[test]
+fn introspection_refuses_public_clients_and_every_answer_is_audited() {
+    let (env, d, session) = setup();
+    let (spa, _) = add_client(&env, "Spa", REDIRECT, &["--public", "--trusted"]);
+    let c = code(&d, &session, &spa);
+    let t = token(
+        &d,
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &spa),
+            ("code", &c),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .expect(200);
+    let spa_access = t["access_token"].as_str().unwrap();
+    let r = post_raw(
+        &d,
+        "/oidc/introspect",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &format!("client_id={}&token={}", q(&spa), q(spa_access)),
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("alice"),
+        "nothing of the token is told: {r:?}"
+    );
+    let refused = env.audit(&["--event", "oidc.introspect", "--outcome", "failure"]);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["reason"], "public_client", "{refused:?}");
+    assert!(
+        refused[0]["detail"]
+            .as_str()
+            .is_some_and(|x| x.contains("Spa")),
+        "{refused:?}"
+    );
+
+    // A confidential client's introspection and a userinfo call: success rows on alice.
+    let (id, secret) = add_client(&env, "App", REDIRECT, &["--trusted"]);
+    let c = code(&d, &session, &id);
+    let t = exchange(&d, &id, &secret, &c, Some(VERIFIER)).expect(200);
+    let access = t["access_token"].as_str().unwrap();
+    assert_eq!(introspect(&d, &id, &secret, access)["active"], true);
+    assert_eq!(
+        introspect(&d, &id, &secret, "no-such-token")["active"],
+        false
+    );
+    assert_eq!(d.get_auth("/oidc/userinfo", access).status, 200);
+    let ok = env.audit(&["--event", "oidc.introspect", "--outcome", "success"]);
+    assert_eq!(ok.len(), 2, "{ok:?}");
+    let on_alice: Vec<_> = ok.iter().filter(|r| r["username"] == "alice").collect();
+    assert_eq!(on_alice.len(), 1, "the unknown token names no user: {ok:?}");
+    let detail = on_alice[0]["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("\"active\":true") && detail.contains("App"),
+        "{ok:?}"
+    );
+    let ui = env.audit(&["--event", "oidc.userinfo", "--outcome", "success"]);
+    assert_eq!(ui.len(), 1, "{ui:?}");
+    assert_eq!(ui[0]["username"], "alice", "{ui:?}");
+    assert!(
+        ui[0]["detail"].as_str().is_some_and(|x| x.contains("App")),
+        "{ui:?}"
+    );
+}
+
 #[test]
 fn revocation_and_introspection_answer_for_the_clients_own_tokens_only() {
     let (env, d, session) = setup();
