@@ -469,16 +469,6 @@ fn on_user(conn: &Connection, e: Entry, id: i64) -> Result<Entry> {
     Ok(e.username(&u.username).user(u.id, u.org_id))
 }
 
-/// What an introspection call found, for its audit row.
-enum Seen {
-    /// Refused (reason), with the client's name when it authenticated.
-    Refused(&'static str, Option<String>),
-    /// Another client's token (client name, the token's user).
-    OtherClient(String, i64),
-    /// Answered (client name, the token's user when found, active).
-    Answered(String, Option<i64>, bool),
-}
-
 fn peer_entry(event: AuditEvent, outcome: Outcome, peer: &Peer) -> Entry {
     Entry::new(event, outcome).client(&peer.ip, &peer.user_agent)
 }
@@ -1200,47 +1190,36 @@ impl Core {
     }
 
     /// The userinfo endpoint: the claims of a live access token's scope, or None (401).
+    /// Every answer is audited (on the token's user, with its client and scope).
     pub fn oidc_userinfo(&self, issuer: &str, token: &str, peer: &Peer) -> Result<Option<Value>> {
-        let now = self.now();
-        let found = self.with_conn(|c, key| {
-            let Some(claims) = verify(c, key, issuer, token, true, now)? else {
-                return Ok(Err("bad_token"));
+        let event = AuditEvent::OidcUserinfo;
+        self.write(|tx, key, now| {
+            let refused = |reason| -> Result<Option<Value>> {
+                audit::record(
+                    tx,
+                    &peer_entry(event, Outcome::Failure, peer).reason(reason),
+                    now,
+                )?;
+                Ok(None)
+            };
+            let Some(claims) = verify(tx, key, issuer, token, true, now)? else {
+                return refused("bad_token");
             };
             let jti = claims["jti"].as_str().unwrap_or("");
-            match store::find_token(c, jti)? {
-                Some(t) if t.kind == TokenKind::Access && t.revoked_at.is_none() => {
-                    if !user_active(c, t.user_id, now)? {
-                        return Ok(Err("user_inactive"));
-                    }
-                    Ok(Ok((user_claims(c, t.user_id, &t.scope)?, t)))
-                }
-                Some(_) => Ok(Err("revoked")),
-                None => Ok(Err("unknown_token")),
+            let t = match store::find_token(tx, jti)? {
+                Some(t) if t.kind == TokenKind::Access && t.revoked_at.is_none() => t,
+                Some(_) => return refused("revoked"),
+                None => return refused("unknown_token"),
+            };
+            if !user_active(tx, t.user_id, now)? {
+                return refused("user_inactive");
             }
-        })?;
-        match found {
-            Ok((claims, t)) => {
-                // The answer is audited on the token's user, with its client and scope.
-                self.write(|tx, _, now| {
-                    let client = store::client_by_id(tx, t.client_id)?.map(|c| c.name);
-                    let e = peer_entry(AuditEvent::OidcUserinfo, Outcome::Success, peer)
-                        .detail(json!({ "client": client, "scope": t.scope }));
-                    audit::record(tx, &on_user(tx, e, t.user_id)?, now)
-                })?;
-                Ok(Some(claims))
-            }
-            Err(reason) => {
-                self.write(|tx, _, now| {
-                    audit::record(
-                        tx,
-                        &peer_entry(AuditEvent::OidcUserinfo, Outcome::Failure, peer)
-                            .reason(reason),
-                        now,
-                    )
-                })?;
-                Ok(None)
-            }
-        }
+            let client = store::client_by_id(tx, t.client_id)?.map(|c| c.name);
+            let e = peer_entry(event, Outcome::Success, peer)
+                .detail(json!({ "client": client, "scope": t.scope }));
+            audit::record(tx, &on_user(tx, e, t.user_id)?, now)?;
+            Ok(Some(user_claims(tx, t.user_id, &t.scope)?))
+        })
     }
 
     /// Revocation (RFC 7009): the client's own token (a refresh token revokes its whole
@@ -1299,80 +1278,58 @@ impl Core {
         token: &str,
         peer: &Peer,
     ) -> Result<Option<Value>> {
-        let now = self.now();
-        // The answer and what the audit row says of it.
-        let (answer, row) = self.with_conn(|c, key| {
-            let Some(client) = authenticate_client(c, auth)? else {
-                return Ok((None, Seen::Refused("client_auth", None)));
+        let event = AuditEvent::OidcIntrospect;
+        self.write(|tx, key, now| {
+            let client = match authenticate_client(tx, auth)? {
+                Some(c) if !c.public => c,
+                found => {
+                    let e = peer_entry(event, Outcome::Failure, peer);
+                    let e = match found {
+                        Some(c) => e
+                            .reason("public_client")
+                            .detail(json!({ "client": c.name })),
+                        None => e.reason("client_auth"),
+                    };
+                    audit::record(tx, &e, now)?;
+                    return Ok(None);
+                }
             };
-            if client.public {
-                return Ok((None, Seen::Refused("public_client", Some(client.name))));
-            }
-            let found = lookup_token(c, key, issuer, token, now)?;
-            if let Some(t) = found.as_ref().filter(|t| t.client_id != client.id) {
-                // Another client's token: answered inactive, the refusal audited.
-                return Ok((
-                    Some(json!({"active": false})),
-                    Seen::OtherClient(client.name, t.user_id),
-                ));
-            }
-            let inactive = |user| {
-                Ok((
-                    Some(json!({"active": false})),
-                    Seen::Answered(client.name.clone(), user, false),
-                ))
+            let found = lookup_token(tx, key, issuer, token, now)?;
+            let inactive = Some(json!({"active": false}));
+            let answered = |active| {
+                peer_entry(event, Outcome::Success, peer)
+                    .detail(json!({ "client": client.name, "active": active }))
             };
             let Some(t) = found else {
-                return inactive(None);
+                audit::record(tx, &answered(false), now)?;
+                return Ok(inactive);
             };
+            if t.client_id != client.id {
+                // Another client's token: answered inactive, the refusal audited.
+                let e = peer_entry(event, Outcome::Failure, peer)
+                    .reason("other_client")
+                    .detail(json!({ "client": client.name }));
+                audit::record(tx, &on_user(tx, e, t.user_id)?, now)?;
+                return Ok(inactive);
+            }
             if t.revoked_at.is_some()
                 || t.used_at.is_some()
                 || t.expires_at <= now
-                || !user_active(c, t.user_id, now)?
+                || !user_active(tx, t.user_id, now)?
             {
-                return inactive(Some(t.user_id));
+                audit::record(tx, &on_user(tx, answered(false), t.user_id)?, now)?;
+                return Ok(inactive);
             }
-            let u = users::by_id(c, t.user_id)?;
-            Ok((
-                Some(json!({
-                    "active": true, "scope": t.scope, "client_id": client.client_id,
-                    "username": u.username, "sub": u.id.to_string(), "iss": issuer,
-                    "aud": client.client_id, "iat": t.created_at, "exp": t.expires_at,
-                    "token_type": match t.kind { TokenKind::Access => "access_token",
-                                                 TokenKind::Refresh => "refresh_token" },
-                })),
-                Seen::Answered(client.name.clone(), Some(t.user_id), true),
-            ))
-        })?;
-        self.write(|tx, _, now| {
-            let event = AuditEvent::OidcIntrospect;
-            let e = match row {
-                Seen::Refused(reason, client) => {
-                    let e = peer_entry(event, Outcome::Failure, peer).reason(reason);
-                    match client {
-                        Some(name) => e.detail(json!({ "client": name })),
-                        None => e,
-                    }
-                }
-                Seen::OtherClient(client, user) => on_user(
-                    tx,
-                    peer_entry(event, Outcome::Failure, peer)
-                        .reason("other_client")
-                        .detail(json!({ "client": client })),
-                    user,
-                )?,
-                Seen::Answered(client, user, active) => {
-                    let e = peer_entry(event, Outcome::Success, peer)
-                        .detail(json!({ "client": client, "active": active }));
-                    match user {
-                        Some(u) => on_user(tx, e, u)?,
-                        None => e,
-                    }
-                }
-            };
-            audit::record(tx, &e, now)
-        })?;
-        Ok(answer)
+            audit::record(tx, &on_user(tx, answered(true), t.user_id)?, now)?;
+            let u = users::by_id(tx, t.user_id)?;
+            Ok(Some(json!({
+                "active": true, "scope": t.scope, "client_id": client.client_id,
+                "username": u.username, "sub": u.id.to_string(), "iss": issuer,
+                "aud": client.client_id, "iat": t.created_at, "exp": t.expires_at,
+                "token_type": match t.kind { TokenKind::Access => "access_token",
+                                             TokenKind::Refresh => "refresh_token" },
+            })))
+        })
     }
 
     /// RP-initiated logout: from a valid ID token of ours (expired is fine), its user id
