@@ -1007,7 +1007,7 @@ mod tests {
 
     /// The bundled SQLite is built with no bulk page-cache allocation per connection
     /// (`.cargo/config.toml`): with it, each connection authctl opens wrote through a
-    /// 20-page block before reading anything (~40 page faults of a command's start).
+    /// 20-page block before reading anything (38 page faults of a command's start).
     #[test]
     fn sqlite_is_built_without_a_bulk_page_cache_per_connection() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
