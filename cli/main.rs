@@ -1,5 +1,7 @@
 //! authctl: the admin CLI of authd. Works directly on the SQLite file.
-#![forbid(unsafe_code)]
+// Unsafe code only where authctl starts (start.rs and the C entry point below).
+#![deny(unsafe_code)]
+#![cfg_attr(not(test), no_main)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod admin;
@@ -14,6 +16,8 @@ mod keys;
 mod maint;
 mod output;
 mod prompt;
+#[allow(unsafe_code)]
+mod start;
 mod users;
 
 use authcore::kinds::AuditEvent;
@@ -21,7 +25,24 @@ use clap::Parser;
 
 use args::{Cli, Command, Lazy};
 
-fn main() {
+/// The entry point: C's `main`, called by the C runtime with std's own set-up skipped
+/// (see [`start`] for why and for what is done in its place).
+#[cfg(not(test))]
+#[allow(unsafe_code)]
+#[no_mangle]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    start::prepare();
+    // A panic may not unwind into C: it ends the process as std's start-up did, with 101
+    // (the message is on stderr already, from the panic hook).
+    match std::panic::catch_unwind(authctl) {
+        Ok(never) => match never {},
+        Err(_) => std::process::exit(101),
+    }
+}
+
+/// The program: parse the command line, run the command, exit with its code.
+#[cfg_attr(test, allow(dead_code))]
+fn authctl() -> std::convert::Infallible {
     // The database, its key file and SQLite's side files hold secrets.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut cli = Cli::parse();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::config::DbConfig;
 use rusqlite::OpenFlags;
 
-use crate::sql::{params, Connection, Engine, OptionalExtension};
+use crate::sql::{params, Connection, Engine};
 
 use crate::crypto::{self, SecretKey};
 
@@ -150,22 +150,17 @@ pub(crate) fn key_check_name(id: crypto::KeyId) -> String {
 /// the database (a backup restored beside a later key file) are learnt; a fresh database
 /// learns its first key here. The error names the key that does not belong.
 pub fn check_key(conn: &Connection, key: &SecretKey, key_path: &Path) -> Result<()> {
-    let known: i64 = conn.query_row(
-        "SELECT count(*) FROM meta WHERE key='key_check' OR key LIKE 'key_check.%'",
-        (),
-        |r| r.get(0),
-    )?;
+    // Every check value in one statement (each command of authctl opens with this check).
+    let stored: Vec<(String, String)> = conn
+        .prepare("SELECT key, value FROM meta WHERE key='key_check' OR key LIKE 'key_check.%'")?
+        .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<crate::sql::Result<_>>()?;
+    let known = stored.len();
     let mut unknown = Vec::new();
     for id in key.ids() {
         let want = key.check_value_of(id).expect("the ring holds its ids");
-        let stored: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key=?1",
-                [key_check_name(id)],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match stored {
+        let name = key_check_name(id);
+        match stored.iter().find(|(k, _)| *k == name).map(|(_, v)| v) {
             Some(s) if crypto::ct_eq(s.as_bytes(), want.as_bytes()) => {}
             Some(_) => {
                 return Err(Error::Key(format!(
@@ -1008,8 +1003,12 @@ mod tests {
     /// The bundled SQLite is built with no bulk page-cache allocation per connection
     /// (`.cargo/config.toml`): with it, each connection authctl opens wrote through a
     /// 20-page block before reading anything (38 page faults of a command's start).
+    ///
+    /// Also without memory statistics (each malloc and free of SQLite took a global mutex
+    /// for them) and without the extensions authd does not use (FTS3, FTS5, R-tree,
+    /// dbstat, soundex), which every new connection registered.
     #[test]
-    fn sqlite_is_built_without_a_bulk_page_cache_per_connection() {
+    fn sqlite_is_built_as_configured() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         let mut st = conn.prepare("PRAGMA compile_options").unwrap();
         let opts: Vec<String> = st
@@ -1017,10 +1016,24 @@ mod tests {
             .unwrap()
             .collect::<std::result::Result<_, _>>()
             .unwrap();
-        assert!(
-            opts.iter().any(|o| o == "DEFAULT_PCACHE_INITSZ=0"),
-            "compile options: {opts:?}"
-        );
+        for want in ["DEFAULT_PCACHE_INITSZ=0", "DEFAULT_MEMSTATUS=0"] {
+            assert!(
+                opts.iter().any(|o| o == want),
+                "{want} missing; compile options: {opts:?}"
+            );
+        }
+        for left_out in [
+            "ENABLE_FTS3",
+            "ENABLE_FTS5",
+            "ENABLE_RTREE",
+            "ENABLE_DBSTAT_VTAB",
+            "SOUNDEX",
+        ] {
+            assert!(
+                !opts.iter().any(|o| o == left_out),
+                "{left_out} built in; compile options: {opts:?}"
+            );
+        }
     }
 
     /// The writer turn goes to the writers in the order they asked: one that lets go and

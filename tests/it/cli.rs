@@ -2710,6 +2710,83 @@ fn concurrent_writers_all_succeed() {
     assert_eq!(env.audit(&["--event", "admin.user.add"]).len(), 8);
 }
 
+/// authctl starts from C's `main`, skipping std's start-up (cli/start.rs), and does
+/// itself what std did there: a standard stream the caller closed is opened on
+/// `/dev/null` (read-write), so that no file authctl opens can take its number and
+/// receive its output. (SQLite, opening the database on such a number, would plug it
+/// with `/dev/null` read-only: the test tells the two apart.)
+#[test]
+fn a_closed_standard_output_is_opened_on_dev_null() {
+    use std::io::Write;
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    let env = Env::init();
+    let inner = env.cmd(&[
+        "user",
+        "add",
+        "tara",
+        "--email",
+        "t@example.org",
+        "--password-stdin",
+    ]);
+    // sh closes fds 1 and 2 and becomes authctl, which then waits for the password.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"exec "$@" >&- 2>&-"#)
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut child = cmd.stdin(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let fd_open = |fd: u32| -> Option<(std::path::PathBuf, u32)> {
+        let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+        let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+        Some((target, u32::from_str_radix(flags.trim(), 8).ok()?))
+    };
+    let is_authctl = || {
+        std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.ends_with("authctl"))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (out, err) = loop {
+        if is_authctl() {
+            if let (Some(out), Some(err)) = (fd_open(1), fd_open(2)) {
+                break (out, err);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "authctl never had fds 1 and 2 open (out {:?}, err {:?})",
+            fd_open(1),
+            fd_open(2)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    for (name, (target, flags)) in [("stdout", out), ("stderr", err)] {
+        assert_eq!(target, std::path::Path::new("/dev/null"), "{name}");
+        assert_eq!(
+            flags & 0o3,
+            0o2,
+            "{name} is not /dev/null read-write: {flags:o}"
+        );
+    }
+    // And the command itself works as ever.
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{STRONG}").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(env.json(&["user", "show", "tara"])["username"], "tara");
+}
+
 #[test]
 fn a_closed_pipe_ends_quietly() {
     use std::io::Read;
